@@ -1,0 +1,85 @@
+//! The polled NIC contract: the only thing a port of netdump must implement.
+//!
+//! Shaped after FreeBSD debugnet's four driver hooks (init, event, transmit, poll) and
+//! smoltcp's `phy::Device` tokens. A driver behind this trait runs with interrupts off,
+//! from buffers allocated before the crash, and never allocates, blocks or takes a lock.
+
+/// Errors a polled NIC reports. None of them may be produced by a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicError {
+    /// Every transmit descriptor is owned by the device; poll completions and retry.
+    RingFull,
+    /// The frame is longer than `mtu() + 14` bytes (Ethernet header, no FCS).
+    FrameTooLarge { len: usize, max: usize },
+    /// The frame is shorter than an Ethernet header.
+    FrameTooShort { len: usize },
+    /// The device did not come out of reset within the driver's bound.
+    ResetTimeout,
+    /// The device reports no link.
+    LinkDown,
+    /// The device is in a state the driver cannot recover from (e.g. reads all-ones).
+    DeviceGone,
+}
+
+impl core::fmt::Display for NicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NicError::RingFull => f.write_str("transmit ring full"),
+            NicError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            NicError::FrameTooShort { len } => write!(f, "frame of {len} bytes is too short"),
+            NicError::ResetTimeout => f.write_str("device reset timed out"),
+            NicError::LinkDown => f.write_str("link down"),
+            NicError::DeviceGone => f.write_str("device not responding"),
+        }
+    }
+}
+
+/// Length of an Ethernet II header (no VLAN tag, no FCS).
+pub const ETHERNET_HEADER_LEN: usize = 14;
+
+/// A network interface driven by polling, from preallocated buffers.
+///
+/// # Contract
+/// - **No allocation, no locks, no interrupts.** Every buffer and descriptor ring was
+///   handed to the driver before the crash. The driver masks the device's interrupts in
+///   [`reset`](Self::reset) and never unmasks them.
+/// - **`reset` takes the device over from any state.** The OS driver may have left it
+///   mid-transfer with half-filled rings. `reset` performs a full device reset, waits a
+///   bounded time for it to complete, reprograms the MAC filter, rings and receive buffers
+///   from the preallocated memory, enables bus mastering, and returns with the device ready
+///   to send and receive. It may be called again at any time (for instance at panic time
+///   after a healthy install) and must succeed again.
+/// - **Frames are Ethernet II frames without FCS.** `transmit` is given the frame length
+///   and fills the frame in place in a DMA buffer (no extra copy); `poll_receive` lends
+///   each received frame to a closure and re-arms its buffer afterwards.
+/// - **Every call returns promptly**: no call spins longer than the driver's documented
+///   bound (a few milliseconds at most, for reset).
+pub trait PolledNic {
+    /// The station address frames are sent from and accepted for.
+    fn mac_address(&self) -> [u8; 6];
+
+    /// The largest Ethernet payload (IP packet) the device sends and receives, e.g. 1500.
+    fn mtu(&self) -> usize;
+
+    /// Full reset and re-initialisation from the preallocated buffers (see the contract).
+    fn reset(&mut self) -> Result<(), NicError>;
+
+    /// Queues one frame of `len` bytes (header included, FCS excluded).
+    ///
+    /// The driver takes a free transmit buffer, calls `fill` with exactly `len` bytes of it
+    /// to build the frame in place, and hands the descriptor to the device.
+    /// Returns [`NicError::RingFull`] without calling `fill` when no buffer is free, and
+    /// [`NicError::FrameTooLarge`] / [`NicError::FrameTooShort`] for a bad length.
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError>;
+
+    /// Reclaims descriptors the device has finished sending; returns how many were freed.
+    fn poll_transmit(&mut self) -> usize;
+
+    /// Receives at most one frame: if the device has one, lends it to `handler`, re-arms
+    /// its buffer and returns `Ok(true)`; returns `Ok(false)` when nothing is pending.
+    /// Frames with receive errors are dropped and re-armed by the driver (returning
+    /// `Ok(true)` without calling `handler`, so that callers keep draining).
+    fn poll_receive(&mut self, handler: &mut dyn FnMut(&[u8])) -> Result<bool, NicError>;
+}
