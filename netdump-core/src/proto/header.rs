@@ -1,0 +1,197 @@
+//! The 24-byte header every netdump packet starts with (docs/PROTOCOL.md, "Packet").
+
+use super::{MessageType, ProtoError};
+
+/// Field offsets inside the header.
+mod field {
+    pub type Field = core::ops::Range<usize>;
+    pub const MAGIC: Field = 0..2;
+    pub const VERSION: usize = 2;
+    pub const TYPE: usize = 3;
+    pub const FLAGS: Field = 4..6;
+    pub const PAYLOAD_LEN: Field = 6..8;
+    pub const COOKIE: Field = 8..16;
+    pub const SEQ: Field = 16..20;
+    pub const CRC: Field = 20..24;
+}
+
+/// `0x4E44`, "ND".
+pub const MAGIC: u16 = 0x4E44;
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Length of the header.
+pub const HEADER_LEN: usize = 24;
+
+/// Header flag bits.
+pub mod flags {
+    /// On DATA: the server must acknowledge at once.
+    pub const ACK_REQUEST: u16 = 1 << 0;
+    /// On DATA: this is a retransmission (informational).
+    pub const RETRANSMIT: u16 = 1 << 1;
+    /// Every flag this version defines.
+    pub const ALL: u16 = ACK_REQUEST | RETRANSMIT;
+}
+
+/// The decoded header of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub msg_type: MessageType,
+    pub flags: u16,
+    pub cookie: u64,
+    pub seq: u32,
+}
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+/// CRC-32 of a packet with its CRC field taken as zero.
+fn packet_crc(packet: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&packet[..field::CRC.start]);
+    h.update(&[0; 4]);
+    h.update(&packet[field::CRC.end..]);
+    h.finalize()
+}
+
+impl Header {
+    /// Validates a whole datagram and returns its header and payload.
+    ///
+    /// Checks, in order: length, magic, version, `payload_len` against the datagram
+    /// length, CRC, and message type. A wrong version is reported before the CRC is
+    /// checked so that a server can tell a peer it speaks another version.
+    pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), ProtoError> {
+        if datagram.len() < HEADER_LEN {
+            return Err(ProtoError::Truncated);
+        }
+        if be16(&datagram[field::MAGIC]) != MAGIC {
+            return Err(ProtoError::BadMagic);
+        }
+        let version = datagram[field::VERSION];
+        if version != VERSION {
+            return Err(ProtoError::UnsupportedVersion(version));
+        }
+        let payload_len = be16(&datagram[field::PAYLOAD_LEN]) as usize;
+        if HEADER_LEN + payload_len != datagram.len() {
+            return Err(ProtoError::LengthMismatch);
+        }
+        let crc = u32::from_be_bytes(datagram[field::CRC].try_into().unwrap_or([0; 4]));
+        if crc != packet_crc(datagram) {
+            return Err(ProtoError::BadCrc);
+        }
+        let msg_type = MessageType::try_from(datagram[field::TYPE])?;
+        let header = Header {
+            msg_type,
+            flags: be16(&datagram[field::FLAGS]),
+            cookie: u64::from_be_bytes(datagram[field::COOKIE].try_into().unwrap_or([0; 8])),
+            seq: u32::from_be_bytes(datagram[field::SEQ].try_into().unwrap_or([0; 4])),
+        };
+        Ok((header, &datagram[HEADER_LEN..]))
+    }
+
+    /// The `seq` of a datagram that has a header, without validating anything else
+    /// (used to echo it in an ERROR reply).
+    pub fn peek_seq(datagram: &[u8]) -> Option<u32> {
+        datagram.get(field::SEQ).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Writes a packet: this header, then `payload_len` bytes produced by `fill`, then the
+    /// CRC. Returns the packet length.
+    pub fn emit(
+        &self,
+        buf: &mut [u8],
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, ProtoError> {
+        let total = HEADER_LEN + payload_len;
+        if payload_len > u16::MAX as usize || buf.len() < total {
+            return Err(ProtoError::BufferTooSmall);
+        }
+        let packet = &mut buf[..total];
+        packet[field::MAGIC].copy_from_slice(&MAGIC.to_be_bytes());
+        packet[field::VERSION] = VERSION;
+        packet[field::TYPE] = self.msg_type as u8;
+        packet[field::FLAGS].copy_from_slice(&self.flags.to_be_bytes());
+        packet[field::PAYLOAD_LEN].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        packet[field::COOKIE].copy_from_slice(&self.cookie.to_be_bytes());
+        packet[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
+        fill(&mut packet[HEADER_LEN..]);
+        let crc = packet_crc(packet);
+        packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A HELLO_ACK (type 0x81) with cookie 0x0102030405060708, seq 3, payload 00 00 00 00
+    // 00 00 05 c0; the CRC was computed independently (Python zlib.crc32).
+    const HELLO_ACK: [u8; 32] = [
+        0x4e, 0x44, 0x01, 0x81, 0x00, 0x00, 0x00, 0x08, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+        0x07, 0x08, 0x00, 0x00, 0x00, 0x03, 0xc1, 0x3e, 0x59, 0x29, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x05, 0xc0,
+    ];
+
+    fn sample() -> Header {
+        Header { msg_type: MessageType::HelloAck, flags: 0, cookie: 0x0102030405060708, seq: 3 }
+    }
+
+    #[test]
+    fn emits_the_documented_bytes() {
+        let mut buf = [0u8; 64];
+        let n = sample()
+            .emit(&mut buf, 8, |p| p.copy_from_slice(&[0, 0, 0, 0, 0, 0, 0x05, 0xc0]))
+            .unwrap();
+        assert_eq!(&buf[..n], &HELLO_ACK[..]);
+    }
+
+    #[test]
+    fn parses_the_documented_bytes() {
+        let (h, payload) = Header::parse(&HELLO_ACK).unwrap();
+        assert_eq!(h, sample());
+        assert_eq!(payload, &[0, 0, 0, 0, 0, 0, 0x05, 0xc0]);
+    }
+
+    #[test]
+    fn rejects_every_single_bit_flip() {
+        for bit in 0..HELLO_ACK.len() * 8 {
+            let mut p = HELLO_ACK;
+            p[bit / 8] ^= 1 << (bit % 8);
+            assert!(Header::parse(&p).is_err(), "bit {bit} flipped was accepted");
+        }
+    }
+
+    #[test]
+    fn reports_version_before_crc() {
+        let mut p = HELLO_ACK;
+        p[2] = 7;
+        assert_eq!(Header::parse(&p), Err(ProtoError::UnsupportedVersion(7)));
+    }
+
+    #[test]
+    fn rejects_truncated_and_padded_datagrams() {
+        assert_eq!(Header::parse(&HELLO_ACK[..23]), Err(ProtoError::Truncated));
+        assert_eq!(Header::parse(&HELLO_ACK[..31]), Err(ProtoError::LengthMismatch));
+        let mut long = [0u8; 33];
+        long[..32].copy_from_slice(&HELLO_ACK);
+        assert_eq!(Header::parse(&long), Err(ProtoError::LengthMismatch));
+    }
+
+    #[test]
+    fn rejects_unknown_type_with_valid_crc() {
+        let mut buf = [0u8; 64];
+        let n = sample().emit(&mut buf, 0, |_| {}).unwrap();
+        buf[3] = 0x42;
+        let crc = packet_crc(&buf[..n]);
+        buf[20..24].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(Header::parse(&buf[..n]), Err(ProtoError::UnknownType(0x42)));
+    }
+
+    #[test]
+    fn emit_refuses_a_short_buffer() {
+        let mut buf = [0u8; 30];
+        assert_eq!(sample().emit(&mut buf, 8, |_| {}), Err(ProtoError::BufferTooSmall));
+    }
+}

@@ -1,0 +1,695 @@
+//! One repr per message type of docs/PROTOCOL.md. `parse` takes the payload (after the
+//! header); `emit` writes exactly `wire_len()` bytes.
+
+use super::bytes::{Reader, Writer};
+use super::{Header, MessageType, ProtoError, MAX_CPUS, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT};
+
+/// A parsed payload of any type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    Hello(Hello<'a>),
+    HelloAck(HelloAck),
+    Crash(Crash<'a>),
+    Decision(Decision),
+    Data(Data<'a>),
+    Ack(Ack<'a>),
+    Finish(Finish),
+    FinishAck(FinishAck),
+    Abort(TextMessage<'a>),
+    Error(TextMessage<'a>),
+}
+
+impl<'a> Message<'a> {
+    /// Parses the payload of a packet whose header has already been validated.
+    pub fn parse(header: &Header, payload: &'a [u8]) -> Result<Self, ProtoError> {
+        Ok(match header.msg_type {
+            MessageType::Hello => Message::Hello(Hello::parse(payload)?),
+            MessageType::HelloAck => Message::HelloAck(HelloAck::parse(payload)?),
+            MessageType::Crash => Message::Crash(Crash::parse(payload)?),
+            MessageType::Decision => Message::Decision(Decision::parse(payload)?),
+            MessageType::Data => Message::Data(Data::parse(payload)?),
+            MessageType::Ack => Message::Ack(Ack::parse(payload)?),
+            MessageType::Finish => Message::Finish(Finish::parse(payload)?),
+            MessageType::FinishAck => Message::FinishAck(FinishAck::parse(payload)?),
+            MessageType::Abort => Message::Abort(TextMessage::parse(payload)?),
+            MessageType::Error => Message::Error(TextMessage::parse(payload)?),
+        })
+    }
+}
+
+/// Declares a `u8`/`u16` wire enum with `TryFrom` that rejects unknown values.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident : $repr:ty { $($(#[$vm:meta])* $variant:ident = $val:expr),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        pub enum $name { $($(#[$vm])* $variant = $val),+ }
+        impl TryFrom<$repr> for $name {
+            type Error = ProtoError;
+            fn try_from(v: $repr) -> Result<Self, ProtoError> {
+                match v {
+                    $($val => Ok($name::$variant),)+
+                    _ => Err(ProtoError::BadField(stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+/// A client name is 1..=64 bytes of `[A-Za-z0-9._-]` (it becomes a directory name).
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+        && name != b"."
+        && name != b".."
+}
+
+/// HELLO: install-time registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub mac: [u8; 6],
+    pub mtu: u16,
+    pub ip: [u8; 4],
+    pub page_size: u32,
+    pub memory_bytes: u64,
+    pub name: &'a [u8],
+}
+
+impl<'a> Hello<'a> {
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let hello = Hello {
+            mac: r.array()?,
+            mtu: r.u16()?,
+            ip: r.array()?,
+            page_size: r.u32()?,
+            memory_bytes: r.u64()?,
+            name: {
+                let n = r.u8()? as usize;
+                r.bytes(n)?
+            },
+        };
+        r.finish()?;
+        Ok(hello)
+    }
+    pub fn wire_len(&self) -> usize {
+        25 + self.name.len()
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out)
+            .bytes(&self.mac)
+            .u16(self.mtu)
+            .bytes(&self.ip)
+            .u32(self.page_size)
+            .u64(self.memory_bytes)
+            .u8(self.name.len() as u8)
+            .bytes(self.name);
+    }
+}
+
+wire_enum!(
+    /// HELLO_ACK status.
+    HelloStatus: u8 { Registered = 0, Refused = 1 }
+);
+
+/// HELLO_ACK: the server registered the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloAck {
+    pub status: HelloStatus,
+    pub max_payload: u32,
+}
+
+impl HelloAck {
+    pub const WIRE_LEN: usize = 8;
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let status = HelloStatus::try_from(r.u8()?)?;
+        r.bytes(3)?;
+        let ack = HelloAck { status, max_payload: r.u32()? };
+        r.finish()?;
+        Ok(ack)
+    }
+    pub fn wire_len(&self) -> usize {
+        Self::WIRE_LEN
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out).u8(self.status as u8).zeros(3).u32(self.max_payload);
+    }
+}
+
+wire_enum!(
+    /// What killed the kernel.
+    CrashKind: u8 { Panic = 1, Exception = 2, Requested = 3 }
+);
+
+/// A RAM range of the client: dumped, and one PT_LOAD in the vmcore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryRange {
+    pub phys_start: u64,
+    pub length: u64,
+    /// Where the client's kernel maps `phys_start` (equal to it for an identity map).
+    pub virt_start: u64,
+}
+
+impl MemoryRange {
+    pub const WIRE_LEN: usize = 24;
+    pub fn phys_end(&self) -> u64 {
+        self.phys_start.saturating_add(self.length)
+    }
+    pub fn contains(&self, phys: u64, len: u64) -> bool {
+        phys >= self.phys_start
+            && phys.checked_add(len).is_some_and(|end| end <= self.phys_end())
+    }
+}
+
+/// The RAM ranges of a CRASH: borrowed from the wire when parsed, from the client's
+/// memory map when emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeTable<'a> {
+    Wire(&'a [u8]),
+    Ranges(&'a [MemoryRange]),
+}
+
+impl<'a> RangeTable<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            RangeTable::Wire(b) => b.len() / MemoryRange::WIRE_LEN,
+            RangeTable::Ranges(r) => r.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn get(&self, i: usize) -> Option<MemoryRange> {
+        match self {
+            RangeTable::Ranges(r) => r.get(i).copied(),
+            RangeTable::Wire(b) => {
+                let rec = b.get(i * MemoryRange::WIRE_LEN..(i + 1) * MemoryRange::WIRE_LEN)?;
+                let mut r = Reader::new(rec);
+                Some(MemoryRange {
+                    phys_start: r.u64().ok()?,
+                    length: r.u64().ok()?,
+                    virt_start: r.u64().ok()?,
+                })
+            }
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = MemoryRange> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+/// Checks what PROTOCOL.md requires of a memory map: 1..=32 ranges, page-aligned,
+/// non-empty, sorted, non-overlapping.
+pub fn validate_ranges(ranges: impl Iterator<Item = MemoryRange>, page_size: u64) -> Result<usize, ProtoError> {
+    if page_size == 0 || !page_size.is_power_of_two() {
+        return Err(ProtoError::BadField("page_size"));
+    }
+    let mut count = 0;
+    let mut prev_end = 0u64;
+    for r in ranges {
+        if r.length == 0 || r.phys_start % page_size != 0 || r.length % page_size != 0 {
+            return Err(ProtoError::BadField("range alignment"));
+        }
+        if r.phys_start.checked_add(r.length).is_none() || r.virt_start.checked_add(r.length).is_none() {
+            return Err(ProtoError::BadField("range overflows"));
+        }
+        if count > 0 && r.phys_start < prev_end {
+            return Err(ProtoError::BadField("ranges overlap or are unsorted"));
+        }
+        prev_end = r.phys_end();
+        count += 1;
+    }
+    if count == 0 || count > MAX_RANGES {
+        return Err(ProtoError::BadField("range_count"));
+    }
+    Ok(count)
+}
+
+/// CRASH: the crash announcement, with the memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crash<'a> {
+    pub kind: CrashKind,
+    pub vector: u8,
+    pub cpu_count: u16,
+    pub crashing_cpu: u16,
+    pub error_code: u64,
+    pub fault_address: u64,
+    pub page_size: u32,
+    pub log_len: u64,
+    pub ranges: RangeTable<'a>,
+    pub message: &'a [u8],
+}
+
+impl<'a> Crash<'a> {
+    pub const FIXED_LEN: usize = 40;
+
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let kind = CrashKind::try_from(r.u8()?)?;
+        let vector = r.u8()?;
+        let cpu_count = r.u16()?;
+        let crashing_cpu = r.u16()?;
+        let range_count = r.u16()? as usize;
+        let error_code = r.u64()?;
+        let fault_address = r.u64()?;
+        let page_size = r.u32()?;
+        let message_len = r.u16()? as usize;
+        r.bytes(2)?;
+        let log_len = r.u64()?;
+        let ranges = RangeTable::Wire(r.bytes(range_count * MemoryRange::WIRE_LEN)?);
+        let message = r.bytes(message_len)?;
+        r.finish()?;
+        if cpu_count == 0 || cpu_count as usize > MAX_CPUS || crashing_cpu >= cpu_count {
+            return Err(ProtoError::BadField("cpu_count"));
+        }
+        if message_len > MAX_TEXT {
+            return Err(ProtoError::BadField("message_len"));
+        }
+        validate_ranges(ranges.iter(), page_size as u64)?;
+        Ok(Crash { kind, vector, cpu_count, crashing_cpu, error_code, fault_address, page_size, log_len, ranges, message })
+    }
+
+    pub fn wire_len(&self) -> usize {
+        Self::FIXED_LEN + self.ranges.len() * MemoryRange::WIRE_LEN + self.message.len().min(MAX_TEXT)
+    }
+
+    pub fn emit(&self, out: &mut [u8]) {
+        let message = &self.message[..self.message.len().min(MAX_TEXT)];
+        let mut w = Writer::new(out);
+        w.u8(self.kind as u8)
+            .u8(self.vector)
+            .u16(self.cpu_count)
+            .u16(self.crashing_cpu)
+            .u16(self.ranges.len() as u16)
+            .u64(self.error_code)
+            .u64(self.fault_address)
+            .u32(self.page_size)
+            .u16(message.len() as u16)
+            .zeros(2)
+            .u64(self.log_len);
+        for r in self.ranges.iter() {
+            w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+        }
+        w.bytes(message);
+    }
+}
+
+wire_enum!(
+    /// What the server wants from a crashing client.
+    Verdict: u8 { DumpAll = 0, SkipMemory = 1, Abort = 2 }
+);
+wire_enum!(
+    /// Why the server decided as it did.
+    DecisionReason: u8 { None = 0, Hook = 1, NoSpace = 2, Duplicate = 3, Busy = 4, BadAnnouncement = 5 }
+);
+
+/// DECISION: the server's answer to CRASH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub why: DecisionReason,
+    pub max_payload: u32,
+}
+
+impl Decision {
+    pub const WIRE_LEN: usize = 8;
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let verdict = Verdict::try_from(r.u8()?)?;
+        let why = DecisionReason::try_from(r.u8()?)?;
+        r.bytes(2)?;
+        let d = Decision { verdict, why, max_payload: r.u32()? };
+        r.finish()?;
+        Ok(d)
+    }
+    pub fn wire_len(&self) -> usize {
+        Self::WIRE_LEN
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out).u8(self.verdict as u8).u8(self.why as u8).zeros(2).u32(self.max_payload);
+    }
+}
+
+wire_enum!(
+    /// The sections of a dump's data stream, in the order they are sent.
+    Section: u8 { Log = 1, Registers = 2, Memory = 3, Extra = 4 }
+);
+
+/// DATA: a chunk of one section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Data<'a> {
+    pub section: Section,
+    /// Byte offset in the section; the physical address for [`Section::Memory`].
+    pub offset: u64,
+    pub data: &'a [u8],
+}
+
+impl<'a> Data<'a> {
+    /// Length of the sub-header before the data.
+    pub const SUBHEADER_LEN: usize = 16;
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let section = Section::try_from(r.u8()?)?;
+        r.bytes(7)?;
+        let offset = r.u64()?;
+        let data = r.rest();
+        if data.is_empty() {
+            return Err(ProtoError::Truncated);
+        }
+        if offset.checked_add(data.len() as u64).is_none() {
+            return Err(ProtoError::BadField("offset"));
+        }
+        Ok(Data { section, offset, data })
+    }
+    pub fn wire_len(&self) -> usize {
+        Self::SUBHEADER_LEN + self.data.len()
+    }
+    /// Writes the sub-header only; the caller fills `data_len` bytes after it.
+    pub fn emit_subheader(section: Section, offset: u64, out: &mut [u8]) {
+        Writer::new(out).u8(section as u8).zeros(7).u64(offset);
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Self::emit_subheader(self.section, self.offset, out);
+        out[Self::SUBHEADER_LEN..Self::SUBHEADER_LEN + self.data.len()].copy_from_slice(self.data);
+    }
+}
+
+/// ACK: cumulative plus selective acknowledgement. The cumulative point is the header's
+/// `seq`: every DATA below it has arrived, and it itself has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack<'a> {
+    /// The server abandons the dump: stop sending.
+    pub stop: bool,
+    /// Bit `i` (byte `i/8`, LSB first) set ⇔ DATA `cumulative + 1 + i` has arrived.
+    pub bitmap: &'a [u8],
+}
+
+impl<'a> Ack<'a> {
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let len = r.u16()? as usize;
+        let flags = r.u8()?;
+        r.u8()?;
+        if len > MAX_SACK_BYTES {
+            return Err(ProtoError::BadField("bitmap_len"));
+        }
+        let bitmap = r.bytes(len)?;
+        r.finish()?;
+        Ok(Ack { stop: flags & 1 != 0, bitmap })
+    }
+    pub fn wire_len(&self) -> usize {
+        4 + self.bitmap.len()
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out).u16(self.bitmap.len() as u16).u8(self.stop as u8).u8(0).bytes(self.bitmap);
+    }
+    /// Whether DATA `seq` is acknowledged, given the cumulative point `cumulative`.
+    pub fn covers(&self, cumulative: u32, seq: u32) -> bool {
+        if seq < cumulative {
+            return true;
+        }
+        if seq == cumulative {
+            return false;
+        }
+        let i = (seq - cumulative - 1) as usize;
+        self.bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+}
+
+/// FINISH flag: memory was skipped by the server's decision.
+pub const FINISH_MEMORY_SKIPPED: u32 = 1 << 0;
+/// FINISH flag: the client could not read some memory.
+pub const FINISH_MEMORY_INCOMPLETE: u32 = 1 << 1;
+
+/// FINISH: the totals of a completed stream (header `seq` = number of DATA packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finish {
+    pub total_bytes: u64,
+    pub stream_crc: u32,
+    pub flags: u32,
+    pub zero_pages: u64,
+    pub retransmissions: u64,
+}
+
+impl Finish {
+    pub const WIRE_LEN: usize = 32;
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let f = Finish {
+            total_bytes: r.u64()?,
+            stream_crc: r.u32()?,
+            flags: r.u32()?,
+            zero_pages: r.u64()?,
+            retransmissions: r.u64()?,
+        };
+        r.finish()?;
+        Ok(f)
+    }
+    pub fn wire_len(&self) -> usize {
+        Self::WIRE_LEN
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out)
+            .u64(self.total_bytes)
+            .u32(self.stream_crc)
+            .u32(self.flags)
+            .u64(self.zero_pages)
+            .u64(self.retransmissions);
+    }
+}
+
+wire_enum!(
+    /// The server's verdict on a finished stream.
+    FinishStatus: u8 { Verified = 0, CrcMismatch = 1, MissingData = 2, WriteError = 3, UnknownSession = 4 }
+);
+wire_enum!(
+    /// What the client should do after the dump.
+    AfterDump: u8 { Reboot = 0, Halt = 1 }
+);
+
+/// FINISH_ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishAck {
+    pub status: FinishStatus,
+    pub action: AfterDump,
+}
+
+impl FinishAck {
+    pub const WIRE_LEN: usize = 4;
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let status = FinishStatus::try_from(r.u8()?)?;
+        let action = AfterDump::try_from(r.u8()?)?;
+        r.bytes(2)?;
+        r.finish()?;
+        Ok(FinishAck { status, action })
+    }
+    pub fn wire_len(&self) -> usize {
+        Self::WIRE_LEN
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out).u8(self.status as u8).u8(self.action as u8).zeros(2);
+    }
+}
+
+/// ABORT reason codes (client → server).
+pub mod abort_reason {
+    pub const SERVER_SILENT: u16 = 1;
+    pub const NIC_ERROR: u16 = 2;
+    pub const NESTED_PANIC: u16 = 3;
+    pub const STOPPED_BY_SERVER: u16 = 4;
+    pub const MEMORY_UNREADABLE: u16 = 5;
+}
+
+/// ERROR codes (server → client).
+pub mod error_code {
+    pub const UNSUPPORTED_VERSION: u16 = 1;
+    pub const UNKNOWN_COOKIE: u16 = 2;
+    pub const MALFORMED: u16 = 3;
+    pub const SESSION_CLOSED: u16 = 4;
+}
+
+/// ABORT and ERROR: a code and a short text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextMessage<'a> {
+    pub code: u16,
+    pub text: &'a [u8],
+}
+
+impl<'a> TextMessage<'a> {
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let code = r.u16()?;
+        let len = r.u16()? as usize;
+        if len > MAX_TEXT {
+            return Err(ProtoError::BadField("text_len"));
+        }
+        let text = r.bytes(len)?;
+        r.finish()?;
+        Ok(TextMessage { code, text })
+    }
+    pub fn wire_len(&self) -> usize {
+        4 + self.text.len().min(MAX_TEXT)
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        let text = &self.text[..self.text.len().min(MAX_TEXT)];
+        Writer::new(out).u16(self.code).u16(text.len() as u16).bytes(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(t: MessageType, len: usize, emit: impl FnOnce(&mut [u8])) -> ([u8; 2048], usize) {
+        let mut buf = [0u8; 2048];
+        let h = Header { msg_type: t, flags: 0, cookie: 42, seq: 7 };
+        let n = h.emit(&mut buf, len, emit).unwrap();
+        (buf, n)
+    }
+
+    fn parse(buf: &[u8]) -> Message<'_> {
+        let (h, p) = Header::parse(buf).unwrap();
+        Message::parse(&h, p).unwrap()
+    }
+
+    #[test]
+    fn hello_roundtrip() {
+        let m = Hello { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, ip: [10, 0, 2, 15], page_size: 4096, memory_bytes: 1 << 27, name: b"node-1" };
+        let (buf, n) = roundtrip(MessageType::Hello, m.wire_len(), |p| m.emit(p));
+        assert_eq!(n, 24 + 31);
+        assert_eq!(parse(&buf[..n]), Message::Hello(m));
+    }
+
+    #[test]
+    fn crash_roundtrip_with_ranges_and_message() {
+        let ranges = [
+            MemoryRange { phys_start: 0, length: 0x9f000, virt_start: 0 },
+            MemoryRange { phys_start: 0x100000, length: 0x7f00000, virt_start: 0xffff_8000_0010_0000 },
+        ];
+        let m = Crash {
+            kind: CrashKind::Exception, vector: 14, cpu_count: 2, crashing_cpu: 1, error_code: 2,
+            fault_address: 0xdead000, page_size: 4096, log_len: 777,
+            ranges: RangeTable::Ranges(&ranges), message: b"page fault",
+        };
+        let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
+        let Message::Crash(c) = parse(&buf[..n]) else { panic!("not a crash") };
+        assert_eq!(c.ranges.iter().collect::<Vec<_>>(), ranges);
+        assert_eq!((c.kind, c.vector, c.cpu_count, c.crashing_cpu), (CrashKind::Exception, 14, 2, 1));
+        assert_eq!((c.error_code, c.fault_address, c.page_size, c.log_len), (2, 0xdead000, 4096, 777));
+        assert_eq!(c.message, b"page fault");
+    }
+
+    #[test]
+    fn crash_rejects_overlapping_unaligned_or_missing_ranges() {
+        let bad: [&[MemoryRange]; 3] = [
+            &[MemoryRange { phys_start: 0, length: 0x2000, virt_start: 0 }, MemoryRange { phys_start: 0x1000, length: 0x1000, virt_start: 0 }],
+            &[MemoryRange { phys_start: 0x10, length: 0x1000, virt_start: 0 }],
+            &[],
+        ];
+        for ranges in bad {
+            let m = Crash {
+                kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0,
+                fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(ranges), message: b"",
+            };
+            let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
+            let (h, p) = Header::parse(&buf[..n]).unwrap();
+            assert!(matches!(Message::parse(&h, p), Err(ProtoError::BadField(_))), "{ranges:?}");
+        }
+    }
+
+    #[test]
+    fn crash_rejects_crashing_cpu_out_of_range() {
+        let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
+        let m = Crash {
+            kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 1, error_code: 0,
+            fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), message: b"",
+        };
+        let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
+        let (h, p) = Header::parse(&buf[..n]).unwrap();
+        assert_eq!(Message::parse(&h, p), Err(ProtoError::BadField("cpu_count")));
+    }
+
+    #[test]
+    fn data_roundtrip_and_empty_data_rejected() {
+        let m = Data { section: Section::Memory, offset: 0x1234_5000, data: &[9; 100] };
+        let (buf, n) = roundtrip(MessageType::Data, m.wire_len(), |p| m.emit(p));
+        assert_eq!(parse(&buf[..n]), Message::Data(m));
+        let (buf, n) = roundtrip(MessageType::Data, 16, |p| Data::emit_subheader(Section::Log, 0, p));
+        let (h, p) = Header::parse(&buf[..n]).unwrap();
+        assert_eq!(Message::parse(&h, p), Err(ProtoError::Truncated));
+    }
+
+    #[test]
+    fn ack_covers_cumulative_and_selective() {
+        let bitmap = [0b0000_0101u8, 0x80];
+        let ack = Ack { stop: false, bitmap: &bitmap };
+        let (buf, n) = roundtrip(MessageType::Ack, ack.wire_len(), |p| ack.emit(p));
+        assert_eq!(parse(&buf[..n]), Message::Ack(ack));
+        // cumulative 10: 0..10 received, 10 missing, 11 and 13 received, 12 missing, 26 received
+        assert!(ack.covers(10, 9));
+        assert!(!ack.covers(10, 10));
+        assert!(ack.covers(10, 11));
+        assert!(!ack.covers(10, 12));
+        assert!(ack.covers(10, 13));
+        assert!(ack.covers(10, 26));
+        assert!(!ack.covers(10, 27));
+        assert!(!ack.covers(10, 10_000));
+    }
+
+    #[test]
+    fn fixed_messages_roundtrip() {
+        let d = Decision { verdict: Verdict::SkipMemory, why: DecisionReason::NoSpace, max_payload: 8972 };
+        let (buf, n) = roundtrip(MessageType::Decision, d.wire_len(), |p| d.emit(p));
+        assert_eq!(parse(&buf[..n]), Message::Decision(d));
+        let f = Finish { total_bytes: 1 << 30, stream_crc: 0xdeadbeef, flags: FINISH_MEMORY_SKIPPED, zero_pages: 5, retransmissions: 6 };
+        let (buf, n) = roundtrip(MessageType::Finish, f.wire_len(), |p| f.emit(p));
+        assert_eq!(parse(&buf[..n]), Message::Finish(f));
+        let fa = FinishAck { status: FinishStatus::CrcMismatch, action: AfterDump::Halt };
+        let (buf, n) = roundtrip(MessageType::FinishAck, fa.wire_len(), |p| fa.emit(p));
+        assert_eq!(parse(&buf[..n]), Message::FinishAck(fa));
+        let e = TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"who are you" };
+        let (buf, n) = roundtrip(MessageType::Error, e.wire_len(), |p| e.emit(p));
+        assert_eq!(parse(&buf[..n]), Message::Error(e));
+    }
+
+    #[test]
+    fn unknown_enum_values_are_errors_not_panics() {
+        let (buf, n) = roundtrip(MessageType::Decision, 8, |p| p.copy_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]));
+        let (h, p) = Header::parse(&buf[..n]).unwrap();
+        assert_eq!(Message::parse(&h, p), Err(ProtoError::BadField("Verdict")));
+    }
+
+    #[test]
+    fn every_truncation_of_every_message_is_an_error() {
+        let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
+        let crash = Crash { kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0, fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), message: b"boom" };
+        let hello = Hello { mac: [0; 6], mtu: 1500, ip: [0; 4], page_size: 4096, memory_bytes: 0, name: b"x" };
+        let mut payload = [0u8; 256];
+        let cases: [(MessageType, usize); 3] = [
+            (MessageType::Crash, { crash.emit(&mut payload); crash.wire_len() }),
+            (MessageType::Hello, 0),
+            (MessageType::Finish, 32),
+        ];
+        for (t, len) in cases {
+            let mut p = payload;
+            if t == MessageType::Hello { hello.emit(&mut p); }
+            let len = if t == MessageType::Hello { hello.wire_len() } else { len };
+            let h = Header { msg_type: t, flags: 0, cookie: 1, seq: 0 };
+            for cut in 0..len {
+                assert!(Message::parse(&h, &p[..cut]).is_err(), "{t:?} cut at {cut}");
+            }
+            assert!(Message::parse(&h, &p[..len]).is_ok(), "{t:?} whole");
+        }
+    }
+
+    #[test]
+    fn names_must_be_safe_directory_names() {
+        assert!(valid_name(b"web-01.example_a"));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a b", &[b'a'; 65]] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}

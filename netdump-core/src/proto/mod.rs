@@ -1,0 +1,107 @@
+//! The netdump wire protocol, version 1 — the single implementation shared by the
+//! client (this crate) and the server (`netdumpd`). `docs/PROTOCOL.md` is its
+//! specification; the layouts here follow it field by field.
+//!
+//! Shape (after smoltcp's `wire`): [`Header::parse`] validates a datagram and splits
+//! it into a header and a payload; [`Message::parse`] turns the payload into a typed repr;
+//! every repr has `emit` writing exactly `wire_len()` bytes.
+
+mod bytes;
+mod header;
+mod messages;
+mod regs;
+
+pub use header::{flags, Header, HEADER_LEN, MAGIC, VERSION};
+pub use messages::*;
+pub use regs::{RegisterRecord, REGISTER_RECORD_LEN};
+
+/// Default UDP port of the server.
+pub const SERVER_PORT: u16 = 6666;
+/// Default UDP source port of the client.
+pub const CLIENT_PORT: u16 = 6665;
+/// Largest UDP payload the protocol allows (a 9000-byte jumbo MTU minus IPv4 and UDP).
+pub const MAX_DATAGRAM: usize = 8972;
+/// Largest number of RAM ranges in a CRASH announcement.
+pub const MAX_RANGES: usize = 32;
+/// Largest number of CPUs (register records) in a dump.
+pub const MAX_CPUS: usize = 64;
+/// Longest panic message, ABORT or ERROR text.
+pub const MAX_TEXT: usize = 256;
+/// Longest client name.
+pub const MAX_NAME: usize = 64;
+/// Largest selective-ack bitmap, in bytes (512 packets beyond the cumulative point).
+pub const MAX_SACK_BYTES: usize = 64;
+
+/// Why a datagram or payload was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoError {
+    /// Shorter than the header, or than its message's fixed part.
+    Truncated,
+    BadMagic,
+    UnsupportedVersion(u8),
+    /// `payload_len` disagrees with the datagram's length.
+    LengthMismatch,
+    BadCrc,
+    UnknownType(u8),
+    /// A field holds a value the specification does not allow.
+    BadField(&'static str),
+    /// The output buffer cannot hold the packet.
+    BufferTooSmall,
+}
+
+impl core::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProtoError::Truncated => f.write_str("truncated packet"),
+            ProtoError::BadMagic => f.write_str("bad magic"),
+            ProtoError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            ProtoError::LengthMismatch => f.write_str("payload length disagrees with datagram"),
+            ProtoError::BadCrc => f.write_str("CRC mismatch"),
+            ProtoError::UnknownType(t) => write!(f, "unknown message type {t:#04x}"),
+            ProtoError::BadField(name) => write!(f, "invalid field: {name}"),
+            ProtoError::BufferTooSmall => f.write_str("buffer too small"),
+        }
+    }
+}
+
+/// Message types (the header's `type` byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageType {
+    Hello = 0x01,
+    HelloAck = 0x81,
+    Crash = 0x02,
+    Decision = 0x82,
+    Data = 0x03,
+    Ack = 0x83,
+    Finish = 0x04,
+    FinishAck = 0x84,
+    Abort = 0x05,
+    Error = 0x8F,
+}
+
+impl TryFrom<u8> for MessageType {
+    type Error = ProtoError;
+    fn try_from(v: u8) -> Result<Self, ProtoError> {
+        Ok(match v {
+            0x01 => MessageType::Hello,
+            0x81 => MessageType::HelloAck,
+            0x02 => MessageType::Crash,
+            0x82 => MessageType::Decision,
+            0x03 => MessageType::Data,
+            0x83 => MessageType::Ack,
+            0x04 => MessageType::Finish,
+            0x84 => MessageType::FinishAck,
+            0x05 => MessageType::Abort,
+            0x8F => MessageType::Error,
+            other => return Err(ProtoError::UnknownType(other)),
+        })
+    }
+}
+
+impl MessageType {
+    /// True for the types a client sends (the server accepts only these).
+    pub fn from_client(self) -> bool {
+        (self as u8) & 0x80 == 0
+    }
+}
