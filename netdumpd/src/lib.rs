@@ -1,0 +1,2 @@
+pub mod receive_window;
+pub mod stats;
