@@ -1,0 +1,26 @@
+//! Time for bounded waits. The crash path never waits without a deadline.
+
+/// A monotonic clock in microseconds. At crash time this must not depend on interrupts
+/// (on x86_64 use [`crate::arch::x86_64::TscClock`]).
+pub trait Clock {
+    fn now_us(&self) -> u64;
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now_us(&self) -> u64 {
+        (**self).now_us()
+    }
+}
+
+/// A point in time after which a wait gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(u64);
+
+impl Deadline {
+    pub fn after(clock: &dyn Clock, us: u64) -> Self {
+        Deadline(clock.now_us().saturating_add(us))
+    }
+    pub fn passed(&self, clock: &dyn Clock) -> bool {
+        clock.now_us() >= self.0
+    }
+}

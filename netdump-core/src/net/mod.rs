@@ -1,0 +1,13 @@
+//! The minimal ARP/IPv4/UDP subset the dump path speaks, on `smoltcp::wire`.
+//!
+//! It answers ARP for its own address, resolves the next hop towards the server once at
+//! install time and never relearns it (the spoof guard of the original netdump), and
+//! accepts only UDP from the server's address and port, carried by the cached MAC, to
+//! its own address and port. Everything else is ignored and counted.
+
+mod frame;
+mod link;
+
+pub use frame::{classify, emit_arp, emit_udp, Inbound, Ignored, FRAME_OVERHEAD};
+pub use link::{LinkCounters, NetConfig, NetError, UdpLink};
+pub use smoltcp::wire::{EthernetAddress, Ipv4Address};
