@@ -1,0 +1,534 @@
+//! The vmcore: an ELF64 `ET_CORE` file for x86_64 laid out like Linux kdump's
+//! `/proc/vmcore`, so `gdb kernel.elf vmcore` and other core-file tools open it.
+//!
+//! ```text
+//! ELF header | program headers: PT_NOTE, PT_LOAD × ranges | notes | pad to 4 KiB | range 0 | range 1 | …
+//! ```
+//!
+//! The notes are one `NT_PRSTATUS` ("CORE") per CPU, the crashing CPU first so that gdb
+//! selects its thread, then two "NETDUMP" notes: [`NT_NETDUMP_MESSAGE`] (the panic
+//! message) and [`NT_NETDUMP_CRASH`] (reason, vector, error code, fault address).
+//! The layout is fixed when the crash is announced: the file is created at its full size
+//! (sparse), each memory page is written at its place as it arrives, pages that are never
+//! sent (all-zero pages) stay holes, and a CPU's descriptor is rewritten when its
+//! register record arrives.
+
+use netdump_core::proto::{CrashKind, MemoryRange, RegisterRecord};
+
+/// `NT_PRSTATUS`: the registers of one thread (here: one CPU).
+pub const NT_PRSTATUS: u32 = 1;
+/// Owner name of netdump's own notes.
+pub const NETDUMP_NOTE_NAME: &str = "NETDUMP";
+/// "NETDUMP" note type: the panic message, UTF-8, not NUL-terminated.
+pub const NT_NETDUMP_MESSAGE: u32 = 1;
+/// "NETDUMP" note type: the crash reason, 32 bytes little-endian: `kind` u32 (1 panic,
+/// 2 CPU exception, 3 requested), `vector` u32, `crashing_cpu` u32, reserved u32,
+/// `error_code` u64, `fault_address` u64.
+pub const NT_NETDUMP_CRASH: u32 = 2;
+
+/// Size of the x86_64 `struct elf_prstatus`.
+pub const PRSTATUS_LEN: usize = 336;
+/// Offset of `pr_reg` in `struct elf_prstatus`.
+const PR_REG_OFFSET: usize = 112;
+/// Offset of `pr_pid`.
+const PR_PID_OFFSET: usize = 32;
+/// Offset of `pr_cursig`.
+const PR_CURSIG_OFFSET: usize = 12;
+/// Offset of `si_signo` in the embedded `elf_siginfo`.
+const SI_SIGNO_OFFSET: usize = 0;
+
+/// File offsets of the memory image are aligned to this (and so is every page).
+pub const SEGMENT_ALIGN: u64 = 4096;
+
+const ELF_HEADER_LEN: usize = 64;
+const PHDR_LEN: usize = 56;
+const NOTE_HEADER_LEN: usize = 12;
+const ET_CORE: u16 = 4;
+const EM_X86_64: u16 = 62;
+const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+const PF_R: u32 = 4;
+
+const SIGQUIT: u16 = 3;
+const SIGILL: u16 = 4;
+const SIGTRAP: u16 = 5;
+const SIGABRT: u16 = 6;
+const SIGBUS: u16 = 7;
+const SIGFPE: u16 = 8;
+const SIGSEGV: u16 = 11;
+
+/// What the crash announcement says about the crash, for the notes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashNote {
+    pub kind: CrashKind,
+    pub vector: u8,
+    pub crashing_cpu: u16,
+    pub error_code: u64,
+    pub fault_address: u64,
+    pub message: String,
+}
+
+impl CrashNote {
+    /// The signal a user-space core of the same fault would carry; gdb prints it as
+    /// "Program terminated with signal …".
+    pub fn signal(&self) -> u16 {
+        match self.kind {
+            CrashKind::Panic => SIGABRT,
+            CrashKind::Requested => SIGQUIT,
+            CrashKind::Exception => match self.vector {
+                0 | 7 | 16 | 19 => SIGFPE,
+                1 | 3 => SIGTRAP,
+                6 => SIGILL,
+                17 | 18 => SIGBUS,
+                _ => SIGSEGV,
+            },
+        }
+    }
+}
+
+/// Where each range of memory lives in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub range: MemoryRange,
+    pub file_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutError {
+    /// No CPU, or the crashing CPU is not among them.
+    BadCpuCount,
+    /// The file would be larger than a file offset can express.
+    TooLarge,
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::BadCpuCount => f.write_str("no CPU, or crashing CPU out of range"),
+            LayoutError::TooLarge => f.write_str("memory map too large for one file"),
+        }
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
+/// The shape of one vmcore, computed from the crash announcement.
+#[derive(Debug, Clone)]
+pub struct VmcoreLayout {
+    cpu_count: u16,
+    crash: CrashNote,
+    segments: Vec<LoadSegment>,
+    notes_offset: u64,
+    notes_len: u64,
+    file_len: u64,
+}
+
+fn align_up(v: u64, align: u64) -> Option<u64> {
+    v.checked_add(align - 1).map(|v| v & !(align - 1))
+}
+
+fn note_len(name: &str, desc_len: usize) -> usize {
+    NOTE_HEADER_LEN + (name.len() + 1).next_multiple_of(4) + desc_len.next_multiple_of(4)
+}
+
+impl VmcoreLayout {
+    /// Lays out a vmcore for `cpu_count` CPUs and the memory `ranges` (none when the
+    /// memory image is skipped). Ranges must be sorted and non-overlapping, as the
+    /// protocol requires of a CRASH.
+    pub fn new(cpu_count: u16, crash: CrashNote, ranges: &[MemoryRange]) -> Result<Self, LayoutError> {
+        if cpu_count == 0 || crash.crashing_cpu >= cpu_count {
+            return Err(LayoutError::BadCpuCount);
+        }
+        let headers = ELF_HEADER_LEN + PHDR_LEN * (1 + ranges.len());
+        let notes_len = usize::from(cpu_count) * note_len("CORE", PRSTATUS_LEN)
+            + note_len(NETDUMP_NOTE_NAME, crash.message.len())
+            + note_len(NETDUMP_NOTE_NAME, 32);
+        let mut offset = align_up((headers + notes_len) as u64, SEGMENT_ALIGN).ok_or(LayoutError::TooLarge)?;
+        let mut segments = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            segments.push(LoadSegment { range: *range, file_offset: offset });
+            offset = offset
+                .checked_add(range.length)
+                .and_then(|end| align_up(end, SEGMENT_ALIGN))
+                .filter(|end| *end <= i64::MAX as u64)
+                .ok_or(LayoutError::TooLarge)?;
+        }
+        let file_len = match ranges.last() {
+            Some(_) => offset,
+            None => (headers + notes_len) as u64,
+        };
+        Ok(VmcoreLayout {
+            cpu_count,
+            crash,
+            segments,
+            notes_offset: headers as u64,
+            notes_len: notes_len as u64,
+            file_len,
+        })
+    }
+
+    /// The file's full length (most of it sparse until memory arrives).
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    pub fn segments(&self) -> &[LoadSegment] {
+        &self.segments
+    }
+
+    /// Bytes of memory the file describes.
+    pub fn memory_len(&self) -> u64 {
+        self.segments.iter().map(|s| s.range.length).sum()
+    }
+
+    /// The file offset of `len` bytes of memory at physical address `phys`, if they lie
+    /// wholly inside one range.
+    pub fn memory_offset(&self, phys: u64, len: u64) -> Option<u64> {
+        let i = self.segments.partition_point(|s| s.range.phys_end() <= phys);
+        let s = self.segments.get(i)?;
+        s.range.contains(phys, len).then(|| s.file_offset + (phys - s.range.phys_start))
+    }
+
+    /// The position of a CPU's note among the PRSTATUS notes: the crashing CPU first.
+    fn prstatus_slot(&self, cpu: u16) -> u16 {
+        let crashing = self.crash.crashing_cpu;
+        match cpu.cmp(&crashing) {
+            std::cmp::Ordering::Equal => 0,
+            std::cmp::Ordering::Less => cpu + 1,
+            std::cmp::Ordering::Greater => cpu,
+        }
+    }
+
+    /// The file offset of CPU `cpu`'s `elf_prstatus` descriptor.
+    pub fn prstatus_offset(&self, cpu: u16) -> Option<u64> {
+        if cpu >= self.cpu_count {
+            return None;
+        }
+        let slot = u64::from(self.prstatus_slot(cpu));
+        let header = (NOTE_HEADER_LEN + "CORE\0".len().next_multiple_of(4)) as u64;
+        Some(self.notes_offset + slot * note_len("CORE", PRSTATUS_LEN) as u64 + header)
+    }
+
+    /// CPU `cpu`'s `elf_prstatus` descriptor: pid `cpu + 1` (gdb shows one thread per
+    /// CPU), the crash signal on the crashing CPU, and the registers when the record
+    /// holds captured values (zeros otherwise).
+    pub fn prstatus(&self, cpu: u16, regs: Option<&RegisterRecord>) -> [u8; PRSTATUS_LEN] {
+        let mut d = [0u8; PRSTATUS_LEN];
+        if cpu == self.crash.crashing_cpu {
+            let sig = self.crash.signal();
+            d[SI_SIGNO_OFFSET..SI_SIGNO_OFFSET + 4].copy_from_slice(&u32::from(sig).to_le_bytes());
+            d[PR_CURSIG_OFFSET..PR_CURSIG_OFFSET + 2].copy_from_slice(&sig.to_le_bytes());
+        }
+        d[PR_PID_OFFSET..PR_PID_OFFSET + 4].copy_from_slice(&(u32::from(cpu) + 1).to_le_bytes());
+        if let Some(r) = regs.filter(|r| r.is_valid()) {
+            // x86_64 `struct user_regs_struct` order.
+            let pr_reg = [
+                r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
+                r.rdx, r.rsi, r.rdi, u64::MAX, r.rip, r.cs, r.rflags, r.rsp, r.ss, r.fs_base,
+                r.gs_base, r.ds, r.es, r.fs, r.gs,
+            ];
+            for (i, v) in pr_reg.iter().enumerate() {
+                let at = PR_REG_OFFSET + i * 8;
+                d[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        d
+    }
+
+    /// The ELF header, program headers and notes (registers still zero): everything
+    /// before the first memory segment.
+    pub fn headers(&self) -> Vec<u8> {
+        let phnum = 1 + self.segments.len();
+        let mut out = Vec::with_capacity(self.notes_offset as usize + self.notes_len as usize);
+
+        // ELF header.
+        out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]); // 64-bit, LE, v1, SysV
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&ET_CORE.to_le_bytes());
+        out.extend_from_slice(&EM_X86_64.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes()); // e_version
+        out.extend_from_slice(&0u64.to_le_bytes()); // e_entry
+        out.extend_from_slice(&(ELF_HEADER_LEN as u64).to_le_bytes()); // e_phoff
+        out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+        out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+        out.extend_from_slice(&(ELF_HEADER_LEN as u16).to_le_bytes());
+        out.extend_from_slice(&(PHDR_LEN as u16).to_le_bytes());
+        out.extend_from_slice(&(phnum as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
+
+        // Program headers.
+        let mut phdr = |p_type: u32, flags: u32, offset: u64, vaddr: u64, paddr: u64, size: u64, align: u64| {
+            out.extend_from_slice(&p_type.to_le_bytes());
+            out.extend_from_slice(&flags.to_le_bytes());
+            for v in [offset, vaddr, paddr, size, size, align] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        phdr(PT_NOTE, 0, self.notes_offset, 0, 0, self.notes_len, 4);
+        for s in &self.segments {
+            let r = s.range;
+            phdr(PT_LOAD, PF_R | PF_W | PF_X, s.file_offset, r.virt_start, r.phys_start, r.length, SEGMENT_ALIGN);
+        }
+
+        // Notes.
+        let mut order: Vec<u16> = (0..self.cpu_count).collect();
+        order.sort_by_key(|cpu| self.prstatus_slot(*cpu));
+        for cpu in order {
+            push_note(&mut out, "CORE", NT_PRSTATUS, &self.prstatus(cpu, None));
+        }
+        push_note(&mut out, NETDUMP_NOTE_NAME, NT_NETDUMP_MESSAGE, self.crash.message.as_bytes());
+        let mut crash = Vec::with_capacity(32);
+        crash.extend_from_slice(&u32::from(self.crash.kind as u8).to_le_bytes());
+        crash.extend_from_slice(&u32::from(self.crash.vector).to_le_bytes());
+        crash.extend_from_slice(&u32::from(self.crash.crashing_cpu).to_le_bytes());
+        crash.extend_from_slice(&0u32.to_le_bytes());
+        crash.extend_from_slice(&self.crash.error_code.to_le_bytes());
+        crash.extend_from_slice(&self.crash.fault_address.to_le_bytes());
+        push_note(&mut out, NETDUMP_NOTE_NAME, NT_NETDUMP_CRASH, &crash);
+        debug_assert_eq!(out.len() as u64, self.notes_offset + self.notes_len);
+        out
+    }
+}
+
+fn push_note(out: &mut Vec<u8>, name: &str, note_type: u32, desc: &[u8]) {
+    out.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&note_type.to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(desc);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::core_reader::{pr_pid, pr_reg, u32_at, u64_at, Core};
+
+    fn crash(crashing_cpu: u16) -> CrashNote {
+        CrashNote {
+            kind: CrashKind::Exception,
+            vector: 14,
+            crashing_cpu,
+            error_code: 2,
+            fault_address: 0xdead_0000,
+            message: "page fault in a test".into(),
+        }
+    }
+
+    fn ranges() -> Vec<MemoryRange> {
+        vec![
+            MemoryRange { phys_start: 0, length: 0x9f000, virt_start: 0xffff_8000_0000_0000 },
+            MemoryRange { phys_start: 0x100000, length: 0x300000, virt_start: 0xffff_8000_0010_0000 },
+        ]
+    }
+
+    fn sample_regs(cpu: u64) -> RegisterRecord {
+        RegisterRecord {
+            rax: 0x1000 + cpu,
+            rbx: 0x2000 + cpu,
+            rcx: 0x3000 + cpu,
+            rdx: 0x4000 + cpu,
+            rsi: 0x5000 + cpu,
+            rdi: 0x6000 + cpu,
+            rbp: 0x7000 + cpu,
+            rsp: 0xffff_8000_0020_0000 - 0x100 * cpu,
+            r8: 8,
+            r9: 9,
+            r10: 10,
+            r11: 11,
+            r12: 12,
+            r13: 13,
+            r14: 14,
+            r15: 15,
+            rip: 0xffff_ffff_8010_0000 + cpu,
+            rflags: 0x246,
+            cs: 0x08,
+            ss: 0x10,
+            ds: 0x18,
+            es: 0x20,
+            fs: 0x28,
+            gs: 0x30,
+            fs_base: 0xf5,
+            gs_base: 0x65,
+            cr0: 0x8005_0033,
+            cr2: 0xdead_0000,
+            cr3: 0x1000,
+            cr4: 0x20,
+            cpu,
+            flags: 1,
+        }
+    }
+
+    #[test]
+    fn headers_describe_one_note_and_one_load_per_range() {
+        let layout = VmcoreLayout::new(2, crash(1), &ranges()).unwrap();
+        let bytes = layout.headers();
+        let core = Core::new(&bytes);
+        let ph = core.phdrs();
+        assert_eq!(ph.len(), 3);
+        assert_eq!(ph[0].p_type, 4);
+        for (p, r) in ph[1..].iter().zip(ranges()) {
+            assert_eq!(p.p_type, 1);
+            assert_eq!(p.flags, 7);
+            assert_eq!((p.paddr, p.vaddr, p.filesz, p.memsz), (r.phys_start, r.virt_start, r.length, r.length));
+            assert_eq!(p.offset % 4096, 0);
+        }
+        assert!(ph[1].offset >= bytes.len() as u64);
+        assert_eq!(ph[2].offset, ph[1].offset + 0x9f000);
+        assert_eq!(layout.file_len(), ph[2].offset + 0x300000);
+        assert_eq!(layout.memory_len(), 0x9f000 + 0x300000);
+    }
+
+    #[test]
+    fn notes_are_prstatus_per_cpu_crashing_first_then_message_and_reason() {
+        let layout = VmcoreLayout::new(3, crash(1), &ranges()).unwrap();
+        let bytes = layout.headers();
+        let notes = Core::new(&bytes).notes();
+        assert_eq!(notes.len(), 5);
+        let pids: Vec<u32> = notes[..3].iter().map(|n| pr_pid(n.desc)).collect();
+        assert_eq!(pids, [2, 1, 3]);
+        for n in &notes[..3] {
+            assert_eq!((n.name, n.note_type, n.desc.len()), (&b"CORE"[..], NT_PRSTATUS, PRSTATUS_LEN));
+        }
+        // SIGSEGV for a page fault, on the crashing CPU only.
+        assert_eq!(u16::from_le_bytes([notes[0].desc[12], notes[0].desc[13]]), 11);
+        assert_eq!(u16::from_le_bytes([notes[1].desc[12], notes[1].desc[13]]), 0);
+        assert_eq!((notes[3].name, notes[3].note_type), (&b"NETDUMP"[..], NT_NETDUMP_MESSAGE));
+        assert_eq!(notes[3].desc, b"page fault in a test");
+        assert_eq!((notes[4].name, notes[4].note_type), (&b"NETDUMP"[..], NT_NETDUMP_CRASH));
+        assert_eq!(u32_at(notes[4].desc, 0), 2);
+        assert_eq!(u32_at(notes[4].desc, 4), 14);
+        assert_eq!(u32_at(notes[4].desc, 8), 1);
+        assert_eq!(u64_at(notes[4].desc, 16), 2);
+        assert_eq!(u64_at(notes[4].desc, 24), 0xdead_0000);
+    }
+
+    #[test]
+    fn prstatus_offsets_point_at_each_cpus_descriptor() {
+        let layout = VmcoreLayout::new(3, crash(2), &ranges()).unwrap();
+        let bytes = layout.headers();
+        for cpu in 0..3 {
+            let at = layout.prstatus_offset(cpu).unwrap() as usize;
+            assert_eq!(pr_pid(&bytes[at..]), u32::from(cpu) + 1);
+        }
+        assert_eq!(layout.prstatus_offset(3), None);
+    }
+
+    #[test]
+    fn prstatus_puts_registers_in_user_regs_struct_order() {
+        let layout = VmcoreLayout::new(1, crash(0), &ranges()).unwrap();
+        let r = sample_regs(0);
+        let d = layout.prstatus(0, Some(&r));
+        let expect = [
+            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
+            r.rsi, r.rdi, u64::MAX, r.rip, r.cs, r.rflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
+            r.es, r.fs, r.gs,
+        ];
+        for (i, v) in expect.iter().enumerate() {
+            assert_eq!(pr_reg(&d, i), *v, "pr_reg[{i}]");
+        }
+        assert_eq!(pr_pid(&d), 1);
+        assert!(d[328..].iter().all(|b| *b == 0), "pr_fpvalid and padding");
+    }
+
+    #[test]
+    fn invalid_register_record_leaves_registers_zero() {
+        let layout = VmcoreLayout::new(1, crash(0), &ranges()).unwrap();
+        let r = RegisterRecord { flags: 0, ..sample_regs(0) };
+        let d = layout.prstatus(0, Some(&r));
+        assert!((0..27).all(|i| pr_reg(&d, i) == 0));
+    }
+
+    #[test]
+    fn memory_offset_finds_the_range_or_refuses() {
+        let layout = VmcoreLayout::new(1, crash(0), &ranges()).unwrap();
+        let seg = layout.segments();
+        assert_eq!(layout.memory_offset(0, 4096), Some(seg[0].file_offset));
+        assert_eq!(layout.memory_offset(0x9e000, 0x1000), Some(seg[0].file_offset + 0x9e000));
+        assert_eq!(layout.memory_offset(0x9e000, 0x1001), None, "crosses the end of a range");
+        assert_eq!(layout.memory_offset(0x9f000, 1), None, "in the hole between ranges");
+        assert_eq!(layout.memory_offset(0x100000, 0x300000), Some(seg[1].file_offset));
+        assert_eq!(layout.memory_offset(0x400000, 1), None, "past the last range");
+        assert_eq!(layout.memory_offset(u64::MAX, 2), None);
+    }
+
+    #[test]
+    fn skipped_memory_gives_a_core_with_notes_only() {
+        let layout = VmcoreLayout::new(1, crash(0), &[]).unwrap();
+        let bytes = layout.headers();
+        assert_eq!(layout.file_len(), bytes.len() as u64);
+        assert_eq!(Core::new(&bytes).phdrs().len(), 1);
+        assert_eq!(layout.memory_offset(0, 1), None);
+    }
+
+    #[test]
+    fn bad_cpu_counts_are_refused() {
+        assert_eq!(VmcoreLayout::new(0, crash(0), &[]).unwrap_err(), LayoutError::BadCpuCount);
+        assert_eq!(VmcoreLayout::new(2, crash(2), &[]).unwrap_err(), LayoutError::BadCpuCount);
+    }
+
+    #[test]
+    fn huge_ranges_are_refused_not_wrapped() {
+        let r = [MemoryRange { phys_start: 0, length: u64::MAX & !0xfff, virt_start: 0 }];
+        assert_eq!(VmcoreLayout::new(1, crash(0), &r).unwrap_err(), LayoutError::TooLarge);
+    }
+
+    #[test]
+    fn signals_follow_the_crash_kind() {
+        let mut c = crash(0);
+        assert_eq!(c.signal(), 11);
+        c.vector = 0;
+        assert_eq!(c.signal(), 8);
+        c.vector = 6;
+        assert_eq!(c.signal(), 4);
+        c.kind = CrashKind::Panic;
+        assert_eq!(c.signal(), 6);
+        c.kind = CrashKind::Requested;
+        assert_eq!(c.signal(), 3);
+    }
+
+    /// gdb, when installed, reads the registers of a tiny synthetic core.
+    #[test]
+    fn gdb_reads_registers_from_a_synthetic_core() {
+        let Ok(out) = std::process::Command::new("gdb").arg("--version").output() else {
+            eprintln!("gdb not installed; skipping");
+            return;
+        };
+        if !out.status.success() {
+            eprintln!("gdb not usable; skipping");
+            return;
+        }
+        let layout = VmcoreLayout::new(2, crash(1), &ranges()).unwrap();
+        let mut file = layout.headers();
+        file.resize(layout.file_len() as usize, 0);
+        for cpu in 0..2 {
+            let at = layout.prstatus_offset(cpu).unwrap() as usize;
+            file[at..at + PRSTATUS_LEN].copy_from_slice(&layout.prstatus(cpu, Some(&sample_regs(u64::from(cpu)))));
+        }
+        let word_at = layout.memory_offset(0x100008, 8).unwrap() as usize;
+        file[word_at..word_at + 8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        let dir = std::env::temp_dir().join(format!("netdumpd-gdb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vmcore");
+        std::fs::write(&path, &file).unwrap();
+        let out = std::process::Command::new("gdb")
+            .args(["-nx", "-batch", "-ex", "info registers rip", "-ex", "info threads", "-ex", "x/gx 0xffff800000100008", "-c"])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The crashing CPU (1) is the selected thread.
+        assert!(stdout.contains("0xffffffff80100001"), "gdb stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("LWP 1") && stdout.contains("LWP 2"), "gdb stdout:\n{stdout}\nstderr:\n{stderr}");
+        // Memory is read through p_vaddr.
+        assert!(stdout.contains("0x1122334455667788"), "gdb stdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+}
