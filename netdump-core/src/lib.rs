@@ -1,5 +1,18 @@
+//! netdump-core: network crash dumps for Rust kernels, `no_std` and without `alloc`.
+//!
+//! A kernel installs netdump at boot ([`Netdump::install`]) with a [`nic::PolledNic`]
+//! driver, keeps it in a [`CrashCell`], and from its panic and fatal-exception handlers
+//! seizes it and calls [`Netdump::dump`].
+//!
+//! Layout: [`nic`] (the driver contract), [`net`] (ARP/IPv4/UDP on `smoltcp::wire`),
+//! [`proto`] (the wire protocol, shared with netdumpd), [`client`] (install and dump state
+//! machines, the SACK window), [`log`] (console ring), [`memory`], [`clock`], and
+//! [`arch`] (x86_64 register capture, TSC clock, RDRAND). `unsafe` is denied here and
+//! allowed only in `arch` and [`crash_cell`].
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
+
+pub mod client;
 pub mod clock;
 pub mod crash_cell;
 pub mod log;
@@ -7,3 +20,7 @@ pub mod memory;
 pub mod net;
 pub mod nic;
 pub mod proto;
+pub mod text;
+
+pub use client::{CrashBuffers, CrashInfo, DumpError, DumpReport, InstallError, Netdump};
+pub use crash_cell::CrashCell;

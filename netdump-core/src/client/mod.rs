@@ -1,0 +1,518 @@
+//! The crashing kernel's side: install at boot (ARP + HELLO), dump at crash time.
+//!
+//! ```text
+//! install: reset NIC → ARP next hop (cached for good) → HELLO ⇄ HELLO_ACK
+//! dump:    reset NIC → CRASH ⇄ DECISION → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
+//! ```
+
+mod config;
+mod stream;
+pub mod window;
+
+pub use config::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
+pub use stream::MemoryStats;
+pub use window::{PacketSlot, RtoBounds, SLOT_PAYLOAD};
+
+use crate::clock::{Clock, Deadline};
+use crate::log::LogSource;
+use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
+use crate::net::{LinkCounters, NetError, UdpLink};
+use crate::nic::{NicError, PolledNic};
+use crate::proto::{
+    abort_reason, flags, Ack, AfterDump, Crash, CrashKind, Decision, DecisionReason, Finish, FinishAck,
+    FinishStatus, Header, Hello, HelloAck, HelloStatus, Message, MessageType, RangeTable, RegisterRecord,
+    TextMessage, Verdict, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, HEADER_LEN, MAX_SACK_BYTES,
+};
+use rand_core::RngCore;
+use stream::DataStream;
+use window::SackWindow;
+
+/// The memory the crash path needs, allocated by the kernel before any crash (usually a
+/// `static`): a page buffer and `W` packet slots (the window's copies).
+pub struct CrashBuffers<const W: usize> {
+    page: [u8; PAGE_SIZE],
+    slots: [PacketSlot; W],
+}
+
+impl<const W: usize> Default for CrashBuffers<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const W: usize> CrashBuffers<W> {
+    pub const fn new() -> Self {
+        CrashBuffers { page: [0; PAGE_SIZE], slots: [PacketSlot::EMPTY; W] }
+    }
+    /// Bytes this buffer set occupies.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Why install failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallError {
+    Nic(NicError),
+    Net(NetError),
+    /// No HELLO_ACK after every attempt.
+    ServerSilent,
+    /// The server refused the registration.
+    Refused,
+    /// The cookie source failed to produce a usable cookie.
+    NoEntropy,
+}
+
+impl From<NetError> for InstallError {
+    fn from(e: NetError) -> Self {
+        InstallError::Net(e)
+    }
+}
+
+/// The phase of a dump in which the server went silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Announce,
+    Data,
+    Finish,
+}
+
+/// Why a dump did not end verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpError {
+    /// The crash buffers were already used by an earlier dump.
+    AlreadyDumped,
+    Nic(NicError),
+    /// No answer within the configured bound.
+    ServerSilent(Phase),
+    /// The server's DECISION was ABORT.
+    Refused(DecisionReason),
+    /// The server set STOP in an ACK.
+    StoppedByServer,
+    /// The server answered FINISH with something other than VERIFIED.
+    NotVerified(FinishStatus),
+    /// The server reported an error (ERROR message code).
+    ServerError(u16),
+}
+
+impl From<NicError> for DumpError {
+    fn from(e: NicError) -> Self {
+        DumpError::Nic(e)
+    }
+}
+
+impl core::fmt::Display for DumpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DumpError::AlreadyDumped => f.write_str("the crash buffers were already used"),
+            DumpError::Nic(e) => write!(f, "NIC error: {e}"),
+            DumpError::ServerSilent(p) => write!(f, "server silent during {p:?}"),
+            DumpError::Refused(why) => write!(f, "server refused the dump ({why:?})"),
+            DumpError::StoppedByServer => f.write_str("server stopped the dump"),
+            DumpError::NotVerified(s) => write!(f, "server did not verify the dump ({s:?})"),
+            DumpError::ServerError(c) => write!(f, "server error code {c}"),
+        }
+    }
+}
+
+/// What the crash was, for the announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashInfo<'a> {
+    pub kind: CrashKind,
+    pub vector: u8,
+    pub error_code: u64,
+    pub fault_address: u64,
+    pub crashing_cpu: u16,
+    pub message: &'a [u8],
+}
+
+/// The outcome of a verified dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpReport {
+    pub verdict: Verdict,
+    pub action: AfterDump,
+    pub packets: u32,
+    pub bytes: u64,
+    pub retransmissions: u64,
+    pub memory: MemoryStats,
+    pub elapsed_us: u64,
+    pub link: LinkCounters,
+    /// Server packets dropped by the client (bad CRC, cookie or type).
+    pub rejected: u64,
+}
+
+/// An event from the server that passed every check.
+#[derive(Clone, Copy)]
+enum ServerEvent {
+    HelloAck(HelloAck),
+    Decision(Decision),
+    Ack { cumulative: u32, stop: bool, bitmap: [u8; MAX_SACK_BYTES], len: usize },
+    FinishAck(FinishAck),
+    Error(u16),
+}
+
+enum Polled {
+    Idle,
+    Other,
+    Event(ServerEvent),
+}
+
+/// The installed client: a NIC, a clock, the server's cached MAC, the cookie and the
+/// crash buffers. Keep it in a [`crate::crash_cell::CrashCell`].
+pub struct Netdump<N: PolledNic, C: Clock> {
+    nic: N,
+    clock: C,
+    link: UdpLink,
+    cookie: u64,
+    config: Config,
+    memory_map: MemoryMap,
+    max_payload: usize,
+    buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
+    rejected: u64,
+}
+
+impl<N: PolledNic, C: Clock> Netdump<N, C> {
+    /// Installs netdump at boot: resets the NIC, resolves the next hop's MAC, draws the
+    /// cookie from `rng`, and registers with the server (HELLO, bounded retries).
+    pub fn install<const W: usize>(
+        mut nic: N,
+        clock: C,
+        rng: &mut impl RngCore,
+        config: Config,
+        buffers: &'static mut CrashBuffers<W>,
+        memory_map: MemoryMap,
+    ) -> Result<Self, InstallError> {
+        nic.reset().map_err(InstallError::Nic)?;
+        let mut link = UdpLink::new(config.net, nic.mac_address());
+        let t = config.timeouts;
+        link.resolve(&mut nic, &clock, t.arp_retry_us, t.arp_attempts)?;
+        let cookie = (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX).ok_or(InstallError::NoEntropy)?;
+        let max_payload = link.max_payload(&nic);
+        let mut me = Netdump {
+            nic,
+            clock,
+            link,
+            cookie,
+            config,
+            memory_map,
+            max_payload,
+            buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
+            rejected: 0,
+        };
+        let ack = me
+            .exchange(t.hello_retry_us, u64::MAX, t.hello_attempts, Self::send_hello, |e| match e {
+                ServerEvent::HelloAck(a) => Some(*a),
+                _ => None,
+            })
+            .map_err(|e| match e {
+                DumpError::Nic(n) => InstallError::Nic(n),
+                _ => InstallError::Refused,
+            })?
+            .ok_or(InstallError::ServerSilent)?;
+        if ack.status != HelloStatus::Registered {
+            return Err(InstallError::Refused);
+        }
+        me.max_payload = me.max_payload.min(ack.max_payload as usize);
+        Ok(me)
+    }
+
+    pub fn cookie(&self) -> u64 {
+        self.cookie
+    }
+    pub fn link(&self) -> &UdpLink {
+        &self.link
+    }
+    pub fn nic(&mut self) -> &mut N {
+        &mut self.nic
+    }
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+    /// Replaces the memory map announced at crash time (e.g. after memory hot-add).
+    pub fn set_memory_map(&mut self, map: MemoryMap) {
+        self.memory_map = map;
+    }
+
+    /// Dumps: takes the NIC over, announces the crash, streams log, registers and
+    /// memory through the window, and finishes. Every wait is bounded by `Timeouts`.
+    pub fn dump(
+        &mut self,
+        crash: &CrashInfo<'_>,
+        cpus: &[RegisterRecord],
+        memory: &dyn MemorySource,
+        log: Option<&dyn LogSource>,
+    ) -> Result<DumpReport, DumpError> {
+        let started = self.clock.now_us();
+        let (page, slots) = self.buffers.take().ok_or(DumpError::AlreadyDumped)?;
+        self.nic.reset()?;
+        let log_len = log.map_or(0, |l| l.freeze_len() as u64);
+        let t = self.config.timeouts;
+
+        let map = self.memory_map;
+        let cpu_count = cpus.len().clamp(1, crate::proto::MAX_CPUS) as u16;
+        let announce = Crash {
+            kind: crash.kind,
+            vector: crash.vector,
+            cpu_count,
+            crashing_cpu: crash.crashing_cpu.min(cpu_count - 1),
+            error_code: crash.error_code,
+            fault_address: crash.fault_address,
+            page_size: PAGE_SIZE as u32,
+            log_len,
+            ranges: RangeTable::Ranges(map.ranges()),
+            message: crash.message,
+        };
+        let decision = self
+            .exchange(t.announce_retry_us, t.announce_timeout_us, u32::MAX, |me, seq| me.send_message(MessageType::Crash, seq, 0, announce.wire_len(), |p| announce.emit(p)), |e| match e {
+                ServerEvent::Decision(d) => Some(*d),
+                _ => None,
+            })?
+            .ok_or(DumpError::ServerSilent(Phase::Announce))?;
+        self.max_payload = self.max_payload.min(decision.max_payload as usize);
+        if decision.verdict == Verdict::Abort {
+            return Err(DumpError::Refused(decision.why));
+        }
+
+        let include_memory = decision.verdict == Verdict::DumpAll;
+        let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(HEADER_LEN));
+        let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory);
+        let mut window = SackWindow::new(slots, self.config.window, t.rto);
+        let mut totals = StreamTotals::default();
+        if let Err(e) = self.send_stream(&mut window, &mut stream, room, &mut totals) {
+            let reason = match e {
+                DumpError::ServerSilent(_) => abort_reason::SERVER_SILENT,
+                DumpError::StoppedByServer => abort_reason::STOPPED_BY_SERVER,
+                _ => abort_reason::NIC_ERROR,
+            };
+            self.send_abort(reason, b"dump ended early");
+            return Err(e);
+        }
+
+        let mut finish_flags = 0;
+        if !include_memory {
+            finish_flags |= FINISH_MEMORY_SKIPPED;
+        }
+        if stream.stats.unreadable_pages > 0 {
+            finish_flags |= FINISH_MEMORY_INCOMPLETE;
+        }
+        let finish = Finish {
+            total_bytes: totals.data_bytes,
+            stream_crc: totals.crc.clone().finalize(),
+            flags: finish_flags,
+            zero_pages: stream.stats.zero_pages,
+            retransmissions: window.retransmissions,
+        };
+        let packets = window.next_seq();
+        let ack = self
+            .exchange(t.finish_retry_us, t.finish_timeout_us, u32::MAX, |me, _| me.send_message(MessageType::Finish, packets, 0, finish.wire_len(), |p| finish.emit(p)), |e| match e {
+                ServerEvent::FinishAck(a) => Some(*a),
+                _ => None,
+            })?
+            .ok_or(DumpError::ServerSilent(Phase::Finish))?;
+        if ack.status != FinishStatus::Verified {
+            return Err(DumpError::NotVerified(ack.status));
+        }
+        Ok(DumpReport {
+            verdict: decision.verdict,
+            action: ack.action,
+            packets,
+            bytes: totals.data_bytes,
+            retransmissions: window.retransmissions,
+            memory: stream.stats,
+            elapsed_us: self.clock.now_us().saturating_sub(started),
+            link: self.link.counters,
+            rejected: self.rejected,
+        })
+    }
+
+    /// Sends one best-effort ABORT; the server marks the dump incomplete.
+    pub fn send_abort(&mut self, reason: u16, text: &[u8]) {
+        let m = TextMessage { code: reason, text };
+        let _ = self.send_message(MessageType::Abort, 0, 0, m.wire_len(), |p| m.emit(p));
+    }
+
+    fn send_hello(&mut self, seq: u32) -> Result<(), NicError> {
+        let ip = self.config.net.ip.octets();
+        let hello = Hello {
+            mac: self.nic.mac_address(),
+            mtu: self.nic.mtu() as u16,
+            ip,
+            page_size: PAGE_SIZE as u32,
+            memory_bytes: self.memory_map.total_bytes(),
+            name: self.config.name.as_bytes(),
+        };
+        let len = hello.wire_len();
+        let mut buf = [0u8; 25 + crate::proto::MAX_NAME];
+        hello.emit(&mut buf[..len]);
+        self.send_message(MessageType::Hello, seq, 0, len, |p| p.copy_from_slice(&buf[..len]))
+    }
+
+    fn send_message(&mut self, msg_type: MessageType, seq: u32, flags: u16, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), NicError> {
+        let header = Header { msg_type, flags, cookie: self.cookie, seq };
+        self.nic.poll_transmit();
+        self.link.send(&mut self.nic, HEADER_LEN + payload_len, |buf| {
+            // The buffer is sized from `payload_len`, so emit cannot fail.
+            let _ = header.emit(buf, payload_len, fill);
+        })
+    }
+
+    /// Receives at most one frame and returns a validated server event, if it was one.
+    fn poll_server(&mut self) -> Result<Polled, NicError> {
+        let cookie = self.cookie;
+        let mut event = None;
+        let mut rejected = false;
+        let got = self.link.poll(&mut self.nic, &mut |payload| {
+            let parsed = Header::parse(payload).and_then(|(h, p)| Ok((h, Message::parse(&h, p)?)));
+            match parsed {
+                Ok((h, msg)) if h.cookie == cookie && !h.msg_type.from_client() => {
+                    event = Some(match msg {
+                        Message::HelloAck(a) => ServerEvent::HelloAck(a),
+                        Message::Decision(d) => ServerEvent::Decision(d),
+                        Message::Ack(a) => {
+                            let mut bitmap = [0; MAX_SACK_BYTES];
+                            bitmap[..a.bitmap.len()].copy_from_slice(a.bitmap);
+                            ServerEvent::Ack { cumulative: h.seq, stop: a.stop, bitmap, len: a.bitmap.len() }
+                        }
+                        Message::FinishAck(f) => ServerEvent::FinishAck(f),
+                        Message::Error(e) => ServerEvent::Error(e.code),
+                        _ => return,
+                    })
+                }
+                _ => rejected = true,
+            }
+        })?;
+        if rejected {
+            self.rejected += 1;
+        }
+        Ok(match event {
+            Some(e) => Polled::Event(e),
+            None if got => Polled::Other,
+            None => Polled::Idle,
+        })
+    }
+
+    /// Request/response with retries: sends with `send(attempt)` every `retry_us`, until
+    /// `accept` takes an answer, `attempts` sends were made, or `total_us` passed.
+    /// An ERROR from the server ends the exchange at once.
+    fn exchange<T>(
+        &mut self,
+        retry_us: u64,
+        total_us: u64,
+        attempts: u32,
+        mut send: impl FnMut(&mut Self, u32) -> Result<(), NicError>,
+        mut accept: impl FnMut(&ServerEvent) -> Option<T>,
+    ) -> Result<Option<T>, DumpError> {
+        let overall = Deadline::after(&self.clock, total_us);
+        for attempt in 0..attempts {
+            match send(self, attempt) {
+                Ok(()) | Err(NicError::RingFull) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let retry = Deadline::after(&self.clock, retry_us);
+            while !retry.passed(&self.clock) {
+                if let Polled::Event(e) = self.poll_server()? {
+                    if let ServerEvent::Error(code) = e {
+                        return Err(DumpError::ServerError(code));
+                    }
+                    if let Some(t) = accept(&e) {
+                        return Ok(Some(t));
+                    }
+                }
+                if overall.passed(&self.clock) {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends a stored DATA packet (first send or retransmission).
+    fn transmit_data(&mut self, window: &mut SackWindow<'_>, seq: u32, ack_request: bool) -> Result<bool, NicError> {
+        let mut fl = if ack_request { flags::ACK_REQUEST } else { 0 };
+        let retransmit = window.sends(seq) > 0;
+        if retransmit {
+            fl |= flags::RETRANSMIT | flags::ACK_REQUEST;
+        }
+        let payload = window.payload(seq);
+        match self.send_message(MessageType::Data, seq, fl, payload.len(), |p| p.copy_from_slice(payload)) {
+            Ok(()) => {
+                window.mark_sent(seq, self.clock.now_us());
+                Ok(true)
+            }
+            Err(NicError::RingFull) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_stream(&mut self, window: &mut SackWindow<'_>, stream: &mut DataStream<'_>, room: usize, totals: &mut StreamTotals) -> Result<(), DumpError> {
+        let silence = self.config.timeouts.silence_timeout_us;
+        let mut last_progress = self.clock.now_us();
+        let mut last_backoff = last_progress;
+        let mut exhausted = false;
+        loop {
+            self.nic.poll_transmit();
+            // Drain what the server sent.
+            for _ in 0..64 {
+                match self.poll_server()? {
+                    Polled::Idle => break,
+                    Polled::Other => {}
+                    Polled::Event(ServerEvent::Ack { cumulative, stop, bitmap, len }) => {
+                        if stop {
+                            return Err(DumpError::StoppedByServer);
+                        }
+                        let now = self.clock.now_us();
+                        let ack = Ack { stop, bitmap: &bitmap[..len] };
+                        if window.on_ack(now, cumulative, &ack).newly_acked > 0 {
+                            last_progress = now;
+                        }
+                    }
+                    Polled::Event(ServerEvent::Error(code)) => return Err(DumpError::ServerError(code)),
+                    Polled::Event(..) => {}
+                }
+            }
+            let now = self.clock.now_us();
+            // Retransmit what is due, a bounded number per round.
+            for _ in 0..16 {
+                let Some(seq) = window.due(now) else { break };
+                if !self.transmit_data(window, seq, true)? {
+                    break;
+                }
+                if now.saturating_sub(last_progress) >= window.rto_us() && now.saturating_sub(last_backoff) >= window.rto_us() {
+                    window.back_off();
+                    last_backoff = now;
+                }
+            }
+            // Fill the window with new packets.
+            while !exhausted && window.can_push() {
+                let pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
+                let Some(seq) = pushed else {
+                    exhausted = true;
+                    break;
+                };
+                totals.add(window.payload(seq));
+                let fills_window = !window.can_push();
+                if !self.transmit_data(window, seq, fills_window)? {
+                    break;
+                }
+            }
+            if exhausted && window.is_empty() {
+                return Ok(());
+            }
+            if self.clock.now_us().saturating_sub(last_progress) > silence {
+                return Err(DumpError::ServerSilent(Phase::Data));
+            }
+        }
+    }
+}
+
+/// The running totals FINISH reports.
+#[derive(Default)]
+struct StreamTotals {
+    data_bytes: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl StreamTotals {
+    fn add(&mut self, payload: &[u8]) {
+        self.data_bytes += payload.len().saturating_sub(crate::proto::Data::SUBHEADER_LEN) as u64;
+        self.crc.update(payload);
+    }
+}

@@ -1,0 +1,345 @@
+//! The dump's data stream: console log, register records, then every non-zero page of
+//! memory, cut into DATA payloads (sub-header + data) in the order PROTOCOL.md gives.
+
+use crate::log::LogSource;
+use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
+use crate::proto::{Data, RegisterRecord, Section, REGISTER_RECORD_LEN};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Log,
+    Registers,
+    Memory,
+    Done,
+}
+
+/// Statistics of the memory walk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub pages_sent: u64,
+    pub zero_pages: u64,
+    pub unreadable_pages: u64,
+}
+
+/// Cursor over the page currently held in the page buffer.
+struct PageCursor {
+    /// Index of the range and page (within the range) that the buffer holds.
+    range: usize,
+    page: u64,
+    /// Bytes of the buffered page already sent; `PAGE_SIZE` when none is held.
+    used: usize,
+}
+
+/// Produces DATA payloads one at a time.
+pub struct DataStream<'a> {
+    stage: Stage,
+    offset: u64,
+    log: Option<&'a dyn LogSource>,
+    log_len: u64,
+    cpus: &'a [RegisterRecord],
+    map: &'a MemoryMap,
+    memory: &'a dyn MemorySource,
+    page: &'a mut [u8; PAGE_SIZE],
+    /// Next page of the walk to load (range index, page index in range).
+    walk: (usize, u64),
+    cursor: PageCursor,
+    pub stats: MemoryStats,
+}
+
+impl<'a> DataStream<'a> {
+    pub fn new(
+        log: Option<&'a dyn LogSource>,
+        log_len: u64,
+        cpus: &'a [RegisterRecord],
+        map: &'a MemoryMap,
+        memory: &'a dyn MemorySource,
+        page: &'a mut [u8; PAGE_SIZE],
+        include_memory: bool,
+    ) -> Self {
+        let walk = if include_memory { (0, 0) } else { (map.ranges().len(), 0) };
+        DataStream {
+            stage: Stage::Log,
+            offset: 0,
+            log,
+            log_len,
+            cpus,
+            map,
+            memory,
+            page,
+            walk,
+            cursor: PageCursor { range: 0, page: 0, used: PAGE_SIZE },
+            stats: MemoryStats::default(),
+        }
+    }
+
+    /// Writes the next DATA payload into `out` (at most `out.len()` bytes) and returns
+    /// its length, or `None` when the stream is over.
+    pub fn next_payload(&mut self, out: &mut [u8]) -> Option<usize> {
+        let room = out.len().checked_sub(Data::SUBHEADER_LEN).filter(|&r| r > 0)?;
+        loop {
+            let (section, offset, len) = match self.stage {
+                Stage::Log => {
+                    let n = match self.log {
+                        Some(log) if self.offset < self.log_len => {
+                            let want = room.min((self.log_len - self.offset) as usize);
+                            log.read_at(self.offset as usize, &mut out[Data::SUBHEADER_LEN..][..want])
+                        }
+                        _ => 0,
+                    };
+                    if n == 0 {
+                        self.advance(Stage::Registers);
+                        continue;
+                    }
+                    (Section::Log, self.offset, n)
+                }
+                Stage::Registers => {
+                    let total = (self.cpus.len() * REGISTER_RECORD_LEN) as u64;
+                    if self.offset >= total {
+                        self.advance(Stage::Memory);
+                        continue;
+                    }
+                    let n = room.min((total - self.offset) as usize);
+                    let dst = &mut out[Data::SUBHEADER_LEN..][..n];
+                    let mut done = 0;
+                    while done < n {
+                        // Records are serialised one at a time: no buffer for all CPUs.
+                        let pos = self.offset as usize + done;
+                        let record = self.cpus[pos / REGISTER_RECORD_LEN].to_bytes();
+                        let from = pos % REGISTER_RECORD_LEN;
+                        let k = (REGISTER_RECORD_LEN - from).min(n - done);
+                        dst[done..done + k].copy_from_slice(&record[from..from + k]);
+                        done += k;
+                    }
+                    (Section::Registers, self.offset, n)
+                }
+                Stage::Memory => match self.fill_memory(&mut out[Data::SUBHEADER_LEN..][..room]) {
+                    Some((phys, n)) => (Section::Memory, phys, n),
+                    None => {
+                        self.advance(Stage::Done);
+                        continue;
+                    }
+                },
+                Stage::Done => return None,
+            };
+            Data::emit_subheader(section, offset, out);
+            if section != Section::Memory {
+                self.offset += len as u64;
+            }
+            return Some(Data::SUBHEADER_LEN + len);
+        }
+    }
+
+    fn advance(&mut self, stage: Stage) {
+        self.stage = stage;
+        self.offset = 0;
+    }
+
+    fn phys_of(&self, range: usize, page: u64) -> u64 {
+        self.map.ranges()[range].phys_start + page * PAGE_SIZE as u64
+    }
+
+    /// Loads the next page of the walk into the buffer; returns whether it is non-zero
+    /// (zero and unreadable pages are counted and left unsent). `None` at the end.
+    fn load_next_page(&mut self) -> Option<bool> {
+        let ranges = self.map.ranges();
+        let (mut r, mut p) = self.walk;
+        while r < ranges.len() && p * PAGE_SIZE as u64 >= ranges[r].length {
+            r += 1;
+            p = 0;
+        }
+        if r >= ranges.len() {
+            self.walk = (r, 0);
+            return None;
+        }
+        self.walk = (r, p + 1);
+        self.cursor = PageCursor { range: r, page: p, used: 0 };
+        let phys = self.phys_of(r, p);
+        if self.memory.read(phys, self.page).is_err() {
+            self.stats.unreadable_pages += 1;
+            self.cursor.used = PAGE_SIZE;
+            return Some(false);
+        }
+        if is_zero(self.page) {
+            self.stats.zero_pages += 1;
+            self.cursor.used = PAGE_SIZE;
+            return Some(false);
+        }
+        self.stats.pages_sent += 1;
+        Some(true)
+    }
+
+    /// Fills `out` with the next run of non-zero memory that is physically contiguous
+    /// and within one range. Returns its physical address and length.
+    fn fill_memory(&mut self, out: &mut [u8]) -> Option<(u64, usize)> {
+        let mut start: Option<u64> = None;
+        let mut len = 0;
+        while len < out.len() {
+            if self.cursor.used == PAGE_SIZE {
+                match start {
+                    // Continue the packet only with the very next page of the same range.
+                    Some(_) => {
+                        let (r, p) = self.walk;
+                        let same_range = r == self.cursor.range && p * (PAGE_SIZE as u64) < self.map.ranges()[r].length;
+                        if !same_range || self.load_next_page() != Some(true) {
+                            break;
+                        }
+                    }
+                    None => loop {
+                        match self.load_next_page() {
+                            None => return None,
+                            Some(true) => break,
+                            Some(false) => {}
+                        }
+                    },
+                }
+            }
+            let here = self.phys_of(self.cursor.range, self.cursor.page) + self.cursor.used as u64;
+            start.get_or_insert(here);
+            let n = (out.len() - len).min(PAGE_SIZE - self.cursor.used);
+            out[len..len + n].copy_from_slice(&self.page[self.cursor.used..self.cursor.used + n]);
+            self.cursor.used += n;
+            len += n;
+        }
+        start.map(|s| (s, len))
+    }
+}
+
+fn is_zero(page: &[u8; PAGE_SIZE]) -> bool {
+    page.chunks_exact(8).all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::ConsoleLog;
+    use crate::memory::{MemoryError, MemoryRange};
+    use crate::proto::Data;
+    use std::collections::BTreeMap;
+
+    /// Memory where page `p` is zero when `zero(p)`, else filled with a byte pattern.
+    struct FakeMemory {
+        zero: fn(u64) -> bool,
+        unreadable: Option<u64>,
+    }
+    impl MemorySource for FakeMemory {
+        fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+            if Some(phys) == self.unreadable {
+                return Err(MemoryError { phys });
+            }
+            for (i, b) in out.iter_mut().enumerate() {
+                let a = phys + i as u64;
+                *b = if (self.zero)(a / 4096) { 0 } else { (a % 251) as u8 | 1 };
+            }
+            Ok(())
+        }
+    }
+
+    fn collect(stream: &mut DataStream, mtu_room: usize) -> Vec<(Section, u64, Vec<u8>)> {
+        let mut out = vec![0u8; mtu_room];
+        let mut v = vec![];
+        while let Some(n) = stream.next_payload(&mut out) {
+            let d = Data::parse(&out[..n]).unwrap();
+            v.push((d.section, d.offset, d.data.to_vec()));
+        }
+        v
+    }
+
+    fn map() -> MemoryMap {
+        MemoryMap::new(&[
+            MemoryRange { phys_start: 0, length: 3 * 4096, virt_start: 0 },
+            MemoryRange { phys_start: 3 * 4096, length: 4 * 4096, virt_start: 3 * 4096 },
+            MemoryRange { phys_start: 16 * 4096, length: 2 * 4096, virt_start: 16 * 4096 },
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn sections_come_in_order_and_memory_matches_byte_for_byte() {
+        let log = ConsoleLog::<4096>::new();
+        log.write(b"boot ok\npanic: boom\n");
+        let len = log.freeze_len() as u64;
+        let cpus = [RegisterRecord { rip: 0x1234, ..Default::default() }, RegisterRecord { cpu: 1, ..Default::default() }];
+        let mem = FakeMemory { zero: |p| p == 1 || p == 5, unreadable: None };
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(Some(&log), len, &cpus, &m, &mem, &mut page, true);
+        let chunks = collect(&mut s, 1448);
+        let order: Vec<Section> = chunks.iter().map(|c| c.0).collect();
+        let mut sorted = order.clone();
+        sorted.sort_by_key(|s| *s as u8);
+        assert_eq!(order, sorted, "sections out of order");
+        let log_bytes: Vec<u8> = chunks.iter().filter(|c| c.0 == Section::Log).flat_map(|c| c.2.clone()).collect();
+        assert_eq!(log_bytes, b"boot ok\npanic: boom\n");
+        let regs: Vec<u8> = chunks.iter().filter(|c| c.0 == Section::Registers).flat_map(|c| c.2.clone()).collect();
+        assert_eq!(regs.len(), 512);
+        assert_eq!(RegisterRecord::parse(&regs[..256]).unwrap().rip, 0x1234);
+        // Rebuild memory from the chunks and compare with the source.
+        let mut rebuilt: BTreeMap<u64, u8> = BTreeMap::new();
+        for (sec, off, data) in chunks.iter().filter(|c| c.0 == Section::Memory) {
+            assert_eq!(*sec, Section::Memory);
+            for (i, b) in data.iter().enumerate() {
+                assert!(rebuilt.insert(off + i as u64, *b).is_none(), "byte sent twice");
+            }
+        }
+        for r in m.ranges() {
+            for a in r.phys_start..r.phys_end() {
+                let mut b = [0u8];
+                mem.read(a, &mut b).unwrap();
+                assert_eq!(rebuilt.get(&a).copied().unwrap_or(0), b[0], "at {a:#x}");
+                if (mem.zero)(a / 4096) {
+                    assert!(!rebuilt.contains_key(&a), "zero page {a:#x} was sent");
+                }
+            }
+        }
+        assert_eq!(s.stats, MemoryStats { pages_sent: 7, zero_pages: 2, unreadable_pages: 0 });
+    }
+
+    #[test]
+    fn packets_never_cross_a_range_or_a_zero_page() {
+        let mem = FakeMemory { zero: |p| p == 5, unreadable: None };
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        for (_, off, data) in collect(&mut s, 1448) {
+            let end = off + data.len() as u64 - 1;
+            let range_of = |a: u64| m.ranges().iter().position(|r| r.contains(a, 1));
+            assert_eq!(range_of(off), range_of(end), "chunk {off:#x}+{} crosses a range", data.len());
+            assert!(!(off / 4096..=end / 4096).any(|p| p == 5), "chunk covers the zero page");
+        }
+    }
+
+    #[test]
+    fn contiguous_pages_share_packets() {
+        let mem = FakeMemory { zero: |_| false, unreadable: None };
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0, length: 8 * 4096, virt_start: 0 }]).unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        let chunks = collect(&mut s, 16 + 1432);
+        assert_eq!(chunks.len(), (8 * 4096usize).div_ceil(1432));
+        assert!(chunks[..chunks.len() - 1].iter().all(|c| c.2.len() == 1432));
+    }
+
+    #[test]
+    fn unreadable_pages_are_counted_and_skipped() {
+        let mem = FakeMemory { zero: |_| false, unreadable: Some(4096) };
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0, length: 3 * 4096, virt_start: 0 }]).unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        let chunks = collect(&mut s, 1448);
+        assert!(chunks.iter().all(|c| !(4096..8192).contains(&c.1)));
+        assert_eq!(s.stats.unreadable_pages, 1);
+        assert_eq!(s.stats.pages_sent, 2);
+    }
+
+    #[test]
+    fn skipping_memory_sends_log_and_registers_only() {
+        let mem = FakeMemory { zero: |_| false, unreadable: None };
+        let m = map();
+        let cpus = [RegisterRecord::default()];
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &cpus, &m, &mem, &mut page, false);
+        let chunks = collect(&mut s, 1448);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].0, Section::Registers);
+    }
+}

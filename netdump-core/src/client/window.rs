@@ -1,0 +1,321 @@
+//! The sender's sliding window with selective acknowledgement.
+//!
+//! Every in-flight DATA payload is kept as a copy in a preallocated [`PacketSlot`], so a
+//! retransmission is byte-identical to the first send even if memory (the dump path's
+//! own stack, say) changed meanwhile — the stream CRC depends on it.
+
+use crate::proto::Ack;
+
+/// Largest DATA payload (sub-header + data) a slot holds: a 1500-byte MTU minus IPv4,
+/// UDP and the protocol header.
+pub const SLOT_PAYLOAD: usize = 1500 - 20 - 8 - crate::proto::HEADER_LEN;
+
+/// One in-flight packet: its payload copy and its send history.
+#[derive(Clone)]
+pub struct PacketSlot {
+    seq: u32,
+    len: u16,
+    acked: bool,
+    sends: u16,
+    sent_at_us: u64,
+    payload: [u8; SLOT_PAYLOAD],
+}
+
+impl PacketSlot {
+    pub const EMPTY: PacketSlot = PacketSlot { seq: 0, len: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload[..self.len as usize]
+    }
+}
+
+/// Retransmission timing (RFC 6298 style, in microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtoBounds {
+    pub initial_us: u64,
+    pub min_us: u64,
+    pub max_us: u64,
+}
+
+impl Default for RtoBounds {
+    fn default() -> Self {
+        RtoBounds { initial_us: 200_000, min_us: 20_000, max_us: 1_000_000 }
+    }
+}
+
+/// What an ACK changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckEffect {
+    /// Packets acknowledged by this ACK that were not before.
+    pub newly_acked: u32,
+}
+
+/// Sequence numbers `base..next` are in flight; slot `seq % slots.len()` holds `seq`.
+pub struct SackWindow<'a> {
+    slots: &'a mut [PacketSlot],
+    limit: usize,
+    base: u32,
+    next: u32,
+    /// Highest seq the server has acknowledged selectively (beyond `base`), if any.
+    highest_sacked: Option<u32>,
+    srtt_us: Option<u64>,
+    rttvar_us: u64,
+    rto_us: u64,
+    bounds: RtoBounds,
+    pub retransmissions: u64,
+}
+
+impl<'a> SackWindow<'a> {
+    /// A window of at most `limit` packets (clamped to the number of slots, at least 1).
+    pub fn new(slots: &'a mut [PacketSlot], limit: usize, bounds: RtoBounds) -> Self {
+        let limit = limit.clamp(1, slots.len().max(1));
+        SackWindow { slots, limit, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, retransmissions: 0 }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        (self.next - self.base) as usize
+    }
+    pub fn can_push(&self) -> bool {
+        self.in_flight() < self.limit
+    }
+    pub fn is_empty(&self) -> bool {
+        self.base == self.next
+    }
+    /// Sequence number the next pushed packet gets (= packets pushed so far).
+    pub fn next_seq(&self) -> u32 {
+        self.next
+    }
+    pub fn rto_us(&self) -> u64 {
+        self.rto_us
+    }
+
+    fn index(&self, seq: u32) -> usize {
+        seq as usize % self.slots.len()
+    }
+
+    /// Stores a new packet if `fill` produces one: `fill` writes its payload into the
+    /// slot and returns its length, or `None` when there is nothing more to send.
+    /// Returns the packet's seq. The caller checks [`can_push`](Self::can_push).
+    pub fn try_push(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<u32> {
+        debug_assert!(self.can_push());
+        let seq = self.next;
+        let i = self.index(seq);
+        let slot = &mut self.slots[i];
+        let len = fill(&mut slot.payload)?.min(SLOT_PAYLOAD);
+        slot.seq = seq;
+        slot.len = len as u16;
+        slot.acked = false;
+        slot.sends = 0;
+        slot.sent_at_us = 0;
+        self.next += 1;
+        Some(seq)
+    }
+
+    /// How often `seq` has been sent.
+    pub fn sends(&self, seq: u32) -> u16 {
+        self.slots[self.index(seq)].sends
+    }
+
+    pub fn payload(&self, seq: u32) -> &[u8] {
+        self.slots[self.index(seq)].payload()
+    }
+
+    /// Records that `seq` went out at `now_us`.
+    pub fn mark_sent(&mut self, seq: u32, now_us: u64) {
+        let i = self.index(seq);
+        let slot = &mut self.slots[i];
+        if slot.sends > 0 {
+            self.retransmissions += 1;
+        }
+        slot.sends = slot.sends.saturating_add(1);
+        slot.sent_at_us = now_us;
+    }
+
+    /// Applies an ACK whose cumulative point is `cumulative`.
+    pub fn on_ack(&mut self, now_us: u64, cumulative: u32, ack: &Ack<'_>) -> AckEffect {
+        let mut effect = AckEffect::default();
+        if cumulative > self.next {
+            // Acknowledges packets never sent: not from our server; ignore.
+            return effect;
+        }
+        let mut rtt_sample: Option<u64> = None;
+        for seq in self.base..self.next {
+            let i = self.index(seq);
+            let slot = &mut self.slots[i];
+            if slot.acked || !ack.covers(cumulative, seq) {
+                continue;
+            }
+            slot.acked = true;
+            effect.newly_acked += 1;
+            if seq >= cumulative {
+                self.highest_sacked = Some(self.highest_sacked.map_or(seq, |h| h.max(seq)));
+            }
+            // Karn: only packets sent once give an unambiguous sample.
+            if slot.sends == 1 {
+                let sample = now_us.saturating_sub(slot.sent_at_us);
+                rtt_sample = Some(rtt_sample.map_or(sample, |s| s.min(sample)));
+            }
+        }
+        while self.base < self.next && self.slots[self.index(self.base)].acked {
+            self.base += 1;
+        }
+        if self.highest_sacked.is_some_and(|h| h < self.base) {
+            self.highest_sacked = None;
+        }
+        if let Some(sample) = rtt_sample {
+            self.update_rto(sample);
+        }
+        effect
+    }
+
+    fn update_rto(&mut self, sample: u64) {
+        match self.srtt_us {
+            None => {
+                self.srtt_us = Some(sample);
+                self.rttvar_us = sample / 2;
+            }
+            Some(srtt) => {
+                self.rttvar_us = (3 * self.rttvar_us + srtt.abs_diff(sample)) / 4;
+                self.srtt_us = Some((7 * srtt + sample) / 8);
+            }
+        }
+        let srtt = self.srtt_us.unwrap_or(sample);
+        self.rto_us = (srtt + 4 * self.rttvar_us).clamp(self.bounds.min_us, self.bounds.max_us);
+    }
+
+    /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
+    /// unacked for an RTO, or one a later packet overtook (selectively acked) and that
+    /// has been out for at least a smoothed RTT.
+    pub fn due(&self, now_us: u64) -> Option<u32> {
+        let fast_after = self.srtt_us.map_or(self.rto_us, |s| s.max(self.bounds.min_us / 2));
+        (self.base..self.next).find(|&seq| {
+            let slot = &self.slots[self.index(seq)];
+            if slot.acked {
+                return false;
+            }
+            let age = now_us.saturating_sub(slot.sent_at_us);
+            age >= self.rto_us || (self.highest_sacked.is_some_and(|h| seq < h) && age >= fast_after)
+        })
+    }
+
+    /// Backs the RTO off after a timeout with no ACK progress (doubling, bounded).
+    pub fn back_off(&mut self) {
+        self.rto_us = (self.rto_us * 2).min(self.bounds.max_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(n: usize) -> Vec<PacketSlot> {
+        vec![PacketSlot::EMPTY; n]
+    }
+
+    fn push_n(w: &mut SackWindow, n: u32, now: u64) {
+        for _ in 0..n {
+            let seq = w.next_seq();
+            w.try_push(|p| {
+                p[..4].copy_from_slice(&seq.to_be_bytes());
+                Some(4)
+            });
+            w.mark_sent(seq, now);
+        }
+    }
+
+    fn ack(w: &mut SackWindow, now: u64, cum: u32, bitmap: &[u8]) -> AckEffect {
+        w.on_ack(now, cum, &Ack { stop: false, bitmap })
+    }
+
+    #[test]
+    fn window_fills_to_its_limit_and_cumulative_ack_slides_it() {
+        let mut s = slots(8);
+        let mut w = SackWindow::new(&mut s, 4, RtoBounds::default());
+        push_n(&mut w, 4, 0);
+        assert!(!w.can_push());
+        assert_eq!(ack(&mut w, 1000, 2, &[]).newly_acked, 2);
+        assert_eq!(w.in_flight(), 2);
+        assert!(w.can_push());
+        push_n(&mut w, 2, 1000);
+        assert_eq!(w.payload(5), &5u32.to_be_bytes());
+    }
+
+    #[test]
+    fn slots_wrap_around_many_times_keeping_payloads() {
+        let mut s = slots(3);
+        let mut w = SackWindow::new(&mut s, 3, RtoBounds::default());
+        for round in 0..100u32 {
+            push_n(&mut w, 3, round as u64);
+            for seq in round * 3..round * 3 + 3 {
+                assert_eq!(w.payload(seq), &seq.to_be_bytes());
+            }
+            ack(&mut w, round as u64 + 1, round * 3 + 3, &[]);
+            assert!(w.is_empty());
+        }
+    }
+
+    #[test]
+    fn selective_ack_leaves_only_the_hole_unacked() {
+        let mut s = slots(8);
+        let mut w = SackWindow::new(&mut s, 8, RtoBounds::default());
+        push_n(&mut w, 5, 0);
+        assert_eq!(w.due(9_000), None, "nothing is due before an ACK or an RTO");
+        // 0,1 cumulative; 2 missing; 3,4 selectively acked (bits 0,1 after cum 2)
+        assert_eq!(ack(&mut w, 10_000, 2, &[0b11]).newly_acked, 4);
+        assert_eq!(w.in_flight(), 3);
+        // the overtaken hole is due once it is a smoothed RTT (10 ms) old, long before
+        // the 200 ms RTO
+        assert_eq!(w.due(10_000), Some(2));
+        w.mark_sent(2, 10_000);
+        assert_eq!(w.due(15_000), None, "not resent again within one RTT");
+        ack(&mut w, 30_000, 5, &[]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn timeout_retransmission_is_due_after_rto_and_counted() {
+        let mut s = slots(4);
+        let bounds = RtoBounds { initial_us: 100, min_us: 10, max_us: 1000 };
+        let mut w = SackWindow::new(&mut s, 4, bounds);
+        push_n(&mut w, 2, 0);
+        assert_eq!(w.due(99), None);
+        assert_eq!(w.due(100), Some(0));
+        w.mark_sent(0, 100);
+        assert_eq!(w.retransmissions, 1);
+        assert_eq!(w.due(150), Some(1));
+        w.back_off();
+        assert_eq!(w.rto_us(), 200);
+    }
+
+    #[test]
+    fn rto_adapts_to_measured_rtt_within_bounds() {
+        let mut s = slots(64);
+        let bounds = RtoBounds { initial_us: 1_000_000, min_us: 20_000, max_us: 1_000_000 };
+        let mut w = SackWindow::new(&mut s, 64, bounds);
+        for i in 0..20u32 {
+            push_n(&mut w, 1, i as u64 * 100_000);
+            ack(&mut w, i as u64 * 100_000 + 10_000, i + 1, &[]);
+        }
+        // steady 10 ms RTT → RTO near srtt + 4·rttvar, far below the initial second
+        assert!(w.rto_us() >= 20_000 && w.rto_us() < 100_000, "{}", w.rto_us());
+    }
+
+    #[test]
+    fn acks_for_unsent_packets_are_ignored() {
+        let mut s = slots(4);
+        let mut w = SackWindow::new(&mut s, 4, RtoBounds::default());
+        push_n(&mut w, 2, 0);
+        assert_eq!(ack(&mut w, 10, 1000, &[]).newly_acked, 0);
+        assert_eq!(w.in_flight(), 2);
+    }
+
+    #[test]
+    fn duplicate_acks_change_nothing() {
+        let mut s = slots(4);
+        let mut w = SackWindow::new(&mut s, 4, RtoBounds::default());
+        push_n(&mut w, 3, 0);
+        assert_eq!(ack(&mut w, 10, 0, &[0b1]).newly_acked, 1);
+        assert_eq!(ack(&mut w, 11, 0, &[0b1]).newly_acked, 0);
+        assert_eq!(w.in_flight(), 3);
+    }
+}
