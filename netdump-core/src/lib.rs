@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
+pub mod arch;
 pub mod client;
 pub mod clock;
 pub mod crash_cell;

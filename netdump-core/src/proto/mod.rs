@@ -13,7 +13,7 @@ mod regs;
 
 pub use header::{flags, Header, HEADER_LEN, MAGIC, VERSION};
 pub use messages::*;
-pub use regs::{RegisterRecord, REGISTER_RECORD_LEN};
+pub use regs::{RegisterRecord, REGISTERS_VALID, REGISTER_RECORD_LEN};
 
 /// Default UDP port of the server.
 pub const SERVER_PORT: u16 = 6666;
