@@ -9,13 +9,15 @@
 //! machines, the SACK window), [`log`] (console ring), [`memory`], [`clock`], and
 //! [`arch`] (x86_64 register capture, TSC clock, RDRAND). `unsafe` is denied here and
 //! allowed only in `arch` and [`crash_cell`].
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "host")), no_std)]
 #![deny(unsafe_code)]
 
 pub mod arch;
 pub mod client;
 pub mod clock;
 pub mod crash_cell;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod log;
 pub mod memory;
 pub mod net;

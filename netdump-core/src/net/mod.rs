@@ -5,9 +5,9 @@
 //! accepts only UDP from the server's address and port, carried by the cached MAC, to
 //! its own address and port. Everything else is ignored and counted.
 
-mod frame;
+pub(crate) mod frame;
 mod link;
 
-pub use frame::{classify, emit_arp, emit_udp, Inbound, Ignored, FRAME_OVERHEAD};
+pub use frame::{classify, emit_arp, emit_udp, Inbound, Ignored, UdpFlow, FRAME_OVERHEAD};
 pub use link::{LinkCounters, NetConfig, NetError, UdpLink};
 pub use smoltcp::wire::{EthernetAddress, Ipv4Address};

@@ -1,2 +1,198 @@
+//! The QEMU test kernel: fills RAM with a known pattern, installs netdump with the e1000
+//! driver, registers with the netdumpd the harness started, and crashes on purpose.
+//!
+//! The command line (`-append`) selects the scenario; see [`scenario::Scenario`]. The
+//! exit code (isa-debug-exit) tells the harness how it ended: [`exit`] lists them.
 #![no_std]
 #![no_main]
+
+mod nic;
+mod scenario;
+
+use core::fmt::Write;
+use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, TscClock};
+use netdump_core::client::{ClientName, Config};
+use netdump_core::clock::Clock;
+use netdump_core::crash_cell::SeizeError;
+use netdump_core::log::ConsoleLog;
+use netdump_core::memory::{MemoryError, MemoryMap, MemorySource};
+use netdump_core::net::NetConfig;
+use netdump_core::proto::CrashKind;
+use netdump_core::text::TextBuf;
+use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
+use netdump_qemu_runtime::{println, qemu_exit, BootInfo};
+use scenario::{Kind, Scenario};
+
+/// Exit codes the harness checks (QEMU exits with `code << 1 | 1`).
+pub mod exit {
+    pub use netdump_qemu_runtime::{EXIT_FAILURE, EXIT_SUCCESS};
+    /// The dump ran and did not end verified.
+    pub const DUMP_FAILED: u32 = 0x12;
+    /// Install failed (e.g. no server); the kernel stopped.
+    pub const INSTALL_FAILED: u32 = 0x13;
+    /// A panic inside the dump path: the dump ended, the kernel stopped.
+    pub const NESTED_PANIC: u32 = 0x14;
+}
+
+type Dumper = Netdump<nic::Nic, TscClock>;
+
+/// The console's last 64 KiB, sent with the dump.
+static CONSOLE_LOG: ConsoleLog<65536> = ConsoleLog::new();
+/// The installed client; the panic handler seizes it.
+static NETDUMP: CrashCell<Dumper> = CrashCell::new();
+/// The window's packet copies and the page buffer: preallocated at build time.
+static mut CRASH_BUFFERS: CrashBuffers<64> = CrashBuffers::new();
+/// Set by the scenario for the panic handler.
+static mut SCENARIO: Option<Scenario> = None;
+
+netdump_qemu_runtime::entry!(kernel_main);
+
+fn kernel_main(boot: &'static BootInfo) -> ! {
+    netdump_qemu_runtime::set_console_tee(|bytes| CONSOLE_LOG.write(bytes));
+    println!("netdump test kernel: {}", boot.cmdline);
+    let scenario = match Scenario::parse(&boot.args()) {
+        Ok(s) => s,
+        Err(e) => fail(format_args!("bad command line: {e}")),
+    };
+    let map = match MemoryMap::from_ram_regions(boot.mapped_ram().map(|r| (r.start, r.len())), |p| p) {
+        Ok(m) => m,
+        Err(e) => fail(format_args!("memory map: {e}")),
+    };
+    let p = scenario.pattern;
+    let in_ram = map.ranges().iter().any(|r| r.contains(p.base, p.len));
+    if !in_ram || p.base < boot.kernel_image.end {
+        fail(format_args!("pattern {:#x}+{:#x} is not in free RAM", p.base, p.len));
+    }
+    fill_pattern(&scenario);
+    println!("pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero", p.base, p.base + p.len, p.seed, p.zero_every);
+    for r in map.ranges() {
+        println!("ram: {:#x}..{:#x}", r.phys_start, r.phys_end());
+    }
+
+    let nic = match nic::bring_up() {
+        Ok(n) => n,
+        Err(e) => fail(format_args!("NIC: {e}")),
+    };
+    let clock = TscClock::calibrate();
+    println!("tsc: {} ticks/us (calibrated: {})", clock.ticks_per_us(), clock.calibrated);
+    let mac = netdump_core::nic::PolledNic::mac_address(&nic);
+    let mut rng = CookieRng::new(u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 15, 0]));
+    println!("cookie source: {:?}", rng.source());
+    let config = Config {
+        net: NetConfig {
+            ip: scenario.client_ip,
+            prefix_len: 24,
+            gateway: Some(scenario.server_ip),
+            server_ip: scenario.server_ip,
+            server_port: scenario.server_port,
+            client_port: netdump_core::proto::CLIENT_PORT,
+        },
+        name: ClientName::new(scenario.name).unwrap_or_else(|| fail(format_args!("bad client name"))),
+        window: scenario.window,
+        timeouts: scenario.timeouts,
+    };
+    // SAFETY: taken once, here, before any crash; nothing else refers to it.
+    let buffers = unsafe { &mut *(&raw mut CRASH_BUFFERS) };
+    let started = clock.now_us();
+    let dumper = match Netdump::install(nic, clock, &mut rng, config, buffers, map) {
+        Ok(d) => d,
+        Err(e) => {
+            let waited_ms = (clock.now_us() - started) / 1000;
+            println!("netdump: install failed after {waited_ms} ms: {e:?}");
+            qemu_exit(exit::INSTALL_FAILED)
+        }
+    };
+    println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
+    if NETDUMP.install(dumper).is_err() {
+        fail(format_args!("netdump installed twice"));
+    }
+    // SAFETY: single CPU; written once before the crash, read by the panic handler.
+    unsafe { SCENARIO = Some(scenario) };
+
+    println!("console line before the crash: 1");
+    println!("console line before the crash: 2");
+    match scenario.kind {
+        Kind::Takeover => scenario::traffic_until_panic(&NETDUMP, &scenario),
+        _ => netdump_test_crash_site(scenario.pattern.seed),
+    }
+}
+
+/// The function the harness expects at the top of the backtrace.
+#[inline(never)]
+fn netdump_test_crash_site(seed: u64) -> ! {
+    panic!("netdump test panic (seed {seed:#x})");
+}
+
+fn fill_pattern(s: &Scenario) {
+    let p = s.pattern;
+    let mut addr = p.base;
+    while addr < p.base + p.len {
+        let word = p.word(addr);
+        // SAFETY: the pattern region was checked to be RAM above the kernel image, inside
+        // the identity map, and nothing else uses it.
+        unsafe { core::ptr::write_volatile(addr as *mut u64, word) };
+        addr += 8;
+    }
+}
+
+fn fail(args: core::fmt::Arguments<'_>) -> ! {
+    println!("test kernel error: {args}");
+    qemu_exit(exit::EXIT_FAILURE)
+}
+
+/// Reads RAM through the identity map; in the nested-panic scenario it panics at one
+/// address, to prove a panic inside the dump ends the dump instead of recursing.
+struct TestMemory {
+    inner: DirectMapMemory,
+    panic_at: Option<u64>,
+}
+
+impl MemorySource for TestMemory {
+    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        if self.panic_at == Some(phys) {
+            panic!("injected panic while reading {phys:#x} for the dump");
+        }
+        self.inner.read(phys, out)
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut regs = capture_registers(0);
+    // SAFETY: the kernel runs in ring 0.
+    unsafe { read_control_registers(&mut regs) };
+    netdump_qemu_runtime::console::enter_crash_mode();
+    println!("panic: {info}");
+    let dumper = match NETDUMP.seize() {
+        Ok(d) => d,
+        Err(SeizeError::AlreadySeized) => {
+            println!("netdump: panic during the dump; stopping without recursing");
+            qemu_exit(exit::NESTED_PANIC)
+        }
+        Err(SeizeError::Empty) => {
+            println!("netdump: not installed; halting");
+            qemu_exit(exit::EXIT_FAILURE)
+        }
+    };
+    // SAFETY: written once before the crash (see kernel_main); read-only now.
+    let scenario = unsafe { (*(&raw const SCENARIO)).unwrap_or_else(|| qemu_exit(exit::EXIT_FAILURE)) };
+    let mut message = TextBuf::<256>::new();
+    let _ = write!(message, "{}", info.message());
+    let crash = CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu: 0, message: message.as_bytes() };
+    // SAFETY: every RAM range of the memory map lies in the runtime's identity map.
+    let memory = TestMemory { inner: unsafe { DirectMapMemory::new(0) }, panic_at: scenario.panic_while_reading };
+    println!("netdump: dumping");
+    match dumper.dump(&crash, &[regs], &memory, Some(&CONSOLE_LOG)) {
+        Ok(report) => {
+            println!(
+                "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms",
+                report.packets, report.bytes, report.memory.pages_sent, report.memory.zero_pages, report.retransmissions, report.elapsed_us / 1000
+            );
+            qemu_exit(exit::EXIT_SUCCESS)
+        }
+        Err(e) => {
+            println!("netdump: dump failed: {e}");
+            qemu_exit(exit::DUMP_FAILED)
+        }
+    }
+}

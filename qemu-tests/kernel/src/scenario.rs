@@ -1,0 +1,130 @@
+//! What the harness asks of a run, from the kernel command line:
+//!
+//! `scenario=dump|takeover|no-server|nested-panic server_port=N [server_ip=A.B.C.D]
+//!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
+//!  [hello_attempts=N hello_retry_ms=N silence_ms=N]`
+
+use netdump_core::client::{Timeouts, DEFAULT_WINDOW};
+use netdump_core::crash_cell::CrashCell;
+use netdump_core::net::{emit_udp, Ipv4Address, UdpFlow, FRAME_OVERHEAD};
+use netdump_core::nic::PolledNic;
+use netdump_qemu_runtime::{println, Cmdline};
+use netdump_test_pattern::Pattern;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Install, panic, dump.
+    Dump,
+    /// Ordinary UDP traffic through the same NIC right up to a panic raised mid-send.
+    Takeover,
+    /// Install against a port where nothing listens: install must fail within its bound.
+    NoServer,
+    /// A panic inside the dump path (while reading memory).
+    NestedPanic,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub kind: Kind,
+    pub name: &'static str,
+    pub client_ip: Ipv4Address,
+    pub server_ip: Ipv4Address,
+    pub server_port: u16,
+    pub pattern: Pattern,
+    pub window: usize,
+    pub timeouts: Timeouts,
+    /// Physical page whose read panics (nested-panic scenario).
+    pub panic_while_reading: Option<u64>,
+}
+
+fn ip(s: &str) -> Option<Ipv4Address> {
+    let mut o = [0u8; 4];
+    let mut parts = s.split('.');
+    for b in o.iter_mut() {
+        *b = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Address::from(o))
+}
+
+impl Scenario {
+    pub fn parse(args: &Cmdline<'static>) -> Result<Self, &'static str> {
+        let kind = match args.get("scenario").unwrap_or("dump") {
+            "dump" => Kind::Dump,
+            "takeover" => Kind::Takeover,
+            "no-server" => Kind::NoServer,
+            "nested-panic" => Kind::NestedPanic,
+            _ => return Err("unknown scenario"),
+        };
+        let server_port = args.get_u64("server_port").ok_or("server_port= is required")? as u16;
+        let server_ip = match args.get("server_ip") {
+            Some(s) => ip(s).ok_or("bad server_ip")?,
+            None => Ipv4Address::new(10, 0, 2, 2),
+        };
+        let ms = |key, default: u64| args.get_u64(key).unwrap_or(default) * 1000;
+        let defaults = Timeouts::default();
+        let timeouts = Timeouts {
+            hello_attempts: args.get_u64("hello_attempts").map_or(defaults.hello_attempts, |v| v as u32),
+            hello_retry_us: ms("hello_retry_ms", defaults.hello_retry_us / 1000),
+            silence_timeout_us: ms("silence_ms", defaults.silence_timeout_us / 1000),
+            ..defaults
+        };
+        let pattern = Pattern {
+            base: args.get_u64("pattern_base").unwrap_or(32 << 20),
+            len: args.get_u64("pattern_len").unwrap_or(16 << 20),
+            seed: args.get_u64("seed").unwrap_or(0x5eed),
+            zero_every: args.get_u64("zero_every").unwrap_or(7),
+        };
+        if pattern.base % 4096 != 0 || pattern.len % 4096 != 0 || pattern.len == 0 {
+            return Err("pattern must be whole pages");
+        }
+        Ok(Scenario {
+            kind,
+            name: args.get("name").unwrap_or("qemu-test"),
+            client_ip: Ipv4Address::new(10, 0, 2, 15),
+            server_ip,
+            server_port,
+            pattern,
+            window: args.get_u64("window").map_or(DEFAULT_WINDOW, |w| w as usize),
+            timeouts,
+            panic_while_reading: (kind == Kind::NestedPanic).then_some(pattern.base + 4096),
+        })
+    }
+}
+
+/// Floods UDP to the server's port + 1 through the installed NIC, as an OS network
+/// stack would, and panics in the middle of a burst — inside a normal-time use of the
+/// cell, with transmit descriptors still owned by the device and received frames
+/// unconsumed. The dump must take the NIC over from that state.
+pub fn traffic_until_panic<N: PolledNic, C: netdump_core::clock::Clock>(cell: &CrashCell<netdump_core::Netdump<N, C>>, s: &Scenario) -> ! {
+    let port = s.server_port.wrapping_add(1);
+    cell.try_with(|nd| {
+        let Some(server_mac) = nd.link().peer_mac() else { panic!("no server MAC") };
+        let flow = UdpFlow {
+            src_mac: netdump_core::net::EthernetAddress(nd.nic().mac_address()),
+            dst_mac: server_mac,
+            src_ip: s.client_ip,
+            dst_ip: s.server_ip,
+            src_port: 7777,
+            dst_port: port,
+        };
+        let payload = 1024;
+        let mut sent = 0u32;
+        for i in 0u32.. {
+            let r = nd.nic().transmit(FRAME_OVERHEAD + payload, &mut |f| {
+                emit_udp(f, &flow, payload, |p| p.fill(i as u8));
+            });
+            match r {
+                Ok(()) => sent += 1,
+                Err(_) => {
+                    nd.nic().poll_transmit();
+                }
+            }
+            if sent == 3000 {
+                println!("ordinary traffic: {sent} frames sent to port {port}; panicking mid-burst");
+                crate::netdump_test_crash_site(s.pattern.seed);
+            }
+        }
+        unreachable!()
+    });
+    panic!("netdump was busy or seized before the traffic started")
+}
