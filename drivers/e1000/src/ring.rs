@@ -1,0 +1,333 @@
+//! Descriptor rings and packet buffers in DMA memory: the driver's DMA layer.
+//!
+//! Layouts from the 8254x SDM: 3.2.3 "Receive Descriptor Format", 3.3.3 "Legacy Transmit
+//! Descriptor Format"; ring semantics from 3.2.6 "Receive Descriptor Queue Structure" and
+//! 3.4 "Transmit Descriptor Ring Structure".
+//!
+//! Ownership is the invariant that makes the `unsafe` here sound. The device owns the
+//! descriptors (and their buffers) from head to tail, software owns the rest:
+//! - TX: descriptors `clean..tail` are queued or done-but-not-reclaimed; software writes
+//!   only at `tail`, which is outside that range, and reclaims only descriptors whose DD bit
+//!   the device has written back. One descriptor is always left free so that `tail` never
+//!   catches up with `clean` (TDT == TDH means "empty" to the device).
+//! - RX: the device fills descriptors from RDH up to, not including, RDT. Software reads
+//!   descriptor `next` only once its DD bit is set (the device has finished with it and
+//!   moved past), and gives it back by writing RDT = `next`. RDT starts at N - 1, so one
+//!   descriptor is always software-owned and RDH == RDT means "no buffers" to the device.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{Ordering, fence};
+
+use netdump_core::nic::NicError;
+use netdump_pci::DmaRegion;
+use volatile::{VolatilePtr, map_field};
+
+use crate::regs::{RxErrors, RxStatus, TxCommand, TxStatus};
+
+/// Bytes per descriptor, legacy or not.
+pub const DESCRIPTOR_SIZE: usize = 16;
+/// Bytes of each transmit buffer: one full frame (1514 bytes) rounded up to 128.
+pub const TX_BUFFER_SIZE: usize = 1536;
+/// Bytes of each receive buffer: what RCTL.BSIZE = 00b (BSEX = 0) tells the device.
+pub const RX_BUFFER_SIZE: usize = 2048;
+/// Frames shorter than this (60 bytes, 64 with the FCS) are padded with zeros before they
+/// are handed to the device: 3.3.3 requires at least 48 bytes, and not every device model
+/// honours TCTL.PSP (QEMU's does not pad).
+pub const MIN_FRAME_LEN: usize = 60;
+
+/// Legacy transmit descriptor (3.3.3, table 3-8).
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy)]
+struct TxDescriptor {
+    addr: u64,
+    length: u16,
+    cso: u8,
+    cmd: u8,
+    status: u8,
+    css: u8,
+    special: u16,
+}
+
+/// Receive descriptor (3.2.3, table 3-1).
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy)]
+struct RxDescriptor {
+    addr: u64,
+    length: u16,
+    checksum: u16,
+    status: u8,
+    errors: u8,
+    special: u16,
+}
+
+const _: () = assert!(size_of::<TxDescriptor>() == DESCRIPTOR_SIZE);
+const _: () = assert!(size_of::<RxDescriptor>() == DESCRIPTOR_SIZE);
+
+/// N descriptors of type `D` at the start of a DMA region.
+struct DescriptorArray<D, const N: usize> {
+    memory: DmaRegion,
+    _descriptor: PhantomData<D>,
+}
+
+impl<D, const N: usize> DescriptorArray<D, N> {
+    /// `memory` must hold N descriptors and be 16-byte aligned; the driver carves it so.
+    fn new(memory: DmaRegion) -> Self {
+        assert!(
+            memory.len() >= N * DESCRIPTOR_SIZE && (memory.as_ptr() as usize).is_multiple_of(16)
+        );
+        DescriptorArray {
+            memory,
+            _descriptor: PhantomData,
+        }
+    }
+
+    fn phys_addr(&self) -> u64 {
+        self.memory.phys_addr()
+    }
+
+    /// Descriptor `index % N`.
+    fn get(&mut self, index: usize) -> VolatilePtr<'_, D> {
+        let index = index % N;
+        // SAFETY: `index < N` and the region holds N aligned descriptors (checked in `new`),
+        // so the pointer is in bounds, aligned and non-null. Only volatile accesses are made
+        // through it, because the device reads and writes descriptors concurrently, and
+        // `&mut self` keeps this the only CPU-side pointer for its lifetime.
+        unsafe {
+            let descriptor = (self.memory.as_ptr() as *mut D).add(index);
+            VolatilePtr::new(core::ptr::NonNull::new_unchecked(descriptor))
+        }
+    }
+}
+
+/// N packet buffers of `SIZE` bytes, back to back.
+struct BufferArray<const N: usize, const SIZE: usize> {
+    memory: DmaRegion,
+}
+
+impl<const N: usize, const SIZE: usize> BufferArray<N, SIZE> {
+    fn new(memory: DmaRegion) -> Self {
+        assert!(memory.len() >= N * SIZE);
+        BufferArray { memory }
+    }
+
+    fn phys_addr(&self, index: usize) -> u64 {
+        self.memory.phys_addr() + ((index % N) * SIZE) as u64
+    }
+
+    /// Raw pointer to buffer `index % N`; dereferenced only by the rings below, under the
+    /// ownership invariant of this module.
+    fn ptr(&self, index: usize) -> *mut u8 {
+        self.memory.as_ptr().wrapping_add((index % N) * SIZE)
+    }
+}
+
+/// The transmit ring: descriptors, buffers and software's two indices.
+pub struct TxRing<const N: usize> {
+    descriptors: DescriptorArray<TxDescriptor, N>,
+    buffers: BufferArray<N, TX_BUFFER_SIZE>,
+    /// Next descriptor software fills; the value of TDT.
+    tail: usize,
+    /// Oldest descriptor not yet reclaimed.
+    clean: usize,
+}
+
+impl<const N: usize> TxRing<N> {
+    pub fn new(descriptors: DmaRegion, buffers: DmaRegion) -> Self {
+        TxRing {
+            descriptors: DescriptorArray::new(descriptors),
+            buffers: BufferArray::new(buffers),
+            tail: 0,
+            clean: 0,
+        }
+    }
+
+    pub fn phys_addr(&self) -> u64 {
+        self.descriptors.phys_addr()
+    }
+
+    /// Frames handed to the device and not yet reclaimed.
+    pub fn in_flight(&self) -> usize {
+        (self.tail + N - self.clean) % N
+    }
+
+    /// At most N - 1 frames can be in flight (see the module documentation).
+    pub fn is_full(&self) -> bool {
+        self.in_flight() == N - 1
+    }
+
+    /// Empties the ring: every descriptor zeroed and pointed at its buffer, both indices 0.
+    /// Only while the transmitter is stopped (TCTL.EN clear) and before TDH/TDT are reset.
+    pub fn clear(&mut self) {
+        for i in 0..N {
+            let phys = self.buffers.phys_addr(i);
+            self.descriptors.get(i).write(TxDescriptor {
+                addr: phys,
+                length: 0,
+                cso: 0,
+                cmd: 0,
+                status: 0,
+                css: 0,
+                special: 0,
+            });
+        }
+        self.tail = 0;
+        self.clean = 0;
+    }
+
+    /// Builds a `len`-byte frame with `fill` in the tail buffer and queues its descriptor.
+    /// Returns the new tail, which the caller writes to TDT to hand the frame over.
+    pub fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, NicError> {
+        if len > TX_BUFFER_SIZE {
+            return Err(NicError::FrameTooLarge {
+                len,
+                max: TX_BUFFER_SIZE,
+            });
+        }
+        if self.is_full() {
+            return Err(NicError::RingFull);
+        }
+        let index = self.tail;
+        let wire_len = len.max(MIN_FRAME_LEN);
+        {
+            // SAFETY: descriptor `tail` is software-owned (it is outside clean..tail, and the
+            // ring is not full so it is not `clean` of a full ring either); the device does
+            // not read its buffer until TDT moves past it. The buffer holds TX_BUFFER_SIZE
+            // bytes ≥ wire_len, and no other reference to it exists while `frame` lives.
+            let frame =
+                unsafe { core::slice::from_raw_parts_mut(self.buffers.ptr(index), wire_len) };
+            frame[len..].fill(0);
+            fill(&mut frame[..len]);
+        }
+        let phys = self.buffers.phys_addr(index);
+        self.descriptors.get(index).write(TxDescriptor {
+            addr: phys,
+            length: wire_len as u16,
+            cso: 0,
+            cmd: (TxCommand::EOP | TxCommand::IFCS | TxCommand::RS).bits(),
+            status: 0,
+            css: 0,
+            special: 0,
+        });
+        // The frame and descriptor must be in memory before the device sees the new tail.
+        fence(Ordering::SeqCst);
+        self.tail = (index + 1) % N;
+        Ok(self.tail)
+    }
+
+    /// Reclaims, in order, the descriptors whose DD bit the device has written back.
+    pub fn reclaim(&mut self) -> usize {
+        let mut freed = 0;
+        while self.clean != self.tail {
+            let descriptor = self.descriptors.get(self.clean);
+            let status = TxStatus::from_bits_retain(map_field!(descriptor.status).read());
+            if !status.contains(TxStatus::DD) {
+                break;
+            }
+            self.clean = (self.clean + 1) % N;
+            freed += 1;
+        }
+        // Later reads of the buffers must not be hoisted above the DD checks.
+        fence(Ordering::SeqCst);
+        freed
+    }
+}
+
+/// What one [`RxRing::poll`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxPoll {
+    /// Whether the frame was handed to the handler (false: dropped for an error).
+    pub delivered: bool,
+    /// The descriptor given back; the caller writes it to RDT.
+    pub rearmed: usize,
+}
+
+/// The receive ring: descriptors, buffers and the next descriptor to look at.
+pub struct RxRing<const N: usize> {
+    descriptors: DescriptorArray<RxDescriptor, N>,
+    buffers: BufferArray<N, RX_BUFFER_SIZE>,
+    /// Next descriptor the device completes, in ring order.
+    next: usize,
+    /// Inside a frame that spans several descriptors (never with 2 KiB buffers and
+    /// RCTL.LPE clear, but the device decides): drop until its EOP descriptor.
+    discarding: bool,
+}
+
+impl<const N: usize> RxRing<N> {
+    pub fn new(descriptors: DmaRegion, buffers: DmaRegion) -> Self {
+        RxRing {
+            descriptors: DescriptorArray::new(descriptors),
+            buffers: BufferArray::new(buffers),
+            next: 0,
+            discarding: false,
+        }
+    }
+
+    pub fn phys_addr(&self) -> u64 {
+        self.descriptors.phys_addr()
+    }
+
+    /// Arms every descriptor with its buffer and returns the initial RDT (N - 1). Only
+    /// while the receiver is stopped (RCTL.EN clear) and before RDH/RDT are reset.
+    pub fn clear(&mut self) -> usize {
+        for i in 0..N {
+            let phys = self.buffers.phys_addr(i);
+            self.descriptors.get(i).write(RxDescriptor {
+                addr: phys,
+                length: 0,
+                checksum: 0,
+                status: 0,
+                errors: 0,
+                special: 0,
+            });
+        }
+        self.next = 0;
+        self.discarding = false;
+        N - 1
+    }
+
+    /// If the device has completed descriptor `next`, lends its frame to `handler` (unless
+    /// it is bad or part of a multi-descriptor frame), re-arms it and returns what happened;
+    /// `None` when nothing is pending.
+    pub fn poll(&mut self, handler: &mut dyn FnMut(&[u8])) -> Option<RxPoll> {
+        let index = self.next;
+        let descriptor = self.descriptors.get(index);
+        let status = RxStatus::from_bits_retain(map_field!(descriptor.status).read());
+        if !status.contains(RxStatus::DD) {
+            return None;
+        }
+        // Read length, errors and the frame only after seeing DD.
+        fence(Ordering::SeqCst);
+        let length = usize::from(map_field!(descriptor.length).read());
+        let errors = RxErrors::from_bits_retain(map_field!(descriptor.errors).read());
+        let end_of_packet = status.contains(RxStatus::EOP);
+        let fragment = self.discarding || !end_of_packet;
+        self.discarding = !end_of_packet;
+        let delivered = !fragment
+            && !errors.intersects(RxErrors::FRAME)
+            && (netdump_core::nic::ETHERNET_HEADER_LEN..=RX_BUFFER_SIZE).contains(&length);
+        if delivered {
+            // SAFETY: the device set DD on descriptor `index`, so it has finished writing
+            // the buffer and RDH has moved past it; it will not write the buffer again until
+            // RDT is advanced past `index`, which happens after this borrow ends. `length`
+            // was checked against the buffer size.
+            let frame = unsafe { core::slice::from_raw_parts(self.buffers.ptr(index), length) };
+            handler(frame);
+        }
+        let phys = self.buffers.phys_addr(index);
+        self.descriptors.get(index).write(RxDescriptor {
+            addr: phys,
+            length: 0,
+            checksum: 0,
+            status: 0,
+            errors: 0,
+            special: 0,
+        });
+        // The cleared descriptor must be in memory before the device sees the new RDT.
+        fence(Ordering::SeqCst);
+        self.next = (index + 1) % N;
+        Some(RxPoll {
+            delivered,
+            rearmed: index,
+        })
+    }
+}
