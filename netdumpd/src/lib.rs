@@ -1,6 +1,9 @@
 pub mod atomic_file;
+pub mod dumpdir;
+pub mod info;
 pub mod receive_window;
 pub mod registry;
+pub mod session;
 pub mod stats;
 pub mod utc;
 pub mod vmcore;
