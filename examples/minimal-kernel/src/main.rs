@@ -12,7 +12,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     println!("command line: {:?}", boot.cmdline);
     println!("memory map:");
     for region in boot.memory_map {
-        println!("  {:#012x}..{:#012x} {}", region.start, region.end(), region.kind);
+        println!("  {region}");
     }
     println!("kernel image: {}", boot.kernel_image);
     qemu_exit(EXIT_SUCCESS)

@@ -52,7 +52,10 @@ pub(crate) fn unmap_guard_pages(guard_pages: &[u64; GUARD_PAGE_COUNT]) {
     let mut tables_used = 0;
     for &page in guard_pages {
         let large_page = (page / LARGE_PAGE_SIZE) as usize;
-        let slot = match split_pages[..tables_used].iter().position(|&p| p == large_page) {
+        let slot = match split_pages[..tables_used]
+            .iter()
+            .position(|&p| p == large_page)
+        {
             Some(slot) => slot,
             None => {
                 // Replace the 2 MiB page by a table of 512 4 KiB pages mapping the same
