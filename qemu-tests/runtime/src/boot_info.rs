@@ -131,7 +131,11 @@ impl MemoryRegion {
 
 impl fmt::Display for MemoryRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#012x}..{:#012x} {}", self.start, self.end(), self.kind)
+        let range = PhysRange {
+            start: self.start,
+            end: self.end(),
+        };
+        write!(f, "{range} {}", self.kind)
     }
 }
 
