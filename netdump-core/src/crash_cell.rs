@@ -78,6 +78,9 @@ impl<T> CrashCell<T> {
     /// [`try_with`](Self::try_with) — that user is the crashed context (or a CPU that
     /// the crashing kernel stops), and the dump resets the NIC from scratch anyway.
     /// A second call (a panic inside the dump, another CPU panicking) fails at once.
+    // `&self` → `&mut T` is the point of the cell: exclusivity comes from the one-way
+    // transition to SEIZED, not from the borrow checker.
+    #[allow(clippy::mut_from_ref)]
     pub fn seize(&self) -> Result<&mut T, SeizeError> {
         let mut cur = self.state.load(Ordering::Acquire);
         loop {

@@ -1,1 +1,153 @@
-fn main() {}
+//! `cargo xtask`: the project's automation.
+//!
+//! - `cargo xtask demo`      — a QEMU kernel crashes, dumps to a local netdumpd; shows the
+//!   dump directory, its info and gdb's backtrace of the vmcore.
+//! - `cargo xtask test`      — every test: `cargo test --workspace`, then the QEMU suite.
+//! - `cargo xtask qemu-test` — the QEMU suite only.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use netdump_qemu_harness::{gdb, netdumpd::Netdumpd, qemu::{NicModel, QemuRun}, suite, tools};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "netdump build, test and demo automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot a kernel that crashes and dumps to a local netdumpd; show the result.
+    Demo,
+    /// Run every test: host unit/integration tests, then the QEMU suite.
+    Test {
+        #[command(flatten)]
+        qemu: QemuArgs,
+    },
+    /// Run the QEMU suite only.
+    QemuTest {
+        #[command(flatten)]
+        qemu: QemuArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct QemuArgs {
+    /// Run only scenarios whose id contains this text (e.g. `takeover`, `e1000`).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Scenarios run at once (default: the number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    let status = c.status().with_context(|| format!("run {c:?}"))?;
+    if !status.success() {
+        bail!("{c:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds netdumpd and the test kernels (release: TCG runs optimised code much faster;
+/// the release profile keeps symbols and unwind tables for gdb).
+fn build() -> Result<suite::Artifacts> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "netdumpd", "-p", "netdump-test-kernel", "-p", "netdump-example-kernel"]);
+    run(c)?;
+    let release = target_dir().join("release");
+    let work_dir = target_dir().join("qemu-tests");
+    std::fs::create_dir_all(&work_dir)?;
+    Ok(suite::Artifacts { test_kernel: release.join("netdump-test-kernel"), netdumpd: release.join("netdumpd"), work_dir })
+}
+
+fn qemu_test(args: &QemuArgs) -> Result<()> {
+    tools::ensure_qemu_and_gdb()?;
+    let artifacts = build()?;
+    let scenarios: Vec<_> = suite::all().into_iter().filter(|s| args.filter.as_ref().is_none_or(|f| s.id().contains(f.as_str()))).collect();
+    if scenarios.is_empty() {
+        bail!("no scenario matches the filter");
+    }
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    println!("QEMU suite: {} scenarios, {jobs} at a time (TCG)", scenarios.len());
+    let failures = suite::run_all(&scenarios, &artifacts, jobs);
+    if failures.is_empty() {
+        println!("QEMU suite: all passed");
+        return Ok(());
+    }
+    for (id, why) in &failures {
+        eprintln!("\n=== {id} FAILED ===\n{why}");
+    }
+    bail!("{} of the QEMU suite failed", failures.len())
+}
+
+fn demo() -> Result<()> {
+    tools::ensure_qemu_and_gdb()?;
+    let a = build()?;
+    let kernel = target_dir().join("release").join("netdump-example-kernel");
+    let dir = a.work_dir.join("demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Netdumpd::start(&a.netdumpd, &dir.join("crash"), &[])?;
+    println!("netdumpd listening on 127.0.0.1:{} (QEMU's guest reaches it as 10.0.2.2), dumps in {}", server.port, server.dir.display());
+    println!("booting the example kernel in QEMU; it installs netdump, then panics...\n");
+    let q = QemuRun {
+        kernel: &kernel,
+        memory_mib: 64,
+        append: format!("server_port={}", server.port),
+        nic: NicModel::E1000,
+        serial_log: dir.join("serial.log"),
+        timeout: Duration::from_secs(180),
+    }
+    .run()?;
+    println!("--- kernel console ---\n{}", q.serial.trim_end());
+    let dumps = server.dumps_of("example");
+    let log = server.stop();
+    let Some(dump) = dumps.first() else {
+        bail!("no dump arrived; netdumpd log:\n{log}");
+    };
+    println!("\n--- dump directory: {} ---", dump.display());
+    for e in std::fs::read_dir(dump)?.flatten() {
+        let m = e.metadata()?;
+        use std::os::unix::fs::MetadataExt;
+        println!("  {:<18} {:>12} bytes ({} on disk)", e.file_name().to_string_lossy(), m.len(), m.blocks() * 512);
+    }
+    println!("\n--- info.json ---\n{}", std::fs::read_to_string(dump.join("info.json")).unwrap_or_default());
+    let vmcore = dump.join("vmcore");
+    if !vmcore.exists() {
+        bail!("the dump did not complete (no vmcore)");
+    }
+    println!("--- gdb -batch -ex bt {} {} ---", kernel.display(), vmcore.display());
+    println!("{}", gdb::backtrace(&kernel, &vmcore)?);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Demo => demo(),
+        Cmd::Test { qemu } => {
+            let mut c = cargo();
+            c.args(["test", "--workspace"]);
+            run(c)?;
+            qemu_test(&qemu)
+        }
+        Cmd::QemuTest { qemu } => qemu_test(&qemu),
+    }
+}

@@ -1,24 +1,117 @@
-//! The smallest kernel on the netdump boot runtime: boots under QEMU (PVH), prints its
-//! command line and memory map, and exits QEMU with success.
+//! The smallest kernel that uses netdump: what a porter copies.
+//!
+//! At boot: bring up the NIC from static DMA memory, install netdump (ARP + HELLO to the
+//! server), keep it in a `CrashCell`. In the panic handler: capture registers, seize the
+//! cell and dump. `cargo xtask demo` boots it in QEMU with `-append server_port=N`.
 #![no_std]
 #![no_main]
 
-use netdump_qemu_runtime::{BootInfo, EXIT_SUCCESS, println, qemu_exit};
+use core::fmt::Write;
+use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, TscClock};
+use netdump_core::client::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
+use netdump_core::log::ConsoleLog;
+use netdump_core::memory::MemoryMap;
+use netdump_core::net::{Ipv4Address, NetConfig};
+use netdump_core::proto::{CrashKind, CLIENT_PORT};
+use netdump_core::text::TextBuf;
+use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
+use netdump_e1000::{E1000, MmioRegisters};
+use netdump_pci::{DmaRegion, PciDevice, PortConfigSpace};
+use netdump_qemu_runtime::{println, qemu_exit, BootInfo, EXIT_FAILURE, EXIT_SUCCESS};
+
+type Nic = E1000<MmioRegisters, PortConfigSpace>;
+
+// Everything the crash path needs is allocated before any crash.
+static LOG: ConsoleLog<65536> = ConsoleLog::new();
+static NETDUMP: CrashCell<Netdump<Nic, TscClock>> = CrashCell::new();
+static mut BUFFERS: CrashBuffers<64> = CrashBuffers::new();
+#[repr(C, align(4096))]
+struct Dma([u8; Nic::DMA_SIZE]);
+static mut DMA: Dma = Dma([0; Nic::DMA_SIZE]);
 
 netdump_qemu_runtime::entry!(kernel_main);
 
 fn kernel_main(boot: &'static BootInfo) -> ! {
-    println!("netdump example kernel");
-    println!("command line: {:?}", boot.cmdline);
-    println!("memory map:");
-    for region in boot.memory_map {
-        println!("  {region}");
+    netdump_qemu_runtime::set_console_tee(|bytes| LOG.write(bytes));
+    println!("example kernel: installing netdump");
+    match install(boot) {
+        Ok(()) => println!("netdump installed; now crashing on purpose"),
+        Err(e) => {
+            println!("netdump install failed: {e}");
+            qemu_exit(EXIT_FAILURE)
+        }
     }
-    println!("kernel image: {}", boot.kernel_image);
-    qemu_exit(EXIT_SUCCESS)
+    do_something_wrong();
+}
+
+fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
+    // 1. The NIC: find it on PCI, map BAR0 (identity-mapped here), hand it DMA memory.
+    // SAFETY: single CPU at boot; nothing else uses the PCI configuration ports.
+    let mut config = unsafe { PortConfigSpace::new() };
+    let function = netdump_e1000::find(&mut config).ok_or("no e1000")?;
+    let mut pci = PciDevice::new(config, function.address);
+    let bar0 = pci.bar(0).ok().flatten().and_then(|b| b.memory_address()).ok_or("no BAR0")?;
+    // SAFETY: BAR0 is identity-mapped by the runtime and used by this driver only.
+    let regs = unsafe { MmioRegisters::new(core::ptr::NonNull::new(bar0 as *mut u8).ok_or("BAR0 is 0")?) };
+    let dma = core::ptr::NonNull::new((&raw mut DMA).cast::<u8>()).ok_or("DMA at 0")?;
+    // SAFETY: `DMA` is used by this driver alone; physical == virtual in this kernel.
+    let dma = unsafe { DmaRegion::new(dma, dma.as_ptr() as u64, Nic::DMA_SIZE) };
+    let nic = Nic::new(regs, pci, dma).map_err(|_| "e1000 init failed")?;
+
+    // 2. What to dump: the RAM the kernel can read, identity-mapped (virt == phys).
+    let map = MemoryMap::from_ram_regions(boot.mapped_ram().map(|r| (r.start, r.len())), |p| p).map_err(|_| "memory map")?;
+
+    // 3. Where to dump: QEMU's user network puts the host at 10.0.2.2.
+    let port = boot.args().get_u64("server_port").unwrap_or(6666) as u16;
+    let config = Config {
+        net: NetConfig {
+            ip: Ipv4Address::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
+            server_ip: Ipv4Address::new(10, 0, 2, 2),
+            server_port: port,
+            client_port: CLIENT_PORT,
+        },
+        name: ClientName::new("example").ok_or("name")?,
+        window: DEFAULT_WINDOW,
+        timeouts: Timeouts::default(),
+    };
+    let mut rng = CookieRng::new(0);
+    // SAFETY: taken once, here, before any crash.
+    let buffers = unsafe { &mut *(&raw mut BUFFERS) };
+    let netdump = Netdump::install(nic, TscClock::calibrate(), &mut rng, config, buffers, map).map_err(|_| "no answer from the dump server")?;
+    NETDUMP.install(netdump).map_err(|_| "installed twice")
+}
+
+#[inline(never)]
+fn do_something_wrong() -> ! {
+    let answer: Option<u32> = None;
+    panic!("the example kernel expected an answer, got {answer:?}");
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    netdump_qemu_runtime::default_panic(info)
+    // Registers first, before anything else changes them.
+    let mut regs = capture_registers(0);
+    // SAFETY: ring 0.
+    unsafe { read_control_registers(&mut regs) };
+    netdump_qemu_runtime::console::enter_crash_mode();
+    println!("panic: {info}");
+    // Seize never waits; a second panic (inside the dump) gets an error and stops here.
+    let Ok(netdump) = NETDUMP.seize() else { qemu_exit(EXIT_FAILURE) };
+    let mut message = TextBuf::<256>::new();
+    let _ = write!(message, "{}", info.message());
+    let crash = CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu: 0, message: message.as_bytes() };
+    // SAFETY: all RAM in the memory map is identity-mapped.
+    let memory = unsafe { DirectMapMemory::new(0) };
+    match netdump.dump(&crash, &[regs], &memory, Some(&LOG)) {
+        Ok(r) => {
+            println!("netdump: dump verified ({} bytes in {} ms)", r.bytes, r.elapsed_us / 1000);
+            qemu_exit(EXIT_SUCCESS)
+        }
+        Err(e) => {
+            println!("netdump: dump failed: {e}");
+            qemu_exit(EXIT_FAILURE)
+        }
+    }
 }

@@ -1,1 +1,11 @@
-//! placeholder until the harness lands
+//! Host side of netdump's QEMU test suite: boots the test kernels, runs a real netdumpd
+//! per scenario, and checks what arrived on the server — the vmcore bit by bit against
+//! the pattern, gdb's view of it, `log` and `info.json`.
+
+pub mod check;
+pub mod gdb;
+pub mod netdumpd;
+pub mod qemu;
+pub mod suite;
+pub mod tools;
+pub mod vmcore;

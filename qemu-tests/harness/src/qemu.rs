@@ -1,0 +1,87 @@
+//! Boots a test kernel in QEMU (TCG, q35, PVH `-kernel`) under a timeout.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The NIC configurations a scenario can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    E1000,
+}
+
+impl NicModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            NicModel::E1000 => "e1000",
+        }
+    }
+    /// QEMU `-device` argument; `romfile=` skips the iPXE option ROM (faster boot).
+    fn device(self) -> &'static str {
+        match self {
+            NicModel::E1000 => "e1000,netdev=n0,romfile=",
+        }
+    }
+}
+
+pub struct QemuRun<'a> {
+    pub kernel: &'a Path,
+    pub memory_mib: u32,
+    pub append: String,
+    pub nic: NicModel,
+    pub serial_log: PathBuf,
+    pub timeout: Duration,
+}
+
+pub struct QemuOutcome {
+    /// The code the kernel wrote to isa-debug-exit, when it exited that way.
+    pub exit_code: Option<u32>,
+    pub timed_out: bool,
+    pub serial: String,
+    pub elapsed: Duration,
+}
+
+impl QemuRun<'_> {
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-machine", "q35", "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none"])
+            .args(["-cpu", "max", "-m", &format!("{}M", self.memory_mib)])
+            .arg("-serial")
+            .arg(format!("file:{}", self.serial_log.display()))
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .args(["-netdev", "user,id=n0", "-device", self.nic.device()])
+            .arg("-kernel")
+            .arg(self.kernel)
+            .args(["-append", &self.append]);
+        c
+    }
+
+    pub fn run(&self) -> Result<QemuOutcome> {
+        let started = Instant::now();
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start qemu-system-x86_64")?;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if started.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                timed_out = true;
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let serial = std::fs::read_to_string(&self.serial_log).unwrap_or_default();
+        // isa-debug-exit: QEMU exits with (code << 1) | 1. A triple fault exits 0.
+        let exit_code = status.and_then(|s| s.code()).filter(|c| c & 1 == 1 && *c > 1).map(|c| (c as u32) >> 1);
+        Ok(QemuOutcome { exit_code, timed_out, serial, elapsed: started.elapsed() })
+    }
+}
