@@ -1,12 +1,48 @@
+//! netdumpd, the netdump server: receives crash dumps over UDP (docs/PROTOCOL.md) and
+//! writes a vmcore, the console log and `info.json` per crash.
+//!
+//! The daemon is `main.rs`; this library is everything else, so that tests can run a
+//! [`Server`] in a thread:
+//!
+//! ```no_run
+//! use netdumpd::{Server, ServerConfig};
+//! let config = ServerConfig { listen: "127.0.0.1:0".parse()?, dump_dir: "./crash".into(), ..Default::default() };
+//! let server = Server::bind(config)?;
+//! let (addr, stop) = (server.local_addr(), server.shutdown_handle());
+//! let thread = std::thread::spawn(move || server.run());
+//! // … send packets to `addr` …
+//! stop.shutdown();
+//! thread.join().unwrap()?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cli`] | command-line options |
+//! | [`server`] | the socket loop, dispatch by cookie, ACK policy, decisions |
+//! | [`session`] | one dump: state machine, positioned writes, FINISH verification |
+//! | [`receive_window`] | cumulative/selective ack and the stream CRC by CRC-32 combine |
+//! | [`registry`] | registered clients, `clients.json` |
+//! | [`vmcore`] | the ELF core layout and notes |
+//! | [`dumpdir`] | a crash's directory and files, free space |
+//! | [`info`] | `info.json` |
+//! | [`stats`] | drop counters, rate-limited warnings |
+
 pub mod atomic_file;
+pub mod cli;
 pub mod dumpdir;
 pub mod info;
 pub mod receive_window;
 pub mod registry;
+pub mod server;
 pub mod session;
+pub mod signals;
 pub mod stats;
 pub mod utc;
 pub mod vmcore;
+
+pub use server::{Server, ServerConfig, ShutdownHandle};
+pub use stats::{DropReason, ServerStats, StatsSnapshot};
 
 #[cfg(test)]
 mod test_dir;

@@ -1,0 +1,616 @@
+//! The socket loop: one UDP socket, many clients. Each turn drains what the socket
+//! holds, hands every packet to its cookie's [`Session`] (or the registry, for HELLO),
+//! then acknowledges every session that got data in that burst; a read timeout wakes the
+//! loop to expire silent sessions.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use netdump_core::proto::{
+    error_code, valid_name, Ack, AfterDump, Crash, Data, Decision, DecisionReason, Finish,
+    FinishAck, FinishStatus, Header, Hello, HelloAck, HelloStatus, Message, MessageType,
+    ProtoError, TextMessage, Verdict, MAX_DATAGRAM, SERVER_PORT,
+};
+
+use crate::dumpdir::available_bytes;
+use crate::registry::{Client, Registration, Registry, RegistryError};
+use crate::session::{CrashAnnouncement, Session, StartRequest};
+use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
+
+/// How the server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address and UDP port to listen on.
+    pub listen: SocketAddr,
+    /// Where dumps and the client registry go.
+    pub dump_dir: PathBuf,
+    /// Silence after which a dump being received is marked incomplete.
+    pub session_timeout: Duration,
+    /// What FINISH_ACK tells the client to do next.
+    pub after_dump: AfterDump,
+    /// Free space to leave on the dump file system; a dump that would eat into it
+    /// gets SKIP_MEMORY (or ABORT when not even its log fits).
+    pub min_free_bytes: u64,
+    /// Dumps received at once; one more CRASH gets ABORT (busy).
+    pub max_sessions: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], SERVER_PORT)),
+            dump_dir: PathBuf::from("/var/crash/netdump"),
+            session_timeout: Duration::from_secs(60),
+            after_dump: AfterDump::Reboot,
+            min_free_bytes: 64 << 20,
+            max_sessions: 16,
+        }
+    }
+}
+
+/// How long an ended session is remembered, to answer a repeated FINISH or CRASH
+/// (the protocol promises at least 60 s).
+pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(120);
+/// The read timeout: how often an idle server looks at its sessions and its stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Packets drained in one burst before the loop acknowledges and looks around.
+const MAX_BURST: usize = 1024;
+/// Receive buffer asked of the kernel: a few full client windows of jumbo packets.
+const RECEIVE_BUFFER: usize = 8 << 20;
+/// Room the headers, notes and log of a dump need besides its memory image.
+const NON_MEMORY_ALLOWANCE: u64 = 1 << 20;
+/// Replies to packets that belong to no live session (ERRORs, STOP acks): at most
+/// this many per second, so that spoofed packets cannot aim the server at a victim.
+const UNSOLICITED_REPLIES_PER_SECOND: u32 = 50;
+
+/// Stops a running [`Server`] from another thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<AtomicBool>);
+
+impl ShutdownHandle {
+    /// Asks the server to stop; [`Server::run`] returns within its poll interval,
+    /// after marking dumps still being received incomplete.
+    pub fn shutdown(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A message the server sends.
+enum Reply<'a> {
+    HelloAck(HelloAck),
+    Decision(Decision),
+    Ack(Ack<'a>),
+    FinishAck(FinishAck),
+    Error(TextMessage<'a>),
+}
+
+impl Reply<'_> {
+    fn msg_type(&self) -> MessageType {
+        match self {
+            Reply::HelloAck(_) => MessageType::HelloAck,
+            Reply::Decision(_) => MessageType::Decision,
+            Reply::Ack(_) => MessageType::Ack,
+            Reply::FinishAck(_) => MessageType::FinishAck,
+            Reply::Error(_) => MessageType::Error,
+        }
+    }
+
+    fn wire_len(&self) -> usize {
+        match self {
+            Reply::HelloAck(m) => m.wire_len(),
+            Reply::Decision(m) => m.wire_len(),
+            Reply::Ack(m) => m.wire_len(),
+            Reply::FinishAck(m) => m.wire_len(),
+            Reply::Error(m) => m.wire_len(),
+        }
+    }
+
+    fn emit(&self, out: &mut [u8]) {
+        match self {
+            Reply::HelloAck(m) => m.emit(out),
+            Reply::Decision(m) => m.emit(out),
+            Reply::Ack(m) => m.emit(out),
+            Reply::FinishAck(m) => m.emit(out),
+            Reply::Error(m) => m.emit(out),
+        }
+    }
+}
+
+/// The sending half: the socket, a packet buffer, and the budget of unsolicited replies.
+struct Outbox {
+    socket: UdpSocket,
+    buf: Vec<u8>,
+    stats: Arc<ServerStats>,
+    budget: u32,
+    budget_refilled: Instant,
+}
+
+impl Outbox {
+    fn send(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Reply<'_>) {
+        let header = Header { msg_type: reply.msg_type(), flags: 0, cookie, seq };
+        match header.emit(&mut self.buf, reply.wire_len(), |p| reply.emit(p)) {
+            Ok(n) => match self.socket.send_to(&self.buf[..n], to) {
+                Ok(_) => self.stats.packet_sent(),
+                Err(e) => {
+                    self.stats.send_error();
+                    tracing::debug!(%to, "send failed: {e}");
+                }
+            },
+            Err(e) => tracing::error!(%to, "cannot build {:?}: {e}", header.msg_type),
+        }
+    }
+
+    /// Sends a reply to a packet outside any live session, if the budget allows.
+    fn send_unsolicited(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Reply<'_>) {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.budget_refilled) >= Duration::from_secs(1) {
+            self.budget = UNSOLICITED_REPLIES_PER_SECOND;
+            self.budget_refilled = now;
+        }
+        if self.budget > 0 {
+            self.budget -= 1;
+            self.send(to, cookie, seq, reply);
+        }
+    }
+}
+
+pub struct Server {
+    config: ServerConfig,
+    outbox: Outbox,
+    local_addr: SocketAddr,
+    registry: Registry,
+    sessions: HashMap<u64, Session>,
+    stats: Arc<ServerStats>,
+    stop: Arc<AtomicBool>,
+    warn: WarnLimiter,
+    recv_buf: Vec<u8>,
+}
+
+fn drop_reason(e: ProtoError) -> DropReason {
+    match e {
+        ProtoError::Truncated | ProtoError::BufferTooSmall => DropReason::Truncated,
+        ProtoError::BadMagic => DropReason::BadMagic,
+        ProtoError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
+        ProtoError::LengthMismatch => DropReason::LengthMismatch,
+        ProtoError::BadCrc => DropReason::BadCrc,
+        ProtoError::UnknownType(_) => DropReason::UnknownType,
+        ProtoError::BadField(_) => DropReason::BadField,
+    }
+}
+
+impl Server {
+    /// Creates the dump directory if needed, loads the registry and binds the socket.
+    pub fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.dump_dir)
+            .with_context(|| format!("cannot create dump directory {}", config.dump_dir.display()))?;
+        let registry = Registry::load(&config.dump_dir)
+            .with_context(|| format!("cannot load the client registry in {}", config.dump_dir.display()))?;
+        let socket = UdpSocket::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        enlarge_receive_buffer(&socket);
+        let local_addr = socket.local_addr()?;
+        let stats = Arc::new(ServerStats::default());
+        tracing::info!(
+            listen = %local_addr,
+            dir = %config.dump_dir.display(),
+            clients = registry.len(),
+            "netdumpd ready"
+        );
+        Ok(Server {
+            outbox: Outbox {
+                socket,
+                buf: vec![0; MAX_DATAGRAM],
+                stats: stats.clone(),
+                budget: UNSOLICITED_REPLIES_PER_SECOND,
+                budget_refilled: Instant::now(),
+            },
+            local_addr,
+            registry,
+            sessions: HashMap::new(),
+            stats,
+            stop: Arc::new(AtomicBool::new(false)),
+            warn: WarnLimiter::new(Duration::from_secs(1)),
+            // One byte more than the largest datagram allowed, so that a longer one is seen.
+            recv_buf: vec![0; 65536],
+            config,
+        })
+    }
+
+    /// The address the socket is bound to (its port, when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The server-wide counters, readable while the server runs.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// Runs until [`ShutdownHandle::shutdown`] is called or a termination signal was
+    /// received (see [`crate::signals`]).
+    pub fn run(mut self) -> anyhow::Result<()> {
+        while !self.stop.load(Ordering::SeqCst) && !crate::signals::termination_requested() {
+            self.turn()?;
+        }
+        let now = Instant::now();
+        for s in self.sessions.values_mut() {
+            if s.is_receiving() {
+                s.shut_down(now);
+                self.stats.dump_ended(DumpEnd::Incomplete);
+            }
+        }
+        let snap = self.stats.snapshot();
+        tracing::info!(
+            packets = snap.packets_received,
+            dumps = snap.dumps_started,
+            complete = snap.dumps_complete,
+            incomplete = snap.dumps_incomplete,
+            dropped = snap.drops.values().sum::<u64>(),
+            "netdumpd stopped"
+        );
+        Ok(())
+    }
+
+    /// One turn of the loop: wait for a packet (at most the poll interval), drain the
+    /// burst, acknowledge, expire.
+    fn turn(&mut self) -> anyhow::Result<()> {
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        let first = self.outbox.socket.recv_from(&mut buf);
+        match first {
+            Ok((n, from)) => {
+                self.handle(&buf[..n], from, Instant::now());
+                self.outbox.socket.set_nonblocking(true)?;
+                for _ in 1..MAX_BURST {
+                    match self.outbox.socket.recv_from(&mut buf) {
+                        Ok((n, from)) => self.handle(&buf[..n], from, Instant::now()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!("receive error: {e}");
+                            break;
+                        }
+                    }
+                }
+                self.outbox.socket.set_nonblocking(false)?;
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // ICMP errors for earlier sends surface here on some systems; not fatal.
+            Err(e) => tracing::debug!("receive error: {e}"),
+        }
+        self.recv_buf = buf;
+        self.flush_acks();
+        self.expire(Instant::now());
+        Ok(())
+    }
+
+    fn flush_acks(&mut self) {
+        for s in self.sessions.values_mut() {
+            if s.ack_due() {
+                send_ack(&mut self.outbox, s);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            if s.expire(now, self.config.session_timeout) {
+                self.stats.dump_ended(DumpEnd::Incomplete);
+            }
+        }
+        self.sessions.retain(|_, s| !s.forgettable(now, ENDED_SESSION_MEMORY));
+    }
+
+    /// Counts and (rate-limited) logs a dropped packet; counts it in its session too
+    /// when `session_cookie` names one.
+    fn drop_packet(&mut self, reason: DropReason, from: SocketAddr, session_cookie: Option<u64>, detail: &dyn std::fmt::Display) {
+        self.stats.drop_packet(reason);
+        if let Some(s) = session_cookie.and_then(|c| self.sessions.get_mut(&c)) {
+            s.count_drop(reason);
+        }
+        self.warn.warn(reason, from, detail);
+    }
+
+    /// Counts and logs a drop the session already counted.
+    fn note_session_drop(&mut self, reason: DropReason, from: SocketAddr, cookie: u64) {
+        self.stats.drop_packet(reason);
+        self.warn.warn(reason, from, &format_args!("cookie {cookie:016x}"));
+    }
+
+    fn handle(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) {
+        self.stats.packet_received();
+        if datagram.len() > MAX_DATAGRAM {
+            return self.drop_packet(DropReason::Oversized, from, None, &format_args!("{} bytes", datagram.len()));
+        }
+        let (header, payload) = match Header::parse(datagram) {
+            Ok(parsed) => parsed,
+            Err(e @ ProtoError::UnsupportedVersion(_)) => {
+                self.drop_packet(DropReason::UnsupportedVersion, from, None, &e);
+                let seq = Header::peek_seq(datagram).unwrap_or(0);
+                let text = b"netdumpd speaks protocol version 1";
+                let error = TextMessage { code: error_code::UNSUPPORTED_VERSION, text };
+                self.outbox.send_unsolicited(from, 0, seq, Reply::Error(error));
+                return;
+            }
+            Err(e) => return self.drop_packet(drop_reason(e), from, None, &e),
+        };
+        let cookie = header.cookie;
+        if !header.msg_type.from_client() {
+            let detail = format_args!("{:?} from a client, cookie {cookie:016x}", header.msg_type);
+            return self.drop_packet(DropReason::WrongDirection, from, Some(cookie), &detail);
+        }
+        let message = match Message::parse(&header, payload) {
+            Ok(m) => m,
+            Err(e) => return self.on_malformed(&header, e, from),
+        };
+        tracing::trace!(%from, cookie = format_args!("{cookie:016x}"), seq = header.seq, "{:?}", header.msg_type);
+        match message {
+            Message::Hello(hello) => self.on_hello(&header, &hello, from),
+            Message::Crash(crash) => self.on_crash(&header, &crash, from, now),
+            Message::Data(data) => self.on_data(&header, &data, payload, from, now),
+            Message::Finish(finish) => self.on_finish(&header, &finish, from, now),
+            Message::Abort(abort) => self.on_abort(&header, &abort, from, now),
+            Message::HelloAck(_)
+            | Message::Decision(_)
+            | Message::Ack(_)
+            | Message::FinishAck(_)
+            | Message::Error(_) => {
+                self.drop_packet(DropReason::WrongDirection, from, Some(cookie), &format_args!("{:?}", header.msg_type))
+            }
+        }
+    }
+
+    /// A packet whose header verified but whose payload does not parse.
+    fn on_malformed(&mut self, header: &Header, e: ProtoError, from: SocketAddr) {
+        let cookie = header.cookie;
+        let detail = format_args!("{:?} from cookie {cookie:016x}: {e}", header.msg_type);
+        self.drop_packet(drop_reason(e), from, Some(cookie), &detail);
+        if self.registry.get(cookie).is_none() {
+            return;
+        }
+        if header.msg_type == MessageType::Crash
+            && matches!(e, ProtoError::BadField(_))
+            && !self.sessions.contains_key(&cookie)
+        {
+            // An announcement that parses but breaks the rules (ranges, CPU count):
+            // tell the client not to send anything rather than leave it retrying.
+            let decision = Decision {
+                verdict: Verdict::Abort,
+                why: DecisionReason::BadAnnouncement,
+                max_payload: MAX_DATAGRAM as u32,
+            };
+            tracing::warn!(%from, cookie = format_args!("{cookie:016x}"), "bad crash announcement: {e}");
+            self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Decision(decision));
+            return;
+        }
+        let text = format!("{e}");
+        let error = TextMessage { code: error_code::MALFORMED, text: text.as_bytes() };
+        self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Error(error));
+    }
+
+    fn on_hello(&mut self, header: &Header, hello: &Hello<'_>, from: SocketAddr) {
+        let max_payload = MAX_DATAGRAM as u32;
+        if !valid_name(hello.name) {
+            tracing::warn!(%from, name = %String::from_utf8_lossy(hello.name), "HELLO refused: invalid client name");
+            let ack = HelloAck { status: HelloStatus::Refused, max_payload };
+            return self.outbox.send(from, header.cookie, header.seq, Reply::HelloAck(ack));
+        }
+        let client = Client {
+            cookie: header.cookie,
+            name: String::from_utf8_lossy(hello.name).into_owned(),
+            mac: hello.mac,
+            ip: hello.ip.into(),
+            source: from,
+            mtu: hello.mtu,
+            page_size: hello.page_size,
+            memory_bytes: hello.memory_bytes,
+            registered_at: crate::utc::rfc3339(crate::utc::now()),
+            dump: None,
+        };
+        let name = client.name.clone();
+        match self.registry.register(client) {
+            Ok(outcome) => log_registration(&name, header.cookie, from, outcome),
+            Err(RegistryError::Full) => {
+                return self.drop_packet(DropReason::RegistryFull, from, None, &format_args!("HELLO from {name}"));
+            }
+            // Registered in memory; the client can dump, only a restart would forget it.
+            Err(e @ RegistryError::Io(_)) => tracing::error!(client = %name, "{e}"),
+        }
+        let ack = HelloAck { status: HelloStatus::Registered, max_payload };
+        self.outbox.send(from, header.cookie, header.seq, Reply::HelloAck(ack));
+    }
+
+    fn on_crash(&mut self, header: &Header, crash: &Crash<'_>, from: SocketAddr, now: Instant) {
+        let cookie = header.cookie;
+        let Some(client) = self.registry.get(cookie).cloned() else {
+            self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("CRASH from cookie {cookie:016x}"));
+            let error = TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"unknown cookie: send HELLO first" };
+            self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Error(error));
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(&cookie) {
+            match s.on_repeated_crash(from, now) {
+                Ok(decision) => self.outbox.send(from, cookie, header.seq, Reply::Decision(decision)),
+                Err(reason) => self.note_session_drop(reason, from, cookie),
+            }
+            return;
+        }
+        if let Some(dir) = &client.dump {
+            let detail = format_args!("CRASH from {} whose dump {dir} already happened", client.name);
+            return self.drop_packet(DropReason::ReplayedCrash, from, None, &detail);
+        }
+        let crash = CrashAnnouncement::from_wire(crash);
+        let (verdict, why) = self.decide(&crash);
+        let request = StartRequest { cookie, client: &client, peer: from, root: &self.config.dump_dir, verdict, why, now };
+        let session = Session::start(request, crash);
+        let decision = session.decision();
+        match session.dir_name() {
+            Some(dir) => {
+                self.stats.dump_started();
+                tracing::info!(
+                    client = %client.name,
+                    %from,
+                    dir,
+                    verdict = ?decision.verdict,
+                    why = ?decision.why,
+                    "crash announced: {}",
+                    session.info().message
+                );
+                if let Err(e) = self.registry.record_dump(cookie, dir) {
+                    tracing::error!(client = %client.name, "cannot record the dump in the registry: {e}");
+                }
+            }
+            None => tracing::warn!(client = %client.name, %from, why = ?decision.why, "crash announced; dump declined"),
+        }
+        self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
+        self.sessions.insert(cookie, session);
+    }
+
+    /// DUMP_ALL when the dump fits beside the other dumps in progress and the reserve;
+    /// SKIP_MEMORY when only its log and registers do; ABORT when not even those, or when
+    /// too many dumps are in progress.
+    fn decide(&self, crash: &CrashAnnouncement) -> (Verdict, DecisionReason) {
+        let receiving = self.sessions.values().filter(|s| s.is_receiving()).count();
+        if receiving >= self.config.max_sessions {
+            return (Verdict::Abort, DecisionReason::Busy);
+        }
+        let available = match available_bytes(&self.config.dump_dir) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.dump_dir.display(), "cannot tell free space ({e}); accepting the dump");
+                return (Verdict::DumpAll, DecisionReason::None);
+            }
+        };
+        let promised: u64 = self.sessions.values().map(|s| s.outstanding_bytes()).sum();
+        let usable = available.saturating_sub(promised).saturating_sub(self.config.min_free_bytes);
+        let small = crash.log_len.saturating_add(NON_MEMORY_ALLOWANCE);
+        let full = small.saturating_add(crash.memory_size());
+        if full <= usable {
+            (Verdict::DumpAll, DecisionReason::None)
+        } else if small <= usable {
+            tracing::warn!(needed = full, usable, "not enough space for the memory image");
+            (Verdict::SkipMemory, DecisionReason::NoSpace)
+        } else {
+            tracing::warn!(needed = small, usable, "not enough space even for the log");
+            (Verdict::Abort, DecisionReason::NoSpace)
+        }
+    }
+
+    fn on_data(&mut self, header: &Header, data: &Data<'_>, payload: &[u8], from: SocketAddr, now: Instant) {
+        let cookie = header.cookie;
+        let Some(s) = self.sessions.get_mut(&cookie) else {
+            if self.registry.get(cookie).is_some() {
+                // Registered, but its dump is gone (ended long ago, or a server restart):
+                // tell it to stop rather than let it retransmit until it gives up.
+                self.drop_packet(DropReason::SessionClosed, from, None, &format_args!("DATA from cookie {cookie:016x}"));
+                let ack = Ack { stop: true, bitmap: &[] };
+                self.outbox.send_unsolicited(from, cookie, 0, Reply::Ack(ack));
+            } else {
+                self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("DATA from cookie {cookie:016x}"));
+            }
+            return;
+        };
+        let was_receiving = s.is_receiving();
+        let outcome = s.on_data(from, header.flags, header.seq, data, payload, now);
+        if outcome.ack_now {
+            send_ack(&mut self.outbox, s);
+        }
+        if was_receiving && !s.is_receiving() {
+            self.stats.dump_ended(DumpEnd::Incomplete);
+        }
+        if let Some(reason) = outcome.dropped {
+            self.note_session_drop(reason, from, cookie);
+        }
+    }
+
+    fn on_finish(&mut self, header: &Header, finish: &Finish, from: SocketAddr, now: Instant) {
+        let cookie = header.cookie;
+        let after = self.config.after_dump;
+        let Some(s) = self.sessions.get_mut(&cookie) else {
+            if self.registry.get(cookie).is_some() {
+                let ack = FinishAck { status: FinishStatus::UnknownSession, action: after };
+                self.outbox.send_unsolicited(from, cookie, header.seq, Reply::FinishAck(ack));
+            } else {
+                self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("FINISH from cookie {cookie:016x}"));
+            }
+            return;
+        };
+        let was_receiving = s.is_receiving();
+        match s.on_finish(from, header.seq, finish, after, now) {
+            Ok(ack) => {
+                self.outbox.send(from, cookie, header.seq, Reply::FinishAck(ack));
+                if was_receiving {
+                    let end = if ack.status == FinishStatus::Verified { DumpEnd::Complete } else { DumpEnd::Incomplete };
+                    self.stats.dump_ended(end);
+                }
+            }
+            Err(reason) => self.note_session_drop(reason, from, cookie),
+        }
+    }
+
+    fn on_abort(&mut self, header: &Header, abort: &TextMessage<'_>, from: SocketAddr, now: Instant) {
+        let cookie = header.cookie;
+        let Some(s) = self.sessions.get_mut(&cookie) else {
+            let reason = if self.registry.get(cookie).is_some() { DropReason::SessionClosed } else { DropReason::UnknownCookie };
+            return self.drop_packet(reason, from, None, &format_args!("ABORT from cookie {cookie:016x}"));
+        };
+        let was_receiving = s.is_receiving();
+        match s.on_abort(from, abort.code, abort.text, now) {
+            Ok(()) if was_receiving => self.stats.dump_ended(DumpEnd::Incomplete),
+            Ok(()) => {}
+            Err(reason) => self.note_session_drop(reason, from, cookie),
+        }
+    }
+}
+
+fn send_ack(outbox: &mut Outbox, s: &mut Session) {
+    let ack = s.take_ack();
+    let reply = Ack { stop: ack.stop, bitmap: ack.bitmap() };
+    outbox.send(s.peer(), s.cookie(), ack.cumulative, Reply::Ack(reply));
+}
+
+fn log_registration(name: &str, cookie: u64, from: SocketAddr, outcome: Registration) {
+    let cookie = format_args!("{cookie:016x}");
+    match outcome {
+        Registration::New => tracing::info!(client = name, %from, %cookie, "client registered"),
+        Registration::Replaced { old_cookie } => {
+            tracing::info!(client = name, %from, %cookie, old_cookie = format_args!("{old_cookie:016x}"), "client re-registered")
+        }
+        Registration::Updated => tracing::info!(client = name, %from, %cookie, "client registration updated"),
+        Registration::Unchanged => tracing::debug!(client = name, %from, %cookie, "repeated HELLO"),
+    }
+}
+
+/// Asks for a receive buffer that holds several client windows; the kernel may grant
+/// less (`net.core.rmem_max`), which only costs retransmissions.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = RECEIVE_BUFFER as libc::c_int;
+    // SAFETY: the descriptor is a live socket owned by `socket`, and the option value
+    // points to a c_int whose size is passed alongside.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("cannot enlarge the receive buffer: {}", io::Error::last_os_error());
+    }
+}
