@@ -107,3 +107,16 @@ pub fn pr_pid(desc: &[u8]) -> u32 {
     u32_at(desc, 32)
 }
 
+
+impl<'a> Core<'a> {
+    /// The `len` bytes at physical address `paddr`, from the PT_LOAD holding them.
+    pub fn read_phys(&self, paddr: u64, len: usize) -> &'a [u8] {
+        let ph = self
+            .phdrs()
+            .into_iter()
+            .find(|p| p.p_type == 1 && paddr >= p.paddr && paddr + len as u64 <= p.paddr + p.filesz)
+            .expect("address in a PT_LOAD");
+        let at = (ph.offset + paddr - ph.paddr) as usize;
+        &self.bytes[at..at + len]
+    }
+}
