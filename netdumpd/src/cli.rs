@@ -93,8 +93,21 @@ mod tests {
     #[test]
     fn every_flag_reaches_the_config() {
         let cli = Cli::parse_from([
-            "netdumpd", "--listen", "127.0.0.1:7000", "--dir", "./crash", "--session-timeout", "5",
-            "--after-dump", "halt", "--min-free", "1", "--max-sessions", "2", "--log-level", "debug",
+            "netdumpd",
+            "--listen",
+            "127.0.0.1:7000",
+            "--dir",
+            "./crash",
+            "--session-timeout",
+            "5",
+            "--after-dump",
+            "halt",
+            "--min-free",
+            "1",
+            "--max-sessions",
+            "2",
+            "--log-level",
+            "debug",
         ]);
         let c = cli.server_config();
         assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());

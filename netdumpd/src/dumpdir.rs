@@ -82,7 +82,8 @@ impl DumpFiles {
     /// Creates `vmcore-incomplete` at its full size (sparse) with its headers and notes
     /// written, and an empty `log`.
     pub fn create(dir: DumpDir, layout: &VmcoreLayout) -> io::Result<DumpFiles> {
-        let vmcore = OpenOptions::new().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
+        let vmcore =
+            OpenOptions::new().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
         vmcore.set_len(layout.file_len())?;
         vmcore.write_all_at(&layout.headers(), 0)?;
         let log = OpenOptions::new().write(true).create_new(true).open(dir.path.join(LOG))?;

@@ -140,8 +140,8 @@ pub struct DumpInfo {
 /// The mnemonic of an x86 exception vector.
 pub fn vector_name(vector: u8) -> Option<&'static str> {
     const NAMES: [&str; 22] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
-        "#GP", "#PF", "", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS", "#GP", "#PF", "",
+        "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
     ];
     NAMES.get(usize::from(vector)).copied().filter(|n| !n.is_empty())
 }

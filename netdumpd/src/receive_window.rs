@@ -47,12 +47,7 @@ impl ReceiveWindow {
     pub const SACK_BITS: usize = 64 * 8;
 
     pub fn new() -> Self {
-        ReceiveWindow {
-            cumulative: 0,
-            prefix: crc32fast::Hasher::new(),
-            ahead: BTreeMap::new(),
-            payload_bytes: 0,
-        }
+        ReceiveWindow { cumulative: 0, prefix: crc32fast::Hasher::new(), ahead: BTreeMap::new(), payload_bytes: 0 }
     }
 
     pub fn status(&self, seq: u32) -> SeqStatus {

@@ -221,16 +221,13 @@ impl Registry {
     /// of the same name, and writes the registry if anything changed. On
     /// [`RegistryError::Io`] the registration holds in memory.
     pub fn register(&mut self, client: Client) -> Result<Registration, RegistryError> {
-        if let Some(existing) = self.by_cookie.get(&client.cookie) {
-            if existing.same_registration(&client) {
-                return Ok(Registration::Unchanged);
-            }
+        if let Some(existing) = self.by_cookie.get(&client.cookie)
+            && existing.same_registration(&client)
+        {
+            return Ok(Registration::Unchanged);
         }
-        let old_cookie = self
-            .by_cookie
-            .values()
-            .find(|c| c.name == client.name && c.cookie != client.cookie)
-            .map(|c| c.cookie);
+        let old_cookie =
+            self.by_cookie.values().find(|c| c.name == client.name && c.cookie != client.cookie).map(|c| c.cookie);
         let outcome = match (old_cookie, self.by_cookie.get(&client.cookie)) {
             (Some(old_cookie), _) => Registration::Replaced { old_cookie },
             (None, Some(_)) => Registration::Updated,
@@ -326,7 +323,8 @@ mod tests {
         r.register(client(1, "alpha")).unwrap();
         r.record_dump(1, "alpha-x").unwrap();
         assert_eq!(r.register(client(1, "alpha")).unwrap(), Registration::Unchanged);
-        let moved = Client { source: "127.0.0.1:7000".parse().unwrap(), registered_at: "later".into(), ..client(1, "alpha") };
+        let moved =
+            Client { source: "127.0.0.1:7000".parse().unwrap(), registered_at: "later".into(), ..client(1, "alpha") };
         assert_eq!(r.register(moved).unwrap(), Registration::Updated);
         let c = r.get(1).unwrap();
         assert_eq!(c.dump.as_deref(), Some("alpha-x"));

@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netdump_core::proto::{
-    error_code, valid_name, Ack, AfterDump, Crash, Data, Decision, DecisionReason, Finish,
-    FinishAck, FinishStatus, Header, Hello, HelloAck, HelloStatus, Message, MessageType,
-    ProtoError, TextMessage, Verdict, MAX_DATAGRAM, SERVER_PORT,
+    Ack, AfterDump, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello, HelloAck,
+    HelloStatus, MAX_DATAGRAM, Message, MessageType, ProtoError, SERVER_PORT, TextMessage, Verdict, error_code,
+    valid_name,
 };
 
 use crate::dumpdir::available_bytes;
@@ -316,7 +316,13 @@ impl Server {
 
     /// Counts and (rate-limited) logs a dropped packet; counts it in its session too
     /// when `session_cookie` names one.
-    fn drop_packet(&mut self, reason: DropReason, from: SocketAddr, session_cookie: Option<u64>, detail: &dyn std::fmt::Display) {
+    fn drop_packet(
+        &mut self,
+        reason: DropReason,
+        from: SocketAddr,
+        session_cookie: Option<u64>,
+        detail: &dyn std::fmt::Display,
+    ) {
         self.stats.drop_packet(reason);
         if let Some(s) = session_cookie.and_then(|c| self.sessions.get_mut(&c)) {
             s.count_drop(reason);
@@ -454,7 +460,8 @@ impl Server {
         }
         let crash = CrashAnnouncement::from_wire(crash);
         let (verdict, why) = self.decide(&crash);
-        let request = StartRequest { cookie, client: &client, peer: from, root: &self.config.dump_dir, verdict, why, now };
+        let request =
+            StartRequest { cookie, client: &client, peer: from, root: &self.config.dump_dir, verdict, why, now };
         let session = Session::start(request, crash);
         let decision = session.decision();
         match session.dir_name() {
@@ -515,11 +522,21 @@ impl Server {
             if self.registry.get(cookie).is_some() {
                 // Registered, but its dump is gone (ended long ago, or a server restart):
                 // tell it to stop rather than let it retransmit until it gives up.
-                self.drop_packet(DropReason::SessionClosed, from, None, &format_args!("DATA from cookie {cookie:016x}"));
+                self.drop_packet(
+                    DropReason::SessionClosed,
+                    from,
+                    None,
+                    &format_args!("DATA from cookie {cookie:016x}"),
+                );
                 let ack = Ack { stop: true, bitmap: &[] };
                 self.outbox.send_unsolicited(from, cookie, 0, Reply::Ack(ack));
             } else {
-                self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("DATA from cookie {cookie:016x}"));
+                self.drop_packet(
+                    DropReason::UnknownCookie,
+                    from,
+                    None,
+                    &format_args!("DATA from cookie {cookie:016x}"),
+                );
             }
             return;
         };
@@ -544,7 +561,12 @@ impl Server {
                 let ack = FinishAck { status: FinishStatus::UnknownSession, action: after };
                 self.outbox.send_unsolicited(from, cookie, header.seq, Reply::FinishAck(ack));
             } else {
-                self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("FINISH from cookie {cookie:016x}"));
+                self.drop_packet(
+                    DropReason::UnknownCookie,
+                    from,
+                    None,
+                    &format_args!("FINISH from cookie {cookie:016x}"),
+                );
             }
             return;
         };
@@ -553,7 +575,8 @@ impl Server {
             Ok(ack) => {
                 self.outbox.send(from, cookie, header.seq, Reply::FinishAck(ack));
                 if was_receiving {
-                    let end = if ack.status == FinishStatus::Verified { DumpEnd::Complete } else { DumpEnd::Incomplete };
+                    let end =
+                        if ack.status == FinishStatus::Verified { DumpEnd::Complete } else { DumpEnd::Incomplete };
                     self.stats.dump_ended(end);
                 }
             }
@@ -564,7 +587,8 @@ impl Server {
     fn on_abort(&mut self, header: &Header, abort: &TextMessage<'_>, from: SocketAddr, now: Instant) {
         let cookie = header.cookie;
         let Some(s) = self.sessions.get_mut(&cookie) else {
-            let reason = if self.registry.get(cookie).is_some() { DropReason::SessionClosed } else { DropReason::UnknownCookie };
+            let reason =
+                if self.registry.get(cookie).is_some() { DropReason::SessionClosed } else { DropReason::UnknownCookie };
             return self.drop_packet(reason, from, None, &format_args!("ABORT from cookie {cookie:016x}"));
         };
         let was_receiving = s.is_receiving();

@@ -17,17 +17,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    abort_reason, flags, AfterDump, Crash, CrashKind, Data, Decision, DecisionReason, Finish,
-    FinishAck, FinishStatus, MemoryRange, RegisterRecord, Section, Verdict,
-    FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, MAX_DATAGRAM, MAX_SACK_BYTES,
-    REGISTER_RECORD_LEN,
+    AfterDump, Crash, CrashKind, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED,
+    Finish, FinishAck, FinishStatus, MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, REGISTER_RECORD_LEN, RegisterRecord,
+    Section, Verdict, abort_reason, flags,
 };
 use time::OffsetDateTime;
 
 use crate::dumpdir::{DumpDir, DumpFiles, VMCORE, VMCORE_INCOMPLETE};
 use crate::info::{
-    hex32, hex64, vector_name, AbortInfo, ClientInfo, CrcInfo, DecisionInfo, DumpInfo,
-    DumpStatus, FinishInfo, RangeInfo, ReasonInfo,
+    AbortInfo, ClientInfo, CrcInfo, DecisionInfo, DumpInfo, DumpStatus, FinishInfo, RangeInfo, ReasonInfo, hex32,
+    hex64, vector_name,
 };
 use crate::receive_window::{ReceiveWindow, SeqStatus};
 use crate::registry::Client;
@@ -95,7 +94,9 @@ enum Phase {
     /// FINISH verified the stream.
     Verified,
     /// Ended without a verified dump; FINISH is answered with `answer`.
-    Failed { answer: FinishStatus },
+    Failed {
+        answer: FinishStatus,
+    },
     /// The DECISION was ABORT.
     Declined,
 }
@@ -372,7 +373,15 @@ impl Session {
         Err(reason)
     }
 
-    pub fn on_data(&mut self, from: SocketAddr, header_flags: u16, seq: u32, data: &Data<'_>, payload: &[u8], now: Instant) -> DataOutcome {
+    pub fn on_data(
+        &mut self,
+        from: SocketAddr,
+        header_flags: u16,
+        seq: u32,
+        data: &Data<'_>,
+        payload: &[u8],
+        now: Instant,
+    ) -> DataOutcome {
         if from != self.peer {
             return self.drop_data(DropReason::WrongSource, false);
         }
@@ -488,7 +497,14 @@ impl Session {
 
     /// FINISH: verifies the stream (first time) and answers; a repeated FINISH gets
     /// the same answer.
-    pub fn on_finish(&mut self, from: SocketAddr, seq: u32, finish: &Finish, after: AfterDump, now: Instant) -> Result<FinishAck, DropReason> {
+    pub fn on_finish(
+        &mut self,
+        from: SocketAddr,
+        seq: u32,
+        finish: &Finish,
+        after: AfterDump,
+        now: Instant,
+    ) -> Result<FinishAck, DropReason> {
         if from != self.peer {
             self.drops.add(DropReason::WrongSource);
             return Err(DropReason::WrongSource);
@@ -529,13 +545,12 @@ impl Session {
         };
         let mut status = status;
         let mut why = why;
-        if status == FinishStatus::Verified {
-            if let Some(o) = &self.output {
-                if let Err(e) = o.files.publish_vmcore() {
-                    status = FinishStatus::WriteError;
-                    why = format!("cannot rename {VMCORE_INCOMPLETE} to {VMCORE}: {e}");
-                }
-            }
+        if status == FinishStatus::Verified
+            && let Some(o) = &self.output
+            && let Err(e) = o.files.publish_vmcore()
+        {
+            status = FinishStatus::WriteError;
+            why = format!("cannot rename {VMCORE_INCOMPLETE} to {VMCORE}: {e}");
         }
         self.finish = Some((packets, *finish, status));
         if status == FinishStatus::Verified {
@@ -646,10 +661,10 @@ impl Session {
     }
 
     fn write_info(&self) {
-        if let Some(o) = &self.output {
-            if let Err(e) = o.files.dir().write_info(&self.info()) {
-                tracing::error!(dir = %o.files.dir().path().display(), "cannot write info.json: {e}");
-            }
+        if let Some(o) = &self.output
+            && let Err(e) = o.files.dir().write_info(&self.info())
+        {
+            tracing::error!(dir = %o.files.dir().path().display(), "cannot write info.json: {e}");
         }
     }
 
@@ -686,7 +701,11 @@ impl Session {
             memory_ranges: c
                 .ranges
                 .iter()
-                .map(|r| RangeInfo { phys_start: hex64(r.phys_start), length: r.length, virt_start: hex64(r.virt_start) })
+                .map(|r| RangeInfo {
+                    phys_start: hex64(r.phys_start),
+                    length: r.length,
+                    virt_start: hex64(r.virt_start),
+                })
                 .collect(),
             memory_size: c.memory_size(),
             decision: DecisionInfo {
@@ -771,10 +790,10 @@ fn abort_reason_name(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core_reader::{pr_pid, pr_reg, Core};
+    use crate::core_reader::{Core, pr_pid, pr_reg};
     use crate::dumpdir::{EXTRA, INFO, LOG};
     use crate::test_dir::TestDir;
-    use netdump_core::proto::{RangeTable, REGISTERS_VALID};
+    use netdump_core::proto::{REGISTERS_VALID, RangeTable};
     use std::net::Ipv4Addr;
 
     const COOKIE: u64 = 0x1234_5678_9abc_def0;
@@ -866,9 +885,16 @@ mod tests {
     }
 
     fn registers(cpu: u64) -> Vec<u8> {
-        RegisterRecord { rip: 0xffff_ffff_8000_0000 + cpu, rsp: 0x7000 + cpu, rax: cpu, cpu, flags: REGISTERS_VALID, ..Default::default() }
-            .to_bytes()
-            .to_vec()
+        RegisterRecord {
+            rip: 0xffff_ffff_8000_0000 + cpu,
+            rsp: 0x7000 + cpu,
+            rax: cpu,
+            cpu,
+            flags: REGISTERS_VALID,
+            ..Default::default()
+        }
+        .to_bytes()
+        .to_vec()
     }
 
     /// A whole dump: log, registers (split mid-record), two memory pages, extra.
@@ -1011,7 +1037,10 @@ mod tests {
         }
         let f = finish_for(&packets);
         for _ in 0..3 {
-            assert_eq!(s.on_finish(peer(), 7, &f, AfterDump::Reboot, Instant::now()).unwrap().status, FinishStatus::Verified);
+            assert_eq!(
+                s.on_finish(peer(), 7, &f, AfterDump::Reboot, Instant::now()).unwrap().status,
+                FinishStatus::Verified
+            );
         }
     }
 
@@ -1026,7 +1055,10 @@ mod tests {
         assert_eq!(out.dropped, Some(DropReason::WrongSource));
         assert_eq!(s.take_ack().cumulative, 0);
         assert_eq!(s.drops().get(DropReason::WrongSource), 1);
-        assert_eq!(s.on_finish(other, 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()), Err(DropReason::WrongSource));
+        assert_eq!(
+            s.on_finish(other, 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()),
+            Err(DropReason::WrongSource)
+        );
         assert_eq!(s.on_abort(other, 1, b"", Instant::now()), Err(DropReason::WrongSource));
         assert!(s.is_receiving());
     }
@@ -1036,12 +1068,12 @@ mod tests {
         let dir = TestDir::new("session-range");
         let mut s = start(&dir, Verdict::DumpAll);
         let bad = [
-            Packet::new(0, Section::Log, 90, vec![0; 11]),                 // past log_len
-            Packet::new(1, Section::Memory, 0x11000 - 8, vec![1; 16]),     // crosses a range end
-            Packet::new(2, Section::Memory, 0x50000, vec![1; 16]),         // between ranges
-            Packet::new(3, Section::Registers, 2 * 256 - 1, vec![1; 2]),   // past the last record
-            Packet::new(4, Section::Extra, MAX_EXTRA_BYTES, vec![1]),      // past the EXTRA cap
-            Packet::new(5, Section::Memory, u64::MAX - 3, vec![1; 4]),     // wraps
+            Packet::new(0, Section::Log, 90, vec![0; 11]),               // past log_len
+            Packet::new(1, Section::Memory, 0x11000 - 8, vec![1; 16]),   // crosses a range end
+            Packet::new(2, Section::Memory, 0x50000, vec![1; 16]),       // between ranges
+            Packet::new(3, Section::Registers, 2 * 256 - 1, vec![1; 2]), // past the last record
+            Packet::new(4, Section::Extra, MAX_EXTRA_BYTES, vec![1]),    // past the EXTRA cap
+            Packet::new(5, Section::Memory, u64::MAX - 3, vec![1; 4]),   // wraps
         ];
         for p in &bad {
             assert_eq!(p.send(&mut s, 0).dropped, Some(DropReason::OutOfRange), "seq {}", p.seq);

@@ -118,11 +118,7 @@ impl DropCounts {
 
     /// The non-zero counters by name, for `info.json`.
     pub fn to_map(&self) -> BTreeMap<&'static str, u64> {
-        DropReason::ALL
-            .iter()
-            .filter(|r| self.get(**r) != 0)
-            .map(|r| (r.name(), self.get(*r)))
-            .collect()
+        DropReason::ALL.iter().filter(|r| self.get(**r) != 0).map(|r| (r.name(), self.get(*r))).collect()
     }
 }
 

@@ -1,9 +1,9 @@
 //! Wall-clock times as the server writes them: RFC 3339 in JSON, a compact stamp in
 //! directory names. Always UTC, so dumps from servers in different zones sort alike.
 
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
-use time::OffsetDateTime;
 
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()

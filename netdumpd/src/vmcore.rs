@@ -225,9 +225,33 @@ impl VmcoreLayout {
         if let Some(r) = regs.filter(|r| r.is_valid()) {
             // x86_64 `struct user_regs_struct` order.
             let pr_reg = [
-                r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
-                r.rdx, r.rsi, r.rdi, u64::MAX, r.rip, r.cs, r.rflags, r.rsp, r.ss, r.fs_base,
-                r.gs_base, r.ds, r.es, r.fs, r.gs,
+                r.r15,
+                r.r14,
+                r.r13,
+                r.r12,
+                r.rbp,
+                r.rbx,
+                r.r11,
+                r.r10,
+                r.r9,
+                r.r8,
+                r.rax,
+                r.rcx,
+                r.rdx,
+                r.rsi,
+                r.rdi,
+                u64::MAX,
+                r.rip,
+                r.cs,
+                r.rflags,
+                r.rsp,
+                r.ss,
+                r.fs_base,
+                r.gs_base,
+                r.ds,
+                r.es,
+                r.fs,
+                r.gs,
             ];
             for (i, v) in pr_reg.iter().enumerate() {
                 let at = PR_REG_OFFSET + i * 8;
@@ -307,7 +331,7 @@ fn push_note(out: &mut Vec<u8>, name: &str, note_type: u32, desc: &[u8]) {
 mod tests {
     use super::*;
 
-    use crate::core_reader::{pr_pid, pr_reg, u32_at, u64_at, Core};
+    use crate::core_reader::{Core, pr_pid, pr_reg, u32_at, u64_at};
 
     fn crash(crashing_cpu: u16) -> CrashNote {
         CrashNote {
@@ -425,9 +449,33 @@ mod tests {
         let r = sample_regs(0);
         let d = layout.prstatus(0, Some(&r));
         let expect = [
-            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
-            r.rsi, r.rdi, u64::MAX, r.rip, r.cs, r.rflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
-            r.es, r.fs, r.gs,
+            r.r15,
+            r.r14,
+            r.r13,
+            r.r12,
+            r.rbp,
+            r.rbx,
+            r.r11,
+            r.r10,
+            r.r9,
+            r.r8,
+            r.rax,
+            r.rcx,
+            r.rdx,
+            r.rsi,
+            r.rdi,
+            u64::MAX,
+            r.rip,
+            r.cs,
+            r.rflags,
+            r.rsp,
+            r.ss,
+            r.fs_base,
+            r.gs_base,
+            r.ds,
+            r.es,
+            r.fs,
+            r.gs,
         ];
         for (i, v) in expect.iter().enumerate() {
             assert_eq!(pr_reg(&d, i), *v, "pr_reg[{i}]");
@@ -474,7 +522,7 @@ mod tests {
 
     #[test]
     fn huge_ranges_are_refused_not_wrapped() {
-        let r = [MemoryRange { phys_start: 0, length: u64::MAX & !0xfff, virt_start: 0 }];
+        let r = [MemoryRange { phys_start: 0, length: !0xfff, virt_start: 0 }];
         assert_eq!(VmcoreLayout::new(1, crash(0), &r).unwrap_err(), LayoutError::TooLarge);
     }
 
@@ -517,7 +565,17 @@ mod tests {
         let path = dir.join("vmcore");
         std::fs::write(&path, &file).unwrap();
         let out = std::process::Command::new("gdb")
-            .args(["-nx", "-batch", "-ex", "info registers rip", "-ex", "info threads", "-ex", "x/gx 0xffff800000100008", "-c"])
+            .args([
+                "-nx",
+                "-batch",
+                "-ex",
+                "info registers rip",
+                "-ex",
+                "info threads",
+                "-ex",
+                "x/gx 0xffff800000100008",
+                "-c",
+            ])
             .arg(&path)
             .stdin(std::process::Stdio::null())
             .output()

@@ -4,11 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::core_reader::{pr_pid, pr_reg, Core};
+use common::core_reader::{Core, pr_pid, pr_reg};
 use common::*;
 use netdump_core::proto::{
-    abort_reason, flags, AfterDump, DecisionReason, FinishStatus, HelloStatus, MemoryRange,
-    RangeTable, Verdict, MAX_DATAGRAM,
+    AfterDump, DecisionReason, FinishStatus, HelloStatus, MAX_DATAGRAM, MemoryRange, RangeTable, Verdict, abort_reason,
+    flags,
 };
 use netdumpd::DropReason;
 
@@ -107,7 +107,8 @@ fn a_dump_sent_out_of_order_with_duplicates_becomes_a_verified_vmcore() {
     assert_eq!(info["drops"], serde_json::json!({}));
 
     // The registry remembers the client and its dump.
-    let registry: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("clients.json")).unwrap()).unwrap();
+    let registry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("clients.json")).unwrap()).unwrap();
     let entry = &registry["clients"][0];
     assert_eq!(entry["name"], "node-a");
     assert_eq!(entry["cookie"], "a11ce00000000001");
@@ -314,8 +315,10 @@ fn not_enough_space_for_the_memory_gets_skip_memory() {
     assert_eq!((d.verdict, d.why), (Verdict::SkipMemory, DecisionReason::NoSpace));
 
     // Log and registers only, then FINISH: verified, status "skipped".
-    let stream: Vec<DataPacket> = m.stream(1400).into_iter().filter(|p| p.section != netdump_core::proto::Section::Memory).collect();
-    let stream: Vec<DataPacket> = stream.into_iter().enumerate().map(|(i, p)| DataPacket { seq: i as u32, ..p }).collect();
+    let stream: Vec<DataPacket> =
+        m.stream(1400).into_iter().filter(|p| p.section != netdump_core::proto::Section::Memory).collect();
+    let stream: Vec<DataPacket> =
+        stream.into_iter().enumerate().map(|(i, p)| DataPacket { seq: i as u32, ..p }).collect();
     for p in &stream {
         c.send_data(p, 0);
     }

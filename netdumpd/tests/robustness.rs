@@ -9,8 +9,7 @@ use std::time::Duration;
 use common::core_reader::Core;
 use common::*;
 use netdump_core::proto::{
-    error_code, Finish, FinishStatus, Header, HelloAck, HelloStatus, Message, MessageType, Section,
-    Verdict,
+    Finish, FinishStatus, Header, HelloAck, HelloStatus, Message, MessageType, Section, Verdict, error_code,
 };
 use netdumpd::DropReason;
 

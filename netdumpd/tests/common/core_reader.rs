@@ -107,7 +107,6 @@ pub fn pr_pid(desc: &[u8]) -> u32 {
     u32_at(desc, 32)
 }
 
-
 impl<'a> Core<'a> {
     /// The `len` bytes at physical address `paddr`, from the PT_LOAD holding them.
     pub fn read_phys(&self, paddr: u64, len: usize) -> &'a [u8] {

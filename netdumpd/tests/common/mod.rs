@@ -6,14 +6,14 @@ pub mod core_reader;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    flags, Ack, Crash, CrashKind, Data, Decision, Finish, FinishAck, Header, Hello, HelloAck, MemoryRange,
-    Message, MessageType, RangeTable, RegisterRecord, Section, TextMessage, REGISTERS_VALID,
+    Ack, Crash, CrashKind, Data, Decision, Finish, FinishAck, Header, Hello, HelloAck, MemoryRange, Message,
+    MessageType, REGISTERS_VALID, RangeTable, RegisterRecord, Section, TextMessage, flags,
 };
 use netdumpd::{Server, ServerConfig, ServerStats, ShutdownHandle};
 
@@ -87,12 +87,8 @@ impl TestServer {
 
     /// The dump directories, oldest first.
     pub fn dumps(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(&self.dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
         v.sort();
         v
     }
@@ -166,7 +162,14 @@ impl TestClient {
     }
 
     /// A whole packet, as the client would send it.
-    pub fn packet(&self, t: MessageType, hflags: u16, seq: u32, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    pub fn packet(
+        &self,
+        t: MessageType,
+        hflags: u16,
+        seq: u32,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Vec<u8> {
         let mut buf = vec![0u8; 24 + payload_len];
         let h = Header { msg_type: t, flags: hflags, cookie: self.cookie, seq };
         let n = h.emit(&mut buf, payload_len, fill).unwrap();
@@ -200,10 +203,10 @@ impl TestClient {
     pub fn recv_type(&self, t: MessageType) -> Received {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Some(r) = self.recv_within(Duration::from_secs(5)) {
-                if r.header.msg_type == t {
-                    return r;
-                }
+            if let Some(r) = self.recv_within(Duration::from_secs(5))
+                && r.header.msg_type == t
+            {
+                return r;
             }
         }
         panic!("no {t:?} from the server");
@@ -334,7 +337,7 @@ pub fn pattern_word(a: u64) -> u64 {
 pub const ZERO_EVERY: u64 = 5;
 
 pub fn page_contents(phys: u64) -> Vec<u8> {
-    if (phys / PAGE) % ZERO_EVERY == 0 {
+    if (phys / PAGE).is_multiple_of(ZERO_EVERY) {
         return vec![0; PAGE as usize];
     }
     (0..PAGE / 8).flat_map(|i| pattern_word(phys + i * 8).to_le_bytes()).collect()
@@ -442,7 +445,7 @@ impl Machine {
         self.ranges
             .iter()
             .flat_map(|r| (r.phys_start..r.phys_end()).step_by(PAGE as usize))
-            .filter(|p| (p / PAGE) % ZERO_EVERY == 0)
+            .filter(|p| (p / PAGE).is_multiple_of(ZERO_EVERY))
             .count() as u64
     }
 }
