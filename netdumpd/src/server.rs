@@ -57,6 +57,8 @@ impl Default for ServerConfig {
 /// How long an ended session is remembered, to answer a repeated FINISH or CRASH
 /// (the protocol promises at least 60 s).
 pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(120);
+/// How often `info.json` of a dump in progress is rewritten.
+const INFO_REFRESH: Duration = Duration::from_secs(5);
 /// The read timeout: how often an idle server looks at its sessions and its stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Packets drained in one burst before the loop acknowledges and looks around.
@@ -310,6 +312,7 @@ impl Server {
             if s.expire(now, self.config.session_timeout) {
                 self.stats.dump_ended(DumpEnd::Incomplete);
             }
+            s.refresh_info(now, INFO_REFRESH);
         }
         self.sessions.retain(|_, s| !s.forgettable(now, ENDED_SESSION_MEMORY));
     }

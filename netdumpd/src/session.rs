@@ -220,6 +220,8 @@ pub struct Session {
     started: Instant,
     started_utc: OffsetDateTime,
     last_heard: Instant,
+    /// When `info.json` was last written while receiving.
+    info_written: Instant,
     ended: Option<(Instant, OffsetDateTime)>,
     since_ack: u32,
     ack_due: bool,
@@ -256,6 +258,7 @@ impl Session {
             started: req.now,
             started_utc: crate::utc::now(),
             last_heard: req.now,
+            info_written: req.now,
             ended: None,
             since_ack: 0,
             ack_due: false,
@@ -640,6 +643,15 @@ impl Session {
         self.phase = Phase::Failed { answer };
         self.status_reason = why;
         self.end(now);
+    }
+
+    /// Rewrites `info.json` of a dump being received every `interval`, so that a
+    /// person watching a long transfer sees it progress.
+    pub fn refresh_info(&mut self, now: Instant, interval: Duration) {
+        if self.phase == Phase::Receiving && now.saturating_duration_since(self.info_written) >= interval {
+            self.info_written = now;
+            self.write_info();
+        }
     }
 
     fn end(&mut self, now: Instant) {
@@ -1244,6 +1256,19 @@ mod tests {
         };
         let s = Session::start(req, crash(1));
         assert_eq!((s.decision().verdict, s.decision().why), (Verdict::Abort, DecisionReason::NoSpace));
+    }
+
+    #[test]
+    fn info_is_refreshed_while_receiving() {
+        let dir = TestDir::new("session-refresh");
+        let mut s = start(&dir, Verdict::DumpAll);
+        stream()[0].send(&mut s, 0);
+        let t0 = s.started;
+        s.refresh_info(t0 + Duration::from_secs(1), Duration::from_secs(5));
+        assert_eq!(info_json(&s)["log_bytes"], 0, "not yet");
+        s.refresh_info(t0 + Duration::from_secs(5), Duration::from_secs(5));
+        assert_eq!(info_json(&s)["log_bytes"], 60);
+        assert_eq!(info_json(&s)["status"], "receiving");
     }
 
     #[test]
