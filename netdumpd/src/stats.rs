@@ -38,12 +38,10 @@ pub enum DropReason {
     ReplayedCrash,
     /// A HELLO from a new client while the registry is full.
     RegistryFull,
-    /// A HELLO or CRASH while a disk error kept the server from answering it.
-    LocalError,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Oversized,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -60,7 +58,6 @@ impl DropReason {
         DropReason::SessionClosed,
         DropReason::ReplayedCrash,
         DropReason::RegistryFull,
-        DropReason::LocalError,
     ];
 
     /// The name used in logs and in `info.json`.
@@ -82,7 +79,6 @@ impl DropReason {
             DropReason::SessionClosed => "session_closed",
             DropReason::ReplayedCrash => "replayed_crash",
             DropReason::RegistryFull => "registry_full",
-            DropReason::LocalError => "local_error",
         }
     }
 
