@@ -83,7 +83,10 @@ fn build() -> Result<suite::Artifacts> {
     let release = target_dir().join("release");
     let work_dir = target_dir().join("qemu-tests");
     std::fs::create_dir_all(&work_dir)?;
-    Ok(suite::Artifacts { test_kernel: release.join("netdump-test-kernel"), netdumpd: release.join("netdumpd"), work_dir })
+    Ok(suite::Artifacts {
+        test_kernel: release.join("netdump-test-kernel"),
+        conformance_kernel: release.join("netdump-nic-conformance"),
+        netdumpd: release.join("netdumpd"), work_dir })
 }
 
 fn qemu_test(args: &QemuArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 //! the pattern, gdb's view of it, `log` and `info.json`.
 
 pub mod check;
+pub mod conformance;
 pub mod gdb;
 pub mod netdumpd;
 pub mod qemu;

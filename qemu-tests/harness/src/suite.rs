@@ -25,6 +25,7 @@ pub mod exit {
 #[derive(Debug, Clone)]
 pub struct Artifacts {
     pub test_kernel: PathBuf,
+    pub conformance_kernel: PathBuf,
     pub netdumpd: PathBuf,
     /// Scratch space for this run (dump directories, serial logs).
     pub work_dir: PathBuf,
@@ -36,6 +37,8 @@ pub enum Kind {
     Takeover,
     NoServer,
     NestedPanic,
+    /// The NIC conformance kernel, datagrams counted on the host.
+    Conformance,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +65,7 @@ pub fn all() -> Vec<Scenario> {
         v.push(Scenario { name: "takeover", kind: Kind::Takeover, nic, memory_mib: 64, pattern: pattern(0x2222) });
         v.push(Scenario { name: "no-server", kind: Kind::NoServer, nic, memory_mib: 64, pattern: pattern(0x3333) });
         v.push(Scenario { name: "nested-panic", kind: Kind::NestedPanic, nic, memory_mib: 64, pattern: pattern(0x4444) });
+        v.push(Scenario { name: "conformance", kind: Kind::Conformance, nic, memory_mib: 64, pattern: pattern(0) });
     }
     v
 }
@@ -88,6 +92,7 @@ fn append(s: &Scenario, port: u16) -> String {
         Kind::Takeover => "takeover",
         Kind::NoServer => "no-server",
         Kind::NestedPanic => "nested-panic",
+        Kind::Conformance => return format!("port={port} frames=5000"),
     };
     let p = s.pattern;
     format!(
@@ -111,8 +116,11 @@ pub fn run(s: &Scenario, a: &Artifacts) -> Result<Outcome> {
     let dir = a.work_dir.join(s.id());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    if s.kind == Kind::Conformance {
+        return run_conformance(s, a, &dir);
+    }
     let server = match s.kind {
-        Kind::NoServer => None,
+        Kind::NoServer | Kind::Conformance => None,
         _ => Some(Netdumpd::start(&a.netdumpd, &dir.join("crash"), &["--session-timeout", &SESSION_TIMEOUT_S.to_string()])?),
     };
     let port = match &server {
@@ -134,6 +142,7 @@ pub fn run(s: &Scenario, a: &Artifacts) -> Result<Outcome> {
             expect_exit(&q, exit::SUCCESS, "the dump should verify").and_then(|_| check_complete_dump(s, a, srv, &q))
         }
         Kind::NoServer => check_no_server(&q),
+        Kind::Conformance => unreachable!("handled above"),
         Kind::NestedPanic => {
             let srv = server.as_ref().context("server")?;
             expect_exit(&q, exit::NESTED_PANIC, "a panic inside the dump must end it").and_then(|_| check_incomplete_dump(s, srv))
@@ -141,6 +150,25 @@ pub fn run(s: &Scenario, a: &Artifacts) -> Result<Outcome> {
     };
     let server_log = server.map(|srv| srv.stop()).unwrap_or_default();
     result.map_err(|e| anyhow::anyhow!("{e:#}\n--- netdumpd log (tail) ---\n{}", tail(&server_log, 30)))
+}
+
+/// The conformance kernel must pass every check and every counted datagram must arrive.
+fn run_conformance(s: &Scenario, a: &Artifacts, dir: &Path) -> Result<Outcome> {
+    let listener = crate::conformance::Listener::start()?;
+    let q = QemuRun {
+        kernel: &a.conformance_kernel,
+        memory_mib: s.memory_mib,
+        append: append(s, listener.port),
+        nic: s.nic,
+        serial_log: dir.join("serial.log"),
+        timeout: Duration::from_secs(180),
+    }
+    .run()?;
+    let arrived = listener.finish();
+    expect_exit(&q, exit::SUCCESS, "every conformance check must pass")?;
+    let checks = q.serial.lines().filter(|l| l.starts_with("CHECK")).count();
+    ensure!(checks > 0, "the conformance kernel reported no checks:\n{}", q.serial);
+    Ok(Outcome { detail: format!("{checks} checks passed; host received {}", arrived?), ..Default::default() })
 }
 
 fn tail(s: &str, lines: usize) -> String {

@@ -9,7 +9,7 @@
 //! 2 after the takeover reset, 3 between repeated resets, 4 the largest frame, 9 frames
 //! queued before the takeover), 3 zero bytes, the sequence number within the phase and the
 //! number of frames the phase sends (u32 big-endian each; 0 when not known up front). A host
-//! listener counts them (see `run.py`).
+//! listener counts them (`qemu-tests/harness/src/conformance.rs`).
 //!
 //! The checks are written against [`PolledNic`] plus the few hooks of [`DeviceUnderTest`];
 //! `nic.rs` brings up the e1000 and implements them. Another driver needs only its own
