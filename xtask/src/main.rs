@@ -139,7 +139,13 @@ fn demo() -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         println!("  {:<18} {:>12} bytes ({} on disk)", e.file_name().to_string_lossy(), m.len(), m.blocks() * 512);
     }
-    println!("\n--- info.json ---\n{}", std::fs::read_to_string(dump.join("info.json")).unwrap_or_default());
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dump.join("info.json"))?)?;
+    let field = |p: &str| info.pointer(p).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    println!("\n--- info.json (excerpt) ---");
+    println!("  status      {}  (CRC verified: {})", field("/status"), field("/crc/verified"));
+    println!("  message     {}", field("/message"));
+    println!("  received    {} bytes, {} pages; {} zero pages left as holes", field("/bytes_received"), field("/pages"), field("/zero_pages_skipped"));
+    println!("  took        {} s ({} MB/s)", field("/duration_seconds"), field("/throughput_mb_s"));
     let vmcore = dump.join("vmcore");
     if !vmcore.exists() {
         bail!("the dump did not complete (no vmcore)");
