@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use netdump_qemu_harness::{gdb, netdumpd::Netdumpd, qemu::{NicModel, QemuRun}, suite, tools};
+use netdump_qemu_harness::{gdb, netdumpd::Netdumpd, qemu::{NicModel, QemuRun}, scenarios, suite, tools};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -43,6 +43,9 @@ struct QemuArgs {
     /// Scenarios run at once (default: the number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Also run the long scenarios left out of the default suite.
+    #[arg(long)]
+    all: bool,
 }
 
 fn workspace_root() -> PathBuf {
@@ -92,7 +95,13 @@ fn build() -> Result<suite::Artifacts> {
 fn qemu_test(args: &QemuArgs) -> Result<()> {
     tools::ensure_qemu_and_gdb()?;
     let artifacts = build()?;
-    let scenarios: Vec<_> = suite::all().into_iter().filter(|s| args.filter.as_ref().is_none_or(|f| s.id().contains(f.as_str()))).collect();
+    let scenarios: Vec<_> = scenarios::all()
+        .into_iter()
+        .filter(|s| match &args.filter {
+            Some(f) => s.id().contains(f.as_str()),
+            None => s.default || args.all,
+        })
+        .collect();
     if scenarios.is_empty() {
         bail!("no scenario matches the filter");
     }

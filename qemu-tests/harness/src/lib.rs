@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod gdb;
 pub mod netdumpd;
 pub mod qemu;
+pub mod scenarios;
 pub mod suite;
 pub mod tools;
 pub mod vmcore;
