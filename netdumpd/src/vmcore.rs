@@ -20,11 +20,11 @@ pub const NT_PRSTATUS: u32 = 1;
 /// Owner name of netdump's own notes.
 pub const NETDUMP_NOTE_NAME: &str = "NETDUMP";
 /// "NETDUMP" note type: the panic message, UTF-8, not NUL-terminated.
-pub const NT_NETDUMP_MESSAGE: u32 = 1;
+pub const NT_NETDUMP_MESSAGE: u32 = 0x4e44_0001;
 /// "NETDUMP" note type: the crash reason, 32 bytes little-endian: `kind` u32 (1 panic,
 /// 2 CPU exception, 3 requested), `vector` u32, `crashing_cpu` u32, reserved u32,
 /// `error_code` u64, `fault_address` u64.
-pub const NT_NETDUMP_CRASH: u32 = 2;
+pub const NT_NETDUMP_CRASH: u32 = 0x4e44_0002;
 
 /// Size of the x86_64 `struct elf_prstatus`.
 pub const PRSTATUS_LEN: usize = 336;

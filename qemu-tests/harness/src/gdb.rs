@@ -12,5 +12,9 @@ pub fn backtrace(kernel: &Path, vmcore: &Path) -> Result<String> {
         .arg(vmcore)
         .output()
         .context("run gdb")?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    // gdb prints its complaints about the core file (a note of the wrong size, a
+    // section it cannot map) on stderr; the harness treats them as failures.
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(text)
 }

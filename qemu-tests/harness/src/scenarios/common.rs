@@ -125,6 +125,7 @@ pub fn check_complete_dump(ctx: &Ctx, srv: &Netdumpd, pattern: &Pattern, panic_m
     check::log_has(&log, &[panic_message, "console line before the crash: 1", "console line before the crash: 2", "netdump test kernel:"])?;
     let bt = gdb::backtrace(&ctx.artifacts.test_kernel, &vmcore)?;
     ensure!(bt.contains(bt_function), "gdb backtrace lacks {bt_function}:\n{bt}");
+    ensure!(!bt.contains("warning:"), "gdb complains about the vmcore:\n{bt}");
     let bytes = info.pointer("/bytes_received").and_then(|v| v.as_u64()).unwrap_or(0);
     let seconds = info.pointer("/duration_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0);
     let detail = format!("{} MiB pattern bit-exact, gdb bt ok", pattern.len >> 20);
