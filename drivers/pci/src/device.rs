@@ -376,6 +376,69 @@ impl<C: ConfigSpace> PciDevice<C> {
     pub fn find_capability(&mut self, id: u8) -> Option<Capability> {
         self.capabilities().find(|c| c.id == id)
     }
+
+    /// The byte at `at` bytes into `capability` (0 is its ID, 1 its next pointer), or
+    /// `None` when that would run past the 256-byte configuration space.
+    pub fn capability_u8(&mut self, capability: Capability, at: u8) -> Option<u8> {
+        let offset = capability_field(capability, at, 1)?;
+        Some(self.read_u8(offset))
+    }
+
+    /// The 16-bit field at `at` bytes into `capability` (2-byte aligned in configuration
+    /// space), or `None` when it would run past the configuration space or is misaligned.
+    pub fn capability_u16(&mut self, capability: Capability, at: u8) -> Option<u16> {
+        let offset = capability_field(capability, at, 2)?;
+        Some(self.read_u16(offset))
+    }
+
+    /// The 32-bit field at `at` bytes into `capability` (4-byte aligned in configuration
+    /// space), or `None` when it would run past the configuration space or is misaligned.
+    pub fn capability_u32(&mut self, capability: Capability, at: u8) -> Option<u32> {
+        let offset = capability_field(capability, at, 4)?;
+        Some(self.read_u32(offset))
+    }
+
+    /// Whether MSI-X is enabled (Message Control bit 15 of the MSI-X capability). Some
+    /// devices move registers around when it is (legacy virtio's device configuration).
+    pub fn msi_x_enabled(&mut self) -> bool {
+        self.find_capability(capability_id::MSI_X)
+            .and_then(|cap| self.capability_u16(cap, 2))
+            .is_some_and(|control| control & MSI_X_ENABLE != 0)
+    }
+
+    /// Turns MSI and MSI-X off (their Message Control enable bits), leaving the function
+    /// only INTx to signal with, which [`Command::INTERRUPT_DISABLE`] silences. A polled
+    /// driver calls this when it takes a device over from an OS driver that used message
+    /// interrupts: a message interrupt is a DMA write the command register cannot stop.
+    pub fn disable_message_interrupts(&mut self) {
+        for (id, enable) in [
+            (capability_id::MSI, MSI_ENABLE),
+            (capability_id::MSI_X, MSI_X_ENABLE),
+        ] {
+            let Some(cap) = self.find_capability(id) else {
+                continue;
+            };
+            // The capability's first dword: ID and next pointer (read-only) and Message
+            // Control in the upper half; the other control bits are kept.
+            let header = self.read_u32(cap.offset);
+            if header & (u32::from(enable) << 16) != 0 {
+                self.write_u32(cap.offset, header & !(u32::from(enable) << 16));
+            }
+        }
+    }
+}
+
+/// MSI Message Control: MSI Enable (PCI Local Bus Specification 3.0, section 6.8.1.3).
+const MSI_ENABLE: u16 = 1 << 0;
+/// MSI-X Message Control: MSI-X Enable (PCI Local Bus Specification 3.0, section 6.8.2.3).
+const MSI_X_ENABLE: u16 = 1 << 15;
+
+/// The configuration-space offset of a `width`-byte field `at` bytes into `capability`,
+/// if it is inside the 256-byte space and naturally aligned.
+fn capability_field(capability: Capability, at: u8, width: u8) -> Option<u8> {
+    let offset = capability.offset.checked_add(at)?;
+    let fits = u16::from(offset) + u16::from(width) <= 256;
+    (fits && offset.is_multiple_of(width)).then_some(offset)
 }
 
 /// Iterator returned by [`PciDevice::capabilities`].
@@ -383,6 +446,13 @@ pub struct Capabilities<'a, C: ConfigSpace> {
     device: &'a mut PciDevice<C>,
     next: u8,
     remaining: usize,
+}
+
+impl<C: ConfigSpace> Capabilities<'_, C> {
+    /// The device being walked, to read a capability's fields before moving on.
+    pub fn device(&mut self) -> &mut PciDevice<C> {
+        self.device
+    }
 }
 
 impl<C: ConfigSpace> Iterator for Capabilities<'_, C> {
@@ -619,6 +689,78 @@ mod tests {
                 offset: 0x40
             })
         );
+    }
+
+    #[test]
+    fn reads_capability_fields_within_configuration_space() {
+        let mut dev = device_with(|f| {
+            f.add_capability(
+                capability_id::VENDOR_SPECIFIC,
+                &[16, 1, 4, 0, 0, 0, 0x00, 0x30, 0, 0, 0x00, 0x10, 0, 0],
+            );
+        });
+        let cap = dev.find_capability(capability_id::VENDOR_SPECIFIC).unwrap();
+        assert_eq!(dev.capability_u8(cap, 3), Some(1));
+        assert_eq!(dev.capability_u8(cap, 4), Some(4));
+        assert_eq!(dev.capability_u32(cap, 8), Some(0x3000));
+        assert_eq!(dev.capability_u32(cap, 12), Some(0x1000));
+        assert_eq!(dev.capability_u16(cap, 2), Some(0x0110));
+        // Misaligned fields and fields past the end of the space are refused.
+        assert_eq!(dev.capability_u32(cap, 2), None);
+        assert_eq!(dev.capability_u16(cap, 1), None);
+        let last = Capability {
+            id: capability_id::VENDOR_SPECIFIC,
+            offset: 0xFC,
+        };
+        assert_eq!(dev.capability_u32(last, 0), Some(0));
+        assert_eq!(dev.capability_u32(last, 4), None);
+        assert_eq!(dev.capability_u8(last, 4), None);
+    }
+
+    #[test]
+    fn capability_walk_lends_the_device_for_field_reads() {
+        let mut dev = device_with(|f| {
+            f.add_capability(capability_id::VENDOR_SPECIFIC, &[4, 1])
+                .add_capability(capability_id::MSI_X, &[0; 10])
+                .add_capability(capability_id::VENDOR_SPECIFIC, &[4, 2]);
+        });
+        let mut types = vec![];
+        let mut caps = dev.capabilities();
+        while let Some(cap) = caps.next() {
+            if cap.id == capability_id::VENDOR_SPECIFIC {
+                types.push(caps.device().capability_u8(cap, 3).unwrap());
+            }
+        }
+        assert_eq!(types, [1, 2]);
+    }
+
+    #[test]
+    fn disables_msi_and_msi_x_keeping_other_control_bits() {
+        let mut dev = device_with(|f| {
+            // MSI: enabled, 64-bit capable (bit 7). MSI-X: enabled, function mask
+            // (bit 14), table size 3 (encoded 2).
+            f.add_capability(capability_id::MSI, &[0x81, 0x00, 0, 0, 0, 0, 0, 0, 0, 0])
+                .add_capability(capability_id::MSI_X, &[0x02, 0xC0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        });
+        assert!(dev.msi_x_enabled());
+        dev.disable_message_interrupts();
+        assert!(!dev.msi_x_enabled());
+        let msi = dev.find_capability(capability_id::MSI).unwrap();
+        let msi_x = dev.find_capability(capability_id::MSI_X).unwrap();
+        assert_eq!(dev.capability_u16(msi, 2), Some(0x0080));
+        assert_eq!(dev.capability_u16(msi_x, 2), Some(0x4002));
+        // The list is intact.
+        assert_eq!(dev.capabilities().count(), 2);
+    }
+
+    #[test]
+    fn message_interrupts_absent_is_fine() {
+        let mut dev = device_with(|f| {
+            f.add_capability(capability_id::POWER_MANAGEMENT, &[0; 6]);
+        });
+        assert!(!dev.msi_x_enabled());
+        dev.disable_message_interrupts();
+        assert_eq!(dev.capabilities().count(), 1);
     }
 
     #[test]

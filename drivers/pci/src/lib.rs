@@ -6,13 +6,18 @@
 //! - [`enumerate`] / [`find_device`]: brute-force bus scan that skips absent devices and the
 //!   functions of single-function devices.
 //! - [`PciDevice`]: one function, with BAR decoding and sizing, command register helpers
-//!   (memory/I/O decode, bus mastering) and the capability list.
+//!   (memory/I/O decode, bus mastering), the capability list and its fields, and turning
+//!   MSI/MSI-X off.
+//! - [`RegisterBlock`]: a device's registers in one BAR, by offset, in memory
+//!   ([`MmioBlock`]) or x86 I/O space ([`PortBlock`]); out-of-range accesses never reach
+//!   the bus.
 //! - [`DmaRegion`]: memory the integrator hands to a driver for descriptor rings and packet
 //!   buffers, with helpers to carve aligned sub-regions. Drivers never allocate.
 //!
 //! Nothing here allocates, locks or panics on device input.
 #![cfg_attr(not(any(test, feature = "testing")), no_std)]
 
+mod block;
 mod config;
 mod device;
 mod dma;
@@ -22,6 +27,9 @@ pub mod fake;
 #[cfg(target_arch = "x86_64")]
 mod port;
 
+#[cfg(target_arch = "x86_64")]
+pub use block::PortBlock;
+pub use block::{MmioBlock, RegisterBlock};
 pub use config::{ConfigSpace, PciAddress};
 pub use device::{
     Bar, BarError, Capabilities, Capability, Command, MemoryWidth, PciDevice, Status, capability_id,
