@@ -1,12 +1,13 @@
 //! Which DATA sequence numbers have arrived, and the stream CRC over them in `seq`
 //! order, without buffering any data.
 //!
-//! The cumulative point is the lowest `seq` not yet received. The CRC of everything
-//! below it is kept as one running value; a packet that arrives beyond it is remembered
-//! only as its payload's (CRC, length) until the gap before it fills, then folded in with
-//! CRC-32 combine. The client keeps at most 512 packets in flight, so that map stays small;
+//! The cumulative point is the lowest `seq` not yet received. The stream CRC (CRC-32 of
+//! the payload CRCs, docs/PROTOCOL.md FINISH) of everything below it is kept as one
+//! running value; a packet that arrives beyond it is remembered only as its payload's
+//! (CRC, length) until the gap before it fills, then folded in. The client keeps at most 512 packets in flight, so that map stays small;
 //! [`ReceiveWindow::MAX_AHEAD`] bounds it against a misbehaving one.
 
+use netdump_core::proto::StreamCrc;
 use std::collections::BTreeMap;
 
 /// How a DATA `seq` relates to what has already arrived.
@@ -26,9 +27,9 @@ pub struct ReceiveWindow {
     /// Lowest `seq` not yet received.
     cumulative: u64,
     /// CRC and length of the payloads of every `seq` below `cumulative`, in order.
-    prefix: crc32fast::Hasher,
+    prefix: StreamCrc,
     /// Received packets beyond the cumulative point: `seq → (payload CRC, payload length)`.
-    ahead: BTreeMap<u64, (u32, u64)>,
+    ahead: BTreeMap<u64, u32>,
     /// Payload bytes of every distinct packet received.
     payload_bytes: u64,
 }
@@ -47,7 +48,7 @@ impl ReceiveWindow {
     pub const SACK_BITS: usize = 64 * 8;
 
     pub fn new() -> Self {
-        ReceiveWindow { cumulative: 0, prefix: crc32fast::Hasher::new(), ahead: BTreeMap::new(), payload_bytes: 0 }
+        ReceiveWindow { cumulative: 0, prefix: StreamCrc::new(), ahead: BTreeMap::new(), payload_bytes: 0 }
     }
 
     pub fn status(&self, seq: u32) -> SeqStatus {
@@ -70,13 +71,13 @@ impl ReceiveWindow {
         self.payload_bytes += len;
         let seq = u64::from(seq);
         if seq != self.cumulative {
-            self.ahead.insert(seq, (crc, len));
+            self.ahead.insert(seq, crc);
             return;
         }
-        self.prefix.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
+        self.prefix.add(crc);
         self.cumulative += 1;
-        while let Some((crc, len)) = self.ahead.remove(&self.cumulative) {
-            self.prefix.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
+        while let Some(crc) = self.ahead.remove(&self.cumulative) {
+            self.prefix.add(crc);
             self.cumulative += 1;
         }
     }
@@ -106,9 +107,9 @@ impl ReceiveWindow {
         self.payload_bytes
     }
 
-    /// CRC-32 of the payloads of `seq` `0..cumulative`, concatenated in order.
+    /// CRC-32 of the payload CRCs (big-endian) of `seq` `0..cumulative`, in order.
     pub fn stream_crc(&self) -> u32 {
-        self.prefix.clone().finalize()
+        self.prefix.value()
     }
 
     /// Writes the selective-ack bitmap into `out` (bit *i* ⇔ `cumulative + 1 + i` has
@@ -147,11 +148,8 @@ mod tests {
     }
 
     fn stream_crc(n: u32) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        for seq in 0..n {
-            h.update(&payload(seq));
-        }
-        h.finalize()
+        let payloads: Vec<Vec<u8>> = (0..n).map(payload).collect();
+        StreamCrc::of_payloads(payloads.iter().map(|p| &p[..]))
     }
 
     #[test]

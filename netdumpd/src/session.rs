@@ -924,13 +924,10 @@ mod tests {
     }
 
     fn finish_for(packets: &[Packet]) -> Finish {
-        let mut crc = crc32fast::Hasher::new();
-        let mut bytes = 0;
-        for p in packets {
-            crc.update(&p.payload());
-            bytes += p.data.len() as u64;
-        }
-        Finish { total_bytes: bytes, stream_crc: crc.finalize(), flags: 0, zero_pages: 40, retransmissions: 1 }
+        let payloads: Vec<Vec<u8>> = packets.iter().map(|p| p.payload()).collect();
+        let bytes = packets.iter().map(|p| p.data.len() as u64).sum();
+        let stream_crc = netdump_core::proto::StreamCrc::of_payloads(payloads.iter().map(|p| &p[..]));
+        Finish { total_bytes: bytes, stream_crc, flags: 0, zero_pages: 40, retransmissions: 1 }
     }
 
     fn info_json(s: &Session) -> serde_json::Value {

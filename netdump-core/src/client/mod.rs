@@ -295,7 +295,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
         let finish = Finish {
             total_bytes: totals.data_bytes,
-            stream_crc: totals.crc.clone().finalize(),
+            stream_crc: totals.crc.value(),
             flags: finish_flags,
             zero_pages: stream.stats.zero_pages,
             retransmissions: window.retransmissions,
@@ -431,8 +431,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         if retransmit {
             fl |= flags::RETRANSMIT | flags::ACK_REQUEST;
         }
-        let payload = window.payload(seq);
-        match self.send_message(MessageType::Data, seq, fl, payload.len(), |p| p.copy_from_slice(payload)) {
+        let header = Header { msg_type: MessageType::Data, flags: fl, cookie: self.cookie, seq };
+        let (payload, crc) = (window.payload(seq), window.payload_crc(seq));
+        self.nic.poll_transmit();
+        let sent = self.link.send(&mut self.nic, HEADER_LEN + payload.len(), |buf| {
+            // The buffer is sized from the payload, so emit cannot fail.
+            let _ = header.emit_with_payload_crc(buf, payload, crc);
+        });
+        match sent {
             Ok(()) => {
                 window.mark_sent(seq, self.clock.now_us());
                 Ok(true)
@@ -487,7 +493,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     exhausted = true;
                     break;
                 };
-                totals.add(window.payload(seq));
+                totals.add(window.payload(seq).len(), window.payload_crc(seq));
                 let fills_window = !window.can_push();
                 if !self.transmit_data(window, seq, fills_window)? {
                     break;
@@ -503,16 +509,17 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     }
 }
 
-/// The running totals FINISH reports.
+/// The running totals FINISH reports: data bytes, and the stream CRC over the payload
+/// CRCs in seq order (docs/PROTOCOL.md, FINISH).
 #[derive(Default)]
 struct StreamTotals {
     data_bytes: u64,
-    crc: crc32fast::Hasher,
+    crc: crate::proto::StreamCrc,
 }
 
 impl StreamTotals {
-    fn add(&mut self, payload: &[u8]) {
-        self.data_bytes += payload.len().saturating_sub(crate::proto::Data::SUBHEADER_LEN) as u64;
-        self.crc.update(payload);
+    fn add(&mut self, payload_len: usize, payload_crc: u32) {
+        self.data_bytes += payload_len.saturating_sub(crate::proto::Data::SUBHEADER_LEN) as u64;
+        self.crc.add(payload_crc);
     }
 }

@@ -15,6 +15,8 @@ pub const SLOT_PAYLOAD: usize = 1500 - 20 - 8 - crate::proto::HEADER_LEN;
 pub struct PacketSlot {
     seq: u32,
     len: u16,
+    /// CRC-32 of the payload, computed once when the packet is made.
+    crc: u32,
     acked: bool,
     sends: u16,
     sent_at_us: u64,
@@ -22,7 +24,7 @@ pub struct PacketSlot {
 }
 
 impl PacketSlot {
-    pub const EMPTY: PacketSlot = PacketSlot { seq: 0, len: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
+    pub const EMPTY: PacketSlot = PacketSlot { seq: 0, len: 0, crc: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
 
     pub fn payload(&self) -> &[u8] {
         &self.payload[..self.len as usize]
@@ -104,6 +106,7 @@ impl<'a> SackWindow<'a> {
         let len = fill(&mut slot.payload)?.min(SLOT_PAYLOAD);
         slot.seq = seq;
         slot.len = len as u16;
+        slot.crc = crc32fast::hash(&slot.payload[..len]);
         slot.acked = false;
         slot.sends = 0;
         slot.sent_at_us = 0;
@@ -118,6 +121,11 @@ impl<'a> SackWindow<'a> {
 
     pub fn payload(&self, seq: u32) -> &[u8] {
         self.slots[self.index(seq)].payload()
+    }
+
+    /// CRC-32 of `seq`'s payload.
+    pub fn payload_crc(&self, seq: u32) -> u32 {
+        self.slots[self.index(seq)].crc
     }
 
     /// Records that `seq` went out at `now_us`.

@@ -45,12 +45,14 @@ fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
 }
 
-/// CRC-32 of a packet with its CRC field taken as zero.
-fn packet_crc(packet: &[u8]) -> u32 {
+/// The header's CRC field: CRC-32 of header bytes 0..20 followed by the payload's CRC-32
+/// (big-endian). Two levels, so that the payload is hashed once per packet on each side:
+/// the payload CRC also feeds the stream CRC in FINISH, and a retransmission (whose flags
+/// differ) reuses it.
+fn header_crc(header: &[u8], payload_crc: u32) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&packet[..field::CRC.start]);
-    h.update(&[0; 4]);
-    h.update(&packet[field::CRC.end..]);
+    h.update(&header[..field::CRC.start]);
+    h.update(&payload_crc.to_be_bytes());
     h.finalize()
 }
 
@@ -61,6 +63,12 @@ impl Header {
     /// length, CRC, and message type. A wrong version is reported before the CRC is
     /// checked so that a server can tell a peer it speaks another version.
     pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), ProtoError> {
+        Self::parse_with_crc(datagram).map(|(h, p, _)| (h, p))
+    }
+
+    /// As [`parse`](Self::parse), also returning the payload's CRC-32 (computed while
+    /// verifying, so a receiver need not hash the payload again).
+    pub fn parse_with_crc(datagram: &[u8]) -> Result<(Header, &[u8], u32), ProtoError> {
         if datagram.len() < HEADER_LEN {
             return Err(ProtoError::Truncated);
         }
@@ -76,7 +84,8 @@ impl Header {
             return Err(ProtoError::LengthMismatch);
         }
         let crc = u32::from_be_bytes(datagram[field::CRC].try_into().unwrap_or([0; 4]));
-        if crc != packet_crc(datagram) {
+        let payload_crc = crc32fast::hash(&datagram[HEADER_LEN..]);
+        if crc != header_crc(datagram, payload_crc) {
             return Err(ProtoError::BadCrc);
         }
         let msg_type = MessageType::try_from(datagram[field::TYPE])?;
@@ -86,7 +95,7 @@ impl Header {
             cookie: u64::from_be_bytes(datagram[field::COOKIE].try_into().unwrap_or([0; 8])),
             seq: u32::from_be_bytes(datagram[field::SEQ].try_into().unwrap_or([0; 4])),
         };
-        Ok((header, &datagram[HEADER_LEN..]))
+        Ok((header, &datagram[HEADER_LEN..], payload_crc))
     }
 
     /// The `seq` of a datagram that has a header, without validating anything else
@@ -97,10 +106,21 @@ impl Header {
 
     /// Writes a packet: this header, then `payload_len` bytes produced by `fill`, then the
     /// CRC. Returns the packet length.
-    pub fn emit(
+    pub fn emit(&self, buf: &mut [u8], payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize, ProtoError> {
+        self.emit_inner(buf, payload_len, None, fill)
+    }
+
+    /// As [`emit`](Self::emit) for a payload whose CRC-32 the caller already knows (the
+    /// client's window keeps it per packet): the payload is copied, not hashed again.
+    pub fn emit_with_payload_crc(&self, buf: &mut [u8], payload: &[u8], payload_crc: u32) -> Result<usize, ProtoError> {
+        self.emit_inner(buf, payload.len(), Some(payload_crc), |p| p.copy_from_slice(payload))
+    }
+
+    fn emit_inner(
         &self,
         buf: &mut [u8],
         payload_len: usize,
+        payload_crc: Option<u32>,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<usize, ProtoError> {
         let total = HEADER_LEN + payload_len;
@@ -116,7 +136,8 @@ impl Header {
         packet[field::COOKIE].copy_from_slice(&self.cookie.to_be_bytes());
         packet[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
         fill(&mut packet[HEADER_LEN..]);
-        let crc = packet_crc(packet);
+        let payload_crc = payload_crc.unwrap_or_else(|| crc32fast::hash(&packet[HEADER_LEN..]));
+        let crc = header_crc(packet, payload_crc);
         packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
         Ok(total)
     }
@@ -127,10 +148,11 @@ mod tests {
     use super::*;
 
     // A HELLO_ACK (type 0x81) with cookie 0x0102030405060708, seq 3, payload 00 00 00 00
-    // 00 00 05 c0; the CRC was computed independently (Python zlib.crc32).
+    // 00 00 05 c0; the CRC (of header bytes 0..20 and the payload CRC) was computed
+    // independently with Python zlib.crc32.
     const HELLO_ACK: [u8; 32] = [
         0x4e, 0x44, 0x01, 0x81, 0x00, 0x00, 0x00, 0x08, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
-        0x07, 0x08, 0x00, 0x00, 0x00, 0x03, 0xc1, 0x3e, 0x59, 0x29, 0x00, 0x00, 0x00, 0x00,
+        0x07, 0x08, 0x00, 0x00, 0x00, 0x03, 0xc6, 0x2e, 0xc3, 0xac, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x05, 0xc0,
     ];
 
@@ -184,9 +206,20 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = sample().emit(&mut buf, 0, |_| {}).unwrap();
         buf[3] = 0x42;
-        let crc = packet_crc(&buf[..n]);
+        let crc = header_crc(&buf[..n], crc32fast::hash(&buf[24..n]));
         buf[20..24].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(Header::parse(&buf[..n]), Err(ProtoError::UnknownType(0x42)));
+    }
+
+    #[test]
+    fn emit_with_a_known_payload_crc_matches_emit() {
+        let payload = [7u8; 100];
+        let (mut a, mut b) = ([0u8; 200], [0u8; 200]);
+        let n = sample().emit(&mut a, 100, |p| p.copy_from_slice(&payload)).unwrap();
+        let m = sample().emit_with_payload_crc(&mut b, &payload, crc32fast::hash(&payload)).unwrap();
+        assert_eq!(a[..n], b[..m]);
+        let (_, p, crc) = Header::parse_with_crc(&a[..n]).unwrap();
+        assert_eq!((p, crc), (&payload[..], crc32fast::hash(&payload)));
     }
 
     #[test]

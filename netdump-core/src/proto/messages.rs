@@ -418,6 +418,33 @@ impl<'a> Ack<'a> {
     }
 }
 
+/// The stream CRC of FINISH: CRC-32 of the DATA payloads' CRC-32s (big-endian), in `seq`
+/// order. Both ends already hash each payload once (for the header CRC), so the stream
+/// CRC costs four bytes per packet.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCrc(crc32fast::Hasher);
+
+impl StreamCrc {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Appends the next packet, by its payload's CRC-32.
+    pub fn add(&mut self, payload_crc: u32) {
+        self.0.update(&payload_crc.to_be_bytes());
+    }
+    pub fn value(&self) -> u32 {
+        self.0.clone().finalize()
+    }
+    /// The stream CRC of whole payloads, in order (for tests and simulators).
+    pub fn of_payloads<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+        let mut s = Self::new();
+        for p in payloads {
+            s.add(crc32fast::hash(p));
+        }
+        s.value()
+    }
+}
+
 /// FINISH flag: memory was skipped by the server's decision.
 pub const FINISH_MEMORY_SKIPPED: u32 = 1 << 0;
 /// FINISH flag: the client could not read some memory.

@@ -452,13 +452,10 @@ impl Machine {
 
 /// The FINISH for a stream.
 pub fn finish_for(stream: &[DataPacket], zero_pages: u64) -> Finish {
-    let mut crc = crc32fast::Hasher::new();
-    let mut bytes = 0;
-    for p in stream {
-        crc.update(&p.payload());
-        bytes += p.data.len() as u64;
-    }
-    Finish { total_bytes: bytes, stream_crc: crc.finalize(), flags: 0, zero_pages, retransmissions: 0 }
+    let payloads: Vec<Vec<u8>> = stream.iter().map(|p| p.payload()).collect();
+    let bytes = stream.iter().map(|p| p.data.len() as u64).sum();
+    let stream_crc = netdump_core::proto::StreamCrc::of_payloads(payloads.iter().map(|p| &p[..]));
+    Finish { total_bytes: bytes, stream_crc, flags: 0, zero_pages, retransmissions: 0 }
 }
 
 pub fn read_info(dump: &Path) -> serde_json::Value {
