@@ -6,6 +6,7 @@ pub mod check;
 pub mod conformance;
 pub mod gdb;
 pub mod netdumpd;
+pub mod proxy;
 pub mod qemu;
 pub mod scenarios;
 pub mod suite;
