@@ -1,0 +1,120 @@
+//! The virtio-pci transports: how the driver reaches the device's status, features,
+//! configuration, queues and notifications (virtio 1.2, section 4.1).
+//!
+//! - [`LegacyTransport`]: virtio 0.9.5's registers in the I/O BAR (BAR0).
+//! - [`ModernTransport`]: virtio 1.x's structures, found through vendor-specific PCI
+//!   capabilities, in memory BARs (QEMU puts them in a 64-bit BAR4).
+//! - [`PciTransport`]: whichever of the two the device offers, modern first.
+//!
+//! Both are generic over the configuration space accessor and the register blocks, so that
+//! host tests drive them against a fake device.
+
+mod legacy;
+mod modern;
+mod pci;
+
+pub use legacy::LegacyTransport;
+pub use modern::{ModernTransport, StructureKind, VirtioCapability};
+pub use pci::{PciTransport, ProbeError};
+
+use bitflags::bitflags;
+use netdump_pci::{ConfigSpace, PciDevice};
+
+use crate::features::{Features, Interface};
+
+bitflags! {
+    /// The device status field (virtio 1.2, 2.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct DeviceStatus: u8 {
+        /// The guest has noticed the device.
+        const ACKNOWLEDGE = 1;
+        /// The guest knows how to drive it.
+        const DRIVER = 2;
+        /// The driver is set up and ready to drive the device.
+        const DRIVER_OK = 4;
+        /// Feature negotiation is complete (modern only).
+        const FEATURES_OK = 8;
+        /// The device hit an error it cannot recover from without a reset.
+        const DEVICE_NEEDS_RESET = 0x40;
+        /// The driver gave up on the device.
+        const FAILED = 0x80;
+    }
+}
+
+/// "No MSI-X vector": an event routed nowhere (virtio 1.2, 4.1.5.1.2).
+pub const NO_VECTOR: u16 = 0xFFFF;
+
+/// Device-visible addresses of one split virtqueue's three parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRings {
+    /// Entries in the queue (a power of two).
+    pub size: u16,
+    /// The descriptor table (16-byte aligned).
+    pub descriptors: u64,
+    /// The driver area: the available ring (2-byte aligned).
+    pub driver: u64,
+    /// The device area: the used ring (4-byte aligned).
+    pub device: u64,
+}
+
+/// Why a queue could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueError {
+    /// The device has no queue with this index (its size reads 0).
+    Absent,
+    /// The requested size is not what the device allows (legacy devices fix it).
+    BadSize { requested: u16, max: u16 },
+    /// The rings are not laid out as the interface requires (legacy: one 4 KiB-aligned
+    /// block, used ring on the next 4 KiB boundary after the available ring).
+    BadLayout,
+    /// An address the interface cannot express (legacy: page frame numbers are 32 bits).
+    AddressTooHigh,
+    /// The queue's notification address lies outside the notification structure.
+    NotifyOutOfRange,
+    /// The device did not keep what was written (e.g. its MSI-X vector).
+    NotAccepted,
+}
+
+/// What the driver needs from a virtio-pci transport.
+pub trait Transport {
+    type Config: ConfigSpace;
+
+    fn interface(&self) -> Interface;
+
+    /// The PCI function, e.g. for bus mastering.
+    fn pci(&mut self) -> &mut PciDevice<Self::Config>;
+
+    /// Makes the registers reachable and every interrupt impossible: I/O or memory decode
+    /// on, INTx disabled in the command register, MSI and MSI-X off. Bus mastering is left
+    /// alone. Called first thing in every reset, since the OS driver may have left any of
+    /// these otherwise.
+    fn take_over_pci(&mut self);
+
+    fn status(&mut self) -> DeviceStatus;
+    /// Writes the status; writing the empty status resets the device.
+    fn set_status(&mut self, status: DeviceStatus);
+
+    /// The features the device offers (legacy: the low 32 bits only).
+    fn device_features(&mut self) -> Features;
+    /// The features the driver last wrote, as the device reports them.
+    fn driver_features(&mut self) -> Features;
+    fn set_driver_features(&mut self, features: Features);
+
+    /// Changes whenever the device changes its configuration (legacy: always 0).
+    fn config_generation(&mut self) -> u32;
+    /// A byte of the device-specific configuration (virtio-net: MAC, status, MTU).
+    fn config_u8(&mut self, offset: usize) -> u8;
+    /// A 16-bit field of the device-specific configuration.
+    fn config_u16(&mut self, offset: usize) -> u16;
+
+    /// The largest size queue `index` may have; 0 if it does not exist.
+    fn queue_max_size(&mut self, index: u16) -> u16;
+    /// Whether the queue's size is fixed at [`queue_max_size`](Self::queue_max_size)
+    /// (legacy) rather than chosen by the driver (modern).
+    fn queue_size_fixed(&self) -> bool;
+    /// Programs queue `index` with `rings` and enables it, with its interrupt vector (if
+    /// any) routed nowhere. Only between the reset and DRIVER_OK.
+    fn set_up_queue(&mut self, index: u16, rings: QueueRings) -> Result<(), QueueError>;
+    /// Tells the device that queue `index` has new available buffers.
+    fn notify(&mut self, index: u16);
+}
