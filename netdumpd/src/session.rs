@@ -805,7 +805,7 @@ mod tests {
     use crate::core_reader::{Core, pr_pid, pr_reg};
     use crate::dumpdir::{EXTRA, INFO, LOG};
     use crate::test_dir::TestDir;
-    use netdump_core::proto::{REGISTERS_VALID, RangeTable};
+    use netdump_core::proto::{AddressTable, REGISTERS_VALID, RangeTable};
     use std::net::Ipv4Addr;
 
     const COOKIE: u64 = 0x1234_5678_9abc_def0;
@@ -849,6 +849,7 @@ mod tests {
             page_size: PAGE as u32,
             log_len: 100,
             ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::Addresses(&[0x10_2345, 0x10_1000]),
             message: b"unit test panic \xff",
         };
         CrashAnnouncement::from_wire(&wire)

@@ -11,7 +11,7 @@ use netdump_core::host::{SystemClock, UdpSocketNic, GATEWAY_IP, GUEST_IP};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::NetConfig;
-use netdump_core::proto::{CrashKind, RegisterRecord, CLIENT_PORT, REGISTERS_VALID};
+use netdump_core::proto::{RegisterRecord, CLIENT_PORT, REGISTERS_VALID};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, Netdump};
 
 /// 2 MiB of "RAM" at physical 1 MiB: every 5th page zero, the rest a byte pattern.
@@ -65,7 +65,7 @@ fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::
     let log = ConsoleLog::<4096>::new();
     log.write(b"booted\nabout to crash\n");
     let regs = RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: 0x1f_0000, flags: REGISTERS_VALID, ..Default::default() };
-    let crash = CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu: 0, message: b"host test panic" };
+    let crash = CrashInfo::panic(0, b"host test panic", &[0x10_2345]);
     let report = nd.dump(&crash, &[regs], &ram, Some(&log));
     if report.is_ok() {
         let dumps = server.dumps();

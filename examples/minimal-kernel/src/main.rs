@@ -12,7 +12,7 @@ use netdump_core::client::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::MemoryMap;
 use netdump_core::net::{Ipv4Address, NetConfig};
-use netdump_core::proto::{CrashKind, CLIENT_PORT};
+use netdump_core::proto::CLIENT_PORT;
 use netdump_core::text::TextBuf;
 use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
 use netdump_e1000::{E1000, MmioRegisters};
@@ -101,7 +101,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let Ok(netdump) = NETDUMP.seize() else { qemu_exit(EXIT_FAILURE) };
     let mut message = TextBuf::<256>::new();
     let _ = write!(message, "{}", info.message());
-    let crash = CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu: 0, message: message.as_bytes() };
+    let crash = CrashInfo::panic(0, message.as_bytes(), &[]);
     // SAFETY: all RAM in the memory map is identity-mapped.
     let memory = unsafe { DirectMapMemory::new(0) };
     match netdump.dump(&crash, &[regs], &memory, Some(&LOG)) {

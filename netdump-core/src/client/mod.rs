@@ -19,7 +19,7 @@ use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
 use crate::net::{LinkCounters, NetError, UdpLink};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
-    abort_reason, flags, Ack, AfterDump, Crash, CrashKind, Decision, DecisionReason, Finish, FinishAck,
+    abort_reason, flags, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, Finish, FinishAck,
     FinishStatus, Header, Hello, HelloAck, HelloStatus, Message, MessageType, RangeTable, RegisterRecord,
     TextMessage, Verdict, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, HEADER_LEN, MAX_SACK_BYTES,
 };
@@ -122,6 +122,18 @@ pub struct CrashInfo<'a> {
     pub fault_address: u64,
     pub crashing_cpu: u16,
     pub message: &'a [u8],
+    /// Code addresses of the crashing stack, innermost first, at most
+    /// [`MAX_FRAMES`](crate::proto::MAX_FRAMES) (more are not sent): the faulting `rip`
+    /// of a CPU exception, then return addresses. The server's crash signature hashes
+    /// them; see [`crate::arch::x86_64::StackTrace`].
+    pub frames: &'a [u64],
+}
+
+impl<'a> CrashInfo<'a> {
+    /// A panic on `crashing_cpu` with its message and stack.
+    pub fn panic(crashing_cpu: u16, message: &'a [u8], frames: &'a [u64]) -> Self {
+        CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu, message, frames }
+    }
 }
 
 /// The outcome of a verified dump.
@@ -258,6 +270,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             page_size: PAGE_SIZE as u32,
             log_len,
             ranges: RangeTable::Ranges(map.ranges()),
+            frames: AddressTable::Addresses(crash.frames),
             message: crash.message,
         };
         let decision = self

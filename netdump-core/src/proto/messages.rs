@@ -2,7 +2,7 @@
 //! header); `emit` writes exactly `wire_len()` bytes.
 
 use super::bytes::{Reader, Writer};
-use super::{Header, MessageType, ProtoError, MAX_CPUS, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT};
+use super::{Header, MessageType, ProtoError, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT};
 
 /// A parsed payload of any type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +200,41 @@ impl<'a> RangeTable<'a> {
     }
 }
 
+/// The code addresses of the crashing stack in a CRASH, innermost first: borrowed from
+/// the wire when parsed, from the client's stack walk when emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressTable<'a> {
+    Wire(&'a [u8]),
+    Addresses(&'a [u64]),
+}
+
+impl<'a> AddressTable<'a> {
+    pub const EMPTY: AddressTable<'static> = AddressTable::Addresses(&[]);
+
+    /// Entries on the wire: at most [`MAX_FRAMES`] (emit drops the rest).
+    pub fn len(&self) -> usize {
+        match self {
+            AddressTable::Wire(b) => b.len() / 8,
+            AddressTable::Addresses(a) => a.len().min(MAX_FRAMES),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn get(&self, i: usize) -> Option<u64> {
+        if i >= self.len() {
+            return None;
+        }
+        match self {
+            AddressTable::Addresses(a) => a.get(i).copied(),
+            AddressTable::Wire(b) => Reader::new(b.get(i * 8..i * 8 + 8)?).u64().ok(),
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
 /// Checks what PROTOCOL.md requires of a memory map: 1..=32 ranges, page-aligned,
 /// non-empty, sorted, non-overlapping.
 pub fn validate_ranges(ranges: impl Iterator<Item = MemoryRange>, page_size: u64) -> Result<usize, ProtoError> {
@@ -239,6 +274,9 @@ pub struct Crash<'a> {
     pub page_size: u32,
     pub log_len: u64,
     pub ranges: RangeTable<'a>,
+    /// Code addresses of the crashing stack, innermost first (the faulting `rip` of a CPU
+    /// exception, then return addresses): what the crash signature hashes.
+    pub frames: AddressTable<'a>,
     pub message: &'a [u8],
 }
 
@@ -256,9 +294,11 @@ impl<'a> Crash<'a> {
         let fault_address = r.u64()?;
         let page_size = r.u32()?;
         let message_len = r.u16()? as usize;
-        r.bytes(2)?;
+        let frame_count = r.u8()? as usize;
+        r.bytes(1)?;
         let log_len = r.u64()?;
         let ranges = RangeTable::Wire(r.bytes(range_count * MemoryRange::WIRE_LEN)?);
+        let frames = AddressTable::Wire(r.bytes(frame_count * 8)?);
         let message = r.bytes(message_len)?;
         r.finish()?;
         if cpu_count == 0 || cpu_count as usize > MAX_CPUS || crashing_cpu >= cpu_count {
@@ -267,12 +307,15 @@ impl<'a> Crash<'a> {
         if message_len > MAX_TEXT {
             return Err(ProtoError::BadField("message_len"));
         }
+        if frame_count > MAX_FRAMES {
+            return Err(ProtoError::BadField("frame_count"));
+        }
         validate_ranges(ranges.iter(), page_size as u64)?;
-        Ok(Crash { kind, vector, cpu_count, crashing_cpu, error_code, fault_address, page_size, log_len, ranges, message })
+        Ok(Crash { kind, vector, cpu_count, crashing_cpu, error_code, fault_address, page_size, log_len, ranges, frames, message })
     }
 
     pub fn wire_len(&self) -> usize {
-        Self::FIXED_LEN + self.ranges.len() * MemoryRange::WIRE_LEN + self.message.len().min(MAX_TEXT)
+        Self::FIXED_LEN + self.ranges.len() * MemoryRange::WIRE_LEN + self.frames.len() * 8 + self.message.len().min(MAX_TEXT)
     }
 
     pub fn emit(&self, out: &mut [u8]) {
@@ -287,10 +330,14 @@ impl<'a> Crash<'a> {
             .u64(self.fault_address)
             .u32(self.page_size)
             .u16(message.len() as u16)
-            .zeros(2)
+            .u8(self.frames.len() as u8)
+            .zeros(1)
             .u64(self.log_len);
         for r in self.ranges.iter() {
             w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+        }
+        for a in self.frames.iter() {
+            w.u64(a);
         }
         w.bytes(message);
     }
@@ -599,14 +646,34 @@ mod tests {
         let m = Crash {
             kind: CrashKind::Exception, vector: 14, cpu_count: 2, crashing_cpu: 1, error_code: 2,
             fault_address: 0xdead000, page_size: 4096, log_len: 777,
-            ranges: RangeTable::Ranges(&ranges), message: b"page fault",
+            ranges: RangeTable::Ranges(&ranges), frames: AddressTable::Addresses(&[0x10_2345, 0x10_0abc]), message: b"page fault",
         };
         let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
         let Message::Crash(c) = parse(&buf[..n]) else { panic!("not a crash") };
         assert_eq!(c.ranges.iter().collect::<Vec<_>>(), ranges);
         assert_eq!((c.kind, c.vector, c.cpu_count, c.crashing_cpu), (CrashKind::Exception, 14, 2, 1));
         assert_eq!((c.error_code, c.fault_address, c.page_size, c.log_len), (2, 0xdead000, 4096, 777));
+        assert_eq!(c.frames.iter().collect::<Vec<_>>(), [0x10_2345, 0x10_0abc]);
         assert_eq!(c.message, b"page fault");
+    }
+
+    #[test]
+    fn crash_carries_at_most_sixteen_frames() {
+        let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
+        let many: Vec<u64> = (1..=20).collect();
+        let m = Crash {
+            kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0, fault_address: 0,
+            page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), frames: AddressTable::Addresses(&many), message: b"x",
+        };
+        let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
+        let Message::Crash(c) = parse(&buf[..n]) else { panic!("not a crash") };
+        assert_eq!(c.frames.iter().collect::<Vec<_>>(), (1..=16).collect::<Vec<u64>>());
+        // A count above 16 on the wire is refused.
+        let mut payload = buf[24..n].to_vec();
+        payload[30] = 17;
+        let frames_end = 40 + 24 + 16 * 8;
+        payload.splice(frames_end..frames_end, [0u8; 8]);
+        assert_eq!(Crash::parse(&payload), Err(ProtoError::BadField("frame_count")));
     }
 
     #[test]
@@ -619,7 +686,7 @@ mod tests {
         for ranges in bad {
             let m = Crash {
                 kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0,
-                fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(ranges), message: b"",
+                fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(ranges), frames: AddressTable::EMPTY, message: b"",
             };
             let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
             let (h, p) = Header::parse(&buf[..n]).unwrap();
@@ -632,7 +699,7 @@ mod tests {
         let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
         let m = Crash {
             kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 1, error_code: 0,
-            fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), message: b"",
+            fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), frames: AddressTable::EMPTY, message: b"",
         };
         let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
         let (h, p) = Header::parse(&buf[..n]).unwrap();
@@ -692,7 +759,7 @@ mod tests {
     #[test]
     fn every_truncation_of_every_message_is_an_error() {
         let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
-        let crash = Crash { kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0, fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), message: b"boom" };
+        let crash = Crash { kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0, fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), frames: AddressTable::Addresses(&[0x1000]), message: b"boom" };
         let hello = Hello { mac: [0; 6], mtu: 1500, ip: [0; 4], page_size: 4096, memory_bytes: 0, name: b"x" };
         let mut payload = [0u8; 256];
         let cases: [(MessageType, usize); 3] = [

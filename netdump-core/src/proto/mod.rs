@@ -25,6 +25,8 @@ pub const MAX_DATAGRAM: usize = 8972;
 pub const MAX_RANGES: usize = 32;
 /// Largest number of CPUs (register records) in a dump.
 pub const MAX_CPUS: usize = 64;
+/// Most code addresses (faulting `rip`, return addresses) in a CRASH.
+pub const MAX_FRAMES: usize = 16;
 /// Longest panic message, ABORT or ERROR text.
 pub const MAX_TEXT: usize = 256;
 /// Longest client name.

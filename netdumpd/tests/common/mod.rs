@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    Ack, Crash, CrashKind, Data, Decision, Finish, FinishAck, Header, Hello, HelloAck, MemoryRange, Message,
-    MessageType, REGISTERS_VALID, RangeTable, RegisterRecord, Section, TextMessage, flags,
+    Ack, AddressTable, Crash, CrashKind, Data, Decision, Finish, FinishAck, Header, Hello, HelloAck, MemoryRange,
+    Message, MessageType, REGISTERS_VALID, RangeTable, RegisterRecord, Section, TextMessage, flags,
 };
 use netdumpd::{Server, ServerConfig, ServerStats, ShutdownHandle};
 
@@ -379,6 +379,7 @@ impl Machine {
             page_size: PAGE as u32,
             log_len: self.log.len() as u64,
             ranges: RangeTable::Ranges(&self.ranges),
+            frames: AddressTable::Addresses(&[0x10_2345, 0x10_1000]),
             message: self.message.as_bytes(),
         }
     }

@@ -17,7 +17,6 @@ use netdump_core::crash_cell::SeizeError;
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemorySource};
 use netdump_core::net::NetConfig;
-use netdump_core::proto::CrashKind;
 use netdump_core::text::TextBuf;
 use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
 use netdump_qemu_runtime::{println, qemu_exit, BootInfo};
@@ -178,7 +177,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let scenario = unsafe { (*(&raw const SCENARIO)).unwrap_or_else(|| qemu_exit(exit::EXIT_FAILURE)) };
     let mut message = TextBuf::<256>::new();
     let _ = write!(message, "{}", info.message());
-    let crash = CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu: 0, message: message.as_bytes() };
+    let crash = CrashInfo::panic(0, message.as_bytes(), &[]);
     // SAFETY: every RAM range of the memory map lies in the runtime's identity map.
     let memory = TestMemory { inner: unsafe { DirectMapMemory::new(0) }, panic_at: scenario.panic_while_reading };
     println!("netdump: dumping");
