@@ -11,7 +11,7 @@ pub mod window;
 
 pub use config::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
 pub use stream::MemoryStats;
-pub use window::{PacketSlot, RtoBounds, SLOT_PAYLOAD};
+pub use window::{PacketSlot, RtoBounds, WindowMode, SLOT_PAYLOAD};
 
 use crate::clock::{Clock, Deadline};
 use crate::log::LogSource;
@@ -146,6 +146,8 @@ pub struct DumpReport {
     pub retransmissions: u64,
     pub memory: MemoryStats,
     pub elapsed_us: u64,
+    /// The data phase alone: from the DECISION to the last acknowledgement.
+    pub stream_us: u64,
     pub link: LinkCounters,
     /// Server packets dropped by the client (bad CRC, cookie or type).
     pub rejected: u64,
@@ -179,6 +181,7 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     max_payload: usize,
     buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
     rejected: u64,
+    window_mode: WindowMode,
 }
 
 impl<N: PolledNic, C: Clock> Netdump<N, C> {
@@ -208,6 +211,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             max_payload,
             buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
             rejected: 0,
+            window_mode: WindowMode::Sliding,
         };
         let ack = me
             .exchange(t.hello_retry_us, u64::MAX, t.hello_attempts, Self::send_hello, |e| match e {
@@ -238,6 +242,11 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     pub fn clock(&self) -> &C {
         &self.clock
     }
+    /// How the window releases packets ([`WindowMode::Sliding`] unless changed).
+    pub fn set_window_mode(&mut self, mode: WindowMode) {
+        self.window_mode = mode;
+    }
+
     /// Replaces the memory map announced at crash time (e.g. after memory hot-add).
     pub fn set_memory_map(&mut self, map: MemoryMap) {
         self.memory_map = map;
@@ -288,7 +297,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(HEADER_LEN));
         let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
+        window.set_mode(self.window_mode);
         let mut totals = StreamTotals::default();
+        let stream_started = self.clock.now_us();
         if let Err(e) = self.send_stream(&mut window, &mut stream, room, &mut totals) {
             let reason = match e {
                 DumpError::ServerSilent(_) => abort_reason::SERVER_SILENT,
@@ -299,6 +310,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             return Err(e);
         }
 
+        let stream_us = self.clock.now_us().saturating_sub(stream_started);
         let mut finish_flags = 0;
         if !include_memory {
             finish_flags |= FINISH_MEMORY_SKIPPED;
@@ -331,6 +343,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             retransmissions: window.retransmissions,
             memory: stream.stats,
             elapsed_us: self.clock.now_us().saturating_sub(started),
+            stream_us,
             link: self.link.counters,
             rejected: self.rejected,
         })

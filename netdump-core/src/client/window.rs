@@ -52,10 +52,24 @@ pub struct AckEffect {
     pub newly_acked: u32,
 }
 
+/// How new packets are released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WindowMode {
+    /// Keep up to `window` packets in flight; each ACK lets more out (the default).
+    #[default]
+    Sliding,
+    /// Send `window` packets, then wait until all are acknowledged before the next batch
+    /// (FreeBSD netdump's discipline; kept for comparison in `cargo xtask bench`).
+    Batch,
+}
+
 /// Sequence numbers `base..next` are in flight; slot `seq % slots.len()` holds `seq`.
 pub struct SackWindow<'a> {
     slots: &'a mut [PacketSlot],
     limit: usize,
+    mode: WindowMode,
+    /// First seq of the current batch ([`WindowMode::Batch`]).
+    batch_start: u32,
     base: u32,
     next: u32,
     /// Highest seq the server has acknowledged selectively (beyond `base`), if any.
@@ -71,14 +85,21 @@ impl<'a> SackWindow<'a> {
     /// A window of at most `limit` packets (clamped to the number of slots, at least 1).
     pub fn new(slots: &'a mut [PacketSlot], limit: usize, bounds: RtoBounds) -> Self {
         let limit = limit.clamp(1, slots.len().max(1));
-        SackWindow { slots, limit, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, retransmissions: 0 }
+        SackWindow { slots, limit, mode: WindowMode::Sliding, batch_start: 0, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, retransmissions: 0 }
     }
 
     pub fn in_flight(&self) -> usize {
         (self.next - self.base) as usize
     }
     pub fn can_push(&self) -> bool {
-        self.in_flight() < self.limit
+        match self.mode {
+            WindowMode::Sliding => self.in_flight() < self.limit,
+            WindowMode::Batch => self.is_empty() || (self.next - self.batch_start) < self.limit as u32,
+        }
+    }
+
+    pub fn set_mode(&mut self, mode: WindowMode) {
+        self.mode = mode;
     }
     pub fn is_empty(&self) -> bool {
         self.base == self.next
@@ -100,6 +121,9 @@ impl<'a> SackWindow<'a> {
     /// Returns the packet's seq. The caller checks [`can_push`](Self::can_push).
     pub fn try_push(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<u32> {
         debug_assert!(self.can_push());
+        if self.mode == WindowMode::Batch && self.is_empty() {
+            self.batch_start = self.next;
+        }
         let seq = self.next;
         let i = self.index(seq);
         let slot = &mut self.slots[i];
@@ -306,6 +330,21 @@ mod tests {
         }
         // steady 10 ms RTT → RTO near srtt + 4·rttvar, far below the initial second
         assert!(w.rto_us() >= 20_000 && w.rto_us() < 100_000, "{}", w.rto_us());
+    }
+
+    #[test]
+    fn batch_mode_waits_for_the_whole_batch() {
+        let mut s = slots(8);
+        let mut w = SackWindow::new(&mut s, 4, RtoBounds::default());
+        w.set_mode(WindowMode::Batch);
+        push_n(&mut w, 4, 0);
+        assert!(!w.can_push());
+        ack(&mut w, 10, 3, &[]);
+        assert!(!w.can_push(), "a sliding window would release one packet here");
+        ack(&mut w, 20, 4, &[]);
+        assert!(w.can_push());
+        push_n(&mut w, 4, 30);
+        assert!(!w.can_push());
     }
 
     #[test]
