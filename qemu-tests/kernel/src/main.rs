@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod nic;
 mod scenario;
 
@@ -39,8 +40,10 @@ type Dumper = Netdump<nic::Nic, TscClock>;
 static CONSOLE_LOG: ConsoleLog<65536> = ConsoleLog::new();
 /// The installed client; the panic handler seizes it.
 static NETDUMP: CrashCell<Dumper> = CrashCell::new();
-/// The window's packet copies and the page buffer: preallocated at build time.
-static mut CRASH_BUFFERS: CrashBuffers<64> = CrashBuffers::new();
+/// The window's packet copies and the page buffer: preallocated at build time. Room for
+/// 256 packets so that `cargo xtask bench` can compare window sizes (`window=`); the
+/// default window uses 64.
+static mut CRASH_BUFFERS: CrashBuffers<256> = CrashBuffers::new();
 /// Set by the scenario for the panic handler.
 static mut SCENARIO: Option<Scenario> = None;
 
@@ -102,6 +105,10 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         }
     };
     println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
+    let mut dumper = dumper;
+    if scenario.batch {
+        dumper.set_window_mode(netdump_core::client::WindowMode::Batch);
+    }
     if NETDUMP.install(dumper).is_err() {
         fail(format_args!("netdump installed twice"));
     }
@@ -112,6 +119,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     println!("console line before the crash: 2");
     match scenario.kind {
         Kind::Takeover => scenario::traffic_until_panic(&NETDUMP, &scenario),
+        Kind::RawTx => bench::raw_tx(&NETDUMP, &scenario, scenario.frames),
         _ => netdump_test_crash_site(scenario.pattern.seed),
     }
 }
@@ -184,8 +192,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     match dumper.dump(&crash, &[regs], &memory, Some(&CONSOLE_LOG)) {
         Ok(report) => {
             println!(
-                "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms",
-                report.packets, report.bytes, report.memory.pages_sent, report.memory.zero_pages, report.retransmissions, report.elapsed_us / 1000
+                "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms (data phase {} us)",
+                report.packets, report.bytes, report.memory.pages_sent, report.memory.zero_pages, report.retransmissions, report.elapsed_us / 1000, report.stream_us
             );
             qemu_exit(exit::EXIT_SUCCESS)
         }

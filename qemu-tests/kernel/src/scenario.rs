@@ -21,6 +21,8 @@ pub enum Kind {
     NoServer,
     /// A panic inside the dump path (while reading memory).
     NestedPanic,
+    /// No dump: send `frames=` unacknowledged full-size datagrams (the bench's raw limit).
+    RawTx,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +34,14 @@ pub struct Scenario {
     pub server_port: u16,
     pub pattern: Pattern,
     pub window: usize,
+    /// Release packets in batches of `window` (FreeBSD's discipline; `batch=1`).
+    pub batch: bool,
     pub timeouts: Timeouts,
     /// Physical page whose read panics (nested-panic scenario).
     pub panic_while_reading: Option<u64>,
+    /// Datagrams to send in the raw-tx mode, and the host port they go to.
+    pub frames: u32,
+    pub raw_port: u16,
 }
 
 fn ip(s: &str) -> Option<Ipv4Address> {
@@ -53,6 +60,7 @@ impl Scenario {
             "takeover" => Kind::Takeover,
             "no-server" => Kind::NoServer,
             "nested-panic" => Kind::NestedPanic,
+            "raw-tx" => Kind::RawTx,
             _ => return Err("unknown scenario"),
         };
         let server_port = args.get_u64("server_port").ok_or("server_port= is required")? as u16;
@@ -85,8 +93,11 @@ impl Scenario {
             server_port,
             pattern,
             window: args.get_u64("window").map_or(DEFAULT_WINDOW, |w| w as usize),
+            batch: args.get_u64("batch") == Some(1),
             timeouts,
             panic_while_reading: (kind == Kind::NestedPanic).then_some(pattern.base + 4096),
+            frames: args.get_u64("frames").unwrap_or(20_000) as u32,
+            raw_port: args.get_u64("raw_port").map_or(server_port.wrapping_add(2), |p| p as u16),
         })
     }
 }
