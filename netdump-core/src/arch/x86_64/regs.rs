@@ -63,6 +63,20 @@ pub fn capture_registers(cpu: u64) -> RegisterRecord {
     r
 }
 
+/// Fills `ds`, `es`, `fs` and `gs` of a record with the current selectors.
+pub(crate) fn read_segment_selectors(r: &mut RegisterRecord) {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading a segment register has no effect and is allowed at every
+    // privilege level.
+    unsafe {
+        core::arch::asm!("mov {:x}, ds", out(reg) ds, options(nomem, nostack, preserves_flags));
+        core::arch::asm!("mov {:x}, es", out(reg) es, options(nomem, nostack, preserves_flags));
+        core::arch::asm!("mov {:x}, fs", out(reg) fs, options(nomem, nostack, preserves_flags));
+        core::arch::asm!("mov {:x}, gs", out(reg) gs, options(nomem, nostack, preserves_flags));
+    }
+    (r.ds, r.es, r.fs, r.gs) = (ds.into(), es.into(), fs.into(), gs.into());
+}
+
 /// Fills `cr0`, `cr2`, `cr3`, `cr4`, `fs_base` and `gs_base` of a record.
 ///
 /// # Safety

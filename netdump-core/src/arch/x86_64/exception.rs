@@ -1,0 +1,297 @@
+//! Fatal CPU exceptions into the dump: the registers an entry stub saved become the
+//! crashing CPU's [`RegisterRecord`] (the faulting instruction's context, not the
+//! handler's), and the vector, error code and CR2 become the CRASH announcement's reason.
+//!
+//! The entry stubs themselves belong to the kernel (they depend on its IDT, stacks and
+//! calling conventions): each saves every general register and calls a handler with
+//! them, which fills an [`ExceptionRegisters`] and builds an [`ExceptionCrash`]. See
+//! docs/PORTING.md, "Wiring your IDT to the crash path".
+
+use core::fmt::Write;
+
+use super::regs::read_segment_selectors;
+use super::{read_control_registers, StackTrace};
+use crate::client::CrashInfo;
+use crate::proto::{CrashKind, RegisterRecord, MAX_TEXT, REGISTERS_VALID};
+use crate::text::TextBuf;
+
+/// Vector numbers of the exceptions the crash path names in its messages.
+pub mod vector {
+    pub const DIVIDE_ERROR: u8 = 0;
+    pub const INVALID_OPCODE: u8 = 6;
+    pub const DOUBLE_FAULT: u8 = 8;
+    pub const GENERAL_PROTECTION: u8 = 13;
+    pub const PAGE_FAULT: u8 = 14;
+}
+
+/// The interrupted context of a CPU exception, as the kernel's entry stub saved it: the
+/// general registers at the faulting instruction, the CPU-pushed `rip`, `cs`, `rflags`,
+/// `rsp` and `ss`, the vector, the error code (0 for vectors without one) and CR2 as read
+/// on entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExceptionRegisters {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub vector: u8,
+    pub error_code: u64,
+    pub cr2: u64,
+}
+
+impl ExceptionRegisters {
+    /// The record of the faulting context. The data segment selectors, `fs_base`,
+    /// `gs_base`, CR0, CR3 and CR4 are read now: exception entry does not change them.
+    /// CR2 is the value saved on entry (a later fault would have overwritten the live one).
+    ///
+    /// # Safety
+    /// Ring 0 (control registers and MSRs are read).
+    pub unsafe fn to_record(&self, cpu: u64) -> RegisterRecord {
+        let mut r = RegisterRecord {
+            rax: self.rax,
+            rbx: self.rbx,
+            rcx: self.rcx,
+            rdx: self.rdx,
+            rsi: self.rsi,
+            rdi: self.rdi,
+            rbp: self.rbp,
+            rsp: self.rsp,
+            r8: self.r8,
+            r9: self.r9,
+            r10: self.r10,
+            r11: self.r11,
+            r12: self.r12,
+            r13: self.r13,
+            r14: self.r14,
+            r15: self.r15,
+            rip: self.rip,
+            rflags: self.rflags,
+            cs: self.cs,
+            ss: self.ss,
+            cpu,
+            flags: REGISTERS_VALID,
+            ..RegisterRecord::default()
+        };
+        read_segment_selectors(&mut r);
+        // SAFETY: the caller guarantees ring 0.
+        unsafe { read_control_registers(&mut r) };
+        r.cr2 = self.cr2;
+        r
+    }
+
+    /// The crash message: the exception, its error code (spelled out for a page fault,
+    /// with the address), `rip` and `rsp`.
+    pub fn describe(&self, out: &mut impl Write) -> core::fmt::Result {
+        write!(out, "{}", exception_name(self.vector))?;
+        if self.vector == vector::PAGE_FAULT {
+            write!(out, " at {:#x} (", self.cr2)?;
+            describe_page_fault(self.error_code, out)?;
+            write!(out, ")")?;
+        } else if pushes_error_code(self.vector) {
+            write!(out, ", error code {:#x}", self.error_code)?;
+        }
+        write!(out, ", rip {:#x}, rsp {:#x}", self.rip, self.rsp)
+    }
+
+    /// The address a page fault reports (CR2); 0 for every other vector, as the CRASH
+    /// announcement's `fault_address` requires.
+    pub fn fault_address(&self) -> u64 {
+        if self.vector == vector::PAGE_FAULT { self.cr2 } else { 0 }
+    }
+}
+
+/// The mnemonic and name of an exception vector, e.g. `"#PF page fault"`.
+pub fn exception_name(vector: u8) -> &'static str {
+    match vector {
+        0 => "#DE divide error",
+        1 => "#DB debug",
+        2 => "NMI",
+        3 => "#BP breakpoint",
+        4 => "#OF overflow",
+        5 => "#BR bound range exceeded",
+        6 => "#UD invalid opcode",
+        7 => "#NM device not available",
+        8 => "#DF double fault",
+        10 => "#TS invalid TSS",
+        11 => "#NP segment not present",
+        12 => "#SS stack-segment fault",
+        13 => "#GP general protection fault",
+        14 => "#PF page fault",
+        16 => "#MF x87 floating-point error",
+        17 => "#AC alignment check",
+        18 => "#MC machine check",
+        19 => "#XM SIMD floating-point exception",
+        20 => "#VE virtualization exception",
+        21 => "#CP control protection exception",
+        _ => "reserved exception vector",
+    }
+}
+
+/// Whether the CPU pushes an error code for `vector`.
+pub fn pushes_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Writes what a page-fault error code says, e.g. `"write, page not present, kernel mode"`.
+fn describe_page_fault(error_code: u64, out: &mut impl Write) -> core::fmt::Result {
+    let access = if error_code & (1 << 4) != 0 {
+        "instruction fetch"
+    } else if error_code & (1 << 1) != 0 {
+        "write"
+    } else {
+        "read"
+    };
+    let cause = if error_code & (1 << 3) != 0 {
+        "reserved bit set in a page table"
+    } else if error_code & (1 << 5) != 0 {
+        "protection key"
+    } else if error_code & 1 != 0 {
+        "protection violation"
+    } else {
+        "page not present"
+    };
+    let mode = if error_code & (1 << 2) != 0 { "user mode" } else { "kernel mode" };
+    write!(out, "{access}, {cause}, {mode}")
+}
+
+/// Everything the dump needs about a fatal exception: the faulting CPU's registers, the
+/// reason, a message and the stack's code addresses. Build it first thing in the
+/// exception handler, then seize netdump and hand [`info`](Self::info) and
+/// [`registers`](Self::registers) to `Netdump::dump`.
+pub struct ExceptionCrash {
+    registers: RegisterRecord,
+    vector: u8,
+    error_code: u64,
+    fault_address: u64,
+    crashing_cpu: u16,
+    message: TextBuf<MAX_TEXT>,
+    frames: StackTrace,
+}
+
+impl ExceptionCrash {
+    /// Records the faulting context of `regs` on `cpu`. The message names the exception,
+    /// its error code and, for a page fault, the address and the kind of access. The stack
+    /// trace starts at the faulting `rip` and follows the frame pointers from its `rbp`.
+    ///
+    /// # Safety
+    /// Ring 0, and `readable` must keep the contract of
+    /// [`StackTrace::walk_frame_pointers`].
+    pub unsafe fn new(regs: &ExceptionRegisters, cpu: u16, readable: impl Fn(u64) -> bool) -> Self {
+        // SAFETY: the caller guarantees ring 0.
+        let registers = unsafe { regs.to_record(u64::from(cpu)) };
+        let mut message = TextBuf::new();
+        let _ = regs.describe(&mut message);
+        let mut frames = StackTrace::new();
+        frames.push(regs.rip);
+        // SAFETY: the caller keeps `readable`'s contract.
+        unsafe { frames.walk_frame_pointers(regs.rbp, readable) };
+        ExceptionCrash {
+            registers,
+            vector: regs.vector,
+            error_code: regs.error_code,
+            fault_address: regs.fault_address(),
+            crashing_cpu: cpu,
+            message,
+            frames,
+        }
+    }
+
+    /// Appends `; <note>` to the message (e.g. what the kernel knows about the faulting
+    /// address: "kernel stack overflow"). The message is cut at 256 bytes.
+    pub fn add_note(&mut self, note: core::fmt::Arguments<'_>) {
+        let _ = write!(self.message, "; {note}");
+    }
+
+    /// The CRASH announcement's reason, message and stack.
+    pub fn info(&self) -> CrashInfo<'_> {
+        CrashInfo {
+            kind: CrashKind::Exception,
+            vector: self.vector,
+            error_code: self.error_code,
+            fault_address: self.fault_address,
+            crashing_cpu: self.crashing_cpu,
+            message: self.message.as_bytes(),
+            frames: self.frames.as_slice(),
+        }
+    }
+
+    /// The faulting CPU's registers, for the REGISTERS section (NT_PRSTATUS).
+    pub fn registers(&self) -> &RegisterRecord {
+        &self.registers
+    }
+
+    pub fn message(&self) -> &str {
+        self.message.as_str()
+    }
+
+    pub fn frames(&self) -> &[u64] {
+        self.frames.as_slice()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(code: u64) -> String {
+        let mut s = String::new();
+        describe_page_fault(code, &mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn page_fault_error_codes_are_spelled_out() {
+        assert_eq!(describe(0b10), "write, page not present, kernel mode");
+        assert_eq!(describe(0b101), "read, protection violation, user mode");
+        assert_eq!(describe(0b1_0001), "instruction fetch, protection violation, kernel mode");
+        assert_eq!(describe(0b1001), "read, reserved bit set in a page table, kernel mode");
+    }
+
+    #[test]
+    fn messages_name_the_exception_and_where_it_happened() {
+        let mut s = String::new();
+        let pf = ExceptionRegisters { vector: 14, error_code: 2, cr2: 0x4000_0000_0ff8, rip: 0x10_2345, rsp: 0x20_0000, ..Default::default() };
+        pf.describe(&mut s).unwrap();
+        assert_eq!(s, "#PF page fault at 0x400000000ff8 (write, page not present, kernel mode), rip 0x102345, rsp 0x200000");
+        s.clear();
+        let gp = ExceptionRegisters { vector: 13, error_code: 0x18, rip: 0x10_0000, rsp: 0x8000, ..Default::default() };
+        gp.describe(&mut s).unwrap();
+        assert_eq!(s, "#GP general protection fault, error code 0x18, rip 0x100000, rsp 0x8000");
+        s.clear();
+        let ud = ExceptionRegisters { vector: 6, rip: 1, rsp: 2, ..Default::default() };
+        ud.describe(&mut s).unwrap();
+        assert_eq!(s, "#UD invalid opcode, rip 0x1, rsp 0x2");
+    }
+
+    #[test]
+    fn only_a_page_fault_has_a_fault_address() {
+        let pf = ExceptionRegisters { vector: vector::PAGE_FAULT, cr2: 0xdead_b000, ..Default::default() };
+        let gp = ExceptionRegisters { vector: vector::GENERAL_PROTECTION, cr2: 0xdead_b000, ..Default::default() };
+        assert_eq!(pf.fault_address(), 0xdead_b000);
+        assert_eq!(gp.fault_address(), 0);
+    }
+
+    #[test]
+    fn names_cover_the_fatal_exceptions() {
+        assert_eq!(exception_name(vector::DIVIDE_ERROR), "#DE divide error");
+        assert_eq!(exception_name(vector::INVALID_OPCODE), "#UD invalid opcode");
+        assert_eq!(exception_name(vector::DOUBLE_FAULT), "#DF double fault");
+        assert_eq!(exception_name(15), "reserved exception vector");
+    }
+}
