@@ -1,12 +1,17 @@
-//! Command-line options of the daemon.
+//! Command-line options of the daemon and its admin subcommands.
+//!
+//! `netdumpd [flags]` (or `netdumpd run [flags]`) runs the server; `netdumpd list`,
+//! `show <dump>` and `check-config` look at a dump directory and a configuration. Every
+//! setting comes from a flag, else the `--config` file, else its default.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use netdump_core::proto::AfterDump;
 
+use crate::config::{ConfigFile, parse_dedup};
 use crate::server::ServerConfig;
 
 /// What a client does once its dump is acknowledged.
@@ -21,61 +26,228 @@ pub enum AfterDumpArg {
 /// netdumpd: receives crash dumps from kernels over UDP and writes vmcores.
 ///
 /// Each crash gets a directory `<DIR>/<client>-<UTC YYYYMMDD-HHMMSS>/` holding
-/// `vmcore` (or `vmcore-incomplete`), `log`, `extra` and `info.json`; registered
-/// clients are kept in `<DIR>/clients.json`.
+/// `vmcore` (or `vmcore-incomplete`; none when the memory image was skipped), `log`,
+/// `registers`, `extra`, `info.json` and `analysis.txt`; registered clients are kept in
+/// `<DIR>/clients.json`, the newest dump of each in the link `<DIR>/<client>.last`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "netdumpd", version)]
 pub struct Cli {
-    /// UDP address and port to listen on.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:6666")]
-    pub listen: SocketAddr,
+    /// Configuration file (TOML; see contrib/netdumpd.toml). Flags override it.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
 
-    /// Directory for dumps and the client registry (created if missing).
-    #[arg(long, value_name = "PATH", default_value = "/var/crash/netdump")]
-    pub dir: PathBuf,
+    /// Directory for dumps and the client registry (created if missing)
+    /// [default: /var/crash/netdump].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub dir: Option<PathBuf>,
 
-    /// Seconds of silence after which a dump in progress is marked incomplete.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub session_timeout: u64,
+    /// UDP address and port to listen on [default: 0.0.0.0:6666].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
 
-    /// What the client is told to do after its dump.
-    #[arg(long, value_enum, default_value_t = AfterDumpArg::Reboot)]
-    pub after_dump: AfterDumpArg,
+    /// Seconds of silence after which a dump in progress is marked incomplete [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_timeout: Option<u64>,
+
+    /// What the client is told to do after its dump [default: reboot].
+    #[arg(long, value_enum)]
+    pub after_dump: Option<AfterDumpArg>,
 
     /// MiB to keep free on the dump file system: a dump that does not fit beside this
-    /// reserve gets only its log and registers taken (SKIP_MEMORY).
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    pub min_free: u64,
+    /// reserve gets only its log and registers taken (SKIP_MEMORY) [default: 64].
+    #[arg(long, value_name = "MIB")]
+    pub min_free: Option<u64>,
 
-    /// Dumps received at the same time; one more crash is told to abort.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub max_sessions: u64,
+    /// Dumps received at the same time; one more crash is told to abort [default: 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_sessions: Option<u64>,
+
+    /// Memory images received at the same time; beyond, a crash sends its log and
+    /// registers only [default: 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_memory_dumps: Option<u64>,
+
+    /// Hook run when a client registers: `HOOK <client-ip> <name>`.
+    #[arg(long, value_name = "PATH")]
+    pub hook_register: Option<PathBuf>,
+
+    /// Hook run when a crash is announced: `HOOK <client-ip> <dump-dir>`; exit status 1
+    /// skips the memory image.
+    #[arg(long, value_name = "PATH")]
+    pub hook_crash: Option<PathBuf>,
+
+    /// Hook run once when a dump does not fit: `HOOK <client-ip> <dump-dir>`; free space
+    /// is checked again after it.
+    #[arg(long, value_name = "PATH")]
+    pub hook_nospace: Option<PathBuf>,
+
+    /// Hook run when a dump ended: `HOOK <outcome> <client-ip> <dump-dir>`.
+    #[arg(long, value_name = "PATH")]
+    pub hook_finished: Option<PathBuf>,
+
+    /// Seconds the crash and nospace hooks may run (the client waits) [default: 4].
+    #[arg(long, value_name = "SECONDS")]
+    pub hook_decision_timeout: Option<u64>,
+
+    /// Seconds the register and finished hooks may run [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub hook_timeout: Option<u64>,
+
+    /// Dumps kept per client (oldest removed first).
+    #[arg(long, value_name = "N")]
+    pub max_dumps_per_client: Option<usize>,
+
+    /// MiB of dumps kept per client.
+    #[arg(long, value_name = "MIB")]
+    pub max_mib_per_client: Option<u64>,
+
+    /// MiB of all dumps kept.
+    #[arg(long, value_name = "MIB")]
+    pub max_total_mib: Option<u64>,
+
+    /// Skip the memory image of a crash whose signature has a dump with memory from the
+    /// last DAYS days (the occurrence is still recorded). 0 keeps every image.
+    #[arg(long, value_name = "DAYS")]
+    pub dedup_days: Option<u64>,
+
+    /// Kernel ELF to analyse every client's dump with (gdb writes analysis.txt).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Receive netconsole lines (UDP syslog) here, into `<DIR>/console/<client>.log`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub netconsole_listen: Option<SocketAddr>,
 
     /// Log filter, in tracing's env-filter syntax: error, warn, info, debug, trace, or
     /// e.g. `netdumpd=debug`. Defaults to $RUST_LOG, else `info`.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Run,
+    /// List the dumps: client, dump, status, size, signature, age.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dump: its info, the tail of its log, its analysis. DUMP is a directory
+    /// name, a path, or a client name (its newest dump).
+    Show {
+        dump: String,
+        /// Lines of the console log to show.
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration: parse it, resolve it with the flags, and look at every
+    /// hook, kernel and directory it names. Exits 1 when something is wrong.
+    CheckConfig {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Cli {
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
-            listen: self.listen,
-            dump_dir: self.dir.clone(),
-            session_timeout: Duration::from_secs(self.session_timeout),
-            after_dump: match self.after_dump {
+    /// The configuration: defaults, then the file, then the flags.
+    pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = ServerConfig::default();
+        if let Some(path) = &self.config {
+            ConfigFile::load(path)?.apply(&mut c)?;
+        }
+        self.apply_flags(&mut c)?;
+        Ok(c)
+    }
+
+    /// The log filter: the flag, else the file's `log_level`.
+    pub fn log_level(&self) -> anyhow::Result<Option<String>> {
+        if self.log_level.is_some() {
+            return Ok(self.log_level.clone());
+        }
+        match &self.config {
+            Some(path) => Ok(ConfigFile::load(path)?.log_level),
+            None => Ok(None),
+        }
+    }
+
+    fn apply_flags(&self, c: &mut ServerConfig) -> anyhow::Result<()> {
+        let secs = Duration::from_secs;
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &self.dir {
+            c.dump_dir = v.clone();
+        }
+        if let Some(v) = self.session_timeout {
+            c.session_timeout = secs(v);
+        }
+        if let Some(v) = self.after_dump {
+            c.after_dump = match v {
                 AfterDumpArg::Reboot => AfterDump::Reboot,
                 AfterDumpArg::Halt => AfterDump::Halt,
-            },
-            min_free_bytes: self.min_free.saturating_mul(1 << 20),
-            max_sessions: self.max_sessions as usize,
+            };
         }
+        if let Some(v) = self.min_free {
+            c.min_free_bytes = v.saturating_mul(1 << 20);
+        }
+        if let Some(v) = self.max_sessions {
+            c.max_sessions = v as usize;
+        }
+        if let Some(v) = self.max_memory_dumps {
+            c.max_memory_dumps = v as usize;
+        }
+        let hooks = [
+            (&mut c.hooks.register, &self.hook_register),
+            (&mut c.hooks.crash, &self.hook_crash),
+            (&mut c.hooks.nospace, &self.hook_nospace),
+            (&mut c.hooks.finished, &self.hook_finished),
+        ];
+        for (slot, flag) in hooks {
+            if flag.is_some() {
+                slot.clone_from(flag);
+            }
+        }
+        if let Some(v) = self.hook_decision_timeout {
+            c.hooks.decision_timeout = secs(v);
+        }
+        if let Some(v) = self.hook_timeout {
+            c.hooks.timeout = secs(v);
+        }
+        if self.max_dumps_per_client.is_some() {
+            c.retention.max_dumps_per_client = self.max_dumps_per_client;
+        }
+        if let Some(v) = self.max_mib_per_client {
+            c.retention.max_bytes_per_client = Some(v.saturating_mul(1 << 20));
+        }
+        if let Some(v) = self.max_total_mib {
+            c.retention.max_total_bytes = Some(v.saturating_mul(1 << 20));
+        }
+        match self.dedup_days {
+            Some(0) => c.dedup = parse_dedup("keep-all", None)?,
+            Some(days) => c.dedup = parse_dedup("skip-memory", Some(days))?,
+            None => {}
+        }
+        if self.kernel.is_some() {
+            c.analysis.kernel.clone_from(&self.kernel);
+        }
+        if self.netconsole_listen.is_some() {
+            c.syslog_listen = self.netconsole_listen;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dedup::DedupPolicy;
     use clap::CommandFactory;
 
     #[test]
@@ -86,8 +258,9 @@ mod tests {
     #[test]
     fn defaults_match_the_server_defaults() {
         let cli = Cli::parse_from(["netdumpd"]);
-        assert_eq!(cli.server_config(), ServerConfig::default());
+        assert_eq!(cli.server_config().unwrap(), ServerConfig::default());
         assert_eq!(cli.log_level, None);
+        assert!(cli.command.is_none());
     }
 
     #[test]
@@ -106,17 +279,60 @@ mod tests {
             "1",
             "--max-sessions",
             "2",
+            "--max-memory-dumps",
+            "1",
+            "--hook-crash",
+            "/h/crash",
+            "--hook-finished",
+            "/h/finished",
+            "--hook-decision-timeout",
+            "2",
+            "--max-dumps-per-client",
+            "3",
+            "--max-total-mib",
+            "10",
+            "--dedup-days",
+            "2",
+            "--kernel",
+            "/k.elf",
+            "--netconsole-listen",
+            "127.0.0.1:5514",
             "--log-level",
             "debug",
         ]);
-        let c = cli.server_config();
+        let c = cli.server_config().unwrap();
         assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
         assert_eq!(c.dump_dir, PathBuf::from("./crash"));
         assert_eq!(c.session_timeout, Duration::from_secs(5));
         assert_eq!(c.after_dump, AfterDump::Halt);
         assert_eq!(c.min_free_bytes, 1 << 20);
         assert_eq!(c.max_sessions, 2);
+        assert_eq!(c.max_memory_dumps, 1);
+        assert_eq!(c.hooks.crash, Some(PathBuf::from("/h/crash")));
+        assert_eq!(c.hooks.finished, Some(PathBuf::from("/h/finished")));
+        assert_eq!(c.hooks.decision_timeout, Duration::from_secs(2));
+        assert_eq!(c.retention.max_dumps_per_client, Some(3));
+        assert_eq!(c.retention.max_total_bytes, Some(10 << 20));
+        assert_eq!(c.dedup, DedupPolicy::SkipMemoryWithin(Duration::from_secs(2 * 86400)));
+        assert_eq!(c.analysis.kernel, Some(PathBuf::from("/k.elf")));
+        assert_eq!(c.syslog_listen, Some("127.0.0.1:5514".parse().unwrap()));
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = crate::test_dir::TestDir::new("cli-config");
+        let file = dir.path().join("n.toml");
+        std::fs::write(&file, "dir = \"/from/file\"\nmax_sessions = 3\nlog_level = \"warn\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cli = Cli::parse_from(["netdumpd", "--config", path, "--dir", "/from/flag"]);
+        let c = cli.server_config().unwrap();
+        assert_eq!((c.dump_dir, c.max_sessions), (PathBuf::from("/from/flag"), 3));
+        assert_eq!(cli.log_level().unwrap().as_deref(), Some("warn"));
+        // Subcommands take the global options after them too.
+        let cli = Cli::parse_from(["netdumpd", "list", "--config", path, "--json"]);
+        assert!(matches!(cli.command, Some(Command::List { json: true })));
+        assert_eq!(cli.server_config().unwrap().dump_dir, PathBuf::from("/from/file"));
     }
 
     #[test]
@@ -124,5 +340,8 @@ mod tests {
         assert!(Cli::try_parse_from(["netdumpd", "--after-dump", "explode"]).is_err());
         assert!(Cli::try_parse_from(["netdumpd", "--session-timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["netdumpd", "--listen", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["netdumpd", "show"]).is_err(), "show needs a dump");
+        let cli = Cli::parse_from(["netdumpd", "--config", "/nonexistent/netdumpd.toml"]);
+        assert!(cli.server_config().is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! | `vmcore` | the same file, renamed once FINISH verified it |
 //! | `log` | the LOG section: the client's console, oldest byte first |
 //! | `extra` | the EXTRA section (text the kernel wrote after the image), if any |
+//! | `registers` | each CPU's registers as text, written when the dump ends |
 //! | `info.json` | what is known about the crash and the transfer ([`crate::info`]) |
 
 use std::ffi::CString;
@@ -27,6 +28,7 @@ pub const VMCORE: &str = "vmcore";
 pub const LOG: &str = "log";
 pub const EXTRA: &str = "extra";
 pub const INFO: &str = "info.json";
+pub const REGISTERS: &str = "registers";
 
 /// A crash's directory, created empty and unique.
 #[derive(Debug, Clone)]
@@ -73,19 +75,26 @@ impl DumpDir {
 #[derive(Debug)]
 pub struct DumpFiles {
     dir: DumpDir,
-    vmcore: File,
+    /// None when the memory image was skipped: the directory then holds no vmcore.
+    vmcore: Option<File>,
     log: File,
     extra: Option<File>,
 }
 
 impl DumpFiles {
     /// Creates `vmcore-incomplete` at its full size (sparse) with its headers and notes
-    /// written, and an empty `log`.
-    pub fn create(dir: DumpDir, layout: &VmcoreLayout) -> io::Result<DumpFiles> {
-        let vmcore =
-            OpenOptions::new().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
-        vmcore.set_len(layout.file_len())?;
-        vmcore.write_all_at(&layout.headers(), 0)?;
+    /// written (unless `with_vmcore` is false: the memory image was skipped), and an
+    /// empty `log`.
+    pub fn create(dir: DumpDir, layout: &VmcoreLayout, with_vmcore: bool) -> io::Result<DumpFiles> {
+        let vmcore = if with_vmcore {
+            let f =
+                OpenOptions::new().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
+            f.set_len(layout.file_len())?;
+            f.write_all_at(&layout.headers(), 0)?;
+            Some(f)
+        } else {
+            None
+        };
         let log = OpenOptions::new().write(true).create_new(true).open(dir.path.join(LOG))?;
         Ok(DumpFiles { dir, vmcore, log, extra: None })
     }
@@ -94,8 +103,16 @@ impl DumpFiles {
         &self.dir
     }
 
+    /// Writes into the vmcore; nothing when there is none (memory skipped).
     pub fn write_vmcore(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.vmcore.write_all_at(data, offset)
+        match &self.vmcore {
+            Some(f) => f.write_all_at(data, offset),
+            None => Ok(()),
+        }
+    }
+
+    pub fn has_vmcore(&self) -> bool {
+        self.vmcore.is_some()
     }
 
     pub fn write_log(&self, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -122,6 +139,9 @@ impl DumpFiles {
     /// No fsync first: flushing gigabytes would stall every other session's
     /// acknowledgements (and this one's FINISH_ACK) for as long as the disk takes.
     pub fn publish_vmcore(&self) -> io::Result<()> {
+        if self.vmcore.is_none() {
+            return Ok(());
+        }
         std::fs::rename(self.dir.path.join(VMCORE_INCOMPLETE), self.dir.path.join(VMCORE))
     }
 }
@@ -180,7 +200,7 @@ mod tests {
         let root = TestDir::new("dumpdir-files");
         let dir = DumpDir::create(root.path(), "n", crate::utc::now()).unwrap();
         let layout = layout();
-        let mut files = DumpFiles::create(dir.clone(), &layout).unwrap();
+        let mut files = DumpFiles::create(dir.clone(), &layout, true).unwrap();
         let incomplete = dir.path().join(VMCORE_INCOMPLETE);
         let meta = std::fs::metadata(&incomplete).unwrap();
         assert_eq!(meta.len(), layout.file_len());

@@ -133,8 +133,12 @@ pub struct DumpInfo {
     pub abort: Option<AbortInfo>,
     /// Dropped packets of this session, by reason (only non-zero ones).
     pub drops: BTreeMap<&'static str, u64>,
-    /// Name of the core file in this directory.
-    pub vmcore: &'static str,
+    /// Name of the core file in this directory; null when the memory image was skipped
+    /// (the directory then has no vmcore: `registers` holds the registers).
+    pub vmcore: Option<&'static str>,
+    /// The crash's signature, its occurrence count and the dump it repeats (null until
+    /// the server decided).
+    pub dedup: Option<crate::dedup::DedupInfo>,
 }
 
 /// The mnemonic of an x86 exception vector.

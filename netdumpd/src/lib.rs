@@ -27,17 +27,37 @@
 //! | [`dumpdir`] | a crash's directory and files, free space |
 //! | [`info`] | `info.json` |
 //! | [`stats`] | drop counters, rate-limited warnings |
+//! | [`config`] | the TOML configuration file, merged with the flags |
+//! | [`admission`] | a crash's way to its DECISION: dedup, hooks, memory-dump limit, space |
+//! | [`hooks`] | hook scripts, run with a bound |
+//! | [`dedup`] | crash signatures and repeated crashes |
+//! | [`analysis`] | the backtrace by gdb into `analysis.txt` |
+//! | [`retention`] | limits on the dumps kept, `last` links |
+//! | [`catalog`] | the dumps on disk |
+//! | [`admin`] | `netdumpd list`, `show`, `check-config` |
+//! | [`progress`] | progress of a dump in the server log |
+//! | [`syslog`] | netconsole lines received as syslog, appended to each client's console log |
 
+pub mod admin;
+pub mod admission;
+pub mod analysis;
 pub mod atomic_file;
+pub mod catalog;
 pub mod cli;
+pub mod config;
+pub mod dedup;
 pub mod dumpdir;
+pub mod hooks;
 pub mod info;
+pub mod progress;
 pub mod receive_window;
 pub mod registry;
+pub mod retention;
 pub mod server;
 pub mod session;
 pub mod signals;
 pub mod stats;
+pub mod syslog;
 pub mod utc;
 pub mod vmcore;
 

@@ -18,9 +18,16 @@ use netdump_core::proto::{
     valid_name,
 };
 
-use crate::dumpdir::available_bytes;
+use crate::admission::{AdmissionContext, PendingCrash, SpaceFit, dump_env};
+use crate::analysis::AnalysisConfig;
+use crate::dedup::{DedupIndex, DedupInfo, DedupPolicy, Occurrence};
+use crate::dumpdir::{DumpDir, available_bytes};
+use crate::hooks::{HookConfig, HookEvent};
+use crate::info::DumpStatus;
 use crate::registry::{Client, Registration, Registry, RegistryError};
+use crate::retention::RetentionConfig;
 use crate::session::{CrashAnnouncement, Session, StartRequest};
+use crate::syslog::SyslogReceiver;
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
 
 /// How the server runs.
@@ -39,6 +46,21 @@ pub struct ServerConfig {
     pub min_free_bytes: u64,
     /// Dumps received at once; one more CRASH gets ABORT (busy).
     pub max_sessions: usize,
+    /// Memory images received at once; beyond, a crash gets SKIP_MEMORY (busy): its
+    /// log and registers only.
+    pub max_memory_dumps: usize,
+    /// Hook scripts ([`crate::hooks`]).
+    pub hooks: HookConfig,
+    /// Limits on the dumps kept ([`crate::retention`]).
+    pub retention: RetentionConfig,
+    /// What to do with a repeated crash ([`crate::dedup`]).
+    pub dedup: DedupPolicy,
+    /// Analysis on arrival ([`crate::analysis`]).
+    pub analysis: AnalysisConfig,
+    /// Where to receive netconsole (syslog) lines, if anywhere ([`crate::syslog`]).
+    pub syslog_listen: Option<SocketAddr>,
+    /// How often a dump in progress is reported in the server log.
+    pub progress_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +72,13 @@ impl Default for ServerConfig {
             after_dump: AfterDump::Reboot,
             min_free_bytes: 64 << 20,
             max_sessions: 16,
+            max_memory_dumps: 16,
+            hooks: HookConfig::default(),
+            retention: RetentionConfig::default(),
+            dedup: DedupPolicy::default(),
+            analysis: AnalysisConfig::default(),
+            syslog_listen: None,
+            progress_interval: Duration::from_secs(10),
         }
     }
 }
@@ -168,6 +197,14 @@ pub struct Server {
     local_addr: SocketAddr,
     registry: Registry,
     sessions: HashMap<u64, Session>,
+    /// Crashes waiting for their DECISION (hooks running).
+    pending: HashMap<u64, PendingCrash>,
+    dedup: DedupIndex,
+    /// Work after a dump ended or a client registered (hooks, analysis, retention).
+    background: Vec<std::thread::JoinHandle<()>>,
+    /// When each dump in progress was last reported in the log.
+    progress_at: HashMap<u64, Instant>,
+    syslog: Option<SyslogReceiver>,
     stats: Arc<ServerStats>,
     stop: Arc<AtomicBool>,
     warn: WarnLimiter,
@@ -197,6 +234,10 @@ impl Server {
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
         enlarge_receive_buffer(&socket);
         let local_addr = socket.local_addr()?;
+        let syslog = match config.syslog_listen {
+            Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir)?),
+            None => None,
+        };
         let stats = Arc::new(ServerStats::default());
         tracing::info!(
             listen = %local_addr,
@@ -215,6 +256,11 @@ impl Server {
             local_addr,
             registry,
             sessions: HashMap::new(),
+            pending: HashMap::new(),
+            dedup: DedupIndex::load(&config.dump_dir),
+            background: Vec::new(),
+            progress_at: HashMap::new(),
+            syslog,
             stats,
             stop: Arc::new(AtomicBool::new(false)),
             warn: WarnLimiter::new(Duration::from_secs(1)),
@@ -233,6 +279,11 @@ impl Server {
         &self.config
     }
 
+    /// The address netconsole lines are received on, when configured.
+    pub fn syslog_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().map(|s| s.local_addr())
+    }
+
     /// The server-wide counters, readable while the server runs.
     pub fn stats(&self) -> Arc<ServerStats> {
         self.stats.clone()
@@ -245,6 +296,7 @@ impl Server {
     /// Runs until [`ShutdownHandle::shutdown`] is called or a termination signal was
     /// received (see [`crate::signals`]).
     pub fn run(mut self) -> anyhow::Result<()> {
+        let syslog = self.syslog.take().map(|s| s.spawn(self.stop.clone()));
         while !self.stop.load(Ordering::SeqCst) && !crate::signals::termination_requested() {
             self.turn()?;
         }
@@ -254,6 +306,15 @@ impl Server {
                 s.shut_down(now);
                 self.stats.dump_ended(DumpEnd::Incomplete);
             }
+        }
+        self.after_dumps();
+        // Hooks and analyses have their own bounds; let them end.
+        for t in self.background.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(t) = syslog {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = t.join();
         }
         let snap = self.stats.snapshot();
         tracing::info!(
@@ -295,7 +356,10 @@ impl Server {
         }
         self.recv_buf = buf;
         self.flush_acks();
+        self.advance_pending();
         self.expire(Instant::now());
+        self.after_dumps();
+        self.background.retain(|t| !t.is_finished());
         Ok(())
     }
 
@@ -313,8 +377,146 @@ impl Server {
                 self.stats.dump_ended(DumpEnd::Incomplete);
             }
             s.refresh_info(now, INFO_REFRESH);
+            if s.is_receiving() {
+                let last = self.progress_at.entry(s.cookie()).or_insert(now);
+                if now.saturating_duration_since(*last) >= self.config.progress_interval {
+                    *last = now;
+                    crate::progress::log(&s.info());
+                }
+            }
         }
         self.sessions.retain(|_, s| !s.forgettable(now, ENDED_SESSION_MEMORY));
+        let sessions = &self.sessions;
+        self.progress_at.retain(|c, _| sessions.get(c).is_some_and(Session::is_receiving));
+    }
+
+    /// Starts the work that follows each dump that just ended, on a thread: analysis,
+    /// the finished hook (with the analysis), then retention and the `last` links.
+    fn after_dumps(&mut self) {
+        for s in self.sessions.values_mut() {
+            if !s.take_end_event() {
+                continue;
+            }
+            let Some(dir) = s.dir_path().map(PathBuf::from) else { continue };
+            let Some(client) = self.registry.get(s.cookie()).cloned() else { continue };
+            let outcome = match s.status() {
+                DumpStatus::Skipped if s.decision().why == DecisionReason::Duplicate => "duplicate",
+                DumpStatus::Skipped => "skipped",
+                DumpStatus::Complete => "complete",
+                DumpStatus::Incomplete | DumpStatus::Receiving => "incomplete",
+            };
+            let (hooks, analysis) = (self.config.hooks.clone(), self.config.analysis.clone());
+            let (root, retention) = (self.config.dump_dir.clone(), self.config.retention);
+            self.background.push(std::thread::spawn(move || {
+                let analysed = crate::analysis::analyse(&dir, &client.name, &analysis);
+                let mut env = dump_env(&client, &dir);
+                env.push(("NETDUMP_OUTCOME".into(), outcome.into()));
+                env.push(("NETDUMP_INFO".into(), dir.join(crate::dumpdir::INFO).display().to_string()));
+                if let Some(a) = &analysed {
+                    env.push(("NETDUMP_ANALYSIS".into(), a.display().to_string()));
+                }
+                let args = vec![outcome.to_string(), client.ip.to_string(), dir.display().to_string()];
+                if let Some(call) = hooks.call(HookEvent::Finished, args, env) {
+                    call.run();
+                }
+                let _guard = RETENTION.lock();
+                if let Err(e) = crate::retention::enforce(&root, &retention) {
+                    tracing::error!(dir = %root.display(), "retention failed: {e}");
+                }
+            }));
+        }
+    }
+
+    /// Moves crashes waiting for their DECISION on; starts the sessions decided.
+    fn advance_pending(&mut self) {
+        let cookies: Vec<u64> = self.pending.keys().copied().collect();
+        for cookie in cookies {
+            let Some(mut p) = self.pending.remove(&cookie) else { continue };
+            match p.advance(&self.config.hooks, &ServerView(self)) {
+                Some((verdict, why)) => self.start_session(p, verdict, why),
+                None => {
+                    self.pending.insert(cookie, p);
+                }
+            }
+        }
+    }
+
+    /// The DECISION is known: opens the session in the crash's directory (or removes
+    /// the directory, for ABORT), records the occurrence, answers the client.
+    fn start_session(&mut self, p: PendingCrash, verdict: Verdict, why: DecisionReason) {
+        let now = Instant::now();
+        let cookie = p.cookie;
+        if verdict == Verdict::Abort {
+            // Empty unless a hook wrote into it; then it stays for the admin to see.
+            let _ = std::fs::remove_dir(p.dir.path());
+        }
+        let request = StartRequest {
+            cookie,
+            client: &p.client,
+            peer: p.peer,
+            root: &self.config.dump_dir,
+            verdict,
+            why,
+            now,
+            dir: Some(&p.dir),
+        };
+        let mut session = Session::start(request, p.crash.clone());
+        let decision = session.decision();
+        match session.dir_name().map(String::from) {
+            Some(dir) => {
+                self.stats.dump_started();
+                let occurrence = Occurrence {
+                    dump: dir.clone(),
+                    client: p.client.name.clone(),
+                    time: session.info().start_time,
+                    memory: decision.verdict == Verdict::DumpAll,
+                };
+                let mut dedup = p.dedup.clone();
+                match self.dedup.record(&dedup.signature, &p.crash.message, occurrence) {
+                    Ok(n) => dedup.occurrence = n,
+                    Err(e) => tracing::error!(client = %p.client.name, "cannot record the crash signature: {e}"),
+                }
+                tracing::info!(
+                    client = %p.client.name,
+                    from = %p.peer,
+                    dir,
+                    verdict = ?decision.verdict,
+                    why = ?decision.why,
+                    signature = %dedup.signature,
+                    occurrence = dedup.occurrence,
+                    "crash announced: {}",
+                    p.crash.message
+                );
+                session.set_dedup(dedup);
+                if let Err(e) = self.registry.record_dump(cookie, &dir) {
+                    tracing::error!(client = %p.client.name, "cannot record the dump in the registry: {e}");
+                }
+            }
+            None => tracing::warn!(client = %p.client.name, from = %p.peer, why = ?decision.why, "crash announced; dump declined"),
+        }
+        self.outbox.send(p.peer, cookie, p.seq, Reply::Decision(decision));
+        self.sessions.insert(cookie, session);
+    }
+
+    /// How a crash fits in the free space: beside what dumps in progress may still
+    /// write, and the reserve.
+    fn space_fit(&self, crash: &CrashAnnouncement) -> SpaceFit {
+        let available = match available_bytes(&self.config.dump_dir) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.dump_dir.display(), "cannot tell free space ({e}); accepting the dump");
+                return SpaceFit::Everything;
+            }
+        };
+        let promised: u64 = self.sessions.values().map(|s| s.outstanding_bytes()).sum();
+        let usable = available.saturating_sub(promised).saturating_sub(self.config.min_free_bytes);
+        let small = crash.log_len.saturating_add(NON_MEMORY_ALLOWANCE);
+        let full = small.saturating_add(crash.memory_size());
+        let fit = SpaceFit::of(full, small, usable);
+        if fit != SpaceFit::Everything {
+            tracing::warn!(needed = full, needed_without_memory = small, usable, "not enough space for the dump: {fit:?}");
+        }
+        fit
     }
 
     /// Counts and (rate-limited) logs a dropped packet; counts it in its session too
@@ -430,8 +632,14 @@ impl Server {
             dump: None,
         };
         let name = client.name.clone();
+        let for_hook = client.clone();
         match self.registry.register(client) {
-            Ok(outcome) => log_registration(&name, header.cookie, from, outcome),
+            Ok(outcome) => {
+                log_registration(&name, header.cookie, from, outcome);
+                if outcome != Registration::Unchanged {
+                    self.registration_hook(&for_hook);
+                }
+            }
             Err(RegistryError::Full) => {
                 return self.drop_packet(DropReason::RegistryFull, from, None, &format_args!("HELLO from {name}"));
             }
@@ -440,6 +648,22 @@ impl Server {
         }
         let ack = HelloAck { status: HelloStatus::Registered, max_payload };
         self.outbox.send(from, header.cookie, header.seq, Reply::HelloAck(ack));
+    }
+
+    /// Runs the register hook (`<client IP> <client name>`) in the background.
+    fn registration_hook(&mut self, client: &Client) {
+        let env = vec![
+            ("NETDUMP_CLIENT".into(), client.name.clone()),
+            ("NETDUMP_CLIENT_IP".into(), client.ip.to_string()),
+            ("NETDUMP_CLIENT_MAC".into(), client.mac_string()),
+            ("NETDUMP_CLIENT_SOURCE".into(), client.source.to_string()),
+        ];
+        let args = vec![client.ip.to_string(), client.name.clone()];
+        if let Some(call) = self.config.hooks.call(HookEvent::Register, args, env) {
+            self.background.push(std::thread::spawn(move || {
+                call.run();
+            }));
+        }
     }
 
     fn on_crash(&mut self, header: &Header, crash: &Crash<'_>, from: SocketAddr, now: Instant) {
@@ -461,62 +685,51 @@ impl Server {
             let detail = format_args!("CRASH from {} whose dump {dir} already happened", client.name);
             return self.drop_packet(DropReason::ReplayedCrash, from, None, &detail);
         }
-        let crash = CrashAnnouncement::from_wire(crash);
-        let (verdict, why) = self.decide(&crash);
-        let request =
-            StartRequest { cookie, client: &client, peer: from, root: &self.config.dump_dir, verdict, why, now };
-        let session = Session::start(request, crash);
-        let decision = session.decision();
-        match session.dir_name() {
-            Some(dir) => {
-                self.stats.dump_started();
-                tracing::info!(
-                    client = %client.name,
-                    %from,
-                    dir,
-                    verdict = ?decision.verdict,
-                    why = ?decision.why,
-                    "crash announced: {}",
-                    session.info().message
-                );
-                if let Err(e) = self.registry.record_dump(cookie, dir) {
-                    tracing::error!(client = %client.name, "cannot record the dump in the registry: {e}");
-                }
+        if let Some(p) = self.pending.get_mut(&cookie) {
+            // Its hooks are still running: the DECISION goes out when they are done.
+            if from == p.peer {
+                p.seq = header.seq;
+            } else {
+                self.note_session_drop(DropReason::WrongSource, from, cookie);
             }
-            None => tracing::warn!(client = %client.name, %from, why = ?decision.why, "crash announced; dump declined"),
+            return;
         }
-        self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
-        self.sessions.insert(cookie, session);
-    }
-
-    /// DUMP_ALL when the dump fits beside the other dumps in progress and the reserve;
-    /// SKIP_MEMORY when only its log and registers do; ABORT when not even those, or when
-    /// too many dumps are in progress.
-    fn decide(&self, crash: &CrashAnnouncement) -> (Verdict, DecisionReason) {
-        let receiving = self.sessions.values().filter(|s| s.is_receiving()).count();
+        let crash = CrashAnnouncement::from_wire(crash);
+        let receiving = self.sessions.values().filter(|s| s.is_receiving()).count() + self.pending.len();
         if receiving >= self.config.max_sessions {
-            return (Verdict::Abort, DecisionReason::Busy);
+            tracing::warn!(client = %client.name, %from, "too many dumps at once; crash told to abort");
+            let request = StartRequest {
+                cookie,
+                client: &client,
+                peer: from,
+                root: &self.config.dump_dir,
+                verdict: Verdict::Abort,
+                why: DecisionReason::Busy,
+                now,
+                dir: None,
+            };
+            let session = Session::start(request, crash);
+            self.outbox.send(from, cookie, header.seq, Reply::Decision(session.decision()));
+            self.sessions.insert(cookie, session);
+            return;
         }
-        let available = match available_bytes(&self.config.dump_dir) {
-            Ok(bytes) => bytes,
+        let dir = match DumpDir::create(&self.config.dump_dir, &client.name, crate::utc::now()) {
+            Ok(d) => d,
             Err(e) => {
-                tracing::warn!(dir = %self.config.dump_dir.display(), "cannot tell free space ({e}); accepting the dump");
-                return (Verdict::DumpAll, DecisionReason::None);
+                tracing::error!(client = %client.name, dir = %self.config.dump_dir.display(), "cannot create a dump directory: {e}");
+                let decision =
+                    Decision { verdict: Verdict::Abort, why: DecisionReason::NoSpace, max_payload: MAX_DATAGRAM as u32 };
+                self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
+                return;
             }
         };
-        let promised: u64 = self.sessions.values().map(|s| s.outstanding_bytes()).sum();
-        let usable = available.saturating_sub(promised).saturating_sub(self.config.min_free_bytes);
-        let small = crash.log_len.saturating_add(NON_MEMORY_ALLOWANCE);
-        let full = small.saturating_add(crash.memory_size());
-        if full <= usable {
-            (Verdict::DumpAll, DecisionReason::None)
-        } else if small <= usable {
-            tracing::warn!(needed = full, usable, "not enough space for the memory image");
-            (Verdict::SkipMemory, DecisionReason::NoSpace)
-        } else {
-            tracing::warn!(needed = small, usable, "not enough space even for the log");
-            (Verdict::Abort, DecisionReason::NoSpace)
-        }
+        let signature = crate::dedup::signature(&crash);
+        let duplicate_of = self.dedup.duplicate_of(&signature, self.config.dedup, crate::utc::now());
+        let occurrence = self.dedup.get(&signature).map_or(0, |e| e.count) + 1;
+        let dedup = DedupInfo { signature, occurrence, duplicate_of };
+        let pending = PendingCrash::start(cookie, client, crash, from, header.seq, dir, dedup, &self.config.hooks);
+        self.pending.insert(cookie, pending);
+        self.advance_pending();
     }
 
     fn on_data(&mut self, header: &Header, data: &Data<'_>, payload: &[u8], from: SocketAddr, now: Instant) {
@@ -600,6 +813,28 @@ impl Server {
             Ok(()) => {}
             Err(reason) => self.note_session_drop(reason, from, cookie),
         }
+    }
+}
+
+/// Retention runs one at a time (dumps may end together).
+static RETENTION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What admission asks of the server.
+struct ServerView<'a>(&'a Server);
+
+impl AdmissionContext for ServerView<'_> {
+    fn space_fit(&self, crash: &CrashAnnouncement) -> SpaceFit {
+        self.0.space_fit(crash)
+    }
+
+    fn memory_slot_free(&self) -> bool {
+        let memory_dumps = self
+            .0
+            .sessions
+            .values()
+            .filter(|s| s.is_receiving() && s.decision().verdict == Verdict::DumpAll)
+            .count();
+        memory_dumps < self.0.config.max_memory_dumps
     }
 }
 

@@ -23,7 +23,8 @@ use netdump_core::proto::{
 };
 use time::OffsetDateTime;
 
-use crate::dumpdir::{DumpDir, DumpFiles, VMCORE, VMCORE_INCOMPLETE};
+use crate::dedup::DedupInfo;
+use crate::dumpdir::{DumpDir, DumpFiles, REGISTERS, VMCORE, VMCORE_INCOMPLETE};
 use crate::info::{
     AbortInfo, ClientInfo, CrcInfo, DecisionInfo, DumpInfo, DumpStatus, FinishInfo, RangeInfo, ReasonInfo, hex32,
     hex64, vector_name,
@@ -156,8 +157,6 @@ impl RegisterAssembler {
 struct Counts {
     /// Data bytes (sub-headers excluded) of distinct packets.
     data_bytes: u64,
-    /// Data bytes of distinct packets dropped as out of range (not written).
-    out_of_range_bytes: u64,
     duplicates: u64,
     retransmit_flagged: u64,
     log_bytes: u64,
@@ -202,6 +201,9 @@ pub struct StartRequest<'a> {
     pub verdict: Verdict,
     pub why: DecisionReason,
     pub now: Instant,
+    /// The dump's directory when the server created it before deciding (for the crash
+    /// hook); else the session creates one under `root`.
+    pub dir: Option<&'a DumpDir>,
 }
 
 #[derive(Debug)]
@@ -229,6 +231,10 @@ pub struct Session {
     abort: Option<AbortInfo>,
     status_reason: String,
     write_error: Option<String>,
+    /// Duplicate detection's view of this crash, for `info.json`.
+    dedup: Option<DedupInfo>,
+    /// Set when the dump ends, taken once by the server (hooks, analysis, retention).
+    end_event: bool,
 }
 
 impl Session {
@@ -266,12 +272,14 @@ impl Session {
             abort: None,
             status_reason: String::new(),
             write_error: None,
+            dedup: None,
+            end_event: false,
         };
         if req.verdict == Verdict::Abort {
             session.ended = Some((req.now, session.started_utc));
             return session;
         }
-        match session.create_output(req.root) {
+        match session.create_output(req.root, req.dir) {
             Ok(output) => {
                 session.output = Some(output);
                 session.phase = Phase::Receiving;
@@ -287,15 +295,19 @@ impl Session {
         session
     }
 
-    fn create_output(&self, root: &Path) -> Result<Output, String> {
+    fn create_output(&self, root: &Path, dir: Option<&DumpDir>) -> Result<Output, String> {
         let ranges: &[MemoryRange] = match self.decision.verdict {
             Verdict::DumpAll => &self.crash.ranges,
             _ => &[],
         };
         let layout = VmcoreLayout::new(self.crash.cpu_count, self.crash.note(), ranges).map_err(|e| e.to_string())?;
-        let dir = DumpDir::create(root, &self.client.name, self.started_utc)
-            .map_err(|e| format!("cannot create a directory in {}: {e}", root.display()))?;
-        let files = DumpFiles::create(dir.clone(), &layout)
+        let dir = match dir {
+            Some(d) => d.clone(),
+            None => DumpDir::create(root, &self.client.name, self.started_utc)
+                .map_err(|e| format!("cannot create a directory in {}: {e}", root.display()))?,
+        };
+        let with_vmcore = self.decision.verdict == Verdict::DumpAll;
+        let files = DumpFiles::create(dir.clone(), &layout, with_vmcore)
             .map_err(|e| format!("cannot create the files in {}: {e}", dir.path().display()))?;
         Ok(Output { files, layout })
     }
@@ -402,20 +414,16 @@ impl Session {
             self.counts.retransmit_flagged += 1;
         }
         let ack_request = header_flags & flags::ACK_REQUEST != 0;
-        let mut dropped = None;
         match self.window.status(seq) {
             SeqStatus::TooFarAhead => return self.drop_data(DropReason::OutOfWindow, false),
             SeqStatus::Duplicate => self.counts.duplicates += 1,
             SeqStatus::New => {
                 match self.store(data) {
                     Ok(()) => self.counts.data_bytes += data.data.len() as u64,
-                    // Out of bounds: not written, but acknowledged so the stream goes on;
-                    // the CRC still covers it and the drop counter tells.
-                    Err(StoreError::OutOfRange) => {
-                        self.counts.out_of_range_bytes += data.data.len() as u64;
-                        self.drops.add(DropReason::OutOfRange);
-                        dropped = Some(DropReason::OutOfRange);
-                    }
+                    // Out of bounds: a correct client never sends it, so it is neither
+                    // written nor acknowledged. Recording its seq would let a forger who
+                    // spoofs the client's address take the seq a real packet needs.
+                    Err(StoreError::OutOfRange) => return self.drop_data(DropReason::OutOfRange, false),
                     Err(StoreError::Io(e)) => {
                         let what = format!("write error: {e}");
                         tracing::error!(client = %self.client.name, "dump abandoned: {what}");
@@ -429,7 +437,7 @@ impl Session {
         }
         self.since_ack += 1;
         self.ack_due = true;
-        DataOutcome { ack_now: ack_request || self.since_ack >= ACK_EVERY, dropped }
+        DataOutcome { ack_now: ack_request || self.since_ack >= ACK_EVERY, dropped: None }
     }
 
     fn drop_data(&mut self, reason: DropReason, ack_now: bool) -> DataOutcome {
@@ -536,12 +544,9 @@ impl Session {
         } else if computed != finish.stream_crc {
             let why = format!("stream CRC mismatch: client {}, server {}", hex32(finish.stream_crc), hex32(computed));
             (FinishStatus::CrcMismatch, why)
-        } else if self.counts.data_bytes + self.counts.out_of_range_bytes != finish.total_bytes {
-            let why = format!(
-                "client sent {} data bytes, server received {}",
-                finish.total_bytes,
-                self.counts.data_bytes + self.counts.out_of_range_bytes
-            );
+        } else if self.counts.data_bytes != finish.total_bytes {
+            let why =
+                format!("client sent {} data bytes, server received {}", finish.total_bytes, self.counts.data_bytes);
             (FinishStatus::MissingData, why)
         } else {
             (FinishStatus::Verified, String::new())
@@ -656,7 +661,51 @@ impl Session {
 
     fn end(&mut self, now: Instant) {
         self.ended = Some((now, crate::utc::now()));
+        self.write_registers();
         self.write_info();
+        self.end_event = self.output.is_some();
+    }
+
+    /// True once after a dump with a directory ended (verified or not).
+    pub fn take_end_event(&mut self) -> bool {
+        std::mem::take(&mut self.end_event)
+    }
+
+    /// Path of the dump directory, when one was created.
+    pub fn dir_path(&self) -> Option<&Path> {
+        self.output.as_ref().map(|o| o.files.dir().path())
+    }
+
+    /// Records what duplicate detection said (rewrites `info.json`).
+    pub fn set_dedup(&mut self, dedup: DedupInfo) {
+        self.dedup = Some(dedup);
+        self.write_info();
+    }
+
+    /// `registers`: every CPU's record as text, the crashing CPU first, so that a dump
+    /// without a vmcore still shows them (and analysis can symbolize `rip`).
+    fn write_registers(&self) {
+        let Some(o) = &self.output else { return };
+        let crashing = self.crash.crashing_cpu;
+        let order = std::iter::once(crashing).chain((0..self.crash.cpu_count).filter(|c| *c != crashing));
+        let mut text = String::new();
+        for cpu in order {
+            let Some(r) = self.registers.complete.get(usize::from(cpu)).filter(|c| **c).and(self.registers.record(cpu))
+            else {
+                continue;
+            };
+            let mark = if cpu == crashing { " (crashing)" } else { "" };
+            text.push_str(&format!("cpu {cpu}{mark}\n"));
+            for (name, v) in named_registers(&r) {
+                text.push_str(&format!("  {name:<8} {v:#018x}\n"));
+            }
+        }
+        if text.is_empty() {
+            return;
+        }
+        if let Err(e) = std::fs::write(o.files.dir().path().join(REGISTERS), text) {
+            tracing::error!(dir = %o.files.dir().path().display(), "cannot write {REGISTERS}: {e}");
+        }
     }
 
     fn duration(&self) -> Duration {
@@ -751,9 +800,25 @@ impl Session {
             finish,
             abort: self.abort.clone(),
             drops: self.drops.to_map(),
-            vmcore: if self.phase == Phase::Verified { VMCORE } else { VMCORE_INCOMPLETE },
+            vmcore: match &self.output {
+                Some(o) if !o.files.has_vmcore() => None,
+                _ if self.phase == Phase::Verified => Some(VMCORE),
+                _ => Some(VMCORE_INCOMPLETE),
+            },
+            dedup: self.dedup.clone(),
         }
     }
+}
+
+/// The registers of a record with their x86_64 names, in wire order.
+fn named_registers(r: &RegisterRecord) -> [(&'static str, u64); 30] {
+    [
+        ("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx), ("rsi", r.rsi), ("rdi", r.rdi),
+        ("rbp", r.rbp), ("rsp", r.rsp), ("r8", r.r8), ("r9", r.r9), ("r10", r.r10), ("r11", r.r11),
+        ("r12", r.r12), ("r13", r.r13), ("r14", r.r14), ("r15", r.r15), ("rip", r.rip), ("rflags", r.rflags),
+        ("cs", r.cs), ("ss", r.ss), ("ds", r.ds), ("es", r.es), ("fs", r.fs), ("gs", r.gs),
+        ("fs_base", r.fs_base), ("gs_base", r.gs_base), ("cr0", r.cr0), ("cr2", r.cr2), ("cr3", r.cr3), ("cr4", r.cr4),
+    ]
 }
 
 enum StoreError {
@@ -865,6 +930,7 @@ mod tests {
             verdict,
             why: if verdict == Verdict::DumpAll { DecisionReason::None } else { DecisionReason::NoSpace },
             now: Instant::now(),
+            dir: None,
         };
         Session::start(req, crash(2))
     }
@@ -1207,10 +1273,16 @@ mod tests {
         assert_eq!(info["status"], "skipped");
         assert_eq!(info["decision"]["why"], "no_space");
         assert!(info["status_reason"].as_str().unwrap().contains("memory skipped by decision (no_space)"));
-        let bytes = std::fs::read(dump_path(&s).join(VMCORE)).unwrap();
-        let core = Core::new(&bytes);
-        assert_eq!(core.phdrs().len(), 1, "notes only");
-        assert_eq!(pr_reg(core.notes()[0].desc, 16), 0xffff_ffff_8000_0000);
+        // No memory image, no vmcore: the registers are in `registers`, the log in `log`.
+        assert!(!dump_path(&s).join(VMCORE).exists() && !dump_path(&s).join(VMCORE_INCOMPLETE).exists());
+        assert_eq!(info["vmcore"], serde_json::Value::Null);
+        let regs = std::fs::read_to_string(dump_path(&s).join(REGISTERS)).unwrap();
+        assert!(regs.starts_with("cpu 0 (crashing)\n"), "{regs}");
+        assert!(regs.contains("rip      0xffffffff80000000"), "{regs}");
+        assert!(regs.contains("cpu 1\n"), "{regs}");
+        assert!(std::fs::metadata(dump_path(&s).join(LOG)).unwrap().len() > 0);
+        assert!(s.take_end_event(), "the end is reported once");
+        assert!(!s.take_end_event());
     }
 
     #[test]
@@ -1251,6 +1323,7 @@ mod tests {
             verdict: Verdict::DumpAll,
             why: DecisionReason::None,
             now: Instant::now(),
+            dir: None,
         };
         let s = Session::start(req, crash(1));
         assert_eq!((s.decision().verdict, s.decision().why), (Verdict::Abort, DecisionReason::NoSpace));

@@ -328,7 +328,12 @@ fn not_enough_space_for_the_memory_gets_skip_memory() {
     assert_eq!(info["status"], "skipped");
     assert_eq!(info["decision"]["verdict"], "skip_memory");
     assert_eq!(info["decision"]["why"], "no_space");
-    assert!(std::fs::metadata(dump.join("vmcore")).unwrap().len() < 1 << 20, "notes only");
+    // No memory image, no vmcore: the log and the registers (as text) are what it keeps.
+    assert!(!dump.join("vmcore").exists() && !dump.join("vmcore-incomplete").exists());
+    assert_eq!(std::fs::read(dump.join("log")).unwrap(), m.log);
+    let registers = std::fs::read_to_string(dump.join("registers")).unwrap();
+    assert!(registers.starts_with("cpu 1 (crashing)\n"), "{registers}");
+    assert!(registers.contains(&format!("rip      {:#018x}", Machine::registers(1).rip)), "{registers}");
 }
 
 #[test]

@@ -85,10 +85,15 @@ impl TestServer {
         }
     }
 
-    /// The dump directories, oldest first.
+    /// The dump directories, oldest first (not the `<client>.last` links, nor the
+    /// netconsole logs' `console` directory).
     pub fn dumps(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> =
-            std::fs::read_dir(&self.dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "console")
+            .map(|e| e.path())
+            .collect();
         v.sort();
         v
     }

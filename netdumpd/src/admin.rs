@@ -1,0 +1,264 @@
+//! The admin commands: `netdumpd list`, `netdumpd show <dump>`, `netdumpd check-config`.
+//! Each returns its output as text (human-readable, or JSON with `--json`) so that
+//! tests read exactly what an admin would.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::analysis::ANALYSIS;
+use crate::catalog::{DumpEntry, last_link_name, scan};
+use crate::dumpdir::{INFO, LOG};
+use crate::server::ServerConfig;
+
+/// `list`: every dump, oldest first.
+pub fn list(root: &Path, as_json: bool) -> anyhow::Result<String> {
+    let dumps = scan(root).with_context(|| format!("cannot read {}", root.display()))?;
+    let now = crate::utc::now();
+    if as_json {
+        let rows: Vec<Value> = dumps.iter().map(|d| row_json(d, now)).collect();
+        return Ok(serde_json::to_string_pretty(&rows)? + "\n");
+    }
+    if dumps.is_empty() {
+        return Ok(format!("no dumps in {}\n", root.display()));
+    }
+    let mut out = format!(
+        "{:<16} {:<36} {:<11} {:>10} {:<16} {:>8}  {}\n",
+        "CLIENT", "DUMP", "STATUS", "SIZE", "SIGNATURE", "AGE", "MESSAGE"
+    );
+    for d in &dumps {
+        let mut message: String = d.str_field("/message").chars().take(60).collect();
+        if let Some(dup) = d.info.pointer("/dedup/duplicate_of").and_then(Value::as_str) {
+            message = format!("(repeats {dup}) {message}");
+        }
+        out.push_str(&format!(
+            "{:<16} {:<36} {:<11} {:>10} {:<16} {:>8}  {}\n",
+            d.client,
+            d.name,
+            d.status,
+            human_bytes(d.disk_bytes),
+            d.str_field("/dedup/signature"),
+            age(&d.start_time, now).map_or_else(|| "?".into(), human_age),
+            message
+        ));
+    }
+    Ok(out)
+}
+
+fn row_json(d: &DumpEntry, now: OffsetDateTime) -> Value {
+    json!({
+        "client": d.client,
+        "dump": d.name,
+        "path": d.path,
+        "status": d.status,
+        "disk_bytes": d.disk_bytes,
+        "memory_size": d.info.get("memory_size"),
+        "signature": d.info.pointer("/dedup/signature"),
+        "occurrence": d.info.pointer("/dedup/occurrence"),
+        "duplicate_of": d.info.pointer("/dedup/duplicate_of"),
+        "start_time": d.start_time,
+        "age_seconds": age(&d.start_time, now),
+        "message": d.info.get("message"),
+        "analysis": d.path.join(ANALYSIS).exists(),
+    })
+}
+
+/// Seconds since an RFC 3339 time.
+fn age(start: &str, now: OffsetDateTime) -> Option<i64> {
+    let t = OffsetDateTime::parse(start, &Rfc3339).ok()?;
+    Some((now - t).whole_seconds().max(0))
+}
+
+fn human_age(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Finds a dump by directory name, path, `<client>.last` or client name (its newest).
+pub fn resolve_dump(root: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let candidates = [PathBuf::from(what), root.join(what), root.join(last_link_name(what))];
+    for c in candidates {
+        if c.join(INFO).is_file() {
+            return Ok(c);
+        }
+    }
+    bail!("no dump {what:?} in {} (a directory name, a path or a client name)", root.display())
+}
+
+/// `show`: one dump's info, log tail and analysis.
+pub fn show(root: &Path, what: &str, lines: usize, as_json: bool) -> anyhow::Result<String> {
+    let dir = resolve_dump(root, what)?;
+    let info: Value = serde_json::from_slice(&std::fs::read(dir.join(INFO))?).context("parse info.json")?;
+    let log = std::fs::read(dir.join(LOG)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let log_lines: Vec<&str> = log.lines().collect();
+    let tail = &log_lines[log_lines.len().saturating_sub(lines)..];
+    let analysis = std::fs::read_to_string(dir.join(ANALYSIS)).ok();
+    let files: Vec<String> =
+        std::fs::read_dir(&dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if as_json {
+        let v = json!({ "path": dir, "files": files, "info": info, "log_tail": tail, "analysis": analysis });
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    let f =
+        |p: &str| info.pointer(p).map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).unwrap_or_default();
+    let mut out = String::new();
+    out.push_str(&format!("dump      {}\n", dir.display()));
+    out.push_str(&format!("client    {} ({}, {})\n", f("/client/name"), f("/client/ip"), f("/client/mac")));
+    out.push_str(&format!("status    {}{}\n", f("/status"), paren(&f("/status_reason"))));
+    let mut reason = f("/reason/kind");
+    if let Some(v) = info.pointer("/reason/vector_name").and_then(Value::as_str) {
+        reason.push_str(&format!(
+            " {v}, error code {}, address {}",
+            f("/reason/error_code"),
+            f("/reason/fault_address")
+        ));
+    }
+    out.push_str(&format!("reason    {reason}\n"));
+    out.push_str(&format!("message   {}\n", f("/message")));
+    out.push_str(&format!("decision  {} (why: {})\n", f("/decision/verdict"), f("/decision/why")));
+    if info.get("dedup").is_some_and(|d| !d.is_null()) {
+        let dup = info
+            .pointer("/dedup/duplicate_of")
+            .and_then(Value::as_str)
+            .map(|d| format!(", repeats {d}"))
+            .unwrap_or_default();
+        out.push_str(&format!("signature {} (occurrence {}{dup})\n", f("/dedup/signature"), f("/dedup/occurrence")));
+    }
+    out.push_str(&format!(
+        "received  {} of {} memory, {} log bytes, {} CPUs' registers\n",
+        human_bytes(info.get("memory_bytes").and_then(Value::as_u64).unwrap_or(0)),
+        human_bytes(info.get("memory_size").and_then(Value::as_u64).unwrap_or(0)),
+        f("/log_bytes"),
+        f("/registers_received")
+    ));
+    out.push_str(&format!(
+        "time      {} → {} ({} s, {} MB/s)\n",
+        f("/start_time"),
+        f("/end_time"),
+        f("/duration_seconds"),
+        f("/throughput_mb_s")
+    ));
+    let mut files = files;
+    files.sort();
+    out.push_str(&format!("files     {}\n", files.join(" ")));
+    out.push_str(&format!("\n--- log (last {} lines) ---\n", tail.len()));
+    for l in tail {
+        out.push_str(l);
+        out.push('\n');
+    }
+    match analysis {
+        Some(a) => out.push_str(&format!("\n--- {ANALYSIS} ---\n{a}")),
+        None => out.push_str("\n(no analysis: configure [analysis] kernel for this client)\n"),
+    }
+    Ok(out)
+}
+
+fn paren(s: &str) -> String {
+    if s.is_empty() { String::new() } else { format!(" ({s})") }
+}
+
+/// `check-config`: the resolved configuration and what is wrong with it; `Ok(false)` in
+/// the second element when anything is.
+pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> anyhow::Result<(String, bool)> {
+    let problems = crate::config::problems(c);
+    let ok = problems.is_empty();
+    let opt = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    if as_json {
+        let v = json!({
+            "ok": ok,
+            "problems": problems,
+            "config_file": source,
+            "listen": c.listen.to_string(),
+            "dir": c.dump_dir,
+            "session_timeout_s": c.session_timeout.as_secs(),
+            "min_free_bytes": c.min_free_bytes,
+            "max_sessions": c.max_sessions,
+            "max_memory_dumps": c.max_memory_dumps,
+            "hooks": {
+                "register": opt(&c.hooks.register), "crash": opt(&c.hooks.crash),
+                "nospace": opt(&c.hooks.nospace), "finished": opt(&c.hooks.finished),
+                "decision_timeout_s": c.hooks.decision_timeout.as_secs(), "timeout_s": c.hooks.timeout.as_secs(),
+            },
+            "retention": {
+                "max_dumps_per_client": c.retention.max_dumps_per_client,
+                "max_bytes_per_client": c.retention.max_bytes_per_client,
+                "max_total_bytes": c.retention.max_total_bytes,
+            },
+            "dedup": format!("{:?}", c.dedup),
+            "analysis": { "kernel": opt(&c.analysis.kernel), "kernels": c.analysis.kernels, "gdb": c.analysis.gdb },
+            "netconsole_listen": c.syslog_listen.map(|a| a.to_string()),
+        });
+        return Ok((serde_json::to_string_pretty(&v)? + "\n", ok));
+    }
+    let mut out = String::new();
+    match source {
+        Some(p) => out.push_str(&format!("config file   {}\n", p.display())),
+        None => out.push_str("config file   (none: defaults and flags)\n"),
+    }
+    out.push_str(&format!("listen        {}\n", c.listen));
+    out.push_str(&format!("dir           {}\n", c.dump_dir.display()));
+    out.push_str(&format!("reserve       {}\n", human_bytes(c.min_free_bytes)));
+    out.push_str(&format!("dumps at once {} ({} with memory)\n", c.max_sessions, c.max_memory_dumps));
+    for (name, p) in [
+        ("register", &c.hooks.register),
+        ("crash", &c.hooks.crash),
+        ("nospace", &c.hooks.nospace),
+        ("finished", &c.hooks.finished),
+    ] {
+        out.push_str(&format!("hook {name:<9}{}\n", opt(p).unwrap_or_else(|| "-".into())));
+    }
+    let r = &c.retention;
+    let lim = |v: Option<u64>| v.map_or_else(|| "unlimited".into(), human_bytes);
+    out.push_str(&format!(
+        "retention     {} dumps and {} per client, {} in all\n",
+        r.max_dumps_per_client.map_or_else(|| "unlimited".into(), |n| n.to_string()),
+        lim(r.max_bytes_per_client),
+        lim(r.max_total_bytes)
+    ));
+    out.push_str(&format!("dedup         {:?}\n", c.dedup));
+    out.push_str(&format!("analysis      {}\n", opt(&c.analysis.kernel).unwrap_or_else(|| "-".into())));
+    for (client, k) in &c.analysis.kernels {
+        out.push_str(&format!("  {client}: {}\n", k.display()));
+    }
+    out.push_str(&format!("netconsole    {}\n", c.syslog_listen.map_or_else(|| "-".into(), |a| a.to_string())));
+    if ok {
+        out.push_str("configuration OK\n");
+    } else {
+        for p in &problems {
+            out.push_str(&format!("problem: {p}\n"));
+        }
+    }
+    Ok((out, ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages_read_like_a_person_would_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(3600), "60m");
+        assert_eq!(human_age(3 * 86400), "3d");
+    }
+}

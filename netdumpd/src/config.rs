@@ -1,0 +1,332 @@
+//! The configuration file (TOML), `--config PATH`. Every setting may also come from a
+//! flag; a flag wins over the file, the file over the default. `contrib/netdumpd.toml`
+//! is a commented sample with every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use netdump_core::proto::AfterDump;
+use serde::Deserialize;
+
+use crate::analysis::AnalysisConfig;
+use crate::dedup::DedupPolicy;
+use crate::hooks::HookConfig;
+use crate::retention::RetentionConfig;
+use crate::server::ServerConfig;
+
+const MIB: u64 = 1 << 20;
+
+/// The file, as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<SocketAddr>,
+    pub dir: Option<PathBuf>,
+    /// Seconds.
+    pub session_timeout: Option<u64>,
+    /// `reboot` or `halt`.
+    pub after_dump: Option<String>,
+    pub min_free_mib: Option<u64>,
+    pub max_sessions: Option<u64>,
+    pub max_memory_dumps: Option<u64>,
+    /// Seconds between progress lines of a dump in the log.
+    pub progress_interval: Option<u64>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub hooks: HooksSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
+    #[serde(default)]
+    pub dedup: DedupSection,
+    #[serde(default)]
+    pub analysis: AnalysisSection,
+    #[serde(default)]
+    pub netconsole: NetconsoleSection,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    pub register: Option<PathBuf>,
+    pub crash: Option<PathBuf>,
+    pub nospace: Option<PathBuf>,
+    pub finished: Option<PathBuf>,
+    /// Seconds the crash and nospace hooks may run (the client waits for them).
+    pub decision_timeout: Option<u64>,
+    /// Seconds the register and finished hooks may run.
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    pub max_dumps_per_client: Option<usize>,
+    pub max_mib_per_client: Option<u64>,
+    pub max_total_mib: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSection {
+    /// `keep-all` or `skip-memory`.
+    pub policy: Option<String>,
+    /// For `skip-memory`: a repeat within this many days skips its memory image.
+    pub within_days: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSection {
+    /// The kernel ELF of clients without their own entry in `kernels`.
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub kernels: BTreeMap<String, PathBuf>,
+    pub gdb: Option<PathBuf>,
+    /// Seconds gdb may run.
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetconsoleSection {
+    /// Where to receive netconsole (syslog) lines, e.g. "0.0.0.0:514".
+    pub listen: Option<SocketAddr>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<ConfigFile> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies the file's settings on top of `config`.
+    pub fn apply(&self, c: &mut ServerConfig) -> anyhow::Result<()> {
+        let secs = Duration::from_secs;
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &self.dir {
+            c.dump_dir = v.clone();
+        }
+        if let Some(v) = self.session_timeout {
+            anyhow::ensure!(v > 0, "session_timeout must be at least 1 second");
+            c.session_timeout = secs(v);
+        }
+        if let Some(v) = &self.after_dump {
+            c.after_dump = parse_after_dump(v)?;
+        }
+        if let Some(v) = self.min_free_mib {
+            c.min_free_bytes = v.saturating_mul(MIB);
+        }
+        if let Some(v) = self.max_sessions {
+            anyhow::ensure!((1..=4096).contains(&v), "max_sessions must be 1..=4096");
+            c.max_sessions = v as usize;
+        }
+        if let Some(v) = self.max_memory_dumps {
+            anyhow::ensure!(v >= 1, "max_memory_dumps must be at least 1");
+            c.max_memory_dumps = v as usize;
+        }
+        if let Some(v) = self.progress_interval {
+            c.progress_interval = secs(v.max(1));
+        }
+        let h = &self.hooks;
+        let hooks: &mut HookConfig = &mut c.hooks;
+        for (slot, v) in [
+            (&mut hooks.register, &h.register),
+            (&mut hooks.crash, &h.crash),
+            (&mut hooks.nospace, &h.nospace),
+            (&mut hooks.finished, &h.finished),
+        ] {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
+        if let Some(v) = h.decision_timeout {
+            hooks.decision_timeout = secs(v);
+        }
+        if let Some(v) = h.timeout {
+            hooks.timeout = secs(v);
+        }
+        let r = &self.retention;
+        let retention: &mut RetentionConfig = &mut c.retention;
+        if r.max_dumps_per_client.is_some() {
+            retention.max_dumps_per_client = r.max_dumps_per_client;
+        }
+        if let Some(v) = r.max_mib_per_client {
+            retention.max_bytes_per_client = Some(v.saturating_mul(MIB));
+        }
+        if let Some(v) = r.max_total_mib {
+            retention.max_total_bytes = Some(v.saturating_mul(MIB));
+        }
+        if self.dedup.policy.is_some() || self.dedup.within_days.is_some() {
+            c.dedup = parse_dedup(self.dedup.policy.as_deref().unwrap_or("skip-memory"), self.dedup.within_days)?;
+        }
+        let a = &self.analysis;
+        let analysis: &mut AnalysisConfig = &mut c.analysis;
+        if a.kernel.is_some() {
+            analysis.kernel.clone_from(&a.kernel);
+        }
+        analysis.kernels.extend(a.kernels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(v) = &a.gdb {
+            analysis.gdb = v.clone();
+        }
+        if let Some(v) = a.timeout {
+            analysis.timeout = secs(v);
+        }
+        if self.netconsole.listen.is_some() {
+            c.syslog_listen = self.netconsole.listen;
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_after_dump(v: &str) -> anyhow::Result<AfterDump> {
+    match v {
+        "reboot" => Ok(AfterDump::Reboot),
+        "halt" => Ok(AfterDump::Halt),
+        other => anyhow::bail!("after_dump must be \"reboot\" or \"halt\", not {other:?}"),
+    }
+}
+
+/// `keep-all`, or `skip-memory` with a window in days (7 unless given).
+pub fn parse_dedup(policy: &str, within_days: Option<u64>) -> anyhow::Result<DedupPolicy> {
+    match policy {
+        "keep-all" => Ok(DedupPolicy::KeepAll),
+        "skip-memory" => Ok(DedupPolicy::SkipMemoryWithin(Duration::from_secs(within_days.unwrap_or(7) * 86400))),
+        other => anyhow::bail!("dedup policy must be \"keep-all\" or \"skip-memory\", not {other:?}"),
+    }
+}
+
+/// What `check-config` finds wrong with a resolved configuration (empty: fine).
+pub fn problems(c: &ServerConfig) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for (name, path) in [
+        ("register", &c.hooks.register),
+        ("crash", &c.hooks.crash),
+        ("nospace", &c.hooks.nospace),
+        ("finished", &c.hooks.finished),
+    ] {
+        let Some(p) = path else { continue };
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => out.push(format!("hooks.{name}: {} is not an executable file", p.display())),
+            Err(e) => out.push(format!("hooks.{name}: {}: {e}", p.display())),
+        }
+    }
+    let kernels = c.analysis.kernel.iter().map(|k| ("analysis.kernel".to_string(), k));
+    let per_client = c.analysis.kernels.iter().map(|(n, k)| (format!("analysis.kernels.{n}"), k));
+    for (what, k) in kernels.chain(per_client) {
+        match std::fs::read(k).map(|b| b.starts_with(b"\x7fELF")) {
+            Ok(true) => {}
+            Ok(false) => out.push(format!("{what}: {} is not an ELF file", k.display())),
+            Err(e) => out.push(format!("{what}: {}: {e}", k.display())),
+        }
+    }
+    for name in c.analysis.kernels.keys() {
+        if !netdump_core::proto::valid_name(name.as_bytes()) {
+            out.push(format!("analysis.kernels: {name:?} is not a valid client name"));
+        }
+    }
+    if c.analysis.enabled() && which(&c.analysis.gdb).is_none() {
+        out.push(format!("analysis.gdb: {} not found", c.analysis.gdb.display()));
+    }
+    if c.max_memory_dumps > c.max_sessions {
+        out.push(format!("max_memory_dumps ({}) exceeds max_sessions ({})", c.max_memory_dumps, c.max_sessions));
+    }
+    if c.hooks.crash.is_some() || c.hooks.nospace.is_some() {
+        let both = c.hooks.decision_timeout * 2;
+        if both >= Duration::from_secs(10) {
+            out.push(format!(
+                "hooks.decision_timeout: crash and nospace hooks may delay the DECISION {} s, not below the client's default announce timeout of 10 s",
+                both.as_secs()
+            ));
+        }
+    }
+    match std::fs::metadata(&c.dump_dir) {
+        Ok(m) if m.is_dir() => {
+            if let Err(e) = tempfile_in(&c.dump_dir) {
+                out.push(format!("dir: {} is not writable: {e}", c.dump_dir.display()));
+            }
+        }
+        Ok(_) => out.push(format!("dir: {} is not a directory", c.dump_dir.display())),
+        // Created at start, if its parent allows.
+        Err(_) => {}
+    }
+    out
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(format!(".netdumpd-check-{}", std::process::id()));
+    std::fs::write(&p, b"")?;
+    std::fs::remove_file(&p)
+}
+
+/// The program's path: as given when it has a `/`, else searched in `$PATH`.
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.exists().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_config_parses_and_sets_every_section() {
+        let text = include_str!("../contrib/netdumpd.toml");
+        let file = ConfigFile::parse(text).unwrap();
+        let mut c = ServerConfig::default();
+        file.apply(&mut c).unwrap();
+        assert_eq!(c.dump_dir, PathBuf::from("/var/crash/netdump"));
+        assert_eq!(c.hooks.crash, Some(PathBuf::from("/etc/netdumpd/hooks/crash")));
+        assert_eq!(c.hooks.decision_timeout, Duration::from_secs(4));
+        assert_eq!(c.retention.max_dumps_per_client, Some(5));
+        assert_eq!(c.retention.max_total_bytes, Some(100 << 30));
+        assert_eq!(c.dedup, DedupPolicy::SkipMemoryWithin(Duration::from_secs(7 * 86400)));
+        assert_eq!(c.analysis.kernels.get("node-a"), Some(&PathBuf::from("/srv/kernels/node-a/kernel.elf")));
+        assert_eq!(c.syslog_listen, Some("0.0.0.0:514".parse().unwrap()));
+        assert_eq!(c.max_memory_dumps, 4);
+    }
+
+    #[test]
+    fn an_empty_file_changes_nothing() {
+        let mut c = ServerConfig::default();
+        ConfigFile::parse("").unwrap().apply(&mut c).unwrap();
+        assert_eq!(c, ServerConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(ConfigFile::parse("lisen = \"0.0.0.0:1\"").is_err());
+        assert!(ConfigFile::parse("[hooks]\ncrashh = \"/x\"").is_err());
+        let mut c = ServerConfig::default();
+        assert!(ConfigFile::parse("after_dump = \"explode\"").unwrap().apply(&mut c).is_err());
+        assert!(ConfigFile::parse("[dedup]\npolicy = \"sometimes\"").unwrap().apply(&mut c).is_err());
+        assert!(ConfigFile::parse("max_sessions = 0").unwrap().apply(&mut c).is_err());
+    }
+
+    #[test]
+    fn problems_name_missing_hooks_and_kernels() {
+        let mut c = ServerConfig { dump_dir: std::env::temp_dir(), ..ServerConfig::default() };
+        assert_eq!(problems(&c), Vec::<String>::new());
+        c.hooks.crash = Some("/nonexistent/crash".into());
+        c.analysis.kernel = Some("/nonexistent/kernel".into());
+        let p = problems(&c);
+        assert!(p.iter().any(|l| l.starts_with("hooks.crash: /nonexistent/crash")), "{p:?}");
+        assert!(p.iter().any(|l| l.starts_with("analysis.kernel: /nonexistent/kernel")), "{p:?}");
+    }
+}

@@ -1,0 +1,257 @@
+//! Duplicate crashes: the paper's idea nobody built. A crash whose signature matches a
+//! recent dump that has its memory image need not send the image again; the occurrence
+//! is still recorded (a dump directory with log and registers, and a count).
+//!
+//! The signature is decided at the crash announcement, because that is when the server
+//! must answer DUMP_ALL or SKIP_MEMORY: it hashes what the CRASH says — the kind, the
+//! exception vector and the panic message. (Return addresses arrive only after the
+//! DECISION, with the registers and memory.) Occurrences are kept in
+//! `<dir>/signatures.json`, which outlives the dumps retention removes.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use netdump_core::proto::CrashKind;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::atomic_file::write_atomic;
+use crate::dumpdir::INFO;
+use crate::session::CrashAnnouncement;
+
+pub const SIGNATURES_FILE: &str = "signatures.json";
+
+/// What to do with a repeated crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupPolicy {
+    /// Take every memory image (the occurrence is still counted).
+    KeepAll,
+    /// Skip the memory image of a crash whose signature has a dump with memory taken
+    /// within this long.
+    SkipMemoryWithin(Duration),
+}
+
+impl Default for DedupPolicy {
+    fn default() -> Self {
+        DedupPolicy::KeepAll
+    }
+}
+
+/// The signature of an announced crash: 16 hex digits of a 64-bit FNV-1a over the
+/// kind, the vector and the message, so it is stable across servers and restarts.
+pub fn signature(crash: &CrashAnnouncement) -> String {
+    let kind: u8 = match crash.kind {
+        CrashKind::Panic => 1,
+        CrashKind::Exception => 2,
+        CrashKind::Requested => 3,
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in [kind, crash.vector, 0].iter().chain(crash.message.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// One dump of a signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occurrence {
+    pub dump: String,
+    pub client: String,
+    pub time: String,
+    /// Whether this dump was to take the memory image (DUMP_ALL).
+    pub memory: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureEntry {
+    /// Every occurrence ever seen, including those whose dumps were since removed.
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub message: String,
+    /// The most recent occurrences (at most [`KEPT_OCCURRENCES`]).
+    pub occurrences: Vec<Occurrence>,
+}
+
+/// Occurrences listed per signature; the count goes on beyond.
+pub const KEPT_OCCURRENCES: usize = 32;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    signatures: BTreeMap<String, SignatureEntry>,
+}
+
+/// What dedup says about one announced crash, recorded in its `info.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DedupInfo {
+    pub signature: String,
+    /// 1 for the first crash with this signature.
+    pub occurrence: u64,
+    /// The earlier dump (with memory) this one repeats, when it does.
+    pub duplicate_of: Option<String>,
+}
+
+/// The index of signatures, `<dir>/signatures.json`.
+#[derive(Debug)]
+pub struct DedupIndex {
+    path: PathBuf,
+    root: PathBuf,
+    file: IndexFile,
+}
+
+impl DedupIndex {
+    /// Loads the index; a missing file is an empty index, a corrupt one is moved aside.
+    pub fn load(root: &Path) -> DedupIndex {
+        let path = root.join(SIGNATURES_FILE);
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), "corrupt signature index ({e}); starting a new one");
+                let _ = std::fs::rename(&path, path.with_extension("json.corrupt"));
+                IndexFile::default()
+            }),
+            Err(_) => IndexFile::default(),
+        };
+        DedupIndex { path, root: root.to_path_buf(), file }
+    }
+
+    pub fn get(&self, signature: &str) -> Option<&SignatureEntry> {
+        self.file.signatures.get(signature)
+    }
+
+    /// The earlier dump with memory that a crash of `signature` at `now` repeats under
+    /// `policy`: within the policy's window, and still present, received or receiving.
+    pub fn duplicate_of(&self, signature: &str, policy: DedupPolicy, now: OffsetDateTime) -> Option<String> {
+        let DedupPolicy::SkipMemoryWithin(window) = policy else { return None };
+        let entry = self.get(signature)?;
+        entry.occurrences.iter().rev().find_map(|o| {
+            let t = OffsetDateTime::parse(&o.time, &Rfc3339).ok()?;
+            let age = now - t;
+            let recent = age.is_negative() || age.unsigned_abs() <= window;
+            (o.memory && recent && self.has_memory_image(&o.dump)).then(|| o.dump.clone())
+        })
+    }
+
+    /// Whether the dump `name` still exists with its memory complete or arriving.
+    fn has_memory_image(&self, name: &str) -> bool {
+        let Ok(bytes) = std::fs::read(self.root.join(name).join(INFO)) else { return false };
+        let Ok(info) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
+        let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("");
+        let verdict = info.pointer("/decision/verdict").and_then(|s| s.as_str()).unwrap_or("");
+        verdict == "dump_all" && matches!(status, "complete" | "receiving")
+    }
+
+    /// Records an occurrence and writes the index; returns its number.
+    pub fn record(&mut self, signature: &str, message: &str, occurrence: Occurrence) -> io::Result<u64> {
+        let entry = self.file.signatures.entry(signature.to_string()).or_default();
+        if entry.count == 0 {
+            entry.first_seen = occurrence.time.clone();
+            entry.message = message.to_string();
+        }
+        entry.count += 1;
+        entry.last_seen = occurrence.time.clone();
+        entry.occurrences.push(occurrence);
+        let excess = entry.occurrences.len().saturating_sub(KEPT_OCCURRENCES);
+        entry.occurrences.drain(..excess);
+        let count = entry.count;
+        self.file.version = 1;
+        let mut text = serde_json::to_vec_pretty(&self.file).map_err(io::Error::other)?;
+        text.push(b'\n');
+        write_atomic(&self.path, &text)?;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+
+    fn crash(message: &str, kind: CrashKind, vector: u8) -> CrashAnnouncement {
+        CrashAnnouncement {
+            kind,
+            vector,
+            cpu_count: 1,
+            crashing_cpu: 0,
+            error_code: 7,
+            fault_address: 0x1000,
+            page_size: 4096,
+            log_len: 10,
+            ranges: vec![],
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn the_signature_is_stable_and_depends_on_kind_vector_and_message() {
+        let a = signature(&crash("boom", CrashKind::Panic, 0));
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, signature(&crash("boom", CrashKind::Panic, 0)));
+        // A fixed value (FNV-1a of 01 00 00 "boom", computed independently): the
+        // signature must not change between releases.
+        assert_eq!(a, "83d7e5b9747e1b87");
+        assert_ne!(a, signature(&crash("boom!", CrashKind::Panic, 0)));
+        assert_ne!(a, signature(&crash("boom", CrashKind::Exception, 0)));
+        assert_ne!(signature(&crash("", CrashKind::Exception, 13)), signature(&crash("", CrashKind::Exception, 14)));
+    }
+
+    fn write_info(root: &Path, dump: &str, verdict: &str, status: &str) {
+        std::fs::create_dir_all(root.join(dump)).unwrap();
+        let info = serde_json::json!({ "status": status, "decision": { "verdict": verdict } });
+        std::fs::write(root.join(dump).join(INFO), info.to_string()).unwrap();
+    }
+
+    fn occ(dump: &str, time: &str, memory: bool) -> Occurrence {
+        Occurrence { dump: dump.into(), client: "n".into(), time: time.into(), memory }
+    }
+
+    #[test]
+    fn a_repeat_within_the_window_of_a_dump_with_memory_is_a_duplicate() {
+        let dir = TestDir::new("dedup-window");
+        let mut index = DedupIndex::load(dir.path());
+        write_info(dir.path(), "n-1", "dump_all", "complete");
+        assert_eq!(index.record("s", "boom", occ("n-1", "2026-01-01T00:00:00Z", true)).unwrap(), 1);
+        let day = Duration::from_secs(86400);
+        let t = |s: &str| OffsetDateTime::parse(s, &Rfc3339).unwrap();
+        let policy = DedupPolicy::SkipMemoryWithin(7 * day);
+        assert_eq!(index.duplicate_of("s", policy, t("2026-01-05T00:00:00Z")).as_deref(), Some("n-1"));
+        assert_eq!(index.duplicate_of("s", policy, t("2026-01-09T00:00:00Z")), None, "outside the window");
+        assert_eq!(index.duplicate_of("s", DedupPolicy::KeepAll, t("2026-01-02T00:00:00Z")), None);
+        assert_eq!(index.duplicate_of("other", policy, t("2026-01-02T00:00:00Z")), None);
+        // An incomplete or removed earlier dump does not count.
+        write_info(dir.path(), "n-1", "dump_all", "incomplete");
+        assert_eq!(index.duplicate_of("s", policy, t("2026-01-02T00:00:00Z")), None);
+        write_info(dir.path(), "n-1", "dump_all", "complete");
+        std::fs::remove_dir_all(dir.path().join("n-1")).unwrap();
+        assert_eq!(index.duplicate_of("s", policy, t("2026-01-02T00:00:00Z")), None);
+    }
+
+    #[test]
+    fn occurrences_are_counted_and_persist() {
+        let dir = TestDir::new("dedup-count");
+        let mut index = DedupIndex::load(dir.path());
+        for i in 0..40 {
+            let n = index.record("s", "boom", occ(&format!("d{i}"), "2026-01-01T00:00:00Z", i == 0)).unwrap();
+            assert_eq!(n, i + 1);
+        }
+        let again = DedupIndex::load(dir.path());
+        let e = again.get("s").unwrap();
+        assert_eq!(e.count, 40);
+        assert_eq!(e.occurrences.len(), KEPT_OCCURRENCES);
+        assert_eq!(e.occurrences.last().unwrap().dump, "d39");
+        assert_eq!(e.message, "boom");
+    }
+
+    #[test]
+    fn a_corrupt_index_is_moved_aside() {
+        let dir = TestDir::new("dedup-corrupt");
+        std::fs::write(dir.path().join(SIGNATURES_FILE), b"{nope").unwrap();
+        let index = DedupIndex::load(dir.path());
+        assert!(index.get("s").is_none());
+        assert!(dir.path().join("signatures.json.corrupt").exists());
+    }
+}

@@ -1,0 +1,45 @@
+//! Progress of a dump in the server log: bytes so far, rate and time left, every
+//! `progress_interval` while data arrives. The memory to come is bounded by the
+//! announced RAM (zero pages are never sent), so the estimate is an upper bound.
+
+use crate::info::DumpInfo;
+
+/// The numbers of one progress line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub received: u64,
+    /// Bytes the dump sends at most: log, registers and (unless skipped) every RAM page.
+    pub at_most: u64,
+    pub mb_s: f64,
+    /// Seconds left at the current rate, at most.
+    pub eta_s: Option<f64>,
+}
+
+impl Progress {
+    pub fn of(info: &DumpInfo) -> Progress {
+        let memory = if info.decision.verdict == "dump_all" { info.memory_size } else { 0 };
+        let registers = u64::from(info.cpu_count) * 256;
+        let at_most = info.log_bytes_announced + registers + memory;
+        let received = info.bytes_received;
+        let rate = if info.duration_seconds > 0.0 { received as f64 / info.duration_seconds } else { 0.0 };
+        let eta_s = (rate > 0.0).then(|| at_most.saturating_sub(received) as f64 / rate);
+        Progress { received, at_most, mb_s: rate / 1e6, eta_s }
+    }
+}
+
+/// Logs one progress line for a dump being received.
+pub fn log(info: &DumpInfo) {
+    let p = Progress::of(info);
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let eta = p.eta_s.map_or_else(|| "unknown".to_string(), |s| format!("≤ {s:.0} s"));
+    tracing::info!(
+        client = %info.client.name,
+        bytes = p.received,
+        "receiving: {:.1} of ≤ {:.1} MiB, {:.1} MB/s, {} packets ({} retransmitted), time left {eta}",
+        mib(p.received),
+        mib(p.at_most),
+        p.mb_s,
+        info.packets_received,
+        info.retransmissions,
+    );
+}
