@@ -10,7 +10,7 @@ mod stream;
 pub mod window;
 
 pub use config::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
-pub use stream::MemoryStats;
+pub use stream::{ExtraState, MemoryStats, MAX_EXTRA_BYTES};
 pub use window::{PacketSlot, RtoBounds, WindowMode, SLOT_PAYLOAD};
 
 use crate::clock::{Clock, Deadline};
@@ -182,6 +182,7 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
     rejected: u64,
     window_mode: WindowMode,
+    extra: Option<ExtraState>,
 }
 
 impl<N: PolledNic, C: Clock> Netdump<N, C> {
@@ -212,6 +213,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
             rejected: 0,
             window_mode: WindowMode::Sliding,
+            extra: None,
         };
         let ack = me
             .exchange(t.hello_retry_us, u64::MAX, t.hello_attempts, Self::send_hello, |e| match e {
@@ -252,8 +254,16 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         self.memory_map = map;
     }
 
-    /// Dumps: takes the NIC over, announces the crash, streams log, registers and
-    /// memory through the window, and finishes. Every wait is bounded by `Timeouts`.
+    /// Registers the function that writes the kernel's extra state (a task list,
+    /// counters), sent after the memory image as the EXTRA section — also when the server
+    /// skips the memory. See [`ExtraState`] for what it may do; at most
+    /// [`MAX_EXTRA_BYTES`] are sent.
+    pub fn set_extra_state(&mut self, extra: ExtraState) {
+        self.extra = Some(extra);
+    }
+
+    /// Dumps: takes the NIC over, announces the crash, streams log, registers, memory
+    /// and extra state through the window, and finishes. Every wait is bounded by `Timeouts`.
     pub fn dump(
         &mut self,
         crash: &CrashInfo<'_>,
@@ -295,7 +305,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
         let include_memory = decision.verdict == Verdict::DumpAll;
         let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(HEADER_LEN));
-        let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory);
+        let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory).with_extra(self.extra);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
         let mut totals = StreamTotals::default();

@@ -1,5 +1,6 @@
-//! The dump's data stream: console log, register records, then every non-zero page of
-//! memory, cut into DATA payloads (sub-header + data) in the order PROTOCOL.md gives.
+//! The dump's data stream: console log, register records, every non-zero page of
+//! memory, then the kernel's extra state text, cut into DATA payloads (sub-header + data)
+//! in the order PROTOCOL.md gives.
 
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
@@ -10,7 +11,38 @@ enum Stage {
     Log,
     Registers,
     Memory,
+    Extra,
     Done,
+}
+
+/// Writes the kernel's extra state (a task list, counters — like SysRq-t) as text. Runs
+/// on the crash path after the memory image: it must not allocate, lock or wait, and it
+/// must write the same text each time it is called, because the stream calls it once per
+/// 4 KiB of output and keeps only that window of it (no buffer for the whole text).
+pub type ExtraState = fn(&mut dyn core::fmt::Write) -> core::fmt::Result;
+
+/// Most bytes of extra state sent; the rest is cut.
+pub const MAX_EXTRA_BYTES: u64 = 256 * 1024;
+
+/// Keeps the bytes `skip..skip + buf.len()` of what is written through it; stops the
+/// writer (with an error) once the window is full.
+struct WindowWriter<'a> {
+    skip: u64,
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl core::fmt::Write for WindowWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let mut bytes = s.as_bytes();
+        let skipped = bytes.len().min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+        self.skip -= skipped as u64;
+        bytes = &bytes[skipped..];
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        if self.len == self.buf.len() { Err(core::fmt::Error) } else { Ok(()) }
+    }
 }
 
 /// Statistics of the memory walk.
@@ -43,6 +75,10 @@ pub struct DataStream<'a> {
     /// Next page of the walk to load (range index, page index in range).
     walk: (usize, u64),
     cursor: PageCursor,
+    extra: Option<ExtraState>,
+    /// The window of extra state held in the page buffer (once the memory walk is over):
+    /// the section offset of its first byte and its length.
+    extra_held: Option<(u64, usize)>,
     pub stats: MemoryStats,
 }
 
@@ -68,8 +104,16 @@ impl<'a> DataStream<'a> {
             page,
             walk,
             cursor: PageCursor { range: 0, page: 0, used: PAGE_SIZE },
+            extra: None,
+            extra_held: None,
             stats: MemoryStats::default(),
         }
+    }
+
+    /// Sends what `extra` writes, after the memory image, as the EXTRA section.
+    pub fn with_extra(mut self, extra: Option<ExtraState>) -> Self {
+        self.extra = extra;
+        self
     }
 
     /// Writes the next DATA payload into `out` (at most `out.len()` bytes) and returns
@@ -115,10 +159,18 @@ impl<'a> DataStream<'a> {
                 Stage::Memory => match self.fill_memory(&mut out[Data::SUBHEADER_LEN..][..room]) {
                     Some((phys, n)) => (Section::Memory, phys, n),
                     None => {
-                        self.advance(Stage::Done);
+                        self.advance(Stage::Extra);
                         continue;
                     }
                 },
+                Stage::Extra => {
+                    let n = self.fill_extra(&mut out[Data::SUBHEADER_LEN..][..room]);
+                    if n == 0 {
+                        self.advance(Stage::Done);
+                        continue;
+                    }
+                    (Section::Extra, self.offset, n)
+                }
                 Stage::Done => return None,
             };
             Data::emit_subheader(section, offset, out);
@@ -132,6 +184,35 @@ impl<'a> DataStream<'a> {
     fn advance(&mut self, stage: Stage) {
         self.stage = stage;
         self.offset = 0;
+    }
+
+    /// Copies the next extra-state bytes at `self.offset` into `out`; 0 at the end. The
+    /// page buffer, free once the memory walk is over, holds a 4 KiB window of the text:
+    /// when the offset leaves it, the callback runs again and the next window is kept.
+    fn fill_extra(&mut self, out: &mut [u8]) -> usize {
+        let Some(extra) = self.extra else { return 0 };
+        let (mut start, mut held) = self.extra_held.unwrap_or((0, 0));
+        if self.offset >= start + held as u64 {
+            // A window shorter than the buffer means the text ended there.
+            let ended = self.extra_held.is_some_and(|(_, held)| held < PAGE_SIZE);
+            if ended || self.offset >= MAX_EXTRA_BYTES {
+                return 0;
+            }
+            let room = PAGE_SIZE.min((MAX_EXTRA_BYTES - self.offset) as usize);
+            let mut w = WindowWriter { skip: self.offset, buf: &mut self.page[..room], len: 0 };
+            // An error is the writer stopping the callback at a full window, or the
+            // callback's own: either way the bytes written so far are what it said.
+            let _ = extra(&mut w);
+            (start, held) = (self.offset, w.len);
+            self.extra_held = Some((start, held));
+            if held == 0 {
+                return 0;
+            }
+        }
+        let from = (self.offset - start) as usize;
+        let n = out.len().min(held - from);
+        out[..n].copy_from_slice(&self.page[from..from + n]);
+        n
     }
 
     fn phys_of(&self, range: usize, page: u64) -> u64 {
@@ -329,6 +410,69 @@ mod tests {
         assert!(chunks.iter().all(|c| !(4096..8192).contains(&c.1)));
         assert_eq!(s.stats.unreadable_pages, 1);
         assert_eq!(s.stats.pages_sent, 2);
+    }
+
+    fn task_list(out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        for task in 0..700 {
+            writeln!(out, "task {task:4} state {}", if task % 3 == 0 { "running" } else { "sleeping" })?;
+        }
+        Ok(())
+    }
+
+    fn expected_task_list() -> String {
+        let mut s = String::new();
+        task_list(&mut s).unwrap();
+        s
+    }
+
+    fn extra_bytes(chunks: &[(Section, u64, Vec<u8>)]) -> Vec<u8> {
+        let mut text = vec![];
+        for (_, off, data) in chunks.iter().filter(|c| c.0 == Section::Extra) {
+            assert_eq!(*off, text.len() as u64, "EXTRA offsets are contiguous");
+            text.extend_from_slice(data);
+        }
+        text
+    }
+
+    #[test]
+    fn extra_state_comes_last_and_whole_across_several_windows() {
+        let mem = FakeMemory { zero: |p| p == 1, unreadable: None };
+        let m = map();
+        let cpus = [RegisterRecord::default()];
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &cpus, &m, &mem, &mut page, true).with_extra(Some(task_list));
+        let chunks = collect(&mut s, 1448);
+        let first_extra = chunks.iter().position(|c| c.0 == Section::Extra).unwrap();
+        assert!(chunks[first_extra..].iter().all(|c| c.0 == Section::Extra), "EXTRA is the last section");
+        let text = expected_task_list();
+        assert!(text.len() > 3 * PAGE_SIZE, "the test text must span several windows");
+        assert_eq!(String::from_utf8(extra_bytes(&chunks)).unwrap(), text);
+    }
+
+    #[test]
+    fn extra_state_is_sent_when_memory_is_skipped_and_cut_at_its_bound() {
+        fn endless(out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+            loop {
+                out.write_str("counter 12345\n")?;
+            }
+        }
+        let mem = FakeMemory { zero: |_| false, unreadable: None };
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, false).with_extra(Some(endless));
+        let chunks = collect(&mut s, 1448);
+        assert!(chunks.iter().all(|c| c.0 == Section::Extra));
+        assert_eq!(extra_bytes(&chunks).len() as u64, MAX_EXTRA_BYTES);
+
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, false).with_extra(Some(|_| Ok(())));
+        assert!(collect(&mut s, 1448).is_empty(), "no text, no EXTRA packet");
+
+        // Text that fills its last window exactly ends there too.
+        let mut page = [0u8; PAGE_SIZE];
+        let two_windows = |out: &mut dyn core::fmt::Write| (0..2 * PAGE_SIZE / 8).try_for_each(|_| out.write_str("8 bytes\n"));
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, false).with_extra(Some(two_windows));
+        assert_eq!(extra_bytes(&collect(&mut s, 1448)).len(), 2 * PAGE_SIZE);
     }
 
     #[test]
