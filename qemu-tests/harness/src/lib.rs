@@ -4,7 +4,9 @@
 
 pub mod check;
 pub mod conformance;
+pub mod forgery;
 pub mod gdb;
+pub mod host_client;
 pub mod netdumpd;
 pub mod proxy;
 pub mod qemu;
