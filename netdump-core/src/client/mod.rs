@@ -297,7 +297,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 ServerEvent::Decision(d) => Some(*d),
                 _ => None,
             })?
-            .ok_or(DumpError::ServerSilent(Phase::Announce))?;
+            .ok_or(DumpError::ServerSilent(Phase::Announce))
+            // Best effort: a server that hears us but is not heard learns why at once.
+            .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
         self.max_payload = self.max_payload.min(decision.max_payload as usize);
         if decision.verdict == Verdict::Abort {
             return Err(DumpError::Refused(decision.why));
@@ -341,7 +343,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 ServerEvent::FinishAck(a) => Some(*a),
                 _ => None,
             })?
-            .ok_or(DumpError::ServerSilent(Phase::Finish))?;
+            .ok_or(DumpError::ServerSilent(Phase::Finish))
+            .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
         if ack.status != FinishStatus::Verified {
             return Err(DumpError::NotVerified(ack.status));
         }

@@ -193,7 +193,7 @@ fn silent_after(mut trigger: impl FnMut(&Seen) -> bool + Send + 'static) -> impl
     }
 }
 
-fn silent_server(label: &str, rule: impl FnMut(&Seen) -> Action + Send + 'static, phase: Phase) {
+fn silent_server(label: &str, rule: impl FnMut(&Seen) -> Action + Send + 'static, phase: Phase) -> serde_json::Value {
     let server = TestServer::start(label);
     let proxy = FaultProxy::start(server.addr, ProxyConfig::default()).unwrap();
     proxy.set_rule(rule);
@@ -202,6 +202,7 @@ fn silent_server(label: &str, rule: impl FnMut(&Seen) -> Action + Send + 'static
     assert_eq!(run.result.unwrap_err(), DumpError::ServerSilent(phase));
     let info = server.wait_incomplete(label);
     assert!(!info["status_reason"].as_str().unwrap().is_empty());
+    info
 }
 
 #[test]
@@ -212,7 +213,9 @@ fn silent_at_the_announcement() {
         silent = silent || s.is(MessageType::Crash);
         if silent && s.dir == Direction::ToClient { Action::Blackhole } else { Action::Pass }
     };
-    silent_server("silent-announce", rule, Phase::Announce);
+    let info = silent_server("silent-announce", rule, Phase::Announce);
+    // The client's ABORT still reaches the server, which records why.
+    assert_eq!(info["abort"]["reason"], "server_silent", "{info}");
 }
 
 #[test]
