@@ -514,6 +514,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 }
             }
             let now = self.clock.now_us();
+            // Silence means no ACK progress while packets are outstanding, judged right
+            // after reading what arrived; a window emptied by a long zero-page scan is not
+            // silence.
+            if window.is_empty() {
+                last_progress = now;
+            } else if now.saturating_sub(last_progress) > silence {
+                return Err(DumpError::ServerSilent(Phase::Data));
+            }
             // Retransmit what is due, a bounded number per round.
             for _ in 0..16 {
                 let Some(seq) = window.due(now) else { break };
@@ -529,7 +537,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             while !exhausted && window.can_push() {
                 let pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
                 let Some(seq) = pushed else {
-                    exhausted = true;
+                    // Nothing now: the stream ended, or it skipped a long run of zero
+                    // pages and hands control back so that ACKs keep being read.
+                    exhausted = stream.is_done();
                     break;
                 };
                 totals.add(window.payload(seq).len(), window.payload_crc(seq));
@@ -540,9 +550,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             }
             if exhausted && window.is_empty() {
                 return Ok(());
-            }
-            if self.clock.now_us().saturating_sub(last_progress) > silence {
-                return Err(DumpError::ServerSilent(Phase::Data));
             }
         }
     }

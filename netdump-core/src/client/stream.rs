@@ -118,6 +118,10 @@ impl<'a> DataStream<'a> {
 
     /// Writes the next DATA payload into `out` (at most `out.len()` bytes) and returns
     /// its length, or `None` when the stream is over.
+    ///
+    /// `None` also when a long run of zero pages was skipped without finding data: the
+    /// scan is bounded per call ([`SCAN_BUDGET`] pages) so that the sender keeps
+    /// answering ACKs and ARP during a long hole; [`is_done`](Self::is_done) tells the end.
     pub fn next_payload(&mut self, out: &mut [u8]) -> Option<usize> {
         let room = out.len().checked_sub(Data::SUBHEADER_LEN).filter(|&r| r > 0)?;
         loop {
@@ -157,8 +161,9 @@ impl<'a> DataStream<'a> {
                     (Section::Registers, self.offset, n)
                 }
                 Stage::Memory => match self.fill_memory(&mut out[Data::SUBHEADER_LEN..][..room]) {
-                    Some((phys, n)) => (Section::Memory, phys, n),
-                    None => {
+                    MemoryFill::Data(phys, n) => (Section::Memory, phys, n),
+                    MemoryFill::Skipped => return None,
+                    MemoryFill::End => {
                         self.advance(Stage::Extra);
                         continue;
                     }
@@ -179,6 +184,11 @@ impl<'a> DataStream<'a> {
             }
             return Some(Data::SUBHEADER_LEN + len);
         }
+    }
+
+    /// Whether every section has been produced.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
     }
 
     fn advance(&mut self, stage: Stage) {
@@ -251,7 +261,7 @@ impl<'a> DataStream<'a> {
 
     /// Fills `out` with the next run of non-zero memory that is physically contiguous
     /// and within one range. Returns its physical address and length.
-    fn fill_memory(&mut self, out: &mut [u8]) -> Option<(u64, usize)> {
+    fn fill_memory(&mut self, out: &mut [u8]) -> MemoryFill {
         let mut start: Option<u64> = None;
         let mut len = 0;
         while len < out.len() {
@@ -265,13 +275,17 @@ impl<'a> DataStream<'a> {
                             break;
                         }
                     }
-                    None => loop {
-                        match self.load_next_page() {
-                            None => return None,
-                            Some(true) => break,
-                            Some(false) => {}
+                    None => {
+                        let mut skipped = 0;
+                        loop {
+                            match self.load_next_page() {
+                                None => return MemoryFill::End,
+                                Some(true) => break,
+                                Some(false) if skipped + 1 >= SCAN_BUDGET => return MemoryFill::Skipped,
+                                Some(false) => skipped += 1,
+                            }
                         }
-                    },
+                    }
                 }
             }
             let here = self.phys_of(self.cursor.range, self.cursor.page) + self.cursor.used as u64;
@@ -281,8 +295,23 @@ impl<'a> DataStream<'a> {
             self.cursor.used += n;
             len += n;
         }
-        start.map(|s| (s, len))
+        match start {
+            Some(s) => MemoryFill::Data(s, len),
+            None => MemoryFill::End,
+        }
     }
+}
+
+/// Zero or unreadable pages skipped in one call before it returns to the sender.
+pub const SCAN_BUDGET: usize = 256;
+
+/// What one step of the memory walk produced.
+enum MemoryFill {
+    /// `len` bytes of contiguous non-zero memory at a physical address.
+    Data(u64, usize),
+    /// Only skipped pages so far.
+    Skipped,
+    End,
 }
 
 fn is_zero(page: &[u8; PAGE_SIZE]) -> bool {
@@ -318,7 +347,8 @@ mod tests {
     fn collect(stream: &mut DataStream, mtu_room: usize) -> Vec<(Section, u64, Vec<u8>)> {
         let mut out = vec![0u8; mtu_room];
         let mut v = vec![];
-        while let Some(n) = stream.next_payload(&mut out) {
+        while !stream.is_done() {
+            let Some(n) = stream.next_payload(&mut out) else { continue };
             let d = Data::parse(&out[..n]).unwrap();
             v.push((d.section, d.offset, d.data.to_vec()));
         }
@@ -398,6 +428,30 @@ mod tests {
         let chunks = collect(&mut s, 16 + 1432);
         assert_eq!(chunks.len(), (8 * 4096usize).div_ceil(1432));
         assert!(chunks[..chunks.len() - 1].iter().all(|c| c.2.len() == 1432));
+    }
+
+    #[test]
+    fn a_long_hole_yields_to_the_sender_without_ending_the_stream() {
+        // 3 × SCAN_BUDGET zero pages, then one page of data.
+        let pages = 3 * SCAN_BUDGET as u64 + 1;
+        let mem = FakeMemory { zero: |p| p < 3 * SCAN_BUDGET as u64, unreadable: None };
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0, length: pages * 4096, virt_start: 0 }]).unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        let mut out = [0u8; 1448];
+        let mut yields = 0;
+        let first = loop {
+            match s.next_payload(&mut out) {
+                Some(n) => break n,
+                None => {
+                    assert!(!s.is_done(), "the stream ended inside the hole");
+                    yields += 1;
+                }
+            }
+        };
+        assert_eq!(yields, 3, "one yield per SCAN_BUDGET skipped pages");
+        assert_eq!(Data::parse(&out[..first]).unwrap().offset, 3 * SCAN_BUDGET as u64 * 4096);
+        assert_eq!(s.stats.zero_pages, 3 * SCAN_BUDGET as u64);
     }
 
     #[test]
