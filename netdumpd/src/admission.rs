@@ -230,6 +230,7 @@ mod tests {
             page_size: 4096,
             log_len: 10,
             ranges: vec![],
+            frames: vec![],
             message: "boom".into(),
         };
         let d = DumpDir::create(dir.path(), "node", crate::utc::now()).unwrap();

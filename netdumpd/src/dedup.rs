@@ -40,17 +40,32 @@ impl Default for DedupPolicy {
     }
 }
 
+/// Code addresses of the crashing stack the signature hashes: the innermost ones, where
+/// the bug is, not the callers that vary with how it was reached.
+pub const SIGNATURE_FRAMES: usize = 8;
+
 /// The signature of an announced crash: 16 hex digits of a 64-bit FNV-1a over the
-/// kind, the vector and the message, so it is stable across servers and restarts.
+/// kind, the vector, the message and the first [`SIGNATURE_FRAMES`] code addresses of
+/// the crashing stack, so it is stable across servers and restarts. The addresses follow
+/// a `0xff` byte (never part of UTF-8, so no message can imitate them), 8 bytes each,
+/// big-endian; a crash announced without addresses hashes as if the list did not exist.
 pub fn signature(crash: &CrashAnnouncement) -> String {
     let kind: u8 = match crash.kind {
         CrashKind::Panic => 1,
         CrashKind::Exception => 2,
         CrashKind::Requested => 3,
     };
+    let frames = &crash.frames[..crash.frames.len().min(SIGNATURE_FRAMES)];
+    let separator: &[u8] = if frames.is_empty() { &[] } else { &[0xff] };
+    let addresses = frames.iter().flat_map(|a| a.to_be_bytes());
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in [kind, crash.vector, 0].iter().chain(crash.message.as_bytes()) {
-        h ^= u64::from(*b);
+    for b in [kind, crash.vector, 0]
+        .into_iter()
+        .chain(crash.message.bytes())
+        .chain(separator.iter().copied())
+        .chain(addresses)
+    {
+        h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{h:016x}")
@@ -182,6 +197,7 @@ mod tests {
             page_size: 4096,
             log_len: 10,
             ranges: vec![],
+            frames: vec![],
             message: message.into(),
         }
     }
@@ -197,6 +213,22 @@ mod tests {
         assert_ne!(a, signature(&crash("boom!", CrashKind::Panic, 0)));
         assert_ne!(a, signature(&crash("boom", CrashKind::Exception, 0)));
         assert_ne!(signature(&crash("", CrashKind::Exception, 13)), signature(&crash("", CrashKind::Exception, 14)));
+    }
+
+    #[test]
+    fn the_signature_hashes_the_innermost_code_addresses() {
+        let with = |frames: &[u64]| {
+            signature(&CrashAnnouncement { frames: frames.to_vec(), ..crash("boom", CrashKind::Panic, 0) })
+        };
+        let a = with(&[0x10_2345, 0x10_1000]);
+        // FNV-1a of 01 00 00 "boom" ff, then 00..00 10 23 45 and 00..00 10 10 00.
+        assert_eq!(a, "9c1e9db5fbd9c30c");
+        assert_ne!(a, with(&[0x10_2345, 0x10_1001]));
+        assert_ne!(a, with(&[0x10_2345]));
+        assert_ne!(a, signature(&crash("boom", CrashKind::Panic, 0)));
+        // Callers beyond the innermost eight do not matter.
+        let deep: Vec<u64> = (1..=8).collect();
+        assert_eq!(with(&[deep.clone(), vec![100]].concat()), with(&[deep, vec![200]].concat()));
     }
 
     fn write_info(root: &Path, dump: &str, verdict: &str, status: &str) {

@@ -43,6 +43,8 @@ pub struct ReasonInfo {
     pub vector_name: Option<&'static str>,
     pub error_code: String,
     pub fault_address: String,
+    /// Code addresses of the crashing stack from the announcement, innermost first.
+    pub frames: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

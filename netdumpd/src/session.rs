@@ -51,6 +51,9 @@ pub struct CrashAnnouncement {
     pub page_size: u32,
     pub log_len: u64,
     pub ranges: Vec<MemoryRange>,
+    /// Code addresses of the crashing stack, innermost first (the faulting `rip` of an
+    /// exception, then return addresses).
+    pub frames: Vec<u64>,
     /// The panic message, invalid UTF-8 replaced.
     pub message: String,
 }
@@ -67,6 +70,7 @@ impl CrashAnnouncement {
             page_size: c.page_size,
             log_len: c.log_len,
             ranges: c.ranges.iter().collect(),
+            frames: c.frames.iter().collect(),
             message: String::from_utf8_lossy(c.message).into_owned(),
         }
     }
@@ -754,6 +758,7 @@ impl Session {
                 vector_name: (c.kind == CrashKind::Exception).then(|| vector_name(c.vector)).flatten(),
                 error_code: hex64(c.error_code),
                 fault_address: hex64(c.fault_address),
+                frames: c.frames.iter().map(|a| hex64(*a)).collect(),
             },
             message: c.message.clone(),
             cpu_count: c.cpu_count,
