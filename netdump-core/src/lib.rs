@@ -6,7 +6,8 @@
 //!
 //! Layout: [`nic`] (the driver contract), [`net`] (ARP/IPv4/UDP on `smoltcp::wire`),
 //! [`proto`] (the wire protocol, shared with netdumpd), [`client`] (install and dump state
-//! machines, the SACK window), [`log`] (console ring), [`memory`], [`clock`], and
+//! machines, the SACK window), [`log`] (console ring), [`netconsole`] (console lines as
+//! UDP syslog), [`memory`], [`clock`], and
 //! [`arch`] (x86_64 register capture, TSC clock, RDRAND). `unsafe` is denied here and
 //! allowed only in `arch` and [`crash_cell`].
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
@@ -21,6 +22,7 @@ pub mod host;
 pub mod log;
 pub mod memory;
 pub mod net;
+pub mod netconsole;
 pub mod nic;
 pub mod proto;
 pub mod text;

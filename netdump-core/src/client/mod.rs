@@ -17,6 +17,7 @@ use crate::clock::{Clock, Deadline};
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
 use crate::net::{LinkCounters, NetError, UdpLink};
+use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
     abort_reason, flags, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, Finish, FinishAck,
@@ -183,6 +184,8 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     rejected: u64,
     window_mode: WindowMode,
     extra: Option<ExtraState>,
+    /// Console lines as syslog on the same NIC, when attached.
+    netconsole: Option<Netconsole>,
 }
 
 impl<N: PolledNic, C: Clock> Netdump<N, C> {
@@ -214,6 +217,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             rejected: 0,
             window_mode: WindowMode::Sliding,
             extra: None,
+            netconsole: None,
         };
         let ack = me
             .exchange(t.hello_retry_us, u64::MAX, t.hello_attempts, Self::send_hello, |e| match e {
@@ -247,6 +251,53 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// How the window releases packets ([`WindowMode::Sliding`] unless changed).
     pub fn set_window_mode(&mut self, mode: WindowMode) {
         self.window_mode = mode;
+    }
+
+    /// Sends console lines to a syslog collector too, on this NIC ([`crate::netconsole`]):
+    /// resolves the collector's MAC now (install time, bounded by the ARP timeouts).
+    pub fn attach_netconsole(&mut self, config: NetconsoleConfig) -> Result<(), NetError> {
+        let mut console = Netconsole::new(config, self.nic.mac_address());
+        console.resolve(&mut self.nic, &self.clock, &self.config.timeouts)?;
+        self.netconsole = Some(console);
+        Ok(())
+    }
+
+    /// The netconsole sender, when attached.
+    pub fn netconsole(&self) -> Option<&Netconsole> {
+        self.netconsole.as_ref()
+    }
+
+    /// Console output in any pieces: complete lines go to the netconsole collector.
+    /// Normal-time use goes through [`crate::CrashCell::try_with`].
+    pub fn console_write(&mut self, bytes: &[u8]) {
+        if let Some(c) = self.netconsole.as_mut() {
+            c.write(&mut self.nic, &self.clock, bytes);
+        }
+    }
+
+    /// One console line to the collector at `severity` (e.g. the panic message, from
+    /// the panic handler before [`dump`](Self::dump)); false when it was not sent.
+    pub fn console_line(&mut self, severity: Severity, line: &[u8]) -> bool {
+        match self.netconsole.as_mut() {
+            Some(c) => c.send_line(&mut self.nic, &self.clock, severity, line).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits at most `bound_us` for queued console lines to leave the NIC.
+    pub fn console_drain(&mut self, bound_us: u64) {
+        if let Some(c) = self.netconsole.as_mut() {
+            c.drain(&mut self.nic, &self.clock, bound_us);
+        }
+    }
+
+    /// A line about the dump itself, sent where no DATA is in flight.
+    fn dump_note(&mut self, severity: Severity, args: core::fmt::Arguments<'_>) {
+        if self.netconsole.is_some() {
+            let mut text = crate::text::TextBuf::<160>::new();
+            let _ = core::fmt::Write::write_fmt(&mut text, args);
+            self.console_line(severity, text.as_bytes());
+        }
     }
 
     /// Replaces the memory map announced at crash time (e.g. after memory hot-add).
@@ -301,6 +352,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             // Best effort: a server that hears us but is not heard learns why at once.
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
         self.max_payload = self.max_payload.min(decision.max_payload as usize);
+        let server = (self.config.net.server_ip, self.config.net.server_port);
+        self.dump_note(Severity::Critical, format_args!("netdump: dumping to {}:{}: {:?} ({:?})", server.0, server.1, decision.verdict, decision.why));
         if decision.verdict == Verdict::Abort {
             return Err(DumpError::Refused(decision.why));
         }
@@ -345,6 +398,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             })?
             .ok_or(DumpError::ServerSilent(Phase::Finish))
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
+        self.dump_note(Severity::Critical, format_args!("netdump: dump of {} bytes in {} packets: {:?}", totals.data_bytes, packets, ack.status));
         if ack.status != FinishStatus::Verified {
             return Err(DumpError::NotVerified(ack.status));
         }

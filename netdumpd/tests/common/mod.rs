@@ -46,6 +46,8 @@ impl Drop for TempDir {
 /// A server on `127.0.0.1:<ephemeral>` running in a thread.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where it receives netconsole lines, when the config asked for it.
+    pub syslog: Option<SocketAddr>,
     pub dir: PathBuf,
     pub stats: Arc<ServerStats>,
     stop: ShutdownHandle,
@@ -67,10 +69,11 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::bind(config).expect("bind");
         let addr = server.local_addr();
+        let syslog = server.syslog_addr();
         let stats = server.stats();
         let stop = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
-        TestServer { addr, dir: dir.to_path_buf(), stats, stop, thread: Some(thread) }
+        TestServer { addr, syslog, dir: dir.to_path_buf(), stats, stop, thread: Some(thread) }
     }
 
     /// Stops the server and waits for it.

@@ -2,7 +2,8 @@
 //! ([`ExceptionRegisters`] → [`ExceptionCrash`]), the crashing stack's code addresses
 //! ([`StackTrace`]), a TSC clock calibrated against the PIT ([`TscClock`]), the cookie
 //! source ([`CookieRng`]: RDRAND, or a documented fallback) and physical memory reads
-//! through a direct map ([`DirectMapMemory`]).
+//! through a direct map ([`DirectMapMemory`]), and the wall clock from the CMOS RTC
+//! ([`read_rtc`], for netconsole timestamps).
 
 #![allow(unsafe_code)]
 
@@ -11,6 +12,7 @@ mod io;
 mod memory;
 mod regs;
 mod rng;
+mod rtc;
 mod stack;
 mod tsc;
 
@@ -18,5 +20,6 @@ pub use exception::{exception_name, pushes_error_code, vector, ExceptionCrash, E
 pub use memory::DirectMapMemory;
 pub use regs::{capture_registers, read_control_registers};
 pub use rng::{CookieRng, CookieSource};
+pub use rtc::read_rtc;
 pub use stack::StackTrace;
 pub use tsc::TscClock;
