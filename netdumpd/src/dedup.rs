@@ -4,8 +4,8 @@
 //!
 //! The signature is decided at the crash announcement, because that is when the server
 //! must answer DUMP_ALL or SKIP_MEMORY: it hashes what the CRASH says — the kind, the
-//! exception vector and the panic message. (Return addresses arrive only after the
-//! DECISION, with the registers and memory.) Occurrences are kept in
+//! exception vector, the panic message and the innermost code addresses of the crashing
+//! stack, which the client walks before announcing. Occurrences are kept in
 //! `<dir>/signatures.json`, which outlives the dumps retention removes.
 
 use std::collections::BTreeMap;

@@ -38,6 +38,14 @@ impl MemorySource for FakeRam {
     }
 }
 
+/// The kernel's extra state: long enough to need several 4 KiB windows.
+fn task_list(out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+    for pid in 1..=400 {
+        writeln!(out, "pid {pid:4} state {} wchan dump_wait", if pid % 4 == 0 { 'R' } else { 'S' })?;
+    }
+    Ok(())
+}
+
 /// How long the client announces a crash before giving up, in these tests.
 const ANNOUNCE_BOUND_US: u64 = 2_000_000;
 
@@ -62,6 +70,7 @@ fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
     let mut rng = rand_core_stub::Counter(0x1234_5678);
     let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config(server.addr.port()), buffers, map).expect("install");
+    nd.set_extra_state(task_list);
     let log = ConsoleLog::<4096>::new();
     log.write(b"booted\nabout to crash\n");
     let regs = RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: 0x1f_0000, flags: REGISTERS_VALID, ..Default::default() };
@@ -74,6 +83,12 @@ fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::
         let core = Core::new(&bytes);
         assert_eq!(core.read_virt(RAM_BASE, ram.0.len()), &ram.0[..], "memory differs");
         assert_eq!(std::fs::read(dir.join("log")).unwrap(), b"booted\nabout to crash\n");
+        let mut text = String::new();
+        task_list(&mut text).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("extra")).unwrap(), text, "extra state differs");
+        let info = read_info(dir);
+        assert_eq!(info.pointer("/reason/frames"), Some(&serde_json::json!(["0x102345"])));
+        assert_eq!(info.pointer("/extra_bytes").and_then(|v| v.as_u64()), Some(text.len() as u64));
     }
     report
 }
