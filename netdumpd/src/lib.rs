@@ -22,6 +22,7 @@
 //! | [`server`] | the socket loop, dispatch by cookie, ACK policy, decisions |
 //! | [`session`] | one dump: state machine, positioned writes, FINISH verification |
 //! | [`receive_window`] | cumulative/selective ack and the stream CRC by CRC-32 combine |
+//! | [`recovery`] | dumps an earlier netdumpd left receiving, marked incomplete at start-up |
 //! | [`registry`] | registered clients, `clients.json` |
 //! | [`vmcore`] | the ELF core layout and notes |
 //! | [`dumpdir`] | a crash's directory and files, free space |
@@ -51,6 +52,7 @@ pub mod hooks;
 pub mod info;
 pub mod progress;
 pub mod receive_window;
+pub mod recovery;
 pub mod registry;
 pub mod retention;
 pub mod server;

@@ -230,6 +230,7 @@ impl Server {
             .with_context(|| format!("cannot create dump directory {}", config.dump_dir.display()))?;
         let registry = Registry::load(&config.dump_dir)
             .with_context(|| format!("cannot load the client registry in {}", config.dump_dir.display()))?;
+        crate::recovery::recover_interrupted(&config.dump_dir);
         let socket = UdpSocket::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
         enlarge_receive_buffer(&socket);
