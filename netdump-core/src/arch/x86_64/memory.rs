@@ -28,10 +28,17 @@ impl MemorySource for DirectMapMemory {
         // done with `rep movsb` in asm rather than `ptr::copy`, because physical address
         // 0 is a valid RAM page under an identity map, and a Rust read through a null
         // pointer would be undefined behaviour; the asm reads the bytes as the CPU sees
-        // them. `out` is a valid, exclusive destination of `out.len()` bytes.
+        // them. `out` is a valid, exclusive destination of `out.len()` bytes. Eight bytes
+        // per `rep movsq` step, then the tail: much cheaper under emulation.
         unsafe {
             core::arch::asm!(
+                "mov {tail}, rcx",
+                "shr rcx, 3",
+                "rep movsq",
+                "mov rcx, {tail}",
+                "and rcx, 7",
                 "rep movsb",
+                tail = out(reg) _,
                 inout("rsi") src => _,
                 inout("rdi") out.as_mut_ptr() => _,
                 inout("rcx") out.len() => _,
@@ -56,5 +63,11 @@ mod tests {
         let mut out = [0u8; 16];
         mem.read(0x1000 + 8, &mut out).unwrap();
         assert_eq!(&out[..], &data[8..24]);
+        // Lengths that are not a multiple of 8 copy their tail too.
+        for len in [1usize, 7, 13, 31] {
+            let mut out = vec![0u8; len];
+            mem.read(0x1000 + 3, &mut out).unwrap();
+            assert_eq!(&out[..], &data[3..3 + len]);
+        }
     }
 }
