@@ -33,6 +33,13 @@ enum Cmd {
         #[command(flatten)]
         qemu: QemuArgs,
     },
+    /// Measure throughput, zero pages, latency, server ingest and footprint; writes
+    /// target/bench/report.md and report.json.
+    Bench {
+        /// Only these NICs (e.g. `e1000`); default: every NIC the suite knows.
+        #[arg(long)]
+        nic: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -164,6 +171,34 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
+fn bench(nics: &[String]) -> Result<()> {
+    use netdump_qemu_harness::bench;
+    tools::ensure_qemu_and_gdb()?;
+    let a = build()?;
+    let started = std::time::Instant::now();
+    let env = bench::BenchEnv {
+        test_kernel: a.test_kernel.clone(),
+        example_kernel: target_dir().join("release").join("netdump-example-kernel"),
+        netdumpd: a.netdumpd.clone(),
+        work_dir: target_dir().join("bench").join("runs"),
+    };
+    std::fs::create_dir_all(&env.work_dir)?;
+    let mut report = bench::Report::default();
+    for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
+        report.nics.push(bench::bench_nic(&env, nic, &mut |line| println!("bench: {line}"))?);
+    }
+    report.ingest = bench::bench_ingest(&env, 4, 64 << 20)?;
+    println!("bench: server ingest {:.1} MB/s", report.ingest.aggregate_mb_s);
+    report.footprint = bench::footprint(&env.example_kernel)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    let out = target_dir().join("bench");
+    let md = bench::markdown(&report);
+    std::fs::write(out.join("report.md"), &md)?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("\n{md}\nwritten to {}", out.join("report.md").display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo => demo(),
@@ -174,5 +209,6 @@ fn main() -> Result<()> {
             qemu_test(&qemu)
         }
         Cmd::QemuTest { qemu } => qemu_test(&qemu),
+        Cmd::Bench { nic } => bench(&nic),
     }
 }

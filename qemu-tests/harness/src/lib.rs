@@ -2,6 +2,7 @@
 //! per scenario, and checks what arrived on the server — the vmcore bit by bit against
 //! the pattern, gdb's view of it, `log` and `info.json`.
 
+pub mod bench;
 pub mod check;
 pub mod conformance;
 pub mod forgery;

@@ -55,6 +55,11 @@ impl Netdumpd {
         }
     }
 
+    /// The server's process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
