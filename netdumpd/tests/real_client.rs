@@ -155,3 +155,54 @@ fn silent_server_ends_the_dump_within_its_bound() {
     // The configured bound holds (generous slack: this checks "gives up", not speed).
     assert!(started.elapsed() < std::time::Duration::from_micros(ANNOUNCE_BOUND_US * 5));
 }
+
+/// RAM whose first page holds data and whose other pages are zero and slow to read, like
+/// a large idle machine under emulation.
+struct SlowZeros {
+    pages: u64,
+}
+
+impl MemorySource for SlowZeros {
+    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        if phys == RAM_BASE {
+            out.fill(0x5a);
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            out.fill(0);
+        }
+        Ok(())
+    }
+}
+
+/// Dumps `SlowZeros` to a server that gives up on a session after 500 ms without a
+/// packet; `keepalive_us` as given.
+fn dump_slow_zeros(name: &str, keepalive_us: u64) -> (Result<netdump_core::DumpReport, DumpError>, serde_json::Value) {
+    let dir = TempDir::new(name);
+    let server = TestServer::start_with(dir.path(), |c| c.session_timeout = std::time::Duration::from_millis(500));
+    let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 4], 1500, server.addr).unwrap();
+    // 5000 pages at 0.2 ms or more: at least 1 s of scanning, twice the server's limit,
+    // in calls of at most 256 pages (the stream's scan budget), each far under it.
+    let ram = SlowZeros { pages: 5000 };
+    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.pages * 4096, virt_start: RAM_BASE }]).unwrap();
+    let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
+    let mut rng = rand_core_stub::Counter(0x4321);
+    let mut cfg = config(server.addr.port());
+    cfg.timeouts.keepalive_us = keepalive_us;
+    let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, cfg, buffers, map).expect("install");
+    let regs = RegisterRecord { flags: REGISTERS_VALID, ..Default::default() };
+    let report = nd.dump(&CrashInfo::panic(0, b"idle machine", &[]), &[regs], &ram, None);
+    let dumps = server.dumps();
+    let info = read_info(dumps.first().expect("a dump directory"));
+    (report, info)
+}
+
+#[test]
+fn keepalives_carry_a_long_zero_scan_past_the_servers_silence_limit() {
+    let (report, info) = dump_slow_zeros("real-keepalive", 50_000);
+    report.expect("dump verified");
+    assert_eq!(info.pointer("/status").and_then(|v| v.as_str()), Some("complete"));
+    // Negative control: without keepalives the same scan looks like a dead client.
+    let (report, info) = dump_slow_zeros("real-no-keepalive", u64::MAX);
+    assert!(report.is_err(), "the server should have given up during the scan");
+    assert_eq!(info.pointer("/status").and_then(|v| v.as_str()), Some("incomplete"));
+}

@@ -16,6 +16,10 @@ pub struct Timeouts {
     pub silence_timeout_us: u64,
     pub finish_retry_us: u64,
     pub finish_timeout_us: u64,
+    /// While a long run of zero pages sends nothing, a DATA packet of 8 zero bytes from
+    /// the run goes out at least this often, so the server does not take the scan for
+    /// silence (netdumpd gives up on a session after 60 s without a packet).
+    pub keepalive_us: u64,
     pub rto: crate::client::window::RtoBounds,
 }
 
@@ -31,6 +35,7 @@ impl Default for Timeouts {
             silence_timeout_us: 10_000_000,
             finish_retry_us: 500_000,
             finish_timeout_us: 10_000_000,
+            keepalive_us: 1_000_000,
             rto: Default::default(),
         }
     }

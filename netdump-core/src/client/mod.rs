@@ -545,6 +545,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let silence = self.config.timeouts.silence_timeout_us;
         let mut last_progress = self.clock.now_us();
         let mut last_backoff = last_progress;
+        let mut last_sent = last_progress;
         let mut exhausted = false;
         loop {
             self.nic.poll_transmit();
@@ -589,13 +590,18 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             }
             // Fill the window with new packets.
             while !exhausted && window.can_push() {
-                let pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
+                let mut pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
+                if pushed.is_none() && !stream.is_done() && self.clock.now_us().saturating_sub(last_sent) >= self.config.timeouts.keepalive_us {
+                    // A long zero-page scan: tell the server the dump is alive.
+                    pushed = window.try_push(|slot| stream.keepalive_payload(&mut slot[..room]));
+                }
                 let Some(seq) = pushed else {
                     // Nothing now: the stream ended, or it skipped a long run of zero
                     // pages and hands control back so that ACKs keep being read.
                     exhausted = stream.is_done();
                     break;
                 };
+                last_sent = self.clock.now_us();
                 totals.add(window.payload(seq).len(), window.payload_crc(seq));
                 let fills_window = !window.can_push();
                 if !self.transmit_data(window, seq, fills_window)? {

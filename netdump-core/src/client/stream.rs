@@ -21,6 +21,9 @@ enum Stage {
 /// 4 KiB of output and keeps only that window of it (no buffer for the whole text).
 pub type ExtraState = fn(&mut dyn core::fmt::Write) -> core::fmt::Result;
 
+/// Data bytes of a keepalive packet.
+pub const KEEPALIVE_BYTES: usize = 8;
+
 /// Most bytes of extra state sent; the rest is cut.
 pub const MAX_EXTRA_BYTES: u64 = 256 * 1024;
 
@@ -75,6 +78,8 @@ pub struct DataStream<'a> {
     /// Next page of the walk to load (range index, page index in range).
     walk: (usize, u64),
     cursor: PageCursor,
+    /// The last all-zero page the walk found, for keepalive packets.
+    last_zero_page: Option<u64>,
     extra: Option<ExtraState>,
     /// The window of extra state held in the page buffer (once the memory walk is over):
     /// the section offset of its first byte and its length.
@@ -104,6 +109,7 @@ impl<'a> DataStream<'a> {
             page,
             walk,
             cursor: PageCursor { range: 0, page: 0, used: PAGE_SIZE },
+            last_zero_page: None,
             extra: None,
             extra_held: None,
             stats: MemoryStats::default(),
@@ -196,6 +202,17 @@ impl<'a> DataStream<'a> {
         self.offset = 0;
     }
 
+    /// A DATA payload that keeps the session alive during a long run of zero pages: the
+    /// first [`KEEPALIVE_BYTES`] of the last zero page the walk found, which the server
+    /// writes where they already are (zeros in a hole). `None` before any zero page.
+    pub fn keepalive_payload(&mut self, out: &mut [u8]) -> Option<usize> {
+        let phys = self.last_zero_page?;
+        let out = out.get_mut(..Data::SUBHEADER_LEN + KEEPALIVE_BYTES)?;
+        Data::emit_subheader(Section::Memory, phys, out);
+        out[Data::SUBHEADER_LEN..].fill(0);
+        Some(out.len())
+    }
+
     /// Copies the next extra-state bytes at `self.offset` into `out`; 0 at the end. The
     /// page buffer, free once the memory walk is over, holds a 4 KiB window of the text:
     /// when the offset leaves it, the callback runs again and the next window is kept.
@@ -252,6 +269,7 @@ impl<'a> DataStream<'a> {
         }
         if is_zero(self.page) {
             self.stats.zero_pages += 1;
+            self.last_zero_page = Some(phys);
             self.cursor.used = PAGE_SIZE;
             return Some(false);
         }
@@ -486,6 +504,20 @@ mod tests {
             text.extend_from_slice(data);
         }
         text
+    }
+
+    #[test]
+    fn keepalives_repeat_zeros_of_a_zero_page_and_only_after_one_was_found() {
+        let mem = FakeMemory { zero: |p| p >= 1, unreadable: None };
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0, length: 4 * 4096, virt_start: 0 }]).unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        let mut out = [0u8; 1448];
+        assert_eq!(s.keepalive_payload(&mut out), None, "no zero page seen yet");
+        while s.next_payload(&mut out).is_some() {}
+        let n = s.keepalive_payload(&mut out).unwrap();
+        let d = Data::parse(&out[..n]).unwrap();
+        assert_eq!((d.section, d.offset, d.data), (Section::Memory, 3 * 4096, &[0u8; KEEPALIVE_BYTES][..]));
     }
 
     #[test]
