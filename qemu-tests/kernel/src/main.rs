@@ -7,6 +7,7 @@
 #![no_main]
 
 mod bench;
+mod netconsole;
 mod nic;
 mod scenario;
 
@@ -77,6 +78,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     };
     let clock = TscClock::calibrate();
     println!("tsc: {} ticks/us (calibrated: {})", clock.ticks_per_us(), clock.calibrated);
+    let nic = netconsole::without_dump_server(&boot.args(), nic, clock, &scenario);
     let mac = netdump_core::nic::PolledNic::mac_address(&nic);
     let mut rng = CookieRng::new(u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 15, 0]));
     println!("cookie source: {:?}", rng.source());
@@ -109,11 +111,13 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     if scenario.batch {
         dumper.set_window_mode(netdump_core::client::WindowMode::Batch);
     }
+    netconsole::attach(&boot.args(), &mut dumper, &scenario);
     if NETDUMP.install(dumper).is_err() {
         fail(format_args!("netdump installed twice"));
     }
     // SAFETY: single CPU; written once before the crash, read by the panic handler.
     unsafe { SCENARIO = Some(scenario) };
+    netconsole::start_lines(&boot.args());
 
     println!("console line before the crash: 1");
     println!("console line before the crash: 2");
@@ -169,6 +173,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: the kernel runs in ring 0.
     unsafe { read_control_registers(&mut regs) };
     netdump_qemu_runtime::console::enter_crash_mode();
+    netconsole::on_panic(info);
     println!("panic: {info}");
     let dumper = match NETDUMP.seize() {
         Ok(d) => d,
@@ -188,8 +193,11 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let crash = CrashInfo::panic(0, message.as_bytes(), &[]);
     // SAFETY: every RAM range of the memory map lies in the runtime's identity map.
     let memory = TestMemory { inner: unsafe { DirectMapMemory::new(0) }, panic_at: scenario.panic_while_reading };
+    netconsole::panic_line(dumper, info);
     println!("netdump: dumping");
-    match dumper.dump(&crash, &[regs], &memory, Some(&CONSOLE_LOG)) {
+    let result = dumper.dump(&crash, &[regs], &memory, Some(&CONSOLE_LOG));
+    netconsole::after_dump(dumper);
+    match result {
         Ok(report) => {
             println!(
                 "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms (data phase {} us)",

@@ -2,6 +2,7 @@
 
 mod basic;
 pub mod common;
+mod ops;
 
 use crate::qemu::NicModel;
 use crate::suite::Scenario;
@@ -14,5 +15,7 @@ pub fn all() -> Vec<Scenario> {
     for &nic in NICS {
         v.extend(basic::scenarios(nic));
     }
+    // Server operations and netconsole do not depend on the NIC model.
+    v.extend(ops::scenarios(NicModel::E1000));
     v
 }
