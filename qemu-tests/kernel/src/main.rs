@@ -77,7 +77,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Err(e) => fail(format_args!("NIC: {e}")),
     };
     let clock = TscClock::calibrate();
-    println!("tsc: {} ticks/us (calibrated: {})", clock.ticks_per_us(), clock.calibrated);
+    println!("tsc: {} ticks/us (calibrated: {}, within {} ppm)", clock.ticks_per_us(), clock.calibrated, clock.uncertainty_ppm);
     let nic = netconsole::without_dump_server(&boot.args(), nic, clock, &scenario);
     let mac = netdump_core::nic::PolledNic::mac_address(&nic);
     let mut rng = CookieRng::new(u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 15, 0]));
@@ -195,6 +195,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let memory = TestMemory { inner: unsafe { DirectMapMemory::new(0) }, panic_at: scenario.panic_while_reading };
     netconsole::panic_line(dumper, info);
     println!("netdump: dumping");
+    let started = dumper.clock().now_us();
     let result = dumper.dump(&crash, &[regs], &memory, Some(&CONSOLE_LOG));
     netconsole::after_dump(dumper);
     match result {
@@ -203,10 +204,11 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
                 "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms (data phase {} us)",
                 report.packets, report.bytes, report.memory.pages_sent, report.memory.zero_pages, report.retransmissions, report.elapsed_us / 1000, report.stream_us
             );
+            println!("netdump: dropped {} server packets (bad CRC, cookie or type), {} from a wrong address, port or MAC", report.rejected, report.link.spoofed);
             qemu_exit(exit::EXIT_SUCCESS)
         }
         Err(e) => {
-            println!("netdump: dump failed: {e}");
+            println!("netdump: dump failed after {} ms: {e}", (dumper.clock().now_us() - started) / 1000);
             qemu_exit(exit::DUMP_FAILED)
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! `scenario=dump|takeover|no-server|nested-panic server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
-//!  [hello_attempts=N hello_retry_ms=N silence_ms=N]`
+//!  [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
 use netdump_core::client::{Timeouts, DEFAULT_WINDOW};
 use netdump_core::crash_cell::CrashCell;
@@ -73,7 +73,9 @@ impl Scenario {
         let timeouts = Timeouts {
             hello_attempts: args.get_u64("hello_attempts").map_or(defaults.hello_attempts, |v| v as u32),
             hello_retry_us: ms("hello_retry_ms", defaults.hello_retry_us / 1000),
+            announce_timeout_us: ms("announce_ms", defaults.announce_timeout_us / 1000),
             silence_timeout_us: ms("silence_ms", defaults.silence_timeout_us / 1000),
+            finish_timeout_us: ms("finish_ms", defaults.finish_timeout_us / 1000),
             ..defaults
         };
         let pattern = Pattern {
