@@ -134,15 +134,19 @@ fn demo() -> Result<()> {
     let server = Netdumpd::start(&a.netdumpd, &dir.join("crash"), &[])?;
     println!("netdumpd listening on 127.0.0.1:{} (QEMU's guest reaches it as 10.0.2.2), dumps in {}", server.port, server.dir.display());
     println!("booting the example kernel in QEMU; it installs netdump, then panics...\n");
-    let q = QemuRun {
+    let run = QemuRun {
         kernel: &kernel,
         memory_mib: 64,
         append: format!("server_port={}", server.port),
         nic: NicModel::E1000,
         serial_log: dir.join("serial.log"),
         timeout: Duration::from_secs(180),
-    }
-    .run()?;
+    };
+    let q = std::thread::scope(|s| {
+        let qemu = s.spawn(|| run.run());
+        show_progress(&server, "example", || qemu.is_finished());
+        qemu.join().expect("the QEMU thread panicked")
+    })?;
     println!("--- kernel console ---\n{}", q.serial.trim_end());
     let dumps = server.dumps_of("example");
     let log = server.stop();
@@ -197,6 +201,39 @@ fn bench(nics: &[String]) -> Result<()> {
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     println!("\n{md}\nwritten to {}", out.join("report.md").display());
     Ok(())
+}
+
+/// A progress bar of the dump while QEMU runs: the bytes the server has written to the
+/// vmcore (zero pages are holes, so a dump may end short of the RAM size), rate and ETA
+/// from indicatif; a spinner until the crash is announced.
+fn show_progress(server: &Netdumpd, client: &str, done: impl Fn() -> bool) {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::os::unix::fs::MetadataExt;
+    let bar = ProgressBar::new_spinner().with_message("booting; waiting for the crash");
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let mut total = None;
+    while !done() {
+        std::thread::sleep(Duration::from_millis(50));
+        let Some(dump) = server.dumps_of(client).into_iter().next() else { continue };
+        if total.is_none() {
+            let info = std::fs::read_to_string(dump.join("info.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let Some(size) = info.as_ref().and_then(|i| i.pointer("/memory_size")).and_then(|v| v.as_u64()) else { continue };
+            let style = ProgressStyle::with_template("{spinner} dumping {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_length(size);
+            bar.set_message(dump.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            bar.reset_elapsed();
+            total = Some(size);
+        }
+        let written = ["vmcore-incomplete", "vmcore"].iter().filter_map(|f| std::fs::metadata(dump.join(f)).ok()).map(|m| m.blocks() * 512).max();
+        if let Some(w) = written {
+            bar.set_position(w.min(total.unwrap_or(w)));
+        }
+    }
+    bar.abandon_with_message("QEMU exited (zero pages are never sent: holes in the vmcore)");
+    println!();
 }
 
 fn main() -> Result<()> {
