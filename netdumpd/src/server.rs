@@ -333,6 +333,7 @@ impl Server {
     /// burst, acknowledge, expire.
     fn turn(&mut self) -> anyhow::Result<()> {
         let mut buf = std::mem::take(&mut self.recv_buf);
+        self.outbox.socket.set_read_timeout(Some(self.receive_timeout()))?;
         let first = self.outbox.socket.recv_from(&mut buf);
         match first {
             Ok((n, from)) => {
@@ -365,11 +366,20 @@ impl Server {
     }
 
     fn flush_acks(&mut self) {
+        let now = Instant::now();
         for s in self.sessions.values_mut() {
-            if s.ack_due() {
+            if s.ack_deadline().is_some_and(|d| d <= now) {
                 send_ack(&mut self.outbox, s);
             }
         }
+    }
+
+    /// How long the next receive may block: the poll interval, or less when a delayed
+    /// ACK falls due sooner.
+    fn receive_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let next = self.sessions.values().filter_map(|s| s.ack_deadline()).min();
+        next.map_or(POLL_INTERVAL, |d| d.saturating_duration_since(now).clamp(Duration::from_micros(200), POLL_INTERVAL))
     }
 
     fn expire(&mut self, now: Instant) {

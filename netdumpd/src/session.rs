@@ -36,6 +36,9 @@ use crate::vmcore::{CrashNote, VmcoreLayout};
 
 /// The server acknowledges after this many DATA packets of a session even within a burst.
 pub const ACK_EVERY: u32 = 32;
+
+/// How long an owed ACK may wait for more packets to cover (delayed ACK).
+pub const ACK_DELAY: Duration = Duration::from_millis(2);
 /// Largest EXTRA section the server keeps.
 pub const MAX_EXTRA_BYTES: u64 = 64 << 20;
 
@@ -231,6 +234,8 @@ pub struct Session {
     ended: Option<(Instant, OffsetDateTime)>,
     since_ack: u32,
     ack_due: bool,
+    /// When the owed ACK became owed (the delayed-ACK clock).
+    ack_owed_since: Option<Instant>,
     finish: Option<(u32, Finish, FinishStatus)>,
     abort: Option<AbortInfo>,
     status_reason: String,
@@ -272,6 +277,7 @@ impl Session {
             ended: None,
             since_ack: 0,
             ack_due: false,
+            ack_owed_since: None,
             finish: None,
             abort: None,
             status_reason: String::new(),
@@ -410,6 +416,7 @@ impl Session {
             // Tell a client that keeps sending into an abandoned dump to stop.
             Phase::Failed { .. } => {
                 self.ack_due = true;
+                self.ack_owed_since.get_or_insert(now);
                 return self.drop_data(DropReason::SessionClosed, false);
             }
             Phase::Verified | Phase::Declined => return self.drop_data(DropReason::SessionClosed, false),
@@ -441,6 +448,7 @@ impl Session {
         }
         self.since_ack += 1;
         self.ack_due = true;
+        self.ack_owed_since.get_or_insert(now);
         DataOutcome { ack_now: ack_request || self.since_ack >= ACK_EVERY, dropped: None }
     }
 
@@ -496,9 +504,19 @@ impl Session {
         self.ack_due
     }
 
+    /// When the owed ACK should go out: [`ACK_DELAY`] after the first packet it covers,
+    /// or at once while a gap is open (the client learns of a loss within one RTT).
+    /// Together with [`ACK_EVERY`] and `ACK_REQUEST` this keeps ACKs to a few per window
+    /// instead of one per packet, which matters to a polled client under emulation.
+    pub fn ack_deadline(&self) -> Option<Instant> {
+        let since = self.ack_owed_since.filter(|_| self.ack_due)?;
+        Some(if self.window.has_gaps() { since } else { since + ACK_DELAY })
+    }
+
     /// The ACK to send now; clears what is owed.
     pub fn take_ack(&mut self) -> AckReply {
         self.ack_due = false;
+        self.ack_owed_since = None;
         self.since_ack = 0;
         let mut bitmap = [0u8; MAX_SACK_BYTES];
         let bitmap_len = self.window.sack_bitmap(&mut bitmap);
