@@ -240,6 +240,8 @@ pub struct Session {
     abort: Option<AbortInfo>,
     status_reason: String,
     write_error: Option<String>,
+    /// The last write of `info.json` failed.
+    info_unwritten: std::cell::Cell<bool>,
     /// Duplicate detection's view of this crash, for `info.json`.
     dedup: Option<DedupInfo>,
     /// Set when the dump ends, taken once by the server (hooks, analysis, retention).
@@ -282,6 +284,7 @@ impl Session {
             abort: None,
             status_reason: String::new(),
             write_error: None,
+            info_unwritten: Default::default(),
             dedup: None,
             end_event: false,
         };
@@ -673,9 +676,12 @@ impl Session {
     }
 
     /// Rewrites `info.json` of a dump being received every `interval`, so that a
-    /// person watching a long transfer sees it progress.
+    /// person watching a long transfer sees it progress; and of an ended dump whose last
+    /// write failed (a full disk), until one succeeds, so that its outcome is recorded
+    /// once there is room again.
     pub fn refresh_info(&mut self, now: Instant, interval: Duration) {
-        if self.phase == Phase::Receiving && now.saturating_duration_since(self.info_written) >= interval {
+        let due = self.phase == Phase::Receiving || self.info_unwritten.get();
+        if due && now.saturating_duration_since(self.info_written) >= interval {
             self.info_written = now;
             self.write_info();
         }
@@ -744,11 +750,14 @@ impl Session {
     }
 
     fn write_info(&self) {
-        if let Some(o) = &self.output
-            && let Err(e) = o.files.dir().write_info(&self.info())
+        let Some(o) = &self.output else { return };
+        let result = o.files.dir().write_info(&self.info());
+        if let Err(e) = &result
+            && !self.info_unwritten.get()
         {
-            tracing::error!(dir = %o.files.dir().path().display(), "cannot write info.json: {e}");
+            tracing::error!(dir = %o.files.dir().path().display(), "cannot write info.json (retried every few seconds): {e}");
         }
+        self.info_unwritten.set(result.is_err());
     }
 
     /// The contents of `info.json`.
@@ -1163,7 +1172,7 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_data_is_dropped_and_counted_but_acknowledged() {
+    fn out_of_range_data_is_dropped_counted_and_not_acknowledged() {
         let dir = TestDir::new("session-range");
         let mut s = start(&dir, Verdict::DumpAll);
         let bad = [
@@ -1178,15 +1187,16 @@ mod tests {
             assert_eq!(p.send(&mut s, 0).dropped, Some(DropReason::OutOfRange), "seq {}", p.seq);
         }
         assert_eq!(s.drops().get(DropReason::OutOfRange), 6);
-        assert_eq!(s.take_ack().cumulative, 6);
+        // Their seqs stay free for the real packets (a forger must not take them).
+        assert_eq!(s.take_ack().cumulative, 0);
         let info = s.info();
         assert_eq!((info.bytes_received, info.memory_bytes, info.log_bytes), (0, 0, 0));
         // Nothing was written into the vmcore's memory.
         let bytes = std::fs::read(dump_path(&s).join(VMCORE_INCOMPLETE)).unwrap();
         let core = Core::new(&bytes);
         assert!(core.read_virt(0xffff_8000_0000_1000, 0x10000).iter().all(|b| *b == 0));
-        // The stream still verifies; the drops are reported.
-        let answer = s.on_finish(peer(), 6, &finish_for(&bad), AfterDump::Reboot, Instant::now()).unwrap();
+        // The stream, without them, verifies; the drops are reported.
+        let answer = s.on_finish(peer(), 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()).unwrap();
         assert_eq!(answer.status, FinishStatus::Verified);
         assert!(s.info().status_reason.contains("6 packets outside"));
         assert_eq!(s.info().drops["out_of_range"], 6);
@@ -1286,8 +1296,7 @@ mod tests {
         }
         let stray = Packet::new(packets.len() as u32, Section::Memory, 0x1000, page(1));
         assert_eq!(stray.send(&mut s, 0).dropped, Some(DropReason::OutOfRange));
-        let mut all = packets;
-        all.push(stray);
+        let all = packets;
         let mut f = finish_for(&all);
         f.flags = FINISH_MEMORY_SKIPPED;
         let answer = s.on_finish(peer(), all.len() as u32, &f, AfterDump::Reboot, Instant::now()).unwrap();
@@ -1363,6 +1372,21 @@ mod tests {
         s.refresh_info(t0 + Duration::from_secs(5), Duration::from_secs(5));
         assert_eq!(info_json(&s)["log_bytes"], 60);
         assert_eq!(info_json(&s)["status"], "receiving");
+    }
+
+    #[test]
+    fn an_outcome_that_could_not_be_written_is_written_once_it_can_be() {
+        let dir = TestDir::new("session-unwritten");
+        let mut s = start(&dir, Verdict::DumpAll);
+        // info.json's temporary file cannot be created (as a full disk would refuse it).
+        let blocker = dump_path(&s).join("info.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let t0 = s.started;
+        s.on_abort(peer(), abort_reason::NIC_ERROR, b"", t0).unwrap();
+        assert_eq!(info_json(&s)["status"], "receiving", "the write failed");
+        std::fs::remove_dir(&blocker).unwrap();
+        s.refresh_info(t0 + Duration::from_secs(5), Duration::from_secs(5));
+        assert_eq!(info_json(&s)["status"], "incomplete");
     }
 
     #[test]
