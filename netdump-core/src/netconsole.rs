@@ -203,11 +203,7 @@ pub fn format_message(out: &mut [u8], h: &Header<'_>, line: &[u8]) -> usize {
                     w.put(b"-");
                     w.num(t.day, 2);
                     w.put(b"T");
-                    w.num(t.hour, 2);
-                    w.put(b":");
-                    w.num(t.minute, 2);
-                    w.put(b":");
-                    w.num(t.second, 2);
+                    w.time_of_day(&t);
                     w.put(b".");
                     w.num(us % 1_000_000, 6);
                     w.put(b"Z");
@@ -231,11 +227,7 @@ pub fn format_message(out: &mut [u8], h: &Header<'_>, line: &[u8]) -> usize {
                 w.put(if t.day < 10 { b"  " } else { b" " });
                 w.num(t.day, 1);
                 w.put(b" ");
-                w.num(t.hour, 2);
-                w.put(b":");
-                w.num(t.minute, 2);
-                w.put(b":");
-                w.num(t.second, 2);
+                w.time_of_day(&t);
                 w.put(b" ");
             }
             w.put(h.hostname);
@@ -261,6 +253,15 @@ impl Out<'_> {
         let n = bytes.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
+    }
+
+    /// `hh:mm:ss`, as both formats write it.
+    fn time_of_day(&mut self, t: &Civil) {
+        self.num(t.hour, 2);
+        self.put(b":");
+        self.num(t.minute, 2);
+        self.put(b":");
+        self.num(t.second, 2);
     }
 
     /// A decimal number with at least `width` digits (zero-padded).

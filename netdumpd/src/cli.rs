@@ -6,12 +6,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use netdump_core::proto::AfterDump;
 
-use crate::config::{ConfigFile, parse_dedup};
+use crate::config::{AnalysisSection, ConfigFile, DedupSection, HooksSection, NetconsoleSection, RetentionSection};
 use crate::server::ServerConfig;
 
 /// What a client does once its dump is acknowledged.
@@ -178,69 +176,43 @@ impl Cli {
     }
 
     fn apply_flags(&self, c: &mut ServerConfig) -> anyhow::Result<()> {
-        let secs = Duration::from_secs;
-        if let Some(v) = self.listen {
-            c.listen = v;
+        self.as_config_file().apply(c)
+    }
+
+    /// The flags given, as the file would say them: one way to apply both.
+    fn as_config_file(&self) -> ConfigFile {
+        let after_dump = self.after_dump.map(|a| match a {
+            AfterDumpArg::Reboot => "reboot".to_string(),
+            AfterDumpArg::Halt => "halt".to_string(),
+        });
+        let policy = self.dedup_days.map(|d| if d == 0 { "keep-all" } else { "skip-memory" }.to_string());
+        ConfigFile {
+            listen: self.listen,
+            dir: self.dir.clone(),
+            session_timeout: self.session_timeout,
+            after_dump,
+            min_free_mib: self.min_free,
+            max_sessions: self.max_sessions,
+            max_memory_dumps: self.max_memory_dumps,
+            progress_interval: None,
+            log_level: self.log_level.clone(),
+            hooks: HooksSection {
+                register: self.hook_register.clone(),
+                crash: self.hook_crash.clone(),
+                nospace: self.hook_nospace.clone(),
+                finished: self.hook_finished.clone(),
+                decision_timeout: self.hook_decision_timeout,
+                timeout: self.hook_timeout,
+            },
+            retention: RetentionSection {
+                max_dumps_per_client: self.max_dumps_per_client,
+                max_mib_per_client: self.max_mib_per_client,
+                max_total_mib: self.max_total_mib,
+            },
+            dedup: DedupSection { policy, within_days: self.dedup_days.filter(|d| *d > 0) },
+            analysis: AnalysisSection { kernel: self.kernel.clone(), ..AnalysisSection::default() },
+            netconsole: NetconsoleSection { listen: self.netconsole_listen },
         }
-        if let Some(v) = &self.dir {
-            c.dump_dir = v.clone();
-        }
-        if let Some(v) = self.session_timeout {
-            c.session_timeout = secs(v);
-        }
-        if let Some(v) = self.after_dump {
-            c.after_dump = match v {
-                AfterDumpArg::Reboot => AfterDump::Reboot,
-                AfterDumpArg::Halt => AfterDump::Halt,
-            };
-        }
-        if let Some(v) = self.min_free {
-            c.min_free_bytes = v.saturating_mul(1 << 20);
-        }
-        if let Some(v) = self.max_sessions {
-            c.max_sessions = v as usize;
-        }
-        if let Some(v) = self.max_memory_dumps {
-            c.max_memory_dumps = v as usize;
-        }
-        let hooks = [
-            (&mut c.hooks.register, &self.hook_register),
-            (&mut c.hooks.crash, &self.hook_crash),
-            (&mut c.hooks.nospace, &self.hook_nospace),
-            (&mut c.hooks.finished, &self.hook_finished),
-        ];
-        for (slot, flag) in hooks {
-            if flag.is_some() {
-                slot.clone_from(flag);
-            }
-        }
-        if let Some(v) = self.hook_decision_timeout {
-            c.hooks.decision_timeout = secs(v);
-        }
-        if let Some(v) = self.hook_timeout {
-            c.hooks.timeout = secs(v);
-        }
-        if self.max_dumps_per_client.is_some() {
-            c.retention.max_dumps_per_client = self.max_dumps_per_client;
-        }
-        if let Some(v) = self.max_mib_per_client {
-            c.retention.max_bytes_per_client = Some(v.saturating_mul(1 << 20));
-        }
-        if let Some(v) = self.max_total_mib {
-            c.retention.max_total_bytes = Some(v.saturating_mul(1 << 20));
-        }
-        match self.dedup_days {
-            Some(0) => c.dedup = parse_dedup("keep-all", None)?,
-            Some(days) => c.dedup = parse_dedup("skip-memory", Some(days))?,
-            None => {}
-        }
-        if self.kernel.is_some() {
-            c.analysis.kernel.clone_from(&self.kernel);
-        }
-        if self.netconsole_listen.is_some() {
-            c.syslog_listen = self.netconsole_listen;
-        }
-        Ok(())
     }
 }
 
@@ -249,6 +221,8 @@ mod tests {
     use super::*;
     use crate::dedup::DedupPolicy;
     use clap::CommandFactory;
+    use netdump_core::proto::AfterDump;
+    use std::time::Duration;
 
     #[test]
     fn the_command_line_is_consistent() {

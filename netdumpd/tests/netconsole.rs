@@ -102,7 +102,7 @@ fn console_lines_beside_a_dump_leave_it_bit_exact() {
         timeouts: Timeouts::default(),
     };
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
-    let mut nd = Netdump::install(nic, SystemClock::default(), &mut Counter(7), config, buffers, map).unwrap();
+    let mut nd = Netdump::install(nic, SystemClock::default(), &mut CounterRng(7), config, buffers, map).unwrap();
     nd.attach_netconsole(console_config("console-dump", syslog_port, SyslogFormat::Rfc5424)).unwrap();
     nd.console_write(b"normal operation: 1\nnormal operation: 2\n");
     assert!(nd.console_line(Severity::Critical, b"panic: beside a dump"));
@@ -117,22 +117,4 @@ fn console_lines_beside_a_dump_leave_it_bit_exact() {
     let dump = &server.dumps()[0];
     let core = std::fs::read(dump.join("vmcore")).unwrap();
     assert_eq!(common::core_reader::Core::new(&core).read_phys(0x10_0000, ram.0.len()), &ram.0[..]);
-}
-
-/// Cookies from a counter: the test needs determinism, not secrecy.
-struct Counter(u64);
-
-impl rand_core::RngCore for Counter {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        self.0
-    }
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for b in dst {
-            *b = self.next_u64() as u8;
-        }
-    }
 }

@@ -68,7 +68,7 @@ fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::
     let ram = FakeRam::new();
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }]).unwrap();
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
-    let mut rng = rand_core_stub::Counter(0x1234_5678);
+    let mut rng = CounterRng(0x1234_5678);
     let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config(server.addr.port()), buffers, map).expect("install");
     nd.set_extra_state(task_list);
     let log = ConsoleLog::<4096>::new();
@@ -91,25 +91,6 @@ fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::
         assert_eq!(info.pointer("/extra_bytes").and_then(|v| v.as_u64()), Some(text.len() as u64));
     }
     report
-}
-
-/// Cookies from a counter: the tests need determinism, not secrecy.
-mod rand_core_stub {
-    pub struct Counter(pub u64);
-    impl rand_core::RngCore for Counter {
-        fn next_u32(&mut self) -> u32 {
-            self.next_u64() as u32
-        }
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            self.0
-        }
-        fn fill_bytes(&mut self, dst: &mut [u8]) {
-            for b in dst {
-                *b = self.next_u64() as u8;
-            }
-        }
-    }
 }
 
 #[test]
@@ -185,7 +166,7 @@ fn dump_slow_zeros(name: &str, keepalive_us: u64) -> (Result<netdump_core::DumpR
     let ram = SlowZeros { pages: 5000 };
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.pages * 4096, virt_start: RAM_BASE }]).unwrap();
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
-    let mut rng = rand_core_stub::Counter(0x4321);
+    let mut rng = CounterRng(0x4321);
     let mut cfg = config(server.addr.port());
     cfg.timeouts.keepalive_us = keepalive_us;
     let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, cfg, buffers, map).expect("install");

@@ -481,3 +481,21 @@ pub fn shuffle<T>(v: &mut [T], seed: u64) {
         v.swap(i, (x % (i as u64 + 1)) as usize);
     }
 }
+
+/// Cookies from a counter, for the real client: the tests need determinism, not secrecy.
+pub struct CounterRng(pub u64);
+
+impl rand_core::RngCore for CounterRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for b in dst {
+            *b = self.next_u64() as u8;
+        }
+    }
+}
