@@ -9,18 +9,28 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NicModel {
     E1000,
+    /// virtio-net through its legacy interface only (1af4:1000, I/O BAR0).
+    VirtioLegacy,
+    /// virtio-net through its modern interface only (1af4:1041, capabilities, 64-bit BAR4).
+    VirtioModern,
 }
 
 impl NicModel {
     pub fn name(self) -> &'static str {
         match self {
             NicModel::E1000 => "e1000",
+            NicModel::VirtioLegacy => "virtio-legacy",
+            NicModel::VirtioModern => "virtio-modern",
         }
     }
-    /// QEMU `-device` argument; `romfile=` skips the iPXE option ROM (faster boot).
+    /// QEMU `-device` argument; `romfile=` skips the iPXE option ROM (faster boot). A
+    /// plain `virtio-net-pci` offers both interfaces and the driver takes the modern one,
+    /// so the legacy model turns the modern one off.
     fn device(self) -> &'static str {
         match self {
             NicModel::E1000 => "e1000,netdev=n0,romfile=",
+            NicModel::VirtioLegacy => "virtio-net-pci,netdev=n0,disable-modern=on,romfile=",
+            NicModel::VirtioModern => "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=",
         }
     }
 }

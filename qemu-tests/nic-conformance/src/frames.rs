@@ -3,13 +3,18 @@
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    EthernetRepr, Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet,
+    Ipv4Repr, UdpPacket, UdpRepr,
 };
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const ARP_LEN: usize = 28;
 const IPV4_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
+const ICMP_ECHO_HEADER_LEN: usize = 8;
+
+/// Bytes of an ICMP echo frame before its data.
+pub const ICMP_ECHO_OVERHEAD: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + ICMP_ECHO_HEADER_LEN;
 
 /// Length of an ARP request frame (no padding: the driver pads to 60).
 pub const ARP_FRAME_LEN: usize = ETHERNET_HEADER_LEN + ARP_LEN;
@@ -72,6 +77,90 @@ pub fn arp_reply_from(
     }
 }
 
+/// Writes the IPv4 header of a `payload_len`-byte `protocol` packet from `src` to `dst`
+/// (don't fragment, checksum filled) after the Ethernet header, and returns the packet.
+fn emit_ipv4<'a>(
+    frame: &'a mut [u8],
+    src: (EthernetAddress, Ipv4Address),
+    dst: (EthernetAddress, Ipv4Address),
+    protocol: IpProtocol,
+    payload_len: usize,
+) -> Ipv4Packet<&'a mut [u8]> {
+    EthernetRepr {
+        src_addr: src.0,
+        dst_addr: dst.0,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut *frame));
+    let ip = Ipv4Repr {
+        src_addr: src.1,
+        dst_addr: dst.1,
+        next_header: protocol,
+        payload_len,
+        hop_limit: 64,
+    };
+    let mut packet = Ipv4Packet::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]);
+    ip.emit(&mut packet, &ChecksumCapabilities::default());
+    packet.set_dont_frag(true);
+    packet.fill_checksum();
+    packet
+}
+
+/// An ICMP echo request from `src` to `dst` with `ident`, `seq` and data written by `fill`.
+/// `frame` is `ICMP_ECHO_OVERHEAD + data_len` bytes.
+pub fn icmp_echo_request(
+    frame: &mut [u8],
+    src: (EthernetAddress, Ipv4Address),
+    dst: (EthernetAddress, Ipv4Address),
+    ident: u16,
+    seq: u16,
+    fill: impl FnOnce(&mut [u8]),
+) {
+    let payload_len = frame.len() - ETHERNET_HEADER_LEN - IPV4_HEADER_LEN;
+    let mut ip = emit_ipv4(frame, src, dst, IpProtocol::Icmp, payload_len);
+    let mut icmp = Icmpv4Packet::new_unchecked(ip.payload_mut());
+    icmp.set_msg_type(Icmpv4Message::EchoRequest);
+    icmp.set_msg_code(0);
+    icmp.set_echo_ident(ident);
+    icmp.set_echo_seq_no(seq);
+    fill(icmp.data_mut());
+    icmp.fill_checksum();
+}
+
+/// The echo reply in `frame`, if it is one from `peer` to `us`: (ident, seq, data).
+pub fn icmp_echo_reply<'a>(
+    frame: &'a [u8],
+    us: (EthernetAddress, Ipv4Address),
+    peer: Ipv4Address,
+) -> Option<(u16, u16, &'a [u8])> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 || eth.dst_addr() != us.0 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).ok()?;
+    let caps = ChecksumCapabilities::default();
+    let header = Ipv4Repr::parse(&ip, &caps).ok()?;
+    if header.next_header != IpProtocol::Icmp || header.src_addr != peer || header.dst_addr != us.1
+    {
+        return None;
+    }
+    // The IPv4 lengths say where the ICMP message is (a frame may carry padding after it).
+    let start = ETHERNET_HEADER_LEN + usize::from(ip.header_len());
+    let end = start + header.payload_len;
+    let icmp = Icmpv4Packet::new_checked(&frame[start..end]).ok()?;
+    if icmp.msg_type() != Icmpv4Message::EchoReply
+        || icmp.msg_code() != 0
+        || !icmp.verify_checksum()
+    {
+        return None;
+    }
+    Some((
+        icmp.echo_ident(),
+        icmp.echo_seq_no(),
+        &frame[start + ICMP_ECHO_HEADER_LEN..end],
+    ))
+}
+
 /// Addresses of a UDP flow.
 #[derive(Clone, Copy)]
 pub struct UdpFlow {
@@ -88,30 +177,19 @@ impl UdpFlow {
     /// `udp_frame_len(payload_len)` bytes.
     pub fn emit(&self, frame: &mut [u8], payload_len: usize, fill: impl FnOnce(&mut [u8])) {
         let caps = ChecksumCapabilities::default();
-        let mut eth = EthernetFrame::new_unchecked(frame);
-        EthernetRepr {
-            src_addr: self.src_mac,
-            dst_addr: self.dst_mac,
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut eth);
-        let ip = Ipv4Repr {
-            src_addr: self.src_ip,
-            dst_addr: self.dst_ip,
-            next_header: IpProtocol::Udp,
-            payload_len: UDP_HEADER_LEN + payload_len,
-            hop_limit: 64,
-        };
-        let mut ip_packet = Ipv4Packet::new_unchecked(eth.payload_mut());
-        ip.emit(&mut ip_packet, &caps);
-        ip_packet.set_dont_frag(true);
-        ip_packet.fill_checksum();
+        let mut ip = emit_ipv4(
+            frame,
+            (self.src_mac, self.src_ip),
+            (self.dst_mac, self.dst_ip),
+            IpProtocol::Udp,
+            UDP_HEADER_LEN + payload_len,
+        );
         UdpRepr {
             src_port: self.src_port,
             dst_port: self.dst_port,
         }
         .emit(
-            &mut UdpPacket::new_unchecked(ip_packet.payload_mut()),
+            &mut UdpPacket::new_unchecked(ip.payload_mut()),
             &IpAddress::Ipv4(self.src_ip),
             &IpAddress::Ipv4(self.dst_ip),
             payload_len,

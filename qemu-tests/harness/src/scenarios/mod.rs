@@ -8,7 +8,7 @@ use crate::qemu::NicModel;
 use crate::suite::Scenario;
 
 /// The NIC configurations every dump scenario runs on.
-pub const NICS: &[NicModel] = &[NicModel::E1000];
+pub const NICS: &[NicModel] = &[NicModel::E1000, NicModel::VirtioLegacy, NicModel::VirtioModern];
 
 pub fn all() -> Vec<Scenario> {
     let mut v = vec![];
