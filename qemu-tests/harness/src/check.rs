@@ -28,6 +28,25 @@ pub fn pattern_matches(core: &Vmcore, p: &Pattern) -> Result<()> {
     Ok(())
 }
 
+/// For a dump that ended early: every byte of the pattern region is either the
+/// pattern's or zero (it never arrived; a packet may have brought part of a page).
+/// Returns how many non-zero pattern pages arrived whole.
+pub fn pattern_pages_arrived(core: &Vmcore, p: &Pattern) -> Result<u64> {
+    let mut page = vec![0u8; PAGE as usize];
+    let mut arrived = 0;
+    for addr in (p.base..p.base + p.len).step_by(PAGE as usize) {
+        core.read_phys(addr, &mut page)?;
+        let mut whole = !p.is_zero_page(addr);
+        for (i, b) in page.iter().enumerate() {
+            let (a, want) = (addr + i as u64, p.byte(addr + i as u64));
+            ensure!(*b == want || *b == 0, "vmcore differs at physical {a:#x}: got {b:#04x}, expected {want:#04x} (or a hole)");
+            whole &= *b == want;
+        }
+        arrived += u64::from(whole);
+    }
+    Ok(arrived)
+}
+
 /// The vmcore is sparse: fewer bytes allocated than its RAM ranges span, by at least
 /// the pattern's zero pages (which were never sent).
 pub fn is_sparse(path: &Path, p: &Pattern) -> Result<()> {
@@ -118,6 +137,24 @@ mod tests {
         bad[2 * 4096 + 100] = 1;
         tiny_core(&path, p.base, &bad);
         assert!(pattern_matches(&Vmcore::open(&path).unwrap(), &p).unwrap_err().to_string().contains("zero page"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_partial_dump_counts_its_arrived_pages_and_rejects_a_wrong_one() {
+        let dir = std::env::temp_dir().join(format!("netdump-check-partial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Pattern { base: 0x10_0000, len: 8 * PAGE, seed: 5, zero_every: 3 };
+        let mut bytes = pattern_bytes(&p);
+        bytes[5 * PAGE as usize - 100..].fill(0); // page 4 arrived in part, 5..8 not at all
+        let path = dir.join("vmcore");
+        tiny_core(&path, p.base, &bytes);
+        // pages 0, 1 and 3 arrived whole; 2 is a zero page
+        assert_eq!(pattern_pages_arrived(&Vmcore::open(&path).unwrap(), &p).unwrap(), 3);
+        bytes[3 * PAGE as usize + 9] ^= 0x10;
+        tiny_core(&path, p.base, &bytes);
+        let err = pattern_pages_arrived(&Vmcore::open(&path).unwrap(), &p).unwrap_err().to_string();
+        assert!(err.contains(&format!("{:#x}", p.base + 3 * PAGE + 9)), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

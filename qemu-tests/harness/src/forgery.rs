@@ -174,23 +174,17 @@ impl Rogue<'_> {
     /// Waits (at most `patience`) until the client has sent `after_data` DATA packets,
     /// then sends every forgery `rounds` times, `gap` apart.
     pub fn attack(&self, after_data: usize, rounds: usize, gap: std::time::Duration, patience: std::time::Duration) -> anyhow::Result<Attack> {
-        use crate::proxy::Direction;
-        let deadline = std::time::Instant::now() + patience;
-        let (client, live, next_seq) = loop {
-            let events = self.proxy.events();
-            let data: Vec<_> = events
-                .iter()
-                .filter(|e| e.seen.dir == Direction::ToServer && e.seen.is(MessageType::Data))
-                .filter_map(|e| e.seen.header.map(|h| (e.seen.client, h)))
-                .collect();
-            if data.len() >= after_data {
-                let (client, h) = data[data.len() - 1];
-                let next = data.iter().map(|(_, h)| h.seq).max().unwrap_or(0) + 1;
-                break (client, h.cookie, next);
-            }
-            anyhow::ensure!(std::time::Instant::now() < deadline, "the dump never got under way ({} DATA seen)", data.len());
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        use crate::proxy::{Direction, Fate};
+        use anyhow::Context;
+        self.proxy.wait_for(Direction::ToServer, MessageType::Data, after_data, patience)?;
+        let events = self.proxy.events();
+        let data: Vec<_> = events
+            .iter()
+            .filter(|e| e.seen.dir == Direction::ToServer && e.seen.is(MessageType::Data) && e.fate != Fate::Injected)
+            .filter_map(|e| e.seen.header.map(|h| (e.seen.client, h)))
+            .collect();
+        let (client, live) = data.last().map(|(c, h)| (*c, h.cookie)).context("no DATA seen")?;
+        let next_seq = data.iter().map(|(_, h)| h.seq).max().unwrap_or(0) + 1;
         let target = Target { live, replayed: self.replayed, stranger: 0x5757_5757_dead_beef, next_seq, pattern: self.pattern };
         let rogue = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let forgeries: Vec<Forgery> = to_client(&target)

@@ -22,11 +22,28 @@ impl Netdumpd {
     /// Starts `bin --listen 127.0.0.1:<free port> --dir <dir> <extra>` and waits until it
     /// has bound its socket.
     pub fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_on(bin, dir, free_udp_port()?, extra, None)
+    }
+
+    /// [`start`](Self::start) on a given `port` (a restart takes the same one; the log is
+    /// appended to). With `tmpfs_mib`, netdumpd runs in a private mount namespace where
+    /// `dir` is a tmpfs of that size — a disk that can fill up — and `self.dir` reaches it
+    /// through `/proc/<pid>/root` (needs root, or CAP_SYS_ADMIN).
+    pub fn start_on(bin: &Path, dir: &Path, port: u16, extra: &[&str], tmpfs_mib: Option<u64>) -> Result<Self> {
+        let dir = &std::path::absolute(dir)?;
         std::fs::create_dir_all(dir)?;
-        let port = free_udp_port()?;
         let log = dir.with_extension("netdumpd.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let mut command = Command::new(bin);
+        if let Some(mib) = tmpfs_mib {
+            command = Command::new("unshare");
+            command
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(format!("mount -t tmpfs -o size={mib}m netdump-test \"$0\" && exec \"$@\""))
+                .arg(dir)
+                .arg(bin);
+        }
+        let child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--dir")
@@ -38,7 +55,11 @@ impl Netdumpd {
             .stderr(out)
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        let mut me = Netdumpd { child, port, dir: dir.to_path_buf(), log };
+        let view = match tmpfs_mib {
+            Some(_) => Path::new("/proc").join(child.id().to_string()).join("root").join(dir.strip_prefix("/")?),
+            None => dir.to_path_buf(),
+        };
+        let mut me = Netdumpd { child, port, dir: view, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = me.child.try_wait()? {
@@ -58,6 +79,11 @@ impl Netdumpd {
     /// The server's process id (for CPU accounting).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Where netdumpd listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub fn log_text(&self) -> String {

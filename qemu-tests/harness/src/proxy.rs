@@ -342,6 +342,20 @@ impl FaultProxy {
         self.shared.lock().trace.iter().filter(|e| e.seen.dir == dir && e.fate == fate).count()
     }
 
+    /// Waits (at most `patience`) until `n` datagrams of type `t` went `dir`, from any
+    /// guest, counting relayed ones only (not forgeries).
+    pub fn wait_for(&self, dir: Direction, t: MessageType, n: usize, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let seen = self.shared.lock().trace.iter().filter(|e| e.seen.dir == dir && e.seen.is(t) && e.fate != Fate::Injected).count();
+            if seen >= n {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "only {seen} of {n} {t:?} went {dir:?} within {patience:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The guests seen so far (their SLIRP-side addresses), in order of appearance.
     pub fn clients(&self) -> Vec<SocketAddr> {
         self.shared.lock().clients.iter().map(|c| c.slirp).collect()

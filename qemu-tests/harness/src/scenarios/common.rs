@@ -36,28 +36,38 @@ pub struct KernelRun {
     pub pattern: Pattern,
     /// Further `key=value` arguments.
     pub extra: String,
+    /// The client's name when a scenario boots several kernels (default: the scenario
+    /// id); it also names the serial log.
+    pub client: Option<String>,
 }
 
 impl KernelRun {
     pub fn new(scenario: &'static str, pattern: Pattern) -> Self {
-        KernelRun { scenario, memory_mib: 64, pattern, extra: String::new() }
+        KernelRun { scenario, memory_mib: 64, pattern, extra: String::new(), client: None }
     }
 
     pub fn append(&self, ctx: &Ctx, port: u16) -> String {
         let p = self.pattern;
         format!(
             "scenario={} server_port={port} name={} pattern_base={} pattern_len={} seed={} zero_every={} {}",
-            self.scenario, ctx.id, p.base, p.len, p.seed, p.zero_every, self.extra
+            self.scenario,
+            self.client.as_deref().unwrap_or(&ctx.id),
+            p.base,
+            p.len,
+            p.seed,
+            p.zero_every,
+            self.extra
         )
     }
 
     pub fn boot(&self, ctx: &Ctx, port: u16) -> Result<QemuOutcome> {
+        let serial = self.client.as_ref().map_or("serial.log".into(), |c| format!("{c}.serial.log"));
         QemuRun {
             kernel: &ctx.artifacts.test_kernel,
             memory_mib: self.memory_mib,
             append: self.append(ctx, port),
             nic: ctx.nic,
-            serial_log: ctx.dir.join("serial.log"),
+            serial_log: ctx.dir.join(serial),
             timeout: Duration::from_secs(240),
         }
         .run()
@@ -101,8 +111,13 @@ pub fn read_info(dump: &Path) -> Result<serde_json::Value> {
 
 /// The one dump directory of this scenario's client.
 pub fn only_dump(ctx: &Ctx, srv: &Netdumpd) -> Result<PathBuf> {
-    let dumps = srv.dumps_of(&ctx.id);
-    ensure!(dumps.len() == 1, "expected one dump directory for {}, found {:?}", ctx.id, dumps);
+    only_dump_of(srv, &ctx.id)
+}
+
+/// The one dump directory of client `name`.
+pub fn only_dump_of(srv: &Netdumpd, name: &str) -> Result<PathBuf> {
+    let dumps = srv.dumps_of(name);
+    ensure!(dumps.len() == 1, "expected one dump directory for {name}, found {dumps:?}");
     Ok(dumps[0].clone())
 }
 
@@ -110,7 +125,12 @@ pub fn only_dump(ctx: &Ctx, srv: &Netdumpd) -> Result<PathBuf> {
 /// CRC verified, the pattern bit for bit, holes for zero pages, one NT_PRSTATUS, the
 /// console lines and panic message in `log`, and gdb's backtrace naming `bt_function`.
 pub fn check_complete_dump(ctx: &Ctx, srv: &Netdumpd, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
-    let dump = only_dump(ctx, srv)?;
+    check_complete_dump_of(ctx, srv, &ctx.id, pattern, panic_message, bt_function)
+}
+
+/// [`check_complete_dump`] of client `name`, when a scenario boots several.
+pub fn check_complete_dump_of(ctx: &Ctx, srv: &Netdumpd, name: &str, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
+    let dump = only_dump_of(srv, name)?;
     let vmcore = dump.join("vmcore");
     ensure!(vmcore.exists(), "no vmcore in {} (vmcore-incomplete: {})", dump.display(), dump.join("vmcore-incomplete").exists());
     let info = read_info(&dump)?;

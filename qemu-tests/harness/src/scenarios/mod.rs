@@ -2,6 +2,7 @@
 
 mod basic;
 pub mod common;
+mod hostile;
 mod ops;
 
 use crate::qemu::NicModel;
@@ -17,5 +18,7 @@ pub fn all() -> Vec<Scenario> {
     }
     // Server operations and netconsole do not depend on the NIC model.
     v.extend(ops::scenarios(NicModel::E1000));
+    // The network and the server fail under the protocol, not under a NIC driver.
+    v.extend(hostile::scenarios(NicModel::E1000));
     v
 }
