@@ -1,5 +1,6 @@
-//! The QEMU test kernel: fills RAM with a known pattern, installs netdump with the e1000
-//! driver, registers with the netdumpd the harness started, and crashes on purpose.
+//! The QEMU test kernel: fills RAM with a known pattern, installs netdump with whichever
+//! supported NIC it finds (e1000, virtio-net legacy or modern; see `nic.rs`), registers
+//! with the netdumpd the harness started, and crashes on purpose.
 //!
 //! The command line (`-append`) selects the scenario; see [`scenario::Scenario`]. The
 //! exit code (isa-debug-exit) tells the harness how it ended: [`exit`] lists them.
