@@ -25,20 +25,16 @@ use crate::session::CrashAnnouncement;
 pub const SIGNATURES_FILE: &str = "signatures.json";
 
 /// What to do with a repeated crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DedupPolicy {
     /// Take every memory image (the occurrence is still counted).
+    #[default]
     KeepAll,
     /// Skip the memory image of a crash whose signature has a dump with memory taken
     /// within this long.
     SkipMemoryWithin(Duration),
 }
 
-impl Default for DedupPolicy {
-    fn default() -> Self {
-        DedupPolicy::KeepAll
-    }
-}
 
 /// Code addresses of the crashing stack the signature hashes: the innermost ones, where
 /// the bug is, not the callers that vary with how it was reached.

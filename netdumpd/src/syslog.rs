@@ -184,12 +184,11 @@ impl SyslogReceiver {
             Some(h) => h.to_string(),
             None => from.ip().to_string(),
         };
-        if let Some(seq) = m.sequence {
-            if let Some(prev) = self.last_sequence.insert(client.clone(), seq)
-                && seq > prev + 1
-            {
-                tracing::warn!(%client, lost = seq - prev - 1, "netconsole lines lost");
-            }
+        if let Some(seq) = m.sequence
+            && let Some(prev) = self.last_sequence.insert(client.clone(), seq)
+            && seq > prev + 1
+        {
+            tracing::warn!(%client, lost = seq - prev - 1, "netconsole lines lost");
         }
         let line = m.message.trim_end_matches(['\n', '\r']);
         if let Err(e) = self.append(&client, line, from.ip()) {
