@@ -11,8 +11,16 @@ use crate::pvh::{HvmMemmapEntry, HvmStartInfo};
 use crate::{BootCell, Cmdline, paging, println, stacks};
 
 /// Everything below this physical address is identity-mapped (virtual == physical), except
-/// the pages in [`BootInfo::unmapped_pages`]. Nothing above it is mapped.
+/// the pages in [`BootInfo::unmapped_pages`]. Above it only RAM is mapped, up to
+/// [`HIGH_MAP_LIMIT`].
 pub const IDENTITY_MAP_END: u64 = paging::IDENTITY_MAP_END;
+/// RAM between [`IDENTITY_MAP_END`] and this physical address is identity-mapped too (in
+/// whole 2 MiB pages); RAM above it is not mapped.
+pub const HIGH_MAP_LIMIT: u64 = paging::HIGH_MAP_LIMIT;
+/// The direct map: virtual `DIRECT_MAP_OFFSET + p` maps physical `p` wherever the
+/// identity map maps `p` (Linux x86_64's direct-map base). A kernel that reads RAM
+/// through it reports `virt_start = phys + DIRECT_MAP_OFFSET` in its memory map.
+pub const DIRECT_MAP_OFFSET: u64 = paging::DIRECT_MAP_OFFSET;
 
 const PAGE_SIZE: u64 = 4096;
 /// Longest command line kept; QEMU's own limit for PVH is about the same.
@@ -173,8 +181,9 @@ impl BootInfo {
             .sum()
     }
 
-    /// The RAM a kernel can read through the identity map: each RAM entry shrunk to whole
-    /// pages, cut at [`IDENTITY_MAP_END`] and split around [`Self::unmapped_pages`].
+    /// The RAM a kernel can read through the identity map (and the direct map): each RAM
+    /// entry shrunk to whole pages, cut at [`HIGH_MAP_LIMIT`] and split around
+    /// [`Self::unmapped_pages`].
     /// Ranges come in memory-map order and are non-empty and page-aligned.
     pub fn mapped_ram(&self) -> MappedRam<'static> {
         MappedRam {
@@ -208,7 +217,7 @@ impl Iterator for MappedRam<'_> {
                     }
                     PhysRange {
                         start: region.start.next_multiple_of(PAGE_SIZE),
-                        end: region.end().min(IDENTITY_MAP_END) / PAGE_SIZE * PAGE_SIZE,
+                        end: region.end().min(HIGH_MAP_LIMIT) / PAGE_SIZE * PAGE_SIZE,
                     }
                 }
             };

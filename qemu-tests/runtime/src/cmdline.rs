@@ -46,7 +46,13 @@ impl<'a> Cmdline<'a> {
     /// The value of `key` as an unsigned integer: decimal, or hexadecimal with `0x`.
     /// `None` when the key is missing or its value is not such a number.
     pub fn get_u64(&self, key: &str) -> Option<u64> {
-        parse_u64(self.get(key)?)
+        Self::parse_u64(self.get(key)?)
+    }
+
+    /// A number as `get_u64` reads one: decimal, or hexadecimal with `0x` (for values a
+    /// kernel splits itself, like `base+len`).
+    pub fn parse_u64(text: &str) -> Option<u64> {
+        parse_u64(text)
     }
 }
 

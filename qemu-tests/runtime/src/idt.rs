@@ -276,6 +276,26 @@ pub(crate) fn init() {
     unsafe { &*IDT.get() }.load();
 }
 
+/// Makes page faults run on the interrupted code's stack instead of their own IST stack,
+/// as Linux does. A kernel stack overflow then cannot even push the #PF frame: the CPU
+/// raises a double fault, which still runs on its own IST stack — the path a kernel
+/// without a #PF IST stack depends on, and the one this switch lets a test take.
+///
+/// Every exception here is fatal, so the interrupted code's red zone, which the #PF frame
+/// may overwrite, is never returned to.
+pub fn deliver_page_faults_on_the_interrupted_stack() {
+    // SAFETY: the runtime runs one CPU with interrupts off, and this thread is not inside
+    // an exception, so nothing reads the IDT entry while it is rewritten; the entry stays
+    // a valid gate for the same stub (`set_handler_addr` only clears the IST index).
+    // This is the one write to the IDT after boot (see `BootCell`).
+    unsafe {
+        let stubs = &netdump_qemu_runtime_exception_stubs;
+        (*IDT.get())
+            .page_fault
+            .set_handler_addr(VirtAddr::new(stubs[14]));
+    }
+}
+
 /// The kernel's handler, a `fn(&ExceptionFrame) -> !`, or null for the default.
 static HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// Exceptions being handled; more than one means the handler itself faulted.

@@ -22,11 +22,16 @@ mod pvh;
 mod serial;
 mod stacks;
 
-pub use boot_info::{BootInfo, IDENTITY_MAP_END, MappedRam, MemoryKind, MemoryRegion, PhysRange};
+pub use boot_info::{
+    BootInfo, DIRECT_MAP_OFFSET, HIGH_MAP_LIMIT, IDENTITY_MAP_END, MappedRam, MemoryKind,
+    MemoryRegion, PhysRange,
+};
 pub use cmdline::Cmdline;
 pub use console::set_console_tee;
 pub use exit::{EXIT_FAILURE, EXIT_SUCCESS, halt_forever, qemu_exit, qemu_exit_status};
-pub use idt::{ExceptionFrame, set_exception_handler};
+pub use idt::{
+    ExceptionFrame, deliver_page_faults_on_the_interrupted_stack, set_exception_handler,
+};
 
 /// Reports a panic on the console and exits QEMU with [`EXIT_FAILURE`].
 ///
@@ -64,7 +69,8 @@ macro_rules! entry {
 ///
 /// Each one is written only on the single boot CPU, before the kernel's entry function
 /// runs and before anything else can observe it; afterwards it is read-only or owned by
-/// the hardware. Every access states that in a `SAFETY:` comment.
+/// the hardware (one exception: [`deliver_page_faults_on_the_interrupted_stack`] rewrites
+/// an IDT entry). Every access states that in a `SAFETY:` comment.
 #[repr(transparent)]
 pub(crate) struct BootCell<T>(core::cell::UnsafeCell<T>);
 

@@ -1,16 +1,28 @@
-//! The identity map: virtual == physical for the first 4 GiB, in 2 MiB pages.
+//! The identity map: virtual == physical for the first 4 GiB, in 2 MiB pages, and for
+//! the RAM above 4 GiB (up to [`HIGH_MAP_LIMIT`]); the same map again at
+//! [`DIRECT_MAP_OFFSET`], a Linux-style higher-half direct map.
 //!
 //! The PVH entry code fills [`PML4`], [`PDPT`] and [`PAGE_DIRECTORIES`] before paging is
 //! on. Once in Rust, [`unmap_guard_pages`] splits each 2 MiB page that holds a stack guard
-//! page into 4 KiB pages and leaves the guard page out.
+//! page into 4 KiB pages and leaves the guard page out, [`map_high_ram`] maps the RAM
+//! the memory map reports above 4 GiB, and [`map_direct_map`] points the higher-half
+//! PML4 slot at the same page tables.
 
 use x86_64::instructions::tlb;
 
 use crate::BootCell;
 use crate::stacks::GUARD_PAGE_COUNT;
 
-/// End of the identity map.
+/// End of the identity map the entry code builds (all of it, RAM or not).
 pub(crate) const IDENTITY_MAP_END: u64 = 4 << 30;
+/// RAM above 4 GiB is identity-mapped up to here (one page directory per GiB from a
+/// fixed pool, so the kernel image does not grow with the guest).
+pub(crate) const HIGH_MAP_LIMIT: u64 = 16 << 30;
+/// Where the direct map starts: virtual `DIRECT_MAP_OFFSET + p` is physical `p` for every
+/// identity-mapped `p` (Linux x86_64's `__PAGE_OFFSET` without KASLR). A multiple of
+/// 512 GiB, so it is one PML4 entry sharing the identity map's tables.
+pub(crate) const DIRECT_MAP_OFFSET: u64 = 0xffff_8880_0000_0000;
+const GIB: u64 = 1 << 30;
 
 const ENTRIES: usize = 512;
 const PAGE_SIZE: u64 = 4096;
@@ -37,6 +49,13 @@ pub(crate) struct PageDirectories([u64; 4 * ENTRIES]);
 
 pub(crate) static PAGE_DIRECTORIES: BootCell<PageDirectories> =
     BootCell::new(PageDirectories([0; 4 * ENTRIES]));
+/// Page directories for the GiBs from 4 GiB to [`HIGH_MAP_LIMIT`] that hold RAM.
+static HIGH_PAGE_DIRECTORIES: BootCell<[PageTable; HIGH_DIRECTORY_COUNT]> =
+    BootCell::new([const { PageTable::zeroed() }; HIGH_DIRECTORY_COUNT]);
+const HIGH_DIRECTORY_COUNT: usize = ((HIGH_MAP_LIMIT - IDENTITY_MAP_END) / GIB) as usize;
+/// Page-directory entry flags for a 2 MiB page: present, writable, page size.
+const LARGE_PAGE: u64 = PRESENT | WRITABLE | (1 << 7);
+
 /// 4 KiB page tables for the 2 MiB pages that hold guard pages (at most one each).
 static SPLIT_TABLES: BootCell<[PageTable; GUARD_PAGE_COUNT]> =
     BootCell::new([const { PageTable::zeroed() }; GUARD_PAGE_COUNT]);
@@ -74,5 +93,40 @@ pub(crate) fn unmap_guard_pages(guard_pages: &[u64; GUARD_PAGE_COUNT]) {
         };
         split_tables[slot].0[((page % LARGE_PAGE_SIZE) / PAGE_SIZE) as usize] = 0;
     }
+    tlb::flush_all();
+}
+
+/// Identity-maps, with 2 MiB pages, every 2 MiB page that holds part of a RAM range in
+/// `ram` (physical `start..end`) between 4 GiB and [`HIGH_MAP_LIMIT`]; RAM beyond the
+/// limit stays unmapped. Called once at boot, before the kernel runs.
+pub(crate) fn map_high_ram(ram: impl Iterator<Item = (u64, u64)>) {
+    // SAFETY: boot is single-threaded and nothing else holds a reference to the page
+    // tables; the TLB is flushed below.
+    let (pdpt, directories) = unsafe { (&mut (*PDPT.get()).0, &mut *HIGH_PAGE_DIRECTORIES.get()) };
+    for (start, end) in ram {
+        let start = start.max(IDENTITY_MAP_END) / LARGE_PAGE_SIZE * LARGE_PAGE_SIZE;
+        let end = end.min(HIGH_MAP_LIMIT);
+        let mut page = start;
+        while page < end {
+            let gib = (page / GIB) as usize;
+            let directory = &mut directories[gib - (IDENTITY_MAP_END / GIB) as usize];
+            pdpt[gib] = (&raw const *directory) as u64 | PRESENT | WRITABLE;
+            directory.0[((page % GIB) / LARGE_PAGE_SIZE) as usize] = page | LARGE_PAGE;
+            page += LARGE_PAGE_SIZE;
+        }
+    }
+    tlb::flush_all();
+}
+
+/// Makes [`DIRECT_MAP_OFFSET`]` + p` map physical `p` wherever the identity map maps it,
+/// by giving the higher-half PML4 slot the identity map's page-directory-pointer table.
+/// Called once at boot.
+pub(crate) fn map_direct_map() {
+    const SLOT: usize = ((DIRECT_MAP_OFFSET >> 39) & 511) as usize;
+    const _: () = assert!(DIRECT_MAP_OFFSET.is_multiple_of(512 * GIB));
+    // SAFETY: boot is single-threaded and nothing else holds a reference to the PML4;
+    // the slot was empty, so no address in use changes its translation.
+    let pml4 = unsafe { &mut (*PML4.get()).0 };
+    pml4[SLOT] = pml4[0];
     tlb::flush_all();
 }
