@@ -89,6 +89,10 @@ fn build() -> Result<suite::Artifacts> {
     run(c)?;
     let mut c = cargo();
     c.args(["build", "--release", "-p", "netdump-test-kernel", "-p", "netdump-example-kernel", "-p", "netdump-nic-conformance"]);
+    // Frame pointers: the crash path walks them for the return addresses of the crash
+    // signature (the precompiled `core` keeps them already).
+    let rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    c.env("RUSTFLAGS", format!("{rustflags} -Cforce-frame-pointers=yes").trim_start());
     run(c)?;
     let release = target_dir().join("release");
     let work_dir = target_dir().join("qemu-tests");

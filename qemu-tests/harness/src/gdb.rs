@@ -6,12 +6,17 @@ use std::process::Command;
 
 /// `gdb -batch -ex bt -ex 'info registers rip rsp' <kernel> <vmcore>`; its stdout.
 pub fn backtrace(kernel: &Path, vmcore: &Path) -> Result<String> {
-    let out = Command::new("gdb")
-        .args(["-nx", "-batch", "-ex", "bt", "-ex", "info registers rip rsp"])
-        .arg(kernel)
-        .arg(vmcore)
-        .output()
-        .context("run gdb")?;
+    batch(kernel, vmcore, &["bt", "info registers rip rsp"])
+}
+
+/// `gdb -batch -ex <command>… <kernel> <vmcore>`: its stdout, then its stderr.
+pub fn batch(kernel: &Path, vmcore: &Path, commands: &[&str]) -> Result<String> {
+    let mut gdb = Command::new("gdb");
+    gdb.arg("-nx").arg("-batch");
+    for c in commands {
+        gdb.arg("-ex").arg(c);
+    }
+    let out = gdb.arg(kernel).arg(vmcore).output().context("run gdb")?;
     // gdb prints its complaints about the core file (a note of the wrong size, a
     // section it cannot map) on stderr; the harness treats them as failures.
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();

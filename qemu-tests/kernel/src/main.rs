@@ -8,18 +8,22 @@
 #![no_main]
 
 mod bench;
+mod extra_state;
+mod faults;
+mod memory;
 mod netconsole;
 mod nic;
 mod scenario;
 
 use core::fmt::Write;
-use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, TscClock};
+use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, StackTrace, TscClock};
 use netdump_core::client::{ClientName, Config};
 use netdump_core::clock::Clock;
 use netdump_core::crash_cell::SeizeError;
 use netdump_core::log::ConsoleLog;
-use netdump_core::memory::{MemoryError, MemoryMap, MemorySource};
+use netdump_core::memory::{MemoryError, MemorySource};
 use netdump_core::net::NetConfig;
+use netdump_core::proto::RegisterRecord;
 use netdump_core::text::TextBuf;
 use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
 use netdump_qemu_runtime::{println, qemu_exit, BootInfo};
@@ -58,20 +62,23 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Ok(s) => s,
         Err(e) => fail(format_args!("bad command line: {e}")),
     };
-    let map = match MemoryMap::from_ram_regions(boot.mapped_ram().map(|r| (r.start, r.len())), |p| p) {
+    faults::init(boot);
+    let layout = memory::Layout::from_args(&boot.args(), scenario.pattern).unwrap_or_else(|e| fail(format_args!("bad command line: {e}")));
+    let map = match layout.memory_map(boot) {
         Ok(m) => m,
         Err(e) => fail(format_args!("memory map: {e}")),
     };
-    let p = scenario.pattern;
-    let in_ram = map.ranges().iter().any(|r| r.contains(p.base, p.len));
-    if !in_ram || p.base < boot.kernel_image.end {
+    if let Err(p) = layout.check(&map, boot) {
         fail(format_args!("pattern {:#x}+{:#x} is not in free RAM", p.base, p.len));
     }
-    fill_pattern(&scenario);
-    println!("pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero", p.base, p.base + p.len, p.seed, p.zero_every);
-    for r in map.ranges() {
-        println!("ram: {:#x}..{:#x}", r.phys_start, r.phys_end());
+    layout.fill_patterns();
+    for p in layout.patterns() {
+        println!("pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero", p.base, p.base + p.len, p.seed, p.zero_every);
     }
+    for r in map.ranges() {
+        println!("ram: {:#x}..{:#x} at virtual {:#x}", r.phys_start, r.phys_end(), r.virt_start);
+    }
+    layout.install();
 
     let nic = match nic::bring_up() {
         Ok(n) => n,
@@ -109,6 +116,8 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     };
     println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
     let mut dumper = dumper;
+    extra_state::set_seed(scenario.pattern.seed);
+    dumper.set_extra_state(extra_state::write_task_list);
     if scenario.batch {
         dumper.set_window_mode(netdump_core::client::WindowMode::Batch);
     }
@@ -125,6 +134,10 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     match scenario.kind {
         Kind::Takeover => scenario::traffic_until_panic(&NETDUMP, &scenario),
         Kind::RawTx => bench::raw_tx(&NETDUMP, &scenario, scenario.frames),
+        Kind::Exception => match faults::Fault::from_args(&boot.args()) {
+            Ok(fault) => faults::raise(fault, scenario.pattern.seed, boot.args().get_u64("fault_address").unwrap_or(faults::DEFAULT_FAULT_ADDRESS)),
+            Err(e) => fail(format_args!("bad command line: {e}")),
+        },
         _ => netdump_test_crash_site(scenario.pattern.seed),
     }
 }
@@ -135,24 +148,12 @@ fn netdump_test_crash_site(seed: u64) -> ! {
     panic!("netdump test panic (seed {seed:#x})");
 }
 
-fn fill_pattern(s: &Scenario) {
-    let p = s.pattern;
-    let mut addr = p.base;
-    while addr < p.base + p.len {
-        let word = p.word(addr);
-        // SAFETY: the pattern region was checked to be RAM above the kernel image, inside
-        // the identity map, and nothing else uses it.
-        unsafe { core::ptr::write_volatile(addr as *mut u64, word) };
-        addr += 8;
-    }
-}
-
 fn fail(args: core::fmt::Arguments<'_>) -> ! {
     println!("test kernel error: {args}");
     qemu_exit(exit::EXIT_FAILURE)
 }
 
-/// Reads RAM through the identity map; in the nested-panic scenario it panics at one
+/// Reads RAM as the layout maps it; in the nested-panic scenario it panics at one
 /// address, to prove a panic inside the dump ends the dump instead of recursing.
 struct TestMemory {
     inner: DirectMapMemory,
@@ -176,6 +177,18 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     netdump_qemu_runtime::console::enter_crash_mode();
     netconsole::on_panic(info);
     println!("panic: {info}");
+    let mut message = TextBuf::<256>::new();
+    let _ = write!(message, "{}", info.message());
+    let mut frames = StackTrace::new();
+    // SAFETY: `faults::readable` admits only mapped, non-guard pages of the kernel image.
+    unsafe { frames.walk_frame_pointers(regs.rbp, faults::readable) };
+    let crash = CrashInfo::panic(0, message.as_bytes(), frames.as_slice());
+    dump_and_exit(&crash, &regs, |dumper| netconsole::panic_line(dumper, info))
+}
+
+/// Seizes netdump and dumps `crash` with `regs` as CPU 0's registers (a panic's or a CPU
+/// exception's); `before` gets the seized client first. Exits QEMU with the outcome.
+pub fn dump_and_exit(crash: &CrashInfo<'_>, regs: &RegisterRecord, before: impl FnOnce(&mut Dumper)) -> ! {
     let dumper = match NETDUMP.seize() {
         Ok(d) => d,
         Err(SeizeError::AlreadySeized) => {
@@ -189,15 +202,11 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     };
     // SAFETY: written once before the crash (see kernel_main); read-only now.
     let scenario = unsafe { (*(&raw const SCENARIO)).unwrap_or_else(|| qemu_exit(exit::EXIT_FAILURE)) };
-    let mut message = TextBuf::<256>::new();
-    let _ = write!(message, "{}", info.message());
-    let crash = CrashInfo::panic(0, message.as_bytes(), &[]);
-    // SAFETY: every RAM range of the memory map lies in the runtime's identity map.
-    let memory = TestMemory { inner: unsafe { DirectMapMemory::new(0) }, panic_at: scenario.panic_while_reading };
-    netconsole::panic_line(dumper, info);
+    let memory = TestMemory { inner: memory::reader(), panic_at: scenario.panic_while_reading };
+    before(dumper);
     println!("netdump: dumping");
     let started = dumper.clock().now_us();
-    let result = dumper.dump(&crash, &[regs], &memory, Some(&CONSOLE_LOG));
+    let result = dumper.dump(crash, core::slice::from_ref(regs), &memory, Some(&CONSOLE_LOG));
     netconsole::after_dump(dumper);
     match result {
         Ok(report) => {

@@ -1,6 +1,6 @@
 //! What the harness asks of a run, from the kernel command line:
 //!
-//! `scenario=dump|takeover|no-server|nested-panic server_port=N [server_ip=A.B.C.D]
+//! `scenario=dump|takeover|no-server|nested-panic|exception server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
 //!  [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
@@ -21,6 +21,8 @@ pub enum Kind {
     NoServer,
     /// A panic inside the dump path (while reading memory).
     NestedPanic,
+    /// A fatal CPU exception (`fault=`, see `faults.rs`).
+    Exception,
     /// No dump: send `frames=` unacknowledged full-size datagrams (the bench's raw limit).
     RawTx,
 }
@@ -60,6 +62,7 @@ impl Scenario {
             "takeover" => Kind::Takeover,
             "no-server" => Kind::NoServer,
             "nested-panic" => Kind::NestedPanic,
+            "exception" => Kind::Exception,
             "raw-tx" => Kind::RawTx,
             _ => return Err("unknown scenario"),
         };

@@ -2,6 +2,7 @@
 
 mod basic;
 pub mod common;
+mod exceptions;
 mod hostile;
 mod ops;
 
@@ -16,6 +17,8 @@ pub fn all() -> Vec<Scenario> {
     for &nic in NICS {
         v.extend(basic::scenarios(nic));
     }
+    // CPU exceptions, memory maps and mappings do not depend on the NIC model.
+    v.extend(exceptions::scenarios(NicModel::E1000));
     // Server operations and netconsole do not depend on the NIC model.
     v.extend(ops::scenarios(NicModel::E1000));
     // The network and the server fail under the protocol, not under a NIC driver.
