@@ -79,13 +79,13 @@ pub fn arp_reply_from(
 
 /// Writes the IPv4 header of a `payload_len`-byte `protocol` packet from `src` to `dst`
 /// (don't fragment, checksum filled) after the Ethernet header, and returns the packet.
-fn emit_ipv4<'a>(
-    frame: &'a mut [u8],
+fn emit_ipv4(
+    frame: &mut [u8],
     src: (EthernetAddress, Ipv4Address),
     dst: (EthernetAddress, Ipv4Address),
     protocol: IpProtocol,
     payload_len: usize,
-) -> Ipv4Packet<&'a mut [u8]> {
+) -> Ipv4Packet<&mut [u8]> {
     EthernetRepr {
         src_addr: src.0,
         dst_addr: dst.0,
@@ -128,11 +128,11 @@ pub fn icmp_echo_request(
 }
 
 /// The echo reply in `frame`, if it is one from `peer` to `us`: (ident, seq, data).
-pub fn icmp_echo_reply<'a>(
-    frame: &'a [u8],
+pub fn icmp_echo_reply(
+    frame: &[u8],
     us: (EthernetAddress, Ipv4Address),
     peer: Ipv4Address,
-) -> Option<(u16, u16, &'a [u8])> {
+) -> Option<(u16, u16, &[u8])> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Ipv4 || eth.dst_addr() != us.0 {
         return None;

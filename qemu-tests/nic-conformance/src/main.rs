@@ -189,13 +189,13 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
                 "arp-round-trip",
                 Ok(note!(
                     "{GATEWAY_IP} is at {} ({} us after the first request, {} requests, {} other frames)",
-                    reply.mac,
+                    reply.reply,
                     reply.after_us,
                     reply.requests,
                     reply.other_frames
                 )),
             );
-            reply.mac
+            reply.reply
         }
         Err(e) => {
             report.check("arp-round-trip", Err(e));
@@ -231,44 +231,51 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     report.finish()
 }
 
-struct ArpReply {
-    mac: EthernetAddress,
+/// What a request/reply exchange saw.
+struct Exchange<T> {
+    reply: T,
+    /// From the first request to the reply.
     after_us: u64,
     requests: u32,
+    /// Frames received meanwhile that were not the reply.
     other_frames: u32,
 }
 
-/// Asks who has 10.0.2.2 until the reply comes or the timeout passes.
-fn arp_round_trip(
+/// Sends a `len`-byte request built by `request` every `retry_us`, at most `attempts`
+/// times (waiting, bounded, for a free transmit buffer), until `reply` recognises a
+/// received frame. `what` names the request in the failure note.
+fn exchange<T>(
     nic: &mut impl DeviceUnderTest,
     clock: &TscClock,
-    mac: EthernetAddress,
-) -> Result<ArpReply, Note> {
+    what: &str,
+    (retry_us, attempts): (u64, u32),
+    len: usize,
+    request: &mut dyn FnMut(&mut [u8]),
+    reply: &mut dyn FnMut(&[u8]) -> Option<T>,
+) -> Result<Exchange<T>, Note> {
     let started = clock.now_us();
-    let give_up = Deadline::after(clock, ARP_TIMEOUT_US);
-    let mut requests = 0;
     let mut other_frames = 0;
-    loop {
-        match nic.transmit(ARP_FRAME_LEN, &mut |frame| {
-            frames::arp_request(frame, mac, GUEST_IP, GATEWAY_IP)
-        }) {
-            Ok(()) => requests += 1,
-            Err(NicError::RingFull) => {}
-            Err(e) => return Err(note!("ARP request not sent: {e}")),
+    for requests in 1..=attempts {
+        loop {
+            match nic.transmit(len, request) {
+                Ok(()) => break,
+                Err(NicError::RingFull) => {
+                    reclaim_some(nic, clock)?;
+                }
+                Err(e) => return Err(note!("{what} not sent: {e}")),
+            }
         }
-        let retry = Deadline::after(clock, ARP_RETRY_US);
+        let retry = Deadline::after(clock, retry_us);
         while !retry.passed(clock) {
             nic.poll_transmit();
             let mut answer = None;
             let polled = nic
-                .poll_receive(&mut |frame| {
-                    answer = frames::arp_reply_from(frame, mac, GUEST_IP, GATEWAY_IP)
-                })
+                .poll_receive(&mut |frame| answer = reply(frame))
                 .map_err(|e| note!("poll_receive: {e}"))?;
             match answer {
-                Some(mac) => {
-                    return Ok(ArpReply {
-                        mac,
+                Some(reply) => {
+                    return Ok(Exchange {
+                        reply,
                         after_us: clock.now_us() - started,
                         requests,
                         other_frames,
@@ -278,13 +285,28 @@ fn arp_round_trip(
                 None => {}
             }
         }
-        if give_up.passed(clock) {
-            return Err(note!(
-                "no reply in {} ms ({requests} requests, {other_frames} other frames)",
-                ARP_TIMEOUT_US / 1000
-            ));
-        }
     }
+    Err(note!(
+        "no reply to {what} in {} ms ({attempts} requests, {other_frames} other frames)",
+        (clock.now_us() - started) / 1000
+    ))
+}
+
+/// Asks who has 10.0.2.2 until the reply comes or the timeout passes.
+fn arp_round_trip(
+    nic: &mut impl DeviceUnderTest,
+    clock: &TscClock,
+    mac: EthernetAddress,
+) -> Result<Exchange<EthernetAddress>, Note> {
+    exchange(
+        nic,
+        clock,
+        "ARP request",
+        (ARP_RETRY_US, (ARP_TIMEOUT_US / ARP_RETRY_US) as u32),
+        ARP_FRAME_LEN,
+        &mut |frame| frames::arp_request(frame, mac, GUEST_IP, GATEWAY_IP),
+        &mut |frame| frames::arp_reply_from(frame, mac, GUEST_IP, GATEWAY_IP),
+    )
 }
 
 /// Builds a tagged UDP frame of `payload_len` bytes (≥ TAG_LEN).
@@ -416,69 +438,49 @@ fn rx_frame_sizes(
     let (mut repeated, mut other_frames) = (0u32, 0u32);
     for len in MIN_FRAME_LEN..=max {
         let seq = len as u16;
-        let mut attempt = 0;
-        'attempts: loop {
-            if attempt == ECHO_ATTEMPTS {
+        let echo = exchange(
+            nic,
+            clock,
+            "echo request",
+            (ECHO_RETRY_US, ECHO_ATTEMPTS),
+            len,
+            &mut |frame| {
+                frames::icmp_echo_request(
+                    frame,
+                    us,
+                    (gateway, GATEWAY_IP),
+                    ECHO_IDENT,
+                    seq,
+                    |data| {
+                        data.iter_mut()
+                            .enumerate()
+                            .for_each(|(i, b)| *b = echo_byte(seq, i))
+                    },
+                )
+            },
+            &mut |frame| match frames::icmp_echo_reply(frame, us, GATEWAY_IP) {
+                Some((ECHO_IDENT, s, data)) if s == seq => {
+                    let exact = data.len() == len - ICMP_ECHO_OVERHEAD
+                        && data
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &b)| b == echo_byte(seq, i));
+                    Some((frame.len(), exact))
+                }
+                _ => None,
+            },
+        )
+        .map_err(|e| note!("{len}-byte frames: {}", e.as_str()))?;
+        match echo.reply {
+            (got, true) if got == len => {}
+            (got, exact) => {
                 return Err(note!(
-                    "no exact echo reply of {len} bytes after {ECHO_ATTEMPTS} requests"
+                    "echo reply to the {len}-byte request: {got} bytes, data intact {exact}"
                 ));
             }
-            attempt += 1;
-            loop {
-                let sent = nic.transmit(len, &mut |frame| {
-                    frames::icmp_echo_request(
-                        frame,
-                        us,
-                        (gateway, GATEWAY_IP),
-                        ECHO_IDENT,
-                        seq,
-                        |data| {
-                            data.iter_mut()
-                                .enumerate()
-                                .for_each(|(i, b)| *b = echo_byte(seq, i))
-                        },
-                    )
-                });
-                match sent {
-                    Ok(()) => break,
-                    Err(NicError::RingFull) => {
-                        reclaim_some(nic, clock)?;
-                    }
-                    Err(e) => return Err(note!("echo request of {len} bytes: {e}")),
-                }
-            }
-            let retry = Deadline::after(clock, ECHO_RETRY_US);
-            while !retry.passed(clock) {
-                nic.poll_transmit();
-                let mut reply = None;
-                let polled = nic
-                    .poll_receive(&mut |frame| {
-                        if let Some((ECHO_IDENT, s, data)) =
-                            frames::icmp_echo_reply(frame, us, GATEWAY_IP)
-                            && s == seq
-                        {
-                            let exact = data.len() == len - ICMP_ECHO_OVERHEAD
-                                && data
-                                    .iter()
-                                    .enumerate()
-                                    .all(|(i, &b)| b == echo_byte(seq, i));
-                            reply = Some((frame.len(), exact));
-                        }
-                    })
-                    .map_err(|e| note!("poll_receive: {e}"))?;
-                match reply {
-                    Some((got, true)) if got == len => break 'attempts,
-                    Some((got, exact)) => {
-                        return Err(note!(
-                            "echo reply to the {len}-byte request: {got} bytes, data intact {exact}"
-                        ));
-                    }
-                    None if polled => other_frames += 1,
-                    None => {}
-                }
-            }
-            repeated += 1;
         }
+        repeated += echo.requests - 1;
+        other_frames += echo.other_frames;
     }
     let count = max - MIN_FRAME_LEN + 1;
     Ok(note!(
@@ -560,8 +562,11 @@ fn takeover(
         ));
     }
     let reply = arp_round_trip(nic, clock, mac)?;
-    if reply.mac != gateway {
-        return Err(note!("gateway now answers as {}, was {gateway}", reply.mac));
+    if reply.reply != gateway {
+        return Err(note!(
+            "gateway now answers as {}, was {gateway}",
+            reply.reply
+        ));
     }
     let (_, _) = send_phase(nic, clock, flow, 2, 100)?;
     drain_transmit(nic, clock)?;
@@ -589,8 +594,8 @@ fn repeated_reset(
         slowest = slowest.max(clock.now_us() - started);
     }
     let reply = arp_round_trip(nic, clock, flow.src_mac)?;
-    if reply.mac != gateway {
-        return Err(note!("gateway now answers as {}", reply.mac));
+    if reply.reply != gateway {
+        return Err(note!("gateway now answers as {}", reply.reply));
     }
     Ok(note!(
         "5 resets, slowest {slowest} us; ARP reply after {} us",
