@@ -53,6 +53,13 @@ pub struct IngestReport {
     pub server_cpu_s_per_gb: f64,
 }
 
+impl IngestReport {
+    /// What one core of netdumpd could take, from its CPU seconds per GB.
+    pub fn capacity_mb_s_per_core(&self) -> f64 {
+        if self.server_cpu_s_per_gb > 0.0 { 1000.0 / self.server_cpu_s_per_gb } else { 0.0 }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct FootprintReport {
     /// Bytes per section (`text`, `rodata`, `data`, `bss`) per component.
@@ -296,9 +303,10 @@ pub fn markdown(r: &Report) -> String {
     let i = &r.ingest;
     let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
     s += &format!(
-        "\n## Server ingest\n\n{} concurrent host clients (the real client over loopback): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate, {:.2} CPU s per GB in netdumpd; {:.1}× the fastest QEMU client (target ≥ 5) {}\n",
+        "\n## Server ingest\n\n{} concurrent host clients (the real client over loopback): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate, {:.2} CPU s per GB in netdumpd; {:.1}× the fastest QEMU client (target ≥ 5) {}\n\nThe clients share the machine's cores with netdumpd; netdumpd's own CPU cost puts its capacity at about **{:.0} MB/s per core** ({:.1}× the fastest QEMU client).\n",
         i.clients, i.bytes as f64 / (1 << 20) as f64, i.seconds, i.aggregate_mb_s, i.server_cpu_s_per_gb,
-        if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 }, mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= 5.0)
+        if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 }, mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= 5.0),
+        i.capacity_mb_s_per_core(), if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
     );
     let f = &r.footprint;
     s += "\n## Footprint (example kernel: core + e1000)\n\n| component | .text | .rodata | .data | .bss |\n|---|---|---|---|---|\n";
