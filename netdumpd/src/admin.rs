@@ -203,7 +203,10 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
                 "max_total_bytes": c.retention.max_total_bytes,
             },
             "dedup": format!("{:?}", c.dedup),
-            "analysis": { "kernel": opt(&c.analysis.kernel), "kernels": c.analysis.kernels, "gdb": c.analysis.gdb },
+            "analysis": {
+                "kernel": opt(&c.analysis.kernel), "kernels": c.analysis.kernels,
+                "builds": opt(&c.analysis.builds), "gdb": c.analysis.gdb,
+            },
             "netconsole_listen": c.syslog_listen.map(|a| a.to_string()),
         });
         return Ok((serde_json::to_string_pretty(&v)? + "\n", ok));
@@ -235,6 +238,9 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
     ));
     out.push_str(&format!("dedup         {:?}\n", c.dedup));
     out.push_str(&format!("analysis      {}\n", opt(&c.analysis.kernel).unwrap_or_else(|| "-".into())));
+    if let Some(b) = &c.analysis.builds {
+        out.push_str(&format!("  builds by build ID: {}\n", b.display()));
+    }
     for (client, k) in &c.analysis.kernels {
         out.push_str(&format!("  {client}: {}\n", k.display()));
     }

@@ -1,7 +1,8 @@
 //! Analysis on arrival: where the admin configured the kernel ELF a client runs (per
-//! client, or one for all), netdumpd asks gdb in batch mode for the crashing backtrace
-//! and writes it to `analysis.txt` in the dump directory; the `finished` hook gets its
-//! path to notify people with it.
+//! client; else a directory of builds, the one whose GNU build ID the vmcore holds at
+//! the note's load address; else one for all), netdumpd asks gdb in batch mode for the
+//! crashing backtrace and writes it to `analysis.txt` in the dump directory; the
+//! `finished` hook gets its path to notify people with it.
 //!
 //! With a vmcore, gdb reads the registers and the stack from it (`bt`). Without one (the
 //! memory image was skipped) the crashing CPU's `rip` from the `registers` file is looked
@@ -23,6 +24,9 @@ pub struct AnalysisConfig {
     pub kernel: Option<PathBuf>,
     /// Kernel ELF per client name.
     pub kernels: BTreeMap<String, PathBuf>,
+    /// A directory of kernel builds (ELF files, also one directory down): the one whose
+    /// build ID is in the vmcore is used.
+    pub builds: Option<PathBuf>,
     pub gdb: PathBuf,
     pub timeout: Duration,
 }
@@ -32,6 +36,7 @@ impl Default for AnalysisConfig {
         AnalysisConfig {
             kernel: None,
             kernels: BTreeMap::new(),
+            builds: None,
             gdb: PathBuf::from("gdb"),
             timeout: Duration::from_secs(120),
         }
@@ -39,20 +44,142 @@ impl Default for AnalysisConfig {
 }
 
 impl AnalysisConfig {
-    pub fn kernel_for(&self, client: &str) -> Option<&Path> {
-        self.kernels.get(client).or(self.kernel.as_ref()).map(PathBuf::as_path)
+    pub fn enabled(&self) -> bool {
+        self.kernel.is_some() || !self.kernels.is_empty() || self.builds.is_some()
     }
 
-    pub fn enabled(&self) -> bool {
-        self.kernel.is_some() || !self.kernels.is_empty()
+    /// The kernel for a dump: the client's own, else the build whose ID the vmcore
+    /// holds, else the default.
+    pub fn kernel_for_dump(&self, client: &str, dir: &Path) -> Option<PathBuf> {
+        if let Some(k) = self.kernels.get(client) {
+            return Some(k.clone());
+        }
+        if let Some(builds) = &self.builds
+            && let Some(k) = build_matching(builds, &dir.join(VMCORE))
+        {
+            return Some(k);
+        }
+        self.kernel.clone()
+    }
+}
+
+/// The ELF under `builds` (or one directory down) whose GNU build ID `vmcore` holds.
+pub fn build_matching(builds: &Path, vmcore: &Path) -> Option<PathBuf> {
+    let core = std::fs::File::open(vmcore).ok()?;
+    let loads = elf::core_loads(&core)?;
+    let mut candidates = Vec::new();
+    for e in std::fs::read_dir(builds).ok()?.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            candidates.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+        } else {
+            candidates.push(path);
+        }
+    }
+    candidates.sort();
+    candidates.into_iter().filter(|p| p.is_file()).find(|p| {
+        let Ok(bytes) = std::fs::read(p) else { return false };
+        let Some((paddr, id)) = elf::build_id(&bytes) else { return false };
+        elf::read_phys(&core, &loads, paddr, id.len()).is_some_and(|in_core| in_core == id)
+    })
+}
+
+/// The little of ELF64 (little-endian) that build-ID matching needs.
+mod elf {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
+    const PT_LOAD: u32 = 1;
+    const PT_NOTE: u32 = 4;
+    const NT_GNU_BUILD_ID: u32 = 3;
+
+    /// A program header: type, file offset, physical address, bytes in the file.
+    pub struct Segment {
+        kind: u32,
+        offset: u64,
+        paddr: u64,
+        filesz: u64,
+    }
+
+    fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    }
+    fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+    fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    }
+
+    /// Program headers from the ELF header `head` and a reader of the table.
+    fn segments(head: &[u8], read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<Vec<Segment>> {
+        if head.get(..5)? != b"\x7fELF\x02" || head.get(5) != Some(&1) {
+            return None;
+        }
+        let (phoff, phentsize, phnum) =
+            (u64_at(head, 32)?, usize::from(u16_at(head, 54)?), usize::from(u16_at(head, 56)?));
+        if phentsize < 56 || phnum > 4096 {
+            return None;
+        }
+        let table = read(phoff, phentsize * phnum)?;
+        (0..phnum)
+            .map(|i| {
+                let p = &table[i * phentsize..];
+                Some(Segment {
+                    kind: u32_at(p, 0)?,
+                    offset: u64_at(p, 8)?,
+                    paddr: u64_at(p, 24)?,
+                    filesz: u64_at(p, 32)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The GNU build ID of an ELF file, and the physical address it is loaded at.
+    pub fn build_id(elf: &[u8]) -> Option<(u64, Vec<u8>)> {
+        let segs = segments(elf, |off, len| elf.get(usize::try_from(off).ok()?..)?.get(..len).map(<[u8]>::to_vec))?;
+        for s in segs.iter().filter(|s| s.kind == PT_NOTE) {
+            let start = usize::try_from(s.offset).ok()?;
+            let notes = elf.get(start..start.checked_add(usize::try_from(s.filesz).ok()?)?)?;
+            let mut at = 0;
+            while at + 12 <= notes.len() {
+                let (namesz, descsz, kind) =
+                    (u32_at(notes, at)? as usize, u32_at(notes, at + 4)? as usize, u32_at(notes, at + 8)?);
+                let name = at + 12;
+                let desc = name + namesz.next_multiple_of(4);
+                if kind == NT_GNU_BUILD_ID && notes.get(name..name + namesz) == Some(b"GNU\0") {
+                    return Some((s.paddr + desc as u64, notes.get(desc..desc + descsz)?.to_vec()));
+                }
+                at = desc + descsz.next_multiple_of(4);
+            }
+        }
+        None
+    }
+
+    /// The PT_LOAD segments of a core file.
+    pub fn core_loads(core: &File) -> Option<Vec<Segment>> {
+        let read = |off: u64, len: usize| {
+            let mut b = vec![0; len];
+            core.read_exact_at(&mut b, off).ok().map(|_| b)
+        };
+        let head = read(0, 64)?;
+        Some(segments(&head, read)?.into_iter().filter(|s| s.kind == PT_LOAD).collect())
+    }
+
+    /// `len` bytes at physical address `paddr` of a core, when one segment holds them.
+    pub fn read_phys(core: &File, loads: &[Segment], paddr: u64, len: usize) -> Option<Vec<u8>> {
+        let s = loads.iter().find(|s| paddr >= s.paddr && paddr + len as u64 <= s.paddr + s.filesz)?;
+        let mut b = vec![0; len];
+        core.read_exact_at(&mut b, s.offset + (paddr - s.paddr)).ok()?;
+        Some(b)
     }
 }
 
 /// Analyses the dump in `dir` (of `client`) when a kernel is configured for it; returns
 /// the path of `analysis.txt`, or `None` when there is nothing to analyse with.
 pub fn analyse(dir: &Path, client: &str, config: &AnalysisConfig) -> Option<PathBuf> {
-    let kernel = config.kernel_for(client)?;
-    let text = analysis_text(dir, kernel, config);
+    let kernel = config.kernel_for_dump(client, dir)?;
+    let text = analysis_text(dir, &kernel, config);
     let path = dir.join(ANALYSIS);
     match std::fs::write(&path, text) {
         Ok(()) => Some(path),
@@ -136,12 +263,67 @@ mod tests {
     fn the_kernel_is_chosen_per_client_then_the_default() {
         let mut c = AnalysisConfig::default();
         assert!(!c.enabled());
-        assert_eq!(c.kernel_for("a"), None);
+        let nowhere = Path::new("/nonexistent");
+        assert_eq!(c.kernel_for_dump("a", nowhere), None);
         c.kernel = Some("/k/default".into());
         c.kernels.insert("a".into(), "/k/a".into());
         assert!(c.enabled());
-        assert_eq!(c.kernel_for("a"), Some(Path::new("/k/a")));
-        assert_eq!(c.kernel_for("b"), Some(Path::new("/k/default")));
+        assert_eq!(c.kernel_for_dump("a", nowhere).as_deref(), Some(Path::new("/k/a")));
+        assert_eq!(c.kernel_for_dump("b", nowhere).as_deref(), Some(Path::new("/k/default")));
+    }
+
+    /// A tiny ELF: a PT_NOTE with a GNU build ID loaded at physical `paddr` (ET_EXEC),
+    /// or a core with one PT_LOAD of `memory` at physical `paddr` (ET_CORE).
+    fn elf(notes_at: Option<(u64, &[u8])>, load: Option<(u64, &[u8])>) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let (kind, paddr, body) = match (notes_at, load) {
+            (Some((paddr, id)), _) => {
+                let mut n = Vec::new();
+                n.extend(4u32.to_le_bytes());
+                n.extend((id.len() as u32).to_le_bytes());
+                n.extend(3u32.to_le_bytes());
+                n.extend(b"GNU\0");
+                n.extend(id);
+                (4u32, paddr, n)
+            }
+            (None, Some((paddr, memory))) => (1u32, paddr, memory.to_vec()),
+            _ => unreachable!(),
+        };
+        let p = 64;
+        b[p..p + 4].copy_from_slice(&kind.to_le_bytes());
+        b[p + 8..p + 16].copy_from_slice(&120u64.to_le_bytes());
+        b[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
+        b[p + 32..p + 40].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        b.extend(body);
+        b
+    }
+
+    #[test]
+    fn the_build_whose_id_the_vmcore_holds_is_chosen() {
+        let dir = TestDir::new("analysis-builds");
+        let builds = dir.path().join("builds");
+        std::fs::create_dir_all(builds.join("v2")).unwrap();
+        let (id1, id2) = ([1u8; 20], [2u8; 20]);
+        std::fs::write(builds.join("v1.elf"), elf(Some((0x100010, &id1)), None)).unwrap();
+        std::fs::write(builds.join("v2").join("kernel.elf"), elf(Some((0x100010, &id2)), None)).unwrap();
+        std::fs::write(builds.join("notes.txt"), b"not an ELF").unwrap();
+        // The memory of a kernel of build 2: its note at 0x100010, so the ID at 0x100020.
+        let mut memory = vec![0u8; 64];
+        memory[32..52].copy_from_slice(&id2);
+        let dump = dir.path().join("dump");
+        std::fs::create_dir_all(&dump).unwrap();
+        std::fs::write(dump.join(VMCORE), elf(None, Some((0x100000, &memory)))).unwrap();
+        let c =
+            AnalysisConfig { builds: Some(builds.clone()), kernel: Some("/k/default".into()), ..Default::default() };
+        assert_eq!(c.kernel_for_dump("any", &dump), Some(builds.join("v2").join("kernel.elf")));
+        // A vmcore of another build falls back to the default kernel.
+        memory[32..52].copy_from_slice(&[3u8; 20]);
+        std::fs::write(dump.join(VMCORE), elf(None, Some((0x100000, &memory)))).unwrap();
+        assert_eq!(c.kernel_for_dump("any", &dump), Some(PathBuf::from("/k/default")));
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
+    /// Directory of kernel builds: a dump is analysed with the one whose GNU build ID its
+    /// vmcore holds.
+    #[arg(long, value_name = "PATH")]
+    pub kernel_builds: Option<PathBuf>,
+
     /// Receive netconsole lines (UDP syslog) here, into `<DIR>/console/<client>.log`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub netconsole_listen: Option<SocketAddr>,
@@ -210,7 +215,11 @@ impl Cli {
                 max_total_mib: self.max_total_mib,
             },
             dedup: DedupSection { policy, within_days: self.dedup_days.filter(|d| *d > 0) },
-            analysis: AnalysisSection { kernel: self.kernel.clone(), ..AnalysisSection::default() },
+            analysis: AnalysisSection {
+                kernel: self.kernel.clone(),
+                builds: self.kernel_builds.clone(),
+                ..AnalysisSection::default()
+            },
             netconsole: NetconsoleSection { listen: self.netconsole_listen },
         }
     }
@@ -269,6 +278,8 @@ mod tests {
             "2",
             "--kernel",
             "/k.elf",
+            "--kernel-builds",
+            "/builds",
             "--netconsole-listen",
             "127.0.0.1:5514",
             "--log-level",
@@ -289,6 +300,7 @@ mod tests {
         assert_eq!(c.retention.max_total_bytes, Some(10 << 20));
         assert_eq!(c.dedup, DedupPolicy::SkipMemoryWithin(Duration::from_secs(2 * 86400)));
         assert_eq!(c.analysis.kernel, Some(PathBuf::from("/k.elf")));
+        assert_eq!(c.analysis.builds, Some(PathBuf::from("/builds")));
         assert_eq!(c.syslog_listen, Some("127.0.0.1:5514".parse().unwrap()));
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
     }

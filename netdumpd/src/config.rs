@@ -84,6 +84,8 @@ pub struct AnalysisSection {
     pub kernel: Option<PathBuf>,
     #[serde(default)]
     pub kernels: BTreeMap<String, PathBuf>,
+    /// A directory of kernel builds, matched to a dump by GNU build ID.
+    pub builds: Option<PathBuf>,
     pub gdb: Option<PathBuf>,
     /// Seconds gdb may run.
     pub timeout: Option<u64>,
@@ -174,6 +176,9 @@ impl ConfigFile {
             analysis.kernel.clone_from(&a.kernel);
         }
         analysis.kernels.extend(a.kernels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if a.builds.is_some() {
+            analysis.builds.clone_from(&a.builds);
+        }
         if let Some(v) = &a.gdb {
             analysis.gdb = v.clone();
         }
@@ -229,6 +234,11 @@ pub fn problems(c: &ServerConfig) -> Vec<String> {
             Ok(false) => out.push(format!("{what}: {} is not an ELF file", k.display())),
             Err(e) => out.push(format!("{what}: {}: {e}", k.display())),
         }
+    }
+    if let Some(b) = &c.analysis.builds
+        && !b.is_dir()
+    {
+        out.push(format!("analysis.builds: {} is not a directory", b.display()));
     }
     for name in c.analysis.kernels.keys() {
         if !netdump_core::proto::valid_name(name.as_bytes()) {
@@ -298,6 +308,7 @@ mod tests {
         assert_eq!(c.retention.max_total_bytes, Some(100 << 30));
         assert_eq!(c.dedup, DedupPolicy::SkipMemoryWithin(Duration::from_secs(7 * 86400)));
         assert_eq!(c.analysis.kernels.get("node-a"), Some(&PathBuf::from("/srv/kernels/node-a/kernel.elf")));
+        assert_eq!(c.analysis.builds, Some(PathBuf::from("/srv/kernels/builds")));
         assert_eq!(c.syslog_listen, Some("0.0.0.0:514".parse().unwrap()));
         assert_eq!(c.max_memory_dumps, 4);
     }

@@ -19,9 +19,12 @@ impl Progress {
     pub fn of(info: &DumpInfo) -> Progress {
         let memory = if info.decision.verdict == "dump_all" { info.memory_size } else { 0 };
         let registers = u64::from(info.cpu_count) * 256;
-        let at_most = info.log_bytes_announced + registers + memory;
-        let received = info.bytes_received;
-        let rate = if info.duration_seconds > 0.0 { received as f64 / info.duration_seconds } else { 0.0 };
+        Progress::new(info.bytes_received, info.log_bytes_announced + registers + memory, info.duration_seconds)
+    }
+
+    /// `received` of at most `at_most` bytes after `seconds`.
+    pub fn new(received: u64, at_most: u64, seconds: f64) -> Progress {
+        let rate = if seconds > 0.0 { received as f64 / seconds } else { 0.0 };
         let eta_s = (rate > 0.0).then(|| at_most.saturating_sub(received) as f64 / rate);
         Progress { received, at_most, mb_s: rate / 1e6, eta_s }
     }
@@ -42,4 +45,18 @@ pub fn log(info: &DumpInfo) {
         info.packets_received,
         info.retransmissions,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_and_time_left_follow_from_bytes_and_seconds() {
+        let p = Progress::new(30_000_000, 100_000_000, 3.0);
+        assert_eq!(p.mb_s, 10.0);
+        assert_eq!(p.eta_s, Some(7.0));
+        assert_eq!(Progress::new(0, 100, 0.0).eta_s, None, "no rate yet, no estimate");
+        assert_eq!(Progress::new(200, 100, 1.0).eta_s, Some(0.0), "zero pages make a dump end early, never late");
+    }
 }

@@ -206,9 +206,14 @@ fn netconsole_beside_dump(ctx: &Ctx, collector: Collector, format: Format, seed:
     let listener = (collector == Collector::Host).then(Listener::start).transpose()?;
     let console_port = free_udp_port()?;
     let listen = format!("127.0.0.1:{console_port}");
-    let kernel = ctx.artifacts.test_kernel.display().to_string();
+    // netdumpd finds the kernel to analyse with by build ID, among this one and another.
+    let builds = ctx.dir.join("builds");
+    std::fs::create_dir_all(&builds)?;
+    std::os::unix::fs::symlink(&ctx.artifacts.conformance_kernel, builds.join("a-conformance-kernel"))?;
+    std::os::unix::fs::symlink(&ctx.artifacts.test_kernel, builds.join("b-test-kernel"))?;
+    let builds = builds.display().to_string();
     let extra: Vec<&str> =
-        if collector == Collector::Netdumpd { vec!["--netconsole-listen", &listen, "--kernel", &kernel] } else { vec![] };
+        if collector == Collector::Netdumpd { vec!["--netconsole-listen", &listen, "--kernel-builds", &builds] } else { vec![] };
     let srv = common::start_server(ctx, &extra)?;
     let port = collector_port(collector, &listener, Some(console_port));
     let mut run = KernelRun::new("dump", common::pattern(seed));
@@ -244,6 +249,7 @@ fn check_server_extras(ctx: &Ctx, srv: &Netdumpd, dump: &Path) -> Result<String>
     }
     let text = std::fs::read_to_string(&analysis).context("no analysis.txt")?;
     ensure!(text.contains("netdump_test_crash_site"), "analysis.txt does not name the crashing function:\n{text}");
+    ensure!(text.contains("b-test-kernel"), "analysis.txt did not pick the test kernel by build ID:\n{text}");
     let link = srv.dir.join(format!("{}.last", ctx.id));
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_link(&link).is_err() && Instant::now() < deadline {
@@ -254,7 +260,7 @@ fn check_server_extras(ctx: &Ctx, srv: &Netdumpd, dump: &Path) -> Result<String>
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).context("netdumpd list --json")?;
     let row = rows.as_array().and_then(|r| r.iter().find(|r| r["client"] == ctx.id.as_str())).context("dump not listed")?;
     ensure!(row["status"] == "complete" && row["analysis"] == true, "netdumpd list says {row}");
-    Ok(", analysis names the crash site, last link and list ok".into())
+    Ok(", kernel found by build ID, analysis names the crash site, last link and list ok".into())
 }
 
 /// Netconsole with no dump server configured: the kernel registers nowhere, its lines
