@@ -104,79 +104,53 @@ pub fn raise(fault: Fault, seed: u64, fault_address: u64) -> ! {
     }
 }
 
-// Each fault function loads the planted values (rdi points at them) and faults in the
-// same asm block, so nothing the compiler emits runs between the two. They never return,
-// so clobbering the callee-saved registers is harmless; `ud2` after an instruction that
-// must fault turns a missing fault into a wrong vector the harness reports.
+/// Loads the planted values (`values`: `&[u64; 5]`, in rdi) into rbx and r12–r15, then
+/// runs the faulting instructions, in one asm block so that nothing the compiler emits
+/// runs between the two. The block never returns, so clobbering the callee-saved
+/// registers is harmless; `ud2` after an instruction that must fault turns a missing fault
+/// into a wrong vector, which the harness reports.
+macro_rules! plant_and_fault {
+    ($values:expr, [$($fault:literal),+] $(, $($operand:tt)+)?) => {
+        asm!(
+            "mov rbx, [rdi]", "mov r12, [rdi + 8]", "mov r13, [rdi + 16]", "mov r14, [rdi + 24]", "mov r15, [rdi + 32]",
+            $($fault,)+
+            "ud2",
+            in("rdi") $values, $($($operand)+,)? options(noreturn)
+        )
+    };
+}
 
 #[inline(never)]
 fn netdump_fault_divide_error(values: &[u64; 5]) -> ! {
-    // SAFETY: loads registers from `values` (valid for 40 bytes) and divides by zero.
-    unsafe {
-        asm!(
-            "mov rbx, [rdi]", "mov r12, [rdi + 8]", "mov r13, [rdi + 16]", "mov r14, [rdi + 24]", "mov r15, [rdi + 32]",
-            "xor eax, eax", "xor edx, edx", "xor ecx, ecx",
-            "div rcx",
-            "ud2",
-            in("rdi") values, options(noreturn, nostack)
-        )
-    }
+    // SAFETY: reads `values` (40 bytes) and divides by zero.
+    unsafe { plant_and_fault!(values, ["xor eax, eax", "xor edx, edx", "xor ecx, ecx", "div rcx"]) }
 }
 
 #[inline(never)]
 fn netdump_fault_invalid_opcode(values: &[u64; 5]) -> ! {
-    // SAFETY: loads registers from `values` and executes an undefined instruction.
-    unsafe {
-        asm!(
-            "mov rbx, [rdi]", "mov r12, [rdi + 8]", "mov r13, [rdi + 16]", "mov r14, [rdi + 24]", "mov r15, [rdi + 32]",
-            "ud2",
-            in("rdi") values, options(noreturn, nostack)
-        )
-    }
+    // SAFETY: reads `values` and executes an undefined instruction.
+    unsafe { plant_and_fault!(values, ["ud2"]) }
 }
 
 #[inline(never)]
 fn netdump_fault_general_protection(values: &[u64; 5]) -> ! {
-    // SAFETY: loads registers from `values` and reads through a non-canonical address,
-    // which raises #GP(0) before any memory is touched.
-    unsafe {
-        asm!(
-            "mov rbx, [rdi]", "mov r12, [rdi + 8]", "mov r13, [rdi + 16]", "mov r14, [rdi + 24]", "mov r15, [rdi + 32]",
-            "movabs rax, 0x8000000000000000",
-            "mov rax, [rax]",
-            "ud2",
-            in("rdi") values, options(noreturn, nostack)
-        )
-    }
+    // SAFETY: reads `values` and reads through a non-canonical address, which raises
+    // #GP(0) before any memory is touched.
+    unsafe { plant_and_fault!(values, ["movabs rax, 0x8000000000000000", "mov rax, [rax]"]) }
 }
 
 #[inline(never)]
 fn netdump_fault_page_fault(values: &[u64; 5], address: u64) -> ! {
-    // SAFETY: loads registers from `values` and writes to `address`, which the harness
-    // chooses unmapped (canonical, far above RAM): a not-present #PF, nothing written.
-    unsafe {
-        asm!(
-            "mov rbx, [rdi]", "mov r12, [rdi + 8]", "mov r13, [rdi + 16]", "mov r14, [rdi + 24]", "mov r15, [rdi + 32]",
-            "mov qword ptr [rsi], rdi",
-            "ud2",
-            in("rdi") values, in("rsi") address, options(noreturn, nostack)
-        )
-    }
+    // SAFETY: reads `values` and writes to `address`, which the harness chooses unmapped
+    // (canonical, far above RAM): a not-present #PF, nothing written.
+    unsafe { plant_and_fault!(values, ["mov qword ptr [rsi], rdi"], in("rsi") address) }
 }
 
 #[inline(never)]
 fn netdump_fault_stack_overflow(values: &[u64; 5]) -> ! {
-    // SAFETY: loads registers from `values` and recurses until the stack's guard page
-    // faults; `netdump_fault_recurse` touches nothing but its own frames.
-    unsafe {
-        asm!(
-            "mov rbx, [rdi]", "mov r12, [rdi + 8]", "mov r13, [rdi + 16]", "mov r14, [rdi + 24]", "mov r15, [rdi + 32]",
-            "call {recurse}",
-            "ud2",
-            recurse = sym netdump_fault_recurse,
-            in("rdi") values, options(noreturn)
-        )
-    }
+    // SAFETY: reads `values` and recurses until the stack's guard page faults;
+    // `netdump_fault_recurse` touches nothing but its own frames.
+    unsafe { plant_and_fault!(values, ["call {recurse}"], recurse = sym netdump_fault_recurse) }
 }
 
 unsafe extern "C" {

@@ -168,7 +168,7 @@ fn exception(ctx: &Ctx, f: Fault) -> Result<Outcome> {
         ensure!(frames.len() >= 2, "no return address in reason.frames: {frames:?}");
         check_signature(&info)?;
         check_extra(&dump, &info, f.seed)?;
-        outcome.detail = format!("{} at {rip:#x}, planted registers and bt ok, {}", f.mnemonic, outcome.detail);
+        outcome.detail = format!("{} at {rip:#x}: planted registers, frame #0, reason and extra state ok; {}", f.mnemonic, outcome.detail);
         Ok(outcome)
     })
 }
@@ -207,7 +207,7 @@ fn memory(ctx: &Ctx, m: Memory) -> Result<Outcome> {
         check_signature(&common::read_info(&dump)?)?;
         let holes = if m.ram.len() > 2 { ", both sides of the PCI hole" } else { "" };
         let mapping = if m.direct_map { ", gdb reads the direct map" } else { "" };
-        outcome.detail = format!("{} MiB guest, {} patterns bit-exact{holes}{mapping}, {}", m.mib, all.len(), outcome.detail);
+        outcome.detail = format!("{} MiB guest: {} patterns bit-exact{holes}{mapping}, RAM ranges only, gdb bt ok", m.mib, all.len());
         Ok(outcome)
     })
 }
