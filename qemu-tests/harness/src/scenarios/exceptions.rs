@@ -59,25 +59,26 @@ struct Memory {
     mib: u32,
     /// Pattern regions (base, length) besides the main one at 32 MiB.
     extra: &'static [(u64, u64)],
-    /// Physical RAM expected in the vmcore: (start, end) of each RAM range of QEMU's q35
-    /// map, before the kernel's own holes (guard pages) are cut out.
-    ram: &'static [(u64, u64)],
+    /// The PCI hole below 4 GiB, for guests with RAM above it.
+    pci_hole: Option<(u64, u64)>,
     direct_map: bool,
     seed: u64,
 }
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-/// QEMU q35 puts low RAM up to 2 GiB once a guest has 2.75 GiB or more, then the PCI
-/// hole, then the rest at 4 GiB; the last 128 KiB below 2 GiB are ACPI tables.
-const LOW_RAM_END_BIG: u64 = 2 * GIB - 128 * 1024;
+/// QEMU's q35 keeps RAM below 2 GiB once a guest has 2.75 GiB or more: the PCI hole
+/// follows, and the rest of the RAM starts at 4 GiB.
+const PCI_HOLE: (u64, u64) = (2 * GIB, 4 * GIB);
+/// The legacy hole (VGA, option ROMs, BIOS) every PC has below 1 MiB.
+const LEGACY_HOLE: (u64, u64) = (0xa_0000, MIB);
 
 const MEMORIES: [Memory; 4] = [
     Memory {
         name: "memory-128m",
         mib: 128,
         extra: &[(0x1_0000, 0x7_0000), (120 * MIB, 7 * MIB)],
-        ram: &[(0, 0x9_f000), (MIB, 128 * MIB - 128 * 1024)],
+        pci_hole: None,
         direct_map: false,
         seed: 0x128,
     },
@@ -85,7 +86,7 @@ const MEMORIES: [Memory; 4] = [
         name: "memory-3g",
         mib: 3 * 1024,
         extra: &[(0x1_0000, 0x7_0000), (2 * GIB - 48 * MIB, 16 * MIB), (4 * GIB, 16 * MIB)],
-        ram: &[(0, 0x9_f000), (MIB, LOW_RAM_END_BIG), (4 * GIB, 5 * GIB)],
+        pci_hole: Some(PCI_HOLE),
         direct_map: false,
         seed: 0x3000,
     },
@@ -93,7 +94,7 @@ const MEMORIES: [Memory; 4] = [
         name: "memory-5g",
         mib: 5 * 1024,
         extra: &[(2 * GIB - 48 * MIB, 16 * MIB), (4 * GIB, 16 * MIB), (7 * GIB - 16 * MIB, 16 * MIB)],
-        ram: &[(0, 0x9_f000), (MIB, LOW_RAM_END_BIG), (4 * GIB, 7 * GIB)],
+        pci_hole: Some(PCI_HOLE),
         direct_map: false,
         seed: 0x5000,
     },
@@ -101,7 +102,7 @@ const MEMORIES: [Memory; 4] = [
         name: "direct-map",
         mib: 128,
         extra: &[(0x1_0000, 0x7_0000), (120 * MIB, 7 * MIB)],
-        ram: &[(0, 0x9_f000), (MIB, 128 * MIB - 128 * 1024)],
+        pci_hole: None,
         direct_map: true,
         seed: 0xd12ec7,
     },
@@ -205,25 +206,34 @@ fn memory(ctx: &Ctx, m: Memory) -> Result<Outcome> {
             ensure!(line.ends_with(&want), "gdb reads {line:?} at {:#x}, the pattern is {want:?}", p.base + 8 + offset);
         }
         check_signature(&common::read_info(&dump)?)?;
-        let holes = if m.ram.len() > 2 { ", both sides of the PCI hole" } else { "" };
+        let holes = if m.pci_hole.is_some() { ", both sides of the PCI hole" } else { "" };
         let mapping = if m.direct_map { ", gdb reads the direct map" } else { "" };
         outcome.detail = format!("{} MiB guest: {} patterns bit-exact{holes}{mapping}, RAM ranges only, gdb bt ok", m.mib, all.len());
         Ok(outcome)
     })
 }
 
-/// The vmcore's PT_LOADs are QEMU's RAM ranges and nothing else: each lies inside one
-/// expected range, and together they cover every expected range but for at most the
-/// kernel's unmapped guard pages.
+/// The vmcore's PT_LOADs are the guest's RAM and nothing else: none in the legacy hole
+/// or the PCI hole, the RAM above 4 GiB all there (from 4 GiB to the guest's size), and
+/// together the guest's whole memory but for the firmware's small reserved pieces and the
+/// kernel's guard pages (at most 4 MiB).
 fn check_ram_ranges(core: &Vmcore, m: Memory) -> Result<()> {
     let loads: Vec<_> = core.loads().collect();
+    let size = u64::from(m.mib) * MIB;
+    let holes: Vec<(&str, (u64, u64))> = std::iter::once(("legacy hole", LEGACY_HOLE)).chain(m.pci_hole.map(|h| ("PCI hole", h))).collect();
     for l in &loads {
-        ensure!(m.ram.iter().any(|&(s, e)| l.paddr >= s && l.paddr + l.memsz <= e), "PT_LOAD {:#x}+{:#x} is not RAM of the {} MiB guest", l.paddr, l.memsz, m.mib);
+        let (start, end) = (l.paddr, l.paddr + l.memsz);
+        for &(what, (hs, he)) in &holes {
+            ensure!(end <= hs || start >= he, "PT_LOAD {start:#x}..{end:#x} reaches into the {what} {hs:#x}..{he:#x}");
+        }
     }
-    for &(s, e) in m.ram {
-        let covered: u64 = loads.iter().filter(|l| l.paddr >= s && l.paddr < e).map(|l| l.memsz).sum();
-        ensure!(e - s - covered <= 8 * 4096, "RAM {s:#x}..{e:#x}: only {covered:#x} bytes in the vmcore");
+    if let Some((hole_start, hole_end)) = m.pci_hole {
+        let high: Vec<_> = loads.iter().filter(|l| l.paddr >= hole_end).collect();
+        let high_end = hole_end + (size - hole_start);
+        ensure!(high.len() == 1 && high[0].paddr == hole_end && high[0].paddr + high[0].memsz == high_end, "RAM above 4 GiB should be one PT_LOAD {hole_end:#x}..{high_end:#x}, found {high:x?}");
     }
+    let total: u64 = loads.iter().map(|l| l.memsz).sum();
+    ensure!(total <= size && size - total <= 4 * MIB, "the vmcore holds {total:#x} bytes of RAM, the guest has {size:#x}");
     Ok(())
 }
 
