@@ -63,7 +63,18 @@ impl ExceptionRegisters {
     /// # Safety
     /// Ring 0 (control registers and MSRs are read).
     pub unsafe fn to_record(&self, cpu: u64) -> RegisterRecord {
-        let mut r = RegisterRecord {
+        let mut r = self.saved_record(cpu);
+        read_segment_selectors(&mut r);
+        // SAFETY: the caller guarantees ring 0.
+        unsafe { read_control_registers(&mut r) };
+        r.cr2 = self.cr2;
+        r
+    }
+
+    /// The record with what the stub saved: general registers, `rip`, `rflags`, `cs`,
+    /// `ss`, CR2; the rest zero.
+    fn saved_record(&self, cpu: u64) -> RegisterRecord {
+        RegisterRecord {
             rax: self.rax,
             rbx: self.rbx,
             rcx: self.rcx,
@@ -84,15 +95,11 @@ impl ExceptionRegisters {
             rflags: self.rflags,
             cs: self.cs,
             ss: self.ss,
+            cr2: self.cr2,
             cpu,
             flags: REGISTERS_VALID,
             ..RegisterRecord::default()
-        };
-        read_segment_selectors(&mut r);
-        // SAFETY: the caller guarantees ring 0.
-        unsafe { read_control_registers(&mut r) };
-        r.cr2 = self.cr2;
-        r
+        }
     }
 
     /// The crash message: the exception, its error code (spelled out for a page fault)
@@ -279,6 +286,19 @@ mod tests {
         let ud = ExceptionRegisters { vector: 6, rip: 1, rsp: 2, ..Default::default() };
         ud.describe(&mut s).unwrap();
         assert_eq!(s, "#UD invalid opcode at rip 0x1");
+    }
+
+    #[test]
+    fn every_saved_register_lands_in_its_own_record_field() {
+        // Distinct values, so a swapped pair of fields shows.
+        let regs = ExceptionRegisters {
+            rax: 1, rbx: 2, rcx: 3, rdx: 4, rsi: 5, rdi: 6, rbp: 7, r8: 8, r9: 9, r10: 10, r11: 11, r12: 12, r13: 13,
+            r14: 14, r15: 15, rip: 16, cs: 17, rflags: 18, rsp: 19, ss: 20, vector: 14, error_code: 21, cr2: 22,
+        };
+        let r = regs.saved_record(3);
+        let got = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.cs, r.rflags, r.rsp, r.ss];
+        assert_eq!(got, core::array::from_fn::<u64, 20, _>(|i| i as u64 + 1));
+        assert_eq!((r.cr2, r.cpu, r.is_valid()), (22, 3, true));
     }
 
     #[test]
