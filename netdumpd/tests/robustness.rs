@@ -13,12 +13,10 @@ use netdump_core::proto::{
 };
 use netdumpd::DropReason;
 
-/// Recomputes a hand-modified packet's CRC (the header's CRC-32 with the field zeroed),
+/// Recomputes a hand-modified packet's CRC (as the protocol defines it, `Header::seal`),
 /// so that only the modification is wrong with it.
 fn with_crc(mut p: Vec<u8>) -> Vec<u8> {
-    p[20..24].fill(0);
-    let crc = crc32fast::hash(&p);
-    p[20..24].copy_from_slice(&crc.to_be_bytes());
+    netdump_core::proto::Header::seal(&mut p);
     p
 }
 

@@ -98,6 +98,18 @@ impl Header {
         Ok((header, &datagram[HEADER_LEN..], payload_crc))
     }
 
+    /// Rewrites the CRC field of `packet` (header + payload) to what the protocol
+    /// requires for its bytes — for tests, fuzzers and fault injectors that alter a
+    /// packet and need it to pass the CRC check. Does nothing to a packet shorter than a
+    /// header.
+    pub fn seal(packet: &mut [u8]) {
+        if packet.len() < HEADER_LEN {
+            return;
+        }
+        let crc = header_crc(packet, crc32fast::hash(&packet[HEADER_LEN..]));
+        packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
+    }
+
     /// The `seq` of a datagram that has a header, without validating anything else
     /// (used to echo it in an ERROR reply).
     pub fn peek_seq(datagram: &[u8]) -> Option<u32> {
@@ -220,6 +232,18 @@ mod tests {
         assert_eq!(a[..n], b[..m]);
         let (_, p, crc) = Header::parse_with_crc(&a[..n]).unwrap();
         assert_eq!((p, crc), (&payload[..], crc32fast::hash(&payload)));
+    }
+
+    #[test]
+    fn seal_restores_a_valid_crc_after_an_edit() {
+        let mut p = HELLO_ACK;
+        p[31] = 0x99;
+        assert_eq!(Header::parse(&p), Err(ProtoError::BadCrc));
+        Header::seal(&mut p);
+        assert_eq!(Header::parse(&p).unwrap().1[7], 0x99);
+        let mut short = [0u8; 10];
+        Header::seal(&mut short);
+        assert_eq!(short, [0u8; 10]);
     }
 
     #[test]
