@@ -127,14 +127,18 @@ fn no_room_for_memory_runs_the_nospace_hook_once_and_skips_the_image() {
     let available = netdumpd::dumpdir::available_bytes(dir.path()).unwrap();
     let server = TestServer::start_with(dir.path(), |c| {
         c.hooks = HookConfig { nospace: Some(nospace), ..HookConfig::default() };
-        // A reserve that leaves room for the log (1 MiB allowance) but not for memory.
-        c.min_free_bytes = available.saturating_sub(1 << 21);
+        // A reserve that leaves room for the log (1 MiB allowance) but not for 64 GiB of
+        // memory, with a wide margin for what other programs write meanwhile.
+        c.min_free_bytes = available.saturating_sub(512 << 20);
     });
-    let mut m = Machine::small("node-full");
-    m.ranges = vec![netdump_core::proto::MemoryRange { phys_start: 0, length: 64 << 20, virt_start: 0 }];
-    let (c, d) = crash(&server, &m, 0x721);
+    // Announced with 64 GiB of RAM; only the log and registers are ever sent.
+    let m = Machine::small("node-full");
+    let huge = [netdump_core::proto::MemoryRange { phys_start: 0, length: 64 << 30, virt_start: 0 }];
+    let c = TestClient::new(server.addr, 0x721);
+    c.hello(&m.name);
+    let d = c.crash(&netdump_core::proto::Crash { ranges: netdump_core::proto::RangeTable::Ranges(&huge), ..m.crash() }, 1);
     assert_eq!((d.verdict, d.why), (Verdict::SkipMemory, DecisionReason::NoSpace));
-    assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("nospace 10.0.2.15 {}\n", 64 << 20));
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("nospace 10.0.2.15 {}\n", 64u64 << 30));
     assert_eq!(send_dump(&c, &m, false), FinishStatus::Verified);
     let info = read_info(&server.dumps()[0]);
     assert_eq!((info["status"].as_str(), info["decision"]["why"].as_str()), (Some("skipped"), Some("no_space")));
