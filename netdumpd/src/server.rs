@@ -357,12 +357,25 @@ impl Server {
             Err(e) => tracing::debug!("receive error: {e}"),
         }
         self.recv_buf = buf;
+        self.after_burst();
+        Ok(())
+    }
+
+    /// What the loop does after each burst: acknowledge, admit, expire, finish dumps.
+    fn after_burst(&mut self) {
         self.flush_acks();
         self.advance_pending();
         self.expire(Instant::now());
         self.after_dumps();
         self.background.retain(|t| !t.is_finished());
-        Ok(())
+    }
+
+    /// Handles one datagram as if it had just arrived from `from`, then does what the
+    /// loop does after a burst; replies go out of the socket as usual. For fuzzing and
+    /// for tests that drive the server without running its loop.
+    pub fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        self.handle(datagram, from, Instant::now());
+        self.after_burst();
     }
 
     fn flush_acks(&mut self) {

@@ -1,0 +1,33 @@
+//! Fuzz targets for the two parsers that face the network:
+//!
+//! - [`server_packets`]: netdumpd's packet decoding, dispatch by cookie, registry and
+//!   session state machine, fed datagrams from four source addresses;
+//! - [`client_receive`]: the crashing kernel's receive path (Ethernet, ARP, IPv4, UDP
+//!   classification, the protocol's parsing, the client's handling of what passes) while
+//!   the real client installs and dumps against a well-behaved server, with the fuzzer's
+//!   frames slipped in between.
+//!
+//! Each target is a function of the input bytes that must not panic, hang, or break the
+//! invariants it checks. `fuzz/libfuzzer` runs them under libFuzzer (cargo-fuzz, nightly);
+//! `cargo test` replays every file of `fuzz/corpus/<target>/` and
+//! `fuzz/regressions/<target>/` through them on stable. README.md says how to fuzz.
+
+mod client;
+mod input;
+mod server;
+
+pub use client::client_receive;
+pub use input::{encode, seal, Records};
+pub use server::server_packets;
+
+/// The targets by name (the corpus directories' names), for the replay test.
+pub const TARGETS: [(&str, fn(&[u8])); 2] = [("server_packets", server_packets), ("client_receive", client_receive)];
+
+/// Seed inputs of each target: well-formed exchanges the fuzzer starts from.
+pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
+    match target {
+        "server_packets" => server::seeds(),
+        "client_receive" => client::seeds(),
+        _ => Vec::new(),
+    }
+}
