@@ -131,7 +131,8 @@ enum Silence {
     Finish,
 }
 
-/// The proxy rule of a silence: once `falls_silent` saw its packet, drops what `dead` selects.
+/// The proxy rule of a silence: from the packet that starts it, drops what the server
+/// says (announce) or everything (data, finish).
 fn silence_rule(which: Silence) -> impl FnMut(&Seen) -> Action + Send + 'static {
     let mut silent = false;
     let mut data = 0u32;
