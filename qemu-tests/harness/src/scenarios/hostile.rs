@@ -40,9 +40,9 @@ pub fn scenarios(nic: NicModel) -> Vec<Scenario> {
     let delay = Faults { delay: Duration::from_millis(10), ..Default::default() };
     vec![
         Scenario::new("hostile-loss", nic, |c| through_proxy(c, 0x4e01, Faults::loss(0.05))),
-        Scenario::new("hostile-loss-dup-reorder", nic, move |c| through_proxy(c, 0x4e02, loss_dup_reorder)).optional(),
+        Scenario::new("hostile-loss-dup-reorder", nic, move |c| through_proxy(c, 0x4e02, loss_dup_reorder)),
         Scenario::new("hostile-bitflips", nic, move |c| through_proxy(c, 0x4e03, flips)),
-        Scenario::new("hostile-delay", nic, move |c| through_proxy(c, 0x4e04, delay)).optional(),
+        Scenario::new("hostile-delay", nic, move |c| through_proxy(c, 0x4e04, delay)),
         Scenario::new("hostile-silent-announce", nic, |c| silent_server(c, Silence::Announce)),
         Scenario::new("hostile-silent-data", nic, |c| silent_server(c, Silence::Data)),
         Scenario::new("hostile-silent-finish", nic, |c| silent_server(c, Silence::Finish)),
