@@ -66,6 +66,19 @@ pub trait PolledNic {
     /// Full reset and re-initialisation from the preallocated buffers (see the contract).
     fn reset(&mut self) -> Result<(), NicError>;
 
+    /// Whether the device computes the UDP checksum of the frames it sends.
+    ///
+    /// When `true`, for every frame [`transmit`](Self::transmit) is given that is IPv4
+    /// without options carrying UDP (ethertype 0x0800, version/IHL 0x45, protocol 17, not
+    /// a fragment), the device sums the UDP header and payload and stores the checksum in
+    /// the UDP header; on entry the checksum field holds the one's-complement sum of the
+    /// pseudo-header (Linux's `CHECKSUM_PARTIAL`). netdump-core then skips its own pass
+    /// over the payload. Every other frame is sent as built. The default is `false`: the
+    /// core computes every checksum.
+    fn udp_checksum_offload(&self) -> bool {
+        false
+    }
+
     /// Queues one frame of `len` bytes (header included, FCS excluded).
     ///
     /// The driver takes a free transmit buffer, calls `fill` with exactly `len` bytes of it

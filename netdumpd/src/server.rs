@@ -813,12 +813,13 @@ impl Server {
         let was_receiving = s.is_receiving();
         match s.on_finish(from, header.seq, finish, after, now) {
             Ok(ack) => {
-                self.outbox.send(from, cookie, header.seq, Reply::FinishAck(ack));
+                // Counted before the answer leaves: whoever hears it sees the counters.
                 if was_receiving {
                     let end =
                         if ack.status == FinishStatus::Verified { DumpEnd::Complete } else { DumpEnd::Incomplete };
                     self.stats.dump_ended(end);
                 }
+                self.outbox.send(from, cookie, header.seq, Reply::FinishAck(ack));
             }
             Err(reason) => self.note_session_drop(reason, from, cookie),
         }

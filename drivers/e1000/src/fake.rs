@@ -27,8 +27,31 @@ pub struct FakeDevice {
     pub gone: bool,
     /// Frames the device has sent.
     pub sent: Vec<Vec<u8>>,
+    /// The last TCP/IP context descriptor's TUCSS, TUCSO and TUCSE (3.3.6).
+    pub checksum_context: Option<(u8, u8, u16)>,
+    /// Frames whose TCP/UDP checksum the device inserted, of `sent`.
+    pub checksummed: usize,
     /// Every write, in order.
     pub writes: Vec<(usize, u32)>,
+}
+
+/// What QEMU's e1000 (and the SDM, 3.3.6) does with a checksum context: the one's-
+/// complement sum of bytes `css..=cse` (to the end when `cse` is 0), the field at `cso`
+/// included, complemented into the field at `cso` (0 is sent as 0xffff).
+fn insert_checksum(frame: &mut [u8], css: usize, cso: usize, cse: usize) {
+    let end = if cse == 0 || cse >= frame.len() { frame.len() } else { cse + 1 };
+    let mut sum = 0u32;
+    for pair in frame[css..end].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum >> 16) + (sum & 0xffff);
+    }
+    let checksum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[cso..cso + 2].copy_from_slice(&checksum.to_be_bytes());
 }
 
 /// The driver's handle on a [`FakeDevice`].
@@ -49,6 +72,8 @@ impl FakeDevice {
             auto_complete_tx: true,
             gone: false,
             sent: Vec::new(),
+            checksum_context: None,
+            checksummed: 0,
             writes: Vec::new(),
         };
         device.power_on();
@@ -106,14 +131,28 @@ impl FakeDevice {
             let d = Self::descriptor(self.get(regs::TDBAL), self.get(regs::TDBAH), head);
             // SAFETY: test memory is identity-mapped and the driver programmed TDBA/TDLEN to
             // its descriptor ring, which is live for the whole test; descriptor fields are
-            // at their legacy-format offsets (addr 0, length 8, cmd 11, status 12).
+            // at their legacy-format offsets (addr 0, length 8, cmd 11, status 12), which
+            // the extended formats share (DTYP in byte 10's high nibble, POPTS in byte 13).
             unsafe {
                 let addr = d.cast::<u64>().read();
                 let length = d.add(8).cast::<u16>().read();
+                let dtyp = d.add(10).read() >> 4;
                 let cmd = TxCommand::from_bits_retain(d.add(11).read());
-                let frame =
-                    std::slice::from_raw_parts(addr as usize as *const u8, usize::from(length));
-                self.sent.push(frame.to_vec());
+                let popts = d.add(13).read();
+                if cmd.contains(TxCommand::DEXT) && dtyp == 0 {
+                    // A context descriptor: no frame, just where checksums go.
+                    self.checksum_context = Some(((addr >> 32) as u8, (addr >> 40) as u8, (addr >> 48) as u16));
+                } else {
+                    let frame =
+                        std::slice::from_raw_parts(addr as usize as *const u8, usize::from(length));
+                    let mut frame = frame.to_vec();
+                    if cmd.contains(TxCommand::DEXT) && dtyp == 1 && popts & crate::regs::txd::POPTS_TXSM != 0 {
+                        let (css, cso, cse) = self.checksum_context.expect("TXSM without a context descriptor");
+                        insert_checksum(&mut frame, css.into(), cso.into(), cse.into());
+                        self.checksummed += 1;
+                    }
+                    self.sent.push(frame);
+                }
                 if cmd.contains(TxCommand::RS) {
                     d.add(12).write(d.add(12).read() | TxStatus::DD.bits());
                 }

@@ -111,6 +111,10 @@ mod bound {
     pub const EEPROM_RELOAD_READS: u32 = 5_000;
     /// Reads of EERD waiting for one EEPROM word.
     pub const EEPROM_POLL_READS: u32 = 2_000;
+    /// Reads of STATUS waiting for the device to take the checksum context descriptor
+    /// (one descriptor fetch); if it has not by then, the descriptor is reclaimed later
+    /// like a sent frame.
+    pub const CONTEXT_POLL_READS: u32 = 1_000;
 }
 
 /// An 8254x driven by polling, with `TX` transmit and `RX` receive descriptors (multiples
@@ -124,6 +128,8 @@ pub struct E1000<R: Registers, C: ConfigSpace, const TX: usize = 32, const RX: u
     tx: TxRing<TX>,
     rx: RxRing<RX>,
     mac: [u8; 6],
+    /// The device computes UDP checksums ([`PolledNic::udp_checksum_offload`]).
+    udp_checksum_offload: bool,
 }
 
 impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C, TX, RX> {
@@ -169,7 +175,14 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
             tx: TxRing::new(tx_descriptors, tx_buffers),
             rx: RxRing::new(rx_descriptors, rx_buffers),
             mac,
+            udp_checksum_offload: true,
         })
+    }
+
+    /// Turns the device's UDP checksum offload (on by default; every supported part has
+    /// it) off or on; takes effect at the next [`reset`](PolledNic::reset).
+    pub fn set_udp_checksum_offload(&mut self, on: bool) {
+        self.udp_checksum_offload = on;
     }
 
     /// Whether the device reports link (STATUS.LU).
@@ -372,7 +385,26 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
             regs::TCTL,
             (Tctl::EN | Tctl::PSP).bits() | regs::TCTL_CT_DEFAULT | regs::TCTL_COLD_FULL_DUPLEX,
         );
+        if self.udp_checksum_offload {
+            // The checksum context stays in the device until the next one: one per reset.
+            let tail = self.tx.push_context();
+            self.regs.write(regs::TDT, tail as u32);
+            // Return with the transmit ring empty, as the contract has it.
+            for _ in 0..bound::CONTEXT_POLL_READS {
+                if self.tx.reclaim() > 0 {
+                    break;
+                }
+                self.regs.read(regs::STATUS);
+            }
+        }
         Ok(())
+    }
+
+    /// The 8254x computes UDP checksums in hardware (3.3.6, "TCP/IP context descriptor"),
+    /// unless [`set_udp_checksum_offload`](E1000::set_udp_checksum_offload) turned it off;
+    /// from the [`reset`](PolledNic::reset) that gave the device its checksum context.
+    fn udp_checksum_offload(&self) -> bool {
+        self.tx.udp_checksum()
     }
 
     /// Builds the frame in place in the next transmit buffer, zero-pads it to 60 bytes and

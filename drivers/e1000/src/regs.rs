@@ -164,6 +164,26 @@ pub const TIPG_COPPER_DEFAULT: u32 = 10 | 8 << 10 | 6 << 20;
 /// RAH "address valid" (13.5.3).
 pub const RAH_AV: u32 = 1 << 31;
 
+/// Extended transmit descriptors (3.3.5–3.3.7): a TCP/IP context descriptor sets where
+/// the device computes checksums, and TCP/IP data descriptors that follow it say, per
+/// frame, whether to. Both share the legacy descriptor's 16 bytes; the fields below are
+/// at the legacy layout's byte offsets.
+pub mod txd {
+    /// Byte 10 of a data descriptor: DTALEN[19:16] (zero: buffers are below 64 KiB) and
+    /// DTYP = 0001b in the high nibble (3.3.7.1, table 3-17).
+    pub const DTYP_DATA: u8 = 0x1 << 4;
+    /// Byte 13 of a data descriptor, POPTS (table 3-20): insert the TCP/UDP checksum.
+    pub const POPTS_TXSM: u8 = 1 << 1;
+    /// Byte 11 of a context descriptor, TUCMD (3.3.6.1, table 3-15): IPv4 (TCP clear:
+    /// UDP); with DEXT and RS from [`super::TxCommand`].
+    pub const TUCMD_IP: u8 = 1 << 1;
+    /// The context descriptor's first eight bytes (3.3.6, table 3-14): IPCSS, IPCSO,
+    /// IPCSE (no IP checksum offload: all zero), then TUCSS, TUCSO and TUCSE.
+    pub const fn context_offsets(tucss: u8, tucso: u8, tucse: u16) -> u64 {
+        (tucss as u64) << 32 | (tucso as u64) << 40 | (tucse as u64) << 48
+    }
+}
+
 bitflags! {
     /// Legacy transmit descriptor CMD field (3.3.3.1, table 3-10).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

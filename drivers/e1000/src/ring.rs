@@ -22,7 +22,7 @@ use netdump_core::nic::NicError;
 use netdump_pci::DmaRegion;
 use volatile::{VolatilePtr, map_field};
 
-use crate::regs::{RxErrors, RxStatus, TxCommand, TxStatus};
+use crate::regs::{txd, RxErrors, RxStatus, TxCommand, TxStatus};
 
 /// Bytes per descriptor, legacy or not.
 pub const DESCRIPTOR_SIZE: usize = 16;
@@ -129,6 +129,23 @@ pub struct TxRing<const N: usize> {
     tail: usize,
     /// Oldest descriptor not yet reclaimed.
     clean: usize,
+    /// Frames that are IPv4/UDP go out in data descriptors asking for the UDP checksum
+    /// (after [`push_context`](Self::push_context)).
+    udp_checksum: bool,
+}
+
+/// Where an IPv4 (no options) UDP frame's UDP header starts, and its checksum field.
+const UDP_HEADER: usize = 14 + 20;
+const UDP_CHECKSUM: usize = UDP_HEADER + 6;
+
+/// Whether `frame` is the kind the context descriptor describes: Ethernet II, IPv4 with
+/// a 20-byte header, UDP, not a fragment.
+fn is_ipv4_udp(frame: &[u8]) -> bool {
+    frame.len() >= UDP_HEADER + 8
+        && frame[12..14] == [0x08, 0x00]
+        && frame[14] == 0x45
+        && frame[23] == 17
+        && u16::from_be_bytes([frame[20], frame[21]]) & 0x3fff == 0
 }
 
 impl<const N: usize> TxRing<N> {
@@ -138,7 +155,29 @@ impl<const N: usize> TxRing<N> {
             buffers: BufferArray::new(buffers),
             tail: 0,
             clean: 0,
+            udp_checksum: false,
         }
+    }
+
+    /// Queues the TCP/IP context descriptor (3.3.6) that makes data descriptors with
+    /// POPTS.TXSM get a UDP checksum over bytes 34.. at offset 40, and sends IPv4/UDP
+    /// frames that way from now on. Returns the new tail (the caller writes TDT). Right
+    /// after [`clear`](Self::clear): the ring has room.
+    pub fn push_context(&mut self) -> usize {
+        let index = self.tail;
+        self.descriptors.get(index).write(TxDescriptor {
+            addr: txd::context_offsets(UDP_HEADER as u8, UDP_CHECKSUM as u8, 0),
+            length: 0,
+            cso: 0,
+            cmd: (TxCommand::DEXT | TxCommand::RS).bits() | txd::TUCMD_IP,
+            status: 0,
+            css: 0,
+            special: 0,
+        });
+        fence(Ordering::SeqCst);
+        self.tail = (index + 1) % N;
+        self.udp_checksum = true;
+        self.tail
     }
 
     pub fn phys_addr(&self) -> u64 {
@@ -148,6 +187,11 @@ impl<const N: usize> TxRing<N> {
     /// Frames handed to the device and not yet reclaimed.
     pub fn in_flight(&self) -> usize {
         (self.tail + N - self.clean) % N
+    }
+
+    /// Whether IPv4/UDP frames go out with the device computing their UDP checksum.
+    pub fn udp_checksum(&self) -> bool {
+        self.udp_checksum
     }
 
     /// At most N - 1 frames can be in flight (see the module documentation).
@@ -172,6 +216,7 @@ impl<const N: usize> TxRing<N> {
         }
         self.tail = 0;
         self.clean = 0;
+        self.udp_checksum = false;
     }
 
     /// Builds a `len`-byte frame with `fill` in the tail buffer and queues its descriptor.
@@ -188,7 +233,7 @@ impl<const N: usize> TxRing<N> {
         }
         let index = self.tail;
         let wire_len = len.max(MIN_FRAME_LEN);
-        {
+        let offload = {
             // SAFETY: descriptor `tail` is software-owned (it is outside clean..tail, and the
             // ring is not full so it is not `clean` of a full ring either); the device does
             // not read its buffer until TDT moves past it. The buffer holds TX_BUFFER_SIZE
@@ -197,17 +242,17 @@ impl<const N: usize> TxRing<N> {
                 unsafe { core::slice::from_raw_parts_mut(self.buffers.ptr(index), wire_len) };
             frame[len..].fill(0);
             fill(&mut frame[..len]);
-        }
+            self.udp_checksum && is_ipv4_udp(frame)
+        };
         let phys = self.buffers.phys_addr(index);
-        self.descriptors.get(index).write(TxDescriptor {
-            addr: phys,
-            length: wire_len as u16,
-            cso: 0,
-            cmd: (TxCommand::EOP | TxCommand::IFCS | TxCommand::RS).bits(),
-            status: 0,
-            css: 0,
-            special: 0,
-        });
+        let cmd = TxCommand::EOP | TxCommand::IFCS | TxCommand::RS;
+        let descriptor = if offload {
+            // A TCP/IP data descriptor (3.3.7): same address and length fields.
+            TxDescriptor { addr: phys, length: wire_len as u16, cso: txd::DTYP_DATA, cmd: (cmd | TxCommand::DEXT).bits(), status: 0, css: txd::POPTS_TXSM, special: 0 }
+        } else {
+            TxDescriptor { addr: phys, length: wire_len as u16, cso: 0, cmd: cmd.bits(), status: 0, css: 0, special: 0 }
+        };
+        self.descriptors.get(index).write(descriptor);
         // The frame and descriptor must be in memory before the device sees the new tail.
         fence(Ordering::SeqCst);
         self.tail = (index + 1) % N;

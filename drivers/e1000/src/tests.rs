@@ -38,13 +38,17 @@ fn pci() -> PciDevice<FakeConfigSpace> {
     PciDevice::new(cfg, ADDRESS)
 }
 
+/// A driver with legacy descriptors only (no checksum context), for the ring tests; the
+/// checksum offload has tests of its own below.
 fn new_nic<const TX: usize, const RX: usize>(device: &Rc<RefCell<FakeDevice>>) -> Nic<TX, RX> {
-    Nic::<TX, RX>::new(
+    let mut nic = Nic::<TX, RX>::new(
         FakeRegisters(device.clone()),
         pci(),
         dma(Nic::<TX, RX>::DMA_SIZE),
     )
-    .unwrap()
+    .unwrap();
+    nic.set_udp_checksum_offload(false);
+    nic
 }
 
 fn started<const TX: usize, const RX: usize>() -> (Nic<TX, RX>, Rc<RefCell<FakeDevice>>) {
@@ -503,4 +507,84 @@ fn reset_can_be_repeated() {
         assert_eq!(receive(&mut nic).1, Some(frame(64, round)));
     }
     assert_eq!(device.borrow().sent.len(), 3);
+}
+
+/// A UDP datagram from us to 10.0.2.2 as netdump-core builds it for a NIC that does (or
+/// does not) compute checksums.
+fn udp_frame(payload: &[u8], checksum: netdump_core::net::UdpChecksum) -> Vec<u8> {
+    use netdump_core::net::{emit_udp_with, EthernetAddress, Ipv4Address, UdpFlow, FRAME_OVERHEAD};
+    let flow = UdpFlow {
+        src_mac: EthernetAddress(MAC),
+        dst_mac: EthernetAddress([0x52, 0x55, 10, 0, 2, 2]),
+        src_ip: Ipv4Address::new(10, 0, 2, 15),
+        dst_ip: Ipv4Address::new(10, 0, 2, 2),
+        src_port: 6665,
+        dst_port: 6666,
+    };
+    let mut f = vec![0u8; FRAME_OVERHEAD + payload.len()];
+    emit_udp_with(&mut f, &flow, payload.len(), checksum, |p| p.copy_from_slice(payload));
+    f
+}
+
+#[test]
+fn reset_gives_the_device_a_udp_checksum_context_once() {
+    use netdump_core::nic::PolledNic;
+    let device = FakeDevice::new(MAC);
+    let mut nic = new_nic::<8, 8>(&device);
+    nic.set_udp_checksum_offload(true);
+    assert!(!nic.udp_checksum_offload(), "not before the reset that programs it");
+    nic.reset().unwrap();
+    assert!(nic.udp_checksum_offload());
+    {
+        let d = device.borrow();
+        assert_eq!((d.get(regs::TDH), d.get(regs::TDT)), (1, 1), "one context descriptor queued and done");
+        assert_eq!(d.checksum_context, Some((34, 40, 0)), "UDP header at 34, checksum at 40, to the end");
+        assert!(d.sent.is_empty(), "a context descriptor sends nothing");
+    }
+    assert_eq!(nic.tx_in_flight(), 0, "reset waited for the device to take the context");
+    // A device slow to fetch it: the context is reclaimed later, like a frame.
+    device.borrow_mut().auto_complete_tx = false;
+    nic.reset().unwrap();
+    assert_eq!(nic.tx_in_flight(), 1);
+    assert_eq!(device.borrow_mut().complete_tx(usize::MAX), 1);
+    assert_eq!(nic.poll_transmit(), 1);
+    device.borrow_mut().auto_complete_tx = true;
+    // A second reset (the takeover at panic time) programs it again.
+    device.borrow_mut().checksum_context = None;
+    nic.reset().unwrap();
+    assert_eq!(device.borrow().checksum_context, Some((34, 40, 0)));
+    // Turned off, the next reset leaves it out and the core computes checksums.
+    nic.set_udp_checksum_offload(false);
+    device.borrow_mut().checksum_context = None;
+    nic.reset().unwrap();
+    assert!(!nic.udp_checksum_offload());
+    assert_eq!(device.borrow().checksum_context, None);
+    assert_eq!(device.borrow().get(regs::TDT), 0);
+}
+
+#[test]
+fn udp_frames_leave_with_the_checksum_software_would_have_computed() {
+    use netdump_core::net::UdpChecksum;
+    let device = FakeDevice::new(MAC);
+    let mut nic = new_nic::<8, 8>(&device);
+    nic.set_udp_checksum_offload(true);
+    nic.reset().unwrap();
+    // Every payload length, odd and even, across several ring wraps; and an ARP-sized
+    // non-IP frame in between, which must go out untouched.
+    for len in [0usize, 1, 2, 3, 17, 100, 1001, 1458] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        send(&mut nic, &udp_frame(&payload, UdpChecksum::Device)).unwrap();
+        send(&mut nic, &frame(60, 0x42)).unwrap();
+        nic.poll_transmit();
+    }
+    let d = device.borrow();
+    assert_eq!(d.checksummed, 8, "the UDP frames, and only those, were checksummed by the device");
+    let mut sent = d.sent.iter();
+    for len in [0usize, 1, 2, 3, 17, 100, 1001, 1458] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let mut expected = udp_frame(&payload, UdpChecksum::Software);
+        expected.resize(expected.len().max(MIN_FRAME_LEN), 0);
+        assert_eq!(sent.next().unwrap(), &expected, "{len}-byte payload");
+        assert_eq!(sent.next().unwrap(), &frame(60, 0x42));
+    }
 }

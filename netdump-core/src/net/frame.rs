@@ -1,7 +1,7 @@
 //! Pure frame building and classification, separate from the NIC so it is tested
 //! against byte arrays.
 
-use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::phy::{Checksum, ChecksumCapabilities};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
@@ -96,10 +96,36 @@ pub struct UdpFlow {
     pub dst_port: u16,
 }
 
+/// Who computes a sent datagram's UDP checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpChecksum {
+    /// netdump-core, over the header and the payload.
+    Software,
+    /// The NIC ([`PolledNic::udp_checksum_offload`](crate::nic::PolledNic::udp_checksum_offload)):
+    /// the frame leaves with the pseudo-header sum in the checksum field.
+    Device,
+}
+
+impl UdpChecksum {
+    /// What `nic` offers.
+    pub fn of(nic: &dyn crate::nic::PolledNic) -> Self {
+        if nic.udp_checksum_offload() { UdpChecksum::Device } else { UdpChecksum::Software }
+    }
+}
+
 /// Writes a whole Ethernet/IPv4/UDP frame of `FRAME_OVERHEAD + payload_len` bytes into
 /// `frame`; `fill` writes the UDP payload. IPv4 header and UDP checksums are computed.
 pub fn emit_udp(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, fill: impl FnOnce(&mut [u8])) {
-    let caps = ChecksumCapabilities::default();
+    emit_udp_with(frame, flow, payload_len, UdpChecksum::Software, fill)
+}
+
+/// [`emit_udp`], with the UDP checksum left to the device when `checksum` says so: the
+/// checksum field then holds the pseudo-header sum, which the device completes.
+pub fn emit_udp_with(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, checksum: UdpChecksum, fill: impl FnOnce(&mut [u8])) {
+    let mut caps = ChecksumCapabilities::default();
+    if checksum == UdpChecksum::Device {
+        caps.udp = Checksum::None;
+    }
     let mut eth = EthernetFrame::new_unchecked(frame);
     EthernetRepr { src_addr: flow.src_mac, dst_addr: flow.dst_mac, ethertype: EthernetProtocol::Ipv4 }.emit(&mut eth);
     let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
@@ -120,6 +146,10 @@ pub fn emit_udp(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, fill: impl
         fill,
         &caps,
     );
+    if checksum == UdpChecksum::Device {
+        let pseudo = smoltcp::wire::checksum::pseudo_header_v4(&flow.src_ip, &flow.dst_ip, IpProtocol::Udp, (8 + payload_len) as u32);
+        udp.set_checksum(pseudo);
+    }
 }
 
 /// Length of an ARP frame (before padding to the Ethernet minimum).
@@ -202,6 +232,29 @@ mod tests {
         // total length and DF
         assert_eq!(&f[16..18], &[0, 33]);
         assert_eq!(f[20] & 0x40, 0x40);
+    }
+
+    /// What a checksum-offloading device does to a frame: the one's-complement sum of
+    /// the UDP header and payload, the field holding the pseudo-header sum, complemented.
+    fn complete_checksum_as_a_device(f: &mut [u8]) {
+        let sum = !smoltcp::wire::checksum::data(&f[34..]);
+        let sum = if sum == 0 { 0xffff } else { sum };
+        f[40..42].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    #[test]
+    fn offloaded_checksum_is_the_pseudo_header_sum_the_device_completes() {
+        let mut soft = [0u8; FRAME_OVERHEAD + 5];
+        emit_udp(&mut soft, &flow(), 5, |p| p.copy_from_slice(b"hello"));
+        let mut dev = [0u8; FRAME_OVERHEAD + 5];
+        emit_udp_with(&mut dev, &flow(), 5, UdpChecksum::Device, |p| p.copy_from_slice(b"hello"));
+        assert_eq!(soft[..40], dev[..40], "only the UDP checksum differs");
+        assert_ne!(soft[40..42], dev[40..42]);
+        let pseudo = smoltcp::wire::checksum::pseudo_header_v4(&GW_IP, &OUR_IP, IpProtocol::Udp, 13);
+        assert_eq!(dev[40..42], pseudo.to_be_bytes());
+        assert_eq!(classify(&dev, OUR_MAC, OUR_IP, 6665), Inbound::Ignored(Ignored::Malformed), "incomplete until the device sums");
+        complete_checksum_as_a_device(&mut dev);
+        assert_eq!(dev, soft, "the device's checksum is the one software computes");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The interface's IPv4 identity and its one peer, over a [`PolledNic`].
 
-use super::frame::{arp_frame_len, classify, emit_arp, emit_udp, Ignored, Inbound, UdpFlow, FRAME_OVERHEAD};
+use super::frame::{arp_frame_len, classify, emit_arp, emit_udp_with, Ignored, Inbound, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
 use crate::clock::{Clock, Deadline};
 use crate::nic::{NicError, PolledNic};
 use smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
@@ -144,12 +144,13 @@ impl UdpLink {
             src_port: self.config.client_port,
             dst_port: self.config.server_port,
         };
+        let checksum = UdpChecksum::of(nic);
         let mut fill = Some(fill);
         let len = (FRAME_OVERHEAD + payload_len).max(MIN_FRAME);
         nic.transmit(len, &mut |frame| {
             if let Some(f) = fill.take() {
                 frame[FRAME_OVERHEAD + payload_len..].fill(0);
-                emit_udp(frame, &flow, payload_len, f);
+                emit_udp_with(frame, &flow, payload_len, checksum, f);
             }
         })?;
         self.counters.frames_sent += 1;

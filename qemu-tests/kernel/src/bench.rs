@@ -7,7 +7,7 @@
 
 use netdump_core::clock::Clock;
 use netdump_core::crash_cell::CrashCell;
-use netdump_core::net::{emit_udp, EthernetAddress, UdpFlow, FRAME_OVERHEAD};
+use netdump_core::net::{emit_udp_with, EthernetAddress, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
 use netdump_core::nic::PolledNic;
 use netdump_core::Netdump;
 use netdump_qemu_runtime::{println, qemu_exit, EXIT_FAILURE, EXIT_SUCCESS};
@@ -26,12 +26,13 @@ pub fn raw_tx<N: PolledNic, C: Clock>(cell: &CrashCell<Netdump<N, C>>, s: &crate
             src_port: netdump_core::proto::CLIENT_PORT,
             dst_port: s.raw_port,
         };
+        let checksum = UdpChecksum::of(nd.nic());
         let start = nd.clock().now_us();
         let mut sent = 0u32;
         let mut full = 0u64;
         while sent < frames {
             let r = nd.nic().transmit(FRAME_OVERHEAD + RAW_PAYLOAD, &mut |f| {
-                emit_udp(f, &flow, RAW_PAYLOAD, |p| {
+                emit_udp_with(f, &flow, RAW_PAYLOAD, checksum, |p| {
                     p[..4].copy_from_slice(b"NDRT");
                     p[4..8].copy_from_slice(&sent.to_be_bytes());
                     p[8..12].copy_from_slice(&frames.to_be_bytes());
@@ -54,6 +55,91 @@ pub fn raw_tx<N: PolledNic, C: Clock>(cell: &CrashCell<Netdump<N, C>>, s: &crate
         }
         None => {
             println!("raw-tx: netdump not installed or no server MAC");
+            qemu_exit(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `costs`: what each step of a DATA packet's way out costs on this CPU (under TCG, in
+/// emulation), timed over `ROUNDS` repetitions each, for the bench report. One line:
+/// `costs: <step>=<ns per packet> ...`.
+pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: &crate::scenario::Scenario, memory: &dyn netdump_core::memory::MemorySource) -> ! {
+    use core::hint::black_box;
+    use netdump_core::client::SLOT_PAYLOAD;
+    const ROUNDS: u64 = 4000;
+    static mut PAGE: [u8; 4096] = [0; 4096];
+    static mut SLOT: [u8; SLOT_PAYLOAD] = [0; SLOT_PAYLOAD];
+    // SAFETY: single CPU, used by this function only, never re-entered.
+    let (page, slot) = unsafe { (&mut *(&raw mut PAGE), &mut *(&raw mut SLOT)) };
+    let done = cell.try_with(|nd| {
+        let server_mac = nd.link().peer_mac()?;
+        let flow = UdpFlow {
+            src_mac: EthernetAddress(nd.nic().mac_address()),
+            dst_mac: server_mac,
+            src_ip: s.client_ip,
+            dst_ip: s.server_ip,
+            src_port: netdump_core::proto::CLIENT_PORT,
+            dst_port: s.raw_port,
+        };
+        let clock = *nd.clock();
+        let time = |f: &mut dyn FnMut(u64)| {
+            let start = clock.now_us();
+            for i in 0..ROUNDS {
+                f(i);
+            }
+            (clock.now_us() - start) * 1000 / ROUNDS
+        };
+        let phys = s.pattern.base;
+        // Reading a page of the pattern (the dump reads each page once; per packet, 0.35 of it).
+        let read_page = time(&mut |i| {
+            let _ = memory.read(phys + (i % 256) * 4096, page);
+            black_box(&page);
+        });
+        let zero_check = time(&mut |_| {
+            black_box(black_box(&*page).chunks_exact(8).all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0));
+        });
+        let copy = time(&mut |i| {
+            let from = (i as usize % 2) * 1024;
+            slot[..1432].copy_from_slice(&page[from..from + 1432]);
+            black_box(&slot);
+        });
+        let crc = time(&mut |_| {
+            black_box(crc32fast::hash(black_box(&slot[..1432])));
+        });
+        let mut frame = [0u8; FRAME_OVERHEAD + RAW_PAYLOAD];
+        let udp = time(&mut |_| {
+            emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, UdpChecksum::Software, |_| ());
+            black_box(&frame);
+        });
+        let udp_offloaded = time(&mut |_| {
+            emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, UdpChecksum::Device, |_| ());
+            black_box(&frame);
+        });
+        // The driver and the device: a frame handed over with nothing written into it.
+        let mut transmit = || loop {
+            match nd.nic().transmit(FRAME_OVERHEAD + RAW_PAYLOAD, &mut |f| {
+                f[..14].copy_from_slice(&frame[..14]);
+            }) {
+                Ok(()) => break,
+                Err(_) => {
+                    nd.nic().poll_transmit();
+                }
+            }
+        };
+        let nic = time(&mut |_| transmit());
+        Some([("read_page", read_page), ("zero_check_page", zero_check), ("copy_1432", copy), ("crc32_1432", crc), ("udp_emit_1472", udp), ("udp_emit_offloaded", udp_offloaded), ("nic_transmit", nic)])
+    });
+    match done.flatten() {
+        Some(costs) => {
+            let mut line = netdump_core::text::TextBuf::<256>::new();
+            for (name, ns) in costs {
+                let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name}={ns}"));
+            }
+            println!("costs:{}", core::str::from_utf8(line.as_bytes()).unwrap_or("?"));
+            qemu_exit(EXIT_SUCCESS)
+        }
+        None => {
+            println!("costs: netdump not installed or no server MAC");
             qemu_exit(EXIT_FAILURE)
         }
     }

@@ -80,7 +80,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     }
     layout.install();
 
-    let nic = match nic::bring_up() {
+    let nic = match nic::bring_up(boot.args().get("checksum_offload") != Some("off")) {
         Ok(n) => n,
         Err(e) => fail(format_args!("NIC: {e}")),
     };
@@ -134,6 +134,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     match scenario.kind {
         Kind::Takeover => scenario::traffic_until_panic(&NETDUMP, &scenario),
         Kind::RawTx => bench::raw_tx(&NETDUMP, &scenario, scenario.frames),
+        Kind::Costs => bench::costs(&NETDUMP, &scenario, &memory::reader()),
         Kind::Exception => match faults::Fault::from_args(&boot.args()) {
             Ok(fault) => faults::raise(fault, scenario.pattern.seed, boot.args().get_u64("fault_address").unwrap_or(faults::DEFAULT_FAULT_ADDRESS)),
             Err(e) => fail(format_args!("bad command line: {e}")),

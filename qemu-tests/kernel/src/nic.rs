@@ -6,9 +6,11 @@ use netdump_qemu_runtime::println;
 
 pub use netdump_qemu_nics::Nic;
 
-/// Finds the first supported NIC and builds its driver. Call once.
-pub fn bring_up() -> Result<Nic, &'static str> {
-    let (nic, found) = netdump_qemu_nics::bring_up()?;
-    println!("nic: {} ({found})", nic.kind());
+/// Finds the first supported NIC and builds its driver. Call once. `checksum_offload`
+/// false keeps UDP checksums in software even where the device could compute them.
+pub fn bring_up(checksum_offload: bool) -> Result<Nic, &'static str> {
+    let (mut nic, found) = netdump_qemu_nics::bring_up()?;
+    nic.set_udp_checksum_offload(checksum_offload);
+    println!("nic: {} ({found}), UDP checksum offload {}", nic.kind(), if checksum_offload { "where the device has it" } else { "off" });
     Ok(nic)
 }

@@ -6,7 +6,7 @@
 
 use netdump_core::client::{Timeouts, DEFAULT_WINDOW};
 use netdump_core::crash_cell::CrashCell;
-use netdump_core::net::{emit_udp, Ipv4Address, UdpFlow, FRAME_OVERHEAD};
+use netdump_core::net::{emit_udp_with, Ipv4Address, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
 use netdump_core::nic::PolledNic;
 use netdump_qemu_runtime::{println, Cmdline};
 use netdump_test_pattern::Pattern;
@@ -25,6 +25,8 @@ pub enum Kind {
     Exception,
     /// No dump: send `frames=` unacknowledged full-size datagrams (the bench's raw limit).
     RawTx,
+    /// No dump: time each step of a DATA packet's way out (the bench's cost table).
+    Costs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,7 @@ impl Scenario {
             "nested-panic" => Kind::NestedPanic,
             "exception" => Kind::Exception,
             "raw-tx" => Kind::RawTx,
+            "costs" => Kind::Costs,
             _ => return Err("unknown scenario"),
         };
         let server_port = args.get_u64("server_port").ok_or("server_port= is required")? as u16;
@@ -124,10 +127,11 @@ pub fn traffic_until_panic<N: PolledNic, C: netdump_core::clock::Clock>(cell: &C
             dst_port: port,
         };
         let payload = 1024;
+        let checksum = UdpChecksum::of(nd.nic());
         let mut sent = 0u32;
         for i in 0u32.. {
             let r = nd.nic().transmit(FRAME_OVERHEAD + payload, &mut |f| {
-                emit_udp(f, &flow, payload, |p| p.fill(i as u8));
+                emit_udp_with(f, &flow, payload, checksum, |p| p.fill(i as u8));
             });
             match r {
                 Ok(()) => sent += 1,

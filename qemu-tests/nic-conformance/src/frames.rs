@@ -1,6 +1,6 @@
 //! The frames the checks send and recognise, built and parsed with `smoltcp::wire`.
 
-use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::phy::{Checksum, ChecksumCapabilities};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet,
@@ -174,9 +174,14 @@ pub struct UdpFlow {
 
 impl UdpFlow {
     /// Builds a UDP/IPv4 frame whose payload `fill` writes. `frame` is
-    /// `udp_frame_len(payload_len)` bytes.
-    pub fn emit(&self, frame: &mut [u8], payload_len: usize, fill: impl FnOnce(&mut [u8])) {
-        let caps = ChecksumCapabilities::default();
+    /// `udp_frame_len(payload_len)` bytes. With `device_checksum` (the NIC's
+    /// `udp_checksum_offload`), the UDP checksum field gets the pseudo-header sum for the
+    /// device to complete; the host dropping none of the frames then proves it does.
+    pub fn emit(&self, frame: &mut [u8], payload_len: usize, device_checksum: bool, fill: impl FnOnce(&mut [u8])) {
+        let mut caps = ChecksumCapabilities::default();
+        if device_checksum {
+            caps.udp = Checksum::None;
+        }
         let mut ip = emit_ipv4(
             frame,
             (self.src_mac, self.src_ip),
@@ -184,17 +189,22 @@ impl UdpFlow {
             IpProtocol::Udp,
             UDP_HEADER_LEN + payload_len,
         );
+        let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
         UdpRepr {
             src_port: self.src_port,
             dst_port: self.dst_port,
         }
         .emit(
-            &mut UdpPacket::new_unchecked(ip.payload_mut()),
+            &mut udp,
             &IpAddress::Ipv4(self.src_ip),
             &IpAddress::Ipv4(self.dst_ip),
             payload_len,
             fill,
             &caps,
         );
+        if device_checksum {
+            let length = (UDP_HEADER_LEN + payload_len) as u32;
+            udp.set_checksum(smoltcp::wire::checksum::pseudo_header_v4(&self.src_ip, &self.dst_ip, IpProtocol::Udp, length));
+        }
     }
 }

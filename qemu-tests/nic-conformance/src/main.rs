@@ -318,8 +318,9 @@ fn send_tagged(
     seq: u32,
     total: u32,
 ) -> Result<(), NicError> {
+    let device_checksum = nic.udp_checksum_offload();
     nic.transmit(udp_frame_len(payload_len), &mut |frame| {
-        flow.emit(frame, payload_len, |payload| {
+        flow.emit(frame, payload_len, device_checksum, |payload| {
             payload[..4].copy_from_slice(TAG);
             payload[4] = phase;
             payload[5..8].fill(0);
@@ -406,7 +407,7 @@ fn udp_flood(
     }
     Ok(note!(
         "{total} frames ({} KiB) to {}:{} in {} ms: {} frames/s, {} Mbit/s; ring of {} cycled {} \
-         times, {ring_full} RingFull recovered by poll_transmit",
+         times, {ring_full} RingFull recovered by poll_transmit; UDP checksums by the {}",
         bytes / 1024,
         flow.dst_ip,
         flow.dst_port,
@@ -414,7 +415,8 @@ fn udp_flood(
         u64::from(total) * 1_000_000 / elapsed,
         bytes * 8 / elapsed,
         nic.tx_capacity(),
-        total as usize / nic.tx_capacity().max(1)
+        total as usize / nic.tx_capacity().max(1),
+        if nic.udp_checksum_offload() { "device (offload)" } else { "driver's caller" }
     ))
 }
 

@@ -29,6 +29,9 @@ impl PolledNic for UnderTest {
     fn reset(&mut self) -> Result<(), NicError> {
         self.nic.reset()
     }
+    fn udp_checksum_offload(&self) -> bool {
+        self.nic.udp_checksum_offload()
+    }
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         self.nic.transmit(len, fill)
     }

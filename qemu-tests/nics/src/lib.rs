@@ -62,6 +62,15 @@ impl Nic {
         }
     }
 
+    /// Lets the device compute UDP checksums where it can (e1000), from the next reset;
+    /// off, the core computes them (`checksum_offload=off` on the test kernel's command
+    /// line, for the bench's comparison).
+    pub fn set_udp_checksum_offload(&mut self, on: bool) {
+        if let Nic::E1000(n) = self {
+            n.set_udp_checksum_offload(on);
+        }
+    }
+
     /// Frames handed to the device and not yet reclaimed.
     pub fn tx_in_flight(&self) -> usize {
         match self {
@@ -88,6 +97,12 @@ impl PolledNic for Nic {
         match self {
             Nic::E1000(n) => n.reset(),
             Nic::Virtio(n) => n.reset(),
+        }
+    }
+    fn udp_checksum_offload(&self) -> bool {
+        match self {
+            Nic::E1000(n) => n.udp_checksum_offload(),
+            Nic::Virtio(n) => n.udp_checksum_offload(),
         }
     }
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
