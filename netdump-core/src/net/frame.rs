@@ -122,6 +122,17 @@ pub fn emit_udp(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, fill: impl
 /// [`emit_udp`], with the UDP checksum left to the device when `checksum` says so: the
 /// checksum field then holds the pseudo-header sum, which the device completes.
 pub fn emit_udp_with(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, checksum: UdpChecksum, fill: impl FnOnce(&mut [u8])) {
+    let mut fill = Some(fill);
+    emit_udp_dyn(frame, flow, payload_len, checksum, &mut |payload| {
+        if let Some(f) = fill.take() {
+            f(payload)
+        }
+    })
+}
+
+/// The one instance of the frame builder: callers' closures come through `dyn`, so the
+/// code exists once in a kernel however many kinds of datagram it sends.
+pub(crate) fn emit_udp_dyn(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, checksum: UdpChecksum, fill: &mut dyn FnMut(&mut [u8])) {
     let mut caps = ChecksumCapabilities::default();
     if checksum == UdpChecksum::Device {
         caps.udp = Checksum::None;

@@ -1,6 +1,6 @@
 //! The interface's IPv4 identity and its one peer, over a [`PolledNic`].
 
-use super::frame::{arp_frame_len, classify, emit_arp, emit_udp_with, Ignored, Inbound, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
+use super::frame::{arp_frame_len, classify, emit_arp, emit_udp_dyn, Ignored, Inbound, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
 use crate::clock::{Clock, Deadline};
 use crate::nic::{NicError, PolledNic};
 use smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
@@ -135,6 +135,16 @@ impl UdpLink {
     /// Sends one UDP datagram of `payload_len` bytes to the server; `fill` writes it in
     /// place in the NIC's transmit buffer. Fails with `RingFull` when the NIC is busy.
     pub fn send(&mut self, nic: &mut dyn PolledNic, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), NicError> {
+        let mut fill = Some(fill);
+        self.send_dyn(nic, payload_len, &mut |payload| {
+            if let Some(f) = fill.take() {
+                f(payload)
+            }
+        })
+    }
+
+    /// [`send`](Self::send)'s body, once for every caller (no copy per closure type).
+    fn send_dyn(&mut self, nic: &mut dyn PolledNic, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         let Some(dst_mac) = self.peer_mac else { return Err(NicError::LinkDown) };
         let flow = UdpFlow {
             src_mac: self.mac,
@@ -145,13 +155,10 @@ impl UdpLink {
             dst_port: self.config.server_port,
         };
         let checksum = UdpChecksum::of(nic);
-        let mut fill = Some(fill);
         let len = (FRAME_OVERHEAD + payload_len).max(MIN_FRAME);
         nic.transmit(len, &mut |frame| {
-            if let Some(f) = fill.take() {
-                frame[FRAME_OVERHEAD + payload_len..].fill(0);
-                emit_udp_with(frame, &flow, payload_len, checksum, f);
-            }
+            frame[FRAME_OVERHEAD + payload_len..].fill(0);
+            emit_udp_dyn(frame, &flow, payload_len, checksum, fill);
         })?;
         self.counters.frames_sent += 1;
         Ok(())
