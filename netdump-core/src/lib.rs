@@ -22,6 +22,7 @@ pub mod host;
 pub mod log;
 pub mod memory;
 pub mod net;
+#[cfg(feature = "netconsole")]
 pub mod netconsole;
 pub mod nic;
 pub mod proto;

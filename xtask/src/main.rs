@@ -87,13 +87,20 @@ fn build() -> Result<suite::Artifacts> {
     let mut c = cargo();
     c.args(["build", "--release", "-p", "netdumpd"]);
     run(c)?;
-    let mut c = cargo();
-    c.args(["build", "--release", "-p", "netdump-test-kernel", "-p", "netdump-example-kernel", "-p", "netdump-nic-conformance"]);
-    // Frame pointers: the crash path walks them for the return addresses of the crash
-    // signature (the precompiled `core` keeps them already).
-    let rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    c.env("RUSTFLAGS", format!("{rustflags} -Cforce-frame-pointers=yes").trim_start());
-    run(c)?;
+    // The example kernel on its own as well: it links netdump-core without netconsole,
+    // which one build with the test kernel would unify back in.
+    for kernels in [&["netdump-test-kernel", "netdump-nic-conformance"][..], &["netdump-example-kernel"]] {
+        let mut c = cargo();
+        c.args(["build", "--release"]);
+        for k in kernels {
+            c.args(["-p", k]);
+        }
+        // Frame pointers: the crash path walks them for the return addresses of the crash
+        // signature (the precompiled `core` keeps them already).
+        let rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        c.env("RUSTFLAGS", format!("{rustflags} -Cforce-frame-pointers=yes").trim_start());
+        run(c)?;
+    }
     let release = target_dir().join("release");
     let work_dir = target_dir().join("qemu-tests");
     std::fs::create_dir_all(&work_dir)?;

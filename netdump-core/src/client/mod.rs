@@ -17,6 +17,7 @@ use crate::clock::{Clock, Deadline};
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
 use crate::net::{LinkCounters, NetError, UdpLink};
+#[cfg(feature = "netconsole")]
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
@@ -185,6 +186,7 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     window_mode: WindowMode,
     extra: Option<ExtraState>,
     /// Console lines as syslog on the same NIC, when attached.
+    #[cfg(feature = "netconsole")]
     netconsole: Option<Netconsole>,
 }
 
@@ -217,6 +219,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             rejected: 0,
             window_mode: WindowMode::Sliding,
             extra: None,
+            #[cfg(feature = "netconsole")]
             netconsole: None,
         };
         let ack = me
@@ -253,6 +256,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         self.window_mode = mode;
     }
 
+    #[cfg(feature = "netconsole")]
     /// Sends console lines to a syslog collector too, on this NIC ([`crate::netconsole`]):
     /// resolves the collector's MAC now (install time, bounded by the ARP timeouts).
     pub fn attach_netconsole(&mut self, config: NetconsoleConfig) -> Result<(), NetError> {
@@ -262,11 +266,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         Ok(())
     }
 
+    #[cfg(feature = "netconsole")]
     /// The netconsole sender, when attached.
     pub fn netconsole(&self) -> Option<&Netconsole> {
         self.netconsole.as_ref()
     }
 
+    #[cfg(feature = "netconsole")]
     /// Console output in any pieces: complete lines go to the netconsole collector.
     /// Normal-time use goes through [`crate::CrashCell::try_with`].
     pub fn console_write(&mut self, bytes: &[u8]) {
@@ -275,6 +281,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
     }
 
+    #[cfg(feature = "netconsole")]
     /// One console line to the collector at `severity` (e.g. the panic message, from
     /// the panic handler before [`dump`](Self::dump)); false when it was not sent.
     pub fn console_line(&mut self, severity: Severity, line: &[u8]) -> bool {
@@ -284,6 +291,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
     }
 
+    #[cfg(feature = "netconsole")]
     /// Waits at most `bound_us` for queued console lines to leave the NIC.
     pub fn console_drain(&mut self, bound_us: u64) {
         if let Some(c) = self.netconsole.as_mut() {
@@ -291,6 +299,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
     }
 
+    #[cfg(feature = "netconsole")]
     /// A line about the dump itself, sent where no DATA is in flight.
     fn dump_note(&mut self, severity: Severity, args: core::fmt::Arguments<'_>) {
         if self.netconsole.is_some() {
@@ -352,8 +361,11 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             // Best effort: a server that hears us but is not heard learns why at once.
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
         self.max_payload = self.max_payload.min(decision.max_payload as usize);
-        let server = (self.config.net.server_ip, self.config.net.server_port);
-        self.dump_note(Severity::Critical, format_args!("netdump: dumping to {}:{}: {:?} ({:?})", server.0, server.1, decision.verdict, decision.why));
+        #[cfg(feature = "netconsole")]
+        {
+            let server = (self.config.net.server_ip, self.config.net.server_port);
+            self.dump_note(Severity::Critical, format_args!("netdump: dumping to {}:{}: {:?} ({:?})", server.0, server.1, decision.verdict, decision.why));
+        }
         if decision.verdict == Verdict::Abort {
             return Err(DumpError::Refused(decision.why));
         }
@@ -398,6 +410,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             })?
             .ok_or(DumpError::ServerSilent(Phase::Finish))
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
+        #[cfg(feature = "netconsole")]
         self.dump_note(Severity::Critical, format_args!("netdump: dump of {} bytes in {} packets: {:?}", totals.data_bytes, packets, ack.status));
         if ack.status != FinishStatus::Verified {
             return Err(DumpError::NotVerified(ack.status));

@@ -12,6 +12,7 @@ mod io;
 mod memory;
 mod regs;
 mod rng;
+#[cfg(feature = "netconsole")]
 mod rtc;
 mod stack;
 mod tsc;
@@ -20,6 +21,7 @@ pub use exception::{exception_name, pushes_error_code, vector, ExceptionCrash, E
 pub use memory::DirectMapMemory;
 pub use regs::{capture_registers, read_control_registers};
 pub use rng::{CookieRng, CookieSource};
+#[cfg(feature = "netconsole")]
 pub use rtc::read_rtc;
 pub use stack::StackTrace;
 pub use tsc::TscClock;
