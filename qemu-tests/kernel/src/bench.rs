@@ -115,10 +115,13 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: 
             emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, UdpChecksum::Device, |_| ());
             black_box(&frame);
         });
-        // The driver and the device: a frame handed over with nothing written into it.
+        // The driver, the device and the host network: a whole valid datagram (to the
+        // discard port) copied into the NIC's buffer and handed over.
+        let checksum = UdpChecksum::of(nd.nic());
+        emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, checksum, |p| p.fill(0x5a));
         let mut transmit = || loop {
             match nd.nic().transmit(FRAME_OVERHEAD + RAW_PAYLOAD, &mut |f| {
-                f[..14].copy_from_slice(&frame[..14]);
+                f.copy_from_slice(&frame);
             }) {
                 Ok(()) => break,
                 Err(_) => {
