@@ -9,6 +9,7 @@ pub mod forgery;
 pub mod gdb;
 pub mod host_client;
 pub mod netdumpd;
+pub mod profile;
 pub mod proxy;
 pub mod qemu;
 pub mod scenarios;

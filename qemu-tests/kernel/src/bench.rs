@@ -115,8 +115,8 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: 
             emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, UdpChecksum::Device, |_| ());
             black_box(&frame);
         });
-        // The driver, the device and the host network: a whole valid datagram (to the
-        // discard port) copied into the NIC's buffer and handed over.
+        // The driver, the device and the host network: a whole valid datagram (to
+        // `raw_port`) copied into the NIC's buffer and handed over.
         let checksum = UdpChecksum::of(nd.nic());
         emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, checksum, |p| p.fill(0x5a));
         let mut transmit = || loop {
