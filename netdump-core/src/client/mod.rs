@@ -466,9 +466,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let mut event = None;
         let mut rejected = false;
         let got = self.link.poll(&mut self.nic, &mut |payload| {
-            let parsed = Header::parse(payload).and_then(|(h, p)| Ok((h, Message::parse(&h, p)?)));
+            let parsed = Header::parse(payload).and_then(|(h, p)| Ok((h, Message::parse_from_server(&h, p)?)));
             match parsed {
-                Ok((h, msg)) if h.cookie == cookie && !h.msg_type.from_client() => {
+                Ok((h, msg)) if h.cookie == cookie => {
                     event = Some(match msg {
                         Message::HelloAck(a) => ServerEvent::HelloAck(a),
                         Message::Decision(d) => ServerEvent::Decision(d),

@@ -35,6 +35,21 @@ impl<'a> Message<'a> {
             MessageType::Error => Message::Error(TextMessage::parse(payload)?),
         })
     }
+
+    /// [`parse`](Self::parse) for the client: only what a server sends. A client
+    /// message type is an error here, and the client links none of their parsers.
+    pub fn parse_from_server(header: &Header, payload: &'a [u8]) -> Result<Self, ProtoError> {
+        Ok(match header.msg_type {
+            MessageType::HelloAck => Message::HelloAck(HelloAck::parse(payload)?),
+            MessageType::Decision => Message::Decision(Decision::parse(payload)?),
+            MessageType::Ack => Message::Ack(Ack::parse(payload)?),
+            MessageType::FinishAck => Message::FinishAck(FinishAck::parse(payload)?),
+            MessageType::Error => Message::Error(TextMessage::parse(payload)?),
+            MessageType::Hello | MessageType::Crash | MessageType::Data | MessageType::Finish | MessageType::Abort => {
+                return Err(ProtoError::BadField("msg_type"));
+            }
+        })
+    }
 }
 
 /// Declares a `u8`/`u16` wire enum with `TryFrom` that rejects unknown values.
@@ -747,6 +762,25 @@ mod tests {
         let e = TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"who are you" };
         let (buf, n) = roundtrip(MessageType::Error, e.wire_len(), |p| e.emit(p));
         assert_eq!(parse(&buf[..n]), Message::Error(e));
+    }
+
+    #[test]
+    fn the_clients_parser_takes_exactly_what_servers_send() {
+        let d = Decision { verdict: Verdict::DumpAll, why: DecisionReason::None, max_payload: 1472 };
+        let (buf, n) = roundtrip(MessageType::Decision, d.wire_len(), |p| d.emit(p));
+        let (h, p) = Header::parse(&buf[..n]).unwrap();
+        assert_eq!(Message::parse_from_server(&h, p), Ok(Message::Decision(d)));
+        for t in 0..=255u8 {
+            let Ok(msg_type) = MessageType::try_from(t) else { continue };
+            let payload = [0u8; 64];
+            let h = Header { msg_type, flags: 0, cookie: 1, seq: 0 };
+            let from_server = Message::parse_from_server(&h, &payload);
+            if msg_type.from_client() {
+                assert_eq!(from_server, Err(ProtoError::BadField("msg_type")), "{msg_type:?}");
+            } else {
+                assert_eq!(from_server, Message::parse(&h, &payload), "{msg_type:?}");
+            }
+        }
     }
 
     #[test]
