@@ -28,7 +28,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic};
+use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, StatusPacer};
 use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
 
 pub use mmio::{MmioRegisters, Registers};
@@ -130,6 +130,8 @@ pub struct E1000<R: Registers, C: ConfigSpace, const TX: usize = 32, const RX: u
     mac: [u8; 6],
     /// The device computes UDP checksums ([`PolledNic::udp_checksum_offload`]).
     udp_checksum_offload: bool,
+    /// When `transmit` reads STATUS (device present, link up).
+    status: StatusPacer,
 }
 
 impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C, TX, RX> {
@@ -176,6 +178,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
             rx: RxRing::new(rx_descriptors, rx_buffers),
             mac,
             udp_checksum_offload: true,
+            status: StatusPacer::default(),
         })
     }
 
@@ -336,6 +339,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
         if self.regs.read(regs::STATUS) == u32::MAX {
             return Err(NicError::DeviceGone);
         }
+        self.status.reset();
         self.reset_device()?;
 
         // Link up, speed and duplex resolved by the PHY ("General Configuration"), no VLAN
@@ -408,7 +412,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
     }
 
     /// Builds the frame in place in the next transmit buffer, zero-pads it to 60 bytes and
-    /// moves TDT. Never waits.
+    /// moves TDT. Never waits. Reads STATUS as [`StatusPacer`] says.
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         let max = MTU + ETHERNET_HEADER_LEN;
         if len > max {
@@ -417,15 +421,18 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
         if len < ETHERNET_HEADER_LEN {
             return Err(NicError::FrameTooShort { len });
         }
-        if self.tx.is_full() {
+        let full = self.tx.is_full();
+        if self.status.due(full) {
+            let status = self.regs.read(regs::STATUS);
+            if status == u32::MAX {
+                return Err(NicError::DeviceGone);
+            }
+            if !Status::from_bits_retain(status).contains(Status::LU) {
+                return Err(NicError::LinkDown);
+            }
+        }
+        if full {
             return Err(NicError::RingFull);
-        }
-        let status = self.regs.read(regs::STATUS);
-        if status == u32::MAX {
-            return Err(NicError::DeviceGone);
-        }
-        if !Status::from_bits_retain(status).contains(Status::LU) {
-            return Err(NicError::LinkDown);
         }
         let tail = self.tx.push(len, fill)?;
         self.regs.write(regs::TDT, tail as u32);

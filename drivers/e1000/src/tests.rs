@@ -390,6 +390,36 @@ fn transmit_reports_link_down() {
 }
 
 #[test]
+fn link_loss_mid_stream_is_reported_within_the_status_interval() {
+    let (mut nic, device) = started::<8, 8>();
+    send(&mut nic, &frame(64, 0)).unwrap();
+    device.borrow_mut().set(regs::STATUS, 0);
+    let mut sent = 0;
+    let err = loop {
+        match send(&mut nic, &frame(64, 1)) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        nic.poll_transmit();
+        assert!(sent < netdump_core::nic::StatusPacer::INTERVAL, "link loss not noticed after {sent} frames");
+    };
+    assert_eq!(err, NicError::LinkDown);
+    assert_eq!(sent, netdump_core::nic::StatusPacer::INTERVAL - 1, "STATUS is read once per interval, not per frame");
+}
+
+#[test]
+fn a_full_ring_on_a_vanished_device_is_device_gone_not_ring_full() {
+    let (mut nic, device) = started::<8, 8>();
+    device.borrow_mut().auto_complete_tx = false;
+    for i in 0..7 {
+        send(&mut nic, &frame(64, i)).unwrap();
+    }
+    assert_eq!(send(&mut nic, &frame(64, 9)), Err(NicError::RingFull));
+    device.borrow_mut().gone = true;
+    assert_eq!(send(&mut nic, &frame(64, 9)), Err(NicError::DeviceGone));
+}
+
+#[test]
 fn receive_lends_the_frame_and_rearms_its_descriptor() {
     let (mut nic, device) = started::<8, 8>();
     assert_eq!(receive(&mut nic), (false, None));

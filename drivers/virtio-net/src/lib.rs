@@ -37,7 +37,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic};
+use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, StatusPacer};
 use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
 
 pub use features::{Features, Interface, Negotiated, NegotiationError};
@@ -151,6 +151,8 @@ pub struct VirtioNet<T: Transport, const TX: usize = 32, const RX: usize = 32> {
     tx: TxQueue<TX>,
     mac: [u8; 6],
     negotiated: Negotiated,
+    /// When `transmit` reads the device status and the link.
+    health: StatusPacer,
 }
 
 impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
@@ -193,6 +195,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
             tx: TxQueue::new(tx_ring, tx_buffers),
             mac,
             negotiated,
+            health: StatusPacer::default(),
         })
     }
 
@@ -377,6 +380,7 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
         if self.transport.status().bits() == u8::MAX {
             return Err(NicError::DeviceGone);
         }
+        self.health.reset();
         self.reset_device()?;
         self.initialise()
     }
@@ -391,18 +395,21 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
         if len < ETHERNET_HEADER_LEN {
             return Err(NicError::FrameTooShort { len });
         }
-        if self.tx.is_full() {
+        let full = self.tx.is_full();
+        if self.health.due(full) {
+            let status = self.transport.status();
+            if status.bits() == u8::MAX
+                || status.intersects(DeviceStatus::DEVICE_NEEDS_RESET | DeviceStatus::FAILED)
+                || !status.contains(DeviceStatus::DRIVER_OK)
+            {
+                return Err(NicError::DeviceGone);
+            }
+            if !self.link_up() {
+                return Err(NicError::LinkDown);
+            }
+        }
+        if full {
             return Err(NicError::RingFull);
-        }
-        let status = self.transport.status();
-        if status.bits() == u8::MAX
-            || status.intersects(DeviceStatus::DEVICE_NEEDS_RESET | DeviceStatus::FAILED)
-            || !status.contains(DeviceStatus::DRIVER_OK)
-        {
-            return Err(NicError::DeviceGone);
-        }
-        if !self.link_up() {
-            return Err(NicError::LinkDown);
         }
         self.tx.push(len, fill)?;
         if self.tx.device_wants_notification() {

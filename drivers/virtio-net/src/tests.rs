@@ -674,19 +674,44 @@ fn transmit_skips_the_notification_the_device_does_not_want() {
     }
 }
 
+/// Sends (the device taking every frame) until `transmit` fails: how many frames went
+/// first, and the error. The status is read once per `StatusPacer::INTERVAL` frames.
+fn frames_until_error<const TX: usize, const RX: usize>(nic: &mut Nic<TX, RX>, device: &Device) -> (u32, NicError) {
+    let mut sent = 0;
+    loop {
+        match send(nic, &frame(64, sent)) {
+            Ok(()) => sent += 1,
+            Err(e) => return (sent, e),
+        }
+        assert!(sent < netdump_core::nic::StatusPacer::INTERVAL, "no error after {sent} frames");
+        device.borrow_mut().process_tx(usize::MAX);
+        nic.poll_transmit();
+    }
+}
+
 #[test]
 fn transmit_reports_link_down_and_a_vanished_or_broken_device() {
     for (mut nic, device) in both::<8, 8>() {
         device.borrow_mut().link_up = false;
         assert!(!nic.link_up());
-        assert_eq!(send(&mut nic, &frame(64, 0)), Err(NicError::LinkDown));
+        assert_eq!(frames_until_error(&mut nic, &device), (0, NicError::LinkDown), "the first frame after a reset checks");
         device.borrow_mut().link_up = true;
         send(&mut nic, &frame(64, 0)).unwrap();
         device.borrow_mut().status |= DeviceStatus::DEVICE_NEEDS_RESET.bits();
-        assert_eq!(send(&mut nic, &frame(64, 0)), Err(NicError::DeviceGone));
+        assert_eq!(frames_until_error(&mut nic, &device).1, NicError::DeviceGone);
         device.borrow_mut().status &= !DeviceStatus::DEVICE_NEEDS_RESET.bits();
         device.borrow_mut().gone = true;
-        assert_eq!(send(&mut nic, &frame(64, 0)), Err(NicError::DeviceGone));
+        assert_eq!(frames_until_error(&mut nic, &device).1, NicError::DeviceGone);
+    }
+}
+
+#[test]
+fn a_full_queue_on_a_vanished_device_is_device_gone_not_ring_full() {
+    for (mut nic, device) in both::<8, 8>() {
+        while send(&mut nic, &frame(64, 1)).is_ok() {}
+        assert_eq!(send(&mut nic, &frame(64, 1)), Err(NicError::RingFull));
+        device.borrow_mut().gone = true;
+        assert_eq!(send(&mut nic, &frame(64, 1)), Err(NicError::DeviceGone));
     }
 }
 
