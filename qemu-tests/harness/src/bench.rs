@@ -49,10 +49,6 @@ pub struct NicReport {
     /// (the test kernel's `costs` mode): memory read, zero check, copy, CRC-32, UDP
     /// header and checksum, the driver and device.
     pub costs_ns: Vec<(String, u64)>,
-    /// Where the guest spent the data phase of a 128 MiB dump: functions and their share
-    /// of RIP samples (`crate::profile`), most first.
-    pub profile: Vec<(String, f64)>,
-    pub profile_samples: usize,
 }
 
 impl NicReport {
@@ -184,36 +180,6 @@ fn raw_limit(env: &BenchEnv, nic: NicModel) -> Result<f64> {
     Ok(bytes as f64 / span.as_secs_f64() / 1e6)
 }
 
-/// A 128 MiB dump with the guest's RIP sampled through QEMU's monitor from "dumping" to
-/// the end (a run of its own: sampling stops the vCPU briefly, so its time is not used).
-fn profile_dump(env: &BenchEnv, nic: NicModel) -> Result<(Vec<(String, f64)>, usize)> {
-    let dir = env.work_dir.join(format!("profile-{}", nic.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
-    let pattern = Pattern { base: mib(32), len: mib(128), seed: 0x9f0f, zero_every: 0 };
-    let append = format!("scenario=dump server_port={} name=profile pattern_base={} pattern_len={} seed={} zero_every=0", server.port, pattern.base, pattern.len, pattern.seed);
-    let serial_log = dir.join("serial.log");
-    let socket = dir.join("monitor.sock");
-    let run = QemuRun { kernel: &env.test_kernel, memory_mib: 192, append, nic, serial_log: serial_log.clone(), timeout: Duration::from_secs(600) };
-    let (q, rips) = std::thread::scope(|s| {
-        let qemu = s.spawn(|| run.run_with_monitor(&socket));
-        let dumping = || {
-            let text = std::fs::read_to_string(&serial_log).unwrap_or_default();
-            text.contains("netdump: dumping") && !text.contains("netdump: dump ")
-        };
-        let rips = crate::profile::sample(&socket, Duration::from_millis(3), dumping);
-        (qemu.join().expect("the QEMU thread panicked"), rips)
-    });
-    drop(server);
-    let (q, rips) = (q?, rips?);
-    ensure!(q.exit_code == Some(0x10), "the profiled dump on {} did not verify; serial:\n{}", nic.name(), tail(&q.serial, 8));
-    ensure!(rips.len() >= 100, "only {} samples of the profiled dump on {}", rips.len(), nic.name());
-    let mut functions = crate::profile::by_function(&env.test_kernel, &rips)?;
-    functions.truncate(10);
-    Ok((functions, rips.len()))
-}
-
 /// The test kernel's `costs` mode: one line of `<step>=<ns per packet>`.
 fn costs(env: &BenchEnv, nic: NicModel) -> Result<Vec<(String, u64)>> {
     let dir = env.work_dir.join(format!("costs-{}", nic.name()));
@@ -237,23 +203,35 @@ fn parse_costs(serial: &str) -> Option<Vec<(String, u64)>> {
 
 pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Result<NicReport> {
     let mut r = NicReport { nic: nic.name().into(), ..Default::default() };
-    r.raw_mb_s = raw_limit(env, nic)?;
+    // Best of two, as the dump below.
+    r.raw_mb_s = raw_limit(env, nic)?.max(raw_limit(env, nic)?);
     log(&format!("{}: raw limit {:.1} MB/s", nic.name(), r.raw_mb_s));
 
     let full = |len| Pattern { base: mib(32), len, seed: 0xbe9c, zero_every: 0 };
-    let (s, bytes) = timed_dump(env, nic, "dump256", 320, full(mib(256)), "", None)?;
-    r.dump_mb_s = bytes as f64 / s / 1e6;
+    // Under TCG on a shared machine one dump's rate varies by a fifth from run to run:
+    // the best of two, and where the NIC offloads UDP checksums, the two settings
+    // interleaved so that both see the same machine.
+    let rate = |label: &str, extra: &str| -> Result<f64> {
+        let (s, bytes) = timed_dump(env, nic, label, 320, full(mib(256)), extra, None)?;
+        Ok(bytes as f64 / s / 1e6)
+    };
+    let offloads = nic == NicModel::E1000;
+    let mut best = (0.0f64, 0.0f64);
+    for round in 0..2 {
+        best.0 = best.0.max(rate(&format!("dump256-{round}"), "")?);
+        if offloads {
+            best.1 = best.1.max(rate(&format!("dump256-swcsum-{round}"), "checksum_offload=off")?);
+        }
+    }
+    r.dump_mb_s = best.0;
     r.dump_to_raw = r.dump_mb_s / r.raw_mb_s;
     log(&format!("{}: 256 MiB dump {:.1} MB/s ({:.2} of raw)", nic.name(), r.dump_mb_s, r.dump_to_raw));
-    if nic == NicModel::E1000 {
-        let (s, bytes) = timed_dump(env, nic, "dump256-swcsum", 320, full(mib(256)), "checksum_offload=off", None)?;
-        r.dump_software_checksum_mb_s = Some(bytes as f64 / s / 1e6);
-        log(&format!("{}: 256 MiB dump with software UDP checksums {:.1} MB/s", nic.name(), bytes as f64 / s / 1e6));
+    if offloads {
+        r.dump_software_checksum_mb_s = Some(best.1);
+        log(&format!("{}: 256 MiB dump with software UDP checksums {:.1} MB/s", nic.name(), best.1));
     }
     r.costs_ns = costs(env, nic)?;
     log(&format!("{}: per-packet costs (ns) {:?}", nic.name(), r.costs_ns));
-    (r.profile, r.profile_samples) = profile_dump(env, nic)?;
-    log(&format!("{}: profile of the data phase ({} samples): {:?}", nic.name(), r.profile_samples, &r.profile[..r.profile.len().min(3)]));
 
     // A 1 GiB guest: ~10% populated (96 MiB pattern), then populated (pattern up to the
     // top of RAM below the PCI hole QEMU leaves at 3 GiB does not apply at 1 GiB).
@@ -430,19 +408,10 @@ fn costs_markdown(r: &Report) -> String {
             n.cost_us("udp_emit_1472"), n.cost_us("udp_emit_offloaded"), n.cost_us("nic_transmit"), n.dump_us_per_packet(), n.raw_us_per_packet()
         );
     }
-    s += "\n### Guest profile of the data phase (128 MiB dump, RIP sampled through QEMU's monitor)\n\nA function's share is its share of the samples. Samples fall at translation-block boundaries and only when the vCPU does not hold QEMU's big lock, so time inside QEMU's device models is under-counted and tight loops (the CRC's) over-counted: read it as a ranking, and the cost table above as the amounts.\n\n";
-    for n in &r.nics {
-        s += &format!(
-            "- {} ({} samples): {}\n",
-            n.nic,
-            n.profile_samples,
-            n.profile.iter().map(|(f, share)| format!("`{f}` {:.0}%", share * 100.0)).collect::<Vec<_>>().join(", ")
-        );
-    }
     for n in &r.nics {
         if let Some(sw) = n.dump_software_checksum_mb_s {
             s += &format!(
-                "\n{}: the 256 MiB dump ran at **{:.1} MB/s** with the device computing UDP checksums and {:.1} MB/s with the core computing them ({:+.0}%).\n",
+                "\n{}: the 256 MiB dump ran at **{:.1} MB/s** with the device computing UDP checksums and {:.1} MB/s with the core computing them ({:+.0}%; best of two each, interleaved).\n",
                 n.nic, n.dump_mb_s, sw, (n.dump_mb_s / sw - 1.0) * 100.0
             );
         }
@@ -547,8 +516,6 @@ mod tests {
             latency_batch_s: 2.0,
             dump_software_checksum_mb_s: Some(dump_mb_s * 0.8),
             costs_ns: vec![("crc32_1432".into(), 4000), ("copy_1432".into(), 500), ("read_page".into(), 2800)],
-            profile: vec![("crc32fast::baseline::update_fast_16".into(), 0.4)],
-            profile_samples: 900,
         };
         let footprint = FootprintReport { core_plus_e1000_text: text, largest_text: vec![("netdump_core::client::Netdump::dump".into(), 6600)], ..Default::default() };
         Report { nics: vec![nic], ingest: IngestReport { clients: 4, bytes: 1, seconds: 1.0, aggregate_mb_s: 1000.0, server_cpu_s_per_gb: 1.0 }, footprint, seconds: 1.0 }
@@ -564,8 +531,7 @@ mod tests {
         assert!(misses.contains("`netdump_core::client::Netdump::dump` 6600"), "{misses}");
         // Met targets are not listed as missed.
         assert!(!misses.contains("90%-zero") && !misses.contains("stop-and-wait") && !misses.contains("ingest"), "{misses}");
-        assert!(md.contains("with the device computing UDP checksums and 16.0 MB/s with the core computing them (+25%)"), "{md}");
-        assert!(md.contains("- e1000 (900 samples): `crc32fast::baseline::update_fast_16` 40%"), "{md}");
+        assert!(md.contains("with the device computing UDP checksums and 16.0 MB/s with the core computing them (+25%; best of two each, interleaved)"), "{md}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ pub mod forgery;
 pub mod gdb;
 pub mod host_client;
 pub mod netdumpd;
-pub mod profile;
 pub mod proxy;
 pub mod qemu;
 pub mod scenarios;

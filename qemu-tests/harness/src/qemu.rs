@@ -68,20 +68,9 @@ impl QemuRun<'_> {
     }
 
     pub fn run(&self) -> Result<QemuOutcome> {
-        self.run_command(self.command())
-    }
-
-    /// [`run`](Self::run), with QEMU's human monitor on the Unix socket `socket` (for
-    /// the bench's profiler).
-    pub fn run_with_monitor(&self, socket: &Path) -> Result<QemuOutcome> {
-        let mut c = self.command();
-        c.arg("-monitor").arg(format!("unix:{},server,nowait", socket.display()));
-        self.run_command(c)
-    }
-
-    fn run_command(&self, mut command: Command) -> Result<QemuOutcome> {
         let started = Instant::now();
-        let mut child = command
+        let mut child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

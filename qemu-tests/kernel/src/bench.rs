@@ -15,17 +15,22 @@ use netdump_qemu_runtime::{println, qemu_exit, EXIT_FAILURE, EXIT_SUCCESS};
 /// UDP payload of a full DATA packet on a 1500-byte MTU.
 pub const RAW_PAYLOAD: usize = 1500 - 20 - 8;
 
+/// From the client's address and port to the host's `raw_port=`, through the server's
+/// (gateway's) MAC; `None` before install resolved it.
+fn raw_flow<N: PolledNic, C: Clock>(nd: &mut Netdump<N, C>, s: &crate::scenario::Scenario) -> Option<UdpFlow> {
+    Some(UdpFlow {
+        src_mac: EthernetAddress(nd.nic().mac_address()),
+        dst_mac: nd.link().peer_mac()?,
+        src_ip: s.client_ip,
+        dst_ip: s.server_ip,
+        src_port: netdump_core::proto::CLIENT_PORT,
+        dst_port: s.raw_port,
+    })
+}
+
 pub fn raw_tx<N: PolledNic, C: Clock>(cell: &CrashCell<Netdump<N, C>>, s: &crate::scenario::Scenario, frames: u32) -> ! {
     let done = cell.try_with(|nd| {
-        let server_mac = nd.link().peer_mac()?;
-        let flow = UdpFlow {
-            src_mac: EthernetAddress(nd.nic().mac_address()),
-            dst_mac: server_mac,
-            src_ip: s.client_ip,
-            dst_ip: s.server_ip,
-            src_port: netdump_core::proto::CLIENT_PORT,
-            dst_port: s.raw_port,
-        };
+        let flow = raw_flow(nd, s)?;
         let checksum = UdpChecksum::of(nd.nic());
         let start = nd.clock().now_us();
         let mut sent = 0u32;
@@ -72,15 +77,7 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: 
     // SAFETY: single CPU, used by this function only, never re-entered.
     let (page, slot) = unsafe { (&mut *(&raw mut PAGE), &mut *(&raw mut SLOT)) };
     let done = cell.try_with(|nd| {
-        let server_mac = nd.link().peer_mac()?;
-        let flow = UdpFlow {
-            src_mac: EthernetAddress(nd.nic().mac_address()),
-            dst_mac: server_mac,
-            src_ip: s.client_ip,
-            dst_ip: s.server_ip,
-            src_port: netdump_core::proto::CLIENT_PORT,
-            dst_port: s.raw_port,
-        };
+        let flow = raw_flow(nd, s)?;
         let clock = *nd.clock();
         let time = |f: &mut dyn FnMut(u64)| {
             let start = clock.now_us();
