@@ -39,6 +39,8 @@ pub struct UdpSocketNic {
     /// Returns false to drop a transmitted frame.
     pub tx_filter: Option<TxFilter>,
     pub frames_sent: u64,
+    /// The frame being transmitted, reused (no allocation per frame).
+    tx_frame: Vec<u8>,
 }
 
 impl UdpSocketNic {
@@ -46,7 +48,7 @@ impl UdpSocketNic {
     pub fn new(mac: [u8; 6], mtu: usize, server: SocketAddr) -> std::io::Result<Self> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         socket.set_nonblocking(true)?;
-        Ok(UdpSocketNic { mac, mtu, socket, server, rx: VecDeque::new(), client_port: 0, tx_filter: None, frames_sent: 0 })
+        Ok(UdpSocketNic { mac, mtu, socket, server, rx: VecDeque::new(), client_port: 0, tx_filter: None, frames_sent: 0, tx_frame: Vec::new() })
     }
 
     /// The host address the server sees for this client.
@@ -56,13 +58,15 @@ impl UdpSocketNic {
 
     fn gateway_frame(&mut self, frame: &[u8]) {
         let ours = EthernetAddress(self.mac);
-        match classify(frame, GATEWAY_MAC, GATEWAY_IP, 0) {
-            Inbound::ArpRequest { .. } => {
+        let arp = frame.get(12..14) == Some(&[0x08, 0x06][..]);
+        match arp.then(|| classify(frame, GATEWAY_MAC, GATEWAY_IP, 0)) {
+            Some(Inbound::ArpRequest { .. }) => {
                 let mut reply = std::vec![0u8; 60];
                 emit_arp(&mut reply, ArpOperation::Reply, GATEWAY_MAC, GATEWAY_IP, Some(ours), GUEST_IP);
                 self.rx.push_back(reply);
             }
-            _ => {
+            Some(_) => {}
+            None => {
                 // UDP to the gateway: classify() filters on a port; parse directly instead.
                 let Ok(eth) = EthernetFrame::new_checked(frame) else { return };
                 if eth.ethertype() != EthernetProtocol::Ipv4 {
@@ -93,6 +97,10 @@ impl PolledNic for UdpSocketNic {
         self.rx.clear();
         Ok(())
     }
+    /// The host's socket makes the datagram, and its UDP checksum, from the payload.
+    fn udp_checksum_offload(&self) -> bool {
+        true
+    }
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         let max = self.mtu + ETHERNET_HEADER_LEN;
         if len > max {
@@ -101,15 +109,15 @@ impl PolledNic for UdpSocketNic {
         if len < ETHERNET_HEADER_LEN {
             return Err(NicError::FrameTooShort { len });
         }
-        let mut frame = std::vec![0u8; len];
+        let mut frame = core::mem::take(&mut self.tx_frame);
+        frame.clear();
+        frame.resize(len, 0);
         fill(&mut frame);
         self.frames_sent += 1;
-        if let Some(filter) = self.tx_filter.as_mut() {
-            if !filter(&frame) {
-                return Ok(());
-            }
+        if self.tx_filter.as_mut().is_none_or(|filter| filter(&frame)) {
+            self.gateway_frame(&frame);
         }
-        self.gateway_frame(&frame);
+        self.tx_frame = frame;
         Ok(())
     }
     fn poll_transmit(&mut self) -> usize {

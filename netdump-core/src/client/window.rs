@@ -78,6 +78,9 @@ pub struct SackWindow<'a> {
     rttvar_us: u64,
     rto_us: u64,
     bounds: RtoBounds,
+    /// No packet is due before this time (a lower bound from the last scan of
+    /// [`due`](Self::due)); 0 when something changed that can make one due sooner.
+    next_due_us: u64,
     pub retransmissions: u64,
 }
 
@@ -85,7 +88,7 @@ impl<'a> SackWindow<'a> {
     /// A window of at most `limit` packets (clamped to the number of slots, at least 1).
     pub fn new(slots: &'a mut [PacketSlot], limit: usize, bounds: RtoBounds) -> Self {
         let limit = limit.clamp(1, slots.len().max(1));
-        SackWindow { slots, limit, mode: WindowMode::Sliding, batch_start: 0, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, retransmissions: 0 }
+        SackWindow { slots, limit, mode: WindowMode::Sliding, batch_start: 0, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, next_due_us: 0, retransmissions: 0 }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -135,6 +138,8 @@ impl<'a> SackWindow<'a> {
         slot.sends = 0;
         slot.sent_at_us = 0;
         self.next += 1;
+        // Not sent yet: due at once if its first send fails (a full NIC ring).
+        self.next_due_us = 0;
         Some(seq)
     }
 
@@ -165,6 +170,9 @@ impl<'a> SackWindow<'a> {
 
     /// Applies an ACK whose cumulative point is `cumulative`.
     pub fn on_ack(&mut self, now_us: u64, cumulative: u32, ack: &Ack<'_>) -> AckEffect {
+        // A selective ack can make a hole due for fast retransmission, a new RTT sample
+        // can shorten the RTO.
+        self.next_due_us = 0;
         let mut effect = AckEffect::default();
         if cumulative > self.next {
             // Acknowledges packets never sent: not from our server; ignore.
@@ -218,20 +226,36 @@ impl<'a> SackWindow<'a> {
     /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
     /// unacked for an RTO, or one a later packet overtook (selectively acked) and that
     /// has been out for at least a smoothed RTT.
-    pub fn due(&self, now_us: u64) -> Option<u32> {
+    ///
+    /// A scan that finds nothing remembers when the first packet will be due, and later
+    /// calls return at once until then (or until a push or an ACK changes the answer):
+    /// the sender asks on every turn of its loop, and a scan of the whole window each
+    /// time was its largest cost after the CRC.
+    pub fn due(&mut self, now_us: u64) -> Option<u32> {
+        if now_us < self.next_due_us {
+            return None;
+        }
         let fast_after = self.srtt_us.map_or(self.rto_us, |s| s.max(self.bounds.min_us / 2));
-        (self.base..self.next).find(|&seq| {
+        let mut earliest = u64::MAX;
+        for seq in self.base..self.next {
             let slot = &self.slots[self.index(seq)];
             if slot.acked {
-                return false;
+                continue;
             }
-            let age = now_us.saturating_sub(slot.sent_at_us);
-            age >= self.rto_us || (self.highest_sacked.is_some_and(|h| seq < h) && age >= fast_after)
-        })
+            let after = if self.highest_sacked.is_some_and(|h| seq < h) { self.rto_us.min(fast_after) } else { self.rto_us };
+            let at = slot.sent_at_us.saturating_add(after);
+            if now_us >= at {
+                return Some(seq);
+            }
+            earliest = earliest.min(at);
+        }
+        self.next_due_us = earliest;
+        None
     }
 
     /// Backs the RTO off after a timeout with no ACK progress (doubling, bounded).
     pub fn back_off(&mut self) {
+        self.next_due_us = 0;
         self.rto_us = (self.rto_us * 2).min(self.bounds.max_us);
     }
 }
@@ -257,6 +281,35 @@ mod tests {
 
     fn ack(w: &mut SackWindow, now: u64, cum: u32, bitmap: &[u8]) -> AckEffect {
         w.on_ack(now, cum, &Ack { stop: false, bitmap })
+    }
+
+    #[test]
+    fn what_a_fruitless_scan_remembers_never_hides_a_due_packet() {
+        let mut s = slots(8);
+        let mut w = SackWindow::new(&mut s, 8, RtoBounds::default());
+        push_n(&mut w, 2, 0);
+        let rto = w.rto_us();
+        assert_eq!(w.due(100), None);
+        assert_eq!(w.due(rto - 1), None, "remembered: nothing before the first RTO");
+        assert_eq!(w.due(rto), Some(0), "and due exactly at it");
+        // A packet pushed but not yet sent (its NIC ring was full) is due at once.
+        w.mark_sent(0, rto);
+        w.mark_sent(1, rto);
+        assert_eq!(w.due(rto + 1), None);
+        let seq = w.next_seq();
+        w.try_push(|p| {
+            p[0] = 1;
+            Some(1)
+        });
+        assert_eq!(w.due(rto + 2), Some(seq));
+        w.mark_sent(seq, rto + 2);
+        // A selective ack of a later packet makes the hole due after a smoothed RTT,
+        // sooner than the RTO the last scan remembered.
+        assert_eq!(w.due(rto + 3), None);
+        assert_eq!(ack(&mut w, rto + 1000, 0, &[0b0000_0010]).newly_acked, 1);
+        let soon = rto + 1000 + 2 * RtoBounds::default().min_us;
+        assert!(soon < 2 * rto);
+        assert_eq!(w.due(soon), Some(0));
     }
 
     #[test]

@@ -26,8 +26,19 @@ impl MemorySource for PatternRam {
         if !p.contains(phys) || !p.contains(phys + out.len().saturating_sub(1) as u64) {
             return Err(MemoryError { phys });
         }
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = p.byte(phys + i as u64);
+        if phys % 8 == 0 {
+            // The dump reads whole pages: a word at a time.
+            let done = out.len() / 8 * 8;
+            for (i, w) in out[..done].chunks_exact_mut(8).enumerate() {
+                w.copy_from_slice(&p.word(phys + 8 * i as u64).to_le_bytes());
+            }
+            for (i, b) in out[done..].iter_mut().enumerate() {
+                *b = p.byte(phys + (done + i) as u64);
+            }
+        } else {
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = p.byte(phys + i as u64);
+            }
         }
         Ok(())
     }
