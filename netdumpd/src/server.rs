@@ -232,7 +232,10 @@ impl Server {
             .with_context(|| format!("cannot load the client registry in {}", config.dump_dir.display()))?;
         crate::recovery::recover_interrupted(&config.dump_dir);
         let socket = UdpSocket::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        // Non-blocking for good: each turn waits in ppoll(2) and then drains, with no
+        // socket option changed per turn (three system calls a packet, when a QEMU
+        // client's datagrams arrive one at a time).
+        socket.set_nonblocking(true)?;
         enlarge_receive_buffer(&socket);
         let local_addr = socket.local_addr()?;
         let syslog = match config.syslog_listen {
@@ -333,28 +336,18 @@ impl Server {
     /// burst, acknowledge, expire.
     fn turn(&mut self) -> anyhow::Result<()> {
         let mut buf = std::mem::take(&mut self.recv_buf);
-        self.outbox.socket.set_read_timeout(Some(self.receive_timeout()))?;
-        let first = self.outbox.socket.recv_from(&mut buf);
-        match first {
-            Ok((n, from)) => {
-                self.handle(&buf[..n], from, Instant::now());
-                self.outbox.socket.set_nonblocking(true)?;
-                for _ in 1..MAX_BURST {
-                    match self.outbox.socket.recv_from(&mut buf) {
-                        Ok((n, from)) => self.handle(&buf[..n], from, Instant::now()),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::debug!("receive error: {e}");
-                            break;
-                        }
+        if wait_readable(&self.outbox.socket, self.receive_timeout())? {
+            for _ in 0..MAX_BURST {
+                match self.outbox.socket.recv_from(&mut buf) {
+                    Ok((n, from)) => self.handle(&buf[..n], from, Instant::now()),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => break,
+                    // ICMP errors for earlier sends surface here on some systems; not fatal.
+                    Err(e) => {
+                        tracing::debug!("receive error: {e}");
+                        break;
                     }
                 }
-                self.outbox.socket.set_nonblocking(false)?;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // ICMP errors for earlier sends surface here on some systems; not fatal.
-            Err(e) => tracing::debug!("receive error: {e}"),
         }
         self.recv_buf = buf;
         self.after_burst();
@@ -400,7 +393,9 @@ impl Server {
             if s.expire(now, self.config.session_timeout) {
                 self.stats.dump_ended(DumpEnd::Incomplete);
             }
-            s.refresh_info(now, INFO_REFRESH);
+            if s.refresh_info(now, INFO_REFRESH) {
+                self.stats.dump_ended(DumpEnd::Incomplete);
+            }
             if s.is_receiving() {
                 let last = self.progress_at.entry(s.cookie()).or_insert(now);
                 if now.saturating_duration_since(*last) >= self.config.progress_interval {
@@ -883,6 +878,25 @@ fn log_registration(name: &str, cookie: u64, from: SocketAddr, outcome: Registra
 
 /// Asks for a receive buffer that holds several client windows; the kernel may grant
 /// less (`net.core.rmem_max`), which only costs retransmissions.
+/// Waits at most `timeout` for `socket` to have a datagram (ppoll(2), microsecond
+/// resolution); false when the time passed or a signal came first.
+fn wait_readable(socket: &UdpSocket, timeout: Duration) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `fd` is one valid pollfd naming the socket's open descriptor (the socket
+    // outlives the call), `ts` a valid timespec, and a null signal mask leaves it as it is.
+    let rc = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    Ok(rc > 0)
+}
+
 fn enlarge_receive_buffer(socket: &UdpSocket) {
     use std::os::fd::AsRawFd;
     let size = RECEIVE_BUFFER as libc::c_int;
