@@ -70,22 +70,13 @@ impl DumpDir {
     }
 }
 
-/// Bytes of contiguous memory image gathered before one write: packets arrive in order
-/// almost always, and one `pwrite` per 1.4 KB packet was half of netdumpd's CPU time.
-pub const COALESCE_BYTES: usize = 256 * 1024;
-
 /// The open files of a dump being received. Every write is positioned, so packets
-/// can be written in whatever order they arrive; contiguous memory-image writes are
-/// gathered ([`COALESCE_BYTES`]) until the next write that is not contiguous, a full
-/// buffer or [`flush_vmcore`](DumpFiles::flush_vmcore).
+/// can be written in whatever order they arrive.
 #[derive(Debug)]
 pub struct DumpFiles {
     dir: DumpDir,
     /// None when the memory image was skipped: the directory then holds no vmcore.
     vmcore: Option<File>,
-    /// Gathered vmcore bytes not yet written, and the file offset of the first.
-    pending: Vec<u8>,
-    pending_at: u64,
     log: File,
     extra: Option<File>,
 }
@@ -105,49 +96,19 @@ impl DumpFiles {
             None
         };
         let log = OpenOptions::new().write(true).create_new(true).open(dir.path.join(LOG))?;
-        Ok(DumpFiles { dir, vmcore, pending: Vec::new(), pending_at: 0, log, extra: None })
+        Ok(DumpFiles { dir, vmcore, log, extra: None })
     }
 
     pub fn dir(&self) -> &DumpDir {
         &self.dir
     }
 
-    /// Writes into the vmcore; nothing when there is none (memory skipped). A write
-    /// that continues the gathered bytes joins them; an error may belong to bytes
-    /// gathered earlier.
-    pub fn write_vmcore(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if self.vmcore.is_none() {
-            return Ok(());
-        }
-        let continues = !self.pending.is_empty() && self.pending_at + self.pending.len() as u64 == offset;
-        if continues && self.pending.len() + data.len() <= COALESCE_BYTES {
-            self.pending.extend_from_slice(data);
-            return Ok(());
-        }
-        self.flush_vmcore()?;
-        if data.len() >= COALESCE_BYTES {
-            return self.vmcore.as_ref().map_or(Ok(()), |f| f.write_all_at(data, offset));
-        }
-        self.pending.reserve(COALESCE_BYTES);
-        self.pending.extend_from_slice(data);
-        self.pending_at = offset;
-        Ok(())
-    }
-
-    /// Writes what is gathered. The session calls it before it verifies a dump, when a
-    /// dump ends, and every few seconds of a transfer (so that at most that much of an
-    /// acknowledged image is only in netdumpd's memory if netdumpd is killed).
-    pub fn flush_vmcore(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let result = match &self.vmcore {
-            Some(f) => f.write_all_at(&self.pending, self.pending_at),
+    /// Writes into the vmcore; nothing when there is none (memory skipped).
+    pub fn write_vmcore(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match &self.vmcore {
+            Some(f) => f.write_all_at(data, offset),
             None => Ok(()),
-        };
-        // Written or failed, the bytes are not retried: a failed write ends the dump.
-        self.pending.clear();
-        result
+        }
     }
 
     pub fn has_vmcore(&self) -> bool {
@@ -177,11 +138,10 @@ impl DumpFiles {
     ///
     /// No fsync first: flushing gigabytes would stall every other session's
     /// acknowledgements (and this one's FINISH_ACK) for as long as the disk takes.
-    pub fn publish_vmcore(&mut self) -> io::Result<()> {
+    pub fn publish_vmcore(&self) -> io::Result<()> {
         if self.vmcore.is_none() {
             return Ok(());
         }
-        self.flush_vmcore()?;
         std::fs::rename(self.dir.path.join(VMCORE_INCOMPLETE), self.dir.path.join(VMCORE))
     }
 }
@@ -261,39 +221,6 @@ mod tests {
         assert_eq!(&core[..4], b"\x7fELF");
         assert_eq!(std::fs::read(dir.path().join(LOG)).unwrap(), b"helloworld");
         assert_eq!(std::fs::read(dir.path().join(EXTRA)).unwrap(), b"extra");
-    }
-
-    #[test]
-    fn contiguous_vmcore_writes_are_gathered_and_written_whole_in_any_order() {
-        let root = TestDir::new("dumpdir-coalesce");
-        let dir = DumpDir::create(root.path(), "n", crate::utc::now()).unwrap();
-        let layout = layout();
-        let mut files = DumpFiles::create(dir.clone(), &layout, true).unwrap();
-        let base = layout.segments()[0].file_offset;
-        let core = File::open(dir.path().join(VMCORE_INCOMPLETE)).unwrap();
-        let read = |at: u64, n: usize| {
-            let mut buf = vec![0u8; n];
-            core.read_exact_at(&mut buf, at).unwrap();
-            buf
-        };
-        // In order, 1448 bytes at a time, past one gathering buffer's worth.
-        let chunk = |i: u64| -> Vec<u8> { (0..1448u64).map(|b| (i * 7 + b) as u8).collect() };
-        let n = (COALESCE_BYTES / 1448 + 10) as u64;
-        for i in 0..n {
-            files.write_vmcore(base + i * 1448, &chunk(i)).unwrap();
-        }
-        // Out of order: behind what is gathered, and a large write that bypasses it.
-        files.write_vmcore(base + (1 << 20), b"later").unwrap();
-        files.write_vmcore(base + (2 << 20), &vec![9u8; COALESCE_BYTES]).unwrap();
-        files.write_vmcore(base + (1 << 20) - 3, b"abc").unwrap();
-        assert_eq!(read(base, 1448), chunk(0), "a full buffer was written");
-        files.flush_vmcore().unwrap();
-        for i in 0..n {
-            assert_eq!(read(base + i * 1448, 1448), chunk(i), "chunk {i}");
-        }
-        assert_eq!(read(base + (1 << 20) - 3, 8), b"abclater");
-        assert_eq!(read(base + (2 << 20), COALESCE_BYTES), vec![9u8; COALESCE_BYTES]);
-        files.flush_vmcore().unwrap();
     }
 
     #[test]

@@ -393,9 +393,7 @@ impl Server {
             if s.expire(now, self.config.session_timeout) {
                 self.stats.dump_ended(DumpEnd::Incomplete);
             }
-            if s.refresh_info(now, INFO_REFRESH) {
-                self.stats.dump_ended(DumpEnd::Incomplete);
-            }
+            s.refresh_info(now, INFO_REFRESH);
             if s.is_receiving() {
                 let last = self.progress_at.entry(s.cookie()).or_insert(now);
                 if now.saturating_duration_since(*last) >= self.config.progress_interval {

@@ -556,13 +556,6 @@ impl Session {
     }
 
     fn verify(&mut self, packets: u32, finish: &Finish, now: Instant) -> FinishStatus {
-        // Every gathered byte on disk before the dump can be called complete.
-        if let Some(o) = self.output.as_mut()
-            && let Err(e) = o.files.flush_vmcore()
-            && self.write_error.is_none()
-        {
-            self.write_error = Some(format!("write error: {e}"));
-        }
         let computed = self.window.stream_crc();
         let received = self.window.packets();
         let (status, why) = if let Some(e) = &self.write_error {
@@ -586,7 +579,7 @@ impl Session {
         let mut status = status;
         let mut why = why;
         if status == FinishStatus::Verified
-            && let Some(o) = &mut self.output
+            && let Some(o) = &self.output
             && let Err(e) = o.files.publish_vmcore()
         {
             status = FinishStatus::WriteError;
@@ -685,33 +678,16 @@ impl Session {
     /// Rewrites `info.json` of a dump being received every `interval`, so that a
     /// person watching a long transfer sees it progress; and of an ended dump whose last
     /// write failed (a full disk), until one succeeds, so that its outcome is recorded
-    /// once there is room again. Writes the gathered memory image too; returns whether
-    /// that failed and ended the dump.
-    pub fn refresh_info(&mut self, now: Instant, interval: Duration) -> bool {
+    /// once there is room again.
+    pub fn refresh_info(&mut self, now: Instant, interval: Duration) {
         let due = self.phase == Phase::Receiving || self.info_unwritten.get();
         if due && now.saturating_duration_since(self.info_written) >= interval {
             self.info_written = now;
-            if self.phase == Phase::Receiving
-                && let Some(o) = self.output.as_mut()
-                && let Err(e) = o.files.flush_vmcore()
-            {
-                let what = format!("write error: {e}");
-                tracing::error!(client = %self.client.name, "dump abandoned: {what}");
-                self.write_error = Some(what.clone());
-                self.fail(FinishStatus::WriteError, what, now);
-                return true;
-            }
             self.write_info();
         }
-        false
     }
 
     fn end(&mut self, now: Instant) {
-        if let Some(o) = self.output.as_mut()
-            && let Err(e) = o.files.flush_vmcore()
-        {
-            tracing::error!(client = %self.client.name, "the memory image's last bytes were not written: {e}");
-        }
         self.ended = Some((now, crate::utc::now()));
         self.write_registers();
         self.write_info();
