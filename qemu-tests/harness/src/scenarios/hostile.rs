@@ -227,7 +227,7 @@ fn spoofing(ctx: &Ctx) -> Result<Outcome> {
     };
     let (q, attack) = std::thread::scope(|s| {
         let kernel = s.spawn(|| run.boot(ctx, proxy.port));
-        let attack = rogue.attack(500, ROUNDS, Duration::from_millis(20), PATIENCE);
+        let attack = rogue.attack(300, ROUNDS, Duration::from_millis(10), PATIENCE);
         (kernel.join().expect("the QEMU thread panicked"), attack)
     });
     let (q, attack) = (q?, attack?);
