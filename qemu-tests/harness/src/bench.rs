@@ -349,7 +349,7 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
     let text_of = |pred: &dyn Fn(&str) -> bool| comps.iter().filter(|(n, _)| pred(n)).map(|(_, v)| v[0]).sum::<u64>();
     let core_plus_e1000_text = text_of(&|n| n.starts_with("netdump-core") || n == "e1000" || n == "pci" || n == "drivers (volatile)");
     let preallocated_total = prealloc.iter().map(|(_, s)| s).sum();
-    largest_text.sort_by(|a, b| b.1.cmp(&a.1));
+    largest_text.sort_by_key(|e| std::cmp::Reverse(e.1));
     largest_text.truncate(8);
     Ok(FootprintReport { components: comps, core_plus_e1000_text, preallocated: prealloc, preallocated_total, largest_text })
 }

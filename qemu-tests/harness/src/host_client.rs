@@ -26,7 +26,7 @@ impl MemorySource for PatternRam {
         if !p.contains(phys) || !p.contains(phys + out.len().saturating_sub(1) as u64) {
             return Err(MemoryError { phys });
         }
-        if phys % 8 == 0 {
+        if phys.is_multiple_of(8) {
             // The dump reads whole pages: a word at a time.
             let done = out.len() / 8 * 8;
             for (i, w) in out[..done].chunks_exact_mut(8).enumerate() {
