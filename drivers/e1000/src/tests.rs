@@ -601,18 +601,18 @@ fn udp_frames_leave_with_the_checksum_software_would_have_computed() {
     nic.reset().unwrap();
     // Every payload length, odd and even, across several ring wraps; and an ARP-sized
     // non-IP frame in between, which must go out untouched.
-    for len in [0usize, 1, 2, 3, 17, 100, 1001, 1458] {
-        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-        send(&mut nic, &udp_frame(&payload, UdpChecksum::Device)).unwrap();
+    const LENGTHS: [usize; 8] = [0, 1, 2, 3, 17, 100, 1001, 1458];
+    let payload = |len: usize| -> Vec<u8> { (0..len).map(|i| (i * 7 + len) as u8).collect() };
+    for len in LENGTHS {
+        send(&mut nic, &udp_frame(&payload(len), UdpChecksum::Device)).unwrap();
         send(&mut nic, &frame(60, 0x42)).unwrap();
         nic.poll_transmit();
     }
     let d = device.borrow();
     assert_eq!(d.checksummed, 8, "the UDP frames, and only those, were checksummed by the device");
     let mut sent = d.sent.iter();
-    for len in [0usize, 1, 2, 3, 17, 100, 1001, 1458] {
-        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-        let mut expected = udp_frame(&payload, UdpChecksum::Software);
+    for len in LENGTHS {
+        let mut expected = udp_frame(&payload(len), UdpChecksum::Software);
         expected.resize(expected.len().max(MIN_FRAME_LEN), 0);
         assert_eq!(sent.next().unwrap(), &expected, "{len}-byte payload");
         assert_eq!(sent.next().unwrap(), &frame(60, 0x42));
