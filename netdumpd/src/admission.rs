@@ -102,6 +102,18 @@ impl PendingCrash {
         PendingCrash { cookie, client, crash, peer, seq, dir, dedup, verdict, why, nospace_hook_ran: false, stage }
     }
 
+    /// Lowers the verdict to `verdict` (never raises it), for `why`.
+    pub fn lower(&mut self, verdict: Verdict, why: DecisionReason) {
+        let rank = |v: Verdict| match v {
+            Verdict::DumpAll => 2,
+            Verdict::SkipMemory => 1,
+            Verdict::Abort => 0,
+        };
+        if rank(verdict) < rank(self.verdict) {
+            (self.verdict, self.why) = (verdict, why);
+        }
+    }
+
     /// Moves on as far as it can; returns the DECISION once it is known.
     pub fn advance(&mut self, hooks: &HookConfig, ctx: &dyn AdmissionContext) -> Option<(Verdict, DecisionReason)> {
         loop {

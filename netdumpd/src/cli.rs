@@ -221,6 +221,7 @@ impl Cli {
                 ..AnalysisSection::default()
             },
             netconsole: NetconsoleSection { listen: self.netconsole_listen },
+            limits: Default::default(),
         }
     }
 }

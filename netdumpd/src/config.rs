@@ -45,6 +45,8 @@ pub struct ConfigFile {
     pub analysis: AnalysisSection,
     #[serde(default)]
     pub netconsole: NetconsoleSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -96,6 +98,68 @@ pub struct AnalysisSection {
 pub struct NetconsoleSection {
     /// Where to receive netconsole (syslog) lines, e.g. "0.0.0.0:514".
     pub listen: Option<SocketAddr>,
+}
+
+/// `[limits]`: what a stranger on the network can make the server hold or do
+/// ([`crate::limits::Limits`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_clients: Option<u64>,
+    pub max_retired: Option<u64>,
+    pub hellos_per_second: Option<u32>,
+    pub hellos_per_source_per_second: Option<u32>,
+    pub crashes_per_second: Option<u32>,
+    pub max_dump_gib: Option<u64>,
+    pub max_hook_processes: Option<u64>,
+    pub max_queued_jobs: Option<u64>,
+    pub log_lines_per_second: Option<u32>,
+}
+
+impl LimitsSection {
+    fn apply(&self, l: &mut crate::limits::Limits) -> anyhow::Result<()> {
+        fn count(name: &str, v: Option<u64>, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<Option<usize>> {
+            match v {
+                Some(v) if !range.contains(&v) => {
+                    anyhow::bail!("limits.{name} must be {}..={}", range.start(), range.end())
+                }
+                v => Ok(v.map(|v| v as usize)),
+            }
+        }
+        fn rate(name: &str, v: Option<u32>) -> anyhow::Result<Option<u32>> {
+            anyhow::ensure!(v != Some(0), "limits.{name} must be at least 1");
+            Ok(v)
+        }
+        if let Some(v) = count("max_clients", self.max_clients, 1..=1 << 20)? {
+            l.max_clients = v;
+        }
+        if let Some(v) = count("max_retired", self.max_retired, 0..=1 << 22)? {
+            l.max_retired = v;
+        }
+        if let Some(v) = rate("hellos_per_second", self.hellos_per_second)? {
+            l.hellos_per_second = v;
+        }
+        if let Some(v) = rate("hellos_per_source_per_second", self.hellos_per_source_per_second)? {
+            l.hellos_per_source_per_second = v;
+        }
+        if let Some(v) = rate("crashes_per_second", self.crashes_per_second)? {
+            l.crashes_per_second = v;
+        }
+        if let Some(v) = self.max_dump_gib {
+            anyhow::ensure!(v >= 1, "limits.max_dump_gib must be at least 1");
+            l.max_dump_bytes = v.saturating_mul(1 << 30);
+        }
+        if let Some(v) = count("max_hook_processes", self.max_hook_processes, 1..=256)? {
+            l.max_hook_processes = v;
+        }
+        if let Some(v) = count("max_queued_jobs", self.max_queued_jobs, 1..=1 << 16)? {
+            l.max_queued_jobs = v;
+        }
+        if let Some(v) = rate("log_lines_per_second", self.log_lines_per_second)? {
+            l.log_lines_per_second = v;
+        }
+        Ok(())
+    }
 }
 
 impl ConfigFile {
@@ -188,6 +252,7 @@ impl ConfigFile {
         if self.netconsole.listen.is_some() {
             c.syslog_listen = self.netconsole.listen;
         }
+        self.limits.apply(&mut c.limits)?;
         Ok(())
     }
 }

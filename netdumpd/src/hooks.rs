@@ -82,12 +82,22 @@ impl HookConfig {
     }
 
     /// A call of the hook for `event`, when one is configured.
+    ///
+    /// Values from the network (a panic message, say) may hold NUL bytes, which no
+    /// argument or environment variable can carry: each is written `\\0`, so the hook
+    /// always starts and sees every other byte as sent.
     pub fn call(&self, event: HookEvent, args: Vec<String>, env: Vec<(String, String)>) -> Option<HookCall> {
         let (script, timeout) = self.script(event)?;
-        let mut env = env;
+        let args = args.into_iter().map(without_nul).collect();
+        let mut env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k, without_nul(v))).collect();
         env.push(("NETDUMP_EVENT".into(), event.name().into()));
         Some(HookCall { event, program: BoundedCommand { program: script.to_path_buf(), args, env, timeout } })
     }
+}
+
+/// `s` with each NUL byte written as the two characters `\\0`.
+fn without_nul(s: String) -> String {
+    if s.contains('\0') { s.replace('\0', "\\0") } else { s }
 }
 
 /// How a bounded child process ended.
@@ -319,6 +329,19 @@ pub(crate) mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!marker.exists(), "the hook's background child was not killed");
+    }
+
+    #[test]
+    fn a_nul_in_a_value_from_the_network_does_not_keep_the_hook_from_running() {
+        let dir = TestDir::new("hook-nul");
+        let out = dir.path().join("seen");
+        let body = format!("printf '%s|%s' \"$1\" \"$NETDUMP_MESSAGE\" > {}; exit 1", out.display());
+        let config = HookConfig { crash: Some(script(dir.path(), "crash", &body)), ..HookConfig::default() };
+        let env = vec![("NETDUMP_MESSAGE".to_string(), "boom\0after".to_string())];
+        let call = config.call(HookEvent::Crash, vec!["a\0b".into()], env).unwrap();
+        // Exit 1 is the hook's "skip the memory image": it ran, and said so.
+        assert_eq!(call.run(), ProcessEnd::Exited(1));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\\0b|boom\\0after");
     }
 
     #[test]

@@ -27,7 +27,10 @@
 //! | [`vmcore`] | the ELF core layout and notes |
 //! | [`dumpdir`] | a crash's directory and files, free space |
 //! | [`info`] | `info.json` |
-//! | [`stats`] | drop counters, rate-limited warnings |
+//! | [`stats`] | drop counters, rate-limited warnings, `stats.json` |
+//! | [`limits`] | the bounds on what strangers can make the server hold, rate budgets |
+//! | [`jobs`] | the bounded pool that runs hooks, analysis and retention after dumps |
+//! | [`logging`] | the server log and its line budget |
 //! | [`config`] | the TOML configuration file, merged with the flags |
 //! | [`admission`] | a crash's way to its DECISION: dedup, hooks, memory-dump limit, space |
 //! | [`hooks`] | hook scripts, run with a bound |
@@ -50,6 +53,9 @@ pub mod dedup;
 pub mod dumpdir;
 pub mod hooks;
 pub mod info;
+pub mod jobs;
+pub mod limits;
+pub mod logging;
 pub mod progress;
 pub mod receive_window;
 pub mod recovery;

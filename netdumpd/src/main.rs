@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         Some(level) => EnvFilter::try_new(&level).with_context(|| format!("bad log level {level:?}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    netdumpd::logging::init(filter, config.limits.log_lines_per_second);
     netdumpd::signals::install_termination_handler().context("cannot install signal handlers")?;
     Server::bind(config)?.run()
 }

@@ -5,12 +5,24 @@
 //! Only a registered cookie may announce a crash, and each cookie gets one dump: the
 //! registry remembers the directory of that dump, so a replayed CRASH is recognised even
 //! after the server restarted. A rebooted client registers again with a fresh cookie,
-//! which replaces its old one (the name is the key a person knows a machine by).
+//! which replaces its old one (the name is the key a person knows a machine by); the old
+//! cookie is **retired**, with its dump if it had one, and a HELLO or CRASH carrying a
+//! retired cookie is a replay of an earlier boot and is refused for good (otherwise a
+//! replayed HELLO would unregister the real client and let its old session be replayed
+//! into a second dump).
+//!
+//! Bounds ([`RegistryLimits`]): at most `max_clients` registrations (when full, the oldest
+//! registration that never crashed makes room for a new name; when every one has
+//! crashed, the new name is refused) and `max_retired` retired cookies (the oldest
+//! forgotten first). Writes are gathered: a change marks the registry dirty and
+//! [`Registry::flush_due`] writes it at most once per [`SAVE_INTERVAL`], so a HELLO flood
+//! costs one file write a second, not one per packet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +31,23 @@ use crate::atomic_file::write_atomic;
 /// File name of the registry inside the dump directory.
 pub const REGISTRY_FILE: &str = "clients.json";
 
-/// Most clients the registry holds; a HELLO from a new name beyond it is dropped.
-pub const MAX_CLIENTS: usize = 4096;
+/// How often a changed registry is written at most.
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How much the registry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Registered clients at most.
+    pub max_clients: usize,
+    /// Retired cookies remembered at most (replays of older ones are unknown cookies).
+    pub max_retired: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits { max_clients: 4096, max_retired: 16384 }
+    }
+}
 
 /// One registered client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +64,8 @@ pub struct Client {
     pub memory_bytes: u64,
     /// RFC 3339, UTC.
     pub registered_at: String,
-    /// Name of the dump directory of this cookie's crash, once it announced one.
+    /// Name of the dump directory of this cookie's crash, once it announced one (empty
+    /// when the crash was declined before a directory existed).
     pub dump: Option<String>,
 }
 
@@ -78,7 +106,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 pub enum Registration {
     /// A name not seen before.
     New,
-    /// A known name with a new cookie (the client rebooted); the old cookie is gone.
+    /// A known name with a new cookie (the client rebooted); the old cookie is retired.
     Replaced { old_cookie: u64 },
     /// The same cookie said HELLO again with something changed (e.g. its port).
     Updated,
@@ -88,22 +116,30 @@ pub enum Registration {
 
 #[derive(Debug)]
 pub enum RegistryError {
-    /// [`MAX_CLIENTS`] names are registered already.
+    /// The registry is full of clients that crashed; a new name cannot get in.
     Full,
-    /// The registry changed in memory but could not be written to disk.
-    Io(io::Error),
+    /// The cookie is retired: this HELLO is a replay of an earlier boot's.
+    Retired,
 }
 
 impl std::fmt::Display for RegistryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RegistryError::Full => write!(f, "registry full ({MAX_CLIENTS} clients)"),
-            RegistryError::Io(e) => write!(f, "cannot write {REGISTRY_FILE}: {e}"),
+            RegistryError::Full => f.write_str("registry full of clients that crashed"),
+            RegistryError::Retired => f.write_str("the cookie was retired (replaced by a newer registration)"),
         }
     }
 }
 
 impl std::error::Error for RegistryError {}
+
+/// A cookie that no longer registers: its name registered again with another cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    pub name: String,
+    /// Its dump's directory, when it crashed.
+    pub dump: Option<String>,
+}
 
 /// On-disk form of one client.
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,10 +158,22 @@ struct ClientEntry {
     dump: Option<String>,
 }
 
+/// On-disk form of one retired cookie.
+#[derive(Debug, Serialize, Deserialize)]
+struct RetiredEntry {
+    cookie: String,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dump: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct RegistryFile {
     version: u32,
     clients: Vec<ClientEntry>,
+    /// Oldest first. Absent in files written before cookies were retired.
+    #[serde(default)]
+    retired: Vec<RetiredEntry>,
 }
 
 impl From<&Client> for ClientEntry {
@@ -145,11 +193,15 @@ impl From<&Client> for ClientEntry {
     }
 }
 
+fn parse_cookie(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s, 16).map_err(|_| format!("bad cookie {s:?}"))
+}
+
 impl TryFrom<ClientEntry> for Client {
     type Error = String;
     fn try_from(e: ClientEntry) -> Result<Self, String> {
         Ok(Client {
-            cookie: u64::from_str_radix(&e.cookie, 16).map_err(|_| format!("bad cookie {:?}", e.cookie))?,
+            cookie: parse_cookie(&e.cookie)?,
             mac: parse_mac(&e.mac).ok_or_else(|| format!("bad MAC {:?}", e.mac))?,
             name: e.name,
             ip: e.ip,
@@ -166,16 +218,41 @@ impl TryFrom<ClientEntry> for Client {
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
+    limits: RegistryLimits,
     by_cookie: HashMap<u64, Client>,
+    /// The cookie each name is registered with.
+    by_name: HashMap<String, u64>,
+    /// When each cookie registered, as a counter: the oldest goes first when full.
+    order: HashMap<u64, u64>,
+    next_order: u64,
+    retired: HashMap<u64, Retired>,
+    /// Retired cookies, oldest first.
+    retired_order: VecDeque<u64>,
+    /// Changed since the last write.
+    dirty: bool,
+    saved_at: Option<Instant>,
+    saves: u64,
 }
 
 impl Registry {
     /// Loads `<dir>/clients.json`; a missing file is an empty registry. An unreadable
     /// or corrupt file is moved aside (`clients.json.corrupt`) with a warning rather than
     /// keeping the server from starting.
-    pub fn load(dir: &Path) -> io::Result<Registry> {
+    pub fn load(dir: &Path, limits: RegistryLimits) -> io::Result<Registry> {
         let path = dir.join(REGISTRY_FILE);
-        let mut registry = Registry { path, by_cookie: HashMap::new() };
+        let mut registry = Registry {
+            path,
+            limits,
+            by_cookie: HashMap::new(),
+            by_name: HashMap::new(),
+            order: HashMap::new(),
+            next_order: 0,
+            retired: HashMap::new(),
+            retired_order: VecDeque::new(),
+            dirty: false,
+            saved_at: None,
+            saves: 0,
+        };
         let text = match std::fs::read_to_string(&registry.path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(registry),
@@ -183,13 +260,29 @@ impl Registry {
         };
         match serde_json::from_str::<RegistryFile>(&text) {
             Ok(file) => {
+                let mut clients: Vec<Client> = Vec::new();
                 for entry in file.clients {
                     match Client::try_from(entry) {
-                        Ok(c) => {
-                            registry.by_cookie.insert(c.cookie, c);
-                        }
+                        Ok(c) => clients.push(c),
                         Err(e) => tracing::warn!(file = %registry.path.display(), "skipping registry entry: {e}"),
                     }
+                }
+                // The oldest registration first, so that eviction order survives a restart.
+                clients.sort_by(|a, b| a.registered_at.cmp(&b.registered_at));
+                for entry in file.retired {
+                    match parse_cookie(&entry.cookie) {
+                        Ok(cookie) => registry.retire(cookie, entry.name, entry.dump),
+                        Err(e) => tracing::warn!(file = %registry.path.display(), "skipping retired entry: {e}"),
+                    }
+                }
+                for c in clients {
+                    if registry.retired.contains_key(&c.cookie) {
+                        continue;
+                    }
+                    if let Some(old) = registry.by_name.get(&c.name).copied() {
+                        registry.remove(old);
+                    }
+                    registry.insert(c);
                 }
             }
             Err(e) => {
@@ -209,6 +302,11 @@ impl Registry {
         self.by_cookie.get(&cookie)
     }
 
+    /// The retired cookie `cookie`, if it is one.
+    pub fn retired(&self, cookie: u64) -> Option<&Retired> {
+        self.retired.get(&cookie)
+    }
+
     pub fn len(&self) -> usize {
         self.by_cookie.len()
     }
@@ -217,54 +315,143 @@ impl Registry {
         self.by_cookie.is_empty()
     }
 
-    /// Registers `client` (from a HELLO whose name is valid): replaces any other cookie
-    /// of the same name, and writes the registry if anything changed. On
-    /// [`RegistryError::Io`] the registration holds in memory.
+    /// Retired cookies remembered.
+    pub fn retired_len(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// Times the registry was written to disk.
+    pub fn saves(&self) -> u64 {
+        self.saves
+    }
+
+    /// Registers `client` (from a HELLO whose name is valid): replaces and retires any
+    /// other cookie of the same name. The change is written by the next
+    /// [`flush_due`](Self::flush_due).
     pub fn register(&mut self, client: Client) -> Result<Registration, RegistryError> {
-        if let Some(existing) = self.by_cookie.get(&client.cookie)
-            && existing.same_registration(&client)
-        {
+        if self.retired.contains_key(&client.cookie) {
+            return Err(RegistryError::Retired);
+        }
+        let existing = self.by_cookie.get(&client.cookie);
+        if existing.is_some_and(|e| e.same_registration(&client)) {
             return Ok(Registration::Unchanged);
         }
-        let old_cookie =
-            self.by_cookie.values().find(|c| c.name == client.name && c.cookie != client.cookie).map(|c| c.cookie);
-        let outcome = match (old_cookie, self.by_cookie.get(&client.cookie)) {
+        let old_cookie = self.by_name.get(&client.name).copied().filter(|c| *c != client.cookie);
+        let outcome = match (old_cookie, existing) {
             (Some(old_cookie), _) => Registration::Replaced { old_cookie },
             (None, Some(_)) => Registration::Updated,
-            (None, None) if self.by_cookie.len() >= MAX_CLIENTS => return Err(RegistryError::Full),
-            (None, None) => Registration::New,
+            (None, None) => {
+                if self.by_cookie.len() >= self.limits.max_clients {
+                    self.evict_oldest_uncrashed()?;
+                }
+                Registration::New
+            }
         };
-        if let Some(old) = old_cookie {
-            self.by_cookie.remove(&old);
+        if let Some(old) = old_cookie
+            && let Some(gone) = self.remove(old)
+        {
+            self.retire(old, gone.name, gone.dump);
         }
         let mut client = client;
-        if let Some(existing) = self.by_cookie.get(&client.cookie) {
+        if let Some(existing) = self.remove(client.cookie) {
             // The same cookie again: its dump, if any, still happened.
-            client.dump = existing.dump.clone();
+            client.dump = existing.dump;
             if outcome == Registration::Updated {
-                client.registered_at = existing.registered_at.clone();
+                client.registered_at = existing.registered_at;
             }
         }
-        self.by_cookie.insert(client.cookie, client);
-        self.save().map_err(RegistryError::Io)?;
+        self.insert(client);
+        self.dirty = true;
         Ok(outcome)
     }
 
-    /// Records that `cookie` announced its crash, dumped into directory `dump`.
-    pub fn record_dump(&mut self, cookie: u64, dump: &str) -> io::Result<()> {
-        if let Some(c) = self.by_cookie.get_mut(&cookie) {
+    /// Records that `cookie` announced its crash, dumped into directory `dump` (empty
+    /// when it was declined before a directory existed). The first record stays.
+    pub fn record_dump(&mut self, cookie: u64, dump: &str) {
+        if let Some(c) = self.by_cookie.get_mut(&cookie)
+            && c.dump.is_none()
+        {
             c.dump = Some(dump.to_string());
-            self.save()?;
+            self.dirty = true;
+        }
+    }
+
+    /// Writes the registry when it changed and the last write is [`SAVE_INTERVAL`] ago.
+    pub fn flush_due(&mut self, now: Instant) -> io::Result<()> {
+        if self.dirty && self.saved_at.is_none_or(|t| now.saturating_duration_since(t) >= SAVE_INTERVAL) {
+            self.saved_at = Some(now);
+            return self.flush();
         }
         Ok(())
     }
 
-    fn save(&self) -> io::Result<()> {
+    /// Writes the registry now, when it changed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.save()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn insert(&mut self, client: Client) {
+        self.by_name.insert(client.name.clone(), client.cookie);
+        self.order.insert(client.cookie, self.next_order);
+        self.next_order += 1;
+        self.by_cookie.insert(client.cookie, client);
+    }
+
+    fn remove(&mut self, cookie: u64) -> Option<Client> {
+        let client = self.by_cookie.remove(&cookie)?;
+        self.order.remove(&cookie);
+        if self.by_name.get(&client.name) == Some(&cookie) {
+            self.by_name.remove(&client.name);
+        }
+        Some(client)
+    }
+
+    fn retire(&mut self, cookie: u64, name: String, dump: Option<String>) {
+        if self.retired.insert(cookie, Retired { name, dump }).is_none() {
+            self.retired_order.push_back(cookie);
+        }
+        while self.retired.len() > self.limits.max_retired {
+            let Some(oldest) = self.retired_order.pop_front() else { break };
+            self.retired.remove(&oldest);
+        }
+    }
+
+    /// Makes room: forgets the oldest registration that never crashed. It is not
+    /// retired: that client may register again with the same cookie.
+    fn evict_oldest_uncrashed(&mut self) -> Result<(), RegistryError> {
+        let oldest = self
+            .by_cookie
+            .values()
+            .filter(|c| c.dump.is_none())
+            .min_by_key(|c| self.order.get(&c.cookie).copied().unwrap_or(0))
+            .map(|c| c.cookie)
+            .ok_or(RegistryError::Full)?;
+        if let Some(gone) = self.remove(oldest) {
+            tracing::info!(client = ?gone.name, cookie = format_args!("{oldest:016x}"), "registry full: oldest registration that never crashed forgotten");
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> io::Result<()> {
         let mut clients: Vec<&Client> = self.by_cookie.values().collect();
         clients.sort_by(|a, b| a.name.cmp(&b.name));
-        let file = RegistryFile { version: 1, clients: clients.into_iter().map(ClientEntry::from).collect() };
+        let retired = self
+            .retired_order
+            .iter()
+            .filter_map(|c| {
+                let r = self.retired.get(c)?;
+                Some(RetiredEntry { cookie: format!("{c:016x}"), name: r.name.clone(), dump: r.dump.clone() })
+            })
+            .collect();
+        let file = RegistryFile { version: 1, clients: clients.into_iter().map(ClientEntry::from).collect(), retired };
         let mut text = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
         text.push(b'\n');
+        self.saves += 1;
         write_atomic(&self.path, &text)
     }
 }
@@ -292,11 +479,12 @@ mod tests {
     #[test]
     fn registration_survives_a_reload() {
         let dir = TestDir::new("registry-reload");
-        let mut r = Registry::load(dir.path()).unwrap();
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         assert!(r.is_empty());
         assert_eq!(r.register(client(0xfeed_0000_0000_0001, "alpha")).unwrap(), Registration::New);
-        r.record_dump(0xfeed_0000_0000_0001, "alpha-20260101-000000").unwrap();
-        let r = Registry::load(dir.path()).unwrap();
+        r.record_dump(0xfeed_0000_0000_0001, "alpha-20260101-000000");
+        r.flush().unwrap();
+        let r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         let c = r.get(0xfeed_0000_0000_0001).unwrap();
         assert_eq!(c.name, "alpha");
         assert_eq!(c.mac_string(), "52:54:00:12:34:56");
@@ -307,7 +495,7 @@ mod tests {
     #[test]
     fn a_new_cookie_for_a_known_name_replaces_the_old_one() {
         let dir = TestDir::new("registry-replace");
-        let mut r = Registry::load(dir.path()).unwrap();
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         r.register(client(1, "alpha")).unwrap();
         r.register(client(2, "beta")).unwrap();
         assert_eq!(r.register(client(3, "alpha")).unwrap(), Registration::Replaced { old_cookie: 1 });
@@ -319,9 +507,9 @@ mod tests {
     #[test]
     fn a_repeated_hello_changes_nothing_and_keeps_the_dump() {
         let dir = TestDir::new("registry-repeat");
-        let mut r = Registry::load(dir.path()).unwrap();
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         r.register(client(1, "alpha")).unwrap();
-        r.record_dump(1, "alpha-x").unwrap();
+        r.record_dump(1, "alpha-x");
         assert_eq!(r.register(client(1, "alpha")).unwrap(), Registration::Unchanged);
         let moved =
             Client { source: "127.0.0.1:7000".parse().unwrap(), registered_at: "later".into(), ..client(1, "alpha") };
@@ -336,7 +524,7 @@ mod tests {
     fn a_corrupt_file_is_moved_aside() {
         let dir = TestDir::new("registry-corrupt");
         std::fs::write(dir.path().join(REGISTRY_FILE), b"{ not json").unwrap();
-        let r = Registry::load(dir.path()).unwrap();
+        let r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         assert!(r.is_empty());
         assert!(dir.path().join("clients.json.corrupt").exists());
     }
@@ -344,27 +532,85 @@ mod tests {
     #[test]
     fn a_bad_entry_is_skipped_and_the_rest_kept() {
         let dir = TestDir::new("registry-bad-entry");
-        let mut r = Registry::load(dir.path()).unwrap();
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         r.register(client(1, "alpha")).unwrap();
         r.register(client(2, "beta")).unwrap();
+        r.flush().unwrap();
         let path = dir.path().join(REGISTRY_FILE);
         let text = std::fs::read_to_string(&path).unwrap().replace("0000000000000001", "not-hex");
         std::fs::write(&path, text).unwrap();
-        let r = Registry::load(dir.path()).unwrap();
+        let r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         assert_eq!(r.len(), 1);
         assert!(r.get(2).is_some());
     }
 
     #[test]
-    fn the_registry_refuses_new_names_when_full() {
+    fn a_full_registry_forgets_its_oldest_registration_that_never_crashed() {
         let dir = TestDir::new("registry-full");
-        let mut r = Registry::load(dir.path()).unwrap();
-        for i in 0..MAX_CLIENTS as u64 {
-            r.by_cookie.insert(i, client(i, &format!("n{i}")));
+        let limits = RegistryLimits { max_clients: 4, max_retired: 16 };
+        let mut r = Registry::load(dir.path(), limits).unwrap();
+        for i in 0..4 {
+            r.register(client(i, &format!("n{i}"))).unwrap();
         }
-        assert!(matches!(r.register(client(1 << 40, "newcomer")), Err(RegistryError::Full)));
+        r.record_dump(0, "n0-dump");
+        // n0 crashed, so n1 is the oldest that never did.
+        assert_eq!(r.register(client(10, "newcomer")).unwrap(), Registration::New);
+        assert_eq!(r.len(), 4);
+        assert!(r.get(1).is_none() && r.get(0).is_some() && r.get(10).is_some());
+        // An evicted cookie is not retired: its client may say HELLO again.
+        assert!(r.retired(1).is_none());
         // A known name may still re-register.
-        assert!(matches!(r.register(client(1 << 41, "n7")), Ok(Registration::Replaced { old_cookie: 7 })));
+        assert!(matches!(r.register(client(20, "n2")), Ok(Registration::Replaced { old_cookie: 2 })));
+        // Every registration crashed: a new name is refused.
+        for c in [0, 3, 10, 20] {
+            r.record_dump(c, "d");
+        }
+        assert!(matches!(r.register(client(30, "late")), Err(RegistryError::Full)));
+    }
+
+    #[test]
+    fn a_replaced_cookie_is_retired_and_its_hello_refused_across_a_restart() {
+        let dir = TestDir::new("registry-retired");
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
+        r.register(client(1, "alpha")).unwrap();
+        r.record_dump(1, "alpha-old");
+        assert_eq!(r.register(client(2, "alpha")).unwrap(), Registration::Replaced { old_cookie: 1 });
+        assert_eq!(r.retired(1), Some(&Retired { name: "alpha".into(), dump: Some("alpha-old".into()) }));
+        // The earlier boot's HELLO, replayed: refused, and the new cookie stays registered.
+        assert!(matches!(r.register(client(1, "alpha")), Err(RegistryError::Retired)));
+        assert_eq!(r.get(2).unwrap().name, "alpha");
+        r.flush().unwrap();
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
+        assert!(matches!(r.register(client(1, "alpha")), Err(RegistryError::Retired)));
+        assert_eq!(r.retired(1).and_then(|x| x.dump.as_deref()), Some("alpha-old"));
+        assert_eq!(r.get(2).unwrap().name, "alpha");
+    }
+
+    #[test]
+    fn retired_cookies_are_bounded_oldest_forgotten_first() {
+        let dir = TestDir::new("registry-retired-bound");
+        let mut r = Registry::load(dir.path(), RegistryLimits { max_clients: 16, max_retired: 3 }).unwrap();
+        for cookie in 1..=6 {
+            r.register(client(cookie, "alpha")).unwrap();
+        }
+        assert_eq!(r.retired_len(), 3);
+        assert!(r.retired(1).is_none() && r.retired(2).is_none());
+        assert!(r.retired(3).is_some() && r.retired(5).is_some());
+    }
+
+    #[test]
+    fn changes_are_written_at_most_once_per_interval() {
+        let dir = TestDir::new("registry-gathered");
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
+        let t0 = Instant::now();
+        for i in 0..100 {
+            r.register(client(i, &format!("n{i}"))).unwrap();
+            r.flush_due(t0 + Duration::from_millis(i)).unwrap();
+        }
+        assert_eq!(r.saves(), 1);
+        r.flush_due(t0 + SAVE_INTERVAL + Duration::from_millis(100)).unwrap();
+        assert_eq!(r.saves(), 2);
+        assert_eq!(Registry::load(dir.path(), RegistryLimits::default()).unwrap().len(), 100);
     }
 
     #[test]

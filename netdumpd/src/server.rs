@@ -24,10 +24,12 @@ use crate::dedup::{DedupIndex, DedupInfo, DedupPolicy, Occurrence};
 use crate::dumpdir::{DumpDir, available_bytes};
 use crate::hooks::{HookConfig, HookEvent};
 use crate::info::DumpStatus;
-use crate::registry::{Client, Registration, Registry, RegistryError};
+use crate::jobs::JobPool;
+use crate::limits::{Limits, MAX_LOG_BYTES, RateBudget, SourceBudget};
+use crate::registry::{Client, Registration, Registry, RegistryError, RegistryLimits};
 use crate::retention::RetentionConfig;
 use crate::session::{CrashAnnouncement, Session, StartRequest};
-use crate::syslog::SyslogReceiver;
+use crate::syslog::{SyslogLimits, SyslogReceiver};
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
 
 /// How the server runs.
@@ -61,6 +63,8 @@ pub struct ServerConfig {
     pub syslog_listen: Option<SocketAddr>,
     /// How often a dump in progress is reported in the server log.
     pub progress_interval: Duration,
+    /// What strangers can make the server hold or do ([`crate::limits`]).
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             analysis: AnalysisConfig::default(),
             syslog_listen: None,
             progress_interval: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }
@@ -88,6 +93,10 @@ impl Default for ServerConfig {
 pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(120);
 /// How often `info.json` of a dump in progress is rewritten.
 const INFO_REFRESH: Duration = Duration::from_secs(5);
+/// How often `stats.json` is rewritten while the counters change.
+const STATS_REFRESH: Duration = Duration::from_secs(2);
+/// The server-wide counters, in the dump directory.
+pub const STATS_FILE: &str = "stats.json";
 /// The read timeout: how often an idle server looks at its sessions and its stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Packets drained in one burst before the loop acknowledges and looks around.
@@ -201,7 +210,13 @@ pub struct Server {
     pending: HashMap<u64, PendingCrash>,
     dedup: DedupIndex,
     /// Work after a dump ended or a client registered (hooks, analysis, retention).
-    background: Vec<std::thread::JoinHandle<()>>,
+    jobs: JobPool,
+    /// HELLOs handled per second, all sources and each source.
+    hello_budget: SourceBudget,
+    /// New crash announcements handled per second.
+    crash_budget: RateBudget,
+    /// When `stats.json` was last written, and what it said.
+    stats_written: Option<(Instant, crate::stats::StatsSnapshot)>,
     /// When each dump in progress was last reported in the log.
     progress_at: HashMap<u64, Instant>,
     syslog: Option<SyslogReceiver>,
@@ -226,9 +241,11 @@ fn drop_reason(e: ProtoError) -> DropReason {
 impl Server {
     /// Creates the dump directory if needed, loads the registry and binds the socket.
     pub fn bind(config: ServerConfig) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.dump_dir)
+        crate::dumpdir::create_private_dir_all(&config.dump_dir)
             .with_context(|| format!("cannot create dump directory {}", config.dump_dir.display()))?;
-        let registry = Registry::load(&config.dump_dir)
+        let registry_limits =
+            RegistryLimits { max_clients: config.limits.max_clients, max_retired: config.limits.max_retired };
+        let registry = Registry::load(&config.dump_dir, registry_limits)
             .with_context(|| format!("cannot load the client registry in {}", config.dump_dir.display()))?;
         crate::recovery::recover_interrupted(&config.dump_dir);
         let socket = UdpSocket::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -239,10 +256,22 @@ impl Server {
         enlarge_receive_buffer(&socket);
         let local_addr = socket.local_addr()?;
         let syslog = match config.syslog_listen {
-            Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir)?),
+            Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir, SyslogLimits::default())?),
             None => None,
         };
         let stats = Arc::new(ServerStats::default());
+        stats.set_clients(registry.len());
+        let (root, retention) = (config.dump_dir.clone(), config.retention);
+        let jobs = JobPool::new(
+            config.limits.max_hook_processes,
+            config.limits.max_queued_jobs,
+            Some(Box::new(move || {
+                if let Err(e) = crate::retention::enforce(&root, &retention) {
+                    tracing::error!(dir = %root.display(), "retention failed: {e}");
+                }
+            })),
+        );
+        let now = Instant::now();
         tracing::info!(
             listen = %local_addr,
             dir = %config.dump_dir.display(),
@@ -262,7 +291,14 @@ impl Server {
             sessions: HashMap::new(),
             pending: HashMap::new(),
             dedup: DedupIndex::load(&config.dump_dir),
-            background: Vec::new(),
+            jobs,
+            hello_budget: SourceBudget::new(
+                config.limits.hellos_per_second,
+                config.limits.hellos_per_source_per_second,
+                now,
+            ),
+            crash_budget: RateBudget::new(config.limits.crashes_per_second, now),
+            stats_written: None,
             progress_at: HashMap::new(),
             syslog,
             stats,
@@ -312,15 +348,19 @@ impl Server {
             }
         }
         self.after_dumps();
-        // Hooks and analyses have their own bounds; let them end.
-        for t in self.background.drain(..) {
-            let _ = t.join();
+        if let Err(e) = self.registry.flush() {
+            tracing::error!("cannot write the client registry: {e}");
         }
+        // Hooks and analyses have their own bounds; let them end.
+        self.jobs.finish();
         if let Some(t) = syslog {
             self.stop.store(true, Ordering::SeqCst);
             let _ = t.join();
         }
         let snap = self.stats.snapshot();
+        if let Err(e) = self.write_stats(&snap) {
+            tracing::error!("cannot write {STATS_FILE}: {e}");
+        }
         tracing::info!(
             packets = snap.packets_received,
             dumps = snap.dumps_started,
@@ -354,13 +394,46 @@ impl Server {
         Ok(())
     }
 
-    /// What the loop does after each burst: acknowledge, admit, expire, finish dumps.
+    /// What the loop does after each burst: acknowledge, admit, expire, finish dumps,
+    /// write what changed (at most once a second for the registry, every
+    /// [`STATS_REFRESH`] for `stats.json`).
     fn after_burst(&mut self) {
         self.flush_acks();
         self.advance_pending();
-        self.expire(Instant::now());
+        let now = Instant::now();
+        self.expire(now);
         self.after_dumps();
-        self.background.retain(|t| !t.is_finished());
+        let saves = self.registry.saves();
+        if let Err(e) = self.registry.flush_due(now) {
+            // Registered in memory; the next change (or the shutdown) tries again.
+            tracing::error!("cannot write the client registry: {e}");
+        }
+        self.stats.registry_written(self.registry.saves() - saves);
+        self.stats.set_clients(self.registry.len());
+        self.refresh_stats(now);
+        crate::logging::report_suppressed();
+    }
+
+    /// Rewrites `stats.json` when the counters changed and the last write is
+    /// [`STATS_REFRESH`] ago.
+    fn refresh_stats(&mut self, now: Instant) {
+        if self.stats_written.as_ref().is_some_and(|(at, _)| now.saturating_duration_since(*at) < STATS_REFRESH) {
+            return;
+        }
+        let snap = self.stats.snapshot();
+        if self.stats_written.as_ref().is_some_and(|(_, last)| *last == snap) {
+            return;
+        }
+        if let Err(e) = self.write_stats(&snap) {
+            tracing::error!("cannot write {STATS_FILE}: {e}");
+        }
+        self.stats_written = Some((now, snap));
+    }
+
+    fn write_stats(&self, snap: &crate::stats::StatsSnapshot) -> io::Result<()> {
+        let mut text = serde_json::to_vec_pretty(snap).map_err(io::Error::other)?;
+        text.push(b'\n');
+        crate::atomic_file::write_atomic(&self.config.dump_dir.join(STATS_FILE), &text)
     }
 
     /// Handles one datagram as if it had just arrived from `from`, then does what the
@@ -407,15 +480,17 @@ impl Server {
         self.progress_at.retain(|c, _| sessions.get(c).is_some_and(Session::is_receiving));
     }
 
-    /// Starts the work that follows each dump that just ended, on a thread: analysis,
-    /// the finished hook (with the analysis), then retention and the `last` links.
+    /// Queues the work that follows each dump that just ended: analysis, the finished
+    /// hook (with the analysis), then retention and the `last` links once the queue
+    /// drains. When the queue is full the hook and analysis are skipped (logged); the
+    /// dump itself is on disk.
     fn after_dumps(&mut self) {
         for s in self.sessions.values_mut() {
             if !s.take_end_event() {
                 continue;
             }
             let Some(dir) = s.dir_path().map(PathBuf::from) else { continue };
-            let Some(client) = self.registry.get(s.cookie()).cloned() else { continue };
+            let client = s.registration().clone();
             let outcome = match s.status() {
                 DumpStatus::Skipped if s.decision().why == DecisionReason::Duplicate => "duplicate",
                 DumpStatus::Skipped => "skipped",
@@ -423,8 +498,7 @@ impl Server {
                 DumpStatus::Incomplete | DumpStatus::Receiving => "incomplete",
             };
             let (hooks, analysis) = (self.config.hooks.clone(), self.config.analysis.clone());
-            let (root, retention) = (self.config.dump_dir.clone(), self.config.retention);
-            self.background.push(std::thread::spawn(move || {
+            let queued = self.jobs.submit(true, move || {
                 let analysed = crate::analysis::analyse(&dir, &client.name, &analysis);
                 let mut env = dump_env(&client, &dir);
                 env.push(("NETDUMP_OUTCOME".into(), outcome.into()));
@@ -436,11 +510,11 @@ impl Server {
                 if let Some(call) = hooks.call(HookEvent::Finished, args, env) {
                     call.run();
                 }
-                let _guard = RETENTION.lock();
-                if let Err(e) = crate::retention::enforce(&root, &retention) {
-                    tracing::error!(dir = %root.display(), "retention failed: {e}");
-                }
-            }));
+            });
+            if queued.is_err() {
+                self.stats.job_skipped();
+                tracing::warn!(client = %s.client_name(), dir = s.dir_name().unwrap_or(""), "work queue full: finished hook and analysis skipped");
+            }
         }
     }
 
@@ -479,6 +553,10 @@ impl Server {
         };
         let mut session = Session::start(request, p.crash.clone());
         let decision = session.decision();
+        if verdict != Verdict::Abort && session.dir_name().is_none() {
+            // Its files could not be created: leave no empty directory behind.
+            remove_failed_dir(p.dir.path());
+        }
         match session.dir_name().map(String::from) {
             Some(dir) => {
                 self.stats.dump_started();
@@ -501,15 +579,16 @@ impl Server {
                     why = ?decision.why,
                     signature = %dedup.signature,
                     occurrence = dedup.occurrence,
-                    "crash announced: {}",
-                    p.crash.message
+                    message = ?p.crash.message,
+                    "crash announced"
                 );
                 session.set_dedup(dedup);
-                if let Err(e) = self.registry.record_dump(cookie, &dir) {
-                    tracing::error!(client = %p.client.name, "cannot record the dump in the registry: {e}");
-                }
+                self.registry.record_dump(cookie, &dir);
             }
-            None => tracing::warn!(client = %p.client.name, from = %p.peer, why = ?decision.why, "crash announced; dump declined"),
+            None => {
+                tracing::warn!(client = %p.client.name, from = %p.peer, why = ?decision.why, "crash announced; dump declined");
+                self.registry.record_dump(cookie, "");
+            }
         }
         self.outbox.send(p.peer, cookie, p.seq, Reply::Decision(decision));
         self.sessions.insert(cookie, session);
@@ -586,7 +665,7 @@ impl Server {
         };
         tracing::trace!(%from, cookie = format_args!("{cookie:016x}"), seq = header.seq, "{:?}", header.msg_type);
         match message {
-            Message::Hello(hello) => self.on_hello(&header, &hello, from),
+            Message::Hello(hello) => self.on_hello(&header, &hello, from, now),
             Message::Crash(crash) => self.on_crash(&header, &crash, from, now),
             Message::Data(data) => self.on_data(&header, &data, payload, from, now),
             Message::Finish(finish) => self.on_finish(&header, &finish, from, now),
@@ -620,7 +699,7 @@ impl Server {
                 why: DecisionReason::BadAnnouncement,
                 max_payload: MAX_DATAGRAM as u32,
             };
-            tracing::warn!(%from, cookie = format_args!("{cookie:016x}"), "bad crash announcement: {e}");
+            self.registry.record_dump(cookie, "");
             self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Decision(decision));
             return;
         }
@@ -629,15 +708,27 @@ impl Server {
         self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Error(error));
     }
 
-    fn on_hello(&mut self, header: &Header, hello: &Hello<'_>, from: SocketAddr) {
+    /// HELLO: a replay of a retired cookie is counted and dropped before anything else
+    /// (no reply, no work); then the HELLO budget (all sources, and each source), then
+    /// the name, then the registry.
+    fn on_hello(&mut self, header: &Header, hello: &Hello<'_>, from: SocketAddr, now: Instant) {
         let max_payload = MAX_DATAGRAM as u32;
+        let cookie = header.cookie;
+        if let Some(retired) = self.registry.retired(cookie) {
+            let detail = format!("HELLO from {:?} with cookie {cookie:016x}, retired", retired.name);
+            return self.drop_packet(DropReason::ReplayedHello, from, None, &detail);
+        }
+        if !self.hello_budget.take(from.ip(), now) {
+            return self.drop_packet(DropReason::RateLimited, from, None, &"HELLO beyond the HELLO budget");
+        }
         if !valid_name(hello.name) {
-            tracing::warn!(%from, name = %String::from_utf8_lossy(hello.name), "HELLO refused: invalid client name");
+            let name = String::from_utf8_lossy(hello.name);
+            self.drop_packet(DropReason::BadField, from, None, &format_args!("HELLO refused: invalid client name {name:?}"));
             let ack = HelloAck { status: HelloStatus::Refused, max_payload };
-            return self.outbox.send(from, header.cookie, header.seq, Reply::HelloAck(ack));
+            return self.outbox.send(from, cookie, header.seq, Reply::HelloAck(ack));
         }
         let client = Client {
-            cookie: header.cookie,
+            cookie,
             name: String::from_utf8_lossy(hello.name).into_owned(),
             mac: hello.mac,
             ip: hello.ip.into(),
@@ -652,22 +743,24 @@ impl Server {
         let for_hook = client.clone();
         match self.registry.register(client) {
             Ok(outcome) => {
-                log_registration(&name, header.cookie, from, outcome);
-                if outcome != Registration::Unchanged {
+                log_registration(&name, cookie, from, outcome);
+                if matches!(outcome, Registration::New | Registration::Replaced { .. }) {
                     self.registration_hook(&for_hook);
                 }
             }
             Err(RegistryError::Full) => {
                 return self.drop_packet(DropReason::RegistryFull, from, None, &format_args!("HELLO from {name}"));
             }
-            // Registered in memory; the client can dump, only a restart would forget it.
-            Err(e @ RegistryError::Io(_)) => tracing::error!(client = %name, "{e}"),
+            Err(RegistryError::Retired) => {
+                return self.drop_packet(DropReason::ReplayedHello, from, None, &format_args!("HELLO from {name}"));
+            }
         }
         let ack = HelloAck { status: HelloStatus::Registered, max_payload };
-        self.outbox.send(from, header.cookie, header.seq, Reply::HelloAck(ack));
+        self.outbox.send(from, cookie, header.seq, Reply::HelloAck(ack));
     }
 
-    /// Runs the register hook (`<client IP> <client name>`) in the background.
+    /// Queues the register hook (`<client IP> <client name>`); skipped (and counted)
+    /// when the work queue is full.
     fn registration_hook(&mut self, client: &Client) {
         let env = vec![
             ("NETDUMP_CLIENT".into(), client.name.clone()),
@@ -676,15 +769,25 @@ impl Server {
             ("NETDUMP_CLIENT_SOURCE".into(), client.source.to_string()),
         ];
         let args = vec![client.ip.to_string(), client.name.clone()];
-        if let Some(call) = self.config.hooks.call(HookEvent::Register, args, env) {
-            self.background.push(std::thread::spawn(move || {
-                call.run();
-            }));
+        if let Some(call) = self.config.hooks.call(HookEvent::Register, args, env)
+            && self
+                .jobs
+                .submit(false, move || {
+                    call.run();
+                })
+                .is_err()
+        {
+            self.stats.job_skipped();
+            tracing::warn!(client = %client.name, "work queue full: register hook skipped");
         }
     }
 
     fn on_crash(&mut self, header: &Header, crash: &Crash<'_>, from: SocketAddr, now: Instant) {
         let cookie = header.cookie;
+        if let Some(retired) = self.registry.retired(cookie) {
+            let detail = format!("CRASH from {:?} with cookie {cookie:016x}, retired", retired.name);
+            return self.drop_packet(DropReason::ReplayedCrash, from, None, &detail);
+        }
         let Some(client) = self.registry.get(cookie).cloned() else {
             self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("CRASH from cookie {cookie:016x}"));
             let error = TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"unknown cookie: send HELLO first" };
@@ -692,14 +795,14 @@ impl Server {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&cookie) {
-            match s.on_repeated_crash(from, now) {
+            match s.on_repeated_crash(from) {
                 Ok(decision) => self.outbox.send(from, cookie, header.seq, Reply::Decision(decision)),
                 Err(reason) => self.note_session_drop(reason, from, cookie),
             }
             return;
         }
         if let Some(dir) = &client.dump {
-            let detail = format_args!("CRASH from {} whose dump {dir} already happened", client.name);
+            let detail = format_args!("CRASH from {} whose dump {dir:?} already happened", client.name);
             return self.drop_packet(DropReason::ReplayedCrash, from, None, &detail);
         }
         if let Some(p) = self.pending.get_mut(&cookie) {
@@ -711,10 +814,21 @@ impl Server {
             }
             return;
         }
+        if !self.crash_budget.take(now) {
+            return self.drop_packet(DropReason::RateLimited, from, None, &"CRASH beyond the crash budget");
+        }
         let crash = CrashAnnouncement::from_wire(crash);
+        if crash.log_len > MAX_LOG_BYTES {
+            let detail = format_args!("CRASH from {} announcing a {} byte log", client.name, crash.log_len);
+            self.drop_packet(DropReason::BadField, from, None, &detail);
+            let decision =
+                Decision { verdict: Verdict::Abort, why: DecisionReason::BadAnnouncement, max_payload: MAX_DATAGRAM as u32 };
+            self.registry.record_dump(cookie, "");
+            return self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
+        }
         let receiving = self.sessions.values().filter(|s| s.is_receiving()).count() + self.pending.len();
         if receiving >= self.config.max_sessions {
-            tracing::warn!(client = %client.name, %from, "too many dumps at once; crash told to abort");
+            self.warn.warn_busy(from, &client.name);
             let request = StartRequest {
                 cookie,
                 client: &client,
@@ -728,6 +842,8 @@ impl Server {
             let session = Session::start(request, crash);
             self.outbox.send(from, cookie, header.seq, Reply::Decision(session.decision()));
             self.sessions.insert(cookie, session);
+            // It crashed: a later CRASH of this cookie is a replay.
+            self.registry.record_dump(cookie, "");
             return;
         }
         let dir = match DumpDir::create(&self.config.dump_dir, &client.name, crate::utc::now()) {
@@ -737,14 +853,30 @@ impl Server {
                 let decision =
                     Decision { verdict: Verdict::Abort, why: DecisionReason::NoSpace, max_payload: MAX_DATAGRAM as u32 };
                 self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
+                self.registry.record_dump(cookie, "");
                 return;
             }
+        };
+        // No announcement reserves more than its client declared at HELLO, nor more than
+        // the configured maximum: beyond either, log and registers only.
+        let memory = crash.memory_size();
+        let cap = if memory > client.memory_bytes {
+            Some((DecisionReason::BadAnnouncement, client.memory_bytes))
+        } else if memory > self.config.limits.max_dump_bytes {
+            Some((DecisionReason::NoSpace, self.config.limits.max_dump_bytes))
+        } else {
+            None
         };
         let signature = crate::dedup::signature(&crash);
         let duplicate_of = self.dedup.duplicate_of(&signature, self.config.dedup, crate::utc::now());
         let occurrence = self.dedup.get(&signature).map_or(0, |e| e.count) + 1;
         let dedup = DedupInfo { signature, occurrence, duplicate_of };
-        let pending = PendingCrash::start(cookie, client, crash, from, header.seq, dir, dedup, &self.config.hooks);
+        let mut pending = PendingCrash::start(cookie, client, crash, from, header.seq, dir, dedup, &self.config.hooks);
+        if let Some((why, limit)) = cap {
+            let name = &pending.client.name;
+            tracing::warn!(client = %name, announced = memory, limit, "crash announces more memory than allowed: log and registers only");
+            pending.lower(Verdict::SkipMemory, why);
+        }
         self.pending.insert(cookie, pending);
         self.advance_pending();
     }
@@ -834,9 +966,6 @@ impl Server {
     }
 }
 
-/// Retention runs one at a time (dumps may end together).
-static RETENTION: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// What admission asks of the server.
 struct ServerView<'a>(&'a Server);
 
@@ -860,6 +989,16 @@ fn send_ack(outbox: &mut Outbox, s: &mut Session) {
     let ack = s.take_ack();
     let reply = Ack { stop: ack.stop, bitmap: ack.bitmap() };
     outbox.send(s.peer(), s.cookie(), ack.cumulative, Reply::Ack(reply));
+}
+
+/// Removes what a crash whose files could not be created left in its directory, and
+/// the directory (unless a hook wrote something else into it).
+fn remove_failed_dir(dir: &std::path::Path) {
+    use crate::dumpdir::{INFO, LOG, VMCORE_INCOMPLETE};
+    for f in [VMCORE_INCOMPLETE, LOG, INFO] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 fn log_registration(name: &str, cookie: u64, from: SocketAddr, outcome: Registration) {

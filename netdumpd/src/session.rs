@@ -109,10 +109,15 @@ enum Phase {
     Declined,
 }
 
-/// The files of a dump and their layout.
+/// The directory of a dump, its files while it is received, and their layout.
 #[derive(Debug)]
 struct Output {
-    files: DumpFiles,
+    dir: DumpDir,
+    /// Open while the dump is received; closed when it ends, so that ended sessions
+    /// (remembered a while to answer repeats) hold no file descriptors.
+    files: Option<DumpFiles>,
+    /// Whether the directory has a vmcore (the memory image was not skipped).
+    with_vmcore: bool,
     layout: VmcoreLayout,
 }
 
@@ -218,6 +223,8 @@ pub struct Session {
     cookie: u64,
     client: ClientInfo,
     peer: SocketAddr,
+    /// The registration the crash came from (the registry may have moved on since).
+    registration: Client,
     crash: CrashAnnouncement,
     decision: Decision,
     phase: Phase,
@@ -228,7 +235,9 @@ pub struct Session {
     drops: DropCounts,
     started: Instant,
     started_utc: OffsetDateTime,
-    last_heard: Instant,
+    /// When new data last arrived (or the session started): silence is measured from
+    /// it, so repeated or duplicate packets cannot keep a dump open for ever.
+    last_progress: Instant,
     /// When `info.json` was last written while receiving.
     info_written: Instant,
     ended: Option<(Instant, OffsetDateTime)>,
@@ -264,7 +273,9 @@ impl Session {
             cookie: req.cookie,
             client,
             peer: req.peer,
-            registers: RegisterAssembler::new(crash.cpu_count),
+            registration: req.client.clone(),
+            // Declined sessions receive no registers: no buffer for them.
+            registers: RegisterAssembler::new(if req.verdict == Verdict::Abort { 0 } else { crash.cpu_count }),
             crash,
             decision: Decision { verdict: req.verdict, why: req.why, max_payload: MAX_DATAGRAM as u32 },
             phase: Phase::Declined,
@@ -274,7 +285,7 @@ impl Session {
             drops: DropCounts::default(),
             started: req.now,
             started_utc: crate::utc::now(),
-            last_heard: req.now,
+            last_progress: req.now,
             info_written: req.now,
             ended: None,
             since_ack: 0,
@@ -302,6 +313,7 @@ impl Session {
                 tracing::error!(client = %session.client.name, "cannot start dump: {why}");
                 session.decision.verdict = Verdict::Abort;
                 session.decision.why = DecisionReason::NoSpace;
+                session.registers = RegisterAssembler::new(0);
                 session.ended = Some((req.now, session.started_utc));
             }
         }
@@ -322,7 +334,7 @@ impl Session {
         let with_vmcore = self.decision.verdict == Verdict::DumpAll;
         let files = DumpFiles::create(dir.clone(), &layout, with_vmcore)
             .map_err(|e| format!("cannot create the files in {}: {e}", dir.path().display()))?;
-        Ok(Output { files, layout })
+        Ok(Output { dir, files: Some(files), with_vmcore, layout })
     }
 
     pub fn cookie(&self) -> u64 {
@@ -337,13 +349,23 @@ impl Session {
         self.peer
     }
 
+    /// The registration the crash came from.
+    pub fn registration(&self) -> &Client {
+        &self.registration
+    }
+
+    /// Whether the dump's files are open (only while it is received).
+    pub fn has_open_files(&self) -> bool {
+        self.output.as_ref().is_some_and(|o| o.files.is_some())
+    }
+
     pub fn decision(&self) -> Decision {
         self.decision
     }
 
     /// Name of the dump directory, when one was created.
     pub fn dir_name(&self) -> Option<&str> {
-        self.output.as_ref().map(|o| o.files.dir().name())
+        self.output.as_ref().map(|o| o.dir.name())
     }
 
     pub fn is_receiving(&self) -> bool {
@@ -388,13 +410,12 @@ impl Session {
 
     /// A repeated CRASH (its DECISION was lost): the same DECISION, if it comes from
     /// the same place and the dump has not ended.
-    pub fn on_repeated_crash(&mut self, from: SocketAddr, now: Instant) -> Result<Decision, DropReason> {
+    pub fn on_repeated_crash(&mut self, from: SocketAddr) -> Result<Decision, DropReason> {
         let reason = if self.dump_ended() {
             DropReason::ReplayedCrash
         } else if from != self.peer {
             DropReason::WrongSource
         } else {
-            self.last_heard = now;
             return Ok(self.decision);
         };
         self.drops.add(reason);
@@ -413,7 +434,6 @@ impl Session {
         if from != self.peer {
             return self.drop_data(DropReason::WrongSource, false);
         }
-        self.last_heard = now;
         match self.phase {
             Phase::Receiving => {}
             // Tell a client that keeps sending into an abandoned dump to stop.
@@ -433,7 +453,10 @@ impl Session {
             SeqStatus::Duplicate => self.counts.duplicates += 1,
             SeqStatus::New => {
                 match self.store(data) {
-                    Ok(()) => self.counts.data_bytes += data.data.len() as u64,
+                    Ok(()) => {
+                        self.counts.data_bytes += data.data.len() as u64;
+                        self.last_progress = now;
+                    }
                     // Out of bounds: a correct client never sends it, so it is neither
                     // written nor acknowledged. Recording its seq would let a forger who
                     // spoofs the client's address take the seq a real packet needs.
@@ -464,6 +487,9 @@ impl Session {
         let Some(output) = self.output.as_mut() else {
             return Err(StoreError::OutOfRange);
         };
+        let (Some(files), layout) = (output.files.as_mut(), &output.layout) else {
+            return Err(StoreError::OutOfRange);
+        };
         let len = data.data.len() as u64;
         let end = data.offset.checked_add(len).ok_or(StoreError::OutOfRange)?;
         match data.section {
@@ -471,19 +497,19 @@ impl Session {
                 if end > self.crash.log_len {
                     return Err(StoreError::OutOfRange);
                 }
-                output.files.write_log(data.offset, data.data)?;
+                files.write_log(data.offset, data.data)?;
                 self.counts.log_bytes += len;
             }
             Section::Memory => {
-                let at = output.layout.memory_offset(data.offset, len).ok_or(StoreError::OutOfRange)?;
-                output.files.write_vmcore(at, data.data)?;
+                let at = layout.memory_offset(data.offset, len).ok_or(StoreError::OutOfRange)?;
+                files.write_vmcore(at, data.data)?;
                 self.counts.memory_bytes += len;
             }
             Section::Extra => {
                 if end > MAX_EXTRA_BYTES {
                     return Err(StoreError::OutOfRange);
                 }
-                output.files.write_extra(data.offset, data.data)?;
+                files.write_extra(data.offset, data.data)?;
                 self.counts.extra_bytes += len;
             }
             Section::Registers => {
@@ -493,8 +519,8 @@ impl Session {
                     if record.cpu != u64::from(cpu) {
                         tracing::debug!(client = %self.client.name, cpu, record_cpu = record.cpu, "register record names another CPU");
                     }
-                    if let Some(at) = output.layout.prstatus_offset(cpu) {
-                        output.files.write_vmcore(at, &output.layout.prstatus(cpu, Some(&record)))?;
+                    if let Some(at) = layout.prstatus_offset(cpu) {
+                        files.write_vmcore(at, &layout.prstatus(cpu, Some(&record)))?;
                     }
                 }
             }
@@ -545,7 +571,6 @@ impl Session {
             self.drops.add(DropReason::WrongSource);
             return Err(DropReason::WrongSource);
         }
-        self.last_heard = now;
         let status = match self.phase {
             Phase::Declined => FinishStatus::UnknownSession,
             Phase::Verified => FinishStatus::Verified,
@@ -579,8 +604,8 @@ impl Session {
         let mut status = status;
         let mut why = why;
         if status == FinishStatus::Verified
-            && let Some(o) = &self.output
-            && let Err(e) = o.files.publish_vmcore()
+            && let Some(files) = self.output.as_ref().and_then(|o| o.files.as_ref())
+            && let Err(e) = files.publish_vmcore()
         {
             status = FinishStatus::WriteError;
             why = format!("cannot rename {VMCORE_INCOMPLETE} to {VMCORE}: {e}");
@@ -626,7 +651,6 @@ impl Session {
             self.drops.add(DropReason::WrongSource);
             return Err(DropReason::WrongSource);
         }
-        self.last_heard = now;
         if self.phase != Phase::Receiving {
             return Ok(());
         }
@@ -642,13 +666,14 @@ impl Session {
         Ok(())
     }
 
-    /// Marks a dump that has heard nothing for `timeout` incomplete. Returns whether it
-    /// just ended.
+    /// Marks a dump that has received no new data for `timeout` incomplete (repeats
+    /// and duplicates do not count: they cannot hold a session and its reserved space
+    /// for ever). Returns whether it just ended.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> bool {
-        if self.phase != Phase::Receiving || now.saturating_duration_since(self.last_heard) < timeout {
+        if self.phase != Phase::Receiving || now.saturating_duration_since(self.last_progress) < timeout {
             return false;
         }
-        self.fail(FinishStatus::MissingData, format!("no packet for {} s", timeout.as_secs()), now);
+        self.fail(FinishStatus::MissingData, format!("no new data for {} s", timeout.as_secs()), now);
         true
     }
 
@@ -669,7 +694,7 @@ impl Session {
     }
 
     fn fail(&mut self, answer: FinishStatus, why: String, now: Instant) {
-        tracing::warn!(client = %self.client.name, dir = self.dir_name().unwrap_or(""), "dump incomplete: {why}");
+        tracing::warn!(client = %self.client.name, dir = self.dir_name().unwrap_or(""), reason = ?why, "dump incomplete");
         self.phase = Phase::Failed { answer };
         self.status_reason = why;
         self.end(now);
@@ -692,6 +717,9 @@ impl Session {
         self.write_registers();
         self.write_info();
         self.end_event = self.output.is_some();
+        if let Some(o) = &mut self.output {
+            o.files = None;
+        }
     }
 
     /// True once after a dump with a directory ended (verified or not).
@@ -701,7 +729,7 @@ impl Session {
 
     /// Path of the dump directory, when one was created.
     pub fn dir_path(&self) -> Option<&Path> {
-        self.output.as_ref().map(|o| o.files.dir().path())
+        self.output.as_ref().map(|o| o.dir.path())
     }
 
     /// Records what duplicate detection said (rewrites `info.json`).
@@ -731,8 +759,8 @@ impl Session {
         if text.is_empty() {
             return;
         }
-        if let Err(e) = std::fs::write(o.files.dir().path().join(REGISTERS), text) {
-            tracing::error!(dir = %o.files.dir().path().display(), "cannot write {REGISTERS}: {e}");
+        if let Err(e) = crate::atomic_file::write_atomic(&o.dir.path().join(REGISTERS), text.as_bytes()) {
+            tracing::error!(dir = %o.dir.path().display(), "cannot write {REGISTERS}: {e}");
         }
     }
 
@@ -751,11 +779,11 @@ impl Session {
 
     fn write_info(&self) {
         let Some(o) = &self.output else { return };
-        let result = o.files.dir().write_info(&self.info());
+        let result = o.dir.write_info(&self.info());
         if let Err(e) = &result
             && !self.info_unwritten.get()
         {
-            tracing::error!(dir = %o.files.dir().path().display(), "cannot write info.json (retried every few seconds): {e}");
+            tracing::error!(dir = %o.dir.path().display(), "cannot write info.json (retried every few seconds): {e}");
         }
         self.info_unwritten.set(result.is_err());
     }
@@ -833,7 +861,7 @@ impl Session {
             abort: self.abort.clone(),
             drops: self.drops.to_map(),
             vmcore: match &self.output {
-                Some(o) if !o.files.has_vmcore() => None,
+                Some(o) if !o.with_vmcore => None,
                 _ if self.phase == Phase::Verified => Some(VMCORE),
                 _ => Some(VMCORE_INCOMPLETE),
             },
@@ -1030,12 +1058,12 @@ mod tests {
     }
 
     fn info_json(s: &Session) -> serde_json::Value {
-        let dir = s.output.as_ref().unwrap().files.dir().path().to_path_buf();
+        let dir = s.output.as_ref().unwrap().dir.path().to_path_buf();
         serde_json::from_slice(&std::fs::read(dir.join(INFO)).unwrap()).unwrap()
     }
 
     fn dump_path(s: &Session) -> std::path::PathBuf {
-        s.output.as_ref().unwrap().files.dir().path().to_path_buf()
+        s.output.as_ref().unwrap().dir.path().to_path_buf()
     }
 
     #[test]
@@ -1279,9 +1307,47 @@ mod tests {
         assert!(!s.expire(later, Duration::from_secs(60)), "ends once");
         let info = info_json(&s);
         assert_eq!(info["status"], "incomplete");
-        assert_eq!(info["status_reason"], "no packet for 60 s");
+        assert_eq!(info["status_reason"], "no new data for 60 s");
         assert!(!s.forgettable(later, Duration::from_secs(120)));
         assert!(s.forgettable(later + Duration::from_secs(120), Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn duplicates_do_not_keep_a_silent_dump_open() {
+        let dir = TestDir::new("session-duplicates");
+        let mut s = start(&dir, Verdict::DumpAll);
+        let packets = stream();
+        let t0 = Instant::now();
+        let d = Data { section: packets[0].section, offset: packets[0].offset, data: &packets[0].data };
+        s.on_data(peer(), 0, packets[0].seq, &d, &packets[0].payload(), t0);
+        // The same packet every 20 s: heard from, but no new data.
+        for i in 1..=3 {
+            let at = t0 + Duration::from_secs(20 * i);
+            let out = s.on_data(peer(), 0, packets[0].seq, &d, &packets[0].payload(), at);
+            assert_eq!(out.dropped, None);
+        }
+        assert!(s.expire(t0 + Duration::from_secs(61), Duration::from_secs(60)));
+        assert!(!s.is_receiving());
+    }
+
+    #[test]
+    fn an_ended_dump_holds_no_open_files() {
+        let dir = TestDir::new("session-closed-files");
+        let mut s = start(&dir, Verdict::DumpAll);
+        assert!(s.has_open_files());
+        s.on_abort(peer(), 0, b"bye", Instant::now()).unwrap();
+        assert!(!s.has_open_files());
+        // Its directory is still known, for the hooks and for repeats.
+        assert!(s.dir_path().is_some_and(|p| p.join(VMCORE_INCOMPLETE).exists()));
+        assert_eq!(info_json(&s)["status"], "incomplete");
+    }
+
+    #[test]
+    fn a_declined_crash_keeps_no_register_buffer() {
+        let dir = TestDir::new("session-declined-buffer");
+        let s = start(&dir, Verdict::Abort);
+        assert!(s.registers.bytes.is_empty());
+        assert!(s.output.is_none());
     }
 
     #[test]
@@ -1322,11 +1388,11 @@ mod tests {
         let dir = TestDir::new("session-crash-repeat");
         let mut s = start(&dir, Verdict::DumpAll);
         let d = s.decision();
-        assert_eq!(s.on_repeated_crash(peer(), Instant::now()), Ok(d));
+        assert_eq!(s.on_repeated_crash(peer()), Ok(d));
         let other: SocketAddr = "127.0.0.9:1".parse().unwrap();
-        assert_eq!(s.on_repeated_crash(other, Instant::now()), Err(DropReason::WrongSource));
+        assert_eq!(s.on_repeated_crash(other), Err(DropReason::WrongSource));
         s.on_abort(peer(), abort_reason::SERVER_SILENT, b"", Instant::now()).unwrap();
-        assert_eq!(s.on_repeated_crash(peer(), Instant::now()), Err(DropReason::ReplayedCrash));
+        assert_eq!(s.on_repeated_crash(peer()), Err(DropReason::ReplayedCrash));
         assert_eq!(s.drops().get(DropReason::ReplayedCrash), 1);
     }
 
@@ -1340,7 +1406,7 @@ mod tests {
         let answer = s.on_finish(peer(), 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()).unwrap();
         assert_eq!(answer.status, FinishStatus::UnknownSession);
         assert_eq!(stream()[0].send(&mut s, 0).dropped, Some(DropReason::SessionClosed));
-        assert_eq!(s.on_repeated_crash(peer(), Instant::now()).map(|d| d.verdict), Ok(Verdict::Abort));
+        assert_eq!(s.on_repeated_crash(peer()).map(|d| d.verdict), Ok(Verdict::Abort));
     }
 
     #[test]

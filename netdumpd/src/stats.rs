@@ -38,10 +38,15 @@ pub enum DropReason {
     ReplayedCrash,
     /// A HELLO from a new client while the registry is full.
     RegistryFull,
+    /// A HELLO carrying a cookie that is retired: replaced by a newer registration of
+    /// its name, or evicted (a replay of an earlier boot's HELLO).
+    ReplayedHello,
+    /// A HELLO or CRASH beyond the server's per-second budget (`[limits]`).
+    RateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Oversized,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -58,6 +63,8 @@ impl DropReason {
         DropReason::SessionClosed,
         DropReason::ReplayedCrash,
         DropReason::RegistryFull,
+        DropReason::ReplayedHello,
+        DropReason::RateLimited,
     ];
 
     /// The name used in logs and in `info.json`.
@@ -79,6 +86,8 @@ impl DropReason {
             DropReason::SessionClosed => "session_closed",
             DropReason::ReplayedCrash => "replayed_crash",
             DropReason::RegistryFull => "registry_full",
+            DropReason::ReplayedHello => "replayed_hello",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -128,6 +137,9 @@ pub struct ServerStats {
     dumps_started: AtomicU64,
     dumps_complete: AtomicU64,
     dumps_incomplete: AtomicU64,
+    registry_writes: AtomicU64,
+    clients: AtomicU64,
+    jobs_skipped: AtomicU64,
 }
 
 /// A copy of [`ServerStats`] at one moment.
@@ -139,6 +151,12 @@ pub struct StatsSnapshot {
     pub dumps_started: u64,
     pub dumps_complete: u64,
     pub dumps_incomplete: u64,
+    /// Times `clients.json` was written (gathered: at most once a second).
+    pub registry_writes: u64,
+    /// Clients registered now.
+    pub clients: u64,
+    /// Hooks and analyses skipped because the work queue was full.
+    pub jobs_skipped: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -163,6 +181,18 @@ impl ServerStats {
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn registry_written(&self, times: u64) {
+        self.registry_writes.fetch_add(times, Ordering::Relaxed);
+    }
+
+    pub fn set_clients(&self, n: usize) {
+        self.clients.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn job_skipped(&self) {
+        self.jobs_skipped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn packet_received(&self) {
@@ -197,6 +227,9 @@ impl ServerStats {
             dumps_started: self.dumps_started.load(Ordering::Relaxed),
             dumps_complete: self.dumps_complete.load(Ordering::Relaxed),
             dumps_incomplete: self.dumps_incomplete.load(Ordering::Relaxed),
+            registry_writes: self.registry_writes.load(Ordering::Relaxed),
+            clients: self.clients.load(Ordering::Relaxed),
+            jobs_skipped: self.jobs_skipped.load(Ordering::Relaxed),
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.dropped(**r) != 0)
@@ -211,19 +244,23 @@ impl ServerStats {
 #[derive(Debug)]
 pub struct WarnLimiter {
     interval: Duration,
-    last: [Option<Instant>; REASONS],
-    suppressed: [u64; REASONS],
+    /// One slot per drop reason, and one for "too many dumps at once".
+    last: [Option<Instant>; REASONS + 1],
+    suppressed: [u64; REASONS + 1],
 }
 
 impl WarnLimiter {
     pub fn new(interval: Duration) -> Self {
-        WarnLimiter { interval, last: [None; REASONS], suppressed: [0; REASONS] }
+        WarnLimiter { interval, last: [None; REASONS + 1], suppressed: [0; REASONS + 1] }
     }
 
     /// Returns `Some(n)` when a warning may be logged now (`n` warnings of this reason
     /// were suppressed since the last one), `None` when it must be suppressed.
     pub fn allow(&mut self, reason: DropReason, now: Instant) -> Option<u64> {
-        let i = reason.index();
+        self.allow_slot(reason.index(), now)
+    }
+
+    fn allow_slot(&mut self, i: usize, now: Instant) -> Option<u64> {
         match self.last[i] {
             Some(t) if now.saturating_duration_since(t) < self.interval => {
                 self.suppressed[i] += 1;
@@ -233,6 +270,13 @@ impl WarnLimiter {
                 self.last[i] = Some(now);
                 Some(std::mem::take(&mut self.suppressed[i]))
             }
+        }
+    }
+
+    /// Logs, rate limited, that a crash was told to abort because too many dumps run.
+    pub fn warn_busy(&mut self, from: SocketAddr, client: &str) {
+        if let Some(suppressed) = self.allow_slot(REASONS, Instant::now()) {
+            tracing::warn!(%client, %from, suppressed, "too many dumps at once; crash told to abort");
         }
     }
 

@@ -135,7 +135,8 @@ fn no_room_for_memory_runs_the_nospace_hook_once_and_skips_the_image() {
     let m = Machine::small("node-full");
     let huge = [netdump_core::proto::MemoryRange { phys_start: 0, length: 64 << 30, virt_start: 0 }];
     let c = TestClient::new(server.addr, 0x721);
-    c.hello(&m.name);
+    c.send_hello_declaring(&m.name, 1, 64 << 30);
+    c.recv_type(netdump_core::proto::MessageType::HelloAck);
     let d = c.crash(&netdump_core::proto::Crash { ranges: netdump_core::proto::RangeTable::Ranges(&huge), ..m.crash() }, 1);
     assert_eq!((d.verdict, d.why), (Verdict::SkipMemory, DecisionReason::NoSpace));
     assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("nospace 10.0.2.15 {}\n", 64u64 << 30));
@@ -263,7 +264,14 @@ fn list_and_show_describe_real_dump_directories() {
     assert!(lines[1].starts_with("node-cli-a") && lines[1].contains("complete") && lines[1].contains("test crash"), "{text}");
     assert!(lines[2].starts_with("node-cli-b") && lines[2].contains("receiving"), "{text}");
 
-    // By client name (its newest dump), human and JSON.
+    // By client name (its newest dump, through the `.last` link that the work after a
+    // dump sets, on the server's job pool), human and JSON.
+    let link = dir.path().join("node-cli-a.last");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !link.exists() {
+        assert!(Instant::now() < deadline, "no {} within 10 s", link.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (ok, text) = admin(dir.path(), &["show", "node-cli-a", "--lines", "2"]);
     assert!(ok, "{text}");
     assert!(text.contains("status    complete"), "{text}");

@@ -71,13 +71,15 @@ macro_rules! wire_enum {
     };
 }
 
-/// A client name is 1..=64 bytes of `[A-Za-z0-9._-]` (it becomes a directory name).
+/// A client name is 1..=64 bytes of `[A-Za-z0-9._-]` beginning with a letter or digit
+/// (it becomes a directory name and a hook argument).
 pub fn valid_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
-        && name != b"."
-        && name != b".."
+        // Not an option to the programs (hooks, scripts) it is handed to, nor a hidden
+        // or relative path.
+        && name[0].is_ascii_alphanumeric()
 }
 
 /// HELLO: install-time registration.
@@ -816,7 +818,7 @@ mod tests {
     #[test]
     fn names_must_be_safe_directory_names() {
         assert!(valid_name(b"web-01.example_a"));
-        for bad in [&b""[..], b".", b"..", b"a/b", b"a b", &[b'a'; 65]] {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a b", &[b'a'; 65], b"-rf", b"--help", b".hidden", b"_x"] {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }

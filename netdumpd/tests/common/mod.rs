@@ -18,6 +18,8 @@ use netdump_core::proto::{
 use netdumpd::{Server, ServerConfig, ServerStats, ShutdownHandle};
 
 pub const PAGE: u64 = 4096;
+/// The RAM a test client declares in its HELLO unless it says otherwise.
+pub const DECLARED_MEMORY: u64 = 1 << 30;
 
 /// A scratch directory, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -230,12 +232,17 @@ impl TestClient {
     }
 
     pub fn send_hello(&self, name: &str, seq: u32) {
+        self.send_hello_declaring(name, seq, DECLARED_MEMORY);
+    }
+
+    /// HELLO declaring `memory_bytes` of RAM (a CRASH may announce no more).
+    pub fn send_hello_declaring(&self, name: &str, seq: u32, memory_bytes: u64) {
         let hello = Hello {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             mtu: 1500,
             ip: [10, 0, 2, 15],
             page_size: PAGE as u32,
-            memory_bytes: 0,
+            memory_bytes,
             name: name.as_bytes(),
         };
         self.send(MessageType::Hello, 0, seq, hello.wire_len(), |p| hello.emit(p));
