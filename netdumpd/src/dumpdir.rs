@@ -9,12 +9,16 @@
 //! | `extra` | the EXTRA section (text the kernel wrote after the image), if any |
 //! | `registers` | each CPU's registers as text, written when the dump ends |
 //! | `info.json` | what is known about the crash and the transfer ([`crate::info`]) |
+//!
+//! A dump holds the memory of the machine that crashed: every directory netdumpd
+//! creates is 0700 and every file 0600, whatever the umask ([`create_private_dir_all`],
+//! [`PRIVATE_FILE_MODE`]).
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -29,6 +33,23 @@ pub const LOG: &str = "log";
 pub const EXTRA: &str = "extra";
 pub const INFO: &str = "info.json";
 pub const REGISTERS: &str = "registers";
+
+/// The mode of every directory netdumpd creates.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The mode of every file netdumpd creates.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `path` and its missing parents 0700 (the umask can only take more away).
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(path)
+}
+
+/// Options that create a file 0600 (the umask can only take more away).
+pub fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(PRIVATE_FILE_MODE);
+    o
+}
 
 /// A crash's directory, created empty and unique.
 #[derive(Debug, Clone)]
@@ -45,7 +66,7 @@ impl DumpDir {
         for n in 0..1000u32 {
             let name = if n == 0 { base.clone() } else { format!("{base}.{n}") };
             let path = root.join(&name);
-            match std::fs::create_dir(&path) {
+            match std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(&path) {
                 Ok(()) => return Ok(DumpDir { path, name }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -88,14 +109,14 @@ impl DumpFiles {
     pub fn create(dir: DumpDir, layout: &VmcoreLayout, with_vmcore: bool) -> io::Result<DumpFiles> {
         let vmcore = if with_vmcore {
             let f =
-                OpenOptions::new().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
+                private_file().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
             f.set_len(layout.file_len())?;
             f.write_all_at(&layout.headers(), 0)?;
             Some(f)
         } else {
             None
         };
-        let log = OpenOptions::new().write(true).create_new(true).open(dir.path.join(LOG))?;
+        let log = private_file().write(true).create_new(true).open(dir.path.join(LOG))?;
         Ok(DumpFiles { dir, vmcore, log, extra: None })
     }
 
@@ -122,7 +143,7 @@ impl DumpFiles {
     /// Writes EXTRA bytes, creating `extra` on the first.
     pub fn write_extra(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         if self.extra.is_none() {
-            self.extra = Some(OpenOptions::new().write(true).create_new(true).open(self.dir.path.join(EXTRA))?);
+            self.extra = Some(private_file().write(true).create_new(true).open(self.dir.path.join(EXTRA))?);
         }
         match &self.extra {
             Some(f) => f.write_all_at(data, offset),
