@@ -238,10 +238,10 @@ impl HookCall {
         tracing::info!(hook = name, %script, args = ?self.program.args, "running hook");
         let out = self.program.run();
         for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(hook = name, "hook stdout: {line}");
+            tracing::info!(hook = name, "hook stdout: {}", line.escape_debug());
         }
         for line in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::warn!(hook = name, "hook stderr: {line}");
+            tracing::warn!(hook = name, "hook stderr: {}", line.escape_debug());
         }
         match &out.end {
             ProcessEnd::Exited(0) => tracing::info!(hook = name, "hook finished"),
