@@ -26,6 +26,9 @@ pub struct Recovered {
     pub dir: PathBuf,
     /// `incomplete`, or `complete` when its vmcore had been verified.
     pub status: &'static str,
+    /// The cookie that dumped there (from `info.json`): the registry, which is written
+    /// at most once a second, may not have recorded its dump yet.
+    pub cookie: Option<u64>,
 }
 
 /// Why a dump found receiving is incomplete, in `info.json`.
@@ -37,10 +40,10 @@ pub fn recover_interrupted(root: &Path) -> Vec<Recovered> {
     let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
     let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
-    dirs.into_iter().filter_map(|dir| recover(&dir).map(|status| Recovered { dir, status })).collect()
+    dirs.into_iter().filter_map(|dir| recover(&dir).map(|(status, cookie)| Recovered { dir, status, cookie })).collect()
 }
 
-fn recover(dir: &Path) -> Option<&'static str> {
+fn recover(dir: &Path) -> Option<(&'static str, Option<u64>)> {
     let path = dir.join(INFO);
     let mut info: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
     if info.get("status")? != "receiving" {
@@ -52,6 +55,10 @@ fn recover(dir: &Path) -> Option<&'static str> {
     } else {
         ("incomplete", INTERRUPTED, VMCORE_INCOMPLETE)
     };
+    let cookie = info
+        .pointer("/client/cookie")
+        .and_then(Value::as_str)
+        .and_then(|c| u64::from_str_radix(c.trim_start_matches("0x"), 16).ok());
     info["status"] = status.into();
     info["status_reason"] = reason.into();
     if verified {
@@ -68,7 +75,7 @@ fn recover(dir: &Path) -> Option<&'static str> {
     match write_atomic(&path, &text) {
         Ok(()) => {
             tracing::warn!(dir = %dir.display(), status, "dump left receiving by an earlier netdumpd: {reason}");
-            Some(status)
+            Some((status, cookie))
         }
         Err(e) => {
             tracing::error!(dir = %dir.display(), "cannot mark an interrupted dump {status}: {e}");
@@ -87,6 +94,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let info = serde_json::json!({
             "status": status, "status_reason": "", "end_time": null,
+            "client": { "name": "node", "cookie": "0x00000000feedf00d" },
             "crc": { "expected": null, "computed": "0x0", "verified": false },
             "bytes_received": 4096, "vmcore": core,
         });
@@ -104,7 +112,7 @@ mod tests {
         let root = TestDir::new("recover-receiving");
         let dir = dump(root.path(), "node-20260101-000000", "receiving", VMCORE_INCOMPLETE);
         let found = recover_interrupted(root.path());
-        assert_eq!(found, vec![Recovered { dir: dir.clone(), status: "incomplete" }]);
+        assert_eq!(found, vec![Recovered { dir: dir.clone(), status: "incomplete", cookie: Some(0xfeed_f00d) }]);
         let i = info(&dir);
         assert_eq!(i["status"], "incomplete");
         assert_eq!(i["status_reason"], INTERRUPTED);

@@ -247,7 +247,12 @@ impl Server {
             RegistryLimits { max_clients: config.limits.max_clients, max_retired: config.limits.max_retired };
         let registry = Registry::load(&config.dump_dir, registry_limits)
             .with_context(|| format!("cannot load the client registry in {}", config.dump_dir.display()))?;
-        crate::recovery::recover_interrupted(&config.dump_dir);
+        let mut registry = registry;
+        for r in crate::recovery::recover_interrupted(&config.dump_dir) {
+            if let (Some(cookie), Some(name)) = (r.cookie, r.dir.file_name()) {
+                registry.record_dump(cookie, &name.to_string_lossy());
+            }
+        }
         let socket = UdpSocket::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         // Non-blocking for good: each turn waits in ppoll(2) and then drains, with no
         // socket option changed per turn (three system calls a packet, when a QEMU
