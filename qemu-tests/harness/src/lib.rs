@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod check;
 pub mod conformance;
+pub mod flood;
 pub mod forgery;
 pub mod gdb;
 pub mod host_client;

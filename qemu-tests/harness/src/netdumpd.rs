@@ -104,6 +104,38 @@ impl Netdumpd {
         v
     }
 
+    /// How the server exited, if it has (`None` while it runs).
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Ends the server as its service manager would: SIGTERM, then up to 10 s for it to
+    /// finish what it was doing and exit (SIGKILL after that, and an error). Returns its log.
+    pub fn terminate(mut self) -> Result<String> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("netdumpd had already exited ({status})");
+        }
+        let kill = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().context("run kill")?;
+        if !kill.success() {
+            bail!("kill -TERM {} failed ({kill})", self.child.id());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("netdumpd exited with {status} on SIGTERM");
+                }
+                return Ok(self.log_text());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("netdumpd did not exit within 10 s of SIGTERM (killed)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();

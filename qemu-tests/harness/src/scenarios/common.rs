@@ -131,6 +131,11 @@ pub fn check_complete_dump(ctx: &Ctx, srv: &Netdumpd, pattern: &Pattern, panic_m
 /// [`check_complete_dump`] of client `name`, when a scenario boots several.
 pub fn check_complete_dump_of(ctx: &Ctx, srv: &Netdumpd, name: &str, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
     let dump = only_dump_of(srv, name)?;
+    check_complete_dump_in(ctx, dump, pattern, panic_message, bt_function)
+}
+
+/// [`check_complete_dump`] of the dump in directory `dump`, when a client has several.
+pub fn check_complete_dump_in(ctx: &Ctx, dump: PathBuf, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
     let vmcore = dump.join("vmcore");
     ensure!(vmcore.exists(), "no vmcore in {} (vmcore-incomplete: {})", dump.display(), dump.join("vmcore-incomplete").exists());
     let info = read_info(&dump)?;

@@ -1,5 +1,6 @@
 //! Every scenario of the QEMU suite, by group.
 
+mod attack;
 mod basic;
 pub mod common;
 mod exceptions;
@@ -23,5 +24,11 @@ pub fn all() -> Vec<Scenario> {
     v.extend(ops::scenarios(NicModel::E1000));
     // The network and the server fail under the protocol, not under a NIC driver.
     v.extend(hostile::scenarios(NicModel::E1000));
+    // Unlike the hostile scenarios (e1000 only), the standing attack runs on every NIC: the flood
+    // loads netdumpd and the host while the kernel's driver carries the dump, and a
+    // driver slowed or starved by it must still get its dump through.
+    for &nic in NICS {
+        v.extend(attack::scenarios(nic));
+    }
     v
 }
