@@ -5,7 +5,9 @@
 //! - [`client_receive`]: the crashing kernel's receive path (Ethernet, ARP, IPv4, UDP
 //!   classification, the protocol's parsing, the client's handling of what passes) while
 //!   the real client installs and dumps against a well-behaved server, with the fuzzer's
-//!   frames slipped in between.
+//!   frames slipped in between;
+//! - [`syslog_datagrams`]: netdumpd's netconsole receiver (syslog parsing, client
+//!   attribution and limits, console log writing), fed datagrams from four addresses.
 //!
 //! Each target is a function of the input bytes that must not panic, hang, or break the
 //! invariants it checks. `fuzz/libfuzzer` runs them under libFuzzer (cargo-fuzz, nightly);
@@ -15,19 +17,29 @@
 mod client;
 mod input;
 mod server;
+mod syslog;
 
 pub use client::client_receive;
 pub use input::{encode, seal, Records};
 pub use server::server_packets;
+pub use syslog::syslog_datagrams;
+
+/// A target: its name (its corpus directory's) and its function.
+pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name (the corpus directories' names), for the replay test.
-pub const TARGETS: [(&str, fn(&[u8])); 2] = [("server_packets", server_packets), ("client_receive", client_receive)];
+pub const TARGETS: [Target; 3] = [
+    ("server_packets", server_packets),
+    ("client_receive", client_receive),
+    ("syslog_datagrams", syslog_datagrams),
+];
 
 /// Seed inputs of each target: well-formed exchanges the fuzzer starts from.
 pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     match target {
         "server_packets" => server::seeds(),
         "client_receive" => client::seeds(),
+        "syslog_datagrams" => syslog::seeds(),
         _ => Vec::new(),
     }
 }

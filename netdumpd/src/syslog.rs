@@ -351,9 +351,10 @@ impl SyslogReceiver {
         })
     }
 
-    /// One datagram: parsed, attributed to a client, appended to its console log as one
-    /// line. Nothing here may panic, whatever the bytes.
-    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// One datagram from `from`: parsed, attributed to a client, appended to its console
+    /// log as one line. What the receiving thread does with each; public for the fuzz
+    /// target. Nothing here may panic, whatever the bytes.
+    pub fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
         SyslogCounters::add(&self.counters.received, 1);
         let text = String::from_utf8_lossy(datagram);
         let Some(m) = parse(&text) else {
