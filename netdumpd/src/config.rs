@@ -366,16 +366,19 @@ mod tests {
         let file = ConfigFile::parse(text).unwrap();
         let mut c = ServerConfig::default();
         file.apply(&mut c).unwrap();
-        assert_eq!(c.dump_dir, PathBuf::from("/var/crash/netdump"));
-        assert_eq!(c.hooks.crash, Some(PathBuf::from("/etc/netdumpd/hooks/crash")));
-        assert_eq!(c.hooks.decision_timeout, Duration::from_secs(4));
+        assert_eq!(c.dump_dir, PathBuf::from("/var/lib/netdump"));
+        // The sample ships its hooks commented out, so that it passes check-config as is.
+        assert_eq!(c.hooks, HookConfig::default());
         assert_eq!(c.retention.max_dumps_per_client, Some(5));
         assert_eq!(c.retention.max_total_bytes, Some(100 << 30));
         assert_eq!(c.dedup, DedupPolicy::SkipMemoryWithin(Duration::from_secs(7 * 86400)));
-        assert_eq!(c.analysis.kernels.get("node-a"), Some(&PathBuf::from("/srv/kernels/node-a/kernel.elf")));
-        assert_eq!(c.analysis.builds, Some(PathBuf::from("/srv/kernels/builds")));
         assert_eq!(c.syslog_listen, Some("0.0.0.0:514".parse().unwrap()));
         assert_eq!(c.max_memory_dumps, 4);
+        // Every limit written out, at its default.
+        assert_eq!(c.limits, crate::limits::Limits::default());
+        assert_eq!(text.matches("\n[limits]").count(), 1);
+        let keys = text.split("\n[limits]").nth(1).unwrap().lines().filter(|l| l.contains(" = ")).count();
+        assert_eq!(keys, 9, "one line per field of Limits");
     }
 
     #[test]
@@ -404,5 +407,19 @@ mod tests {
         let p = problems(&c);
         assert!(p.iter().any(|l| l.starts_with("hooks.crash: /nonexistent/crash")), "{p:?}");
         assert!(p.iter().any(|l| l.starts_with("analysis.kernel: /nonexistent/kernel")), "{p:?}");
+    }
+
+    #[test]
+    fn limits_are_read_and_nonsense_is_refused() {
+        let file = ConfigFile::parse("[limits]\nmax_clients = 10\nhellos_per_second = 5\nmax_dump_gib = 2\n").unwrap();
+        let mut c = ServerConfig::default();
+        file.apply(&mut c).unwrap();
+        assert_eq!((c.limits.max_clients, c.limits.hellos_per_second), (10, 5));
+        assert_eq!(c.limits.max_dump_bytes, 2 << 30);
+        for bad in ["hellos_per_second = 0", "max_clients = 0", "max_hook_processes = 1000", "max_dump_gib = 0"] {
+            let file = ConfigFile::parse(&format!("[limits]\n{bad}\n")).unwrap();
+            assert!(file.apply(&mut ServerConfig::default()).is_err(), "{bad}");
+        }
+        assert!(ConfigFile::parse("[limits]\nno_such_limit = 1\n").is_err());
     }
 }
