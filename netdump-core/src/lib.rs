@@ -6,16 +6,19 @@
 //!
 //! Layout: [`nic`] (the driver contract), [`net`] (ARP/IPv4/UDP on `smoltcp::wire`),
 //! [`proto`] (the wire protocol, shared with netdumpd), [`client`] (install and dump state
-//! machines, the SACK window), [`log`] (console ring), [`netconsole`] (console lines as
-//! UDP syslog), [`memory`], [`clock`], and
+//! machines, the SACK window), [`config`] (what the integrator configures, shared by the
+//! client and netconsole), [`log`] (console ring), [`netconsole`] (console lines as UDP
+//! syslog), [`civil`] (the UTC calendar), [`memory`], [`clock`], and
 //! [`arch`] (x86_64 register capture, TSC clock, RDRAND). `unsafe` is denied here and
 //! allowed only in `arch` and [`crash_cell`].
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 #![deny(unsafe_code)]
 
 pub mod arch;
+pub mod civil;
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod crash_cell;
 #[cfg(feature = "host")]
 pub mod host;

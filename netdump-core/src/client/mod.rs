@@ -5,11 +5,10 @@
 //! dump:    reset NIC → CRASH ⇄ DECISION → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
 //! ```
 
-mod config;
 mod stream;
 pub mod window;
 
-pub use config::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
+pub use crate::config::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
 pub use stream::{ExtraState, MemoryStats, MAX_EXTRA_BYTES};
 pub use window::{PacketSlot, RtoBounds, WindowMode, SLOT_PAYLOAD};
 

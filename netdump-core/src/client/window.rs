@@ -4,6 +4,7 @@
 //! retransmission is byte-identical to the first send even if memory (the dump path's
 //! own stack, say) changed meanwhile — the stream CRC depends on it.
 
+pub use crate::config::RtoBounds;
 use crate::proto::Ack;
 
 /// Largest DATA payload (sub-header + data) a slot holds: a 1500-byte MTU minus IPv4,
@@ -28,20 +29,6 @@ impl PacketSlot {
 
     pub fn payload(&self) -> &[u8] {
         &self.payload[..self.len as usize]
-    }
-}
-
-/// Retransmission timing (RFC 6298 style, in microseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtoBounds {
-    pub initial_us: u64,
-    pub min_us: u64,
-    pub max_us: u64,
-}
-
-impl Default for RtoBounds {
-    fn default() -> Self {
-        RtoBounds { initial_us: 200_000, min_us: 20_000, max_us: 1_000_000 }
     }
 }
 

@@ -2,7 +2,7 @@
 //! netconsole's syslog timestamps. Read at install, never at crash time.
 
 use super::io::{inb, outb};
-use crate::netconsole::{unix_seconds, Civil};
+use crate::civil::{unix_seconds, Civil};
 
 const INDEX: u16 = 0x70;
 const DATA: u16 = 0x71;

@@ -1,4 +1,6 @@
-//! What the integrator configures: addresses, name, window and every bound.
+//! What the integrator configures: addresses, name, window and every bound. Shared by
+//! the dump client ([`crate::client`], which re-exports it) and netconsole, which takes
+//! the client's name and ARP bounds; it needs neither.
 
 use crate::net::NetConfig;
 use crate::proto::{valid_name, MAX_NAME};
@@ -20,7 +22,7 @@ pub struct Timeouts {
     /// the run goes out at least this often, so the server does not take the scan for
     /// silence (netdumpd gives up on a session after 60 s without a packet).
     pub keepalive_us: u64,
-    pub rto: crate::client::window::RtoBounds,
+    pub rto: RtoBounds,
 }
 
 impl Default for Timeouts {
@@ -38,6 +40,20 @@ impl Default for Timeouts {
             keepalive_us: 1_000_000,
             rto: Default::default(),
         }
+    }
+}
+
+/// Retransmission timing (RFC 6298 style, in microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtoBounds {
+    pub initial_us: u64,
+    pub min_us: u64,
+    pub max_us: u64,
+}
+
+impl Default for RtoBounds {
+    fn default() -> Self {
+        RtoBounds { initial_us: 200_000, min_us: 20_000, max_us: 1_000_000 }
     }
 }
 
