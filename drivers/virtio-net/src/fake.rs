@@ -15,7 +15,7 @@ use netdump_pci::fake::FakeConfigSpace;
 use netdump_pci::{ConfigSpace, PciAddress, PciDevice, RegisterBlock, capability_id};
 
 use crate::features::Features;
-use crate::queue::legacy_used_offset;
+use crate::layout::legacy_used_offset;
 use crate::transport::{DeviceStatus, NO_VECTOR};
 
 pub const ADDRESS: PciAddress = PciAddress::new(0, 4, 0);

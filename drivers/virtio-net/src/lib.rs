@@ -29,6 +29,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod features;
+mod layout;
 mod queue;
 pub mod transport;
 

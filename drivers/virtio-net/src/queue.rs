@@ -28,32 +28,17 @@ use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError};
 use netdump_pci::DmaRegion;
 use volatile::VolatilePtr;
 
-use crate::transport::QueueRings;
+use crate::layout::{DESCRIPTOR_SIZE, PAGE, QueueRings, align_up, legacy_used_offset};
 
 /// The largest queue the driver lays out; a modern device's larger queues are shrunk to
 /// it, a legacy device (whose sizes are fixed) with a larger one is refused.
 pub const MAX_QUEUE_SIZE: u16 = 256;
-/// Bytes of one descriptor.
-pub const DESCRIPTOR_SIZE: usize = 16;
 /// Bytes of each packet buffer.
 pub const BUFFER_SIZE: usize = 2048;
 /// Where the frame starts in its buffer (after the 10- or 12-byte header, 16-aligned).
 pub const FRAME_OFFSET: usize = 16;
 /// The longest frame a buffer holds: a 1514-byte frame, a VLAN tag and room to spare.
 pub const FRAME_CAPACITY: usize = BUFFER_SIZE - FRAME_OFFSET;
-/// Legacy rings are laid out in pages of this size.
-const PAGE: usize = 4096;
-
-const fn align_up(value: usize, align: usize) -> usize {
-    value.div_ceil(align) * align
-}
-
-/// Offset of the used ring from the descriptor table for a queue of `size` entries.
-pub const fn legacy_used_offset(size: u16) -> usize {
-    let size = size as usize;
-    align_up(DESCRIPTOR_SIZE * size + 6 + 2 * size, PAGE)
-}
-
 /// Bytes of ring memory each queue needs: the layout for [`MAX_QUEUE_SIZE`] entries,
 /// rounded to whole pages.
 pub const QUEUE_MEMORY: usize = align_up(

@@ -5,7 +5,7 @@ use netdump_pci::{Command, ConfigSpace, PciDevice, RegisterBlock};
 
 use super::{DeviceStatus, QueueError, QueueRings, Transport};
 use crate::features::{Features, Interface};
-use crate::queue::legacy_used_offset;
+use crate::layout::legacy_used_offset;
 
 /// Register offsets in the I/O BAR.
 mod reg {

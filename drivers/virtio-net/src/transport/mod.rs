@@ -20,6 +20,8 @@ pub use pci::{PciTransport, ProbeError};
 use bitflags::bitflags;
 use netdump_pci::{ConfigSpace, PciDevice};
 
+pub use crate::layout::QueueRings;
+
 use crate::features::{Features, Interface};
 
 bitflags! {
@@ -43,19 +45,6 @@ bitflags! {
 
 /// "No MSI-X vector": an event routed nowhere (virtio 1.2, 4.1.5.1.2).
 pub const NO_VECTOR: u16 = 0xFFFF;
-
-/// Device-visible addresses of one split virtqueue's three parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueRings {
-    /// Entries in the queue (a power of two).
-    pub size: u16,
-    /// The descriptor table (16-byte aligned).
-    pub descriptors: u64,
-    /// The driver area: the available ring (2-byte aligned).
-    pub driver: u64,
-    /// The device area: the used ring (4-byte aligned).
-    pub device: u64,
-}
 
 /// Why a queue could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
