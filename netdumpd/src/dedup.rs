@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netdump_core::proto::CrashKind;
+use netdump_core::proto::{CrashKind, Verdict};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -153,7 +153,7 @@ impl DedupIndex {
         let Ok(info) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
         let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("");
         let verdict = info.pointer("/decision/verdict").and_then(|s| s.as_str()).unwrap_or("");
-        verdict == "dump_all" && matches!(status, "complete" | "receiving")
+        verdict == Verdict::DumpAll.name() && matches!(status, "complete" | "receiving")
     }
 
     /// Records an occurrence and writes the index; returns its number.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netdump_core::proto::{
-    Ack, AfterDump, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello, HelloAck,
+    Ack, AfterDump, ClientMessage, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello, HelloAck,
     HelloStatus, MAX_DATAGRAM, Message, MessageType, ProtoError, SERVER_PORT, TextMessage, Verdict, error_code,
     valid_name,
 };
@@ -121,47 +121,6 @@ impl ShutdownHandle {
     }
 }
 
-/// A message the server sends.
-enum Reply<'a> {
-    HelloAck(HelloAck),
-    Decision(Decision),
-    Ack(Ack<'a>),
-    FinishAck(FinishAck),
-    Error(TextMessage<'a>),
-}
-
-impl Reply<'_> {
-    fn msg_type(&self) -> MessageType {
-        match self {
-            Reply::HelloAck(_) => MessageType::HelloAck,
-            Reply::Decision(_) => MessageType::Decision,
-            Reply::Ack(_) => MessageType::Ack,
-            Reply::FinishAck(_) => MessageType::FinishAck,
-            Reply::Error(_) => MessageType::Error,
-        }
-    }
-
-    fn wire_len(&self) -> usize {
-        match self {
-            Reply::HelloAck(m) => m.wire_len(),
-            Reply::Decision(m) => m.wire_len(),
-            Reply::Ack(m) => m.wire_len(),
-            Reply::FinishAck(m) => m.wire_len(),
-            Reply::Error(m) => m.wire_len(),
-        }
-    }
-
-    fn emit(&self, out: &mut [u8]) {
-        match self {
-            Reply::HelloAck(m) => m.emit(out),
-            Reply::Decision(m) => m.emit(out),
-            Reply::Ack(m) => m.emit(out),
-            Reply::FinishAck(m) => m.emit(out),
-            Reply::Error(m) => m.emit(out),
-        }
-    }
-}
-
 /// The sending half: the socket, a packet buffer, and the budget of unsolicited replies.
 struct Outbox {
     socket: UdpSocket,
@@ -172,9 +131,8 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn send(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Reply<'_>) {
-        let header = Header { msg_type: reply.msg_type(), flags: 0, cookie, seq };
-        match header.emit(&mut self.buf, reply.wire_len(), |p| reply.emit(p)) {
+    fn send(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Message<'_>) {
+        match reply.emit_packet(0, cookie, seq, &mut self.buf) {
             Ok(n) => match self.socket.send_to(&self.buf[..n], to) {
                 Ok(_) => self.stats.packet_sent(),
                 Err(e) => {
@@ -182,12 +140,12 @@ impl Outbox {
                     tracing::debug!(%to, "send failed: {e}");
                 }
             },
-            Err(e) => tracing::error!(%to, "cannot build {:?}: {e}", header.msg_type),
+            Err(e) => tracing::error!(%to, "cannot build {:?}: {e}", reply.msg_type()),
         }
     }
 
     /// Sends a reply to a packet outside any live session, if the budget allows.
-    fn send_unsolicited(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Reply<'_>) {
+    fn send_unsolicited(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Message<'_>) {
         let now = Instant::now();
         if now.saturating_duration_since(self.budget_refilled) >= Duration::from_secs(1) {
             self.budget = UNSOLICITED_REPLIES_PER_SECOND;
@@ -595,7 +553,7 @@ impl Server {
                 self.registry.record_dump(cookie, "");
             }
         }
-        self.outbox.send(p.peer, cookie, p.seq, Reply::Decision(decision));
+        self.outbox.send(p.peer, cookie, p.seq, Message::Decision(decision));
         self.sessions.insert(cookie, session);
     }
 
@@ -654,7 +612,7 @@ impl Server {
                 let seq = Header::peek_seq(datagram).unwrap_or(0);
                 let text = b"netdumpd speaks protocol version 1";
                 let error = TextMessage { code: error_code::UNSUPPORTED_VERSION, text };
-                self.outbox.send_unsolicited(from, 0, seq, Reply::Error(error));
+                self.outbox.send_unsolicited(from, 0, seq, Message::Error(error));
                 return;
             }
             Err(e) => return self.drop_packet(drop_reason(e), from, None, &e),
@@ -664,24 +622,17 @@ impl Server {
             let detail = format_args!("{:?} from a client, cookie {cookie:016x}", header.msg_type);
             return self.drop_packet(DropReason::WrongDirection, from, Some(cookie), &detail);
         }
-        let message = match Message::parse(&header, payload) {
+        let message = match Message::parse_from_client(&header, payload) {
             Ok(m) => m,
             Err(e) => return self.on_malformed(&header, e, from),
         };
         tracing::trace!(%from, cookie = format_args!("{cookie:016x}"), seq = header.seq, "{:?}", header.msg_type);
         match message {
-            Message::Hello(hello) => self.on_hello(&header, &hello, from, now),
-            Message::Crash(crash) => self.on_crash(&header, &crash, from, now),
-            Message::Data(data) => self.on_data(&header, &data, payload, from, now),
-            Message::Finish(finish) => self.on_finish(&header, &finish, from, now),
-            Message::Abort(abort) => self.on_abort(&header, &abort, from, now),
-            Message::HelloAck(_)
-            | Message::Decision(_)
-            | Message::Ack(_)
-            | Message::FinishAck(_)
-            | Message::Error(_) => {
-                self.drop_packet(DropReason::WrongDirection, from, Some(cookie), &format_args!("{:?}", header.msg_type))
-            }
+            ClientMessage::Hello(hello) => self.on_hello(&header, &hello, from, now),
+            ClientMessage::Crash(crash) => self.on_crash(&header, &crash, from, now),
+            ClientMessage::Data(data) => self.on_data(&header, &data, payload, from, now),
+            ClientMessage::Finish(finish) => self.on_finish(&header, &finish, from, now),
+            ClientMessage::Abort(abort) => self.on_abort(&header, &abort, from, now),
         }
     }
 
@@ -705,12 +656,12 @@ impl Server {
                 max_payload: MAX_DATAGRAM as u32,
             };
             self.registry.record_dump(cookie, "");
-            self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Decision(decision));
+            self.outbox.send_unsolicited(from, cookie, header.seq, Message::Decision(decision));
             return;
         }
         let text = format!("{e}");
         let error = TextMessage { code: error_code::MALFORMED, text: text.as_bytes() };
-        self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Error(error));
+        self.outbox.send_unsolicited(from, cookie, header.seq, Message::Error(error));
     }
 
     /// HELLO: a replay of a retired cookie is counted and dropped before anything else
@@ -730,7 +681,7 @@ impl Server {
             let name = String::from_utf8_lossy(hello.name);
             self.drop_packet(DropReason::BadField, from, None, &format_args!("HELLO refused: invalid client name {name:?}"));
             let ack = HelloAck { status: HelloStatus::Refused, max_payload };
-            return self.outbox.send(from, cookie, header.seq, Reply::HelloAck(ack));
+            return self.outbox.send(from, cookie, header.seq, Message::HelloAck(ack));
         }
         let client = Client {
             cookie,
@@ -761,7 +712,7 @@ impl Server {
             }
         }
         let ack = HelloAck { status: HelloStatus::Registered, max_payload };
-        self.outbox.send(from, cookie, header.seq, Reply::HelloAck(ack));
+        self.outbox.send(from, cookie, header.seq, Message::HelloAck(ack));
     }
 
     /// Queues the register hook (`<client IP> <client name>`); skipped (and counted)
@@ -796,12 +747,12 @@ impl Server {
         let Some(client) = self.registry.get(cookie).cloned() else {
             self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("CRASH from cookie {cookie:016x}"));
             let error = TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"unknown cookie: send HELLO first" };
-            self.outbox.send_unsolicited(from, cookie, header.seq, Reply::Error(error));
+            self.outbox.send_unsolicited(from, cookie, header.seq, Message::Error(error));
             return;
         };
         if let Some(s) = self.sessions.get_mut(&cookie) {
             match s.on_repeated_crash(from) {
-                Ok(decision) => self.outbox.send(from, cookie, header.seq, Reply::Decision(decision)),
+                Ok(decision) => self.outbox.send(from, cookie, header.seq, Message::Decision(decision)),
                 Err(reason) => self.note_session_drop(reason, from, cookie),
             }
             return;
@@ -829,7 +780,7 @@ impl Server {
             let decision =
                 Decision { verdict: Verdict::Abort, why: DecisionReason::BadAnnouncement, max_payload: MAX_DATAGRAM as u32 };
             self.registry.record_dump(cookie, "");
-            return self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
+            return self.outbox.send(from, cookie, header.seq, Message::Decision(decision));
         }
         let receiving = self.sessions.values().filter(|s| s.is_receiving()).count() + self.pending.len();
         if receiving >= self.config.max_sessions {
@@ -845,7 +796,7 @@ impl Server {
                 dir: None,
             };
             let session = Session::start(request, crash);
-            self.outbox.send(from, cookie, header.seq, Reply::Decision(session.decision()));
+            self.outbox.send(from, cookie, header.seq, Message::Decision(session.decision()));
             self.sessions.insert(cookie, session);
             // It crashed: a later CRASH of this cookie is a replay.
             self.registry.record_dump(cookie, "");
@@ -857,7 +808,7 @@ impl Server {
                 tracing::error!(client = %client.name, dir = %self.config.dump_dir.display(), "cannot create a dump directory: {e}");
                 let decision =
                     Decision { verdict: Verdict::Abort, why: DecisionReason::NoSpace, max_payload: MAX_DATAGRAM as u32 };
-                self.outbox.send(from, cookie, header.seq, Reply::Decision(decision));
+                self.outbox.send(from, cookie, header.seq, Message::Decision(decision));
                 self.registry.record_dump(cookie, "");
                 return;
             }
@@ -899,7 +850,7 @@ impl Server {
                     &format_args!("DATA from cookie {cookie:016x}"),
                 );
                 let ack = Ack { stop: true, bitmap: &[] };
-                self.outbox.send_unsolicited(from, cookie, 0, Reply::Ack(ack));
+                self.outbox.send_unsolicited(from, cookie, 0, Message::Ack(ack));
             } else {
                 self.drop_packet(
                     DropReason::UnknownCookie,
@@ -929,7 +880,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&cookie) else {
             if self.registry.get(cookie).is_some() {
                 let ack = FinishAck { status: FinishStatus::UnknownSession, action: after };
-                self.outbox.send_unsolicited(from, cookie, header.seq, Reply::FinishAck(ack));
+                self.outbox.send_unsolicited(from, cookie, header.seq, Message::FinishAck(ack));
             } else {
                 self.drop_packet(
                     DropReason::UnknownCookie,
@@ -949,7 +900,7 @@ impl Server {
                         if ack.status == FinishStatus::Verified { DumpEnd::Complete } else { DumpEnd::Incomplete };
                     self.stats.dump_ended(end);
                 }
-                self.outbox.send(from, cookie, header.seq, Reply::FinishAck(ack));
+                self.outbox.send(from, cookie, header.seq, Message::FinishAck(ack));
             }
             Err(reason) => self.note_session_drop(reason, from, cookie),
         }
@@ -993,7 +944,7 @@ impl AdmissionContext for ServerView<'_> {
 fn send_ack(outbox: &mut Outbox, s: &mut Session) {
     let ack = s.take_ack();
     let reply = Ack { stop: ack.stop, bitmap: ack.bitmap() };
-    outbox.send(s.peer(), s.cookie(), ack.cumulative, Reply::Ack(reply));
+    outbox.send(s.peer(), s.cookie(), ack.cumulative, Message::Ack(reply));
 }
 
 /// Removes what a crash whose files could not be created left in its directory, and

@@ -633,7 +633,7 @@ impl Session {
     fn verified_reason(&self, finish: &Finish) -> String {
         let mut notes = Vec::new();
         if self.decision.verdict == Verdict::SkipMemory {
-            notes.push(format!("memory skipped by decision ({})", why_name(self.decision.why)));
+            notes.push(format!("memory skipped by decision ({})", self.decision.why.name()));
         }
         if finish.flags & FINISH_MEMORY_INCOMPLETE != 0 {
             notes.push("the client could not read some memory".to_string());
@@ -797,18 +797,14 @@ impl Session {
             total_bytes: f.total_bytes,
             memory_skipped: f.flags & FINISH_MEMORY_SKIPPED != 0,
             memory_incomplete: f.flags & FINISH_MEMORY_INCOMPLETE != 0,
-            result: finish_status_name(status),
+            result: status.name(),
         });
         DumpInfo {
             status: self.status(),
             status_reason: self.status_reason.clone(),
             client: self.client.clone(),
             reason: ReasonInfo {
-                kind: match c.kind {
-                    CrashKind::Panic => "panic",
-                    CrashKind::Exception => "exception",
-                    CrashKind::Requested => "requested",
-                },
+                kind: c.kind.name(),
                 vector: c.vector,
                 vector_name: (c.kind == CrashKind::Exception).then(|| vector_name(c.vector)).flatten(),
                 error_code: hex64(c.error_code),
@@ -830,12 +826,8 @@ impl Session {
                 .collect(),
             memory_size: c.memory_size(),
             decision: DecisionInfo {
-                verdict: match self.decision.verdict {
-                    Verdict::DumpAll => "dump_all",
-                    Verdict::SkipMemory => "skip_memory",
-                    Verdict::Abort => "abort",
-                },
-                why: why_name(self.decision.why),
+                verdict: self.decision.verdict.name(),
+                why: self.decision.why.name(),
             },
             bytes_received: self.counts.data_bytes,
             packets_received: self.window.packets(),
@@ -889,27 +881,6 @@ enum StoreError {
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e)
-    }
-}
-
-pub fn why_name(why: DecisionReason) -> &'static str {
-    match why {
-        DecisionReason::None => "none",
-        DecisionReason::Hook => "hook",
-        DecisionReason::NoSpace => "no_space",
-        DecisionReason::Duplicate => "duplicate",
-        DecisionReason::Busy => "busy",
-        DecisionReason::BadAnnouncement => "bad_announcement",
-    }
-}
-
-fn finish_status_name(s: FinishStatus) -> &'static str {
-    match s {
-        FinishStatus::Verified => "verified",
-        FinishStatus::CrcMismatch => "crc_mismatch",
-        FinishStatus::MissingData => "missing_data",
-        FinishStatus::WriteError => "write_error",
-        FinishStatus::UnknownSession => "unknown_session",
     }
 }
 

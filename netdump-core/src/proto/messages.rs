@@ -1,8 +1,85 @@
 //! One repr per message type of docs/PROTOCOL.md. `parse` takes the payload (after the
-//! header); `emit` writes exactly `wire_len()` bytes.
+//! header); `emit` writes exactly `wire_len()` bytes, whose layout [`super::field`]
+//! names. [`Repr`] ties each repr to its message type.
 
 use super::bytes::{Reader, Writer};
+use super::field;
 use super::{Header, MessageType, ProtoError, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT};
+
+/// A message body: its type, its length on the wire, how it is written and read.
+pub trait Repr<'a>: Sized {
+    /// The header's `type` for this body.
+    const TYPE: MessageType;
+    /// Parses a payload (after the header).
+    fn parse(payload: &'a [u8]) -> Result<Self, ProtoError>;
+    /// Bytes [`emit`](Self::emit) writes.
+    fn wire_len(&self) -> usize;
+    /// Writes exactly `wire_len()` bytes at the start of `out`.
+    fn emit(&self, out: &mut [u8]);
+}
+
+/// Implements [`Repr`] by the inherent `parse`, `wire_len` and `emit` of each body.
+macro_rules! repr {
+    ($($ty:ident $(<$l:lifetime>)? => $t:ident),+ $(,)?) => {$(
+        impl<'a> Repr<'a> for $ty $(<$l>)? {
+            const TYPE: MessageType = MessageType::$t;
+            fn parse(payload: &'a [u8]) -> Result<Self, ProtoError> {
+                $ty::parse(payload)
+            }
+            fn wire_len(&self) -> usize {
+                $ty::wire_len(self)
+            }
+            fn emit(&self, out: &mut [u8]) {
+                $ty::emit(self, out)
+            }
+        }
+    )+};
+}
+
+repr!(
+    Hello<'a> => Hello,
+    HelloAck => HelloAck,
+    Crash<'a> => Crash,
+    Decision => Decision,
+    Data<'a> => Data,
+    Ack<'a> => Ack,
+    Finish => Finish,
+    FinishAck => FinishAck,
+    Abort<'a> => Abort,
+    ServerError<'a> => Error,
+);
+
+/// ABORT: the client gives up (a [`TextMessage`] with an [`abort_reason`] code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abort<'a>(pub TextMessage<'a>);
+
+/// ERROR: the server refuses a packet (a [`TextMessage`] with an [`error_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerError<'a>(pub TextMessage<'a>);
+
+impl<'a> Abort<'a> {
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        TextMessage::parse(p).map(Abort)
+    }
+    pub fn wire_len(&self) -> usize {
+        self.0.wire_len()
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        self.0.emit(out)
+    }
+}
+
+impl<'a> ServerError<'a> {
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        TextMessage::parse(p).map(ServerError)
+    }
+    pub fn wire_len(&self) -> usize {
+        self.0.wire_len()
+    }
+    pub fn emit(&self, out: &mut [u8]) {
+        self.0.emit(out)
+    }
+}
 
 /// A parsed payload of any type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +94,16 @@ pub enum Message<'a> {
     FinishAck(FinishAck),
     Abort(TextMessage<'a>),
     Error(TextMessage<'a>),
+}
+
+/// A parsed payload of a type only clients send (what a server dispatches on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    Hello(Hello<'a>),
+    Crash(Crash<'a>),
+    Data(Data<'a>),
+    Finish(Finish),
+    Abort(TextMessage<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -50,11 +137,82 @@ impl<'a> Message<'a> {
             }
         })
     }
+
+    /// [`parse`](Self::parse) for the server: only what a client sends, as a
+    /// [`ClientMessage`]. A server message type is an error here.
+    pub fn parse_from_client(header: &Header, payload: &'a [u8]) -> Result<ClientMessage<'a>, ProtoError> {
+        Ok(match header.msg_type {
+            MessageType::Hello => ClientMessage::Hello(Hello::parse(payload)?),
+            MessageType::Crash => ClientMessage::Crash(Crash::parse(payload)?),
+            MessageType::Data => ClientMessage::Data(Data::parse(payload)?),
+            MessageType::Finish => ClientMessage::Finish(Finish::parse(payload)?),
+            MessageType::Abort => ClientMessage::Abort(TextMessage::parse(payload)?),
+            MessageType::HelloAck
+            | MessageType::Decision
+            | MessageType::Ack
+            | MessageType::FinishAck
+            | MessageType::Error => return Err(ProtoError::BadField("msg_type")),
+        })
+    }
+
+    /// The header's `type` for this message.
+    pub fn msg_type(&self) -> MessageType {
+        match self {
+            Message::Hello(_) => MessageType::Hello,
+            Message::HelloAck(_) => MessageType::HelloAck,
+            Message::Crash(_) => MessageType::Crash,
+            Message::Decision(_) => MessageType::Decision,
+            Message::Data(_) => MessageType::Data,
+            Message::Ack(_) => MessageType::Ack,
+            Message::Finish(_) => MessageType::Finish,
+            Message::FinishAck(_) => MessageType::FinishAck,
+            Message::Abort(_) => MessageType::Abort,
+            Message::Error(_) => MessageType::Error,
+        }
+    }
+
+    /// Bytes [`emit`](Self::emit) writes.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Message::Hello(m) => m.wire_len(),
+            Message::HelloAck(m) => m.wire_len(),
+            Message::Crash(m) => m.wire_len(),
+            Message::Decision(m) => m.wire_len(),
+            Message::Data(m) => m.wire_len(),
+            Message::Ack(m) => m.wire_len(),
+            Message::Finish(m) => m.wire_len(),
+            Message::FinishAck(m) => m.wire_len(),
+            Message::Abort(m) | Message::Error(m) => m.wire_len(),
+        }
+    }
+
+    /// Writes the payload, exactly `wire_len()` bytes.
+    pub fn emit(&self, out: &mut [u8]) {
+        match self {
+            Message::Hello(m) => m.emit(out),
+            Message::HelloAck(m) => m.emit(out),
+            Message::Crash(m) => m.emit(out),
+            Message::Decision(m) => m.emit(out),
+            Message::Data(m) => m.emit(out),
+            Message::Ack(m) => m.emit(out),
+            Message::Finish(m) => m.emit(out),
+            Message::FinishAck(m) => m.emit(out),
+            Message::Abort(m) | Message::Error(m) => m.emit(out),
+        }
+    }
+
+    /// Writes a whole packet (header with this message's type, payload, CRC) into `buf`;
+    /// returns its length.
+    pub fn emit_packet(&self, flags: u16, cookie: u64, seq: u32, buf: &mut [u8]) -> Result<usize, ProtoError> {
+        let header = Header { msg_type: self.msg_type(), flags, cookie, seq };
+        header.emit(buf, self.wire_len(), |p| self.emit(p))
+    }
 }
 
-/// Declares a `u8`/`u16` wire enum with `TryFrom` that rejects unknown values.
+/// Declares a `u8`/`u16` wire enum with `TryFrom` that rejects unknown values, the list
+/// of its values and the name of each (as `info.json` and logs write it).
 macro_rules! wire_enum {
-    ($(#[$m:meta])* $name:ident : $repr:ty { $($(#[$vm:meta])* $variant:ident = $val:expr),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident : $repr:ty { $($(#[$vm:meta])* $variant:ident = $val:expr => $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr($repr)]
@@ -65,6 +223,16 @@ macro_rules! wire_enum {
                 match v {
                     $($val => Ok($name::$variant),)+
                     _ => Err(ProtoError::BadField(stringify!($name))),
+                }
+            }
+        }
+        impl $name {
+            /// Every value, in wire order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The value's name in snake case.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
                 }
             }
         }
@@ -111,7 +279,7 @@ impl<'a> Hello<'a> {
         Ok(hello)
     }
     pub fn wire_len(&self) -> usize {
-        25 + self.name.len()
+        field::hello::NAME + self.name.len()
     }
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out)
@@ -127,7 +295,7 @@ impl<'a> Hello<'a> {
 
 wire_enum!(
     /// HELLO_ACK status.
-    HelloStatus: u8 { Registered = 0, Refused = 1 }
+    HelloStatus: u8 { Registered = 0 => "registered", Refused = 1 => "refused" }
 );
 
 /// HELLO_ACK: the server registered the client.
@@ -138,7 +306,7 @@ pub struct HelloAck {
 }
 
 impl HelloAck {
-    pub const WIRE_LEN: usize = 8;
+    pub const WIRE_LEN: usize = field::hello_ack::LEN;
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let status = HelloStatus::try_from(r.u8()?)?;
@@ -157,7 +325,7 @@ impl HelloAck {
 
 wire_enum!(
     /// What killed the kernel.
-    CrashKind: u8 { Panic = 1, Exception = 2, Requested = 3 }
+    CrashKind: u8 { Panic = 1 => "panic", Exception = 2 => "exception", Requested = 3 => "requested" }
 );
 
 /// A RAM range of the client: dumped, and one PT_LOAD in the vmcore.
@@ -170,7 +338,7 @@ pub struct MemoryRange {
 }
 
 impl MemoryRange {
-    pub const WIRE_LEN: usize = 24;
+    pub const WIRE_LEN: usize = field::crash::RANGE_LEN;
     pub fn phys_end(&self) -> u64 {
         self.phys_start.saturating_add(self.length)
     }
@@ -298,7 +466,7 @@ pub struct Crash<'a> {
 }
 
 impl<'a> Crash<'a> {
-    pub const FIXED_LEN: usize = 40;
+    pub const FIXED_LEN: usize = field::crash::RANGES;
 
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
@@ -315,7 +483,7 @@ impl<'a> Crash<'a> {
         r.bytes(1)?;
         let log_len = r.u64()?;
         let ranges = RangeTable::Wire(r.bytes(range_count * MemoryRange::WIRE_LEN)?);
-        let frames = AddressTable::Wire(r.bytes(frame_count * 8)?);
+        let frames = AddressTable::Wire(r.bytes(frame_count * field::crash::FRAME_LEN)?);
         let message = r.bytes(message_len)?;
         r.finish()?;
         if cpu_count == 0 || cpu_count as usize > MAX_CPUS || crashing_cpu >= cpu_count {
@@ -332,7 +500,10 @@ impl<'a> Crash<'a> {
     }
 
     pub fn wire_len(&self) -> usize {
-        Self::FIXED_LEN + self.ranges.len() * MemoryRange::WIRE_LEN + self.frames.len() * 8 + self.message.len().min(MAX_TEXT)
+        Self::FIXED_LEN
+            + self.ranges.len() * MemoryRange::WIRE_LEN
+            + self.frames.len() * field::crash::FRAME_LEN
+            + self.message.len().min(MAX_TEXT)
     }
 
     pub fn emit(&self, out: &mut [u8]) {
@@ -362,11 +533,18 @@ impl<'a> Crash<'a> {
 
 wire_enum!(
     /// What the server wants from a crashing client.
-    Verdict: u8 { DumpAll = 0, SkipMemory = 1, Abort = 2 }
+    Verdict: u8 { DumpAll = 0 => "dump_all", SkipMemory = 1 => "skip_memory", Abort = 2 => "abort" }
 );
 wire_enum!(
     /// Why the server decided as it did.
-    DecisionReason: u8 { None = 0, Hook = 1, NoSpace = 2, Duplicate = 3, Busy = 4, BadAnnouncement = 5 }
+    DecisionReason: u8 {
+        None = 0 => "none",
+        Hook = 1 => "hook",
+        NoSpace = 2 => "no_space",
+        Duplicate = 3 => "duplicate",
+        Busy = 4 => "busy",
+        BadAnnouncement = 5 => "bad_announcement",
+    }
 );
 
 /// DECISION: the server's answer to CRASH.
@@ -378,7 +556,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub const WIRE_LEN: usize = 8;
+    pub const WIRE_LEN: usize = field::decision::LEN;
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let verdict = Verdict::try_from(r.u8()?)?;
@@ -398,7 +576,7 @@ impl Decision {
 
 wire_enum!(
     /// The sections of a dump's data stream, in the order they are sent.
-    Section: u8 { Log = 1, Registers = 2, Memory = 3, Extra = 4 }
+    Section: u8 { Log = 1 => "log", Registers = 2 => "registers", Memory = 3 => "memory", Extra = 4 => "extra" }
 );
 
 /// DATA: a chunk of one section.
@@ -412,7 +590,7 @@ pub struct Data<'a> {
 
 impl<'a> Data<'a> {
     /// Length of the sub-header before the data.
-    pub const SUBHEADER_LEN: usize = 16;
+    pub const SUBHEADER_LEN: usize = field::data::DATA;
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let section = Section::try_from(r.u8()?)?;
@@ -464,7 +642,7 @@ impl<'a> Ack<'a> {
         Ok(Ack { stop: flags & 1 != 0, bitmap })
     }
     pub fn wire_len(&self) -> usize {
-        4 + self.bitmap.len()
+        field::ack::BITMAP + self.bitmap.len()
     }
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out).u16(self.bitmap.len() as u16).u8(self.stop as u8).u8(0).bytes(self.bitmap);
@@ -525,7 +703,7 @@ pub struct Finish {
 }
 
 impl Finish {
-    pub const WIRE_LEN: usize = 32;
+    pub const WIRE_LEN: usize = field::finish::LEN;
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let f = Finish {
@@ -553,11 +731,17 @@ impl Finish {
 
 wire_enum!(
     /// The server's verdict on a finished stream.
-    FinishStatus: u8 { Verified = 0, CrcMismatch = 1, MissingData = 2, WriteError = 3, UnknownSession = 4 }
+    FinishStatus: u8 {
+        Verified = 0 => "verified",
+        CrcMismatch = 1 => "crc_mismatch",
+        MissingData = 2 => "missing_data",
+        WriteError = 3 => "write_error",
+        UnknownSession = 4 => "unknown_session",
+    }
 );
 wire_enum!(
     /// What the client should do after the dump.
-    AfterDump: u8 { Reboot = 0, Halt = 1 }
+    AfterDump: u8 { Reboot = 0 => "reboot", Halt = 1 => "halt" }
 );
 
 /// FINISH_ACK.
@@ -568,7 +752,7 @@ pub struct FinishAck {
 }
 
 impl FinishAck {
-    pub const WIRE_LEN: usize = 4;
+    pub const WIRE_LEN: usize = field::finish_ack::LEN;
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let status = FinishStatus::try_from(r.u8()?)?;
@@ -622,7 +806,7 @@ impl<'a> TextMessage<'a> {
         Ok(TextMessage { code, text })
     }
     pub fn wire_len(&self) -> usize {
-        4 + self.text.len().min(MAX_TEXT)
+        field::text::TEXT + self.text.len().min(MAX_TEXT)
     }
     pub fn emit(&self, out: &mut [u8]) {
         let text = &self.text[..self.text.len().min(MAX_TEXT)];
@@ -822,4 +1006,197 @@ mod tests {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }
+
+    /// One message type's golden bytes, both ways: the literal parses to `repr` (as
+    /// `same` judges), `repr` emitted into a 0xa5-filled buffer writes exactly the
+    /// literal and nothing after it, every truncation of the literal shorter than
+    /// `min_len` is `Truncated`, and the packet parses back through [`Message`].
+    fn golden<'a, R>(repr: R, bytes: &'a [u8], min_len: usize, same: impl Fn(&R, &R) -> bool)
+    where
+        R: Repr<'a> + core::fmt::Debug,
+    {
+        let parsed = R::parse(bytes).unwrap_or_else(|e| panic!("{:?}: {e}", R::TYPE));
+        assert!(same(&parsed, &repr), "{:?}: parsed {parsed:?}, want {repr:?}", R::TYPE);
+        assert_eq!(repr.wire_len(), bytes.len(), "{:?} wire_len", R::TYPE);
+        let mut out = [0xa5u8; 1024];
+        repr.emit(&mut out);
+        assert_eq!(&out[..bytes.len()], bytes, "{:?} emitted", R::TYPE);
+        assert!(out[bytes.len()..].iter().all(|b| *b == 0xa5), "{:?} wrote past its length", R::TYPE);
+        for n in 0..min_len.min(bytes.len()) {
+            assert_eq!(R::parse(&bytes[..n]).err(), Some(ProtoError::Truncated), "{:?} cut to {n}", R::TYPE);
+        }
+        let header = Header { msg_type: R::TYPE, flags: 0, cookie: 1, seq: 2 };
+        let mut padded = [0u8; 1024];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        if R::TYPE != MessageType::Data {
+            let longer = Message::parse(&header, &padded[..bytes.len() + 1]);
+            assert!(longer.is_err(), "{:?} with a byte too many", R::TYPE);
+        }
+        let m = Message::parse(&header, bytes).unwrap();
+        assert_eq!(m.msg_type(), R::TYPE);
+        assert_eq!(m.wire_len(), bytes.len());
+        let mut out = [0xa5u8; 1024];
+        m.emit(&mut out);
+        assert_eq!(&out[..bytes.len()], bytes, "{:?} through Message", R::TYPE);
+    }
+
+    #[test]
+    fn hello_golden_bytes() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x01, // MAC
+            0x05, 0xdc,                         // MTU 1500
+            0x0a, 0x00, 0x02, 0x0f,             // 10.0.2.15
+            0x00, 0x00, 0x10, 0x00,             // page size 4096
+            0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, // 128 MiB
+            0x06, b'n', b'o', b'd', b'e', b'-', b'1',
+        ];
+        let m = Hello { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, ip: [10, 0, 2, 15], page_size: 4096, memory_bytes: 1 << 27, name: b"node-1" };
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn hello_ack_golden_bytes() {
+        let bytes = [0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x23, 0x0c];
+        golden(HelloAck { status: HelloStatus::Refused, max_payload: 8972 }, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn crash_golden_bytes() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x02, 0x0e, 0x00, 0x02, 0x00, 0x01, 0x00, 0x01, // kind, vector, cpus, crashing, ranges
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // error code
+            0x00, 0x00, 0x00, 0x00, 0x0d, 0xea, 0xd0, 0x00, // fault address
+            0x00, 0x00, 0x10, 0x00, 0x00, 0x02, 0x01, 0x00, // page size, message_len, frame_count, reserved
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x09, // log bytes 777
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, // range: phys_start
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, //        length
+            0xff, 0xff, 0x80, 0x00, 0x00, 0x10, 0x00, 0x00, //        virt_start
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x23, 0x45, // frame
+            b'p', b'f',
+        ];
+        let ranges = [MemoryRange { phys_start: 0x100000, length: 0x200000, virt_start: 0xffff_8000_0010_0000 }];
+        let m = Crash {
+            kind: CrashKind::Exception, vector: 14, cpu_count: 2, crashing_cpu: 1, error_code: 2,
+            fault_address: 0xdead000, page_size: 4096, log_len: 777, ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::Addresses(&[0x10_2345]), message: b"pf",
+        };
+        // A parsed CRASH holds its tables as wire bytes: compare what they hold.
+        golden(m, &bytes, bytes.len(), |a, b| {
+            (a.kind, a.vector, a.cpu_count, a.crashing_cpu, a.error_code, a.fault_address, a.page_size, a.log_len, a.message)
+                == (b.kind, b.vector, b.cpu_count, b.crashing_cpu, b.error_code, b.fault_address, b.page_size, b.log_len, b.message)
+                && a.ranges.iter().eq(b.ranges.iter())
+                && a.frames.iter().eq(b.frames.iter())
+        });
+    }
+
+    #[test]
+    fn decision_golden_bytes() {
+        let bytes = [0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0];
+        let m = Decision { verdict: Verdict::SkipMemory, why: DecisionReason::NoSpace, max_payload: 1472 };
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn data_golden_bytes() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // MEMORY, reserved
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, // offset 0x1000
+            0xde, 0xad,
+        ];
+        let m = Data { section: Section::Memory, offset: 0x1000, data: &[0xde, 0xad] };
+        // Any length from one data byte on is a (shorter) DATA.
+        golden(m, &bytes, field::data::DATA + 1, |a, b| a == b);
+    }
+
+    #[test]
+    fn ack_golden_bytes() {
+        let bytes = [0x00, 0x02, 0x01, 0x00, 0x05, 0x80];
+        golden(Ack { stop: true, bitmap: &[0x05, 0x80] }, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn finish_golden_bytes() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // total bytes
+            0xca, 0xfe, 0xba, 0xbe, 0x00, 0x00, 0x00, 0x03, // stream CRC, flags
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, // zero pages
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // retransmissions
+        ];
+        let m = Finish { total_bytes: 0x0102_0304_0506_0708, stream_crc: 0xcafe_babe, flags: 3, zero_pages: 9, retransmissions: 2 };
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn finish_ack_golden_bytes() {
+        let bytes = [0x01, 0x01, 0x00, 0x00];
+        let m = FinishAck { status: FinishStatus::CrcMismatch, action: AfterDump::Halt };
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn abort_golden_bytes() {
+        let bytes = [0x00, 0x05, 0x00, 0x08, b'b', b'a', b'd', b' ', b'p', b'a', b'g', b'e'];
+        let m = Abort(TextMessage { code: abort_reason::MEMORY_UNREADABLE, text: b"bad page" });
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn error_golden_bytes() {
+        let bytes = [0x00, 0x02, 0x00, 0x04, b'w', b'h', b'o', b'?'];
+        let m = ServerError(TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"who?" });
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn each_side_parses_only_what_the_other_sends() {
+        let payloads: [(MessageType, &[u8]); 10] = [
+            (MessageType::Hello, &[2, 0, 0, 0, 0, 1, 5, 0xdc, 10, 0, 2, 15, 0, 0, 16, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, b'a']),
+            (MessageType::HelloAck, &[0, 0, 0, 0, 0, 0, 0x23, 0x0c]),
+            (MessageType::Crash, &[1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (MessageType::Decision, &[0, 0, 0, 0, 0, 0, 5, 0xc0]),
+            (MessageType::Data, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'x']),
+            (MessageType::Ack, &[0, 0, 0, 0]),
+            (MessageType::Finish, &[0; 32]),
+            (MessageType::FinishAck, &[0, 0, 0, 0]),
+            (MessageType::Abort, &[0, 1, 0, 0]),
+            (MessageType::Error, &[0, 1, 0, 0]),
+        ];
+        for (t, p) in payloads {
+            let h = Header { msg_type: t, flags: 0, cookie: 1, seq: 0 };
+            assert!(Message::parse(&h, p).is_ok(), "{t:?}");
+            let (mine, theirs) = (Message::parse_from_client(&h, p), Message::parse_from_server(&h, p));
+            if t.from_client() {
+                assert!(mine.is_ok() && theirs == Err(ProtoError::BadField("msg_type")), "{t:?}");
+            } else {
+                assert!(theirs.is_ok() && mine == Err(ProtoError::BadField("msg_type")), "{t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn wire_enum_names_are_distinct_snake_case_and_every_value_round_trips() {
+        fn check<T: Copy + PartialEq + core::fmt::Debug>(all: &[T], name: fn(T) -> &'static str, raw: fn(T) -> u8, back: fn(u8) -> Result<T, ProtoError>) {
+            for (i, v) in all.iter().enumerate() {
+                assert_eq!(back(raw(*v)), Ok(*v));
+                let n = name(*v);
+                assert!(!n.is_empty() && n.bytes().all(|c| c.is_ascii_lowercase() || c == b'_'), "{n}");
+                assert!(all[..i].iter().all(|w| name(*w) != n), "{n} twice");
+            }
+        }
+        check(Verdict::ALL, Verdict::name, |v| v as u8, Verdict::try_from);
+        check(DecisionReason::ALL, DecisionReason::name, |v| v as u8, DecisionReason::try_from);
+        check(FinishStatus::ALL, FinishStatus::name, |v| v as u8, FinishStatus::try_from);
+        check(CrashKind::ALL, CrashKind::name, |v| v as u8, CrashKind::try_from);
+        check(Section::ALL, Section::name, |v| v as u8, Section::try_from);
+        check(HelloStatus::ALL, HelloStatus::name, |v| v as u8, HelloStatus::try_from);
+        check(AfterDump::ALL, AfterDump::name, |v| v as u8, AfterDump::try_from);
+        assert_eq!(DecisionReason::BadAnnouncement.name(), "bad_announcement");
+        assert_eq!(FinishStatus::UnknownSession.name(), "unknown_session");
+    }
+
 }

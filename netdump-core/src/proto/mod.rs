@@ -7,6 +7,7 @@
 //! every repr has `emit` writing exactly `wire_len()` bytes.
 
 mod bytes;
+pub mod field;
 mod header;
 mod messages;
 mod regs;
