@@ -4,6 +4,7 @@
 //!   dump directory, its info and gdb's backtrace of the vmcore.
 //! - `cargo xtask test`      — every test: `cargo test --workspace`, then the QEMU suite.
 //! - `cargo xtask qemu-test` — the QEMU suite only.
+//! - `cargo xtask modgraph`  — the module graph of each library crate; fails on a cycle.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -11,6 +12,8 @@ use netdump_qemu_harness::{gdb, netdumpd::Netdumpd, qemu::{NicModel, QemuRun}, s
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+mod modgraph;
 
 #[derive(Parser)]
 #[command(about = "netdump build, test and demo automation")]
@@ -39,6 +42,12 @@ enum Cmd {
         /// Only these NICs (e.g. `e1000`); default: every NIC the suite knows.
         #[arg(long)]
         nic: Vec<String>,
+    },
+    /// Print the module graph (`crate::` edges between top-level modules) of each crate
+    /// and fail if one has a cycle.
+    Modgraph {
+        /// Source directories to check (default: netdump-core, the drivers, netdumpd).
+        dirs: Vec<PathBuf>,
     },
 }
 
@@ -258,5 +267,6 @@ fn main() -> Result<()> {
         }
         Cmd::QemuTest { qemu } => qemu_test(&qemu),
         Cmd::Bench { nic } => bench(&nic),
+        Cmd::Modgraph { dirs } => modgraph::run(&workspace_root(), &dirs),
     }
 }
