@@ -294,7 +294,13 @@ fn check_config_accepts_the_sample_and_names_what_is_missing() {
     let dir = TempDir::new("ops-check");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/netdumpd.toml");
     let (ok, text) = admin(dir.path(), &["check-config", "--config", sample.to_str().unwrap()]);
-    // The sample names hooks and kernels under /etc and /srv that this machine lacks.
+    // The sample passes as shipped (tests/contrib.rs); hooks and kernels it does not have do not.
+    assert!(ok, "{text}");
+    let missing = dir.path().join("missing.toml");
+    let kernel = "/srv/kernels/node-a/kernel.elf";
+    std::fs::write(&missing, format!("[hooks]\ncrash = \"/etc/netdumpd/hooks/crash\"\n[analysis.kernels]\nnode-a = {kernel:?}\n"))
+        .unwrap();
+    let (ok, text) = admin(dir.path(), &["check-config", "--config", missing.to_str().unwrap()]);
     assert!(!ok);
     assert!(text.contains("problem: hooks.crash: /etc/netdumpd/hooks/crash"), "{text}");
     assert!(text.contains("problem: analysis.kernels.node-a: /srv/kernels/node-a/kernel.elf"), "{text}");
