@@ -11,7 +11,7 @@ extern crate std;
 use crate::clock::Clock;
 use crate::net::{classify, emit_arp, emit_udp, EthernetAddress, Inbound, Ipv4Address, UdpFlow, FRAME_OVERHEAD};
 
-use crate::nic::{NicError, PolledNic, ETHERNET_HEADER_LEN};
+use crate::nic::{check_frame_len, NicError, PolledNic};
 use smoltcp::wire::{ArpOperation, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -102,13 +102,7 @@ impl PolledNic for UdpSocketNic {
         true
     }
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        let max = self.mtu + ETHERNET_HEADER_LEN;
-        if len > max {
-            return Err(NicError::FrameTooLarge { len, max });
-        }
-        if len < ETHERNET_HEADER_LEN {
-            return Err(NicError::FrameTooShort { len });
-        }
+        check_frame_len(len, self.mtu)?;
         let mut frame = core::mem::take(&mut self.tx_frame);
         frame.clear();
         frame.resize(len, 0);

@@ -39,6 +39,22 @@ impl core::fmt::Display for NicError {
 /// Length of an Ethernet II header (no VLAN tag, no FCS).
 pub const ETHERNET_HEADER_LEN: usize = 14;
 
+/// The length check every [`PolledNic::transmit`] makes before it takes a buffer: a frame
+/// of `len` bytes (header included, FCS excluded) on a device of this `mtu` is
+/// [`NicError::FrameTooLarge`] past `mtu + 14` bytes and [`NicError::FrameTooShort`] below
+/// an Ethernet header, checked in that order.
+#[inline]
+pub fn check_frame_len(len: usize, mtu: usize) -> Result<(), NicError> {
+    let max = mtu + ETHERNET_HEADER_LEN;
+    if len > max {
+        return Err(NicError::FrameTooLarge { len, max });
+    }
+    if len < ETHERNET_HEADER_LEN {
+        return Err(NicError::FrameTooShort { len });
+    }
+    Ok(())
+}
+
 /// A network interface driven by polling, from preallocated buffers.
 ///
 /// # Contract
@@ -84,7 +100,8 @@ pub trait PolledNic {
     /// The driver takes a free transmit buffer, calls `fill` with exactly `len` bytes of it
     /// to build the frame in place, and hands the descriptor to the device.
     /// Returns [`NicError::RingFull`] without calling `fill` when no buffer is free, and
-    /// [`NicError::FrameTooLarge`] / [`NicError::FrameTooShort`] for a bad length.
+    /// [`NicError::FrameTooLarge`] / [`NicError::FrameTooShort`] for a bad length (as
+    /// [`check_frame_len`] decides).
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError>;
 
     /// Reclaims descriptors the device has finished sending; returns how many were freed.
@@ -132,7 +149,17 @@ impl StatusPacer {
 
 #[cfg(test)]
 mod tests {
-    use super::StatusPacer;
+    use super::{check_frame_len, NicError, StatusPacer};
+
+    #[test]
+    fn frame_lengths_are_bounded_by_the_mtu_and_the_header() {
+        assert_eq!(check_frame_len(1514, 1500), Ok(()));
+        assert_eq!(check_frame_len(14, 1500), Ok(()));
+        assert_eq!(check_frame_len(1515, 1500), Err(NicError::FrameTooLarge { len: 1515, max: 1514 }));
+        assert_eq!(check_frame_len(13, 1500), Err(NicError::FrameTooShort { len: 13 }));
+        assert_eq!(check_frame_len(0, 0), Err(NicError::FrameTooShort { len: 0 }));
+        assert_eq!(check_frame_len(15, 0), Err(NicError::FrameTooLarge { len: 15, max: 14 }));
+    }
 
     #[test]
     fn status_is_due_first_then_every_interval_and_whenever_the_ring_is_full() {

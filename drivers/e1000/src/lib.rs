@@ -28,7 +28,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, StatusPacer};
+use netdump_core::nic::{NicError, PolledNic, StatusPacer, check_frame_len};
 use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
 
 pub use mmio::{MmioRegisters, Registers};
@@ -414,13 +414,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
     /// Builds the frame in place in the next transmit buffer, zero-pads it to 60 bytes and
     /// moves TDT. Never waits. Reads STATUS as [`StatusPacer`] says.
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        let max = MTU + ETHERNET_HEADER_LEN;
-        if len > max {
-            return Err(NicError::FrameTooLarge { len, max });
-        }
-        if len < ETHERNET_HEADER_LEN {
-            return Err(NicError::FrameTooShort { len });
-        }
+        check_frame_len(len, MTU)?;
         let full = self.tx.is_full();
         if self.status.due(full) {
             let status = self.regs.read(regs::STATUS);

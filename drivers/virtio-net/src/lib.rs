@@ -38,7 +38,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, StatusPacer};
+use netdump_core::nic::{NicError, PolledNic, StatusPacer, check_frame_len};
 use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
 
 pub use features::{Features, Interface, Negotiated, NegotiationError};
@@ -389,13 +389,7 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
     /// Builds the frame in place behind its header and makes it available; notifies the
     /// device unless it said it is already processing the queue. Never waits.
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        let max = self.mtu() + ETHERNET_HEADER_LEN;
-        if len > max {
-            return Err(NicError::FrameTooLarge { len, max });
-        }
-        if len < ETHERNET_HEADER_LEN {
-            return Err(NicError::FrameTooShort { len });
-        }
+        check_frame_len(len, self.mtu())?;
         let full = self.tx.is_full();
         if self.health.due(full) {
             let status = self.transport.status();
