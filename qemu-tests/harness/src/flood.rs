@@ -24,29 +24,29 @@ use crate::proxy::forge;
 const TICK: Duration = Duration::from_millis(10);
 
 /// HELLOs with random cookies and valid names, per second, from [`HELLO_PORTS`] ports.
-pub const HELLO_RATE: u64 = 150;
-pub const HELLO_CAP: u64 = 9000;
+pub const HELLO_RATE: u64 = 500;
+pub const HELLO_CAP: u64 = 15000;
 pub const HELLO_PORTS: usize = 48;
 /// Distinct valid names the HELLO churn cycles through.
 pub const HELLO_NAMES: u64 = 1500;
 /// One HELLO in this many carries a hostile name.
 pub const HOSTILE_EVERY: u64 = 10;
 /// HELLO → CRASH → ABORT rounds per second, each from a new port.
-pub const CHURN_RATE: u64 = 10;
-pub const CHURN_CAP: u64 = 600;
+pub const CHURN_RATE: u64 = 40;
+pub const CHURN_CAP: u64 = 1200;
 /// One churn CRASH in this many announces [`ABSURD_MEMORY`].
 pub const ABSURD_EVERY: u64 = 3;
 pub const ABSURD_MEMORY: u64 = 70 << 30;
 /// How long a churn round waits for the server's HELLO_ACK and DECISION.
-const CHURN_REPLY_WAIT: Duration = Duration::from_millis(200);
+const CHURN_REPLY_WAIT: Duration = Duration::from_millis(20);
 /// Malformed and random datagrams per second.
-pub const MALFORMED_RATE: u64 = 200;
-pub const MALFORMED_CAP: u64 = 12000;
+pub const MALFORMED_RATE: u64 = 600;
+pub const MALFORMED_CAP: u64 = 18000;
 /// Syslog garbage per second.
-pub const SYSLOG_RATE: u64 = 100;
-pub const SYSLOG_CAP: u64 = 6000;
+pub const SYSLOG_RATE: u64 = 300;
+pub const SYSLOG_CAP: u64 = 9000;
 /// Replayed datagrams per second within a round.
-pub const REPLAY_RATE: u64 = 2000;
+pub const REPLAY_RATE: u64 = 4000;
 
 /// What a flood aims at, and its bounds.
 #[derive(Debug, Clone)]
@@ -390,14 +390,14 @@ fn syslog_garbage(i: u64, rng: &mut Rng, marker: &str) -> Vec<u8> {
         2 => format!("<13>Jan  1 00:00:0\u{e9} host{} tag: message", "\u{e9}".repeat(k % 4)).into_bytes(),
         // Random bytes, with or without a PRI.
         3 => {
-            let mut v = if k % 2 == 0 { b"<13>".to_vec() } else { vec![] };
+            let mut v = if k.is_multiple_of(2) { b"<13>".to_vec() } else { vec![] };
             v.extend(rng.some_bytes(1400));
             v
         }
         // Overlong lines.
         4 => {
             let mut v = b"<13>".to_vec();
-            v.resize(if k % 4 == 0 { 60000 } else { 8000 }, b'x');
+            v.resize(if k.is_multiple_of(4) { 60000 } else { 8000 }, b'x');
             v
         }
         // Control characters, escapes, a NUL.
@@ -841,7 +841,8 @@ mod tests {
     fn packets_the_flood_builds_parse_as_intended() {
         let (h, _) = Header::parse(&hello(7, b"flood-1", 1 << 26)).unwrap();
         assert_eq!((h.msg_type, h.cookie), (MessageType::Hello, 7));
-        let (h, p) = Header::parse(&crash(9, ABSURD_MEMORY, b"x\ny")).unwrap();
+        let c = crash(9, ABSURD_MEMORY, b"x\ny");
+        let (h, p) = Header::parse(&c).unwrap();
         assert_eq!(h.msg_type, MessageType::Crash);
         netdump_core::proto::Message::parse(&h, p).unwrap();
         let (h, _) = Header::parse(&abort(9)).unwrap();

@@ -36,10 +36,10 @@ pub const MAX_THREADS: u64 = 16;
 pub const MAX_RSS_MIB: u64 = 256;
 
 /// Upper bound of the flood, should the kernel's FINISH never come.
-const FLOOD_MAX: Duration = Duration::from_secs(90);
+const FLOOD_MAX: Duration = Duration::from_secs(45);
 /// Replay rounds of the earlier session, and the pause between them.
-const REPLAY_ROUNDS: u64 = 5;
-const REPLAY_GAP: Duration = Duration::from_millis(500);
+const REPLAY_ROUNDS: u64 = 6;
+const REPLAY_GAP: Duration = Duration::from_millis(250);
 /// Fewest replay rounds that must have gone out during the dump.
 const MIN_REPLAY_ROUNDS: u64 = 3;
 /// How long the scenario waits for the kernel's CRASH.
@@ -464,6 +464,7 @@ impl Verdicts {
 }
 
 fn attack(ctx: &Ctx) -> Result<Outcome> {
+    let began = Instant::now();
     let seed = 0xa77a;
     let run = KernelRun::new("dump", common::pattern(seed));
     let syslog = std::net::SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
@@ -550,6 +551,7 @@ fn attack(ctx: &Ctx) -> Result<Outcome> {
         );
     }
     let mut outcome = outcome.context("no outcome")?;
-    outcome.detail += &format!("; {summary}");
+    let secs = began.elapsed().as_secs_f64();
+    outcome.detail += &format!("; {summary}; scenario {secs:.0} s");
     Ok(outcome)
 }
