@@ -53,7 +53,7 @@ pub fn is_sparse(path: &Path, p: &Pattern) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
     let allocated = meta.blocks() * 512;
-    let zero_bytes = if p.zero_every == 0 { 0 } else { p.len / PAGE / p.zero_every * PAGE };
+    let zero_bytes = (p.len / PAGE).checked_div(p.zero_every).map_or(0, |pages| pages * PAGE);
     ensure!(
         allocated + zero_bytes <= meta.size(),
         "vmcore is not sparse: {allocated} bytes allocated of {} (expected at least {zero_bytes} bytes of holes)",

@@ -162,15 +162,15 @@ pub fn check_complete_dump_in(ctx: &Ctx, dump: PathBuf, pattern: &Pattern, panic
 pub fn wait_incomplete(ctx: &Ctx, srv: &Netdumpd) -> Result<(PathBuf, serde_json::Value)> {
     let deadline = Instant::now() + Duration::from_secs(SESSION_TIMEOUT_S * 5 + 10);
     loop {
-        if let Some(dump) = srv.dumps_of(&ctx.id).first() {
-            if let Ok(info) = read_info(dump) {
-                let status = info.pointer("/status").and_then(|v| v.as_str()).unwrap_or("");
-                ensure!(status != "complete", "an interrupted dump was marked complete");
-                if status == "incomplete" {
-                    ensure!(!dump.join("vmcore").exists(), "an interrupted dump was renamed to vmcore");
-                    ensure!(dump.join("vmcore-incomplete").exists(), "vmcore-incomplete missing");
-                    return Ok((dump.clone(), info));
-                }
+        if let Some(dump) = srv.dumps_of(&ctx.id).first()
+            && let Ok(info) = read_info(dump)
+        {
+            let status = info.pointer("/status").and_then(|v| v.as_str()).unwrap_or("");
+            ensure!(status != "complete", "an interrupted dump was marked complete");
+            if status == "incomplete" {
+                ensure!(!dump.join("vmcore").exists(), "an interrupted dump was renamed to vmcore");
+                ensure!(dump.join("vmcore-incomplete").exists(), "vmcore-incomplete missing");
+                return Ok((dump.clone(), info));
             }
         }
         if Instant::now() > deadline {

@@ -186,11 +186,11 @@ fn waited_on_the_wire(events: &[Event], which: Silence) -> Result<u64> {
     let from = match which {
         Silence::Announce => events.iter().filter(to_server).find(|e| e.seen.is(MessageType::Crash)),
         // The last reply that reached the client.
-        Silence::Data => events.iter().filter(|e| e.seen.dir == Direction::ToClient && e.fate != Fate::Blackholed).last(),
+        Silence::Data => events.iter().rfind(|e| e.seen.dir == Direction::ToClient && e.fate != Fate::Blackholed),
         Silence::Finish => events.iter().filter(to_server).find(|e| e.seen.is(MessageType::Finish)),
     }
     .context("the proxy never saw the server fall silent")?;
-    let last = events.iter().filter(to_server).last().context("no packet from the client")?;
+    let last = events.iter().rfind(to_server).context("no packet from the client")?;
     ensure!(last.seen.is(MessageType::Abort), "the client's last packet was not an ABORT: {:?}", last.seen.header);
     Ok(last.at.saturating_duration_since(from.at).as_millis() as u64)
 }
