@@ -18,7 +18,7 @@ use crate::dedup::DedupInfo;
 use crate::dumpdir::DumpDir;
 use crate::hooks::{HookConfig, HookEvent, ProcessEnd, RunningHook};
 use crate::registry::Client;
-use crate::session::CrashAnnouncement;
+use crate::announcement::CrashAnnouncement;
 
 /// What the free space allows, counting dumps in progress and the reserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -181,7 +181,7 @@ pub fn analyse(dir: &Path, client: &str, config: &AnalysisConfig) -> Option<Path
     let kernel = config.kernel_for_dump(client, dir)?;
     let text = analysis_text(dir, &kernel, config);
     let path = dir.join(ANALYSIS);
-    match crate::atomic_file::write_private(&path, text.as_bytes()) {
+    match crate::files::write_private(&path, text.as_bytes()) {
         Ok(()) => Some(path),
         Err(e) => {
             tracing::error!(dump = %dir.display(), "cannot write {ANALYSIS}: {e}");

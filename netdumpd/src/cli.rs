@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{AnalysisSection, ConfigFile, DedupSection, HooksSection, NetconsoleSection, RetentionSection};
-use crate::server::ServerConfig;
+use crate::config::ServerConfig;
 
 /// What a client does once its dump is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,16 +8,72 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use netdump_core::proto::AfterDump;
+use netdump_core::proto::{AfterDump, SERVER_PORT};
 use serde::Deserialize;
 
 use crate::analysis::AnalysisConfig;
 use crate::dedup::DedupPolicy;
 use crate::hooks::HookConfig;
+use crate::limits::Limits;
 use crate::retention::RetentionConfig;
-use crate::server::ServerConfig;
 
 const MIB: u64 = 1 << 20;
+
+/// How the server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address and UDP port to listen on.
+    pub listen: SocketAddr,
+    /// Where dumps and the client registry go.
+    pub dump_dir: PathBuf,
+    /// Silence after which a dump being received is marked incomplete.
+    pub session_timeout: Duration,
+    /// What FINISH_ACK tells the client to do next.
+    pub after_dump: AfterDump,
+    /// Free space to leave on the dump file system; a dump that would eat into it
+    /// gets SKIP_MEMORY (or ABORT when not even its log fits).
+    pub min_free_bytes: u64,
+    /// Dumps received at once; one more CRASH gets ABORT (busy).
+    pub max_sessions: usize,
+    /// Memory images received at once; beyond, a crash gets SKIP_MEMORY (busy): its
+    /// log and registers only.
+    pub max_memory_dumps: usize,
+    /// Hook scripts ([`crate::hooks`]).
+    pub hooks: HookConfig,
+    /// Limits on the dumps kept ([`crate::retention`]).
+    pub retention: RetentionConfig,
+    /// What to do with a repeated crash ([`crate::dedup`]).
+    pub dedup: DedupPolicy,
+    /// Analysis on arrival ([`crate::analysis`]).
+    pub analysis: AnalysisConfig,
+    /// Where to receive netconsole (syslog) lines, if anywhere ([`crate::syslog`]).
+    pub syslog_listen: Option<SocketAddr>,
+    /// How often a dump in progress is reported in the server log.
+    pub progress_interval: Duration,
+    /// What strangers can make the server hold or do ([`crate::limits`]).
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], SERVER_PORT)),
+            dump_dir: PathBuf::from("/var/crash/netdump"),
+            session_timeout: Duration::from_secs(60),
+            after_dump: AfterDump::Reboot,
+            min_free_bytes: 64 << 20,
+            max_sessions: 16,
+            max_memory_dumps: 16,
+            hooks: HookConfig::default(),
+            retention: RetentionConfig::default(),
+            dedup: DedupPolicy::default(),
+            analysis: AnalysisConfig::default(),
+            syslog_listen: None,
+            progress_interval: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
 
 /// The file, as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]

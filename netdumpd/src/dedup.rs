@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::atomic_file::write_atomic;
+use crate::files::write_atomic;
 use crate::dumpdir::INFO;
-use crate::session::CrashAnnouncement;
+use crate::announcement::CrashAnnouncement;
 
 pub const SIGNATURES_FILE: &str = "signatures.json";
 

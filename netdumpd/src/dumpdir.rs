@@ -11,19 +11,19 @@
 //! | `info.json` | what is known about the crash and the transfer ([`crate::info`]) |
 //!
 //! A dump holds the memory of the machine that crashed: every directory netdumpd
-//! creates is 0700 and every file 0600, whatever the umask ([`create_private_dir_all`],
-//! [`PRIVATE_FILE_MODE`]).
+//! creates is 0700 and every file 0600, whatever the umask ([`crate::files::create_private_dir_all`],
+//! [`crate::files::PRIVATE_FILE_MODE`]).
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::atomic_file::write_atomic;
+use crate::files::{PRIVATE_DIR_MODE, private_file, write_atomic};
 use crate::info::DumpInfo;
 use crate::vmcore::VmcoreLayout;
 
@@ -33,23 +33,6 @@ pub const LOG: &str = "log";
 pub const EXTRA: &str = "extra";
 pub const INFO: &str = "info.json";
 pub const REGISTERS: &str = "registers";
-
-/// The mode of every directory netdumpd creates.
-pub const PRIVATE_DIR_MODE: u32 = 0o700;
-/// The mode of every file netdumpd creates.
-pub const PRIVATE_FILE_MODE: u32 = 0o600;
-
-/// Creates `path` and its missing parents 0700 (the umask can only take more away).
-pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(path)
-}
-
-/// Options that create a file 0600 (the umask can only take more away).
-pub fn private_file() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.mode(PRIVATE_FILE_MODE);
-    o
-}
 
 /// A crash's directory, created empty and unique.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use netdump_core::arch::x86_64::Exception;
 use serde::Serialize;
 
 /// Status of a dump, as `info.json` spells it.
@@ -143,13 +144,10 @@ pub struct DumpInfo {
     pub dedup: Option<crate::dedup::DedupInfo>,
 }
 
-/// The mnemonic of an x86 exception vector.
+/// The mnemonic of an x86 exception vector (`#PF`); `None` for a reserved vector or one
+/// above 31.
 pub fn vector_name(vector: u8) -> Option<&'static str> {
-    const NAMES: [&str; 22] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS", "#GP", "#PF", "",
-        "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
-    ];
-    NAMES.get(usize::from(vector)).copied().filter(|n| !n.is_empty())
+    Exception::from_vector(vector).map(Exception::mnemonic)
 }
 
 pub fn hex64(v: u64) -> String {
@@ -168,7 +166,13 @@ mod tests {
     fn vector_names_cover_the_architectural_exceptions() {
         assert_eq!(vector_name(14), Some("#PF"));
         assert_eq!(vector_name(13), Some("#GP"));
+        assert_eq!(vector_name(9), Some("CSO"));
         assert_eq!(vector_name(15), None);
+        // Missing before the names came from netdump-core.
+        assert_eq!(vector_name(28), Some("#HV"));
+        assert_eq!(vector_name(29), Some("#VC"));
+        assert_eq!(vector_name(30), Some("#SX"));
+        assert_eq!(vector_name(31), None);
         assert_eq!(vector_name(200), None);
     }
 

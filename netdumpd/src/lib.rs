@@ -19,13 +19,16 @@
 //! | module | what |
 //! |---|---|
 //! | [`cli`] | command-line options |
-//! | [`server`] | the socket loop, dispatch by cookie, ACK policy, decisions |
+//! | [`server`] | the loop: dispatch by cookie, ACK policy, decisions |
+//! | [`outbox`] | the socket: bounded waits, sending, the budget of unsolicited replies |
+//! | [`announcement`] | a crash announcement, owned |
 //! | [`session`] | one dump: state machine, positioned writes, FINISH verification |
 //! | [`receive_window`] | cumulative/selective ack and the stream CRC by CRC-32 combine |
 //! | [`recovery`] | dumps an earlier netdumpd left receiving, marked incomplete at start-up |
 //! | [`registry`] | registered clients, `clients.json` |
 //! | [`vmcore`] | the ELF core layout and notes |
 //! | [`dumpdir`] | a crash's directory and files, free space |
+//! | [`files`] | private files and directories, atomic replacement |
 //! | [`info`] | `info.json` |
 //! | [`stats`] | drop counters, rate-limited warnings, `stats.json` |
 //! | [`limits`] | the bounds on what strangers can make the server hold, rate budgets |
@@ -45,17 +48,19 @@
 pub mod admin;
 pub mod admission;
 pub mod analysis;
-pub mod atomic_file;
+pub mod announcement;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod dumpdir;
+pub mod files;
 pub mod hooks;
 pub mod info;
 pub mod jobs;
 pub mod limits;
 pub mod logging;
+pub mod outbox;
 pub mod progress;
 pub mod receive_window;
 pub mod recovery;
@@ -69,7 +74,8 @@ pub mod syslog;
 pub mod utc;
 pub mod vmcore;
 
-pub use server::{Server, ServerConfig, ShutdownHandle};
+pub use config::ServerConfig;
+pub use server::{Server, ShutdownHandle};
 pub use stats::{DropReason, ServerStats, StatsSnapshot};
 
 #[cfg(test)]

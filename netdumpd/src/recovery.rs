@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::atomic_file::write_atomic;
+use crate::files::write_atomic;
 use crate::dumpdir::{INFO, VMCORE, VMCORE_INCOMPLETE};
 
 /// What start-up did to one dump directory.

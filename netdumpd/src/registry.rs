@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::write_atomic;
+use crate::files::write_atomic;
 
 /// File name of the registry inside the dump directory.
 pub const REGISTRY_FILE: &str = "clients.json";

@@ -13,80 +13,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netdump_core::proto::{
-    Ack, AfterDump, ClientMessage, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello, HelloAck,
-    HelloStatus, MAX_DATAGRAM, Message, MessageType, ProtoError, SERVER_PORT, TextMessage, Verdict, error_code,
-    valid_name,
+    Ack, ClientMessage, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello, HelloAck,
+    HelloStatus, MAX_DATAGRAM, Message, MessageType, ProtoError, TextMessage, Verdict, error_code, valid_name,
 };
 
 use crate::admission::{AdmissionContext, PendingCrash, SpaceFit, dump_env};
-use crate::analysis::AnalysisConfig;
-use crate::dedup::{DedupIndex, DedupInfo, DedupPolicy, Occurrence};
+use crate::announcement::CrashAnnouncement;
+use crate::config::ServerConfig;
+use crate::dedup::{DedupIndex, DedupInfo, Occurrence};
 use crate::dumpdir::{DumpDir, available_bytes};
-use crate::hooks::{HookConfig, HookEvent};
+use crate::hooks::HookEvent;
 use crate::info::DumpStatus;
 use crate::jobs::JobPool;
-use crate::limits::{Limits, MAX_LOG_BYTES, RateBudget, SourceBudget};
+use crate::limits::{MAX_LOG_BYTES, RateBudget, SourceBudget};
+use crate::outbox::Outbox;
 use crate::registry::{Client, Registration, Registry, RegistryError, RegistryLimits};
-use crate::retention::RetentionConfig;
-use crate::session::{CrashAnnouncement, Session, StartRequest};
+use crate::session::{Session, StartRequest};
 use crate::syslog::{SyslogLimits, SyslogReceiver};
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
-
-/// How the server runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// Address and UDP port to listen on.
-    pub listen: SocketAddr,
-    /// Where dumps and the client registry go.
-    pub dump_dir: PathBuf,
-    /// Silence after which a dump being received is marked incomplete.
-    pub session_timeout: Duration,
-    /// What FINISH_ACK tells the client to do next.
-    pub after_dump: AfterDump,
-    /// Free space to leave on the dump file system; a dump that would eat into it
-    /// gets SKIP_MEMORY (or ABORT when not even its log fits).
-    pub min_free_bytes: u64,
-    /// Dumps received at once; one more CRASH gets ABORT (busy).
-    pub max_sessions: usize,
-    /// Memory images received at once; beyond, a crash gets SKIP_MEMORY (busy): its
-    /// log and registers only.
-    pub max_memory_dumps: usize,
-    /// Hook scripts ([`crate::hooks`]).
-    pub hooks: HookConfig,
-    /// Limits on the dumps kept ([`crate::retention`]).
-    pub retention: RetentionConfig,
-    /// What to do with a repeated crash ([`crate::dedup`]).
-    pub dedup: DedupPolicy,
-    /// Analysis on arrival ([`crate::analysis`]).
-    pub analysis: AnalysisConfig,
-    /// Where to receive netconsole (syslog) lines, if anywhere ([`crate::syslog`]).
-    pub syslog_listen: Option<SocketAddr>,
-    /// How often a dump in progress is reported in the server log.
-    pub progress_interval: Duration,
-    /// What strangers can make the server hold or do ([`crate::limits`]).
-    pub limits: Limits,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], SERVER_PORT)),
-            dump_dir: PathBuf::from("/var/crash/netdump"),
-            session_timeout: Duration::from_secs(60),
-            after_dump: AfterDump::Reboot,
-            min_free_bytes: 64 << 20,
-            max_sessions: 16,
-            max_memory_dumps: 16,
-            hooks: HookConfig::default(),
-            retention: RetentionConfig::default(),
-            dedup: DedupPolicy::default(),
-            analysis: AnalysisConfig::default(),
-            syslog_listen: None,
-            progress_interval: Duration::from_secs(10),
-            limits: Limits::default(),
-        }
-    }
-}
 
 /// How long an ended session is remembered, to answer a repeated FINISH or CRASH
 /// (the protocol promises at least 60 s).
@@ -101,14 +45,8 @@ pub const STATS_FILE: &str = "stats.json";
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Packets drained in one burst before the loop acknowledges and looks around.
 const MAX_BURST: usize = 1024;
-/// Receive buffer asked of the kernel: a few full client windows of jumbo packets.
-const RECEIVE_BUFFER: usize = 8 << 20;
 /// Room the headers, notes and log of a dump need besides its memory image.
 const NON_MEMORY_ALLOWANCE: u64 = 1 << 20;
-/// Replies to packets that belong to no live session (ERRORs, STOP acks): at most
-/// this many per second, so that spoofed packets cannot aim the server at a victim.
-const UNSOLICITED_REPLIES_PER_SECOND: u32 = 50;
-
 /// Stops a running [`Server`] from another thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle(Arc<AtomicBool>);
@@ -118,43 +56,6 @@ impl ShutdownHandle {
     /// after marking dumps still being received incomplete.
     pub fn shutdown(&self) {
         self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The sending half: the socket, a packet buffer, and the budget of unsolicited replies.
-struct Outbox {
-    socket: UdpSocket,
-    buf: Vec<u8>,
-    stats: Arc<ServerStats>,
-    budget: u32,
-    budget_refilled: Instant,
-}
-
-impl Outbox {
-    fn send(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Message<'_>) {
-        match reply.emit_packet(0, cookie, seq, &mut self.buf) {
-            Ok(n) => match self.socket.send_to(&self.buf[..n], to) {
-                Ok(_) => self.stats.packet_sent(),
-                Err(e) => {
-                    self.stats.send_error();
-                    tracing::debug!(%to, "send failed: {e}");
-                }
-            },
-            Err(e) => tracing::error!(%to, "cannot build {:?}: {e}", reply.msg_type()),
-        }
-    }
-
-    /// Sends a reply to a packet outside any live session, if the budget allows.
-    fn send_unsolicited(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Message<'_>) {
-        let now = Instant::now();
-        if now.saturating_duration_since(self.budget_refilled) >= Duration::from_secs(1) {
-            self.budget = UNSOLICITED_REPLIES_PER_SECOND;
-            self.budget_refilled = now;
-        }
-        if self.budget > 0 {
-            self.budget -= 1;
-            self.send(to, cookie, seq, reply);
-        }
     }
 }
 
@@ -199,7 +100,7 @@ fn drop_reason(e: ProtoError) -> DropReason {
 impl Server {
     /// Creates the dump directory if needed, loads the registry and binds the socket.
     pub fn bind(config: ServerConfig) -> anyhow::Result<Server> {
-        crate::dumpdir::create_private_dir_all(&config.dump_dir)
+        crate::files::create_private_dir_all(&config.dump_dir)
             .with_context(|| format!("cannot create dump directory {}", config.dump_dir.display()))?;
         let registry_limits =
             RegistryLimits { max_clients: config.limits.max_clients, max_retired: config.limits.max_retired };
@@ -215,14 +116,14 @@ impl Server {
         // Non-blocking for good: each turn waits in ppoll(2) and then drains, with no
         // socket option changed per turn (three system calls a packet, when a QEMU
         // client's datagrams arrive one at a time).
-        socket.set_nonblocking(true)?;
-        enlarge_receive_buffer(&socket);
-        let local_addr = socket.local_addr()?;
+        let outbox_stats = Arc::new(ServerStats::default());
+        let outbox = Outbox::new(socket, outbox_stats.clone())?;
+        let local_addr = outbox.local_addr()?;
         let syslog = match config.syslog_listen {
             Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir, SyslogLimits::default())?),
             None => None,
         };
-        let stats = Arc::new(ServerStats::default());
+        let stats = outbox_stats;
         stats.set_clients(registry.len());
         let (root, retention) = (config.dump_dir.clone(), config.retention);
         let jobs = JobPool::new(
@@ -242,13 +143,7 @@ impl Server {
             "netdumpd ready"
         );
         Ok(Server {
-            outbox: Outbox {
-                socket,
-                buf: vec![0; MAX_DATAGRAM],
-                stats: stats.clone(),
-                budget: UNSOLICITED_REPLIES_PER_SECOND,
-                budget_refilled: Instant::now(),
-            },
+            outbox,
             local_addr,
             registry,
             sessions: HashMap::new(),
@@ -339,9 +234,9 @@ impl Server {
     /// burst, acknowledge, expire.
     fn turn(&mut self) -> anyhow::Result<()> {
         let mut buf = std::mem::take(&mut self.recv_buf);
-        if wait_readable(&self.outbox.socket, self.receive_timeout())? {
+        if self.outbox.wait_readable(self.receive_timeout())? {
             for _ in 0..MAX_BURST {
-                match self.outbox.socket.recv_from(&mut buf) {
+                match self.outbox.recv_from(&mut buf) {
                     Ok((n, from)) => self.handle(&buf[..n], from, Instant::now()),
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => break,
                     // ICMP errors for earlier sends surface here on some systems; not fatal.
@@ -396,7 +291,7 @@ impl Server {
     fn write_stats(&self, snap: &crate::stats::StatsSnapshot) -> io::Result<()> {
         let mut text = serde_json::to_vec_pretty(snap).map_err(io::Error::other)?;
         text.push(b'\n');
-        crate::atomic_file::write_atomic(&self.config.dump_dir.join(STATS_FILE), &text)
+        crate::files::write_atomic(&self.config.dump_dir.join(STATS_FILE), &text)
     }
 
     /// Handles one datagram as if it had just arrived from `from`, then does what the
@@ -966,45 +861,5 @@ fn log_registration(name: &str, cookie: u64, from: SocketAddr, outcome: Registra
         }
         Registration::Updated => tracing::info!(client = name, %from, %cookie, "client registration updated"),
         Registration::Unchanged => tracing::debug!(client = name, %from, %cookie, "repeated HELLO"),
-    }
-}
-
-/// Asks for a receive buffer that holds several client windows; the kernel may grant
-/// less (`net.core.rmem_max`), which only costs retransmissions.
-/// Waits at most `timeout` for `socket` to have a datagram (ppoll(2), microsecond
-/// resolution); false when the time passed or a signal came first.
-fn wait_readable(socket: &UdpSocket, timeout: Duration) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: `fd` is one valid pollfd naming the socket's open descriptor (the socket
-    // outlives the call), `ts` a valid timespec, and a null signal mask leaves it as it is.
-    let rc = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
-    }
-    Ok(rc > 0)
-}
-
-fn enlarge_receive_buffer(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size = RECEIVE_BUFFER as libc::c_int;
-    // SAFETY: the descriptor is a live socket owned by `socket`, and the option value
-    // points to a c_int whose size is passed alongside.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!("cannot enlarge the receive buffer: {}", io::Error::last_os_error());
     }
 }

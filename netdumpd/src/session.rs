@@ -17,12 +17,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    AfterDump, Crash, CrashKind, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED,
+    AfterDump, CrashKind, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED,
     Finish, FinishAck, FinishStatus, MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, REGISTER_RECORD_LEN, RegisterRecord,
     Section, Verdict, abort_reason, flags,
 };
 use time::OffsetDateTime;
 
+pub use crate::announcement::CrashAnnouncement;
 use crate::dedup::DedupInfo;
 use crate::dumpdir::{DumpDir, DumpFiles, REGISTERS, VMCORE, VMCORE_INCOMPLETE};
 use crate::info::{
@@ -32,7 +33,7 @@ use crate::info::{
 use crate::receive_window::{ReceiveWindow, SeqStatus};
 use crate::registry::Client;
 use crate::stats::{DropCounts, DropReason};
-use crate::vmcore::{CrashNote, VmcoreLayout};
+use crate::vmcore::VmcoreLayout;
 
 /// The server acknowledges after this many DATA packets of a session even within a burst.
 pub const ACK_EVERY: u32 = 32;
@@ -41,59 +42,6 @@ pub const ACK_EVERY: u32 = 32;
 pub const ACK_DELAY: Duration = Duration::from_millis(2);
 /// Largest EXTRA section the server keeps.
 pub const MAX_EXTRA_BYTES: u64 = 64 << 20;
-
-/// A crash announcement, owned: it outlives the packet it came in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrashAnnouncement {
-    pub kind: CrashKind,
-    pub vector: u8,
-    pub cpu_count: u16,
-    pub crashing_cpu: u16,
-    pub error_code: u64,
-    pub fault_address: u64,
-    pub page_size: u32,
-    pub log_len: u64,
-    pub ranges: Vec<MemoryRange>,
-    /// Code addresses of the crashing stack, innermost first (the faulting `rip` of an
-    /// exception, then return addresses).
-    pub frames: Vec<u64>,
-    /// The panic message, invalid UTF-8 replaced.
-    pub message: String,
-}
-
-impl CrashAnnouncement {
-    pub fn from_wire(c: &Crash<'_>) -> Self {
-        CrashAnnouncement {
-            kind: c.kind,
-            vector: c.vector,
-            cpu_count: c.cpu_count,
-            crashing_cpu: c.crashing_cpu,
-            error_code: c.error_code,
-            fault_address: c.fault_address,
-            page_size: c.page_size,
-            log_len: c.log_len,
-            ranges: c.ranges.iter().collect(),
-            frames: c.frames.iter().collect(),
-            message: String::from_utf8_lossy(c.message).into_owned(),
-        }
-    }
-
-    /// Bytes of RAM announced (the sum of the ranges).
-    pub fn memory_size(&self) -> u64 {
-        self.ranges.iter().fold(0u64, |sum, r| sum.saturating_add(r.length))
-    }
-
-    fn note(&self) -> CrashNote {
-        CrashNote {
-            kind: self.kind,
-            vector: self.vector,
-            crashing_cpu: self.crashing_cpu,
-            error_code: self.error_code,
-            fault_address: self.fault_address,
-            message: self.message.clone(),
-        }
-    }
-}
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -759,7 +707,7 @@ impl Session {
         if text.is_empty() {
             return;
         }
-        if let Err(e) = crate::atomic_file::write_atomic(&o.dir.path().join(REGISTERS), text.as_bytes()) {
+        if let Err(e) = crate::files::write_atomic(&o.dir.path().join(REGISTERS), text.as_bytes()) {
             tracing::error!(dir = %o.dir.path().display(), "cannot write {REGISTERS}: {e}");
         }
     }
@@ -901,7 +849,7 @@ mod tests {
     use crate::core_reader::{Core, pr_pid, pr_reg};
     use crate::dumpdir::{EXTRA, INFO, LOG};
     use crate::test_dir::TestDir;
-    use netdump_core::proto::{AddressTable, REGISTERS_VALID, RangeTable};
+    use netdump_core::proto::{AddressTable, Crash, REGISTERS_VALID, RangeTable};
     use std::net::Ipv4Addr;
 
     const COOKIE: u64 = 0x1234_5678_9abc_def0;

@@ -305,7 +305,7 @@ impl SyslogReceiver {
         let socket = UdpSocket::bind(addr).with_context(|| format!("cannot receive netconsole on {addr}"))?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let dir = root.join(CONSOLE_DIR);
-        crate::dumpdir::create_private_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::files::create_private_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // An earlier netdumpd's directory may be wider (before it was created 0700).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot make {} private", dir.display()))?;

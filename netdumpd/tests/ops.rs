@@ -72,7 +72,12 @@ fn a_crash_hook_exiting_1_gives_a_vmcore_free_dump_with_log_and_registers_and_th
     };
     let server = TestServer::start_with(dir.path(), |c| c.hooks = hook_config);
     let m = Machine::small("watchdog-1");
-    let (c, d) = crash(&server, &m, 0x701);
+    let c = TestClient::new(server.addr, 0x701);
+    c.hello(&m.name);
+    // The register hook runs on the server's job pool: let it finish before the crash,
+    // as it would long before a real machine crashes.
+    wait_lines(&calls, 1);
+    let d = c.crash(&m.crash(), 1);
     assert_eq!((d.verdict, d.why), (Verdict::SkipMemory, DecisionReason::Hook));
     assert_eq!(send_dump(&c, &m, false), FinishStatus::Verified);
 

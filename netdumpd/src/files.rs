@@ -1,12 +1,31 @@
-//! Replacing a small file so that a reader (or a crash of the server) sees either the
-//! old or the new contents, never half of one: write a temporary file beside it,
-//! flush it to disk, rename it over the old one. The file is 0600 whatever the umask
-//! (what netdumpd writes is about crashed machines, and may quote their memory).
+//! How netdumpd creates files: private (directories 0700, files 0600, whatever the
+//! umask: what netdumpd writes is about crashed machines, and may quote their memory),
+//! and small files replaced atomically, so that a reader (or a crash of the server) sees
+//! either the old or the new contents, never half of one: write a temporary file beside
+//! it, flush it to disk, rename it over the old one.
 
+use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::dumpdir::private_file;
+/// The mode of every directory netdumpd creates.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The mode of every file netdumpd creates.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `path` and its missing parents 0700 (the umask can only take more away).
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(path)
+}
+
+/// Options that create a file 0600 (the umask can only take more away).
+pub fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(PRIVATE_FILE_MODE);
+    o
+}
+
 
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
