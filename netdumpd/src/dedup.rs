@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use crate::info::DedupInfo;
 use crate::files::write_atomic;
 use crate::dumpdir::INFO;
 use crate::announcement::CrashAnnouncement;
@@ -95,16 +96,6 @@ pub const KEPT_OCCURRENCES: usize = 32;
 struct IndexFile {
     version: u32,
     signatures: BTreeMap<String, SignatureEntry>,
-}
-
-/// What dedup says about one announced crash, recorded in its `info.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DedupInfo {
-    pub signature: String,
-    /// 1 for the first crash with this signature.
-    pub occurrence: u64,
-    /// The earlier dump (with memory) this one repeats, when it does.
-    pub duplicate_of: Option<String>,
 }
 
 /// The index of signatures, `<dir>/signatures.json`.

@@ -141,7 +141,7 @@ pub struct DumpInfo {
     pub vmcore: Option<&'static str>,
     /// The crash's signature, its occurrence count and the dump it repeats (null until
     /// the server decided).
-    pub dedup: Option<crate::dedup::DedupInfo>,
+    pub dedup: Option<DedupInfo>,
 }
 
 /// The mnemonic of an x86 exception vector (`#PF`); `None` for a reserved vector or one
@@ -156,6 +156,16 @@ pub fn hex64(v: u64) -> String {
 
 pub fn hex32(v: u32) -> String {
     format!("{v:#010x}")
+}
+
+/// What deduplication ([`crate::dedup`]) says about one announced crash, recorded in its `info.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DedupInfo {
+    pub signature: String,
+    /// 1 for the first crash with this signature.
+    pub occurrence: u64,
+    /// The earlier dump (with memory) this one repeats, when it does.
+    pub duplicate_of: Option<String>,
 }
 
 #[cfg(test)]
