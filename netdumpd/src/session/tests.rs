@@ -1,0 +1,565 @@
+//! The session's tests: a dump driven packet by packet, without a socket.
+
+use super::*;
+use crate::core_reader::{Core, pr_pid, pr_reg};
+use crate::dumpdir::{EXTRA, INFO, LOG};
+use crate::test_dir::TestDir;
+use netdump_core::proto::{
+    AddressTable, Crash, CrashKind, FINISH_MEMORY_SKIPPED, REGISTERS_VALID, RangeTable, RegisterRecord,
+};
+use std::net::Ipv4Addr;
+
+const COOKIE: u64 = 0x1234_5678_9abc_def0;
+const PAGE: usize = 4096;
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:6665".parse().unwrap()
+}
+
+fn client() -> Client {
+    Client {
+        cookie: COOKIE,
+        name: "unit".into(),
+        mac: [2, 0, 0, 0, 0, 1],
+        ip: Ipv4Addr::new(10, 0, 2, 15),
+        source: peer(),
+        mtu: 1500,
+        page_size: PAGE as u32,
+        memory_bytes: 0x30000,
+        registered_at: "2026-01-01T00:00:00Z".into(),
+        dump: None,
+    }
+}
+
+fn ranges() -> Vec<MemoryRange> {
+    vec![
+        MemoryRange { phys_start: 0x1000, length: 0x10000, virt_start: 0xffff_8000_0000_1000 },
+        MemoryRange { phys_start: 0x100000, length: 0x20000, virt_start: 0xffff_8000_0010_0000 },
+    ]
+}
+
+fn crash(cpu_count: u16) -> CrashAnnouncement {
+    let ranges = ranges();
+    let wire = Crash {
+        kind: CrashKind::Panic,
+        vector: 0,
+        cpu_count,
+        crashing_cpu: 0,
+        error_code: 0,
+        fault_address: 0,
+        page_size: PAGE as u32,
+        log_len: 100,
+        ranges: RangeTable::Ranges(&ranges),
+        frames: AddressTable::Addresses(&[0x10_2345, 0x10_1000]),
+        message: b"unit test panic \xff",
+    };
+    CrashAnnouncement::from_wire(&wire)
+}
+
+fn start(dir: &TestDir, verdict: Verdict) -> Session {
+    let c = client();
+    let req = StartRequest {
+        cookie: COOKIE,
+        client: &c,
+        peer: peer(),
+        root: dir.path(),
+        verdict,
+        why: if verdict == Verdict::DumpAll { DecisionReason::None } else { DecisionReason::NoSpace },
+        now: Instant::now(),
+        dir: None,
+    };
+    Session::start(req, crash(2))
+}
+
+/// One DATA packet: its payload (sub-header + data) as the wire carries it.
+struct Packet {
+    seq: u32,
+    section: Section,
+    offset: u64,
+    data: Vec<u8>,
+}
+
+impl Packet {
+    fn new(seq: u32, section: Section, offset: u64, data: Vec<u8>) -> Self {
+        Packet { seq, section, offset, data }
+    }
+    fn payload(&self) -> Vec<u8> {
+        let d = Data { section: self.section, offset: self.offset, data: &self.data };
+        let mut p = vec![0; d.wire_len()];
+        d.emit(&mut p);
+        p
+    }
+    fn send(&self, s: &mut Session, flags: u16) -> DataOutcome {
+        let d = Data { section: self.section, offset: self.offset, data: &self.data };
+        s.on_data(peer(), flags, self.seq, &d, &self.payload(), Instant::now())
+    }
+}
+
+fn page(tag: u8) -> Vec<u8> {
+    (0..PAGE).map(|i| (i as u8) ^ tag).collect()
+}
+
+fn registers(cpu: u64) -> Vec<u8> {
+    RegisterRecord {
+        rip: 0xffff_ffff_8000_0000 + cpu,
+        rsp: 0x7000 + cpu,
+        rax: cpu,
+        cpu,
+        flags: REGISTERS_VALID,
+        ..Default::default()
+    }
+    .to_bytes()
+    .to_vec()
+}
+
+/// A whole dump: log, registers (split mid-record), two memory pages, extra.
+fn stream() -> Vec<Packet> {
+    let regs: Vec<u8> = [registers(0), registers(1)].concat();
+    vec![
+        Packet::new(0, Section::Log, 0, vec![b'L'; 60]),
+        Packet::new(1, Section::Log, 60, vec![b'M'; 40]),
+        Packet::new(2, Section::Registers, 0, regs[..300].to_vec()),
+        Packet::new(3, Section::Registers, 300, regs[300..].to_vec()),
+        Packet::new(4, Section::Memory, 0x1000, page(1)),
+        Packet::new(5, Section::Memory, 0x100000 + 2 * PAGE as u64, [page(2), page(3)].concat()),
+        Packet::new(6, Section::Extra, 0, b"extra state\n".to_vec()),
+    ]
+}
+
+fn finish_for(packets: &[Packet]) -> Finish {
+    let payloads: Vec<Vec<u8>> = packets.iter().map(|p| p.payload()).collect();
+    let bytes = packets.iter().map(|p| p.data.len() as u64).sum();
+    let stream_crc = netdump_core::proto::StreamCrc::of_payloads(payloads.iter().map(|p| &p[..]));
+    Finish { total_bytes: bytes, stream_crc, flags: 0, zero_pages: 40, retransmissions: 1 }
+}
+
+fn info_json(s: &Session) -> serde_json::Value {
+    let dir = s.output.as_ref().unwrap().dir.path().to_path_buf();
+    serde_json::from_slice(&std::fs::read(dir.join(INFO)).unwrap()).unwrap()
+}
+
+fn dump_path(s: &Session) -> std::path::PathBuf {
+    s.output.as_ref().unwrap().dir.path().to_path_buf()
+}
+
+#[test]
+fn a_crash_opens_a_directory_with_a_sparse_vmcore_and_receiving_info() {
+    let dir = TestDir::new("session-start");
+    let s = start(&dir, Verdict::DumpAll);
+    assert!(s.is_receiving());
+    assert!(s.dir_name().unwrap().starts_with("unit-"));
+    let path = dump_path(&s);
+    assert!(path.join(VMCORE_INCOMPLETE).exists());
+    assert!(path.join(LOG).exists());
+    let info = info_json(&s);
+    assert_eq!(info["status"], "receiving");
+    assert_eq!(info["message"], "unit test panic \u{fffd}");
+    assert_eq!(info["memory_size"], 0x30000);
+    assert_eq!(info["client"]["mac"], "02:00:00:00:00:01");
+    assert_eq!(info["decision"]["verdict"], "dump_all");
+}
+
+#[test]
+fn out_of_order_data_with_duplicates_verifies_and_publishes_the_vmcore() {
+    let dir = TestDir::new("session-complete");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let packets = stream();
+    for i in [3, 0, 6, 0, 5, 1, 2, 4, 4, 3] {
+        let out = packets[i].send(&mut s, 0);
+        assert_eq!(out.dropped, None);
+    }
+    let ack = s.take_ack();
+    assert_eq!((ack.cumulative, ack.bitmap(), ack.stop), (7, &[][..], false));
+    let answer = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Halt, Instant::now()).unwrap();
+    assert_eq!(answer, FinishAck { status: FinishStatus::Verified, action: AfterDump::Halt });
+
+    let path = dump_path(&s);
+    assert!(!path.join(VMCORE_INCOMPLETE).exists());
+    let bytes = std::fs::read(path.join(VMCORE)).unwrap();
+    let core = Core::new(&bytes);
+    assert_eq!(core.read_virt(0xffff_8000_0000_1000, PAGE), &page(1)[..]);
+    assert!(core.read_virt(0xffff_8000_0000_2000, PAGE).iter().all(|b| *b == 0), "a page never sent is a hole");
+    assert_eq!(core.read_virt(0xffff_8000_0010_2000, 2 * PAGE), &[page(2), page(3)].concat()[..]);
+    let notes = core.notes();
+    assert_eq!(pr_pid(notes[1].desc), 2);
+    assert_eq!(pr_reg(notes[1].desc, 16), 0xffff_ffff_8000_0001, "rip of CPU 1");
+    assert_eq!(pr_reg(notes[0].desc, 19), 0x7000, "rsp of CPU 0");
+    assert_eq!(std::fs::read(path.join(LOG)).unwrap(), [vec![b'L'; 60], vec![b'M'; 40]].concat());
+    assert_eq!(std::fs::read(path.join(EXTRA)).unwrap(), b"extra state\n");
+
+    let info = info_json(&s);
+    assert_eq!(info["status"], "complete");
+    assert_eq!(info["vmcore"], "vmcore");
+    assert_eq!(info["crc"]["verified"], true);
+    assert_eq!(info["crc"]["expected"], info["crc"]["computed"]);
+    assert_eq!(info["duplicate_packets"], 3);
+    assert_eq!(info["registers_received"], 2);
+    assert_eq!(info["pages"], 3);
+    assert_eq!(info["zero_pages_skipped"], 40);
+    assert_eq!(info["log_bytes"], 100);
+    assert!(info["end_time"].is_string());
+}
+
+#[test]
+fn a_crc_mismatch_leaves_vmcore_incomplete_and_says_so() {
+    let dir = TestDir::new("session-crc");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let packets = stream();
+    for p in &packets {
+        p.send(&mut s, 0);
+    }
+    let mut finish = finish_for(&packets);
+    finish.stream_crc ^= 1;
+    let answer = s.on_finish(peer(), 7, &finish, AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::CrcMismatch);
+    assert!(dump_path(&s).join(VMCORE_INCOMPLETE).exists());
+    assert!(!dump_path(&s).join(VMCORE).exists());
+    let info = info_json(&s);
+    assert_eq!(info["status"], "incomplete");
+    assert_eq!(info["crc"]["verified"], false);
+    assert_eq!(info["finish"]["result"], "crc_mismatch");
+    assert!(info["status_reason"].as_str().unwrap().contains("CRC mismatch"));
+    // The same FINISH again gets the same answer; it does not re-verify.
+    let again = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(again.status, FinishStatus::CrcMismatch);
+}
+
+#[test]
+fn a_missing_packet_is_missing_data() {
+    let dir = TestDir::new("session-missing");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let packets = stream();
+    for p in packets.iter().filter(|p| p.seq != 4) {
+        p.send(&mut s, 0);
+    }
+    let ack = s.take_ack();
+    assert_eq!((ack.cumulative, ack.bitmap()), (4, &[0b0000_0011][..]));
+    let answer = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::MissingData);
+    assert_eq!(s.status(), DumpStatus::Incomplete);
+}
+
+#[test]
+fn a_repeated_finish_after_success_is_verified_again() {
+    let dir = TestDir::new("session-finish-repeat");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let packets = stream();
+    for p in &packets {
+        p.send(&mut s, 0);
+    }
+    let f = finish_for(&packets);
+    for _ in 0..3 {
+        assert_eq!(
+            s.on_finish(peer(), 7, &f, AfterDump::Reboot, Instant::now()).unwrap().status,
+            FinishStatus::Verified
+        );
+    }
+}
+
+#[test]
+fn data_from_another_address_is_dropped() {
+    let dir = TestDir::new("session-source");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let p = &stream()[0];
+    let d = Data { section: p.section, offset: p.offset, data: &p.data };
+    let other: SocketAddr = "127.0.0.2:6665".parse().unwrap();
+    let out = s.on_data(other, 0, 0, &d, &p.payload(), Instant::now());
+    assert_eq!(out.dropped, Some(DropReason::WrongSource));
+    assert_eq!(s.take_ack().cumulative, 0);
+    assert_eq!(s.drops().get(DropReason::WrongSource), 1);
+    assert_eq!(
+        s.on_finish(other, 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()),
+        Err(DropReason::WrongSource)
+    );
+    assert_eq!(s.on_abort(other, 1, b"", Instant::now()), Err(DropReason::WrongSource));
+    assert!(s.is_receiving());
+}
+
+#[test]
+fn out_of_range_data_is_dropped_counted_and_not_acknowledged() {
+    let dir = TestDir::new("session-range");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let bad = [
+        Packet::new(0, Section::Log, 90, vec![0; 11]),               // past log_len
+        Packet::new(1, Section::Memory, 0x11000 - 8, vec![1; 16]),   // crosses a range end
+        Packet::new(2, Section::Memory, 0x50000, vec![1; 16]),       // between ranges
+        Packet::new(3, Section::Registers, 2 * 256 - 1, vec![1; 2]), // past the last record
+        Packet::new(4, Section::Extra, MAX_EXTRA_BYTES, vec![1]),    // past the EXTRA cap
+        Packet::new(5, Section::Memory, u64::MAX - 3, vec![1; 4]),   // wraps
+    ];
+    for p in &bad {
+        assert_eq!(p.send(&mut s, 0).dropped, Some(DropReason::OutOfRange), "seq {}", p.seq);
+    }
+    assert_eq!(s.drops().get(DropReason::OutOfRange), 6);
+    // Their seqs stay free for the real packets (a forger must not take them).
+    assert_eq!(s.take_ack().cumulative, 0);
+    let info = s.info();
+    assert_eq!((info.bytes_received, info.memory_bytes, info.log_bytes), (0, 0, 0));
+    // Nothing was written into the vmcore's memory.
+    let bytes = std::fs::read(dump_path(&s).join(VMCORE_INCOMPLETE)).unwrap();
+    let core = Core::new(&bytes);
+    assert!(core.read_virt(0xffff_8000_0000_1000, 0x10000).iter().all(|b| *b == 0));
+    // The stream, without them, verifies; the drops are reported.
+    let answer = s.on_finish(peer(), 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::Verified);
+    assert!(s.info().status_reason.contains("6 packets outside"));
+    assert_eq!(s.info().drops["out_of_range"], 6);
+}
+
+#[test]
+fn sequence_numbers_far_ahead_are_dropped_unacknowledged() {
+    let dir = TestDir::new("session-window");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let p = Packet::new(5000, Section::Log, 0, vec![1]);
+    let out = p.send(&mut s, 0);
+    assert_eq!(out, DataOutcome { ack_now: false, dropped: Some(DropReason::OutOfWindow) });
+    assert!(!s.ack_due());
+}
+
+#[test]
+fn acks_are_immediate_on_request_and_every_32_packets() {
+    let dir = TestDir::new("session-ack");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let mut seq = 0;
+    let mut send = |s: &mut Session, flags: u16| {
+        let p = Packet::new(seq, Section::Memory, 0x1000 + u64::from(seq % 16) * PAGE as u64, page(seq as u8));
+        seq += 1;
+        p.send(s, flags)
+    };
+    for _ in 0..31 {
+        assert!(!send(&mut s, 0).ack_now);
+    }
+    assert!(s.ack_due());
+    assert!(send(&mut s, 0).ack_now, "the 32nd packet");
+    s.take_ack();
+    assert!(!s.ack_due());
+    assert!(send(&mut s, flags::ACK_REQUEST).ack_now);
+    assert!(!send(&mut s, flags::RETRANSMIT).ack_now);
+    assert_eq!(s.info().retransmissions, 1);
+}
+
+#[test]
+fn duplicates_are_acknowledged_too() {
+    let dir = TestDir::new("session-dup-ack");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let p = &stream()[0];
+    p.send(&mut s, 0);
+    s.take_ack();
+    let out = p.send(&mut s, flags::ACK_REQUEST | flags::RETRANSMIT);
+    assert_eq!(out, DataOutcome { ack_now: true, dropped: None });
+    assert_eq!(s.info().duplicate_packets, 1);
+}
+
+#[test]
+fn abort_ends_the_dump_and_later_data_is_told_to_stop() {
+    let dir = TestDir::new("session-abort");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let packets = stream();
+    packets[0].send(&mut s, 0);
+    s.on_abort(peer(), abort_reason::NIC_ERROR, b"tx hang", Instant::now()).unwrap();
+    assert_eq!(s.status(), DumpStatus::Incomplete);
+    assert!(s.dump_ended());
+    let info = info_json(&s);
+    assert_eq!(info["abort"]["reason"], "nic_error");
+    assert_eq!(info["abort"]["text"], "tx hang");
+    assert_eq!(info["status_reason"], "client aborted: nic_error: tx hang");
+
+    let out = packets[1].send(&mut s, 0);
+    assert_eq!(out.dropped, Some(DropReason::SessionClosed));
+    assert!(s.ack_due());
+    assert!(s.take_ack().stop);
+    let answer = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::MissingData);
+}
+
+#[test]
+fn silence_marks_the_dump_incomplete() {
+    let dir = TestDir::new("session-silence");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let t0 = Instant::now();
+    assert!(!s.expire(t0, Duration::from_secs(60)));
+    let later = t0 + Duration::from_secs(61);
+    assert!(s.expire(later, Duration::from_secs(60)));
+    assert!(!s.expire(later, Duration::from_secs(60)), "ends once");
+    let info = info_json(&s);
+    assert_eq!(info["status"], "incomplete");
+    assert_eq!(info["status_reason"], "no new data for 60 s");
+    assert!(!s.forgettable(later, Duration::from_secs(120)));
+    assert!(s.forgettable(later + Duration::from_secs(120), Duration::from_secs(120)));
+}
+
+#[test]
+fn duplicates_do_not_keep_a_silent_dump_open() {
+    let dir = TestDir::new("session-duplicates");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let packets = stream();
+    let t0 = Instant::now();
+    let d = Data { section: packets[0].section, offset: packets[0].offset, data: &packets[0].data };
+    s.on_data(peer(), 0, packets[0].seq, &d, &packets[0].payload(), t0);
+    // The same packet every 20 s: heard from, but no new data.
+    for i in 1..=3 {
+        let at = t0 + Duration::from_secs(20 * i);
+        let out = s.on_data(peer(), 0, packets[0].seq, &d, &packets[0].payload(), at);
+        assert_eq!(out.dropped, None);
+    }
+    assert!(s.expire(t0 + Duration::from_secs(61), Duration::from_secs(60)));
+    assert!(!s.is_receiving());
+}
+
+#[test]
+fn an_ended_dump_holds_no_open_files() {
+    let dir = TestDir::new("session-closed-files");
+    let mut s = start(&dir, Verdict::DumpAll);
+    assert!(s.has_open_files());
+    s.on_abort(peer(), 0, b"bye", Instant::now()).unwrap();
+    assert!(!s.has_open_files());
+    // Its directory is still known, for the hooks and for repeats.
+    assert!(s.dir_path().is_some_and(|p| p.join(VMCORE_INCOMPLETE).exists()));
+    assert_eq!(info_json(&s)["status"], "incomplete");
+}
+
+#[test]
+fn a_declined_crash_keeps_no_register_buffer() {
+    let dir = TestDir::new("session-declined-buffer");
+    let s = start(&dir, Verdict::Abort);
+    assert!(s.registers.bytes.is_empty());
+    assert!(s.output.is_none());
+}
+
+#[test]
+fn skip_memory_keeps_log_and_registers_and_refuses_memory() {
+    let dir = TestDir::new("session-skip");
+    let mut s = start(&dir, Verdict::SkipMemory);
+    let packets: Vec<Packet> = stream().into_iter().filter(|p| p.section != Section::Memory).collect();
+    let packets: Vec<Packet> =
+        packets.into_iter().enumerate().map(|(i, p)| Packet { seq: i as u32, ..p }).collect();
+    for p in &packets {
+        assert_eq!(p.send(&mut s, 0).dropped, None);
+    }
+    let stray = Packet::new(packets.len() as u32, Section::Memory, 0x1000, page(1));
+    assert_eq!(stray.send(&mut s, 0).dropped, Some(DropReason::OutOfRange));
+    let all = packets;
+    let mut f = finish_for(&all);
+    f.flags = FINISH_MEMORY_SKIPPED;
+    let answer = s.on_finish(peer(), all.len() as u32, &f, AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::Verified);
+    let info = info_json(&s);
+    assert_eq!(info["status"], "skipped");
+    assert_eq!(info["decision"]["why"], "no_space");
+    assert!(info["status_reason"].as_str().unwrap().contains("memory skipped by decision (no_space)"));
+    // No memory image, no vmcore: the registers are in `registers`, the log in `log`.
+    assert!(!dump_path(&s).join(VMCORE).exists() && !dump_path(&s).join(VMCORE_INCOMPLETE).exists());
+    assert_eq!(info["vmcore"], serde_json::Value::Null);
+    let regs = std::fs::read_to_string(dump_path(&s).join(REGISTERS)).unwrap();
+    assert!(regs.starts_with("cpu 0 (crashing)\n"), "{regs}");
+    assert!(regs.contains("rip      0xffffffff80000000"), "{regs}");
+    assert!(regs.contains("cpu 1\n"), "{regs}");
+    assert!(std::fs::metadata(dump_path(&s).join(LOG)).unwrap().len() > 0);
+    assert!(s.take_end_event(), "the end is reported once");
+    assert!(!s.take_end_event());
+}
+
+#[test]
+fn repeated_crash_gets_the_same_decision_until_the_dump_ends() {
+    let dir = TestDir::new("session-crash-repeat");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let d = s.decision();
+    assert_eq!(s.on_repeated_crash(peer()), Ok(d));
+    let other: SocketAddr = "127.0.0.9:1".parse().unwrap();
+    assert_eq!(s.on_repeated_crash(other), Err(DropReason::WrongSource));
+    s.on_abort(peer(), abort_reason::SERVER_SILENT, b"", Instant::now()).unwrap();
+    assert_eq!(s.on_repeated_crash(peer()), Err(DropReason::ReplayedCrash));
+    assert_eq!(s.drops().get(DropReason::ReplayedCrash), 1);
+}
+
+#[test]
+fn a_declined_crash_creates_nothing_and_knows_no_finish() {
+    let dir = TestDir::new("session-declined");
+    let mut s = start(&dir, Verdict::Abort);
+    assert_eq!(s.decision().verdict, Verdict::Abort);
+    assert!(s.dir_name().is_none());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let answer = s.on_finish(peer(), 0, &finish_for(&[]), AfterDump::Reboot, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::UnknownSession);
+    assert_eq!(stream()[0].send(&mut s, 0).dropped, Some(DropReason::SessionClosed));
+    assert_eq!(s.on_repeated_crash(peer()).map(|d| d.verdict), Ok(Verdict::Abort));
+}
+
+#[test]
+fn an_uncreatable_directory_turns_the_decision_into_abort() {
+    let dir = TestDir::new("session-nodir");
+    let c = client();
+    let req = StartRequest {
+        cookie: COOKIE,
+        client: &c,
+        peer: peer(),
+        root: &dir.path().join("missing/deeper"),
+        verdict: Verdict::DumpAll,
+        why: DecisionReason::None,
+        now: Instant::now(),
+        dir: None,
+    };
+    let s = Session::start(req, crash(1));
+    assert_eq!((s.decision().verdict, s.decision().why), (Verdict::Abort, DecisionReason::NoSpace));
+}
+
+#[test]
+fn info_is_refreshed_while_receiving() {
+    let dir = TestDir::new("session-refresh");
+    let mut s = start(&dir, Verdict::DumpAll);
+    stream()[0].send(&mut s, 0);
+    let t0 = s.started;
+    s.refresh_info(t0 + Duration::from_secs(1), Duration::from_secs(5));
+    assert_eq!(info_json(&s)["log_bytes"], 0, "not yet");
+    s.refresh_info(t0 + Duration::from_secs(5), Duration::from_secs(5));
+    assert_eq!(info_json(&s)["log_bytes"], 60);
+    assert_eq!(info_json(&s)["status"], "receiving");
+}
+
+#[test]
+fn an_outcome_that_could_not_be_written_is_written_once_it_can_be() {
+    let dir = TestDir::new("session-unwritten");
+    let mut s = start(&dir, Verdict::DumpAll);
+    // info.json's temporary file cannot be created (as a full disk would refuse it).
+    let blocker = dump_path(&s).join("info.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let t0 = s.started;
+    s.on_abort(peer(), abort_reason::NIC_ERROR, b"", t0).unwrap();
+    assert_eq!(info_json(&s)["status"], "receiving", "the write failed");
+    std::fs::remove_dir(&blocker).unwrap();
+    s.refresh_info(t0 + Duration::from_secs(5), Duration::from_secs(5));
+    assert_eq!(info_json(&s)["status"], "incomplete");
+}
+
+#[test]
+fn shutdown_marks_a_receiving_dump_incomplete() {
+    let dir = TestDir::new("session-shutdown");
+    let mut s = start(&dir, Verdict::DumpAll);
+    s.shut_down(Instant::now());
+    assert_eq!(info_json(&s)["status_reason"], "server shut down");
+}
+
+#[test]
+fn outstanding_bytes_shrink_as_memory_arrives() {
+    let dir = TestDir::new("session-outstanding");
+    let mut s = start(&dir, Verdict::DumpAll);
+    assert_eq!(s.outstanding_bytes(), 0x30000 + 100);
+    stream()[4].send(&mut s, 0);
+    assert_eq!(s.outstanding_bytes(), 0x30000 - PAGE as u64 + 100);
+    s.shut_down(Instant::now());
+    assert_eq!(s.outstanding_bytes(), 0);
+}
+
+#[test]
+fn registers_split_anywhere_complete_each_record_once() {
+    let mut r = RegisterAssembler::new(2);
+    let bytes = [registers(0), registers(1)].concat();
+    assert_eq!(r.write(0, &bytes[..255]), Some(vec![]));
+    assert_eq!(r.write(255, &bytes[255..257]), Some(vec![0]));
+    assert_eq!(r.write(257, &bytes[257..]), Some(vec![1]));
+    assert_eq!(r.write(0, &bytes[..10]), Some(vec![]), "already complete");
+    assert_eq!(r.write(511, &[0, 0]), None);
+    assert_eq!(r.write(u64::MAX, &[0]), None);
+    assert_eq!(r.record(1).unwrap().rip, 0xffff_ffff_8000_0001);
+    assert_eq!(r.complete_count(), 2);
+}
