@@ -17,6 +17,7 @@ use core::arch::global_asm;
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
+use netdump_core::arch::x86_64::{Exception, exception_name};
 use x86_64::VirtAddr;
 use x86_64::structures::idt::{Entry, HandlerFunc, InterruptDescriptorTable};
 
@@ -64,49 +65,30 @@ const _: () = {
 };
 
 impl ExceptionFrame {
-    /// The exception's mnemonic and name, e.g. `"#PF page fault"`.
+    /// The exception's mnemonic and name, e.g. `"#PF page fault"` (netdump-core's
+    /// [`exception_name`]), or `"unknown vector"` above 31.
     pub fn vector_name(&self) -> &'static str {
-        VECTOR_NAMES
-            .get(self.vector as usize)
-            .copied()
-            .unwrap_or("unknown vector")
+        match u8::try_from(self.vector) {
+            Ok(vector) if vector < 32 => exception_name(vector),
+            _ => "unknown vector",
+        }
     }
 }
 
-const VECTOR_NAMES: [&str; 32] = [
-    "#DE divide error",
-    "#DB debug",
-    "NMI",
-    "#BP breakpoint",
-    "#OF overflow",
-    "#BR bound range exceeded",
-    "#UD invalid opcode",
-    "#NM device not available",
-    "#DF double fault",
-    "coprocessor segment overrun",
-    "#TS invalid TSS",
-    "#NP segment not present",
-    "#SS stack-segment fault",
-    "#GP general protection fault",
-    "#PF page fault",
-    "reserved (15)",
-    "#MF x87 floating-point error",
-    "#AC alignment check",
-    "#MC machine check",
-    "#XM SIMD floating-point exception",
-    "#VE virtualization exception",
-    "#CP control protection exception",
-    "reserved (22)",
-    "reserved (23)",
-    "reserved (24)",
-    "reserved (25)",
-    "reserved (26)",
-    "reserved (27)",
-    "#HV hypervisor injection exception",
-    "#VC VMM communication exception",
-    "#SX security exception",
-    "reserved (31)",
-];
+/// The vectors for which the CPU pushes an error code ([`Exception::pushes_error_code`]),
+/// bit `n` for vector `n`: the entry stubs push a zero for the others.
+const ERROR_CODE_VECTORS: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < Exception::ALL.len() {
+        let exception = Exception::ALL[i];
+        if exception.pushes_error_code() {
+            mask |= 1 << exception.vector();
+        }
+        i += 1;
+    }
+    mask
+};
 
 impl fmt::Display for ExceptionFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,21 +141,20 @@ global_asm!(
     r#"
     .pushsection .text.exception_entry, "ax", @progbits
 
-    .macro exception_stub vector, cpu_pushes_error_code
+    /* The operand error_code_vectors is ERROR_CODE_VECTORS: bit n is set if the CPU
+       pushes an error code for vector n. */
+    .macro exception_stub vector
     .balign 16
 exception_stub_\vector:
-    .if \cpu_pushes_error_code == 0
+    .if (({error_code_vectors} >> \vector) & 1) == 0
     pushq $0
     .endif
     pushq $\vector
     jmp exception_common
     .endm
 
-    .irp vector, 0, 1, 2, 3, 4, 5, 6, 7, 9, 15, 16, 18, 19, 20, 22, 23, 24, 25, 26, 27, 28, 31
-    exception_stub \vector, 0
-    .endr
-    .irp vector, 8, 10, 11, 12, 13, 14, 17, 21, 29, 30
-    exception_stub \vector, 1
+    .irp vector, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+    exception_stub \vector
     .endr
 
     .macro push_register register
@@ -233,6 +214,7 @@ netdump_qemu_runtime_exception_stubs:
     .popsection
 "#,
     dispatch = sym exception_dispatch,
+    error_code_vectors = const ERROR_CODE_VECTORS,
     options(att_syntax)
 );
 
@@ -255,10 +237,11 @@ pub(crate) fn init() {
     // fields; the reserved ones (15, 22–27, 31) get stubs too, through the raw entries.
     let entries = IDT.get().cast::<Entry<HandlerFunc>>();
     for (vector, &stub) in stubs.iter().enumerate() {
-        let stack = match vector {
-            8 => gdt::IST_DOUBLE_FAULT,
-            13 => gdt::IST_GENERAL_PROTECTION,
-            14 => gdt::IST_PAGE_FAULT,
+        let exception = u8::try_from(vector).ok().and_then(Exception::from_vector);
+        let stack = match exception {
+            Some(Exception::DoubleFault) => gdt::IST_DOUBLE_FAULT,
+            Some(Exception::GeneralProtection) => gdt::IST_GENERAL_PROTECTION,
+            Some(Exception::PageFault) => gdt::IST_PAGE_FAULT,
             _ => gdt::IST_OTHER_EXCEPTION,
         };
         // SAFETY: the IDT is `repr(C)`, 256 entries of the same 16-byte `Entry` layout
@@ -289,10 +272,10 @@ pub fn deliver_page_faults_on_the_interrupted_stack() {
     // a valid gate for the same stub (`set_handler_addr` only clears the IST index).
     // This is the one write to the IDT after boot (see `BootCell`).
     unsafe {
-        let stubs = &netdump_qemu_runtime_exception_stubs;
+        let stub = netdump_qemu_runtime_exception_stubs[usize::from(Exception::PageFault.vector())];
         (*IDT.get())
             .page_fault
-            .set_handler_addr(VirtAddr::new(stubs[14]));
+            .set_handler_addr(VirtAddr::new(stub));
     }
 }
 

@@ -10,19 +10,10 @@
 use core::fmt::Write;
 
 use super::regs::read_segment_selectors;
-use super::{read_control_registers, StackTrace};
+use super::{exception_name, read_control_registers, Exception, PageFaultErrorCode, StackTrace};
 use crate::client::CrashInfo;
 use crate::proto::{CrashKind, RegisterRecord, MAX_TEXT, REGISTERS_VALID};
 use crate::text::TextBuf;
-
-/// Vector numbers of the exceptions the crash path names in its messages.
-pub mod vector {
-    pub const DIVIDE_ERROR: u8 = 0;
-    pub const INVALID_OPCODE: u8 = 6;
-    pub const DOUBLE_FAULT: u8 = 8;
-    pub const GENERAL_PROTECTION: u8 = 13;
-    pub const PAGE_FAULT: u8 = 14;
-}
 
 /// The interrupted context of a CPU exception, as the kernel's entry stub saved it: the
 /// general registers at the faulting instruction, the CPU-pushed `rip`, `cs`, `rflags`,
@@ -108,12 +99,10 @@ impl ExceptionRegisters {
     /// the announcement carries CR2 and the registers anyway.
     pub fn describe(&self, out: &mut impl Write) -> core::fmt::Result {
         write!(out, "{}", exception_name(self.vector))?;
-        if self.vector == vector::PAGE_FAULT {
-            write!(out, " (")?;
-            describe_page_fault(self.error_code, out)?;
-            write!(out, ")")?;
-        } else if pushes_error_code(self.vector) {
-            write!(out, ", error code {:#x}", self.error_code)?;
+        match Exception::from_vector(self.vector) {
+            Some(Exception::PageFault) => write!(out, " ({})", PageFaultErrorCode::from_bits_retain(self.error_code))?,
+            Some(e) if e.pushes_error_code() => write!(out, ", error code {:#x}", self.error_code)?,
+            _ => {}
         }
         write!(out, " at rip {:#x}", self.rip)
     }
@@ -121,62 +110,8 @@ impl ExceptionRegisters {
     /// The address a page fault reports (CR2); 0 for every other vector, as the CRASH
     /// announcement's `fault_address` requires.
     pub fn fault_address(&self) -> u64 {
-        if self.vector == vector::PAGE_FAULT { self.cr2 } else { 0 }
+        if self.vector == Exception::PageFault.vector() { self.cr2 } else { 0 }
     }
-}
-
-/// The mnemonic and name of an exception vector, e.g. `"#PF page fault"`.
-pub fn exception_name(vector: u8) -> &'static str {
-    match vector {
-        0 => "#DE divide error",
-        1 => "#DB debug",
-        2 => "NMI",
-        3 => "#BP breakpoint",
-        4 => "#OF overflow",
-        5 => "#BR bound range exceeded",
-        6 => "#UD invalid opcode",
-        7 => "#NM device not available",
-        8 => "#DF double fault",
-        10 => "#TS invalid TSS",
-        11 => "#NP segment not present",
-        12 => "#SS stack-segment fault",
-        13 => "#GP general protection fault",
-        14 => "#PF page fault",
-        16 => "#MF x87 floating-point error",
-        17 => "#AC alignment check",
-        18 => "#MC machine check",
-        19 => "#XM SIMD floating-point exception",
-        20 => "#VE virtualization exception",
-        21 => "#CP control protection exception",
-        _ => "reserved exception vector",
-    }
-}
-
-/// Whether the CPU pushes an error code for `vector`.
-pub fn pushes_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
-}
-
-/// Writes what a page-fault error code says, e.g. `"write, page not present, kernel mode"`.
-fn describe_page_fault(error_code: u64, out: &mut impl Write) -> core::fmt::Result {
-    let access = if error_code & (1 << 4) != 0 {
-        "instruction fetch"
-    } else if error_code & (1 << 1) != 0 {
-        "write"
-    } else {
-        "read"
-    };
-    let cause = if error_code & (1 << 3) != 0 {
-        "reserved bit set in a page table"
-    } else if error_code & (1 << 5) != 0 {
-        "protection key"
-    } else if error_code & 1 != 0 {
-        "protection violation"
-    } else {
-        "page not present"
-    };
-    let mode = if error_code & (1 << 2) != 0 { "user mode" } else { "kernel mode" };
-    write!(out, "{access}, {cause}, {mode}")
 }
 
 /// Everything the dump needs about a fatal exception: the faulting CPU's registers, the
@@ -256,21 +191,8 @@ impl ExceptionCrash {
 
 #[cfg(test)]
 mod tests {
+    use crate::arch::x86_64::vector;
     use super::*;
-
-    fn describe(code: u64) -> String {
-        let mut s = String::new();
-        describe_page_fault(code, &mut s).unwrap();
-        s
-    }
-
-    #[test]
-    fn page_fault_error_codes_are_spelled_out() {
-        assert_eq!(describe(0b10), "write, page not present, kernel mode");
-        assert_eq!(describe(0b101), "read, protection violation, user mode");
-        assert_eq!(describe(0b1_0001), "instruction fetch, protection violation, kernel mode");
-        assert_eq!(describe(0b1001), "read, reserved bit set in a page table, kernel mode");
-    }
 
     #[test]
     fn messages_name_the_exception_and_where_it_happened() {
@@ -286,6 +208,18 @@ mod tests {
         let ud = ExceptionRegisters { vector: 6, rip: 1, rsp: 2, ..Default::default() };
         ud.describe(&mut s).unwrap();
         assert_eq!(s, "#UD invalid opcode at rip 0x1");
+        // The vectors the three old tables disagreed on, and a reserved one.
+        for (vector, error_code, expected) in [
+            (9, 0, "coprocessor segment overrun at rip 0x1"),
+            (15, 0, "reserved exception vector at rip 0x1"),
+            (28, 0, "#HV hypervisor injection exception at rip 0x1"),
+            (29, 0x81, "#VC VMM communication exception, error code 0x81 at rip 0x1"),
+            (30, 1, "#SX security exception, error code 0x1 at rip 0x1"),
+        ] {
+            s.clear();
+            ExceptionRegisters { vector, error_code, rip: 1, ..Default::default() }.describe(&mut s).unwrap();
+            assert_eq!(s, expected);
+        }
     }
 
     #[test]

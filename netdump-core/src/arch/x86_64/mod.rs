@@ -1,4 +1,5 @@
-//! x86_64: register capture ([`capture_registers`]), fatal CPU exceptions into the dump
+//! x86_64: the exception vocabulary ([`Exception`], [`PageFaultErrorCode`]; on every
+//! target), register capture ([`capture_registers`]), fatal CPU exceptions into the dump
 //! ([`ExceptionRegisters`] → [`ExceptionCrash`]), the crashing stack's code addresses
 //! ([`StackTrace`]), a TSC clock calibrated against the PIT ([`TscClock`]), the cookie
 //! source ([`CookieRng`]: RDRAND, or a documented fallback) and physical memory reads
@@ -7,21 +8,38 @@
 
 #![allow(unsafe_code)]
 
+// The vocabulary, plain data: compiled on every target (the rest only on x86_64).
+pub mod vector;
+pub use vector::{exception_name, pushes_error_code, Exception, PageFaultErrorCode};
+
+#[cfg(target_arch = "x86_64")]
 mod exception;
+#[cfg(target_arch = "x86_64")]
 mod io;
+#[cfg(target_arch = "x86_64")]
 mod memory;
+#[cfg(target_arch = "x86_64")]
 mod regs;
+#[cfg(target_arch = "x86_64")]
 mod rng;
-#[cfg(feature = "netconsole")]
+#[cfg(all(target_arch = "x86_64", feature = "netconsole"))]
 mod rtc;
+#[cfg(target_arch = "x86_64")]
 mod stack;
+#[cfg(target_arch = "x86_64")]
 mod tsc;
 
-pub use exception::{exception_name, pushes_error_code, vector, ExceptionCrash, ExceptionRegisters};
+#[cfg(target_arch = "x86_64")]
+pub use exception::{ExceptionCrash, ExceptionRegisters};
+#[cfg(target_arch = "x86_64")]
 pub use memory::DirectMapMemory;
+#[cfg(target_arch = "x86_64")]
 pub use regs::{capture_registers, read_control_registers};
+#[cfg(target_arch = "x86_64")]
 pub use rng::{CookieRng, CookieSource};
-#[cfg(feature = "netconsole")]
+#[cfg(all(target_arch = "x86_64", feature = "netconsole"))]
 pub use rtc::read_rtc;
+#[cfg(target_arch = "x86_64")]
 pub use stack::StackTrace;
+#[cfg(target_arch = "x86_64")]
 pub use tsc::TscClock;
