@@ -1,11 +1,17 @@
 //! The frames the checks send and recognise, built and parsed with `smoltcp::wire`.
+//!
+//! UDP datagrams and ARP requests are netdump-core's own ([`emit_udp_with`] and
+//! [`emit_arp`]), so the checks send what the dump path sends; ICMP echo, which the dump
+//! path never uses, and the stricter ARP reply match are built here.
 
-use smoltcp::phy::{Checksum, ChecksumCapabilities};
+use netdump_core::net::{FRAME_OVERHEAD, emit_arp};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet,
-    Ipv4Repr, UdpPacket, UdpRepr,
+    EthernetRepr, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
 };
+
+pub use netdump_core::net::{UdpChecksum, UdpFlow, emit_udp_with};
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const ARP_LEN: usize = 28;
@@ -21,7 +27,7 @@ pub const ARP_FRAME_LEN: usize = ETHERNET_HEADER_LEN + ARP_LEN;
 
 /// Length of a UDP frame carrying `payload_len` bytes.
 pub const fn udp_frame_len(payload_len: usize) -> usize {
-    ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN + payload_len
+    FRAME_OVERHEAD + payload_len
 }
 
 /// The largest UDP payload in one standard Ethernet frame.
@@ -34,21 +40,14 @@ pub fn arp_request(
     our_ip: Ipv4Address,
     target_ip: Ipv4Address,
 ) {
-    let mut eth = EthernetFrame::new_unchecked(frame);
-    EthernetRepr {
-        src_addr: our_mac,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut eth);
-    ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: our_mac,
-        source_protocol_addr: our_ip,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target_ip,
-    }
-    .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    emit_arp(
+        frame,
+        ArpOperation::Request,
+        our_mac,
+        our_ip,
+        None,
+        target_ip,
+    );
 }
 
 /// The hardware address `target_ip` answers with, if `frame` is its ARP reply to us.
@@ -159,52 +158,4 @@ pub fn icmp_echo_reply(
         icmp.echo_seq_no(),
         &frame[start + ICMP_ECHO_HEADER_LEN..end],
     ))
-}
-
-/// Addresses of a UDP flow.
-#[derive(Clone, Copy)]
-pub struct UdpFlow {
-    pub src_mac: EthernetAddress,
-    pub dst_mac: EthernetAddress,
-    pub src_ip: Ipv4Address,
-    pub dst_ip: Ipv4Address,
-    pub src_port: u16,
-    pub dst_port: u16,
-}
-
-impl UdpFlow {
-    /// Builds a UDP/IPv4 frame whose payload `fill` writes. `frame` is
-    /// `udp_frame_len(payload_len)` bytes. With `device_checksum` (the NIC's
-    /// `udp_checksum_offload`), the UDP checksum field gets the pseudo-header sum for the
-    /// device to complete; the host dropping none of the frames then proves it does.
-    pub fn emit(&self, frame: &mut [u8], payload_len: usize, device_checksum: bool, fill: impl FnOnce(&mut [u8])) {
-        let mut caps = ChecksumCapabilities::default();
-        if device_checksum {
-            caps.udp = Checksum::None;
-        }
-        let mut ip = emit_ipv4(
-            frame,
-            (self.src_mac, self.src_ip),
-            (self.dst_mac, self.dst_ip),
-            IpProtocol::Udp,
-            UDP_HEADER_LEN + payload_len,
-        );
-        let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
-        UdpRepr {
-            src_port: self.src_port,
-            dst_port: self.dst_port,
-        }
-        .emit(
-            &mut udp,
-            &IpAddress::Ipv4(self.src_ip),
-            &IpAddress::Ipv4(self.dst_ip),
-            payload_len,
-            fill,
-            &caps,
-        );
-        if device_checksum {
-            let length = (UDP_HEADER_LEN + payload_len) as u32;
-            udp.set_checksum(smoltcp::wire::checksum::pseudo_header_v4(&self.src_ip, &self.dst_ip, IpProtocol::Udp, length));
-        }
-    }
 }

@@ -47,7 +47,10 @@ use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic};
 use netdump_qemu_runtime::{BootInfo, EXIT_FAILURE, EXIT_SUCCESS, println, qemu_exit};
 use smoltcp::wire::{EthernetAddress, Ipv4Address};
 
-use frames::{ARP_FRAME_LEN, ICMP_ECHO_OVERHEAD, MAX_UDP_PAYLOAD, UdpFlow, udp_frame_len};
+use frames::{
+    ARP_FRAME_LEN, ICMP_ECHO_OVERHEAD, MAX_UDP_PAYLOAD, UdpChecksum, UdpFlow, emit_udp_with,
+    udp_frame_len,
+};
 
 /// What the checks need beyond [`PolledNic`]; each driver's hook module implements it.
 pub trait DeviceUnderTest: PolledNic {
@@ -318,9 +321,9 @@ fn send_tagged(
     seq: u32,
     total: u32,
 ) -> Result<(), NicError> {
-    let device_checksum = nic.udp_checksum_offload();
+    let checksum = UdpChecksum::of(&*nic);
     nic.transmit(udp_frame_len(payload_len), &mut |frame| {
-        flow.emit(frame, payload_len, device_checksum, |payload| {
+        emit_udp_with(frame, flow, payload_len, checksum, |payload| {
             payload[..4].copy_from_slice(TAG);
             payload[4] = phase;
             payload[5..8].fill(0);
