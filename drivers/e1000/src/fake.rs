@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::vec::Vec;
 
-use crate::mmio::Registers;
+use netdump_pci::RegisterBlock;
+
 use crate::regs::{self, Ctrl, Rctl, RxErrors, RxStatus, Status, Tctl, TxCommand, TxStatus};
 
 /// The device state, shared between the driver's register handle and the test.
@@ -257,12 +258,27 @@ impl FakeDevice {
     }
 }
 
-impl Registers for FakeRegisters {
-    fn read(&mut self, offset: usize) -> u32 {
+/// The driver makes 32-bit accesses only; a narrower one is a bug the tests should see.
+impl RegisterBlock for FakeRegisters {
+    fn len(&self) -> usize {
+        regs::MMIO_SIZE
+    }
+    fn read_u8(&mut self, offset: usize) -> u8 {
+        panic!("8-bit read at {offset:#x}")
+    }
+    fn read_u16(&mut self, offset: usize) -> u16 {
+        panic!("16-bit read at {offset:#x}")
+    }
+    fn read_u32(&mut self, offset: usize) -> u32 {
         self.0.borrow_mut().read(offset)
     }
-
-    fn write(&mut self, offset: usize, value: u32) {
+    fn write_u8(&mut self, offset: usize, _: u8) {
+        panic!("8-bit write at {offset:#x}")
+    }
+    fn write_u16(&mut self, offset: usize, _: u16) {
+        panic!("16-bit write at {offset:#x}")
+    }
+    fn write_u32(&mut self, offset: usize, value: u32) {
         self.0.borrow_mut().write(offset, value)
     }
 }

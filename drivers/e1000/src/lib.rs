@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Register offsets and bits are in [`regs`], with the sections of the 8254x Software
-//! Developer's Manual they come from. `unsafe` lives in `mmio` (register access) and `ring`
-//! (descriptors and buffers in DMA memory) only.
+//! Developer's Manual they come from. `unsafe` lives in `ring` (descriptors and buffers in
+//! DMA memory) only; register access is netdump-pci's [`RegisterBlock`].
 #![cfg_attr(not(test), no_std)]
 
 mod mmio;
@@ -31,7 +31,8 @@ mod tests;
 use netdump_core::nic::{NicError, PolledNic, StatusPacer, check_frame_len};
 use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
 
-pub use mmio::{MmioRegisters, Registers};
+pub use mmio::MmioRegisters;
+pub use netdump_pci::RegisterBlock;
 pub use ring::{DESCRIPTOR_SIZE, MIN_FRAME_LEN, RX_BUFFER_SIZE, TX_BUFFER_SIZE};
 
 use regs::{Ctrl, Rctl, Status, Tctl};
@@ -122,7 +123,7 @@ mod bound {
 ///
 /// `R` is the register access ([`MmioRegisters`] on hardware), `C` the configuration
 /// space of its PCI function ([`netdump_pci::PortConfigSpace`] on x86).
-pub struct E1000<R: Registers, C: ConfigSpace, const TX: usize = 32, const RX: usize = 32> {
+pub struct E1000<R: RegisterBlock, C: ConfigSpace, const TX: usize = 32, const RX: usize = 32> {
     regs: R,
     pci: PciDevice<C>,
     tx: TxRing<TX>,
@@ -134,7 +135,7 @@ pub struct E1000<R: Registers, C: ConfigSpace, const TX: usize = 32, const RX: u
     status: StatusPacer,
 }
 
-impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C, TX, RX> {
+impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C, TX, RX> {
     /// Bytes of DMA memory [`new`](Self::new) needs.
     pub const DMA_SIZE: usize = dma_size(TX, RX);
 
@@ -167,7 +168,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
             return Err(InitError::DeviceGone);
         }
         pci.enable(Command::MEMORY_SPACE);
-        if regs.read(regs::STATUS) == u32::MAX {
+        if regs.read_u32(regs::STATUS) == u32::MAX {
             return Err(InitError::DeviceGone);
         }
         let mac = read_mac_address(&mut regs).ok_or(InitError::NoMacAddress)?;
@@ -190,7 +191,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
 
     /// Whether the device reports link (STATUS.LU).
     pub fn link_up(&mut self) -> bool {
-        Status::from_bits_retain(self.regs.read(regs::STATUS)).contains(Status::LU)
+        Status::from_bits_retain(self.regs.read_u32(regs::STATUS)).contains(Status::LU)
     }
 
     /// Frames queued and not yet reclaimed by [`poll_transmit`](PolledNic::poll_transmit).
@@ -206,21 +207,21 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
     /// Stops both DMA engines and masks interrupts, then performs a global reset
     /// (CTRL.RST, 8254x SDM 13.4.1), waiting a bounded time for CTRL.RST to clear.
     fn reset_device(&mut self) -> Result<(), NicError> {
-        self.regs.write(regs::IMC, u32::MAX);
-        self.regs.write(regs::RCTL, 0);
-        self.regs.write(regs::TCTL, Tctl::PSP.bits());
+        self.regs.write_u32(regs::IMC, u32::MAX);
+        self.regs.write_u32(regs::RCTL, 0);
+        self.regs.write_u32(regs::TCTL, Tctl::PSP.bits());
         for _ in 0..bound::QUIESCE_READS {
-            self.regs.read(regs::STATUS);
+            self.regs.read_u32(regs::STATUS);
         }
 
-        let ctrl = self.regs.read(regs::CTRL);
-        self.regs.write(regs::CTRL, ctrl | Ctrl::RST.bits());
+        let ctrl = self.regs.read_u32(regs::CTRL);
+        self.regs.write_u32(regs::CTRL, ctrl | Ctrl::RST.bits());
         for _ in 0..bound::RESET_SETTLE_PAUSES {
             core::hint::spin_loop();
         }
         let mut cleared = false;
         for _ in 0..bound::RESET_POLL_READS {
-            let ctrl = self.regs.read(regs::CTRL);
+            let ctrl = self.regs.read_u32(regs::CTRL);
             if ctrl == u32::MAX {
                 return Err(NicError::DeviceGone);
             }
@@ -233,13 +234,13 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
             return Err(NicError::ResetTimeout);
         }
         for _ in 0..bound::EEPROM_RELOAD_READS {
-            self.regs.read(regs::STATUS);
+            self.regs.read_u32(regs::STATUS);
         }
         // Real hardware comes out of reset with everything masked and disabled; a device
         // model may not (QEMU's e1000 treats RST as a no-op), so the rest of `reset`
         // rewrites every register it relies on instead of trusting reset values.
-        self.regs.write(regs::IMC, u32::MAX);
-        self.regs.read(regs::ICR);
+        self.regs.write_u32(regs::IMC, u32::MAX);
+        self.regs.read_u32(regs::ICR);
         Ok(())
     }
 
@@ -247,20 +248,20 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
     /// cleared (13.5.1–13.5.3): unicast to us and, with RCTL.BAM, broadcast.
     fn program_address_filters(&mut self) {
         let mac = self.mac;
-        self.regs.write(
+        self.regs.write_u32(
             regs::RAL0,
             u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
         );
-        self.regs.write(
+        self.regs.write_u32(
             regs::RAH0,
             u32::from(u16::from_le_bytes([mac[4], mac[5]])) | regs::RAH_AV,
         );
         for entry in 1..regs::RA_ENTRIES {
-            self.regs.write(regs::RAL0 + 8 * entry, 0);
-            self.regs.write(regs::RAH0 + 8 * entry, 0);
+            self.regs.write_u32(regs::RAL0 + 8 * entry, 0);
+            self.regs.write_u32(regs::RAH0 + 8 * entry, 0);
         }
         for word in 0..regs::MTA_LEN {
-            self.regs.write(regs::MTA + 4 * word, 0);
+            self.regs.write_u32(regs::MTA + 4 * word, 0);
         }
     }
 }
@@ -269,7 +270,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C,
 /// Address"), or receive
 /// address 0 if the EEPROM cannot be read (the 82544 has no EERD) or holds no unicast
 /// address.
-fn read_mac_address<R: Registers>(regs: &mut R) -> Option<[u8; 6]> {
+fn read_mac_address<R: RegisterBlock>(regs: &mut R) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut from_eeprom = true;
     for word in 0..3 {
@@ -284,8 +285,8 @@ fn read_mac_address<R: Registers>(regs: &mut R) -> Option<[u8; 6]> {
     if from_eeprom && is_unicast(&mac) {
         return Some(mac);
     }
-    let ral = regs.read(regs::RAL0);
-    let rah = regs.read(regs::RAH0);
+    let ral = regs.read_u32(regs::RAL0);
+    let rah = regs.read_u32(regs::RAH0);
     if rah & regs::RAH_AV == 0 {
         return None;
     }
@@ -295,13 +296,13 @@ fn read_mac_address<R: Registers>(regs: &mut R) -> Option<[u8; 6]> {
 }
 
 /// One EEPROM word through EERD (13.4.4), or `None` if DONE never comes.
-fn read_eeprom_word<R: Registers>(regs: &mut R, word: usize) -> Option<u16> {
-    regs.write(
+fn read_eeprom_word<R: RegisterBlock>(regs: &mut R, word: usize) -> Option<u16> {
+    regs.write_u32(
         regs::EERD,
         (word as u32) << regs::eerd::ADDR_SHIFT | regs::eerd::START,
     );
     for _ in 0..bound::EEPROM_POLL_READS {
-        let value = regs.read(regs::EERD);
+        let value = regs.read_u32(regs::EERD);
         if value & regs::eerd::DONE != 0 {
             return Some((value >> regs::eerd::DATA_SHIFT) as u16);
         }
@@ -313,7 +314,7 @@ fn is_unicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 0 && *mac != [0; 6]
 }
 
-impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
+impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
     for E1000<R, C, TX, RX>
 {
     fn mac_address(&self) -> [u8; 6] {
@@ -336,7 +337,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
         // Bus mastering stays as the OS left it until the rings are ours.
         self.pci
             .enable(Command::MEMORY_SPACE | Command::INTERRUPT_DISABLE);
-        if self.regs.read(regs::STATUS) == u32::MAX {
+        if self.regs.read_u32(regs::STATUS) == u32::MAX {
             return Err(NicError::DeviceGone);
         }
         self.status.reset();
@@ -344,7 +345,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
 
         // Link up, speed and duplex resolved by the PHY ("General Configuration"), no VLAN
         // mode.
-        let ctrl = Ctrl::from_bits_retain(self.regs.read(regs::CTRL));
+        let ctrl = Ctrl::from_bits_retain(self.regs.read_u32(regs::CTRL));
         let ctrl = (ctrl | Ctrl::SLU | Ctrl::ASDE)
             - (Ctrl::LRST
                 | Ctrl::PHY_RST
@@ -353,29 +354,31 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
                 | Ctrl::FRCSPD
                 | Ctrl::FRCDPX
                 | Ctrl::RST);
-        self.regs.write(regs::CTRL, ctrl.bits());
+        self.regs.write_u32(regs::CTRL, ctrl.bits());
         self.program_address_filters();
 
         // Transmit ring ("Transmit Initialization"): base, length, empty (head = tail = 0).
         self.tx.clear();
         let tx_base = self.tx.phys_addr();
-        self.regs.write(regs::TDBAL, tx_base as u32);
-        self.regs.write(regs::TDBAH, (tx_base >> 32) as u32);
-        self.regs.write(regs::TDLEN, (TX * DESCRIPTOR_SIZE) as u32);
-        self.regs.write(regs::TDH, 0);
-        self.regs.write(regs::TDT, 0);
-        self.regs.write(regs::TIPG, regs::TIPG_COPPER_DEFAULT);
-        self.regs.write(regs::TIDV, 0);
+        self.regs.write_u32(regs::TDBAL, tx_base as u32);
+        self.regs.write_u32(regs::TDBAH, (tx_base >> 32) as u32);
+        self.regs
+            .write_u32(regs::TDLEN, (TX * DESCRIPTOR_SIZE) as u32);
+        self.regs.write_u32(regs::TDH, 0);
+        self.regs.write_u32(regs::TDT, 0);
+        self.regs.write_u32(regs::TIPG, regs::TIPG_COPPER_DEFAULT);
+        self.regs.write_u32(regs::TIDV, 0);
 
         // Receive ring ("Receive Initialization"): every buffer armed, head 0, tail N - 1.
         let rdt = self.rx.clear();
         let rx_base = self.rx.phys_addr();
-        self.regs.write(regs::RDBAL, rx_base as u32);
-        self.regs.write(regs::RDBAH, (rx_base >> 32) as u32);
-        self.regs.write(regs::RDLEN, (RX * DESCRIPTOR_SIZE) as u32);
-        self.regs.write(regs::RDH, 0);
-        self.regs.write(regs::RDT, rdt as u32);
-        self.regs.write(regs::RDTR, 0);
+        self.regs.write_u32(regs::RDBAL, rx_base as u32);
+        self.regs.write_u32(regs::RDBAH, (rx_base >> 32) as u32);
+        self.regs
+            .write_u32(regs::RDLEN, (RX * DESCRIPTOR_SIZE) as u32);
+        self.regs.write_u32(regs::RDH, 0);
+        self.regs.write_u32(regs::RDT, rdt as u32);
+        self.regs.write_u32(regs::RDTR, 0);
 
         // The rings now point at our memory: let the device master the bus.
         self.pci.enable(Command::BUS_MASTER);
@@ -383,22 +386,22 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
         // Broadcast for ARP, strip the FCS, 2 KiB buffers (BSIZE 00b), no promiscuous or
         // long frames, no loopback.
         self.regs
-            .write(regs::RCTL, (Rctl::EN | Rctl::BAM | Rctl::SECRC).bits());
+            .write_u32(regs::RCTL, (Rctl::EN | Rctl::BAM | Rctl::SECRC).bits());
         // Pad short packets, collision threshold and full-duplex collision distance.
-        self.regs.write(
+        self.regs.write_u32(
             regs::TCTL,
             (Tctl::EN | Tctl::PSP).bits() | regs::TCTL_CT_DEFAULT | regs::TCTL_COLD_FULL_DUPLEX,
         );
         if self.udp_checksum_offload {
             // The checksum context stays in the device until the next one: one per reset.
             let tail = self.tx.push_context();
-            self.regs.write(regs::TDT, tail as u32);
+            self.regs.write_u32(regs::TDT, tail as u32);
             // Return with the transmit ring empty, as the contract has it.
             for _ in 0..bound::CONTEXT_POLL_READS {
                 if self.tx.reclaim() > 0 {
                     break;
                 }
-                self.regs.read(regs::STATUS);
+                self.regs.read_u32(regs::STATUS);
             }
         }
         Ok(())
@@ -417,7 +420,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
         check_frame_len(len, MTU)?;
         let full = self.tx.is_full();
         if self.status.due(full) {
-            let status = self.regs.read(regs::STATUS);
+            let status = self.regs.read_u32(regs::STATUS);
             if status == u32::MAX {
                 return Err(NicError::DeviceGone);
             }
@@ -429,7 +432,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
             return Err(NicError::RingFull);
         }
         let tail = self.tx.push(len, fill)?;
-        self.regs.write(regs::TDT, tail as u32);
+        self.regs.write_u32(regs::TDT, tail as u32);
         Ok(())
     }
 
@@ -441,7 +444,7 @@ impl<R: Registers, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
         match self.rx.poll(handler) {
             None => Ok(false),
             Some(polled) => {
-                self.regs.write(regs::RDT, polled.rearmed as u32);
+                self.regs.write_u32(regs::RDT, polled.rearmed as u32);
                 Ok(true)
             }
         }

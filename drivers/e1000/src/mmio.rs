@@ -1,27 +1,17 @@
-//! Register access: a trait, so that the driver runs against a fake device in host tests,
-//! and its memory-mapped implementation.
+//! The e1000's registers through BAR0: netdump-pci's [`MmioBlock`] over the 128 KiB the
+//! BAR decodes. The driver reaches its registers through [`RegisterBlock`] (32-bit
+//! accesses only), so that it runs against a fake device in host tests; the `unsafe`
+//! volatile access is netdump-pci's.
 
 use core::ptr::NonNull;
 
-use volatile::VolatilePtr;
+use netdump_pci::{MmioBlock, RegisterBlock};
 
 use crate::regs::MMIO_SIZE;
 
-/// The device's 32-bit registers, addressed by byte offset (see [`crate::regs`]).
-pub trait Registers {
-    fn read(&mut self, offset: usize) -> u32;
-    fn write(&mut self, offset: usize, value: u32);
-}
-
 /// The registers through BAR0, mapped into the CPU's address space.
 #[derive(Debug)]
-pub struct MmioRegisters {
-    base: NonNull<u32>,
-}
-
-// SAFETY: the value is the sole user of the register window (see `new`); moving it to
-// another thread moves that exclusive use.
-unsafe impl Send for MmioRegisters {}
+pub struct MmioRegisters(MmioBlock);
 
 impl MmioRegisters {
     /// Bytes of address space the mapping must cover (the 128 KiB that BAR0 decodes).
@@ -36,30 +26,39 @@ impl MmioRegisters {
     /// - nothing else (the OS driver, another CPU) accesses the registers meanwhile; at crash
     ///   time the OS driver is dead and the other CPUs are stopped.
     pub unsafe fn new(base: NonNull<u8>) -> Self {
-        MmioRegisters { base: base.cast() }
-    }
-
-    /// The register at `offset`, clamped into the window and to dword alignment so that a
-    /// wrong offset can never reach outside the mapping.
-    fn register(&mut self, offset: usize) -> VolatilePtr<'_, u32> {
-        debug_assert!(
-            offset < MMIO_SIZE && offset.is_multiple_of(4),
-            "bad register offset {offset:#x}"
-        );
-        let index = (offset % MMIO_SIZE) / 4;
-        // SAFETY: `index < MMIO_SIZE / 4`, so the pointer stays inside the mapping `new`
-        // guarantees; it is aligned; `&mut self` keeps the access exclusive for the
-        // returned pointer's lifetime, and the register window belongs to this value.
-        unsafe { VolatilePtr::new(NonNull::new_unchecked(self.base.as_ptr().add(index))) }
+        // SAFETY: the caller's guarantees are `MmioBlock::new`'s for `SIZE` bytes (a BAR
+        // mapping does not wrap around the address space).
+        MmioRegisters(unsafe { MmioBlock::new(base, MMIO_SIZE) })
     }
 }
 
-impl Registers for MmioRegisters {
-    fn read(&mut self, offset: usize) -> u32 {
-        self.register(offset).read()
+impl RegisterBlock for MmioRegisters {
+    #[inline]
+    fn len(&self) -> usize {
+        self.0.len()
     }
-
-    fn write(&mut self, offset: usize, value: u32) {
-        self.register(offset).write(value)
+    #[inline]
+    fn read_u8(&mut self, offset: usize) -> u8 {
+        self.0.read_u8(offset)
+    }
+    #[inline]
+    fn read_u16(&mut self, offset: usize) -> u16 {
+        self.0.read_u16(offset)
+    }
+    #[inline]
+    fn read_u32(&mut self, offset: usize) -> u32 {
+        self.0.read_u32(offset)
+    }
+    #[inline]
+    fn write_u8(&mut self, offset: usize, value: u8) {
+        self.0.write_u8(offset, value)
+    }
+    #[inline]
+    fn write_u16(&mut self, offset: usize, value: u16) {
+        self.0.write_u16(offset, value)
+    }
+    #[inline]
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        self.0.write_u32(offset, value)
     }
 }

@@ -97,28 +97,35 @@ impl MmioBlock {
 }
 
 impl RegisterBlock for MmioBlock {
+    #[inline]
     fn len(&self) -> usize {
         self.len
     }
+    #[inline]
     fn read_u8(&mut self, offset: usize) -> u8 {
         self.register::<u8>(offset).map_or(u8::MAX, |r| r.read())
     }
+    #[inline]
     fn read_u16(&mut self, offset: usize) -> u16 {
         self.register::<u16>(offset).map_or(u16::MAX, |r| r.read())
     }
+    #[inline]
     fn read_u32(&mut self, offset: usize) -> u32 {
         self.register::<u32>(offset).map_or(u32::MAX, |r| r.read())
     }
+    #[inline]
     fn write_u8(&mut self, offset: usize, value: u8) {
         if let Some(r) = self.register::<u8>(offset) {
             r.write(value)
         }
     }
+    #[inline]
     fn write_u16(&mut self, offset: usize, value: u16) {
         if let Some(r) = self.register::<u16>(offset) {
             r.write(value)
         }
     }
+    #[inline]
     fn write_u32(&mut self, offset: usize, value: u32) {
         if let Some(r) = self.register::<u32>(offset) {
             r.write(value)

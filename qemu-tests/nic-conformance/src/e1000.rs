@@ -3,7 +3,7 @@
 
 use core::ptr::NonNull;
 
-use netdump_e1000::{MmioRegisters, Registers, regs};
+use netdump_e1000::{MmioRegisters, RegisterBlock, regs};
 use netdump_pci::Command;
 use netdump_qemu_nics::{E1000Nic, Found, Registers as Window};
 
@@ -33,20 +33,20 @@ pub fn leave_dirty(nic: &mut E1000Nic, found: &Found) {
     let Some(mut r) = previous_owner(found) else {
         return;
     };
-    r.write(regs::IMS, 0x0001_F6DF);
-    r.write(
+    r.write_u32(regs::IMS, 0x0001_F6DF);
+    r.write_u32(
         regs::RCTL,
         (regs::Rctl::EN | regs::Rctl::UPE | regs::Rctl::MPE | regs::Rctl::LPE).bits(),
     );
-    r.write(regs::RAL0 + 8, 0x0403_0201);
-    r.write(regs::RAH0 + 8, 0x0605 | regs::RAH_AV);
+    r.write_u32(regs::RAL0 + 8, 0x0403_0201);
+    r.write_u32(regs::RAH0 + 8, 0x0605 | regs::RAH_AV);
     for i in 0..regs::MTA_LEN {
-        r.write(regs::MTA + 4 * i, 0xFFFF_FFFF);
+        r.write_u32(regs::MTA + 4 * i, 0xFFFF_FFFF);
     }
-    r.write(regs::TCTL, 0);
-    r.write(regs::TDH, 5);
-    r.write(regs::TDT, 5);
-    r.write(regs::RDT, 3);
+    r.write_u32(regs::TCTL, 0);
+    r.write_u32(regs::TDH, 5);
+    r.write_u32(regs::TDT, 5);
+    r.write_u32(regs::RDT, 3);
     nic.pci().disable(Command::BUS_MASTER);
 }
 
@@ -54,10 +54,10 @@ pub fn check_clean(_nic: &mut E1000Nic, found: &Found) -> Result<(), Note> {
     let Some(mut r) = previous_owner(found) else {
         return Err(note!("e1000 registers are not in a memory BAR"));
     };
-    let ims = r.read(regs::IMS);
-    let rctl = r.read(regs::RCTL);
-    let rah1 = r.read(regs::RAH0 + 8);
-    let mta_clear = (0..regs::MTA_LEN).all(|i| r.read(regs::MTA + 4 * i) == 0);
+    let ims = r.read_u32(regs::IMS);
+    let rctl = r.read_u32(regs::RCTL);
+    let rah1 = r.read_u32(regs::RAH0 + 8);
+    let mta_clear = (0..regs::MTA_LEN).all(|i| r.read_u32(regs::MTA + 4 * i) == 0);
     let expected_rctl = (regs::Rctl::EN | regs::Rctl::BAM | regs::Rctl::SECRC).bits();
     if ims != 0 || rctl != expected_rctl || rah1 & regs::RAH_AV != 0 || !mta_clear {
         return Err(note!(
