@@ -113,7 +113,7 @@ fn lossy_link_dump_arrives_bit_exact_through_retransmission() {
     let mut frames = 0u64;
     nic.tx_filter = Some(Box::new(move |_frame| {
         frames += 1;
-        frames < 4 || lcg(&mut state) % 10 != 0
+        frames < 4 || !lcg(&mut state).is_multiple_of(10)
     }));
     let report = dump_through(nic, &server).expect("dump through 10% loss");
     assert!(report.retransmissions > 0, "10% loss must cost retransmissions");

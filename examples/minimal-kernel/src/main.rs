@@ -5,6 +5,9 @@
 //! cell and dump. `cargo xtask demo` boots it in QEMU with `-append server_port=N`.
 #![no_std]
 #![no_main]
+// `&mut *(&raw mut STATIC)` is how edition 2024 borrows a `static mut` (a plain
+// `&mut STATIC` is the `static_mut_refs` lint); clippy's `deref_addrof` would undo it.
+#![allow(clippy::deref_addrof)]
 
 use core::fmt::Write;
 use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, TscClock};

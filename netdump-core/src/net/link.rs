@@ -106,10 +106,11 @@ impl UdpLink {
             while !deadline.passed(clock) {
                 let mut found = None;
                 self.poll_frame(nic, &mut |inbound| {
-                    if let Inbound::ArpReply { mac, ip } = inbound {
-                        if ip == hop && mac.is_unicast() {
-                            found = Some(mac);
-                        }
+                    if let Inbound::ArpReply { mac, ip } = inbound
+                        && ip == hop
+                        && mac.is_unicast()
+                    {
+                        found = Some(mac);
                     }
                 })?;
                 if let Some(mac) = found {

@@ -23,6 +23,7 @@ const PAGE: u64 = 4096;
 
 /// The fault a run raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names, reason = "the architecture's names: #PF page fault, #DF double fault")]
 pub enum Fault {
     DivideError,
     InvalidOpcode,

@@ -6,6 +6,9 @@
 //! exit code (isa-debug-exit) tells the harness how it ended: [`exit`] lists them.
 #![no_std]
 #![no_main]
+// `&mut *(&raw mut STATIC)` is how edition 2024 borrows a `static mut` (a plain
+// `&mut STATIC` is the `static_mut_refs` lint); clippy's `deref_addrof` would undo it.
+#![allow(clippy::deref_addrof)]
 
 mod bench;
 mod extra_state;

@@ -90,7 +90,7 @@ impl Scenario {
             seed: args.get_u64("seed").unwrap_or(0x5eed),
             zero_every: args.get_u64("zero_every").unwrap_or(7),
         };
-        if pattern.base % 4096 != 0 || pattern.len % 4096 != 0 || pattern.len == 0 {
+        if !pattern.base.is_multiple_of(4096) || !pattern.len.is_multiple_of(4096) || pattern.len == 0 {
             return Err("pattern must be whole pages");
         }
         Ok(Scenario {
