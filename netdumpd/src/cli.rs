@@ -220,7 +220,7 @@ impl Cli {
                 builds: self.kernel_builds.clone(),
                 ..AnalysisSection::default()
             },
-            netconsole: NetconsoleSection { listen: self.netconsole_listen },
+            netconsole: NetconsoleSection { listen: self.netconsole_listen, ..Default::default() },
             limits: Default::default(),
         }
     }

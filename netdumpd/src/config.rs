@@ -15,6 +15,7 @@ use crate::analysis::AnalysisConfig;
 use crate::dedup::DedupPolicy;
 use crate::hooks::HookConfig;
 use crate::limits::Limits;
+use crate::syslog::SyslogLimits;
 use crate::retention::RetentionConfig;
 
 const MIB: u64 = 1 << 20;
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     pub analysis: AnalysisConfig,
     /// Where to receive netconsole (syslog) lines, if anywhere ([`crate::syslog`]).
     pub syslog_listen: Option<SocketAddr>,
+    /// What syslog senders can make the netconsole receiver hold.
+    pub syslog_limits: SyslogLimits,
     /// How often a dump in progress is reported in the server log.
     pub progress_interval: Duration,
     /// What strangers can make the server hold or do ([`crate::limits`]).
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             dedup: DedupPolicy::default(),
             analysis: AnalysisConfig::default(),
             syslog_listen: None,
+            syslog_limits: SyslogLimits::default(),
             progress_interval: Duration::from_secs(10),
             limits: Limits::default(),
         }
@@ -154,6 +158,10 @@ pub struct AnalysisSection {
 pub struct NetconsoleSection {
     /// Where to receive netconsole (syslog) lines, e.g. "0.0.0.0:514".
     pub listen: Option<SocketAddr>,
+    /// Clients with a console log at most; lines naming one more are dropped.
+    pub max_clients: Option<u64>,
+    /// MiB a console log grows to before it is rotated.
+    pub max_log_mib: Option<u64>,
 }
 
 /// `[limits]`: what a stranger on the network can make the server hold or do
@@ -307,6 +315,14 @@ impl ConfigFile {
         }
         if self.netconsole.listen.is_some() {
             c.syslog_listen = self.netconsole.listen;
+        }
+        if let Some(v) = self.netconsole.max_clients {
+            anyhow::ensure!((1..=1 << 20).contains(&v), "netconsole.max_clients must be 1..=1048576");
+            c.syslog_limits.max_clients = v as usize;
+        }
+        if let Some(v) = self.netconsole.max_log_mib {
+            anyhow::ensure!(v >= 1, "netconsole.max_log_mib must be at least 1");
+            c.syslog_limits.max_log_bytes = v.saturating_mul(MIB);
         }
         self.limits.apply(&mut c.limits)?;
         Ok(())
@@ -477,5 +493,9 @@ mod tests {
             assert!(file.apply(&mut ServerConfig::default()).is_err(), "{bad}");
         }
         assert!(ConfigFile::parse("[limits]\nno_such_limit = 1\n").is_err());
+        let file = ConfigFile::parse("[netconsole]\nmax_clients = 7\nmax_log_mib = 2\n").unwrap();
+        let mut c = ServerConfig::default();
+        file.apply(&mut c).unwrap();
+        assert_eq!((c.syslog_limits.max_clients, c.syslog_limits.max_log_bytes), (7, 2 << 20));
     }
 }

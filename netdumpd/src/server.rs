@@ -29,7 +29,7 @@ use crate::limits::{MAX_LOG_BYTES, RateBudget, SourceBudget};
 use crate::outbox::Outbox;
 use crate::registry::{Client, Registration, Registry, RegistryError, RegistryLimits};
 use crate::session::{Session, StartRequest};
-use crate::syslog::{SyslogLimits, SyslogReceiver};
+use crate::syslog::SyslogReceiver;
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
 
 /// How long an ended session is remembered, to answer a repeated FINISH or CRASH
@@ -120,7 +120,7 @@ impl Server {
         let outbox = Outbox::new(socket, outbox_stats.clone())?;
         let local_addr = outbox.local_addr()?;
         let syslog = match config.syslog_listen {
-            Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir, SyslogLimits::default())?),
+            Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir, config.syslog_limits.clone())?),
             None => None,
         };
         let stats = outbox_stats;
