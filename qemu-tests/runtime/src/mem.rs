@@ -12,26 +12,12 @@ use core::arch::asm;
 /// `src` and `dest` must be valid for `n` bytes and must not overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // Eight bytes per `rep movsq` step, then the tail with `rep movsb`: under emulation
-    // (QEMU TCG) each step of a `rep` string instruction costs about the same whatever
-    // its width, so this is up to eight times faster there, and no slower on hardware.
-    // SAFETY: the caller guarantees both buffers are valid for `n` bytes; the two string
-    // instructions touch exactly those bytes and only the registers declared here.
-    unsafe {
-        asm!(
-            "mov {tail}, rcx",
-            "shr rcx, 3",
-            "rep movsq",
-            "mov rcx, {tail}",
-            "and rcx, 7",
-            "rep movsb",
-            tail = out(reg) _,
-            inout("rcx") n => _,
-            inout("rdi") dest => _,
-            inout("rsi") src => _,
-            options(nostack, preserves_flags)
-        );
-    }
+    // `rep movsq` then `rep movsb`, inlined (netdump-core's, shared with its
+    // `DirectMapMemory`): assembly, so it never turns back into a call to `memcpy`.
+    // SAFETY: the caller guarantees both buffers are valid for `n` bytes and do not
+    // overlap; `memmove` also calls this when `dest` is below `src`, an overlap
+    // `copy_forward` allows.
+    unsafe { netdump_core::arch::x86_64::copy_forward(dest, src, n) };
     dest
 }
 

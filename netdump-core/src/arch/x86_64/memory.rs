@@ -24,27 +24,12 @@ impl MemorySource for DirectMapMemory {
         if src.checked_add(out.len() as u64).is_none() {
             return Err(MemoryError { phys });
         }
-        // SAFETY: `new`'s contract says this range is mapped and readable. The copy is
-        // done with `rep movsb` in asm rather than `ptr::copy`, because physical address
-        // 0 is a valid RAM page under an identity map, and a Rust read through a null
-        // pointer would be undefined behaviour; the asm reads the bytes as the CPU sees
-        // them. `out` is a valid, exclusive destination of `out.len()` bytes. Eight bytes
-        // per `rep movsq` step, then the tail: much cheaper under emulation.
-        unsafe {
-            core::arch::asm!(
-                "mov {tail}, rcx",
-                "shr rcx, 3",
-                "rep movsq",
-                "mov rcx, {tail}",
-                "and rcx, 7",
-                "rep movsb",
-                tail = out(reg) _,
-                inout("rsi") src => _,
-                inout("rdi") out.as_mut_ptr() => _,
-                inout("rcx") out.len() => _,
-                options(nostack, preserves_flags)
-            );
-        }
+        // SAFETY: `new`'s contract says this range is mapped and readable, and it does not
+        // wrap (checked above). The copy is assembly rather than `ptr::copy` because
+        // physical address 0 is a valid RAM page under an identity map, and a Rust read
+        // through a null pointer would be undefined behaviour. `out` is a valid, exclusive
+        // destination of `out.len()` bytes, so the two ranges do not overlap.
+        unsafe { super::copy_forward(out.as_mut_ptr(), src as *const u8, out.len()) };
         Ok(())
     }
 }

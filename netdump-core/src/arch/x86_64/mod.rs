@@ -2,9 +2,9 @@
 //! target), register capture ([`capture_registers`]), fatal CPU exceptions into the dump
 //! ([`ExceptionRegisters`] → [`ExceptionCrash`]), the crashing stack's code addresses
 //! ([`StackTrace`]), a TSC clock calibrated against the PIT ([`TscClock`]), the cookie
-//! source ([`CookieRng`]: RDRAND, or a documented fallback) and physical memory reads
-//! through a direct map ([`DirectMapMemory`]), and the wall clock from the CMOS RTC
-//! ([`read_rtc`], for netconsole timestamps).
+//! source ([`CookieRng`]: RDRAND, or a documented fallback), physical memory reads through
+//! a direct map ([`DirectMapMemory`], copying with [`copy_forward`]), and the wall clock
+//! from the CMOS RTC ([`read_rtc`], for netconsole timestamps).
 
 #![allow(unsafe_code)]
 
@@ -12,6 +12,8 @@
 pub mod vector;
 pub use vector::{exception_name, pushes_error_code, Exception, PageFaultErrorCode};
 
+#[cfg(target_arch = "x86_64")]
+mod copy;
 #[cfg(target_arch = "x86_64")]
 mod exception;
 #[cfg(target_arch = "x86_64")]
@@ -29,6 +31,8 @@ mod stack;
 #[cfg(target_arch = "x86_64")]
 mod tsc;
 
+#[cfg(target_arch = "x86_64")]
+pub use copy::copy_forward;
 #[cfg(target_arch = "x86_64")]
 pub use exception::{ExceptionCrash, ExceptionRegisters};
 #[cfg(target_arch = "x86_64")]
