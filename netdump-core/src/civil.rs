@@ -5,11 +5,17 @@
 /// A UTC calendar time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Civil {
+    /// The year, 1970 or later (e.g. 2025).
     pub year: u64,
+    /// The month, 1..=12.
     pub month: u64,
+    /// The day of the month, 1..=31.
     pub day: u64,
+    /// The hour, 0..=23.
     pub hour: u64,
+    /// The minute, 0..=59.
     pub minute: u64,
+    /// The second, 0..=59 (no leap seconds, as in Unix time).
     pub second: u64,
 }
 

@@ -3,6 +3,7 @@
 /// A monotonic clock in microseconds. At crash time this must not depend on interrupts
 /// (on x86_64 use [`crate::arch::x86_64::TscClock`]).
 pub trait Clock {
+    /// Microseconds since an arbitrary fixed point (boot, say); never decreases.
     fn now_us(&self) -> u64;
 }
 
@@ -17,9 +18,11 @@ impl<C: Clock + ?Sized> Clock for &C {
 pub struct Deadline(u64);
 
 impl Deadline {
+    /// The deadline `us` microseconds from now (saturating).
     pub fn after(clock: &dyn Clock, us: u64) -> Self {
         Deadline(clock.now_us().saturating_add(us))
     }
+    /// True once `clock` has reached the deadline.
     pub fn passed(&self, clock: &dyn Clock) -> bool {
         clock.now_us() >= self.0
     }

@@ -8,20 +8,29 @@ use crate::proto::{valid_name, MAX_NAME};
 /// Every wait of the client has one of these bounds (microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Interval between ARP requests for the next hop (default 200 ms).
     pub arp_retry_us: u64,
+    /// ARP requests sent before giving up with `NetError::ArpTimeout` (default 10).
     pub arp_attempts: u32,
+    /// Interval between HELLOs at install (default 500 ms).
     pub hello_retry_us: u64,
+    /// HELLOs sent before install fails with `InstallError::ServerSilent` (default 6).
     pub hello_attempts: u32,
+    /// Interval between CRASH announcements until a DECISION (default 500 ms).
     pub announce_retry_us: u64,
+    /// No DECISION for this long ends the dump with one ABORT (default 10 s).
     pub announce_timeout_us: u64,
     /// No ACK progress for this long ends the dump (`DumpError::ServerSilent`).
     pub silence_timeout_us: u64,
+    /// Interval between FINISHes until a FINISH_ACK (default 500 ms).
     pub finish_retry_us: u64,
+    /// No FINISH_ACK for this long ends the dump with one ABORT (default 10 s).
     pub finish_timeout_us: u64,
     /// While a long run of zero pages sends nothing, a DATA packet of 8 zero bytes from
     /// the run goes out at least this often, so the server does not take the scan for
     /// silence (netdumpd gives up on a session after 60 s without a packet).
     pub keepalive_us: u64,
+    /// Retransmission timeout of DATA packets.
     pub rto: RtoBounds,
 }
 
@@ -46,8 +55,11 @@ impl Default for Timeouts {
 /// Retransmission timing (RFC 6298 style, in microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtoBounds {
+    /// The timeout before the first round trip is measured (default 200 ms).
     pub initial_us: u64,
+    /// Lower clamp of the adaptive timeout (default 20 ms).
     pub min_us: u64,
+    /// Upper clamp of the adaptive timeout (default 1 s).
     pub max_us: u64,
 }
 
@@ -65,6 +77,8 @@ pub struct ClientName {
 }
 
 impl ClientName {
+    /// The name, or `None` if it is not 1..=64 bytes of `[A-Za-z0-9._-]` beginning with a
+    /// letter or digit ([`valid_name`]).
     pub fn new(name: &str) -> Option<Self> {
         if !valid_name(name.as_bytes()) {
             return None;
@@ -73,6 +87,7 @@ impl ClientName {
         bytes[..name.len()].copy_from_slice(name.as_bytes());
         Some(ClientName { bytes, len: name.len() })
     }
+    /// The name's bytes, as HELLO carries them.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -84,9 +99,12 @@ pub const DEFAULT_WINDOW: usize = 64;
 /// The client's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
+    /// Addresses and ports of the client and its server.
     pub net: NetConfig,
+    /// The name the server files this client's dumps under.
     pub name: ClientName,
     /// Largest number of DATA packets in flight (bounded by the slots provided).
     pub window: usize,
+    /// The bound on every wait.
     pub timeouts: Timeouts,
 }

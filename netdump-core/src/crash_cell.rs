@@ -43,6 +43,7 @@ impl<T> Default for CrashCell<T> {
 }
 
 impl<T> CrashCell<T> {
+    /// An empty cell; [`install`](Self::install) fills it.
     pub const fn new() -> Self {
         CrashCell { state: AtomicU8::new(EMPTY), value: UnsafeCell::new(MaybeUninit::uninit()) }
     }

@@ -38,6 +38,7 @@ pub struct UdpSocketNic {
     client_port: u16,
     /// Returns false to drop a transmitted frame.
     pub tx_filter: Option<TxFilter>,
+    /// Frames transmitted, including those `tx_filter` dropped.
     pub frames_sent: u64,
     /// The frame being transmitted, reused (no allocation per frame).
     tx_frame: Vec<u8>,

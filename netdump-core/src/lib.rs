@@ -13,6 +13,7 @@
 //! allowed only in `arch` and [`crash_cell`].
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod arch;
 pub mod civil;

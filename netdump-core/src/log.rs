@@ -23,6 +23,8 @@ impl<const N: usize> Default for ConsoleLog<N> {
 }
 
 impl<const N: usize> ConsoleLog<N> {
+    /// An empty, unfrozen ring. Panics (at compile time, in a `static`) if `N` is not a power
+    /// of two.
     pub const fn new() -> Self {
         assert!(N.is_power_of_two());
         ConsoleLog { bytes: [const { AtomicU8::new(0) }; N], head: AtomicUsize::new(0), frozen: AtomicBool::new(false) }

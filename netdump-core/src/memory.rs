@@ -9,6 +9,7 @@ pub const PAGE_SIZE: usize = 4096;
 /// Reading physical memory failed (e.g. the address is not mapped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryError {
+    /// The physical address of the read that failed.
     pub phys: u64,
 }
 
@@ -64,10 +65,12 @@ impl MemoryMap {
         Ok(map)
     }
 
+    /// The ranges, sorted by physical address.
     pub fn ranges(&self) -> &[MemoryRange] {
         &self.ranges[..self.len]
     }
 
+    /// Bytes of RAM in all ranges: what HELLO declares as the memory size.
     pub fn total_bytes(&self) -> u64 {
         self.ranges().iter().map(|r| r.length).sum()
     }

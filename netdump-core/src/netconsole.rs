@@ -50,13 +50,21 @@ pub enum SyslogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Severity {
+    /// The system is unusable.
     Emergency = 0,
+    /// Action must be taken immediately.
     Alert = 1,
+    /// Critical conditions.
     Critical = 2,
+    /// Error conditions.
     Error = 3,
+    /// Warning conditions.
     Warning = 4,
+    /// Normal but significant conditions.
     Notice = 5,
+    /// Informational messages: what [`Netconsole::write`] sends console lines at.
     Info = 6,
+    /// Debug-level messages.
     Debug = 7,
 }
 
@@ -70,6 +78,7 @@ pub struct NetconsoleConfig {
     /// `server_port`, usually [`SYSLOG_PORT`]); `client_port` is the source port
     /// (usually [`NETCONSOLE_CLIENT_PORT`]).
     pub net: NetConfig,
+    /// The syslog message format.
     pub format: SyslogFormat,
     /// HOSTNAME of every message (the client's name: netdumpd files lines under it).
     pub hostname: ClientName,
@@ -83,6 +92,7 @@ pub struct NetconsoleConfig {
 /// Lines sent and dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetconsoleCounters {
+    /// Lines handed to the NIC.
     pub sent: u64,
     /// Lines the NIC could not take (ring full or error).
     pub dropped: u64,
@@ -97,10 +107,13 @@ pub struct Netconsole {
     line: LineBuffer<LINE_BUFFER>,
     /// Frames queued and not yet seen completed by [`Netconsole::drain`].
     in_flight: usize,
+    /// Lines sent and dropped so far.
     pub counters: NetconsoleCounters,
 }
 
 impl Netconsole {
+    /// A sender for the interface `mac`; call [`resolve`](Self::resolve) before the first
+    /// line.
     pub fn new(config: NetconsoleConfig, mac: [u8; 6]) -> Self {
         Netconsole {
             link: UdpLink::new(config.net, mac),
@@ -112,6 +125,7 @@ impl Netconsole {
         }
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &NetconsoleConfig {
         &self.config
     }
@@ -178,11 +192,15 @@ const MAX_SEQUENCE: u32 = 2_147_483_647;
 /// The header fields of one message.
 #[derive(Debug, Clone, Copy)]
 pub struct Header<'a> {
+    /// RFC 5424 or RFC 3164.
     pub format: SyslogFormat,
+    /// PRI: facility × 8 + severity.
     pub pri: u8,
     /// Wall-clock time of the message, µs since the Unix epoch (UTC).
     pub unix_us: Option<u64>,
+    /// HOSTNAME, as in [`NetconsoleConfig::hostname`].
     pub hostname: &'a [u8],
+    /// `meta sequenceId` (RFC 5424 only), 1..=2147483647.
     pub sequence: u32,
 }
 
@@ -293,6 +311,7 @@ impl<const N: usize> Default for LineBuffer<N> {
 }
 
 impl<const N: usize> LineBuffer<N> {
+    /// An empty buffer.
     pub const fn new() -> Self {
         LineBuffer { buf: [0; N], len: 0, complete: false }
     }
@@ -355,6 +374,8 @@ impl<N: PolledNic, C: Clock> ConsoleOnly<N, C> {
         self.console.write(&mut self.nic, &self.clock, bytes);
     }
 
+    /// Sends one line (without its newline) at `severity`; never waits (a full transmit
+    /// ring drops the line, counted).
     pub fn send_line(&mut self, severity: Severity, line: &[u8]) -> Result<(), NicError> {
         self.console.send_line(&mut self.nic, &self.clock, severity, line)
     }
@@ -369,6 +390,7 @@ impl<N: PolledNic, C: Clock> ConsoleOnly<N, C> {
         self.console.drain(&mut self.nic, &self.clock, bound_us);
     }
 
+    /// Lines sent and dropped so far.
     pub fn counters(&self) -> NetconsoleCounters {
         self.console.counters
     }

@@ -10,9 +10,17 @@ pub enum NicError {
     /// Every transmit descriptor is owned by the device; poll completions and retry.
     RingFull,
     /// The frame is longer than `mtu() + 14` bytes (Ethernet header, no FCS).
-    FrameTooLarge { len: usize, max: usize },
+    FrameTooLarge {
+        /// The frame's length, bytes.
+        len: usize,
+        /// The largest frame the NIC sends, bytes: `mtu() + 14`.
+        max: usize,
+    },
     /// The frame is shorter than an Ethernet header.
-    FrameTooShort { len: usize },
+    FrameTooShort {
+        /// The frame's length, bytes.
+        len: usize,
+    },
     /// The device did not come out of reset within the driver's bound.
     ResetTimeout,
     /// The device reports no link.
@@ -127,6 +135,7 @@ pub struct StatusPacer {
 }
 
 impl StatusPacer {
+    /// Transmits between two status reads.
     pub const INTERVAL: u32 = 32;
 
     /// Read the status at the next transmit (call from `reset`).

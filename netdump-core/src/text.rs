@@ -14,19 +14,24 @@ impl<const N: usize> Default for TextBuf<N> {
 }
 
 impl<const N: usize> TextBuf<N> {
+    /// An empty buffer.
     pub const fn new() -> Self {
         TextBuf { buf: [0; N], len: 0, truncated: false }
     }
+    /// The text collected, UTF-8.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+    /// The text collected.
     pub fn as_str(&self) -> &str {
         // Only whole characters are ever appended.
         core::str::from_utf8(self.as_bytes()).unwrap_or("")
     }
+    /// True if text was cut since the last [`clear`](Self::clear).
     pub fn is_truncated(&self) -> bool {
         self.truncated
     }
+    /// Empties the buffer.
     pub fn clear(&mut self) {
         self.len = 0;
         self.truncated = false;

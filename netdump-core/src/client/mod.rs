@@ -42,6 +42,7 @@ impl<const W: usize> Default for CrashBuffers<W> {
 }
 
 impl<const W: usize> CrashBuffers<W> {
+    /// Zeroed buffers, usable in a `static`.
     pub const fn new() -> Self {
         CrashBuffers { page: [0; PAGE_SIZE], slots: [PacketSlot::EMPTY; W] }
     }
@@ -52,7 +53,9 @@ impl<const W: usize> CrashBuffers<W> {
 /// Why install failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstallError {
+    /// The NIC failed to reset or send.
     Nic(NicError),
+    /// No route to the server, or no ARP reply from the next hop.
     Net(NetError),
     /// No HELLO_ACK after every attempt.
     ServerSilent,
@@ -71,8 +74,11 @@ impl From<NetError> for InstallError {
 /// The phase of a dump in which the server went silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Waiting for DECISION after CRASH.
     Announce,
+    /// Streaming DATA: no ACK progress.
     Data,
+    /// Waiting for FINISH_ACK after FINISH.
     Finish,
 }
 
@@ -81,6 +87,7 @@ pub enum Phase {
 pub enum DumpError {
     /// The crash buffers were already used by an earlier dump.
     AlreadyDumped,
+    /// The NIC failed to reset, send or receive.
     Nic(NicError),
     /// No answer within the configured bound.
     ServerSilent(Phase),
@@ -117,11 +124,19 @@ impl core::fmt::Display for DumpError {
 /// What the crash was, for the announcement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrashInfo<'a> {
+    /// Panic, CPU exception or requested.
     pub kind: CrashKind,
+    /// The exception vector for [`CrashKind::Exception`], else 0.
     pub vector: u8,
+    /// The exception's error code for [`CrashKind::Exception`], else 0.
     pub error_code: u64,
+    /// The faulting address (CR2) for a page fault, else 0.
     pub fault_address: u64,
+    /// Index of the crashing CPU: its register record is `cpus[crashing_cpu]` in
+    /// [`Netdump::dump`].
     pub crashing_cpu: u16,
+    /// The panic or exception message, UTF-8; at most
+    /// [`MAX_TEXT`](crate::proto::MAX_TEXT) bytes are sent.
     pub message: &'a [u8],
     /// Code addresses of the crashing stack, innermost first, at most
     /// [`MAX_FRAMES`](crate::proto::MAX_FRAMES) (more are not sent): the faulting `rip`
@@ -140,15 +155,23 @@ impl<'a> CrashInfo<'a> {
 /// The outcome of a verified dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DumpReport {
+    /// What the server asked for: all of the dump, or everything but memory.
     pub verdict: Verdict,
+    /// What the server says to do next: reboot or halt.
     pub action: AfterDump,
+    /// DATA packets in the stream (each counted once).
     pub packets: u32,
+    /// DATA bytes in the stream, sub-headers excluded.
     pub bytes: u64,
+    /// DATA packets sent again.
     pub retransmissions: u64,
+    /// Pages sent, skipped as zero and unreadable.
     pub memory: MemoryStats,
+    /// The whole dump, from [`Netdump::dump`]'s call to the FINISH_ACK, microseconds.
     pub elapsed_us: u64,
     /// The data phase alone: from the DECISION to the last acknowledgement.
     pub stream_us: u64,
+    /// Frames received, sent and dropped by the link.
     pub link: LinkCounters,
     /// Server packets dropped by the client (bad CRC, cookie or type).
     pub rejected: u64,
@@ -238,15 +261,20 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         Ok(me)
     }
 
+    /// The 64-bit cookie this client registered with; every packet carries it.
     pub fn cookie(&self) -> u64 {
         self.cookie
     }
+    /// The UDP link to the server, with its counters.
     pub fn link(&self) -> &UdpLink {
         &self.link
     }
+    /// The NIC, for the kernel's own frames between crashes; [`dump`](Self::dump) resets
+    /// it before use.
     pub fn nic(&mut self) -> &mut N {
         &mut self.nic
     }
+    /// The clock every wait is measured with.
     pub fn clock(&self) -> &C {
         &self.clock
     }

@@ -51,8 +51,12 @@ impl core::fmt::Write for WindowWriter<'_> {
 /// Statistics of the memory walk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
+    /// Non-zero pages read and sent.
     pub pages_sent: u64,
+    /// All-zero pages read and not sent.
     pub zero_pages: u64,
+    /// Pages the [`MemorySource`](crate::memory::MemorySource) could not read; not sent (the
+    /// server's image keeps zeros there).
     pub unreadable_pages: u64,
 }
 

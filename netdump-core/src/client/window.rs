@@ -25,8 +25,10 @@ pub struct PacketSlot {
 }
 
 impl PacketSlot {
+    /// A free slot, for initialising arrays of them (e.g. in [`CrashBuffers`](crate::CrashBuffers)).
     pub const EMPTY: PacketSlot = PacketSlot { seq: 0, len: 0, crc: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
 
+    /// The packet's payload, as it was first made.
     pub fn payload(&self) -> &[u8] {
         &self.payload[..self.len as usize]
     }
@@ -68,6 +70,7 @@ pub struct SackWindow<'a> {
     /// No packet is due before this time (a lower bound from the last scan of
     /// [`due`](Self::due)); 0 when something changed that can make one due sooner.
     next_due_us: u64,
+    /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
 }
 
@@ -78,9 +81,12 @@ impl<'a> SackWindow<'a> {
         SackWindow { slots, limit, mode: WindowMode::Sliding, batch_start: 0, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, next_due_us: 0, retransmissions: 0 }
     }
 
+    /// Packets pushed and not yet cumulatively acknowledged.
     pub fn in_flight(&self) -> usize {
         (self.next - self.base) as usize
     }
+    /// True if the mode lets another packet out now: fewer than the limit in flight
+    /// (sliding), or the batch not yet full (batch).
     pub fn can_push(&self) -> bool {
         match self.mode {
             WindowMode::Sliding => self.in_flight() < self.limit,
@@ -88,9 +94,11 @@ impl<'a> SackWindow<'a> {
         }
     }
 
+    /// Changes how new packets are released (from the next push).
     pub fn set_mode(&mut self, mode: WindowMode) {
         self.mode = mode;
     }
+    /// True when every packet pushed has been acknowledged.
     pub fn is_empty(&self) -> bool {
         self.base == self.next
     }
@@ -98,6 +106,7 @@ impl<'a> SackWindow<'a> {
     pub fn next_seq(&self) -> u32 {
         self.next
     }
+    /// The current retransmission timeout, microseconds, within the [`RtoBounds`].
     pub fn rto_us(&self) -> u64 {
         self.rto_us
     }
@@ -135,6 +144,7 @@ impl<'a> SackWindow<'a> {
         self.slots[self.index(seq)].sends
     }
 
+    /// The payload of in-flight packet `seq`, byte-identical to its first send.
     pub fn payload(&self, seq: u32) -> &[u8] {
         self.slots[self.index(seq)].payload()
     }

@@ -15,11 +15,31 @@ const ARP_FRAME_LEN: usize = 14 + 28;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inbound<'a> {
     /// Someone asks for our MAC: answer.
-    ArpRequest { mac: EthernetAddress, ip: Ipv4Address },
+    ArpRequest {
+        /// The asker's MAC address.
+        mac: EthernetAddress,
+        /// The asker's IPv4 address.
+        ip: Ipv4Address,
+    },
     /// A reply (or gratuitous announcement) for an address.
-    ArpReply { mac: EthernetAddress, ip: Ipv4Address },
+    ArpReply {
+        /// The MAC address that answers for `ip`.
+        mac: EthernetAddress,
+        /// The address resolved.
+        ip: Ipv4Address,
+    },
     /// A UDP datagram to our address and port.
-    Udp { src_mac: EthernetAddress, src_ip: Ipv4Address, src_port: u16, payload: &'a [u8] },
+    Udp {
+        /// The Ethernet source: the sender, or the router that forwarded it.
+        src_mac: EthernetAddress,
+        /// The sender's IPv4 address.
+        src_ip: Ipv4Address,
+        /// The sender's UDP port.
+        src_port: u16,
+        /// The UDP payload (checksum verified if the sender set one).
+        payload: &'a [u8],
+    },
+    /// Nothing for the dump path; the reason tells malformed frames from others'.
     Ignored(Ignored),
 }
 
@@ -88,11 +108,17 @@ fn classify_ipv4(src_mac: EthernetAddress, payload: &[u8], ip: Ipv4Address, port
 /// Addresses of one UDP flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpFlow {
+    /// Ethernet source: the sending interface's MAC address.
     pub src_mac: EthernetAddress,
+    /// Ethernet destination: the next hop's MAC address (the receiver's, or a gateway's).
     pub dst_mac: EthernetAddress,
+    /// IPv4 source address.
     pub src_ip: Ipv4Address,
+    /// IPv4 destination address.
     pub dst_ip: Ipv4Address,
+    /// UDP source port.
     pub src_port: u16,
+    /// UDP destination port.
     pub dst_port: u16,
 }
 

@@ -8,13 +8,18 @@ use smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
 /// Addresses of the client and its dump server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetConfig {
+    /// The client's IPv4 address.
     pub ip: Ipv4Address,
     /// Prefix length of the client's subnet (24 for 255.255.255.0).
     pub prefix_len: u8,
     /// First hop for a server outside the subnet.
     pub gateway: Option<Ipv4Address>,
+    /// The dump server's IPv4 address.
     pub server_ip: Ipv4Address,
+    /// The server's UDP port ([`SERVER_PORT`](crate::proto::SERVER_PORT) by default).
     pub server_port: u16,
+    /// The client's UDP source port, on which it also listens
+    /// ([`CLIENT_PORT`](crate::proto::CLIENT_PORT) by default).
     pub client_port: u16,
 }
 
@@ -35,6 +40,7 @@ pub enum NetError {
     NoRoute,
     /// No ARP reply from the next hop within the bound.
     ArpTimeout(Ipv4Address),
+    /// The NIC failed.
     Nic(NicError),
 }
 
@@ -57,10 +63,15 @@ impl core::fmt::Display for NetError {
 /// Frames seen and dropped, for the report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkCounters {
+    /// Every frame the NIC delivered.
     pub frames_received: u64,
+    /// Frames handed to the NIC: UDP and ARP.
     pub frames_sent: u64,
+    /// ARP requests for our address answered.
     pub arp_answered: u64,
+    /// Frames for another host, port or protocol.
     pub ignored: u64,
+    /// Frames with a bad header or checksum, and IPv4 fragments.
     pub malformed: u64,
     /// UDP from another address, port or MAC than the server's.
     pub spoofed: u64,
@@ -72,6 +83,7 @@ pub struct UdpLink {
     mac: EthernetAddress,
     /// MAC of the next hop, learned once at install and never relearned.
     peer_mac: Option<EthernetAddress>,
+    /// What this link has received, sent and dropped.
     pub counters: LinkCounters,
 }
 
@@ -79,14 +91,18 @@ pub struct UdpLink {
 const MIN_FRAME: usize = 60;
 
 impl UdpLink {
+    /// A link for the interface `mac` with `config`'s addresses; the next hop is unknown
+    /// until [`resolve`](Self::resolve).
     pub fn new(config: NetConfig, mac: [u8; 6]) -> Self {
         UdpLink { config, mac: EthernetAddress(mac), peer_mac: None, counters: LinkCounters::default() }
     }
 
+    /// The addresses this link was made with.
     pub fn config(&self) -> &NetConfig {
         &self.config
     }
 
+    /// The next hop's MAC address, once [`resolve`](Self::resolve) has learned it.
     pub fn peer_mac(&self) -> Option<EthernetAddress> {
         self.peer_mac
     }

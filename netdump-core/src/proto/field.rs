@@ -8,41 +8,65 @@ pub type Field = core::ops::Range<usize>;
 /// HELLO.
 pub mod hello {
     use super::Field;
+    /// The client NIC's MAC address.
     pub const MAC: Field = 0..6;
+    /// The client NIC's MTU, bytes (u16).
     pub const MTU: Field = 6..8;
+    /// The client's IPv4 address.
     pub const IP: Field = 8..12;
+    /// The client's page size, bytes (u32; 4096).
     pub const PAGE_SIZE: Field = 12..16;
+    /// Memory size in bytes: the sum of the RAM ranges (u64).
     pub const MEMORY_BYTES: Field = 16..24;
+    /// Length of the client name that follows, 1..=64.
     pub const NAME_LEN: Field = 24..25;
     /// Start of the name (`name_len` bytes).
     pub const NAME: usize = NAME_LEN.end;
+    /// HELLO's fixed fields, in wire order.
     pub const LAYOUT: &[Field] = &[MAC, MTU, IP, PAGE_SIZE, MEMORY_BYTES, NAME_LEN];
 }
 
 /// HELLO_ACK.
 pub mod hello_ack {
     use super::Field;
+    /// 0 registered, 1 refused (name invalid).
     pub const STATUS: Field = 0..1;
+    /// Reserved, 0.
     pub const RESERVED: Field = 1..4;
+    /// Largest UDP payload the server accepts, bytes (u32).
     pub const MAX_PAYLOAD: Field = 4..8;
+    /// Length of the whole payload.
     pub const LEN: usize = MAX_PAYLOAD.end;
+    /// HELLO_ACK's fields, in wire order.
     pub const LAYOUT: &[Field] = &[STATUS, RESERVED, MAX_PAYLOAD];
 }
 
 /// CRASH.
 pub mod crash {
     use super::Field;
+    /// Crash kind: 1 panic, 2 CPU exception, 3 requested.
     pub const KIND: Field = 0..1;
+    /// Exception vector for kind 2, else 0.
     pub const VECTOR: Field = 1..2;
+    /// Register records that will follow in the REGISTERS section, 1..=64 (u16).
     pub const CPU_COUNT: Field = 2..4;
+    /// Index of the crashing CPU (u16).
     pub const CRASHING_CPU: Field = 4..6;
+    /// RAM ranges that follow the fixed part, 1..=32 (u16).
     pub const RANGE_COUNT: Field = 6..8;
+    /// Exception error code for kind 2, else 0 (u64).
     pub const ERROR_CODE: Field = 8..16;
+    /// Fault address (CR2 for a page fault), else 0 (u64).
     pub const FAULT_ADDRESS: Field = 16..24;
+    /// Page size, bytes (u32).
     pub const PAGE_SIZE: Field = 24..28;
+    /// Length of the panic message at the end, 0..=256 (u16).
     pub const MESSAGE_LEN: Field = 28..30;
+    /// Code addresses of the crashing stack that follow the ranges, 0..=16.
     pub const FRAME_COUNT: Field = 30..31;
+    /// Reserved, 0.
     pub const RESERVED: Field = 31..32;
+    /// Console log bytes the LOG section will carry (u64).
     pub const LOG_LEN: Field = 32..40;
     /// Start of the RAM ranges; then the frames, then the message.
     pub const RANGES: usize = LOG_LEN.end;
@@ -50,6 +74,7 @@ pub mod crash {
     pub const RANGE_LEN: usize = 24;
     /// One frame address, u64.
     pub const FRAME_LEN: usize = 8;
+    /// CRASH's fixed fields, in wire order.
     pub const LAYOUT: &[Field] = &[
         KIND,
         VECTOR,
@@ -69,64 +94,94 @@ pub mod crash {
 /// DECISION.
 pub mod decision {
     use super::Field;
+    /// 0 `DUMP_ALL`, 1 `SKIP_MEMORY`, 2 `ABORT`.
     pub const VERDICT: Field = 0..1;
+    /// Why the verdict: 0 none, 1 hook, 2 no space, 3 duplicate crash, 4 too many dumps at
+    /// once, 5 bad announcement.
     pub const WHY: Field = 1..2;
+    /// Reserved, 0.
     pub const RESERVED: Field = 2..4;
+    /// Largest UDP payload the server accepts, bytes (u32).
     pub const MAX_PAYLOAD: Field = 4..8;
+    /// Length of the whole payload.
     pub const LEN: usize = MAX_PAYLOAD.end;
+    /// DECISION's fields, in wire order.
     pub const LAYOUT: &[Field] = &[VERDICT, WHY, RESERVED, MAX_PAYLOAD];
 }
 
 /// DATA.
 pub mod data {
     use super::Field;
+    /// Section: 1 `LOG`, 2 `REGISTERS`, 3 `MEMORY`, 4 `EXTRA`.
     pub const SECTION: Field = 0..1;
+    /// Reserved, 0.
     pub const RESERVED: Field = 1..8;
+    /// Byte offset of the data in its section; for `MEMORY`, the physical address (u64).
     pub const OFFSET: Field = 8..16;
     /// Start of the data (at least one byte).
     pub const DATA: usize = OFFSET.end;
+    /// DATA's sub-header, in wire order.
     pub const LAYOUT: &[Field] = &[SECTION, RESERVED, OFFSET];
 }
 
 /// ACK.
 pub mod ack {
     use super::Field;
+    /// Length of the selective-ack bitmap, bytes, 0..=64 (u16).
     pub const BITMAP_LEN: Field = 0..2;
+    /// Bit 0 `STOP`: the server abandons the dump.
     pub const FLAGS: Field = 2..3;
+    /// Reserved, 0.
     pub const RESERVED: Field = 3..4;
     /// Start of the selective-ack bitmap (`bitmap_len` bytes).
     pub const BITMAP: usize = RESERVED.end;
+    /// ACK's fixed fields, in wire order.
     pub const LAYOUT: &[Field] = &[BITMAP_LEN, FLAGS, RESERVED];
 }
 
 /// FINISH.
 pub mod finish {
     use super::Field;
+    /// Total DATA bytes sent, sub-headers excluded (u64).
     pub const TOTAL_BYTES: Field = 0..8;
+    /// CRC-32 of the concatenated CRC-32s of every DATA payload, in `seq` order (u32).
     pub const STREAM_CRC: Field = 8..12;
+    /// Bit 0 memory skipped (by DECISION), bit 1 memory incomplete (u32).
     pub const FLAGS: Field = 12..16;
+    /// All-zero pages not sent (u64).
     pub const ZERO_PAGES: Field = 16..24;
+    /// Retransmitted DATA packets (u64).
     pub const RETRANSMISSIONS: Field = 24..32;
+    /// Length of the whole payload.
     pub const LEN: usize = RETRANSMISSIONS.end;
+    /// FINISH's fields, in wire order.
     pub const LAYOUT: &[Field] = &[TOTAL_BYTES, STREAM_CRC, FLAGS, ZERO_PAGES, RETRANSMISSIONS];
 }
 
 /// FINISH_ACK.
 pub mod finish_ack {
     use super::Field;
+    /// 0 `VERIFIED`, 1 `CRC_MISMATCH`, 2 `MISSING_DATA`, 3 `WRITE_ERROR`, 4 `UNKNOWN_SESSION`.
     pub const STATUS: Field = 0..1;
+    /// What the client does next: 0 reboot, 1 halt.
     pub const ACTION: Field = 1..2;
+    /// Reserved, 0.
     pub const RESERVED: Field = 2..4;
+    /// Length of the whole payload.
     pub const LEN: usize = RESERVED.end;
+    /// FINISH_ACK's fields, in wire order.
     pub const LAYOUT: &[Field] = &[STATUS, ACTION, RESERVED];
 }
 
 /// ABORT and ERROR.
 pub mod text {
     use super::Field;
+    /// ABORT's reason or ERROR's code (u16).
     pub const CODE: Field = 0..2;
+    /// Length of the text that follows, 0..=256 (u16).
     pub const TEXT_LEN: Field = 2..4;
     /// Start of the text (`text_len` bytes).
     pub const TEXT: usize = TEXT_LEN.end;
+    /// The fixed fields, in wire order.
     pub const LAYOUT: &[Field] = &[CODE, TEXT_LEN];
 }

@@ -35,9 +35,15 @@ pub mod flags {
 /// The decoded header of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The message type (byte 3).
     pub msg_type: MessageType,
+    /// [`flags`] bits (bytes 4..6); a sender sets none outside [`flags::ALL`].
+    /// [`Header::parse`] passes them on as received.
     pub flags: u16,
+    /// The client's 64-bit cookie, naming the session (bytes 8..16).
     pub cookie: u64,
+    /// Per-type sequence number (bytes 16..20): attempt number, data sequence number,
+    /// cumulative ack or echo, as docs/PROTOCOL.md's type table says.
     pub seq: u32,
 }
 

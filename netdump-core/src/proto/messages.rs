@@ -58,24 +58,32 @@ pub struct Abort<'a>(pub TextMessage<'a>);
 pub struct ServerError<'a>(pub TextMessage<'a>);
 
 impl<'a> Abort<'a> {
+    /// Parses an ABORT payload (see [`TextMessage::parse`]).
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         TextMessage::parse(p).map(Abort)
     }
+    /// Payload bytes: 4 plus the text (at most [`MAX_TEXT`]).
     pub fn wire_len(&self) -> usize {
         self.0.wire_len()
     }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes.
     pub fn emit(&self, out: &mut [u8]) {
         self.0.emit(out)
     }
 }
 
 impl<'a> ServerError<'a> {
+    /// Parses an ERROR payload (see [`TextMessage::parse`]).
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         TextMessage::parse(p).map(ServerError)
     }
+    /// Payload bytes: 4 plus the text (at most [`MAX_TEXT`]).
     pub fn wire_len(&self) -> usize {
         self.0.wire_len()
     }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes.
     pub fn emit(&self, out: &mut [u8]) {
         self.0.emit(out)
     }
@@ -84,25 +92,40 @@ impl<'a> ServerError<'a> {
 /// A parsed payload of any type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// [`MessageType::Hello`].
     Hello(Hello<'a>),
+    /// [`MessageType::HelloAck`].
     HelloAck(HelloAck),
+    /// [`MessageType::Crash`].
     Crash(Crash<'a>),
+    /// [`MessageType::Decision`].
     Decision(Decision),
+    /// [`MessageType::Data`].
     Data(Data<'a>),
+    /// [`MessageType::Ack`].
     Ack(Ack<'a>),
+    /// [`MessageType::Finish`].
     Finish(Finish),
+    /// [`MessageType::FinishAck`].
     FinishAck(FinishAck),
+    /// [`MessageType::Abort`]: an [`abort_reason`] code and text.
     Abort(TextMessage<'a>),
+    /// [`MessageType::Error`]: an [`error_code`] and text.
     Error(TextMessage<'a>),
 }
 
 /// A parsed payload of a type only clients send (what a server dispatches on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientMessage<'a> {
+    /// [`MessageType::Hello`].
     Hello(Hello<'a>),
+    /// [`MessageType::Crash`].
     Crash(Crash<'a>),
+    /// [`MessageType::Data`].
     Data(Data<'a>),
+    /// [`MessageType::Finish`].
     Finish(Finish),
+    /// [`MessageType::Abort`]: an [`abort_reason`] code and text.
     Abort(TextMessage<'a>),
 }
 
@@ -253,15 +276,25 @@ pub fn valid_name(name: &[u8]) -> bool {
 /// HELLO: install-time registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello<'a> {
+    /// The client NIC's MAC address.
     pub mac: [u8; 6],
+    /// The client NIC's MTU, bytes.
     pub mtu: u16,
+    /// The client's IPv4 address.
     pub ip: [u8; 4],
+    /// The client's page size, bytes.
     pub page_size: u32,
+    /// Bytes of RAM the client will announce at most: the sum of its RAM ranges. The server
+    /// refuses the memory of a CRASH that announces more.
     pub memory_bytes: u64,
+    /// The client's name, 1..=[`MAX_NAME`] bytes; [`valid_name`] says which are allowed
+    /// (parsing does not check it; the server refuses an invalid name in HELLO_ACK).
     pub name: &'a [u8],
 }
 
 impl<'a> Hello<'a> {
+    /// Parses a HELLO payload: the fixed fields and exactly `name_len` bytes of name, and
+    /// nothing after them.
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let hello = Hello {
@@ -278,9 +311,13 @@ impl<'a> Hello<'a> {
         r.finish()?;
         Ok(hello)
     }
+    /// Payload bytes: 25 plus the name.
     pub fn wire_len(&self) -> usize {
         field::hello::NAME + self.name.len()
     }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes. `name` must be at most 255 bytes (its length is
+    /// one byte on the wire); [`MAX_NAME`] keeps it well below.
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out)
             .bytes(&self.mac)
@@ -295,18 +332,27 @@ impl<'a> Hello<'a> {
 
 wire_enum!(
     /// HELLO_ACK status.
-    HelloStatus: u8 { Registered = 0 => "registered", Refused = 1 => "refused" }
+    HelloStatus: u8 {
+        /// The server knows the client's cookie and name; it may crash.
+        Registered = 0 => "registered",
+        /// The name is not valid ([`valid_name`]); the client is not registered.
+        Refused = 1 => "refused",
+    }
 );
 
 /// HELLO_ACK: the server registered the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloAck {
+    /// Whether the client is registered.
     pub status: HelloStatus,
+    /// Largest UDP payload the server accepts, bytes: the client sends no larger datagram.
     pub max_payload: u32,
 }
 
 impl HelloAck {
+    /// Payload bytes (fixed).
     pub const WIRE_LEN: usize = field::hello_ack::LEN;
+    /// Parses a HELLO_ACK payload of exactly [`Self::WIRE_LEN`] bytes.
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let status = HelloStatus::try_from(r.u8()?)?;
@@ -315,9 +361,11 @@ impl HelloAck {
         r.finish()?;
         Ok(ack)
     }
+    /// [`Self::WIRE_LEN`].
     pub fn wire_len(&self) -> usize {
         Self::WIRE_LEN
     }
+    /// Writes the payload at the start of `out`, which must hold [`Self::WIRE_LEN`] bytes.
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out).u8(self.status as u8).zeros(3).u32(self.max_payload);
     }
@@ -325,23 +373,35 @@ impl HelloAck {
 
 wire_enum!(
     /// What killed the kernel.
-    CrashKind: u8 { Panic = 1 => "panic", Exception = 2 => "exception", Requested = 3 => "requested" }
+    CrashKind: u8 {
+        /// A Rust panic.
+        Panic = 1 => "panic",
+        /// A fatal CPU exception; CRASH carries its vector and error code.
+        Exception = 2 => "exception",
+        /// Asked for, with the kernel still sound (e.g. a debug key).
+        Requested = 3 => "requested",
+    }
 );
 
 /// A RAM range of the client: dumped, and one PT_LOAD in the vmcore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryRange {
+    /// Physical address of the first byte; page-aligned.
     pub phys_start: u64,
+    /// Bytes in the range; a non-zero multiple of the page size.
     pub length: u64,
     /// Where the client's kernel maps `phys_start` (equal to it for an identity map).
     pub virt_start: u64,
 }
 
 impl MemoryRange {
+    /// Bytes of one range on the wire: three u64.
     pub const WIRE_LEN: usize = field::crash::RANGE_LEN;
+    /// Physical address one past the last byte (saturating at `u64::MAX`).
     pub fn phys_end(&self) -> u64 {
         self.phys_start.saturating_add(self.length)
     }
+    /// True if the `len` bytes at `phys` lie wholly inside the range.
     pub fn contains(&self, phys: u64, len: u64) -> bool {
         phys >= self.phys_start
             && phys.checked_add(len).is_some_and(|end| end <= self.phys_end())
@@ -352,20 +412,25 @@ impl MemoryRange {
 /// memory map when emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeTable<'a> {
+    /// As parsed: `range_count` records of [`MemoryRange::WIRE_LEN`] bytes.
     Wire(&'a [u8]),
+    /// As the client holds them.
     Ranges(&'a [MemoryRange]),
 }
 
 impl<'a> RangeTable<'a> {
+    /// Number of ranges.
     pub fn len(&self) -> usize {
         match self {
             RangeTable::Wire(b) => b.len() / MemoryRange::WIRE_LEN,
             RangeTable::Ranges(r) => r.len(),
         }
     }
+    /// True if there are no ranges (never the case in a parsed CRASH).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Range `i`, or `None` past the end.
     pub fn get(&self, i: usize) -> Option<MemoryRange> {
         match self {
             RangeTable::Ranges(r) => r.get(i).copied(),
@@ -380,6 +445,7 @@ impl<'a> RangeTable<'a> {
             }
         }
     }
+    /// The ranges, in order.
     pub fn iter(&self) -> impl Iterator<Item = MemoryRange> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
@@ -389,11 +455,14 @@ impl<'a> RangeTable<'a> {
 /// the wire when parsed, from the client's stack walk when emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressTable<'a> {
+    /// As parsed: `frame_count` big-endian u64.
     Wire(&'a [u8]),
+    /// As the client's stack walk found them; only the first [`MAX_FRAMES`] are sent.
     Addresses(&'a [u64]),
 }
 
 impl<'a> AddressTable<'a> {
+    /// No addresses.
     pub const EMPTY: AddressTable<'static> = AddressTable::Addresses(&[]);
 
     /// Entries on the wire: at most [`MAX_FRAMES`] (emit drops the rest).
@@ -403,9 +472,11 @@ impl<'a> AddressTable<'a> {
             AddressTable::Addresses(a) => a.len().min(MAX_FRAMES),
         }
     }
+    /// True if no address is sent.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Address `i` (innermost first), or `None` past [`len`](Self::len).
     pub fn get(&self, i: usize) -> Option<u64> {
         if i >= self.len() {
             return None;
@@ -415,6 +486,7 @@ impl<'a> AddressTable<'a> {
             AddressTable::Wire(b) => Reader::new(b.get(i * 8..i * 8 + 8)?).u64().ok(),
         }
     }
+    /// The addresses sent, innermost first.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
@@ -450,24 +522,41 @@ pub fn validate_ranges(ranges: impl Iterator<Item = MemoryRange>, page_size: u64
 /// CRASH: the crash announcement, with the memory map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crash<'a> {
+    /// What killed the kernel.
     pub kind: CrashKind,
+    /// The exception vector for [`CrashKind::Exception`], else 0.
     pub vector: u8,
+    /// Register records the REGISTERS section will carry, 1..=[`MAX_CPUS`].
     pub cpu_count: u16,
+    /// Index of the crashing CPU, below `cpu_count`.
     pub crashing_cpu: u16,
+    /// The exception's error code for [`CrashKind::Exception`] (0 if the CPU pushes none),
+    /// else 0.
     pub error_code: u64,
+    /// The faulting address (CR2) for a page fault, else 0.
     pub fault_address: u64,
+    /// The client's page size, bytes: a power of two; every range is aligned to it.
     pub page_size: u32,
+    /// Bytes of console log the LOG section will carry.
     pub log_len: u64,
+    /// The RAM ranges to dump: 1..=[`MAX_RANGES`], page-aligned, sorted, non-overlapping
+    /// ([`validate_ranges`]).
     pub ranges: RangeTable<'a>,
     /// Code addresses of the crashing stack, innermost first (the faulting `rip` of a CPU
     /// exception, then return addresses): what the crash signature hashes.
     pub frames: AddressTable<'a>,
+    /// The panic message, UTF-8 by intent (the server replaces invalid sequences); emit sends
+    /// at most [`MAX_TEXT`] bytes of it.
     pub message: &'a [u8],
 }
 
 impl<'a> Crash<'a> {
+    /// Payload bytes before the ranges.
     pub const FIXED_LEN: usize = field::crash::RANGES;
 
+    /// Parses a CRASH payload and checks what PROTOCOL.md requires of it: `cpu_count`,
+    /// `crashing_cpu`, `message_len`, `frame_count` in bounds and a valid memory map
+    /// ([`validate_ranges`]). Nothing may follow the message.
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let kind = CrashKind::try_from(r.u8()?)?;
@@ -499,6 +588,8 @@ impl<'a> Crash<'a> {
         Ok(Crash { kind, vector, cpu_count, crashing_cpu, error_code, fault_address, page_size, log_len, ranges, frames, message })
     }
 
+    /// Payload bytes: [`Self::FIXED_LEN`], 24 per range, 8 per frame address and the message
+    /// (at most [`MAX_TEXT`]).
     pub fn wire_len(&self) -> usize {
         Self::FIXED_LEN
             + self.ranges.len() * MemoryRange::WIRE_LEN
@@ -506,6 +597,9 @@ impl<'a> Crash<'a> {
             + self.message.len().min(MAX_TEXT)
     }
 
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes. The caller keeps the fields within the limits
+    /// [`parse`](Self::parse) checks; only the message and the frames are cut to fit.
     pub fn emit(&self, out: &mut [u8]) {
         let message = &self.message[..self.message.len().min(MAX_TEXT)];
         let mut w = Writer::new(out);
@@ -533,16 +627,31 @@ impl<'a> Crash<'a> {
 
 wire_enum!(
     /// What the server wants from a crashing client.
-    Verdict: u8 { DumpAll = 0 => "dump_all", SkipMemory = 1 => "skip_memory", Abort = 2 => "abort" }
+    Verdict: u8 {
+        /// Send every section, memory included.
+        DumpAll = 0 => "dump_all",
+        /// Send the log, registers and extra state, but no memory.
+        SkipMemory = 1 => "skip_memory",
+        /// Send nothing.
+        Abort = 2 => "abort",
+    }
 );
 wire_enum!(
     /// Why the server decided as it did.
     DecisionReason: u8 {
+        /// No particular reason: the default verdict.
         None = 0 => "none",
+        /// The server's decision hook chose the verdict.
         Hook = 1 => "hook",
+        /// The dump directory lacks the space: for the memory image, or with
+        /// [`Verdict::Abort`] for anything.
         NoSpace = 2 => "no_space",
+        /// The crash repeats one already dumped (same signature).
         Duplicate = 3 => "duplicate",
+        /// Too many dumps are being received at once.
         Busy = 4 => "busy",
+        /// The announcement broke a server limit (memory larger than HELLO declared, an
+        /// oversized log).
         BadAnnouncement = 5 => "bad_announcement",
     }
 );
@@ -550,13 +659,18 @@ wire_enum!(
 /// DECISION: the server's answer to CRASH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
+    /// What the client sends.
     pub verdict: Verdict,
+    /// Why the server decided so.
     pub why: DecisionReason,
+    /// Largest UDP payload the server accepts, bytes: the client sends no larger DATA.
     pub max_payload: u32,
 }
 
 impl Decision {
+    /// Payload bytes (fixed).
     pub const WIRE_LEN: usize = field::decision::LEN;
+    /// Parses a DECISION payload of exactly [`Self::WIRE_LEN`] bytes.
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let verdict = Verdict::try_from(r.u8()?)?;
@@ -566,9 +680,11 @@ impl Decision {
         r.finish()?;
         Ok(d)
     }
+    /// [`Self::WIRE_LEN`].
     pub fn wire_len(&self) -> usize {
         Self::WIRE_LEN
     }
+    /// Writes the payload at the start of `out`, which must hold [`Self::WIRE_LEN`] bytes.
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out).u8(self.verdict as u8).u8(self.why as u8).zeros(2).u32(self.max_payload);
     }
@@ -576,21 +692,34 @@ impl Decision {
 
 wire_enum!(
     /// The sections of a dump's data stream, in the order they are sent.
-    Section: u8 { Log = 1 => "log", Registers = 2 => "registers", Memory = 3 => "memory", Extra = 4 => "extra" }
+    Section: u8 {
+        /// The last bytes of the console ring, oldest first.
+        Log = 1 => "log",
+        /// One [`RegisterRecord`](super::RegisterRecord) per CPU, at offset `cpu × 256`.
+        Registers = 2 => "registers",
+        /// The non-zero pages of the announced ranges, at their physical addresses.
+        Memory = 3 => "memory",
+        /// Text the kernel writes after the memory image.
+        Extra = 4 => "extra",
+    }
 );
 
 /// DATA: a chunk of one section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Data<'a> {
+    /// The section the bytes belong to.
     pub section: Section,
     /// Byte offset in the section; the physical address for [`Section::Memory`].
     pub offset: u64,
+    /// The bytes, at least one.
     pub data: &'a [u8],
 }
 
 impl<'a> Data<'a> {
     /// Length of the sub-header before the data.
     pub const SUBHEADER_LEN: usize = field::data::DATA;
+    /// Parses a DATA payload: the sub-header and at least one byte of data, whose end must
+    /// not pass `u64::MAX` in the section.
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let section = Section::try_from(r.u8()?)?;
@@ -605,6 +734,7 @@ impl<'a> Data<'a> {
         }
         Ok(Data { section, offset, data })
     }
+    /// Payload bytes: [`Self::SUBHEADER_LEN`] plus the data.
     pub fn wire_len(&self) -> usize {
         Self::SUBHEADER_LEN + self.data.len()
     }
@@ -612,6 +742,8 @@ impl<'a> Data<'a> {
     pub fn emit_subheader(section: Section, offset: u64, out: &mut [u8]) {
         Writer::new(out).u8(section as u8).zeros(7).u64(offset);
     }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes.
     pub fn emit(&self, out: &mut [u8]) {
         Self::emit_subheader(self.section, self.offset, out);
         out[Self::SUBHEADER_LEN..Self::SUBHEADER_LEN + self.data.len()].copy_from_slice(self.data);
@@ -629,6 +761,7 @@ pub struct Ack<'a> {
 }
 
 impl<'a> Ack<'a> {
+    /// Parses an ACK payload: a bitmap of at most [`MAX_SACK_BYTES`] and nothing after it.
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let len = r.u16()? as usize;
@@ -641,9 +774,12 @@ impl<'a> Ack<'a> {
         r.finish()?;
         Ok(Ack { stop: flags & 1 != 0, bitmap })
     }
+    /// Payload bytes: 4 plus the bitmap.
     pub fn wire_len(&self) -> usize {
         field::ack::BITMAP + self.bitmap.len()
     }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes. The bitmap must be at most [`MAX_SACK_BYTES`].
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out).u16(self.bitmap.len() as u16).u8(self.stop as u8).u8(0).bytes(self.bitmap);
     }
@@ -667,6 +803,7 @@ impl<'a> Ack<'a> {
 pub struct StreamCrc(crc32fast::Hasher);
 
 impl StreamCrc {
+    /// The stream CRC of no packets.
     pub fn new() -> Self {
         Self::default()
     }
@@ -674,6 +811,7 @@ impl StreamCrc {
     pub fn add(&mut self, payload_crc: u32) {
         self.0.update(&payload_crc.to_be_bytes());
     }
+    /// The stream CRC of the packets added so far; adding may continue.
     pub fn value(&self) -> u32 {
         self.0.clone().finalize()
     }
@@ -695,15 +833,22 @@ pub const FINISH_MEMORY_INCOMPLETE: u32 = 1 << 1;
 /// FINISH: the totals of a completed stream (header `seq` = number of DATA packets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finish {
+    /// DATA bytes sent, sub-headers excluded, each packet counted once.
     pub total_bytes: u64,
+    /// The [`StreamCrc`] of every DATA payload, in `seq` order.
     pub stream_crc: u32,
+    /// [`FINISH_MEMORY_SKIPPED`] and [`FINISH_MEMORY_INCOMPLETE`] bits.
     pub flags: u32,
+    /// All-zero pages the client read and did not send.
     pub zero_pages: u64,
+    /// DATA packets sent more than once (each resend counted).
     pub retransmissions: u64,
 }
 
 impl Finish {
+    /// Payload bytes (fixed).
     pub const WIRE_LEN: usize = field::finish::LEN;
+    /// Parses a FINISH payload of exactly [`Self::WIRE_LEN`] bytes.
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let f = Finish {
@@ -716,9 +861,11 @@ impl Finish {
         r.finish()?;
         Ok(f)
     }
+    /// [`Self::WIRE_LEN`].
     pub fn wire_len(&self) -> usize {
         Self::WIRE_LEN
     }
+    /// Writes the payload at the start of `out`, which must hold [`Self::WIRE_LEN`] bytes.
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out)
             .u64(self.total_bytes)
@@ -732,27 +879,42 @@ impl Finish {
 wire_enum!(
     /// The server's verdict on a finished stream.
     FinishStatus: u8 {
+        /// Every byte arrived and the stream CRC matches: the vmcore is complete.
         Verified = 0 => "verified",
+        /// Every packet arrived, but the stream CRC disagrees with theirs.
         CrcMismatch = 1 => "crc_mismatch",
+        /// Some DATA never arrived, or the byte total disagrees with what did.
         MissingData = 2 => "missing_data",
+        /// The server could not write the dump to disk.
         WriteError = 3 => "write_error",
+        /// The server holds no dump for the cookie (it declined the crash, or has no
+        /// session for it).
         UnknownSession = 4 => "unknown_session",
     }
 );
 wire_enum!(
     /// What the client should do after the dump.
-    AfterDump: u8 { Reboot = 0 => "reboot", Halt = 1 => "halt" }
+    AfterDump: u8 {
+        /// Reboot the machine.
+        Reboot = 0 => "reboot",
+        /// Halt, leaving the machine for inspection.
+        Halt = 1 => "halt",
+    }
 );
 
 /// FINISH_ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FinishAck {
+    /// Whether the server verified the dump.
     pub status: FinishStatus,
+    /// What the client does next.
     pub action: AfterDump,
 }
 
 impl FinishAck {
+    /// Payload bytes (fixed).
     pub const WIRE_LEN: usize = field::finish_ack::LEN;
+    /// Parses a FINISH_ACK payload of exactly [`Self::WIRE_LEN`] bytes.
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let status = FinishStatus::try_from(r.u8()?)?;
@@ -761,9 +923,11 @@ impl FinishAck {
         r.finish()?;
         Ok(FinishAck { status, action })
     }
+    /// [`Self::WIRE_LEN`].
     pub fn wire_len(&self) -> usize {
         Self::WIRE_LEN
     }
+    /// Writes the payload at the start of `out`, which must hold [`Self::WIRE_LEN`] bytes.
     pub fn emit(&self, out: &mut [u8]) {
         Writer::new(out).u8(self.status as u8).u8(self.action as u8).zeros(2);
     }
@@ -771,29 +935,47 @@ impl FinishAck {
 
 /// ABORT reason codes (client → server).
 pub mod abort_reason {
+    /// The server stopped answering: no DECISION, no ACK progress or no FINISH_ACK
+    /// within the configured bound.
     pub const SERVER_SILENT: u16 = 1;
+    /// The NIC failed during the stream (the client also sends it for any other local
+    /// failure that is not the server's doing).
     pub const NIC_ERROR: u16 = 2;
+    /// The kernel panicked again during the dump (reserved by the protocol; this client
+    /// does not send it).
     pub const NESTED_PANIC: u16 = 3;
+    /// The server set `STOP` in an ACK.
     pub const STOPPED_BY_SERVER: u16 = 4;
+    /// The client could not read memory it announced (reserved by the protocol; this
+    /// client marks such a dump incomplete in FINISH instead).
     pub const MEMORY_UNREADABLE: u16 = 5;
 }
 
 /// ERROR codes (server → client).
 pub mod error_code {
+    /// The packet's protocol version is not the server's.
     pub const UNSUPPORTED_VERSION: u16 = 1;
+    /// No registered client or open session has the packet's cookie.
     pub const UNKNOWN_COOKIE: u16 = 2;
+    /// The packet failed to parse.
     pub const MALFORMED: u16 = 3;
+    /// The packet's session has ended (reserved by the protocol; netdumpd does not send
+    /// it).
     pub const SESSION_CLOSED: u16 = 4;
 }
 
 /// ABORT and ERROR: a code and a short text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextMessage<'a> {
+    /// An [`abort_reason`] (ABORT) or an [`error_code`] (ERROR).
     pub code: u16,
+    /// Human-readable detail, at most [`MAX_TEXT`] bytes (emit cuts longer text).
     pub text: &'a [u8],
 }
 
 impl<'a> TextMessage<'a> {
+    /// Parses a payload: code, `text_len` of at most [`MAX_TEXT`], that many bytes of text and
+    /// nothing after.
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let code = r.u16()?;
@@ -805,9 +987,12 @@ impl<'a> TextMessage<'a> {
         r.finish()?;
         Ok(TextMessage { code, text })
     }
+    /// Payload bytes: 4 plus the text (at most [`MAX_TEXT`]).
     pub fn wire_len(&self) -> usize {
         field::text::TEXT + self.text.len().min(MAX_TEXT)
     }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes.
     pub fn emit(&self, out: &mut [u8]) {
         let text = &self.text[..self.text.len().min(MAX_TEXT)];
         Writer::new(out).u16(self.code).u16(text.len() as u16).bytes(text);

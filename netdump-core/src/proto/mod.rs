@@ -40,11 +40,15 @@ pub const MAX_SACK_BYTES: usize = 64;
 pub enum ProtoError {
     /// Shorter than the header, or than its message's fixed part.
     Truncated,
+    /// The first two bytes are not [`MAGIC`].
     BadMagic,
+    /// The header's version byte (carried) is not [`VERSION`].
     UnsupportedVersion(u8),
     /// `payload_len` disagrees with the datagram's length.
     LengthMismatch,
+    /// The header's CRC field does not match the packet's bytes.
     BadCrc,
+    /// The header's type byte (carried) names no [`MessageType`].
     UnknownType(u8),
     /// A field holds a value the specification does not allow.
     BadField(&'static str),
@@ -71,15 +75,25 @@ impl core::fmt::Display for ProtoError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MessageType {
+    /// Client → server at install time: registers the client and its name.
     Hello = 0x01,
+    /// Server → client: HELLO accepted or refused.
     HelloAck = 0x81,
+    /// Client → server: the crash announcement.
     Crash = 0x02,
+    /// Server → client: what to send of the dump.
     Decision = 0x82,
+    /// Client → server: a piece of one section of the dump.
     Data = 0x03,
+    /// Server → client: cumulative and selective acknowledgement of DATA.
     Ack = 0x83,
+    /// Client → server: the dump is complete; totals to verify it.
     Finish = 0x04,
+    /// Server → client: the verification result and what the client does next.
     FinishAck = 0x84,
+    /// Client → server: the client gives up on the dump.
     Abort = 0x05,
+    /// Server → client: a packet was rejected.
     Error = 0x8F,
 }
 

@@ -13,36 +13,67 @@ pub const REGISTER_RECORD_LEN: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct RegisterRecord {
+    /// General-purpose register `rax` (word 0).
     pub rax: u64,
+    /// General-purpose register `rbx` (word 1).
     pub rbx: u64,
+    /// General-purpose register `rcx` (word 2).
     pub rcx: u64,
+    /// General-purpose register `rdx` (word 3).
     pub rdx: u64,
+    /// General-purpose register `rsi` (word 4).
     pub rsi: u64,
+    /// General-purpose register `rdi` (word 5).
     pub rdi: u64,
+    /// `rbp` (word 6): the frame pointer when the kernel keeps one.
     pub rbp: u64,
+    /// `rsp` (word 7): the stack pointer of the captured context.
     pub rsp: u64,
+    /// General-purpose register `r8` (word 8).
     pub r8: u64,
+    /// General-purpose register `r9` (word 9).
     pub r9: u64,
+    /// General-purpose register `r10` (word 10).
     pub r10: u64,
+    /// General-purpose register `r11` (word 11).
     pub r11: u64,
+    /// General-purpose register `r12` (word 12).
     pub r12: u64,
+    /// General-purpose register `r13` (word 13).
     pub r13: u64,
+    /// General-purpose register `r14` (word 14).
     pub r14: u64,
+    /// General-purpose register `r15` (word 15).
     pub r15: u64,
+    /// `rip` (word 16): the instruction pointer of the captured context.
     pub rip: u64,
+    /// The flags register `rflags` (word 17).
     pub rflags: u64,
+    /// Segment selector `cs`, zero-extended (word 18).
     pub cs: u64,
+    /// Segment selector `ss`, zero-extended (word 19).
     pub ss: u64,
+    /// Segment selector `ds`, zero-extended (word 20).
     pub ds: u64,
+    /// Segment selector `es`, zero-extended (word 21).
     pub es: u64,
+    /// Segment selector `fs`, zero-extended (word 22).
     pub fs: u64,
+    /// Segment selector `gs`, zero-extended (word 23).
     pub gs: u64,
+    /// `IA32_FS_BASE` (MSR 0xC000_0100; word 24).
     pub fs_base: u64,
+    /// `IA32_GS_BASE` (MSR 0xC000_0101; word 25).
     pub gs_base: u64,
+    /// Control register `cr0` (word 26).
     pub cr0: u64,
+    /// `cr2` (word 27): the last page-fault linear address.
     pub cr2: u64,
+    /// Control register `cr3` (word 28).
     pub cr3: u64,
+    /// Control register `cr4` (word 29).
     pub cr4: u64,
+    /// Index of the CPU the record describes (word 30), as the kernel numbers them.
     pub cpu: u64,
     /// Bit 0: the record holds captured values.
     pub flags: u64,
@@ -69,6 +100,7 @@ impl RegisterRecord {
         }
     }
 
+    /// Writes the record in wire order: 32 big-endian u64 words.
     pub fn emit(&self, out: &mut [u8; REGISTER_RECORD_LEN]) {
         let mut w = Writer::new(out);
         for v in self.as_array() {
@@ -76,12 +108,15 @@ impl RegisterRecord {
         }
     }
 
+    /// The record in wire order, as [`emit`](Self::emit) writes it.
     pub fn to_bytes(&self) -> [u8; REGISTER_RECORD_LEN] {
         let mut b = [0; REGISTER_RECORD_LEN];
         self.emit(&mut b);
         b
     }
 
+    /// Reads a record from exactly [`REGISTER_RECORD_LEN`] bytes: fewer is
+    /// [`ProtoError::Truncated`], more [`ProtoError::LengthMismatch`].
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let mut a = [0u64; 32];
@@ -92,6 +127,7 @@ impl RegisterRecord {
         Ok(Self::from_array(a))
     }
 
+    /// True if the record holds captured values ([`REGISTERS_VALID`] set in `flags`).
     pub fn is_valid(&self) -> bool {
         self.flags & REGISTERS_VALID != 0
     }

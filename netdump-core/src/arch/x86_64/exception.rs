@@ -21,28 +21,53 @@ use crate::text::TextBuf;
 /// on entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExceptionRegisters {
+    /// `rax` at the faulting instruction, as the entry stub saved it.
     pub rax: u64,
+    /// `rbx` at the faulting instruction, as the entry stub saved it.
     pub rbx: u64,
+    /// `rcx` at the faulting instruction, as the entry stub saved it.
     pub rcx: u64,
+    /// `rdx` at the faulting instruction, as the entry stub saved it.
     pub rdx: u64,
+    /// `rsi` at the faulting instruction, as the entry stub saved it.
     pub rsi: u64,
+    /// `rdi` at the faulting instruction, as the entry stub saved it.
     pub rdi: u64,
+    /// `rbp` at the faulting instruction: where the stack walk starts.
     pub rbp: u64,
+    /// `r8` at the faulting instruction, as the entry stub saved it.
     pub r8: u64,
+    /// `r9` at the faulting instruction, as the entry stub saved it.
     pub r9: u64,
+    /// `r10` at the faulting instruction, as the entry stub saved it.
     pub r10: u64,
+    /// `r11` at the faulting instruction, as the entry stub saved it.
     pub r11: u64,
+    /// `r12` at the faulting instruction, as the entry stub saved it.
     pub r12: u64,
+    /// `r13` at the faulting instruction, as the entry stub saved it.
     pub r13: u64,
+    /// `r14` at the faulting instruction, as the entry stub saved it.
     pub r14: u64,
+    /// `r15` at the faulting instruction, as the entry stub saved it.
     pub r15: u64,
+    /// `rip` the CPU pushed: the faulting instruction (for a fault) or the next one (for a
+    /// trap).
     pub rip: u64,
+    /// `cs` the CPU pushed, zero-extended.
     pub cs: u64,
+    /// `rflags` the CPU pushed.
     pub rflags: u64,
+    /// `rsp` the CPU pushed: the interrupted context's stack pointer.
     pub rsp: u64,
+    /// `ss` the CPU pushed, zero-extended.
     pub ss: u64,
+    /// The exception vector, 0..=31 ([`Exception`]).
     pub vector: u8,
+    /// The error code the CPU pushed, or 0 for a vector that pushes none
+    /// ([`Exception::pushes_error_code`]).
     pub error_code: u64,
+    /// CR2 as read on entry: the faulting linear address of a page fault (vector 14).
     pub cr2: u64,
 }
 
@@ -180,10 +205,13 @@ impl ExceptionCrash {
         &self.registers
     }
 
+    /// The message: the exception's name, error code, `rip` and any [`add_note`](Self::add_note).
     pub fn message(&self) -> &str {
         self.message.as_str()
     }
 
+    /// The crashing stack's code addresses, innermost first: the faulting `rip`, then the
+    /// return addresses of the frame-pointer walk.
     pub fn frames(&self) -> &[u64] {
         self.frames.as_slice()
     }

@@ -12,7 +12,10 @@ use rand_core::RngCore;
 /// Which source produced the cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieSource {
+    /// The CPU's RDRAND instruction.
     Rdrand,
+    /// The fallback: TSC jitter around PIT reads, mixed with the caller's `identity`. Not
+    /// cryptographically strong (see the module documentation).
     TscJitter,
 }
 
@@ -74,6 +77,7 @@ impl CookieRng {
         CookieRng { source: CookieSource::TscJitter, state }
     }
 
+    /// Which source this generator draws from (chosen once, at construction).
     pub fn source(&self) -> CookieSource {
         self.source
     }

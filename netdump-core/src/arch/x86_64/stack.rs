@@ -23,6 +23,7 @@ impl Default for StackTrace {
 }
 
 impl StackTrace {
+    /// An empty trace.
     pub const fn new() -> Self {
         StackTrace { frames: [0; MAX_FRAMES], len: 0 }
     }
@@ -37,6 +38,7 @@ impl StackTrace {
         true
     }
 
+    /// The addresses recorded, innermost first.
     pub fn as_slice(&self) -> &[u64] {
         &self.frames[..self.len]
     }

@@ -125,6 +125,7 @@ impl TscClock {
         TscClock { ticks_per_us: (hz / 1_000_000).max(1), calibrated: true, uncertainty_ppm: 0 }
     }
 
+    /// TSC ticks per microsecond (at least 1), as calibrated or given.
     pub fn ticks_per_us(&self) -> u64 {
         self.ticks_per_us
     }
