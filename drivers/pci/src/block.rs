@@ -17,15 +17,26 @@ pub trait RegisterBlock {
     /// Bytes (memory) or ports (I/O) the block spans.
     fn len(&self) -> usize;
 
+    /// True if the block spans nothing (every access misses).
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Reads the byte at `offset`; all ones if it lies outside the block.
     fn read_u8(&mut self, offset: usize) -> u8;
+    /// Reads the 16-bit register at `offset`; all ones if it lies outside the block or is not
+    /// 2-byte aligned.
     fn read_u16(&mut self, offset: usize) -> u16;
+    /// Reads the 32-bit register at `offset`; all ones if it lies outside the block or is not
+    /// 4-byte aligned.
     fn read_u32(&mut self, offset: usize) -> u32;
+    /// Writes the byte at `offset`; dropped if it lies outside the block.
     fn write_u8(&mut self, offset: usize, value: u8);
+    /// Writes the 16-bit register at `offset`; dropped if it lies outside the block or is not
+    /// 2-byte aligned.
     fn write_u16(&mut self, offset: usize, value: u16);
+    /// Writes the 32-bit register at `offset`; dropped if it lies outside the block or is not
+    /// 4-byte aligned.
     fn write_u32(&mut self, offset: usize, value: u32);
 }
 

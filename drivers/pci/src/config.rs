@@ -5,6 +5,7 @@ use core::fmt;
 /// Bus, device and function number of a PCI function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PciAddress {
+    /// Bus number; bus 0 is the root bus, behind the host bridge.
     pub bus: u8,
     /// 0..=31.
     pub device: u8,

@@ -15,11 +15,17 @@ bitflags! {
         const MEMORY_SPACE = 1 << 1;
         /// Allow the device to master the bus, i.e. to do DMA. SeaBIOS leaves it off.
         const BUS_MASTER = 1 << 2;
+        /// Monitor Special Cycle operations.
         const SPECIAL_CYCLES = 1 << 3;
+        /// May use the Memory Write and Invalidate command when mastering.
         const MEMORY_WRITE_AND_INVALIDATE = 1 << 4;
+        /// VGA-compatible devices: snoop palette register writes.
         const VGA_PALETTE_SNOOP = 1 << 5;
+        /// Respond to parity errors (otherwise only record them in the status register).
         const PARITY_ERROR_RESPONSE = 1 << 6;
+        /// Enable the SERR# driver (system errors).
         const SERR = 1 << 8;
+        /// May do fast back-to-back transactions to different targets when mastering.
         const FAST_BACK_TO_BACK = 1 << 9;
         /// Stop asserting INTx (MSI and MSI-X are unaffected).
         const INTERRUPT_DISABLE = 1 << 10;
@@ -30,27 +36,43 @@ bitflags! {
     /// The status register (PCI Local Bus Specification 3.0, section 6.2.3).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Status: u16 {
+        /// An INTx interrupt is pending (whether or not `INTERRUPT_DISABLE` masks it).
         const INTERRUPT = 1 << 3;
         /// The function has a capability list at the capabilities pointer.
         const CAPABILITIES_LIST = 1 << 4;
+        /// The function can run at 66 MHz.
         const MHZ_66 = 1 << 5;
+        /// The function accepts fast back-to-back transactions to different agents.
         const FAST_BACK_TO_BACK = 1 << 7;
+        /// As bus master, the function saw a data parity error (write one to clear).
         const MASTER_DATA_PARITY_ERROR = 1 << 8;
+        /// As target, the function ended a transaction with target-abort (write one to
+        /// clear).
         const SIGNALED_TARGET_ABORT = 1 << 11;
+        /// As bus master, a transaction of the function's was target-aborted (write one to
+        /// clear).
         const RECEIVED_TARGET_ABORT = 1 << 12;
+        /// As bus master, a transaction of the function's was master-aborted: nobody
+        /// answered (write one to clear).
         const RECEIVED_MASTER_ABORT = 1 << 13;
+        /// The function asserted SERR# (write one to clear).
         const SIGNALED_SYSTEM_ERROR = 1 << 14;
+        /// The function detected a parity error (write one to clear).
         const DETECTED_PARITY_ERROR = 1 << 15;
     }
 }
 
 /// Capability IDs (PCI Code and ID Assignment Specification, section 2).
 pub mod capability_id {
+    /// PCI Power Management.
     pub const POWER_MANAGEMENT: u8 = 0x01;
+    /// Message Signaled Interrupts.
     pub const MSI: u8 = 0x05;
     /// Vendor specific; virtio's modern transport describes its structures with these.
     pub const VENDOR_SPECIFIC: u8 = 0x09;
+    /// PCI Express.
     pub const PCI_EXPRESS: u8 = 0x10;
+    /// MSI-X.
     pub const MSI_X: u8 = 0x11;
 }
 
@@ -66,12 +88,18 @@ pub enum MemoryWidth {
 /// A decoded base address register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bar {
+    /// A window in memory space.
     Memory {
+        /// The window's physical base address (16-byte aligned at least).
         address: u64,
+        /// Whether the BAR takes one slot or two.
         width: MemoryWidth,
+        /// Reads have no side effects: the window may be mapped write-combining.
         prefetchable: bool,
     },
+    /// A window in x86 I/O space.
     Io {
+        /// The first port (4-byte aligned at least).
         port: u32,
     },
 }
@@ -137,13 +165,27 @@ impl Bar {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BarError {
     /// The header type has fewer BARs (6 for a general device, 2 for a bridge, 0 otherwise).
-    IndexOutOfRange { index: usize, count: usize },
+    IndexOutOfRange {
+        /// The BAR asked for.
+        index: usize,
+        /// The number of BAR slots the header has.
+        count: usize,
+    },
     /// This slot is the upper half of the 64-bit BAR in the previous slot.
-    UpperHalf { index: usize },
+    UpperHalf {
+        /// The BAR asked for.
+        index: usize,
+    },
     /// A 64-bit BAR in the last slot, with no room for its upper half.
-    Truncated64Bit { index: usize },
+    Truncated64Bit {
+        /// The BAR asked for.
+        index: usize,
+    },
     /// Memory type 11b, reserved by the specification.
-    ReservedType { raw: u32 },
+    ReservedType {
+        /// The BAR's dword as read.
+        raw: u32,
+    },
 }
 
 impl core::fmt::Display for BarError {
@@ -166,6 +208,7 @@ impl core::fmt::Display for BarError {
 /// A capability in the function's capability list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capability {
+    /// The capability ID ([`capability_id`]).
     pub id: u8,
     /// Configuration-space offset of the capability's ID byte; its body follows the next
     /// pointer at `offset + 2`.
@@ -191,10 +234,12 @@ const BRIDGE_BARS: usize = 2;
 const MAX_CAPABILITIES: usize = (256 - 64) / 4;
 
 impl<C: ConfigSpace> PciDevice<C> {
+    /// The function at `address`, reached through `config`. Nothing is read until asked.
     pub fn new(config: C, address: PciAddress) -> Self {
         PciDevice { config, address }
     }
 
+    /// The function's bus, device and function number.
     pub fn address(&self) -> PciAddress {
         self.address
     }
@@ -204,26 +249,32 @@ impl<C: ConfigSpace> PciDevice<C> {
         &mut self.config
     }
 
+    /// Reads the configuration dword at `offset & !3`.
     pub fn read_u32(&mut self, offset: u8) -> u32 {
         self.config.read_u32(self.address, offset)
     }
 
+    /// Reads the configuration word at `offset & !1`.
     pub fn read_u16(&mut self, offset: u8) -> u16 {
         self.config.read_u16(self.address, offset)
     }
 
+    /// Reads the configuration byte at `offset`.
     pub fn read_u8(&mut self, offset: u8) -> u8 {
         self.config.read_u8(self.address, offset)
     }
 
+    /// Writes the configuration dword at `offset & !3`.
     pub fn write_u32(&mut self, offset: u8, value: u32) {
         self.config.write_u32(self.address, offset, value)
     }
 
+    /// The vendor ID; 0xFFFF if no function answers.
     pub fn vendor_id(&mut self) -> u16 {
         self.read_u16(offset::VENDOR_ID)
     }
 
+    /// The device ID.
     pub fn device_id(&mut self) -> u16 {
         self.read_u16(offset::DEVICE_ID)
     }
@@ -239,6 +290,7 @@ impl<C: ConfigSpace> PciDevice<C> {
         self.read_u8(offset::HEADER_TYPE) & 0x7F
     }
 
+    /// The command register.
     pub fn command(&mut self) -> Command {
         Command::from_bits_retain(self.read_u16(offset::COMMAND))
     }
@@ -261,6 +313,7 @@ impl<C: ConfigSpace> PciDevice<C> {
         self.set_command(command - flags);
     }
 
+    /// The status register.
     pub fn status(&mut self) -> Status {
         Status::from_bits_retain(self.read_u16(offset::STATUS))
     }

@@ -26,12 +26,23 @@ unsafe impl Send for DmaRegion {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DmaError {
     /// Not enough bytes left (after aligning).
-    TooSmall { needed: usize, available: usize },
+    TooSmall {
+        /// Bytes asked for, plus the padding to reach the alignment.
+        needed: usize,
+        /// Bytes the region has left.
+        available: usize,
+    },
     /// `align` is not a power of two.
-    InvalidAlignment { align: usize },
+    InvalidAlignment {
+        /// The alignment asked for.
+        align: usize,
+    },
     /// The physical and virtual addresses cannot both be aligned to `align`: the mapping
     /// offset is not a multiple of it.
-    Misaligned { align: usize },
+    Misaligned {
+        /// The alignment asked for.
+        align: usize,
+    },
 }
 
 impl core::fmt::Display for DmaError {
@@ -84,10 +95,12 @@ impl DmaRegion {
         self.phys
     }
 
+    /// Bytes in the region.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// True if nothing is left to carve.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -6,12 +6,19 @@ use crate::offset;
 /// Identity of a present function, as read during enumeration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciFunction {
+    /// Where the function is.
     pub address: PciAddress,
+    /// Vendor ID (never 0xFFFF: that means absent).
     pub vendor_id: u16,
+    /// Device ID.
     pub device_id: u16,
+    /// Base class code (e.g. 0x02, network controller).
     pub class: u8,
+    /// Subclass code (e.g. 0x00, Ethernet, in class 0x02).
     pub subclass: u8,
+    /// Programming interface.
     pub prog_if: u8,
+    /// Revision ID.
     pub revision: u8,
     /// Header layout (0 general device, 1 PCI-to-PCI bridge, 2 CardBus bridge), without
     /// the multi-function bit.

@@ -51,6 +51,7 @@ impl FakeFunction {
         self
     }
 
+    /// Sets the class, subclass and programming interface bytes.
     pub fn set_class(&mut self, class: u8, subclass: u8, prog_if: u8) -> &mut Self {
         self.bytes[usize::from(offset::CLASS)] = class;
         self.bytes[usize::from(offset::SUBCLASS)] = subclass;
@@ -58,16 +59,19 @@ impl FakeFunction {
         self
     }
 
+    /// Sets the revision ID.
     pub fn set_revision(&mut self, revision: u8) -> &mut Self {
         self.bytes[usize::from(offset::REVISION_ID)] = revision;
         self
     }
 
+    /// Sets the command register as the device would hold it (no write semantics).
     pub fn set_command(&mut self, command: u16) -> &mut Self {
         self.set_u16(offset::COMMAND, command);
         self
     }
 
+    /// Sets the status register as the device would hold it (no write-one-to-clear).
     pub fn set_status(&mut self, status: u16) -> &mut Self {
         self.set_u16(offset::STATUS, status);
         self
@@ -180,6 +184,7 @@ pub struct FakeConfigSpace {
 }
 
 impl FakeConfigSpace {
+    /// A configuration space with no functions: every read returns all ones.
     pub fn new() -> Self {
         Self::default()
     }

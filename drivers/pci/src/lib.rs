@@ -16,6 +16,7 @@
 //!
 //! Nothing here allocates, locks or panics on device input.
 #![cfg_attr(not(any(test, feature = "testing")), no_std)]
+#![warn(missing_docs)]
 
 mod block;
 mod config;
@@ -42,16 +43,28 @@ pub use port::PortConfigSpace;
 /// Offsets of the type-0/type-1 configuration header fields used here (PCI Local Bus
 /// Specification 3.0, section 6.1).
 pub mod offset {
+    /// Vendor ID, u16; 0xFFFF from an absent function.
     pub const VENDOR_ID: u8 = 0x00;
+    /// Device ID, u16.
     pub const DEVICE_ID: u8 = 0x02;
+    /// Command register, u16 ([`Command`](crate::Command)).
     pub const COMMAND: u8 = 0x04;
+    /// Status register, u16 ([`Status`](crate::Status)).
     pub const STATUS: u8 = 0x06;
+    /// Revision ID, u8.
     pub const REVISION_ID: u8 = 0x08;
+    /// Programming interface, u8.
     pub const PROG_IF: u8 = 0x09;
+    /// Subclass code, u8.
     pub const SUBCLASS: u8 = 0x0A;
+    /// Base class code, u8.
     pub const CLASS: u8 = 0x0B;
+    /// Header type, u8: the layout in bits 0..=6, multi-function in bit 7.
     pub const HEADER_TYPE: u8 = 0x0E;
+    /// First base address register; BAR `n` is at `BAR0 + 4 × n`, u32 each.
     pub const BAR0: u8 = 0x10;
+    /// Offset of the first capability, u8 (valid when [`Status::CAPABILITIES_LIST`](crate::Status::CAPABILITIES_LIST) is set).
     pub const CAPABILITIES_POINTER: u8 = 0x34;
+    /// Interrupt line, u8: the legacy IRQ firmware routed INTx to.
     pub const INTERRUPT_LINE: u8 = 0x3C;
 }
