@@ -18,6 +18,7 @@
 //! Developer's Manual they come from. `unsafe` lives in `ring` (descriptors and buffers in
 //! DMA memory) only; register access is netdump-pci's [`RegisterBlock`].
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 mod mmio;
 pub mod regs;

@@ -24,32 +24,44 @@ pub const RCTL: usize = 0x0100;
 pub const TCTL: usize = 0x0400;
 /// Transmit Inter Packet Gap (13.4.34).
 pub const TIPG: usize = 0x0410;
-/// Receive Descriptor Base Address Low/High (13.4.25, 13.4.26).
+/// Receive Descriptor Base Address Low: bits 31:0 of the ring's physical address,
+/// 16-byte aligned (13.4.25).
 pub const RDBAL: usize = 0x2800;
+/// Receive Descriptor Base Address High: bits 63:32 (13.4.26).
 pub const RDBAH: usize = 0x2804;
 /// Receive Descriptor Length in bytes, a multiple of 128 (13.4.27).
 pub const RDLEN: usize = 0x2808;
-/// Receive Descriptor Head/Tail (13.4.28, 13.4.29).
+/// Receive Descriptor Head: the next descriptor the device fills (13.4.28).
 pub const RDH: usize = 0x2810;
+/// Receive Descriptor Tail: one past the last descriptor the driver gave the device
+/// (13.4.29).
 pub const RDT: usize = 0x2818;
 /// Receive Delay Timer (13.4.30); 0 = no delay.
 pub const RDTR: usize = 0x2820;
-/// Transmit Descriptor Base Address Low/High (13.4.36, 13.4.37).
+/// Transmit Descriptor Base Address Low: bits 31:0 of the ring's physical address,
+/// 16-byte aligned (13.4.36).
 pub const TDBAL: usize = 0x3800;
+/// Transmit Descriptor Base Address High: bits 63:32 (13.4.37).
 pub const TDBAH: usize = 0x3804;
 /// Transmit Descriptor Length in bytes, a multiple of 128 (13.4.38).
 pub const TDLEN: usize = 0x3808;
-/// Transmit Descriptor Head/Tail (13.4.39, 13.4.40).
+/// Transmit Descriptor Head: the next descriptor the device sends (13.4.39).
 pub const TDH: usize = 0x3810;
+/// Transmit Descriptor Tail: one past the last descriptor the driver queued (13.4.40).
 pub const TDT: usize = 0x3818;
 /// Transmit Interrupt Delay Value (13.4.41).
 pub const TIDV: usize = 0x3820;
-/// Multicast Table Array, 128 dwords (13.5.1).
+/// Multicast Table Array, [`MTA_LEN`] dwords (13.5.1).
 pub const MTA: usize = 0x5200;
+/// Dwords in the Multicast Table Array.
 pub const MTA_LEN: usize = 128;
-/// Receive Address Low/High pairs, 16 entries of 8 bytes (13.5.2, 13.5.3).
+/// Receive Address Low of entry 0: bytes 0..4 of the MAC address; entry `n` is at
+/// `RAL0 + 8 × n` (13.5.2).
 pub const RAL0: usize = 0x5400;
+/// Receive Address High of entry 0: bytes 4..6 of the MAC address and [`RAH_AV`]
+/// (13.5.3).
 pub const RAH0: usize = 0x5404;
+/// Receive address entries (RAL/RAH pairs).
 pub const RA_ENTRIES: usize = 16;
 
 /// Size of the register window BAR0 decodes (13.1 "Register Summary": 128 KiB).
@@ -75,8 +87,9 @@ bitflags! {
         const FRCDPX = 1 << 12;
         /// Device reset; self-clearing (13.4.1 and 14.2 "Software Reset").
         const RST = 1 << 26;
-        /// Receive / transmit flow control enable.
+        /// Receive flow control enable.
         const RFCE = 1 << 27;
+        /// Transmit flow control enable.
         const TFCE = 1 << 28;
         /// VLAN mode enable.
         const VME = 1 << 30;
@@ -89,9 +102,11 @@ bitflags! {
     /// STATUS bits (13.4.2, table 13-5).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Status: u32 {
+        /// Full duplex: the link's resolved duplex.
         const FD = 1 << 0;
         /// Link up.
         const LU = 1 << 1;
+        /// Transmission paused by flow control (an XOFF frame was received).
         const TXOFF = 1 << 4;
     }
 }
@@ -99,9 +114,13 @@ bitflags! {
 /// EERD fields for the 82540/82545/82546 (13.4.4, table 13-7): start bit 0, done bit 4,
 /// word address in bits 15:8, data in bits 31:16.
 pub mod eerd {
+    /// Start a read: set with the word address.
     pub const START: u32 = 1 << 0;
+    /// The read finished; the data field holds the word.
     pub const DONE: u32 = 1 << 4;
+    /// Position of the EEPROM word address.
     pub const ADDR_SHIFT: u32 = 8;
+    /// Position of the 16-bit word read.
     pub const DATA_SHIFT: u32 = 16;
 }
 
@@ -113,8 +132,9 @@ bitflags! {
         const EN = 1 << 1;
         /// Store bad packets.
         const SBP = 1 << 2;
-        /// Unicast / multicast promiscuous.
+        /// Unicast promiscuous.
         const UPE = 1 << 3;
+        /// Multicast promiscuous.
         const MPE = 1 << 4;
         /// Long packet enable (frames over 1522 bytes).
         const LPE = 1 << 5;
@@ -169,7 +189,7 @@ pub const RAH_AV: u32 = 1 << 31;
 /// frame, whether to. Both share the legacy descriptor's 16 bytes; the fields below are
 /// at the legacy layout's byte offsets.
 pub mod txd {
-    /// Byte 10 of a data descriptor: DTALEN[19:16] (zero: buffers are below 64 KiB) and
+    /// Byte 10 of a data descriptor: `DTALEN[19:16]` (zero: buffers are below 64 KiB) and
     /// DTYP = 0001b in the high nibble (3.3.7.1, table 3-17).
     pub const DTYP_DATA: u8 = 0x1 << 4;
     /// Byte 13 of a data descriptor, POPTS (table 3-20): insert the TCP/UDP checksum.
@@ -211,9 +231,11 @@ bitflags! {
     pub struct TxStatus: u8 {
         /// Descriptor done.
         const DD = 1 << 0;
-        /// Excess collisions / late collision / transmit underrun.
+        /// Excess collisions: the frame was given up.
         const EC = 1 << 1;
+        /// Late collision (half duplex only).
         const LC = 1 << 2;
+        /// Transmit underrun.
         const TU = 1 << 3;
     }
 }
@@ -230,7 +252,9 @@ bitflags! {
         const IXSM = 1 << 2;
         /// 802.1Q VLAN packet.
         const VP = 1 << 3;
+        /// The device checked the TCP/UDP checksum (the result is in [`RxErrors::TCPE`]).
         const TCPCS = 1 << 5;
+        /// The device checked the IPv4 header checksum (the result is in [`RxErrors::IPE`]).
         const IPCS = 1 << 6;
         /// Passed in-exact filter.
         const PIF = 1 << 7;
@@ -249,8 +273,9 @@ bitflags! {
         const SEQ = 1 << 2;
         /// Carrier extension error.
         const CXE = 1 << 4;
-        /// TCP/UDP and IP checksum errors (only with checksum offload; not frame errors).
+        /// TCP/UDP checksum error (only with checksum offload; not a frame error).
         const TCPE = 1 << 5;
+        /// IPv4 header checksum error (only with checksum offload; not a frame error).
         const IPE = 1 << 6;
         /// RX data error.
         const RXE = 1 << 7;
