@@ -90,6 +90,7 @@ pub enum NegotiationError {
 /// The outcome of negotiation: the features to write and what follows from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The features the driver accepts: a subset of the device's offer.
     pub features: Features,
     /// The MTU the driver reports and keeps to.
     pub mtu: u16,

@@ -27,6 +27,7 @@
 //! device honours the flag). `unsafe` lives in `queue` (rings and buffers in DMA memory)
 //! and in the register blocks of `netdump-pci`.
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 pub mod features;
 mod layout;
@@ -107,10 +108,18 @@ pub enum InitError {
     /// A modern device that does not offer `VERSION_1`.
     NoVersion1,
     /// The device has no queue `queue` (0 receive, 1 transmit).
-    QueueAbsent { queue: u16 },
+    QueueAbsent {
+        /// The queue's index.
+        queue: u16,
+    },
     /// A legacy device's fixed queue size is not a power of two of 2 to
     /// [`MAX_QUEUE_SIZE`] entries.
-    QueueSizeUnusable { queue: u16, size: u16 },
+    QueueSizeUnusable {
+        /// The queue's index.
+        queue: u16,
+        /// The size the device fixes, in entries.
+        size: u16,
+    },
 }
 
 impl core::fmt::Display for InitError {
@@ -200,6 +209,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
         })
     }
 
+    /// Which interface, legacy or modern, the driver runs the device through.
     pub fn interface(&self) -> Interface {
         self.transport.interface()
     }

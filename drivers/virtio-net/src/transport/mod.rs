@@ -52,7 +52,12 @@ pub enum QueueError {
     /// The device has no queue with this index (its size reads 0).
     Absent,
     /// The requested size is not what the device allows (legacy devices fix it).
-    BadSize { requested: u16, max: u16 },
+    BadSize {
+        /// The size asked for, in entries.
+        requested: u16,
+        /// The device's maximum (legacy: its one allowed size), in entries.
+        max: u16,
+    },
     /// The rings are not laid out as the interface requires (legacy: one 4 KiB-aligned
     /// block, used ring on the next 4 KiB boundary after the available ring).
     BadLayout,
@@ -66,8 +71,10 @@ pub enum QueueError {
 
 /// What the driver needs from a virtio-pci transport.
 pub trait Transport {
+    /// How the PCI function's configuration space is reached.
     type Config: ConfigSpace;
 
+    /// Legacy or modern.
     fn interface(&self) -> Interface;
 
     /// The PCI function, e.g. for bus mastering.
@@ -79,6 +86,7 @@ pub trait Transport {
     /// these otherwise.
     fn take_over_pci(&mut self);
 
+    /// The device status (virtio 1.2, 2.1).
     fn status(&mut self) -> DeviceStatus;
     /// Writes the status; writing the empty status resets the device.
     fn set_status(&mut self, status: DeviceStatus);
@@ -87,6 +95,8 @@ pub trait Transport {
     fn device_features(&mut self) -> Features;
     /// The features the driver last wrote, as the device reports them.
     fn driver_features(&mut self) -> Features;
+    /// Writes the features the driver accepts (legacy: the low 32 bits only), before
+    /// `FEATURES_OK` (modern) or `DRIVER_OK`.
     fn set_driver_features(&mut self, features: Features);
 
     /// Changes whenever the device changes its configuration (legacy: always 0).

@@ -41,10 +41,15 @@ mod cap {
 /// Virtio structure types (`cfg_type`, 4.1.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StructureKind {
+    /// Common configuration: features, status, queue setup (4.1.4.3).
     Common = 1,
+    /// Notifications: where the driver writes to kick a queue (4.1.4.4).
     Notify = 2,
+    /// ISR status (4.1.4.5); unused when polling.
     Isr = 3,
+    /// Device-specific configuration: virtio-net's MAC, status and MTU (4.1.4.6).
     Device = 4,
+    /// A window into the BARs through configuration space (4.1.4.9); unused here.
     PciConfigAccess = 5,
 }
 
@@ -64,10 +69,13 @@ impl StructureKind {
 /// One virtio structure a vendor capability points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtioCapability {
+    /// Which structure.
     pub kind: StructureKind,
+    /// The BAR that holds it, 0..=5.
     pub bar: u8,
     /// Offset of the structure in its BAR.
     pub offset: u32,
+    /// Bytes the structure spans.
     pub length: u32,
     /// For [`StructureKind::Notify`]: bytes between the notification addresses of
     /// consecutive `queue_notify_off` values.
@@ -177,10 +185,14 @@ impl<C: ConfigSpace, B: RegisterBlock> ModernTransport<C, B> {
     }
 
     /// The configuration change interrupt's MSI-X vector.
+    /// The MSI-X vector of configuration-change events ([`NO_VECTOR`](super::NO_VECTOR):
+    /// none).
     pub fn config_msix_vector(&mut self) -> u16 {
         self.common.read_u16(common::CONFIG_MSIX_VECTOR)
     }
 
+    /// Routes configuration-change events to MSI-X `vector`; read it back to see whether
+    /// the device accepted it.
     pub fn set_config_msix_vector(&mut self, vector: u16) {
         self.common.write_u16(common::CONFIG_MSIX_VECTOR, vector)
     }
@@ -191,6 +203,8 @@ impl<C: ConfigSpace, B: RegisterBlock> ModernTransport<C, B> {
         self.common.read_u16(common::QUEUE_MSIX_VECTOR)
     }
 
+    /// Routes queue `index`'s events to MSI-X `vector`; read it back to see whether the
+    /// device accepted it.
     pub fn set_queue_msix_vector(&mut self, index: u16, vector: u16) {
         self.common.write_u16(common::QUEUE_SELECT, index);
         self.common.write_u16(common::QUEUE_MSIX_VECTOR, vector)

@@ -42,7 +42,9 @@ const TRANSITIONAL_IDS: core::ops::RangeInclusive<u16> = 0x1000..=0x103F;
 
 /// A virtio-pci device through whichever interface it offers.
 pub enum PciTransport<C: ConfigSpace, P: RegisterBlock, M: RegisterBlock> {
+    /// Registers in I/O BAR0 (virtio 0.9.5).
     Legacy(LegacyTransport<C, P>),
+    /// Structures found through vendor-specific capabilities (virtio 1.x).
     Modern(ModernTransport<C, M>),
 }
 
