@@ -23,7 +23,7 @@ use netdump_core::client::{ClientName, Config, RtoBounds, Timeouts};
 use netdump_core::clock::Clock;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::{classify, emit_arp, emit_udp, EthernetAddress, Inbound, Ipv4Address, NetConfig, UdpFlow, FRAME_OVERHEAD};
-use netdump_core::nic::{NicError, PolledNic, ETHERNET_HEADER_LEN};
+use netdump_core::nic::{check_frame_len, NicError, PolledNic, ETHERNET_HEADER_LEN};
 use netdump_core::proto::{
     Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, Header, HelloAck, HelloStatus, Message,
     MessageType, Section, StreamCrc, Verdict, HEADER_LEN,
@@ -268,13 +268,7 @@ impl PolledNic for FuzzNic {
         Ok(())
     }
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        let max = MTU + ETHERNET_HEADER_LEN;
-        if len > max {
-            return Err(NicError::FrameTooLarge { len, max });
-        }
-        if len < ETHERNET_HEADER_LEN {
-            return Err(NicError::FrameTooShort { len });
-        }
+        check_frame_len(len, MTU)?;
         let mut frame = vec![0u8; len];
         fill(&mut frame);
         self.sent += 1;
