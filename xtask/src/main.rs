@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask demo`      — a QEMU kernel crashes, dumps to a local netdumpd; shows the
 //!   dump directory, its info and gdb's backtrace of the vmcore.
-//! - `cargo xtask test`      — every test: `cargo test --workspace`, then the QEMU suite.
-//! - `cargo xtask qemu-test` — the QEMU suite only.
+//! - `cargo xtask test`      — every test: `lint`, `cargo test --workspace`, then the QEMU
+//!   suite.
+//! - `cargo xtask lint`      — `cargo fmt --check` and clippy with `-D warnings`.
+//! - `cargo xtask qemu-test` — the QEMU suite only (`--stress`: beside two CPU-bound
+//!   processes, to show its timing does not depend on the host's load).
 //! - `cargo xtask modgraph`  — the module graph of each library crate; fails on a cycle.
 
 use anyhow::{bail, Context, Result};
@@ -26,11 +29,15 @@ struct Cli {
 enum Cmd {
     /// Boot a kernel that crashes and dumps to a local netdumpd; show the result.
     Demo,
-    /// Run every test: host unit/integration tests, then the QEMU suite.
+    /// Run every test: formatting and clippy (`lint`), host unit/integration tests, then
+    /// the QEMU suite.
     Test {
         #[command(flatten)]
         qemu: QemuArgs,
     },
+    /// Check formatting (`cargo fmt --check`) and run clippy with `-D warnings` on every
+    /// crate, the kernels included.
+    Lint,
     /// Run the QEMU suite only.
     QemuTest {
         #[command(flatten)]
@@ -49,6 +56,9 @@ enum Cmd {
         /// Source directories to check (default: netdump-core, the drivers, netdumpd).
         dirs: Vec<PathBuf>,
     },
+    /// Spin on one CPU until the parent process goes away (`qemu-test --stress`).
+    #[command(hide = true)]
+    Busy,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +72,49 @@ struct QemuArgs {
     /// Also run the long scenarios left out of the default suite.
     #[arg(long)]
     all: bool,
+    /// Run the suite while two CPU-bound processes compete for the host (its timing must
+    /// not depend on the load); they are stopped when the suite ends.
+    #[arg(long)]
+    stress: bool,
+}
+
+/// CPU-bound processes competing with the suite (`--stress`): children of this binary
+/// running `busy`, killed when dropped, whatever way the run ends; should xtask die
+/// first, each ends by itself once its parent is gone.
+struct Stress(Vec<std::process::Child>);
+
+impl Stress {
+    const PROCESSES: usize = 2;
+
+    fn start() -> Result<Stress> {
+        let exe = std::env::current_exe().context("find the xtask binary")?;
+        let mut s = Stress(vec![]);
+        for _ in 0..Self::PROCESSES {
+            s.0.push(Command::new(&exe).arg("busy").stdin(std::process::Stdio::null()).spawn().context("start a busy process")?);
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for Stress {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Spins until the parent process is gone (re-parented to another).
+fn busy() -> Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    let mut x: u64 = 1;
+    while std::os::unix::process::parent_id() == parent {
+        for _ in 0..10_000_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+        }
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
@@ -133,16 +186,21 @@ fn qemu_test(args: &QemuArgs) -> Result<()> {
         bail!("no scenario matches the filter");
     }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    println!("QEMU suite: {} scenarios, {jobs} at a time (TCG)", scenarios.len());
+    let stress = if args.stress { Some(Stress::start()?) } else { None };
+    let load = if args.stress { format!(", beside {} CPU-bound processes", Stress::PROCESSES) } else { String::new() };
+    println!("QEMU suite: {} scenarios, {jobs} at a time (TCG){load}", scenarios.len());
+    let started = std::time::Instant::now();
     let failures = suite::run_all(&scenarios, &artifacts, jobs);
+    drop(stress);
+    let took = started.elapsed().as_secs();
     if failures.is_empty() {
-        println!("QEMU suite: all passed");
+        println!("QEMU suite: all {} passed in {}m{:02}s{load}", scenarios.len(), took / 60, took % 60);
         return Ok(());
     }
     for (id, why) in &failures {
         eprintln!("\n=== {id} FAILED ===\n{why}");
     }
-    bail!("{} of the QEMU suite failed", failures.len())
+    bail!("{} of the QEMU suite's {} failed ({}m{:02}s{load})", failures.len(), scenarios.len(), took / 60, took % 60)
 }
 
 fn demo() -> Result<()> {
@@ -256,17 +314,47 @@ fn show_progress(server: &Netdumpd, client: &str, done: impl Fn() -> bool) {
     println!();
 }
 
+/// The freestanding kernels: checked in a clippy invocation of their own, as `build`
+/// builds them in one of their own (features unify across the packages of one
+/// invocation, and the host crates' std features must not reach a kernel).
+const KERNELS: [&str; 3] = ["netdump-test-kernel", "netdump-nic-conformance", "netdump-example-kernel"];
+
+/// `cargo fmt --check`, then clippy with `-D warnings` on the host crates (all targets)
+/// and on the kernels.
+fn lint() -> Result<()> {
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--check"]);
+    run(c).context("formatting differs from rustfmt's: run `cargo fmt --all`")?;
+    let mut c = cargo();
+    c.args(["clippy", "--workspace", "--all-targets"]);
+    for k in KERNELS {
+        c.args(["--exclude", k]);
+    }
+    c.args(["--", "-D", "warnings"]);
+    run(c)?;
+    let mut c = cargo();
+    c.arg("clippy");
+    for k in KERNELS {
+        c.args(["-p", k]);
+    }
+    c.args(["--", "-D", "warnings"]);
+    run(c)
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo => demo(),
         Cmd::Test { qemu } => {
+            lint()?;
             let mut c = cargo();
             c.args(["test", "--workspace"]);
             run(c)?;
             qemu_test(&qemu)
         }
+        Cmd::Lint => lint(),
         Cmd::QemuTest { qemu } => qemu_test(&qemu),
         Cmd::Bench { nic } => bench(&nic),
         Cmd::Modgraph { dirs } => modgraph::run(&workspace_root(), &dirs),
+        Cmd::Busy => busy(),
     }
 }

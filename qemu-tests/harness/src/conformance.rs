@@ -11,7 +11,11 @@ use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long [`Listener::finish`] waits for datagrams still on their way once the kernel
+/// has exited: long, since only a lost datagram makes it wait so long.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Phases whose datagrams must all arrive.
 pub const COUNTED_PHASES: [(u8, &str); 4] = [(1, "flood"), (2, "after takeover"), (3, "between resets"), (4, "largest frame")];
@@ -31,6 +35,14 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Every counted phase arrived whole.
+    fn complete(&self) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        COUNTED_PHASES.iter().all(|(phase, _)| {
+            seen.totals.get(phase).is_some_and(|&total| seen.per_phase.get(phase).map_or(0, |s| s.len()) == total as usize)
+        })
+    }
+
     pub fn start() -> Result<Self> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         // The kernel floods faster than a default socket buffer absorbs.
@@ -42,31 +54,34 @@ impl Listener {
         let (s, t) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 65536];
-            let mut local = Seen::default();
             while !s.load(Ordering::Relaxed) {
                 let Ok(n) = socket.recv(&mut buf) else { continue };
                 let d = &buf[..n];
                 if n >= 16 && &d[..4] == b"NDNC" {
                     let seq = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
                     let total = u32::from_be_bytes([d[12], d[13], d[14], d[15]]);
-                    local.per_phase.entry(d[4]).or_default().insert(seq);
-                    local.totals.insert(d[4], total);
+                    let mut seen = t.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.per_phase.entry(d[4]).or_default().insert(seq);
+                    seen.totals.insert(d[4], total);
                 }
             }
-            *t.lock().unwrap() = local;
         });
         Ok(Listener { port, stop, seen, thread: Some(thread) })
     }
 
-    /// Stops listening (after a moment for datagrams still in the host stack) and checks
-    /// that every counted phase arrived whole. Returns a summary.
+    /// Once the kernel is done: waits until every counted phase has arrived whole (the
+    /// datagrams still in the host stack are read meanwhile; only a lost one makes this
+    /// wait out [`DRAIN_PATIENCE`]), stops listening and checks. Returns a summary.
     pub fn finish(mut self) -> Result<String> {
-        std::thread::sleep(Duration::from_millis(500));
+        let deadline = Instant::now() + DRAIN_PATIENCE;
+        while !self.complete() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let seen = self.seen.lock().unwrap();
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let mut summary = vec![];
         for (phase, name) in COUNTED_PHASES {
             let Some(&total) = seen.totals.get(&phase) else { bail!("no datagram of phase {phase} ({name}) arrived") };

@@ -9,11 +9,11 @@
 
 use anyhow::{Context, Result};
 use netdump_core::proto::{
-    AddressTable, Crash, CrashKind, HEADER_LEN, Header, Hello, MemoryRange, MessageType,
-    RangeTable, TextMessage, abort_reason,
+    AddressTable, Crash, CrashKind, HEADER_LEN, Header, Hello, MemoryRange, MessageType, RangeTable, TextMessage,
+    abort_reason,
 };
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,6 +64,30 @@ pub struct FloodConfig {
     pub max_duration: Duration,
     /// Seeds the cookies, names and garbage; also tags the flood's names and markers.
     pub seed: u64,
+}
+
+/// How far a running flood has got, for a scenario that paces the dump by it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Every category has begun.
+    pub started: AtomicBool,
+    /// Replay rounds sent whole.
+    pub replay_rounds: AtomicU64,
+    /// Replay rounds that may begin (set by the scenario as the dump goes on); a round
+    /// waits for it, then for [`FloodConfig::replay_gap`] after the previous one.
+    pub replay_allowed: AtomicU64,
+}
+
+impl Progress {
+    /// Replays paced by the scenario: none before [`Progress::replay_allowed`] says so.
+    pub fn gated() -> Progress {
+        Progress::default()
+    }
+
+    /// Replays paced by [`FloodConfig::replay_gap`] alone.
+    pub fn ungated() -> Progress {
+        Progress { replay_allowed: AtomicU64::new(u64::MAX), ..Progress::default() }
+    }
 }
 
 /// Why the flood ended.
@@ -190,8 +214,7 @@ struct Pace<'a> {
 impl Pace<'_> {
     /// How many more may go out now (0 and `false` when the category is done).
     fn due(&self, sent: u64) -> (u64, bool) {
-        if self.stop.load(Ordering::Relaxed) || Instant::now() >= self.deadline || sent >= self.cap
-        {
+        if self.stop.load(Ordering::Relaxed) || Instant::now() >= self.deadline || sent >= self.cap {
             return (0, false);
         }
         let by_now = (self.started.elapsed().as_secs_f64() * self.rate as f64) as u64 + 1;
@@ -203,12 +226,7 @@ impl Pace<'_> {
 }
 
 fn header(msg_type: MessageType, cookie: u64, seq: u32) -> Header {
-    Header {
-        msg_type,
-        flags: 0,
-        cookie,
-        seq,
-    }
+    Header { msg_type, flags: 0, cookie, seq }
 }
 
 /// A HELLO of `name` with `cookie`.
@@ -222,18 +240,12 @@ pub fn hello(cookie: u64, name: &[u8], memory_bytes: u64) -> Vec<u8> {
         memory_bytes,
         name,
     };
-    forge(header(MessageType::Hello, cookie, 0), h.wire_len(), |p| {
-        h.emit(p)
-    })
+    forge(header(MessageType::Hello, cookie, 0), h.wire_len(), |p| h.emit(p))
 }
 
 /// A CRASH announcing one RAM range of `memory` bytes.
 pub fn crash(cookie: u64, memory: u64, message: &[u8]) -> Vec<u8> {
-    let ranges = [MemoryRange {
-        phys_start: 1 << 20,
-        length: memory,
-        virt_start: 1 << 20,
-    }];
+    let ranges = [MemoryRange { phys_start: 1 << 20, length: memory, virt_start: 1 << 20 }];
     let c = Crash {
         kind: CrashKind::Panic,
         vector: 0,
@@ -247,19 +259,12 @@ pub fn crash(cookie: u64, memory: u64, message: &[u8]) -> Vec<u8> {
         frames: AddressTable::Addresses(&[0xffff_8000_0010_2030]),
         message,
     };
-    forge(header(MessageType::Crash, cookie, 0), c.wire_len(), |p| {
-        c.emit(p)
-    })
+    forge(header(MessageType::Crash, cookie, 0), c.wire_len(), |p| c.emit(p))
 }
 
 fn abort(cookie: u64) -> Vec<u8> {
-    let a = TextMessage {
-        code: abort_reason::NIC_ERROR,
-        text: b"flood abort",
-    };
-    forge(header(MessageType::Abort, cookie, 0), a.wire_len(), |p| {
-        a.emit(p)
-    })
+    let a = TextMessage { code: abort_reason::NIC_ERROR, text: b"flood abort" };
+    forge(header(MessageType::Abort, cookie, 0), a.wire_len(), |p| a.emit(p))
 }
 
 /// Names a registration must refuse, or that try to forge a line of the server's log
@@ -350,17 +355,11 @@ fn malformed(i: u64, rng: &mut Rng) -> Vec<u8> {
         }
         // A sealed header over a payload of garbage (bad fields).
         7 => {
-            let t = [
-                MessageType::Hello,
-                MessageType::Crash,
-                MessageType::Data,
-                MessageType::Finish,
-                MessageType::Abort,
-            ][rng.below(5) as usize];
+            let t =
+                [MessageType::Hello, MessageType::Crash, MessageType::Data, MessageType::Finish, MessageType::Abort]
+                    [rng.below(5) as usize];
             let junk = rng.some_bytes(200);
-            forge(header(t, cookie, rng.next() as u32), junk.len(), |p| {
-                p.copy_from_slice(&junk)
-            })
+            forge(header(t, cookie, rng.next() as u32), junk.len(), |p| p.copy_from_slice(&junk))
         }
         // Larger than any datagram the protocol allows.
         8 => {
@@ -386,7 +385,8 @@ fn syslog_garbage(i: u64, rng: &mut Rng, marker: &str) -> Vec<u8> {
         // The datagram of issue 11: a multi-byte character where a BSD timestamp would end.
         0 => "<13>aaaaaaaaaaaaaa\u{e9}bcdefgh".as_bytes().to_vec(),
         // The same at every offset, with 2, 3 and 4-byte characters.
-        1 => format!("<13>{}{}bcdefghijklmnopqrstuvwxyz", "a".repeat(k), ["\u{e9}", "\u{20ac}", "\u{1f600}"][k % 3]).into_bytes(),
+        1 => format!("<13>{}{}bcdefghijklmnopqrstuvwxyz", "a".repeat(k), ["\u{e9}", "\u{20ac}", "\u{1f600}"][k % 3])
+            .into_bytes(),
         2 => format!("<13>Jan  1 00:00:0\u{e9} host{} tag: message", "\u{e9}".repeat(k % 4)).into_bytes(),
         // Random bytes, with or without a PRI.
         3 => {
@@ -401,11 +401,15 @@ fn syslog_garbage(i: u64, rng: &mut Rng, marker: &str) -> Vec<u8> {
             v
         }
         // Control characters, escapes, a NUL.
-        5 => format!("<13>1 - flood-syslog app - - - \x1b[2J\x07\x00\x08\x7f{}\x1b]0;title\x07", "\r".repeat(k)).into_bytes(),
+        5 => format!("<13>1 - flood-syslog app - - - \x1b[2J\x07\x00\x08\x7f{}\x1b]0;title\x07", "\r".repeat(k))
+            .into_bytes(),
         // Line breaks that try to forge a console or server log line.
-        6 => format!("<13>1 2026-01-01T00:00:00Z flood-syslog app - - - ok\n{marker} forged console line\r\n{marker}").into_bytes(),
+        6 => format!("<13>1 2026-01-01T00:00:00Z flood-syslog app - - - ok\n{marker} forged console line\r\n{marker}")
+            .into_bytes(),
         // PRI and header edge cases.
-        7 => [&b"<999>x"[..], b"<>", b"<13", b"<0>", b"<191>1 ", b"<13>1 - - - - - [meta sequenceId=\""][k % 6].to_vec(),
+        7 => {
+            [&b"<999>x"[..], b"<>", b"<13", b"<0>", b"<191>1 ", b"<13>1 - - - - - [meta sequenceId=\""][k % 6].to_vec()
+        }
         // Sequence numbers that wrap.
         8 => {
             let seq = [u32::MAX, 0, u32::MAX - 1, 1][k % 4];
@@ -461,45 +465,29 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 }
 
 /// Runs the flood until `stop` is set or its bounds run out; blocks until every category
-/// has ended.
-pub fn run(cfg: &FloodConfig, stop: &AtomicBool) -> Result<FloodReport> {
+/// has ended. `progress` says when the flood is under way and how many replay rounds
+/// went out.
+pub fn run(cfg: &FloodConfig, stop: &AtomicBool, progress: &Progress) -> Result<FloodReport> {
     let started = Instant::now();
     let deadline = started + cfg.max_duration;
     let marker = format!("FORGED-{:08x}", cfg.seed as u32);
-    let pace = |rate, cap| Pace {
-        stop,
-        started,
-        deadline,
-        rate,
-        cap,
-    };
+    let pace = |rate, cap| Pace { stop, started, deadline, rate, cap };
     let capped = Mutex::new(Vec::new());
     let (hellos, churn, malformed_sent, syslog, replayed) = std::thread::scope(|s| {
         let hellos = s.spawn(|| hello_churn(cfg, &pace(HELLO_RATE, HELLO_CAP), &marker, &capped));
         let churn = s.spawn(|| session_churn(cfg, &pace(CHURN_RATE, CHURN_CAP), &marker, &capped));
-        let malformed =
-            s.spawn(|| malformed_flood(cfg, &pace(MALFORMED_RATE, MALFORMED_CAP), &capped));
-        let syslog =
-            s.spawn(|| syslog_flood(cfg, &pace(SYSLOG_RATE, SYSLOG_CAP), &marker, &capped));
-        let replayed = s.spawn(|| replays(cfg, stop, deadline));
-        (
-            join(hellos),
-            join(churn),
-            join(malformed),
-            join(syslog),
-            join(replayed),
-        )
+        let malformed = s.spawn(|| malformed_flood(cfg, &pace(MALFORMED_RATE, MALFORMED_CAP), &capped));
+        let syslog = s.spawn(|| syslog_flood(cfg, &pace(SYSLOG_RATE, SYSLOG_CAP), &marker, &capped));
+        let replayed = s.spawn(|| replays(cfg, stop, deadline, progress));
+        progress.started.store(true, Ordering::SeqCst);
+        (join(hellos), join(churn), join(malformed), join(syslog), join(replayed))
     });
     let (hellos, hostile_hellos, hello_replies) = hellos?;
     let (churn_rounds, absurd_crashes, churn_replies) = churn?;
     let (malformed, malformed_replies) = malformed_sent?;
     let (replayed, replay_span) = replayed?;
     let ended = Instant::now();
-    let stopped = if stop.load(Ordering::SeqCst) {
-        Stopped::Asked
-    } else {
-        Stopped::TimeBound
-    };
+    let stopped = if stop.load(Ordering::SeqCst) { Stopped::Asked } else { Stopped::TimeBound };
     Ok(FloodReport {
         started,
         ended,
@@ -540,11 +528,7 @@ fn hello_churn(
         for _ in 0..due {
             let datagram = if sent % HOSTILE_EVERY == HOSTILE_EVERY - 1 {
                 hostile_sent += 1;
-                hello(
-                    rng.next(),
-                    &hostile[(hostile_sent as usize) % hostile.len()],
-                    1 << 26,
-                )
+                hello(rng.next(), &hostile[(hostile_sent as usize) % hostile.len()], 1 << 26)
             } else {
                 let name = format!("flood-{:04x}-{}", cfg.seed & 0xffff, sent % HELLO_NAMES);
                 hello(rng.next(), name.as_bytes(), 1 << 26)
@@ -553,21 +537,12 @@ fn hello_churn(
             let _ = sockets[sent as usize % HELLO_PORTS].send_to(&datagram, cfg.server);
             sent += 1;
         }
-        replies += sockets
-            .iter()
-            .map(|s| drain(s, Some(MessageType::HelloAck)))
-            .sum::<u64>();
+        replies += sockets.iter().map(|s| drain(s, Some(MessageType::HelloAck))).sum::<u64>();
         std::thread::sleep(TICK);
     }
-    replies += sockets
-        .iter()
-        .map(|s| drain(s, Some(MessageType::HelloAck)))
-        .sum::<u64>();
+    replies += sockets.iter().map(|s| drain(s, Some(MessageType::HelloAck))).sum::<u64>();
     if pace.capped(sent) {
-        capped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push("HELLO churn");
+        capped.lock().unwrap_or_else(|e| e.into_inner()).push("HELLO churn");
     }
     Ok((sent, hostile_sent, replies))
 }
@@ -595,11 +570,7 @@ fn session_churn(
         let s = UdpSocket::bind("127.0.0.1:0").context("bind a churn socket")?;
         let cookie = rng.next();
         let name = format!("churn-{:04x}-{}", cfg.seed & 0xffff, rounds % 32);
-        let memory = if rounds % ABSURD_EVERY == 0 {
-            ABSURD_MEMORY
-        } else {
-            64 << 20
-        };
+        let memory = if rounds % ABSURD_EVERY == 0 { ABSURD_MEMORY } else { 64 << 20 };
         absurd += u64::from(memory == ABSURD_MEMORY);
         let _ = s.send_to(&hello(cookie, name.as_bytes(), memory), cfg.server);
         replies += u64::from(await_reply(&s, MessageType::HelloAck, CHURN_REPLY_WAIT));
@@ -610,20 +581,13 @@ fn session_churn(
         rounds += 1;
     }
     if pace.capped(rounds) {
-        capped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push("session churn");
+        capped.lock().unwrap_or_else(|e| e.into_inner()).push("session churn");
     }
     Ok((rounds, absurd, replies))
 }
 
 /// Malformed and random datagrams from a handful of ports.
-fn malformed_flood(
-    cfg: &FloodConfig,
-    pace: &Pace<'_>,
-    capped: &Mutex<Vec<&'static str>>,
-) -> Result<(u64, u64)> {
+fn malformed_flood(cfg: &FloodConfig, pace: &Pace<'_>, capped: &Mutex<Vec<&'static str>>) -> Result<(u64, u64)> {
     let sockets: Vec<UdpSocket> = (0..8).map(|_| socket()).collect::<Result<_>>()?;
     let mut rng = Rng(cfg.seed ^ 0xba5e);
     let (mut sent, mut replies) = (0u64, 0u64);
@@ -642,21 +606,13 @@ fn malformed_flood(
     }
     replies += sockets.iter().map(|s| drain(s, None)).sum::<u64>();
     if pace.capped(sent) {
-        capped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push("malformed");
+        capped.lock().unwrap_or_else(|e| e.into_inner()).push("malformed");
     }
     Ok((sent, replies))
 }
 
 /// Garbage for the netconsole port from a few ports.
-fn syslog_flood(
-    cfg: &FloodConfig,
-    pace: &Pace<'_>,
-    marker: &str,
-    capped: &Mutex<Vec<&'static str>>,
-) -> Result<u64> {
+fn syslog_flood(cfg: &FloodConfig, pace: &Pace<'_>, marker: &str, capped: &Mutex<Vec<&'static str>>) -> Result<u64> {
     let sockets: Vec<UdpSocket> = (0..4).map(|_| socket()).collect::<Result<_>>()?;
     let mut rng = Rng(cfg.seed ^ 0x5151_0600);
     let mut sent = 0u64;
@@ -673,10 +629,7 @@ fn syslog_flood(
         std::thread::sleep(TICK);
     }
     if pace.capped(sent) {
-        capped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push("syslog");
+        capped.lock().unwrap_or_else(|e| e.into_inner()).push("syslog");
     }
     Ok(sent)
 }
@@ -687,11 +640,18 @@ fn replays(
     cfg: &FloodConfig,
     stop: &AtomicBool,
     deadline: Instant,
+    progress: &Progress,
 ) -> Result<(Replayed, Option<(Instant, Instant)>)> {
     let mut r = Replayed::default();
     let mut span: Option<(Instant, Instant)> = None;
     let per_datagram = Duration::from_secs_f64(1.0 / REPLAY_RATE as f64);
     for round in 0..cfg.replay_rounds {
+        while progress.replay_allowed.load(Ordering::SeqCst) <= round
+            && !stop.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if round > 0 {
             let until = Instant::now() + cfg.replay_gap;
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
@@ -727,6 +687,7 @@ fn replays(
             drain(&s, None);
         }
         r.rounds += 1;
+        progress.replay_rounds.store(r.rounds, Ordering::SeqCst);
     }
     Ok((r, span))
 }
@@ -753,13 +714,8 @@ impl Recorder {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let to_server = {
-            let (listen, upstream, stop, recorded, client) = (
-                listen.clone(),
-                upstream.clone(),
-                stop.clone(),
-                recorded.clone(),
-                client.clone(),
-            );
+            let (listen, upstream, stop, recorded, client) =
+                (listen.clone(), upstream.clone(), stop.clone(), recorded.clone(), client.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -767,10 +723,7 @@ impl Recorder {
                         continue;
                     };
                     *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
-                    recorded
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(buf[..n].to_vec());
+                    recorded.lock().unwrap_or_else(|e| e.into_inner()).push(buf[..n].to_vec());
                     let _ = upstream.send_to(&buf[..n], server);
                 }
             })
@@ -790,12 +743,7 @@ impl Recorder {
                 }
             })
         };
-        Ok(Recorder {
-            addr,
-            stop,
-            recorded,
-            threads: vec![to_server, to_client],
-        })
+        Ok(Recorder { addr, stop, recorded, threads: vec![to_server, to_client] })
     }
 
     /// Stops the relay; returns what the client sent, in order.
@@ -820,17 +768,8 @@ impl Drop for Recorder {
 
 /// The datagrams of a recorded session a replay sends: HELLO, CRASH, DATA and FINISH.
 pub fn replayable(recorded: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let keep = [
-        MessageType::Hello,
-        MessageType::Crash,
-        MessageType::Data,
-        MessageType::Finish,
-    ];
-    recorded
-        .iter()
-        .filter(|d| Header::parse(d).is_ok_and(|(h, _)| keep.contains(&h.msg_type)))
-        .cloned()
-        .collect()
+    let keep = [MessageType::Hello, MessageType::Crash, MessageType::Data, MessageType::Finish];
+    recorded.iter().filter(|d| Header::parse(d).is_ok_and(|(h, _)| keep.contains(&h.msg_type))).cloned().collect()
 }
 
 #[cfg(test)]
@@ -854,15 +793,10 @@ mod tests {
         let mut rng = Rng(1);
         for i in 0..2000 {
             let d = malformed(i, &mut rng);
-            let ok = Header::parse(&d)
-                .ok()
-                .and_then(|(h, p)| netdump_core::proto::Message::parse(&h, p).ok().map(|_| h));
+            let ok =
+                Header::parse(&d).ok().and_then(|(h, p)| netdump_core::proto::Message::parse(&h, p).ok().map(|_| h));
             let from_client = ok.is_some_and(|h| h.msg_type.from_client());
-            assert!(
-                !from_client || matches!(i % 10, 0 | 7),
-                "kind {} parsed: {ok:?}",
-                i % 10
-            );
+            assert!(!from_client || matches!(i % 10, 0 | 7), "kind {} parsed: {ok:?}", i % 10);
         }
     }
 
@@ -870,11 +804,7 @@ mod tests {
     fn a_hostile_name_is_never_a_valid_one_unless_it_only_looks_like_an_option() {
         for n in hostile_names("M") {
             let valid = netdump_core::proto::valid_name(&n);
-            assert!(
-                !valid || n.starts_with(b"-"),
-                "{:?}",
-                String::from_utf8_lossy(&n)
-            );
+            assert!(!valid || n.starts_with(b"-"), "{:?}", String::from_utf8_lossy(&n));
         }
     }
 }

@@ -4,12 +4,15 @@
 //! junk into the image, abort it), so a dump that still verifies bit for bit shows that
 //! every one was dropped.
 
-use crate::proxy::{forge, Forger};
+use crate::proxy::{forge, Action, Direction, Event, Fate, FaultProxy, Forger, Seen};
 use netdump_core::proto::{
     error_code, abort_reason, Ack, AddressTable, Crash, CrashKind, Data, Finish, FinishAck, FinishStatus, AfterDump,
     Header, MemoryRange, MessageType, RangeTable, Section, TextMessage,
 };
 use netdump_test_pattern::Pattern;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How a forgery travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +42,9 @@ pub struct Target {
     pub replayed: u64,
     /// A cookie no client holds.
     pub stranger: u64,
-    /// One more than the highest DATA `seq` the client has sent so far.
+    /// One more than the highest DATA `seq` that went to the server so far (while a round
+    /// goes out, the client's later packets wait in the proxy: none from `next_seq` on
+    /// reaches the server before the forgeries).
     pub next_seq: u32,
     /// The pattern the live client's RAM holds (junk aimed into it must never land).
     pub pattern: Pattern,
@@ -152,15 +157,60 @@ pub fn to_server(t: &Target) -> Vec<Forgery> {
 /// What [`Rogue::attack`] sent.
 #[derive(Debug, Clone)]
 pub struct Attack {
+    /// The target of the last round.
     pub target: Target,
     pub sent: Vec<(&'static str, Route)>,
-    pub finished_at: std::time::Instant,
+    pub rounds: usize,
+    /// CRASHes of unknown cookies the barrier sent (each one more `unknown_cookie` drop).
+    pub barriers: u64,
+    /// When the server had handled every forgery (the kernel's FINISH went on after it).
+    pub finished_at: Instant,
+}
+
+/// What the proxy holds back for a [`Rogue`]: flags its [`rule`] reads.
+#[derive(Debug)]
+pub struct Holds {
+    /// Every datagram of the client to the server, while a round of forgeries goes out.
+    client: AtomicBool,
+    /// The client's FINISH, until the server has handled every forgery: the attack lands
+    /// inside the data phase however slowly the host runs.
+    finish: AtomicBool,
+}
+
+impl Holds {
+    /// The FINISH held from the start; the client's other datagrams pass.
+    pub fn new() -> Arc<Holds> {
+        Arc::new(Holds { client: AtomicBool::new(false), finish: AtomicBool::new(true) })
+    }
+
+    /// The proxy rule these flags steer.
+    pub fn rule(self: &Arc<Self>) -> impl FnMut(&Seen) -> Action + Send + 'static {
+        let h = self.clone();
+        move |s: &Seen| {
+            let to_server = s.dir == Direction::ToServer;
+            let hold = to_server && (h.client.load(Ordering::SeqCst) || (s.is(MessageType::Finish) && h.finish.load(Ordering::SeqCst)));
+            if hold { Action::Hold } else { Action::Pass }
+        }
+    }
+}
+
+/// Lets go of everything held, whatever way the attack ends.
+struct Release<'a>(&'a FaultProxy, &'a Holds);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.1.client.store(false, Ordering::SeqCst);
+        self.1.finish.store(false, Ordering::SeqCst);
+        self.0.release_held();
+    }
 }
 
 /// A rogue sender on the host that watches a dump through the proxy and forges packets
 /// into it in both directions.
 pub struct Rogue<'a> {
-    pub proxy: &'a crate::proxy::FaultProxy,
+    pub proxy: &'a FaultProxy,
+    /// Installed as the proxy's rule (by [`Rogue::arm`]) before the kernel boots.
+    pub holds: Arc<Holds>,
     /// netdumpd's own address (the rogue sends straight to it).
     pub server: std::net::SocketAddr,
     pub replayed: u64,
@@ -171,28 +221,56 @@ pub struct Rogue<'a> {
 }
 
 impl Rogue<'_> {
-    /// Waits (at most `patience`) until the client has sent `after_data` DATA packets,
-    /// then sends every forgery `rounds` times, `gap` apart.
-    pub fn attack(&self, after_data: usize, rounds: usize, gap: std::time::Duration, patience: std::time::Duration) -> anyhow::Result<Attack> {
-        use crate::proxy::{Direction, Fate};
+    /// Installs the rule of [`Rogue::holds`] on the proxy: the client's FINISH waits
+    /// for the attack.
+    pub fn arm(&self) {
+        self.proxy.set_rule(self.holds.rule());
+    }
+
+    /// The attack, paced by the dump's events, not by the clock:
+    /// - it starts once the client has sent `after_data` DATA packets;
+    /// - each round holds the client's datagrams in the proxy, reads the highest DATA
+    ///   `seq` that went to the server, sends every forgery (a forged `seq` beyond it is
+    ///   new to the server however far the client has got, since what the client sends
+    ///   meanwhile arrives after the forgeries), then lets the client go on;
+    /// - the next round waits for `data_between` more DATA packets (or for the client's
+    ///   FINISH, held, when it has sent everything);
+    /// - after the last round, a barrier: the rogue sends a CRASH of a cookie no one
+    ///   holds and waits for netdumpd's ERROR to it (again every 100 ms: such answers
+    ///   are rate limited). netdumpd reads its socket in order, so by then it has handled
+    ///   every forgery the rogue sent before it; those spoofing the client went through
+    ///   the client's own path ahead of its FINISH. Only then does the FINISH go on.
+    ///
+    /// `patience` bounds each wait should its event never come (a failure, never a race).
+    pub fn attack(&self, after_data: usize, rounds: usize, data_between: usize, patience: Duration) -> anyhow::Result<Attack> {
         use anyhow::Context;
+        let _release = Release(self.proxy, &self.holds);
         self.proxy.wait_for(Direction::ToServer, MessageType::Data, after_data, patience)?;
-        let events = self.proxy.events();
-        let data: Vec<_> = events
-            .iter()
-            .filter(|e| e.seen.dir == Direction::ToServer && e.seen.is(MessageType::Data) && e.fate != Fate::Injected)
-            .filter_map(|e| e.seen.header.map(|h| (e.seen.client, h)))
-            .collect();
-        let (client, live) = data.last().map(|(c, h)| (*c, h.cookie)).context("no DATA seen")?;
-        let next_seq = data.iter().map(|(_, h)| h.seq).max().unwrap_or(0) + 1;
-        let target = Target { live, replayed: self.replayed, stranger: 0x5757_5757_dead_beef, next_seq, pattern: self.pattern };
         let rogue = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let forgeries: Vec<Forgery> = to_client(&target)
-            .into_iter()
-            .filter(|f| !matches!(f.route, Route::ToClient(fg) if !self.forgers.contains(&fg)))
-            .chain(to_server(&target))
-            .collect();
-        for _ in 0..rounds {
+        let is_data = |e: &Event| e.seen.dir == Direction::ToServer && e.seen.is(MessageType::Data) && e.relayed();
+        let mut sent = vec![];
+        let mut target = None;
+        for round in 0..rounds {
+            if round > 0 {
+                let so_far = self.proxy.events().iter().filter(|e| is_data(e)).count();
+                let finish_held = |e: &Event| e.fate == Fate::Held && e.seen.is(MessageType::Finish);
+                self.proxy
+                    .wait_until(patience, |events| {
+                        events.iter().filter(|e| is_data(e)).count() >= so_far + data_between || events.iter().any(finish_held)
+                    })
+                    .with_context(|| format!("the client neither sent {data_between} more DATA nor its FINISH before round {round}"))?;
+            }
+            self.holds.client.store(true, Ordering::SeqCst);
+            let events = self.proxy.events();
+            let data: Vec<_> = events.iter().filter(|e| is_data(e)).filter_map(|e| e.seen.header.map(|h| (e.seen.client, h))).collect();
+            let (client, live) = data.last().map(|(c, h)| (*c, h.cookie)).context("no DATA seen")?;
+            let next_seq = data.iter().map(|(_, h)| h.seq).max().unwrap_or(0) + 1;
+            let t = Target { live, replayed: self.replayed, stranger: 0x5757_5757_dead_beef, next_seq, pattern: self.pattern };
+            let forgeries: Vec<Forgery> = to_client(&t)
+                .into_iter()
+                .filter(|f| !matches!(f.route, Route::ToClient(fg) if !self.forgers.contains(&fg)))
+                .chain(to_server(&t))
+                .collect();
             for f in &forgeries {
                 match f.route {
                     Route::ToClient(forger) => self.proxy.inject_to_client(client, &f.bytes, forger)?,
@@ -202,9 +280,37 @@ impl Rogue<'_> {
                     Route::ToServerAsClient => self.proxy.inject_to_server(client, &f.bytes)?,
                 }
             }
-            std::thread::sleep(gap);
+            self.holds.client.store(false, Ordering::SeqCst);
+            self.proxy.release_held();
+            sent = forgeries.iter().map(|f| (f.what, f.route)).collect();
+            target = Some(t);
         }
-        let sent = forgeries.iter().map(|f| (f.what, f.route)).collect();
-        Ok(Attack { target, sent, finished_at: std::time::Instant::now() })
+        let barriers = barrier(&rogue, self.server, &self.pattern, patience)?;
+        let target = target.context("no round was sent")?;
+        Ok(Attack { target, sent, rounds, barriers, finished_at: Instant::now() })
     }
+}
+
+/// Cookies of the barrier's CRASHes (no client holds them).
+const BARRIER_COOKIE: u64 = 0xba77_1e00_0000_0000;
+
+/// Sends CRASHes of [`BARRIER_COOKIE`]s from `rogue` until netdumpd answers one with an
+/// ERROR: it has then handled everything `rogue` sent before. Returns how many it sent.
+fn barrier(rogue: &std::net::UdpSocket, server: std::net::SocketAddr, pattern: &Pattern, patience: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + patience;
+    rogue.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut buf = [0u8; 2048];
+    for n in 1.. {
+        anyhow::ensure!(Instant::now() < deadline, "netdumpd answered none of {} barrier CRASHes within {patience:?}", n - 1);
+        rogue.send_to(&crash(BARRIER_COOKIE | n, pattern), server)?;
+        let until = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < until {
+            let Ok(len) = rogue.recv(&mut buf) else { break };
+            let reply = Header::parse(&buf[..len]).ok().map(|(h, _)| h);
+            if reply.is_some_and(|h| h.msg_type == MessageType::Error && h.cookie & !0xffff_ffff == BARRIER_COOKIE) {
+                return Ok(n);
+            }
+        }
+    }
+    unreachable!("the loop returns or fails")
 }

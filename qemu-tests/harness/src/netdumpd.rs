@@ -90,6 +90,13 @@ impl Netdumpd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server-wide counters as netdumpd last wrote them (`stats.json`: every 2 s while
+    /// they change, and on SIGTERM); `None` before the first write.
+    pub fn stats(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("stats.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The dump directories of client `name`, oldest first.
     pub fn dumps_of(&self, name: &str) -> Vec<PathBuf> {
         let prefix = format!("{name}-");

@@ -128,6 +128,11 @@ pub enum Action {
     Pass,
     /// Drop it (a silent server, a cut link).
     Blackhole,
+    /// Keep it, in order, until [`FaultProxy::release_held`]; then apply the random
+    /// faults (drawn when it arrived) and deliver. A scenario holds a packet to make a
+    /// protocol event wait for its own event (a FINISH until an attack is done), never
+    /// for a time.
+    Hold,
 }
 
 /// Steers the proxy by protocol events; called for every datagram, in order.
@@ -149,6 +154,9 @@ pub enum Fate {
     Corrupted,
     /// Forged by the scenario, not relayed.
     Injected,
+    /// Kept by the rule until released; its release is traced as a fate of its own
+    /// (forwarded, lost, ...) at the moment it goes on.
+    Held,
 }
 
 /// One line of the proxy's trace.
@@ -157,6 +165,20 @@ pub struct Event {
     pub at: Instant,
     pub seen: Seen,
     pub fate: Fate,
+}
+
+impl Event {
+    /// A datagram of the guest or the server the proxy decided about (not a forgery, not
+    /// one still held: a held datagram is traced again when it is released).
+    pub fn relayed(&self) -> bool {
+        !matches!(self.fate, Fate::Injected | Fate::Held)
+    }
+
+    /// A datagram that went on to its destination (forwarded, possibly late, doubled or
+    /// with flipped bits; not lost, blackholed or held).
+    pub fn delivered(&self) -> bool {
+        matches!(self.fate, Fate::Forwarded | Fate::Duplicated | Fate::Reordered | Fate::Corrupted)
+    }
 }
 
 /// Where a datagram forged for a guest seems to come from.
@@ -253,6 +275,16 @@ struct Client {
     upstream: Arc<UdpSocket>,
 }
 
+/// A datagram a rule holds, with what [`admit`] had decided about it.
+struct HeldByRule {
+    dir: Direction,
+    seen: Seen,
+    bytes: Vec<u8>,
+    socket: Arc<UdpSocket>,
+    to: SocketAddr,
+    draw: Draw,
+}
+
 struct State {
     queue: BinaryHeap<Reverse<Pending>>,
     held: [Vec<Held>; 2],
@@ -262,6 +294,8 @@ struct State {
     clients: Vec<Client>,
     order: u64,
     trace: Vec<Event>,
+    /// What the rule holds, in arrival order.
+    held_by_rule: Vec<HeldByRule>,
 }
 
 struct Shared {
@@ -311,6 +345,7 @@ impl FaultProxy {
             clients: vec![],
             order: 0,
             trace: vec![],
+            held_by_rule: vec![],
         };
         let shared =
             Arc::new(Shared { state: Mutex::new(state), wake: Condvar::new(), stop: AtomicBool::new(false), listen, server });
@@ -337,23 +372,57 @@ impl FaultProxy {
         self.shared.lock().trace.clone()
     }
 
+    /// How many events of the trace so far satisfy `f` (without copying the trace).
+    pub fn tally(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.shared.lock().trace.iter().filter(|e| f(e)).count()
+    }
+
     /// How many datagrams of a direction met a fate.
     pub fn count(&self, dir: Direction, fate: Fate) -> usize {
         self.shared.lock().trace.iter().filter(|e| e.seen.dir == dir && e.fate == fate).count()
     }
 
     /// Waits (at most `patience`) until `n` datagrams of type `t` went `dir`, from any
-    /// guest, counting relayed ones only (not forgeries).
+    /// guest, counting relayed ones only (not forgeries, and a held one once it is
+    /// released).
     pub fn wait_for(&self, dir: Direction, t: MessageType, n: usize, patience: Duration) -> Result<()> {
+        let relayed = |e: &Event| e.seen.dir == dir && e.seen.is(t) && e.relayed();
+        self.wait_until(patience, |events| events.iter().filter(|e| relayed(e)).count() >= n).with_context(|| {
+            let seen = self.events().iter().filter(|e| relayed(e)).count();
+            format!("only {seen} of {n} {t:?} went {dir:?}")
+        })
+    }
+
+    /// Waits until `done` holds for the trace: the event a scenario waits for. `patience`
+    /// only bounds a failure (the event never comes); it is never what a check races.
+    pub fn wait_until(&self, patience: Duration, mut done: impl FnMut(&[Event]) -> bool) -> Result<()> {
         let deadline = Instant::now() + patience;
         loop {
-            let seen = self.shared.lock().trace.iter().filter(|e| e.seen.dir == dir && e.seen.is(t) && e.fate != Fate::Injected).count();
-            if seen >= n {
+            if done(&self.shared.lock().trace) {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "only {seen} of {n} {t:?} went {dir:?} within {patience:?}");
+            anyhow::ensure!(Instant::now() < deadline, "not within {patience:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Sends on, in the order they came, every datagram a rule holds. A rule that holds
+    /// by a flag should see the flag cleared before this is called: a datagram the rule
+    /// holds after the release stays held.
+    pub fn release_held(&self) {
+        let mut st = self.shared.lock();
+        let held = std::mem::take(&mut st.held_by_rule);
+        let now = Instant::now();
+        for h in held {
+            deliver(&mut st, h.dir, h.seen, &h.bytes, h.socket, h.to, h.draw, now);
+        }
+        drop(st);
+        self.shared.wake.notify_all();
+    }
+
+    /// How many datagrams a rule holds right now.
+    pub fn held(&self) -> usize {
+        self.shared.lock().held_by_rule.len()
     }
 
     /// The guests seen so far (their SLIRP-side addresses), in order of appearance.
@@ -472,10 +541,25 @@ fn admit(shared: &Shared, dir: Direction, client: SocketAddr, bytes: &[u8], sock
     // Drawn before the rule looks, so a rule never shifts the random sequence.
     let draw = Draw::new(&mut st.rng[d], &faults);
     let action = st.rule.as_mut().map_or(Action::Pass, |r| r(&seen));
-    let mut record = |fate| st.trace.push(Event { at: now, seen, fate });
-    if action == Action::Blackhole {
-        return record(Fate::Blackholed);
+    match action {
+        Action::Blackhole => st.trace.push(Event { at: now, seen, fate: Fate::Blackholed }),
+        Action::Hold => {
+            st.trace.push(Event { at: now, seen, fate: Fate::Held });
+            st.held_by_rule.push(HeldByRule { dir, seen, bytes: bytes.to_vec(), socket, to, draw });
+        }
+        Action::Pass => {
+            deliver(st, dir, seen, bytes, socket, to, draw, now);
+            shared.wake.notify_all();
+        }
     }
+}
+
+/// Applies the random faults `draw` decided to one datagram and queues what survives.
+#[allow(clippy::too_many_arguments)]
+fn deliver(st: &mut State, dir: Direction, seen: Seen, bytes: &[u8], socket: Arc<UdpSocket>, to: SocketAddr, draw: Draw, now: Instant) {
+    let d = dir.index();
+    let faults = st.faults[d];
+    let mut record = |fate| st.trace.push(Event { at: now, seen, fate });
     if draw.lose {
         return record(Fate::Lost);
     }
@@ -515,7 +599,6 @@ fn admit(shared: &Shared, dir: Direction, client: SocketAddr, bytes: &[u8], sock
     if let Some(c) = copy {
         schedule(st, d, c);
     }
-    shared.wake.notify_all();
 }
 
 /// Queues a packet; packets held back in its direction that it was the last to pass
@@ -705,6 +788,33 @@ mod tests {
         rig.proxy.set_rule(|s: &Seen| if s.dir == Direction::ToServer { Action::Blackhole } else { Action::Pass });
         assert!(rig.send_numbered(5).is_empty());
         assert_eq!(rig.proxy.count(Direction::ToServer, Fate::Blackholed), 5);
+    }
+
+    #[test]
+    fn a_rule_holds_until_released_then_delivers_in_order() {
+        let rig = Rig::new(ProxyConfig::default());
+        let hold = Arc::new(AtomicBool::new(true));
+        let h = hold.clone();
+        rig.proxy.set_rule(move |s: &Seen| if s.dir == Direction::ToServer && h.load(Ordering::SeqCst) { Action::Hold } else { Action::Pass });
+        for i in 0..5u32 {
+            rig.client.send(&i.to_be_bytes()).unwrap();
+        }
+        rig.proxy.wait_until(Duration::from_secs(5), |e| e.iter().filter(|e| e.fate == Fate::Held).count() == 5).unwrap();
+        assert!(rig.drain_server().is_empty(), "a held datagram went on");
+        assert_eq!(rig.proxy.held(), 5);
+        assert!(rig.proxy.wait_for(Direction::ToServer, MessageType::Data, 1, Duration::ZERO).is_err());
+        hold.store(false, Ordering::SeqCst);
+        rig.proxy.release_held();
+        rig.client.send(&5u32.to_be_bytes()).unwrap();
+        let mut got = vec![];
+        while got.len() < 6 {
+            let more = rig.drain_server();
+            assert!(!more.is_empty(), "released datagrams did not arrive: {got:?}");
+            got.extend(more);
+        }
+        assert_eq!(got, (0..6).collect::<Vec<_>>());
+        assert_eq!(rig.proxy.held(), 0);
+        assert_eq!(rig.proxy.count(Direction::ToServer, Fate::Forwarded), 6);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use netdump_core::client::{Phase, Timeouts};
 use netdump_core::DumpError;
 use netdump_qemu_harness::check;
-use netdump_qemu_harness::forgery::Rogue;
+use netdump_qemu_harness::forgery::{Holds, Rogue};
 use netdump_qemu_harness::host_client::{HostClient, HostRun};
 use netdump_qemu_harness::proxy::{Action, Direction, Fate, FaultProxy, Faults, Forger, ProxyConfig, Seen};
 use netdump_qemu_harness::vmcore::Vmcore;
@@ -32,12 +32,16 @@ struct TestServer {
 
 impl TestServer {
     fn start(label: &str) -> TestServer {
+        Self::start_with(label, SESSION_TIMEOUT)
+    }
+
+    fn start_with(label: &str, session_timeout: Duration) -> TestServer {
         let dir = std::env::temp_dir().join(format!("netdump-loopback-{}-{label}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             dump_dir: dir.clone(),
-            session_timeout: SESSION_TIMEOUT,
+            session_timeout,
             min_free_bytes: 0,
             ..ServerConfig::default()
         };
@@ -66,7 +70,7 @@ impl TestServer {
     /// Waits until the dump of `name` is marked incomplete, and checks that it never
     /// looked complete.
     fn wait_incomplete(&self, name: &str) -> serde_json::Value {
-        let deadline = Instant::now() + SESSION_TIMEOUT * 5;
+        let deadline = Instant::now() + SESSION_TIMEOUT * 20;
         loop {
             let info = self.info(name);
             assert_ne!(info["status"], "complete", "an interrupted dump was marked complete");
@@ -194,7 +198,11 @@ fn silent_after(mut trigger: impl FnMut(&Seen) -> bool + Send + 'static) -> impl
 }
 
 fn silent_server(label: &str, rule: impl FnMut(&Seen) -> Action + Send + 'static, phase: Phase) -> serde_json::Value {
-    let server = TestServer::start(label);
+    // At the announcement the client's ABORT reaches the server: it must find the session
+    // still receiving, so the server waits longer than the client's bound (2 s) before it
+    // gives up by itself; otherwise the two bounds race.
+    let timeout = if phase == Phase::Announce { SESSION_TIMEOUT * 4 } else { SESSION_TIMEOUT };
+    let server = TestServer::start_with(label, timeout);
     let proxy = FaultProxy::start(server.addr, ProxyConfig::default()).unwrap();
     proxy.set_rule(rule);
     let c = client(label, pattern(0x51, 2));
@@ -245,25 +253,39 @@ fn forged_packets_in_both_directions_change_nothing() {
     let p = pattern(0x0F, 8);
     let live = client("rogue-live", p);
     let to = SocketAddr::from(([127, 0, 0, 1], proxy.port));
+    const ROUNDS: u64 = 3;
+    let rogue = Rogue {
+        proxy: &proxy,
+        holds: Holds::new(),
+        server: server.addr,
+        replayed: earlier.cookie,
+        pattern: p,
+        forgers: &[Forger::ServerPort, Forger::OtherPort],
+    };
+    rogue.arm();
     let (run, attack) = std::thread::scope(|s| {
         let dump = s.spawn(|| live.run(to).expect("install"));
-        let rogue = Rogue { proxy: &proxy, server: server.addr, replayed: earlier.cookie, pattern: p, forgers: &[Forger::ServerPort, Forger::OtherPort] };
-        let attack = rogue.attack(200, 3, Duration::from_millis(10), Duration::from_secs(20));
+        let attack = rogue.attack(200, ROUNDS as usize, 100, Duration::from_secs(20));
         (dump.join().unwrap(), attack.unwrap())
     });
     let report = run.result.unwrap_or_else(|e| panic!("forgeries changed the dump: {e}"));
-    let first_finish = proxy.events().iter().find(|e| e.seen.is(MessageType::Finish)).map(|e| e.at).unwrap();
+    let first_finish = proxy.events().iter().find(|e| e.seen.is(MessageType::Finish) && e.delivered()).map(|e| e.at).unwrap();
     assert!(attack.finished_at < first_finish, "the attack must land while data flows");
     check_bit_exact(&server, "rogue-live", &p);
     check_bit_exact(&server, "rogue-earlier", &pattern(0xE, 1));
     let to_client = attack.sent.iter().filter(|(_, r)| matches!(r, netdump_qemu_harness::forgery::Route::ToClient(_))).count() as u64;
-    assert!(report.rejected + report.link.spoofed >= to_client * 3, "client dropped {} + {} of {}", report.rejected, report.link.spoofed, to_client * 3);
+    assert!(report.rejected + report.link.spoofed >= to_client * ROUNDS, "client dropped {} + {} of {}", report.rejected, report.link.spoofed, to_client * ROUNDS);
+    // Every forgery was handled before the FINISH: counted exactly (a stranger's CRASH,
+    // DATA, FINISH and ABORT, and each barrier CRASH; the replayed CRASH).
     let snap = server.stats.snapshot();
-    for reason in [DropReason::UnknownCookie, DropReason::ReplayedCrash, DropReason::WrongSource, DropReason::OutOfRange] {
+    assert_eq!(snap.dropped(DropReason::UnknownCookie), 4 * ROUNDS + attack.barriers, "{snap:?}");
+    assert_eq!(snap.dropped(DropReason::ReplayedCrash), ROUNDS, "{snap:?}");
+    for reason in [DropReason::WrongSource, DropReason::OutOfRange] {
         assert!(snap.dropped(reason) > 0, "{reason} not counted: {snap:?}");
     }
     let drops = &server.info("rogue-live")["drops"];
-    assert!(drops["wrong_source"].as_u64().unwrap() >= 3 * 5, "{drops}");
-    // Once the real packet of a forged seq has arrived, the forgery is a duplicate.
-    assert!(drops["out_of_range"].as_u64().unwrap() >= 1, "{drops}");
+    assert!(drops["wrong_source"].as_u64().unwrap() >= ROUNDS * 5, "{drops}");
+    // Each round's two forgeries beyond the map carry a seq the server had not seen (the
+    // client waited in the proxy while they went out): both dropped as out of range.
+    assert!(drops["out_of_range"].as_u64().unwrap() >= ROUNDS * 2, "{drops}");
 }

@@ -76,7 +76,13 @@ impl KernelRun {
 
 /// Starts the scenario's own netdumpd (in `<dir>/crash`).
 pub fn start_server(ctx: &Ctx, extra: &[&str]) -> Result<Netdumpd> {
-    let timeout = SESSION_TIMEOUT_S.to_string();
+    start_server_with_timeout(ctx, SESSION_TIMEOUT_S, extra)
+}
+
+/// [`start_server`] with another session timeout, for a scenario where the server's own
+/// bound must not race a client's.
+pub fn start_server_with_timeout(ctx: &Ctx, session_timeout_s: u64, extra: &[&str]) -> Result<Netdumpd> {
+    let timeout = session_timeout_s.to_string();
     let mut args = vec!["--session-timeout", timeout.as_str()];
     args.extend_from_slice(extra);
     Netdumpd::start(&ctx.artifacts.netdumpd, &ctx.dir.join("crash"), &args)
@@ -90,6 +96,57 @@ pub fn expect_exit(q: &QemuOutcome, want: u32, what: &str) -> Result<()> {
         bail!("kernel exit code {:?}, expected {want:#x} ({what}); serial:\n{}", q.exit_code, q.serial);
     }
     Ok(())
+}
+
+/// How long a scenario waits for an event that must come (a file the server writes, a
+/// log line, a count): only a failure takes this long, so it is generous enough for a
+/// host busy with other work (`cargo xtask qemu-test --stress`).
+pub const EVENT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `done` until it says yes: the event a check waits for. `patience` bounds only
+/// the failure (the event never came); the error says `what` was awaited.
+pub fn wait_until<T>(patience: Duration, what: &str, mut done: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(t) = done()? {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {patience:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until netdumpd's log contains each of `needles` (colour codes removed): the
+/// server writes a line when it acts, the harness may read the file a moment before.
+pub fn wait_for_log(srv: &Netdumpd, needles: &[&str]) -> Result<()> {
+    let mut missing = vec![];
+    wait_until(EVENT_PATIENCE, "netdumpd's log lines", || {
+        let log = without_colours(&srv.log_text());
+        missing = needles.iter().filter(|n| !log.contains(**n)).map(|n| n.to_string()).collect();
+        Ok(missing.is_empty().then_some(()))
+    })
+    .with_context(|| format!("netdumpd logged no {missing:?}"))
+}
+
+/// A drop counter of netdumpd's `stats.json` or of a dump's `info.json` (`drops.<reason>`).
+pub fn drops(v: &serde_json::Value, reason: &str) -> u64 {
+    v.pointer(&format!("/drops/{reason}")).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+/// netdumpd's log without the terminal colour codes tracing puts around field names.
+pub fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn tail(s: &str, lines: usize) -> String {
@@ -160,7 +217,7 @@ pub fn check_complete_dump_in(ctx: &Ctx, dump: PathBuf, pattern: &Pattern, panic
 /// Waits until the server marked the dump `incomplete`; fails if it was ever `complete`
 /// or renamed to `vmcore`.
 pub fn wait_incomplete(ctx: &Ctx, srv: &Netdumpd) -> Result<(PathBuf, serde_json::Value)> {
-    let deadline = Instant::now() + Duration::from_secs(SESSION_TIMEOUT_S * 5 + 10);
+    let deadline = Instant::now() + Duration::from_secs(SESSION_TIMEOUT_S * 5).max(EVENT_PATIENCE);
     loop {
         if let Some(dump) = srv.dumps_of(&ctx.id).first()
             && let Ok(info) = read_info(dump)

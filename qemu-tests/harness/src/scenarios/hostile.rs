@@ -10,7 +10,7 @@
 
 use super::common::{self, exit, expect_exit, with_server_log, KernelRun};
 use crate::check;
-use crate::forgery::{Rogue, Route};
+use crate::forgery::{Holds, Rogue, Route};
 use crate::host_client::HostClient;
 use crate::netdumpd::{free_udp_port, Netdumpd};
 use crate::proxy::{Action, Direction, Event, Fate, FaultProxy, Faults, Forger, ProxyConfig, Seen};
@@ -18,11 +18,13 @@ use crate::qemu::{NicModel, QemuOutcome};
 use crate::suite::{Ctx, Outcome, Scenario};
 use crate::vmcore::Vmcore;
 use anyhow::{bail, ensure, Context, Result};
-use netdump_core::proto::{DecisionReason, MessageType, Verdict};
+use netdump_core::proto::{flags::RETRANSMIT, DecisionReason, MessageType, Verdict};
 use netdump_core::DumpError;
 use netdump_test_pattern::Pattern;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The client's bounds in the silence scenarios: CRASH, DATA without progress, FINISH.
@@ -70,20 +72,6 @@ fn client_drops(serial: &str) -> Result<(u64, u64)> {
     Ok((numbers[0], numbers[1]))
 }
 
-/// netdumpd's log without the terminal colour codes tracing puts around field names.
-fn without_colours(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|c| c.is_ascii_alphabetic());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The line the kernel printed when its dump failed.
 fn failure_line(q: &QemuOutcome) -> Result<&str> {
     q.serial.lines().find(|l| l.contains("dump failed after")).context("the kernel did not report the failure")
@@ -110,14 +98,24 @@ fn through_proxy(ctx: &Ctx, seed: u64, faults: Faults) -> Result<Outcome> {
         let (_, mut outcome) = common::check_complete_dump(ctx, srv, &run.pattern, &panic_message(seed), CRASH_SITE)?;
         faults_happened(&proxy, &faults)?;
         let (rejected, _) = client_drops(&q.serial)?;
-        let flipped_to_client = proxy.count(Direction::ToClient, Fate::Corrupted);
+        let flipped_to_client = corrupted_before_the_end(&proxy.events());
         ensure!(flipped_to_client == 0 || rejected > 0, "{flipped_to_client} corrupted replies reached the client, it dropped none");
         if proxy.count(Direction::ToServer, Fate::Corrupted) > 0 {
-            ensure!(srv.log_text().contains("dropped packet"), "netdumpd logged no drop of a corrupted packet");
+            common::wait_for_log(srv, &["dropped packet"]).context("a corrupted packet reached netdumpd")?;
         }
         outcome.detail += &format!("; {} ({}); client dropped {rejected}", faults.describe(), proxy.summary());
         Ok(outcome)
     })
+}
+
+/// Corrupted replies the client must have read: those that went out before the first
+/// FINISH_ACK that reached it intact (it reads its NIC in order and stops at that one; a
+/// corrupted reply sent later, to a FINISH it repeated meanwhile, may never be read).
+/// Without such a FINISH_ACK, every corrupted reply.
+fn corrupted_before_the_end(events: &[Event]) -> usize {
+    let to_client = |e: &&Event| e.seen.dir == Direction::ToClient;
+    let intact_finish_ack = events.iter().filter(to_client).find(|e| e.seen.is(MessageType::FinishAck) && e.fate == Fate::Forwarded);
+    events.iter().filter(to_client).filter(|e| e.fate == Fate::Corrupted && intact_finish_ack.is_none_or(|f| e.at <= f.at)).count()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +153,14 @@ fn silent_server(ctx: &Ctx, which: Silence) -> Result<Outcome> {
     let seed = 0x5110 + which as u64;
     let mut run = KernelRun::new("dump", common::pattern(seed));
     run.extra = format!("announce_ms={SILENCE_BOUND_MS} silence_ms={SILENCE_BOUND_MS} finish_ms={SILENCE_BOUND_MS}");
-    let srv = common::start_server(ctx, &[])?;
+    // At the announcement the client's ABORT reaches netdumpd, which must still be waiting
+    // for the dump to record it: its own bound is set beyond the client's (and its slack),
+    // so the two bounds never race. The other silences cut the ABORT off too: there the
+    // server's bound is what ends the dump.
+    let srv = match which {
+        Silence::Announce => common::start_server_with_timeout(ctx, (SILENCE_BOUND_MS + BOUND_SLACK_MS) / 1000 + 5, &[])?,
+        _ => common::start_server(ctx, &[])?,
+    };
     let proxy = FaultProxy::start(srv.addr(), ProxyConfig { seed, ..Default::default() })?;
     proxy.set_rule(silence_rule(which));
     let q = run.boot(ctx, proxy.port)?;
@@ -208,6 +213,12 @@ fn small_pattern(seed: u64) -> Pattern {
 
 /// A rogue sender on the host forges packets at both ends during the dump; the dump is
 /// unaffected, nothing forged lands in any dump, both ends count the drops.
+///
+/// The attack is paced by the dump's events ([`Rogue::attack`]): it starts after the
+/// kernel's 300th DATA, each round goes out while the proxy holds the kernel's packets
+/// (so a forged `seq` is one the server has not seen yet, however far the kernel got),
+/// rounds are 200 DATA packets apart, and the kernel's FINISH waits in the proxy until
+/// netdumpd has handled every forgery (it answered a CRASH the rogue sent after them).
 fn spoofing(ctx: &Ctx) -> Result<Outcome> {
     const ROUNDS: usize = 5;
     let seed = 0x5900;
@@ -220,21 +231,24 @@ fn spoofing(ctx: &Ctx) -> Result<Outcome> {
     let proxy = FaultProxy::start(srv.addr(), ProxyConfig::default())?;
     let rogue = Rogue {
         proxy: &proxy,
+        holds: Holds::new(),
         server: srv.addr(),
         replayed: earlier.cookie,
         pattern: run.pattern,
         forgers: &[Forger::ServerPort, Forger::OtherPort, Forger::OtherAddress],
     };
+    rogue.arm();
     let (q, attack) = std::thread::scope(|s| {
         let kernel = s.spawn(|| run.boot(ctx, proxy.port));
-        let attack = rogue.attack(300, ROUNDS, Duration::from_millis(10), PATIENCE);
+        let attack = rogue.attack(300, ROUNDS, 200, PATIENCE);
         (kernel.join().expect("the QEMU thread panicked"), attack)
     });
-    let (q, attack) = (q?, attack?);
     with_server_log(srv, |srv| {
+        let q = q?;
+        let attack = attack.with_context(|| format!("the attack; kernel serial:\n{}", common::tail(&q.serial, 10)))?;
         expect_exit(&q, exit::SUCCESS, "forged packets must not change the dump")?;
         let (_, mut outcome) = common::check_complete_dump(ctx, srv, &run.pattern, &panic_message(seed), CRASH_SITE)?;
-        let first_finish = proxy.events().into_iter().find(|e| e.seen.is(MessageType::Finish)).context("no FINISH")?;
+        let first_finish = proxy.events().into_iter().find(|e| e.seen.is(MessageType::Finish) && e.delivered()).context("no FINISH reached the server")?;
         ensure!(attack.finished_at < first_finish.at, "the attack ended after the data phase; it proves nothing");
         check_host_dump(srv, &earlier_name, &small_pattern(seed)).context("the finished dump whose cookie was replayed")?;
         // The client: each forgery by a wrong cookie, and each from a wrong source.
@@ -244,18 +258,18 @@ fn spoofing(ctx: &Ctx) -> Result<Outcome> {
         let (rejected, spoofed) = client_drops(&q.serial)?;
         ensure!(rejected >= by_cookie, "the client dropped {rejected} packets for their cookie; {by_cookie} were forged");
         ensure!(spoofed >= by_source, "the client dropped {spoofed} packets for their source; {by_source} were forged");
-        // netdumpd: counted and logged, in the server log and the live dump's info.json.
-        let log = without_colours(&srv.log_text());
-        for reason in ["unknown_cookie", "replayed_crash", "wrong_source", "out_of_range"] {
-            ensure!(log.contains(&format!("reason={reason}")), "netdumpd logged no {reason} drop");
-        }
+        // netdumpd: logged (the first drop of a reason always is: the warning limiter lets
+        // one a second through per reason) and counted in the live dump's info.json.
+        let reasons = ["unknown_cookie", "replayed_crash", "wrong_source", "out_of_range"].map(|r| format!("reason={r}"));
+        common::wait_for_log(srv, &reasons.iter().map(String::as_str).collect::<Vec<_>>())?;
         let info = common::read_info(&common::only_dump(ctx, srv)?)?;
-        let drops = |r: &str| info.pointer(&format!("/drops/{r}")).and_then(|v| v.as_u64()).unwrap_or(0);
         let from_rogue = count(|r| *r == Route::ToServer);
-        ensure!(drops("wrong_source") >= 5 * ROUNDS as u64, "info.json drops: {}", info["drops"]);
-        ensure!(drops("out_of_range") >= 1, "info.json drops: {}", info["drops"]);
+        let rounds = ROUNDS as u64;
+        ensure!(common::drops(&info, "wrong_source") >= 5 * rounds, "info.json drops: {}", info["drops"]);
+        // Both forgeries beyond the announced sections, every round: their seq was new.
+        ensure!(common::drops(&info, "out_of_range") >= 2 * rounds, "info.json drops: {}", info["drops"]);
         outcome.detail += &format!(
-            "; {} forgeries ({} to the client, {from_rogue} from a rogue address, the rest spoofing the client's): client dropped {rejected} by cookie + {spoofed} by source, server's session {}",
+            "; {} forgeries in {ROUNDS} rounds paced by the dump ({} to the client, {from_rogue} from a rogue address, the rest spoofing the client's): client dropped {rejected} by cookie + {spoofed} by source, server's session {}",
             attack.sent.len() * ROUNDS,
             by_cookie + by_source,
             info["drops"]
@@ -275,11 +289,24 @@ fn server_restart(ctx: &Ctx) -> Result<Outcome> {
     let proxy = FaultProxy::start(first.addr(), ProxyConfig::default())?;
     let restarted = std::thread::scope(|s| -> Result<_> {
         let kernel = s.spawn(|| run.boot(ctx, proxy.port));
-        let killed = proxy.wait_for(Direction::ToServer, MessageType::Data, KILL_AFTER_DATA, PATIENCE).map(|()| first.stop());
-        // The client retransmits into nothing for a while.
-        std::thread::sleep(Duration::from_secs(1));
+        let killed = proxy.wait_for(Direction::ToServer, MessageType::Data, KILL_AFTER_DATA, PATIENCE).map(|()| {
+            let log = first.stop();
+            (proxy.events().len(), log)
+        });
+        // The client retransmits into nothing: the restart waits for the proof of it, a
+        // DATA marked as a retransmission after the kill (not for a time).
+        let retransmitted = killed.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|(at, _)| {
+            let at = *at;
+            proxy
+                .wait_until(PATIENCE, |events| {
+                    events[at.min(events.len())..].iter().any(|e| e.seen.header.is_some_and(|h| h.msg_type == MessageType::Data && h.flags & RETRANSMIT != 0))
+                })
+                .context("the client did not retransmit into the killed server")
+        });
         let timeout = common::SESSION_TIMEOUT_S.to_string();
-        let second = Netdumpd::start_on(&ctx.artifacts.netdumpd, &ctx.dir.join("crash"), port, &["--session-timeout", &timeout], None);
+        let second = retransmitted.and_then(|()| {
+            Netdumpd::start_on(&ctx.artifacts.netdumpd, &ctx.dir.join("crash"), port, &["--session-timeout", &timeout], None)
+        });
         let q = kernel.join().expect("the QEMU thread panicked");
         killed?;
         Ok((second?, q?))
@@ -297,12 +324,11 @@ fn server_restart(ctx: &Ctx) -> Result<Outcome> {
         ensure!(!dump.join("vmcore").exists(), "an interrupted dump was renamed to vmcore");
         let arrived = check::pattern_pages_arrived(&Vmcore::open(&dump.join("vmcore-incomplete"))?, &run.pattern)?;
         ensure!(arrived > 0, "nothing of the pattern arrived before the kill");
-        let log = without_colours(&srv.log_text());
-        ensure!(log.contains("dump left receiving by an earlier netdumpd"), "the restarted server did not log the interrupted dump");
-        ensure!(log.contains("reason=session_closed"), "the restarted server did not count the client's DATA as for a closed session");
+        common::wait_for_log(srv, &["dump left receiving by an earlier netdumpd"]).context("the restarted server did not log the interrupted dump")?;
+        common::wait_for_log(srv, &["reason=session_closed"]).context("the restarted server did not count the client's DATA as for a closed session")?;
         let total = run.pattern.len / 4096;
         let detail = format!(
-            "killed after {KILL_AFTER_DATA} DATA packets, restarted: client \"{}\"; dump incomplete with {arrived} of {total} pattern pages whole and none wrong",
+            "killed after {KILL_AFTER_DATA} DATA packets, restarted once the client retransmitted: client \"{}\"; dump incomplete with {arrived} of {total} pattern pages whole and none wrong",
             line.trim_start_matches("netdump: ")
         );
         Ok(Outcome { detail, ..Default::default() })
@@ -331,6 +357,7 @@ fn fill_disk(path: &std::path::Path) -> Result<u64> {
 /// serving: a client arriving while the disk is full is refused; once room is made, the
 /// abandoned dump's `info.json` says incomplete and a new client dumps whole.
 fn disk_full(ctx: &Ctx) -> Result<Outcome> {
+    const FILL_AFTER_DATA: u32 = 2000;
     let seed = 0xd15c;
     let run = KernelRun::new("dump", common::pattern(seed));
     let timeout = common::SESSION_TIMEOUT_S.to_string();
@@ -338,10 +365,24 @@ fn disk_full(ctx: &Ctx) -> Result<Outcome> {
     let srv = Netdumpd::start_on(&ctx.artifacts.netdumpd, &ctx.dir.join("crash"), free_udp_port()?, &args, Some(96))
         .context("netdumpd on a tmpfs in a private mount namespace (needs root or CAP_SYS_ADMIN)")?;
     let proxy = FaultProxy::start(srv.addr(), ProxyConfig::default())?;
+    // From the 2000th DATA on, the kernel's packets wait in the proxy while the disk
+    // fills: the dump cannot outrun the filling however the host schedules the two.
+    let filling = Arc::new(AtomicBool::new(true));
+    let (f, mut data) = (filling.clone(), 0u32);
+    proxy.set_rule(move |s: &Seen| {
+        let to_server = s.dir == Direction::ToServer;
+        data += u32::from(to_server && s.is(MessageType::Data));
+        if to_server && data > FILL_AFTER_DATA && f.load(Ordering::SeqCst) { Action::Hold } else { Action::Pass }
+    });
     let filler = srv.dir.join("filler");
     let (q, filled) = std::thread::scope(|s| {
         let kernel = s.spawn(|| run.boot(ctx, proxy.port));
-        let filled = proxy.wait_for(Direction::ToServer, MessageType::Data, 2000, PATIENCE).and_then(|()| fill_disk(&filler));
+        let filled = proxy
+            .wait_until(PATIENCE, |events| events.iter().any(|e| e.fate == Fate::Held))
+            .context("the kernel did not send its DATA")
+            .and_then(|()| fill_disk(&filler));
+        filling.store(false, Ordering::SeqCst);
+        proxy.release_held();
         (kernel.join().expect("the QEMU thread panicked"), filled)
     });
     let (q, filled) = (q?, filled?);
@@ -349,7 +390,7 @@ fn disk_full(ctx: &Ctx) -> Result<Outcome> {
         expect_exit(&q, exit::DUMP_FAILED, "a dump the server cannot write must end")?;
         let line = failure_line(&q)?;
         ensure!(line.contains("server stopped the dump"), "unexpected failure: {line}");
-        ensure!(srv.log_text().contains("dump abandoned: write error"), "netdumpd did not log why");
+        common::wait_for_log(srv, &["dump abandoned: write error"]).context("netdumpd did not log why")?;
         // Still serving while full: a crash is answered (no room even for its log).
         let full_name = format!("full-{}", ctx.id);
         let full = HostClient::new(&full_name, small_pattern(seed)).run(srv.addr()).map_err(|e| anyhow::anyhow!("install while full: {e:?}"))?;
@@ -386,13 +427,16 @@ fn concurrent(ctx: &Ctx) -> Result<Outcome> {
     let srv = common::start_server(ctx, &[])?;
     let faults = Faults::loss(0.02);
     let proxy = FaultProxy::start(srv.addr(), ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults })?;
-    // Every CRASH is held until all four kernels have announced theirs: then they dump at once.
-    let mut announced: HashSet<SocketAddr> = HashSet::new();
+    // Every CRASH waits in the proxy until all four kernels have announced theirs; then
+    // they all go on at once, and the four dump together.
+    let announced: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let a = announced.clone();
     proxy.set_rule(move |s: &Seen| {
         if s.dir == Direction::ToServer && s.is(MessageType::Crash) {
-            announced.insert(s.client);
-            if announced.len() < CLIENTS {
-                return Action::Blackhole;
+            let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+            a.insert(s.client);
+            if a.len() < CLIENTS {
+                return Action::Hold;
             }
         }
         Action::Pass
@@ -407,8 +451,13 @@ fn concurrent(ctx: &Ctx) -> Result<Outcome> {
         .collect();
     let outcomes: Vec<Result<QemuOutcome>> = std::thread::scope(|s| {
         let threads: Vec<_> = runs.iter().map(|r| s.spawn(|| r.boot(ctx, proxy.port))).collect();
-        threads.into_iter().map(|t| t.join().expect("a QEMU thread panicked")).collect()
-    });
+        // The fourth CRASH passes the rule: the three held ones go with it.
+        let all = proxy.wait_until(PATIENCE, |_| announced.lock().map_or(true, |a| a.len() >= CLIENTS) || threads.iter().all(|t| t.is_finished()));
+        proxy.release_held();
+        let outcomes = threads.into_iter().map(|t| t.join().expect("a QEMU thread panicked")).collect();
+        all.map(|()| outcomes)
+    })
+    .context("not every kernel announced its crash")?;
     with_server_log(srv, |srv| {
         let mut bytes = 0;
         let mut seconds: f64 = 0.0;

@@ -3,7 +3,7 @@
 //! the dump beside them still bit-exact); a crash hook that skips the memory image;
 //! analysis on arrival, the `last` link and the admin commands on a real dump.
 
-use super::common::{self, exit, expect_exit, with_server_log, KernelRun};
+use super::common::{self, exit, expect_exit, with_server_log, KernelRun, EVENT_PATIENCE};
 use crate::netdumpd::{free_udp_port, Netdumpd};
 use crate::qemu::NicModel;
 use crate::suite::{Ctx, Outcome, Scenario};
@@ -122,9 +122,10 @@ impl Listener {
         Ok(Listener { port, got, stop, thread: Some(thread) })
     }
 
-    /// Every datagram, once one contains `last` (or after 20 s).
+    /// Every datagram, once one contains `last` (or after [`EVENT_PATIENCE`]: the
+    /// check that follows then fails on what is missing).
     fn until(&self, last: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + EVENT_PATIENCE;
         while Instant::now() < deadline && !self.got.lock().unwrap().iter().any(|m| m.contains(last)) {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -145,7 +146,7 @@ impl Drop for Listener {
 /// contains `last`.
 fn console_log(dir: &Path, host: &str, last: &str) -> Vec<String> {
     let path = dir.join("console").join(format!("{host}.log"));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + EVENT_PATIENCE;
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<String> = text.lines().filter_map(|l| l.split_once(' ')).map(|(_, m)| m.to_string()).collect();
@@ -242,20 +243,17 @@ fn netconsole_beside_dump(ctx: &Ctx, collector: Collector, format: Format, seed:
 
 /// netdumpd's analysis, `last` link and `list` on the dump the kernel just sent.
 fn check_server_extras(ctx: &Ctx, srv: &Netdumpd, dump: &Path) -> Result<String> {
+    // analysis.txt is written in one piece, ending in a line break, once gdb ran (netdumpd
+    // gives gdb 120 s; the wait is longer, so that only a missing analysis fails here).
     let analysis = dump.join("analysis.txt");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !analysis.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let text = std::fs::read_to_string(&analysis).context("no analysis.txt")?;
+    let text = common::wait_until(Duration::from_secs(150), "analysis.txt", || {
+        Ok(std::fs::read_to_string(&analysis).ok().filter(|t| t.ends_with('\n')))
+    })?;
     ensure!(text.contains("netdump_test_crash_site"), "analysis.txt does not name the crashing function:\n{text}");
     ensure!(text.contains("b-test-kernel"), "analysis.txt did not pick the test kernel by build ID:\n{text}");
     let link = srv.dir.join(format!("{}.last", ctx.id));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_link(&link).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ensure!(std::fs::read_link(&link).ok().as_deref() == dump.file_name().map(Path::new), "{} does not point to the dump", link.display());
+    let points = common::wait_until(EVENT_PATIENCE, "the last link", || Ok(std::fs::read_link(&link).ok()));
+    ensure!(points.ok().as_deref() == dump.file_name().map(Path::new), "{} does not point to the dump", link.display());
     let out = Command::new(&ctx.artifacts.netdumpd).args(["list", "--json", "--dir"]).arg(&srv.dir).output()?;
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).context("netdumpd list --json")?;
     let row = rows.as_array().and_then(|r| r.iter().find(|r| r["client"] == ctx.id.as_str())).context("dump not listed")?;
@@ -285,10 +283,14 @@ fn netconsole_alone(ctx: &Ctx, collector: Collector, format: Format) -> Result<O
     let (messages, severities) = collected(ctx, collector, format, listener.as_ref(), &dir, panic)?;
     check_console(ctx, &messages, &severities, panic)?;
     if let Some(srv) = srv {
-        ensure!(srv.dumps_of(&ctx.id).is_empty(), "a dump directory appeared without a dump server");
-        let clients = std::fs::read_to_string(srv.dir.join("clients.json")).unwrap_or_default();
+        let dir = srv.dir.clone();
+        // netdumpd writes its registry at most once a second, and on SIGTERM: stopped so,
+        // clients.json holds every registration it ever took.
+        srv.terminate()?;
+        let dumps: Vec<_> = std::fs::read_dir(&dir)?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{}-", ctx.id))).collect();
+        ensure!(dumps.is_empty(), "a dump directory appeared without a dump server");
+        let clients = std::fs::read_to_string(dir.join("clients.json")).unwrap_or_default();
         ensure!(!clients.contains(&ctx.id), "the kernel registered although no dump server was configured");
-        srv.stop();
     }
     Ok(Outcome { detail: format!("{} lines at the {collector:?} collector (RFC {}), no dump server", messages.len(), format.arg()), ..Default::default() })
 }
@@ -322,11 +324,11 @@ fn hook_skip_memory(ctx: &Ctx) -> Result<Outcome> {
         let registers = std::fs::read_to_string(dump.join("registers")).context("registers")?;
         let rip = registers.lines().find_map(|l| l.trim().strip_prefix("rip")).map(str::trim).context("no rip")?;
         ensure!(registers.starts_with("cpu 0 (crashing)") && rip != "0x0000000000000000", "registers:\n{registers}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !said.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let said = std::fs::read_to_string(&said).context("the finished hook did not run")?;
+        // The hook's shell creates the file, then writes the line: a whole line is the event.
+        let said = common::wait_until(EVENT_PATIENCE, "the finished hook's line", || {
+            Ok(std::fs::read_to_string(&said).ok().filter(|t| t.ends_with('\n')))
+        })
+        .context("the finished hook did not run")?;
         if said.trim() != "skipped skipped" {
             bail!("the finished hook was told {said:?}");
         }
