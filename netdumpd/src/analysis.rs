@@ -65,8 +65,7 @@ impl AnalysisConfig {
 
 /// The ELF under `builds` (or one directory down) whose GNU build ID `vmcore` holds.
 pub fn build_matching(builds: &Path, vmcore: &Path) -> Option<PathBuf> {
-    let core = std::fs::File::open(vmcore).ok()?;
-    let loads = elf::core_loads(&core)?;
+    let core = elf::Core::open(vmcore)?;
     let mut candidates = Vec::new();
     for e in std::fs::read_dir(builds).ok()?.flatten() {
         let path = e.path();
@@ -80,98 +79,70 @@ pub fn build_matching(builds: &Path, vmcore: &Path) -> Option<PathBuf> {
     candidates.into_iter().filter(|p| p.is_file()).find(|p| {
         let Ok(bytes) = std::fs::read(p) else { return false };
         let Some((paddr, id)) = elf::build_id(&bytes) else { return false };
-        elf::read_phys(&core, &loads, paddr, id.len()).is_some_and(|in_core| in_core == id)
+        core.read_phys(paddr, id.len()).is_some_and(|in_core| in_core == id)
     })
 }
 
-/// The little of ELF64 (little-endian) that build-ID matching needs.
+/// What build-ID matching needs of ELF64 little-endian files, read with `object`: the
+/// kernel's GNU build-ID note, and the vmcore's memory by physical address (the vmcore
+/// is read through a cache of the parts asked for, not whole).
 mod elf {
     use std::fs::File;
-    use std::os::unix::fs::FileExt;
+    use std::path::Path;
 
-    const PT_LOAD: u32 = 1;
-    const PT_NOTE: u32 = 4;
-    const NT_GNU_BUILD_ID: u32 = 3;
+    use object::LittleEndian as LE;
+    use object::elf::{ELF_NOTE_GNU, FileHeader64, NT_GNU_BUILD_ID, PT_LOAD, ProgramHeader64};
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::read::{ReadCache, ReadRef};
 
-    /// A program header: type, file offset, physical address, bytes in the file.
-    pub struct Segment {
-        kind: u32,
-        offset: u64,
-        paddr: u64,
-        filesz: u64,
-    }
+    /// More program headers than this is not a file netdumpd wrote, nor a kernel.
+    const MAX_PHNUM: u32 = 4096;
 
-    fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-    }
-    fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-    }
-    fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-    }
-
-    /// Program headers from the ELF header `head` and a reader of the table.
-    fn segments(head: &[u8], read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<Vec<Segment>> {
-        if head.get(..5)? != b"\x7fELF\x02" || head.get(5) != Some(&1) {
+    /// The program headers of an ELF64 little-endian file.
+    fn program_headers<'data, R: ReadRef<'data>>(data: R) -> Option<&'data [ProgramHeader64<LE>]> {
+        let header = FileHeader64::<LE>::parse(data).ok()?;
+        if header.phnum(LE, data).ok()? > MAX_PHNUM {
             return None;
         }
-        let (phoff, phentsize, phnum) =
-            (u64_at(head, 32)?, usize::from(u16_at(head, 54)?), usize::from(u16_at(head, 56)?));
-        if phentsize < 56 || phnum > 4096 {
-            return None;
-        }
-        let table = read(phoff, phentsize * phnum)?;
-        (0..phnum)
-            .map(|i| {
-                let p = &table[i * phentsize..];
-                Some(Segment {
-                    kind: u32_at(p, 0)?,
-                    offset: u64_at(p, 8)?,
-                    paddr: u64_at(p, 24)?,
-                    filesz: u64_at(p, 32)?,
-                })
-            })
-            .collect()
+        header.program_headers(LE, data).ok()
     }
 
     /// The GNU build ID of an ELF file, and the physical address it is loaded at.
     pub fn build_id(elf: &[u8]) -> Option<(u64, Vec<u8>)> {
-        let segs = segments(elf, |off, len| elf.get(usize::try_from(off).ok()?..)?.get(..len).map(<[u8]>::to_vec))?;
-        for s in segs.iter().filter(|s| s.kind == PT_NOTE) {
-            let start = usize::try_from(s.offset).ok()?;
-            let notes = elf.get(start..start.checked_add(usize::try_from(s.filesz).ok()?)?)?;
-            let mut at = 0;
-            while at + 12 <= notes.len() {
-                let (namesz, descsz, kind) =
-                    (u32_at(notes, at)? as usize, u32_at(notes, at + 4)? as usize, u32_at(notes, at + 8)?);
-                let name = at + 12;
-                let desc = name + namesz.next_multiple_of(4);
-                if kind == NT_GNU_BUILD_ID && notes.get(name..name + namesz) == Some(b"GNU\0") {
-                    return Some((s.paddr + desc as u64, notes.get(desc..desc + descsz)?.to_vec()));
+        for s in program_headers(elf)? {
+            let Ok(Some(mut notes)) = s.notes(LE, elf) else { continue };
+            let segment = s.data(LE, elf).ok()?;
+            while let Ok(Some(note)) = notes.next() {
+                if note.n_type(LE) == NT_GNU_BUILD_ID && note.name() == ELF_NOTE_GNU {
+                    let at = note.desc().as_ptr() as u64 - segment.as_ptr() as u64;
+                    return Some((s.p_paddr(LE) + at, note.desc().to_vec()));
                 }
-                at = desc + descsz.next_multiple_of(4);
             }
         }
         None
     }
 
-    /// The PT_LOAD segments of a core file.
-    pub fn core_loads(core: &File) -> Option<Vec<Segment>> {
-        let read = |off: u64, len: usize| {
-            let mut b = vec![0; len];
-            core.read_exact_at(&mut b, off).ok().map(|_| b)
-        };
-        let head = read(0, 64)?;
-        Some(segments(&head, read)?.into_iter().filter(|s| s.kind == PT_LOAD).collect())
+    /// A core file: its PT_LOAD segments, and the file to read memory from.
+    pub struct Core {
+        loads: Vec<ProgramHeader64<LE>>,
+        file: ReadCache<File>,
     }
 
-    /// `len` bytes at physical address `paddr` of a core, when one segment holds them.
-    pub fn read_phys(core: &File, loads: &[Segment], paddr: u64, len: usize) -> Option<Vec<u8>> {
-        let s = loads.iter().find(|s| paddr >= s.paddr && paddr + len as u64 <= s.paddr + s.filesz)?;
-        let mut b = vec![0; len];
-        core.read_exact_at(&mut b, s.offset + (paddr - s.paddr)).ok()?;
-        Some(b)
+    impl Core {
+        pub fn open(path: &Path) -> Option<Core> {
+            let file = ReadCache::new(File::open(path).ok()?);
+            let loads = program_headers(&file)?.iter().filter(|p| p.p_type(LE) == PT_LOAD).copied().collect();
+            Some(Core { loads, file })
+        }
+
+        /// `len` bytes at physical address `paddr`, when one segment holds them.
+        pub fn read_phys(&self, paddr: u64, len: usize) -> Option<&[u8]> {
+            let s = self
+                .loads
+                .iter()
+                .find(|s| paddr >= s.p_paddr(LE) && paddr + len as u64 <= s.p_paddr(LE) + s.p_filesz(LE))?;
+            self.file.read_bytes_at(s.p_offset(LE) + (paddr - s.p_paddr(LE)), len as u64).ok()
+        }
     }
 }
 
@@ -276,7 +247,7 @@ mod tests {
     /// or a core with one PT_LOAD of `memory` at physical `paddr` (ET_CORE).
     fn elf(notes_at: Option<(u64, &[u8])>, load: Option<(u64, &[u8])>) -> Vec<u8> {
         let mut b = vec![0u8; 64 + 56];
-        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         b[32..40].copy_from_slice(&64u64.to_le_bytes());
         b[54..56].copy_from_slice(&56u16.to_le_bytes());
         b[56..58].copy_from_slice(&1u16.to_le_bytes());

@@ -331,7 +331,7 @@ fn push_note(out: &mut Vec<u8>, name: &str, note_type: u32, desc: &[u8]) {
 mod tests {
     use super::*;
 
-    use crate::core_reader::{Core, pr_pid, pr_reg, u32_at, u64_at};
+    use crate::core_reader::{Core, assert_pr_reg_in_abi_order, distinct_registers, pr_pid, pr_reg, u32_at, u64_at};
 
     fn crash(crashing_cpu: u16) -> CrashNote {
         CrashNote {
@@ -443,45 +443,30 @@ mod tests {
         assert_eq!(layout.prstatus_offset(3), None);
     }
 
+    /// Each register lands at its slot of the x86_64 ABI's `pr_reg`, as the tests' reader
+    /// writes the ABI out (`core_reader::USER_REGS`, from Linux's `user_regs_struct`), not
+    /// as this file orders them: the descriptor is written into a vmcore and read back
+    /// through `object`, with a value of its own in every register so that any two
+    /// swapped slots fail.
     #[test]
-    fn prstatus_puts_registers_in_user_regs_struct_order() {
-        let layout = VmcoreLayout::new(1, crash(0), &ranges()).unwrap();
-        let r = sample_regs(0);
-        let d = layout.prstatus(0, Some(&r));
-        let expect = [
-            r.r15,
-            r.r14,
-            r.r13,
-            r.r12,
-            r.rbp,
-            r.rbx,
-            r.r11,
-            r.r10,
-            r.r9,
-            r.r8,
-            r.rax,
-            r.rcx,
-            r.rdx,
-            r.rsi,
-            r.rdi,
-            u64::MAX,
-            r.rip,
-            r.cs,
-            r.rflags,
-            r.rsp,
-            r.ss,
-            r.fs_base,
-            r.gs_base,
-            r.ds,
-            r.es,
-            r.fs,
-            r.gs,
-        ];
-        for (i, v) in expect.iter().enumerate() {
-            assert_eq!(pr_reg(&d, i), *v, "pr_reg[{i}]");
+    fn prstatus_puts_each_register_at_its_abi_slot() {
+        let layout = VmcoreLayout::new(3, crash(1), &ranges()).unwrap();
+        let mut file = layout.headers();
+        let mut expected = Vec::new();
+        for cpu in 0..3 {
+            let (record, want) = distinct_registers(cpu);
+            let at = layout.prstatus_offset(cpu).unwrap() as usize;
+            file[at..at + PRSTATUS_LEN].copy_from_slice(&layout.prstatus(cpu, Some(&record)));
+            expected.push(want);
         }
-        assert_eq!(pr_pid(&d), 1);
-        assert!(d[328..].iter().all(|b| *b == 0), "pr_fpvalid and padding");
+        let notes = Core::new(&file).notes();
+        // The crashing CPU (1) first, then 0 and 2.
+        for (note, cpu) in notes[..3].iter().zip([1u16, 0, 2]) {
+            assert_eq!((note.name, note.note_type), (&b"CORE"[..], NT_PRSTATUS));
+            assert_eq!(pr_pid(note.desc), u32::from(cpu) + 1);
+            assert_pr_reg_in_abi_order(note.desc, &expected[usize::from(cpu)]);
+            assert!(note.desc[328..].iter().all(|b| *b == 0), "pr_fpvalid and padding");
+        }
     }
 
     #[test]

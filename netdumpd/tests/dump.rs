@@ -4,11 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::core_reader::{Core, pr_pid, pr_reg};
+use common::core_reader::{Core, assert_pr_reg_in_abi_order, distinct_registers, pr_pid, pr_reg};
 use common::*;
 use netdump_core::proto::{
-    AfterDump, DecisionReason, FinishStatus, HelloStatus, MAX_DATAGRAM, MemoryRange, RangeTable, Verdict, abort_reason,
-    flags,
+    AfterDump, DecisionReason, FinishStatus, HelloStatus, MAX_DATAGRAM, MemoryRange, RangeTable, Section, Verdict,
+    abort_reason, flags,
 };
 use netdumpd::DropReason;
 
@@ -118,6 +118,39 @@ fn a_dump_sent_out_of_order_with_duplicates_becomes_a_verified_vmcore() {
     assert_eq!(entry["name"], "node-a");
     assert_eq!(entry["cookie"], "a11ce00000000001");
     assert_eq!(entry["dump"], name.as_str());
+}
+
+/// The registers a client sends land, through the session, at the slots of the x86_64
+/// ABI's `pr_reg` in each CPU's `NT_PRSTATUS`: the ABI as the tests' reader writes it
+/// out (`core_reader::USER_REGS`, from Linux's `user_regs_struct`), read through
+/// `object`, with a value of its own in every register.
+#[test]
+fn the_registers_sent_land_at_their_abi_slots_in_the_vmcore() {
+    let dir = TempDir::new("abi-regs");
+    let server = TestServer::start(dir.path());
+    let m = Machine::small("node-r");
+    let c = announce(&server, &m, 0xa61);
+    let (records, expected): (Vec<_>, Vec<_>) = (0..m.cpus).map(distinct_registers).unzip();
+    let regs: Vec<u8> = records.iter().flat_map(|r| r.to_bytes()).collect();
+    let mut stream = m.stream(1400);
+    for p in stream.iter_mut().filter(|p| p.section == Section::Registers) {
+        let at = p.offset as usize;
+        p.data = regs[at..at + p.data.len()].to_vec();
+    }
+    for p in &stream {
+        c.send_data(p, 0);
+    }
+    let finish = finish_for(&stream, m.zero_pages());
+    assert_eq!(c.finish(stream.len() as u32, &finish).status, FinishStatus::Verified);
+
+    let bytes = std::fs::read(server.dumps()[0].join("vmcore")).unwrap();
+    let notes = Core::new(&bytes).notes();
+    // The crashing CPU (1) first.
+    for (note, cpu) in notes[..2].iter().zip([1usize, 0]) {
+        assert_eq!((note.name, note.note_type), (&b"CORE"[..], 1), "NT_PRSTATUS");
+        assert_eq!(pr_pid(note.desc) as usize, cpu + 1);
+        assert_pr_reg_in_abi_order(note.desc, &expected[cpu]);
+    }
 }
 
 #[test]
