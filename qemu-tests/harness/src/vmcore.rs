@@ -1,15 +1,21 @@
 //! Reads the vmcore netdumpd wrote: ELF64 `ET_CORE` program headers, `NT_PRSTATUS`
-//! notes, and bytes by physical address. Independent of netdumpd's writer on purpose:
-//! the harness checks the file as gdb would see it.
+//! notes, and bytes by physical address. The ELF structure is parsed by the `object`
+//! crate, a maintained reader independent of netdumpd's writer on purpose: the harness
+//! checks the file as another tool sees it. Only the headers and the notes are read when
+//! the file is opened; memory is read on demand.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result, ensure};
+use object::LittleEndian as LE;
+use object::elf::{EM_X86_64, ET_CORE, FileHeader64};
+use object::read::ReadCache;
+use object::read::elf::{FileHeader, ProgramHeader};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-pub const PT_LOAD: u32 = 1;
-pub const PT_NOTE: u32 = 4;
-pub const NT_PRSTATUS: u32 = 1;
+pub const PT_LOAD: u32 = object::elf::PT_LOAD.0;
+pub const PT_NOTE: u32 = object::elf::PT_NOTE.0;
+pub const NT_PRSTATUS: u32 = object::elf::NT_PRSTATUS.0;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Segment {
@@ -34,62 +40,44 @@ pub struct Vmcore {
     pub notes: Vec<Note>,
 }
 
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn u64le(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
+/// Offset of `pr_reg` in the x86_64 `struct elf_prstatus`.
+const PR_REG_OFFSET: usize = 112;
 
 impl Vmcore {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-        let mut eh = [0u8; 64];
-        file.read_exact_at(&mut eh, 0).context("ELF header")?;
-        ensure!(&eh[..4] == b"\x7fELF", "not an ELF file");
-        ensure!(eh[4] == 2 && eh[5] == 1, "not ELF64 little-endian");
-        ensure!(u16le(&eh, 16) == 4, "e_type is not ET_CORE");
-        ensure!(u16le(&eh, 18) == 62, "e_machine is not x86_64");
-        let phoff = u64le(&eh, 32);
-        let phentsize = u16le(&eh, 54) as usize;
-        let phnum = u16le(&eh, 56) as usize;
-        ensure!(phentsize == 56, "unexpected program header size {phentsize}");
-        let mut ph = vec![0u8; phnum * 56];
-        file.read_exact_at(&mut ph, phoff).context("program headers")?;
-        let segments: Vec<Segment> = ph
-            .chunks_exact(56)
+        // Reads through `object` see only what they ask for, cached.
+        let cache = ReadCache::new(&file);
+        let data = &cache;
+        let header = FileHeader64::<LE>::parse(data).context("not an ELF64 little-endian file")?;
+        ensure!(header.e_type(LE) == ET_CORE, "e_type is not ET_CORE");
+        ensure!(header.e_machine(LE) == EM_X86_64, "e_machine is not x86_64");
+        let headers = header.program_headers(LE, data).context("program headers")?;
+        let segments = headers
+            .iter()
             .map(|p| Segment {
-                kind: u32le(p, 0),
-                offset: u64le(p, 8),
-                vaddr: u64le(p, 16),
-                paddr: u64le(p, 24),
-                filesz: u64le(p, 32),
-                memsz: u64le(p, 40),
+                kind: p.p_type(LE).0,
+                offset: p.p_offset(LE),
+                vaddr: p.p_vaddr(LE),
+                paddr: p.p_paddr(LE),
+                filesz: p.p_filesz(LE),
+                memsz: p.p_memsz(LE),
             })
             .collect();
         let mut notes = vec![];
-        for s in segments.iter().filter(|s| s.kind == PT_NOTE) {
-            let mut buf = vec![0u8; s.filesz as usize];
-            file.read_exact_at(&mut buf, s.offset).context("PT_NOTE")?;
-            let mut o = 0;
-            while o + 12 <= buf.len() {
-                let namesz = u32le(&buf, o) as usize;
-                let descsz = u32le(&buf, o + 4) as usize;
-                let kind = u32le(&buf, o + 8);
-                let name_at = o + 12;
-                let desc_at = name_at + namesz.div_ceil(4) * 4;
-                let end = desc_at + descsz.div_ceil(4) * 4;
-                if end > buf.len() {
-                    bail!("note overruns PT_NOTE");
-                }
-                let name = String::from_utf8_lossy(&buf[name_at..name_at + namesz]).trim_end_matches('\0').to_string();
-                notes.push(Note { name, kind, desc: buf[desc_at..desc_at + descsz].to_vec() });
-                o = end;
+        for p in headers {
+            let Some(mut it) = p.notes(LE, data).context("PT_NOTE")? else {
+                continue;
+            };
+            while let Some(n) = it.next().context("note in PT_NOTE")? {
+                notes.push(Note {
+                    name: String::from_utf8_lossy(n.name()).into_owned(),
+                    kind: n.n_type(LE).0,
+                    desc: n.desc().to_vec(),
+                });
             }
         }
+        drop(cache);
         Ok(Vmcore { file, segments, notes })
     }
 
@@ -110,11 +98,12 @@ impl Vmcore {
     pub fn prstatus_registers(&self) -> Vec<[u64; 27]> {
         self.notes
             .iter()
-            .filter(|n| n.kind == NT_PRSTATUS && n.name == "CORE" && n.desc.len() >= 112 + 27 * 8)
+            .filter(|n| n.kind == NT_PRSTATUS && n.name == "CORE" && n.desc.len() >= PR_REG_OFFSET + 27 * 8)
             .map(|n| {
                 let mut r = [0u64; 27];
                 for (i, v) in r.iter_mut().enumerate() {
-                    *v = u64le(&n.desc, 112 + i * 8);
+                    let at = PR_REG_OFFSET + i * 8;
+                    *v = u64::from_le_bytes(n.desc[at..at + 8].try_into().unwrap());
                 }
                 r
             })
