@@ -13,6 +13,11 @@ pub struct Netdumpd {
     pub log: PathBuf,
 }
 
+/// How many times a log says netdumpd was ready.
+fn ready_lines(log: &str) -> usize {
+    log.matches("netdumpd ready").count()
+}
+
 /// A UDP port nothing listens on right now.
 pub fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -22,7 +27,16 @@ impl Netdumpd {
     /// Starts `bin --listen 127.0.0.1:<free port> --dir <dir> <extra>` and waits until it
     /// has bound its socket.
     pub fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
-        Self::start_on(bin, dir, free_udp_port()?, extra, None)
+        // A port free when looked up may be taken by another process (a scenario running
+        // beside this one) before netdumpd binds it: then netdumpd says so, and another
+        // free port is tried.
+        let mut tries = 0;
+        loop {
+            match Self::start_on(bin, dir, free_udp_port()?, extra, None) {
+                Err(e) if tries < 5 && format!("{e:#}").contains("cannot listen") => tries += 1,
+                started => return started,
+            }
+        }
     }
 
     /// [`start`](Self::start) on a given `port` (a restart takes the same one; the log is
@@ -34,6 +48,8 @@ impl Netdumpd {
         std::fs::create_dir_all(dir)?;
         let log = dir.with_extension("netdumpd.log");
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        // The log is appended to by a restart: this server is ready at the next line.
+        let ready_before = ready_lines(&std::fs::read_to_string(&log).unwrap_or_default());
         let mut command = Command::new(bin);
         if let Some(mib) = tmpfs_mib {
             command = Command::new("unshare");
@@ -60,17 +76,18 @@ impl Netdumpd {
             None => dir.to_path_buf(),
         };
         let mut me = Netdumpd { child, port, dir: view, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = me.child.try_wait()? {
                 bail!("netdumpd exited at start ({status}); its log:\n{}", me.log_text());
             }
-            // Bound by the server ⇔ we can no longer bind it.
-            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            // netdumpd logs that it is ready once its socket is bound (a port merely
+            // unavailable to us may be another process's).
+            if ready_lines(&me.log_text()) > ready_before {
                 return Ok(me);
             }
             if Instant::now() > deadline {
-                bail!("netdumpd did not bind 127.0.0.1:{port} within 20 s");
+                bail!("netdumpd was not ready on 127.0.0.1:{port} within 60 s; its log:\n{}", me.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
