@@ -8,7 +8,7 @@ use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, Faults, ProxyConfig};
 use crate::qemu::{NicModel, QemuRun};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use netdump_test_pattern::Pattern;
 use serde::Serialize;
 use std::net::UdpSocket;
@@ -135,13 +135,24 @@ fn mib(n: u64) -> u64 {
 
 /// Boots the test kernel against a fresh netdumpd (optionally through a proxy) and
 /// returns the kernel's "data phase" time in seconds and the bytes it sent.
-fn timed_dump(env: &BenchEnv, nic: NicModel, label: &str, memory_mib: u32, pattern: Pattern, extra: &str, faults: Option<Faults>) -> Result<(f64, u64)> {
+fn timed_dump(
+    env: &BenchEnv,
+    nic: NicModel,
+    label: &str,
+    memory_mib: u32,
+    pattern: Pattern,
+    extra: &str,
+    faults: Option<Faults>,
+) -> Result<(f64, u64)> {
     let dir = env.work_dir.join(format!("{label}-{}", nic.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
     let proxy = match faults {
-        Some(f) => Some(FaultProxy::start(format!("127.0.0.1:{}", server.port).parse()?, ProxyConfig { seed: 6, to_server: f, to_client: f })?),
+        Some(f) => Some(FaultProxy::start(
+            format!("127.0.0.1:{}", server.port).parse()?,
+            ProxyConfig { seed: 6, to_server: f, to_client: f },
+        )?),
         None => None,
     };
     let port = proxy.as_ref().map_or(server.port, |p| p.port);
@@ -149,18 +160,41 @@ fn timed_dump(env: &BenchEnv, nic: NicModel, label: &str, memory_mib: u32, patte
         "scenario=dump server_port={port} name=bench pattern_base={} pattern_len={} seed={} zero_every={} {extra}",
         pattern.base, pattern.len, pattern.seed, pattern.zero_every
     );
-    let q = QemuRun { kernel: &env.test_kernel, memory_mib, append, nic, serial_log: dir.join("serial.log"), timeout: Duration::from_secs(900) }.run()?;
+    let q = QemuRun {
+        kernel: &env.test_kernel,
+        memory_mib,
+        append,
+        nic,
+        serial_log: dir.join("serial.log"),
+        timeout: Duration::from_secs(900),
+    }
+    .run()?;
     let log = server.stop();
-    ensure!(q.exit_code == Some(0x10), "{label} on {}: the dump did not verify (exit {:?}); serial tail:\n{}\nserver log tail:\n{}", nic.name(), q.exit_code, tail(&q.serial, 8), tail(&log, 8));
+    ensure!(
+        q.exit_code == Some(0x10),
+        "{label} on {}: the dump did not verify (exit {:?}); serial tail:\n{}\nserver log tail:\n{}",
+        nic.name(),
+        q.exit_code,
+        tail(&q.serial, 8),
+        tail(&log, 8)
+    );
     let line = q.serial.lines().find(|l| l.contains("dump verified")).context("no dump report")?;
     let bytes = number_before(line, " bytes")?;
-    let us = line.split("data phase ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok()).context("no data phase time")?;
+    let us = line
+        .split("data phase ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .context("no data phase time")?;
     Ok((us as f64 / 1e6, bytes))
 }
 
 fn number_before(line: &str, unit: &str) -> Result<u64> {
     let head = line.split(unit).next().context("unit not found")?;
-    head.rsplit(' ').next().and_then(|n| n.parse().ok()).with_context(|| format!("no number before {unit:?} in {line:?}"))
+    head.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no number before {unit:?} in {line:?}"))
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -199,7 +233,15 @@ fn raw_limit(env: &BenchEnv, nic: NicModel) -> Result<f64> {
         (bytes, first.map(|f| last - f))
     });
     let append = format!("scenario=raw-tx server_port={} raw_port={raw_port} name=raw frames={frames}", server.port);
-    let q = QemuRun { kernel: &env.test_kernel, memory_mib: 64, append, nic, serial_log: dir.join("serial.log"), timeout: Duration::from_secs(300) }.run()?;
+    let q = QemuRun {
+        kernel: &env.test_kernel,
+        memory_mib: 64,
+        append,
+        nic,
+        serial_log: dir.join("serial.log"),
+        timeout: Duration::from_secs(300),
+    }
+    .run()?;
     drop(server);
     let (bytes, span) = counter.join().map_err(|_| anyhow::anyhow!("counter thread panicked"))?;
     ensure!(q.exit_code == Some(0x10), "raw-tx on {} failed; serial:\n{}", nic.name(), tail(&q.serial, 8));
@@ -217,8 +259,22 @@ fn costs(env: &BenchEnv, nic: NicModel) -> Result<Vec<(String, u64)>> {
     // The timed transmissions go to a socket that never reads: the host drops what does
     // not fit its buffer, as the raw sender's counter would not.
     let sink = UdpSocket::bind("127.0.0.1:0")?;
-    let append = format!("scenario=costs server_port={} raw_port={} name=costs pattern_base={} pattern_len={} seed=7 zero_every=0", server.port, sink.local_addr()?.port(), mib(16), mib(4));
-    let q = QemuRun { kernel: &env.test_kernel, memory_mib: 64, append, nic, serial_log: dir.join("serial.log"), timeout: Duration::from_secs(300) }.run()?;
+    let append = format!(
+        "scenario=costs server_port={} raw_port={} name=costs pattern_base={} pattern_len={} seed=7 zero_every=0",
+        server.port,
+        sink.local_addr()?.port(),
+        mib(16),
+        mib(4)
+    );
+    let q = QemuRun {
+        kernel: &env.test_kernel,
+        memory_mib: 64,
+        append,
+        nic,
+        serial_log: dir.join("serial.log"),
+        timeout: Duration::from_secs(300),
+    }
+    .run()?;
     drop(server);
     ensure!(q.exit_code == Some(0x10), "costs on {} failed; serial:\n{}", nic.name(), tail(&q.serial, 8));
     parse_costs(&q.serial).with_context(|| format!("no costs line in:\n{}", tail(&q.serial, 8)))
@@ -226,7 +282,9 @@ fn costs(env: &BenchEnv, nic: NicModel) -> Result<Vec<(String, u64)>> {
 
 fn parse_costs(serial: &str) -> Option<Vec<(String, u64)>> {
     let line = serial.lines().find_map(|l| l.strip_prefix("costs: "))?;
-    line.split_whitespace().map(|kv| kv.split_once('=').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))).collect()
+    line.split_whitespace()
+        .map(|kv| kv.split_once('=').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+        .collect()
 }
 
 pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Result<NicReport> {
@@ -266,7 +324,13 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
     r.sparse_guest_s = timed_dump(env, nic, "sparse1g", 1024, full(mib(96)), "", None)?.0;
     r.full_guest_s = timed_dump(env, nic, "full1g", 1024, full(mib(1024 - 32 - 16)), "", None)?.0;
     r.sparse_to_full = r.sparse_guest_s / r.full_guest_s;
-    log(&format!("{}: 1 GiB guest {:.1} s at 90% zero vs {:.1} s populated ({:.2})", nic.name(), r.sparse_guest_s, r.full_guest_s, r.sparse_to_full));
+    log(&format!(
+        "{}: 1 GiB guest {:.1} s at 90% zero vs {:.1} s populated ({:.2})",
+        nic.name(),
+        r.sparse_guest_s,
+        r.full_guest_s,
+        r.sparse_to_full
+    ));
 
     let lossy = Faults { loss: 0.01, delay: Duration::from_millis(10), ..Default::default() };
     let small = Pattern { base: mib(16), len: mib(1), seed: 0x1a7, zero_every: 0 };
@@ -277,7 +341,11 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
     r.latency_stop_and_wait_s = run("lat-saw", "window=1")?;
     log(&format!(
         "{}: 10 ms + 1% loss: window 64 {:.2} s, window 256 {:.2} s, 64 KiB batches {:.2} s, stop-and-wait {:.2} s",
-        nic.name(), r.latency_window64_s, r.latency_window256_s, r.latency_batch_s, r.latency_stop_and_wait_s
+        nic.name(),
+        r.latency_window64_s,
+        r.latency_window256_s,
+        r.latency_batch_s,
+        r.latency_stop_and_wait_s
     ));
     Ok(r)
 }
@@ -295,7 +363,9 @@ pub fn bench_ingest(env: &BenchEnv, clients: usize, per_client: u64) -> Result<I
             .map(|i| {
                 scope.spawn(move || -> Result<u64> {
                     let pattern = Pattern { base: mib(16), len: per_client, seed: 0x1000 + i as u64, zero_every: 0 };
-                    let run = HostClient::new(&format!("ingest-{i}"), pattern).run(addr).map_err(|e| anyhow::anyhow!("install: {e:?}"))?;
+                    let run = HostClient::new(&format!("ingest-{i}"), pattern)
+                        .run(addr)
+                        .map_err(|e| anyhow::anyhow!("install: {e:?}"))?;
                     let report = run.result.map_err(|e| anyhow::anyhow!("dump: {e}"))?;
                     Ok(report.bytes)
                 })
@@ -307,7 +377,13 @@ pub fn bench_ingest(env: &BenchEnv, clients: usize, per_client: u64) -> Result<I
     let cpu = process_cpu_seconds(server.pid())? - cpu_before;
     drop(server);
     let bytes: u64 = results.into_iter().collect::<Result<Vec<_>>>()?.into_iter().sum();
-    Ok(IngestReport { clients, bytes, seconds, aggregate_mb_s: bytes as f64 / seconds / 1e6, server_cpu_s_per_gb: cpu / (bytes as f64 / 1e9) })
+    Ok(IngestReport {
+        clients,
+        bytes,
+        seconds,
+        aggregate_mb_s: bytes as f64 / seconds / 1e6,
+        server_cpu_s_per_gb: cpu / (bytes as f64 / 1e9),
+    })
 }
 
 /// utime + stime of a process, from /proc.
@@ -315,7 +391,8 @@ fn process_cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_comm = stat.rsplit(')').next().context("bad /proc stat")?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok(ticks as f64 / 100.0)
 }
 
@@ -346,14 +423,22 @@ fn in_core_plus_e1000(component: &str) -> bool {
 
 /// What netdump-core and the drivers add to the example kernel, from its symbol table.
 pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
-    let out = Command::new("nm").args(["--print-size", "--size-sort", "--radix=d", "-C"]).arg(kernel).output().context("run nm")?;
+    let out = Command::new("nm")
+        .args(["--print-size", "--size-sort", "--radix=d", "-C"])
+        .arg(kernel)
+        .output()
+        .context("run nm")?;
     ensure!(out.status.success(), "nm failed");
     let mut comps: Vec<(String, [u64; 4])> = vec![];
     let mut prealloc = vec![];
     let mut largest_text = vec![];
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut parts = line.splitn(4, ' ');
-        let (Some(_addr), Some(size), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(_addr), Some(size), Some(kind), Some(name)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
         let Ok(size) = size.parse::<u64>() else { continue };
         let section = match kind {
             "t" | "T" | "w" | "W" => 0,
@@ -384,7 +469,13 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
     let preallocated_total = prealloc.iter().map(|(_, s)| s).sum();
     largest_text.sort_by_key(|e| std::cmp::Reverse(e.1));
     largest_text.truncate(8);
-    Ok(FootprintReport { components: comps, core_plus_e1000_text, preallocated: prealloc, preallocated_total, largest_text })
+    Ok(FootprintReport {
+        components: comps,
+        core_plus_e1000_text,
+        preallocated: prealloc,
+        preallocated_total,
+        largest_text,
+    })
 }
 
 /// The report as Markdown, with each target and whether it was met.
@@ -397,20 +488,38 @@ pub fn markdown(r: &Report) -> String {
         let best = n.latency_window64_s.min(n.latency_window256_s);
         s += &format!(
             "| {} | {:.1} | {:.1} | {:.2} {} | {:.1} | {:.1} | {:.2} {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} {} | {:.1} {} |\n",
-            n.nic, n.raw_mb_s, n.dump_mb_s, n.dump_to_raw, mark(n.dump_to_raw >= target::DUMP_TO_RAW),
-            n.sparse_guest_s, n.full_guest_s, n.sparse_to_full, mark(n.sparse_to_full <= target::SPARSE_TO_FULL),
-            n.latency_window64_s, n.latency_window256_s, n.latency_batch_s, n.latency_stop_and_wait_s,
-            n.latency_stop_and_wait_s / best, mark(n.latency_stop_and_wait_s / best >= target::OVER_STOP_AND_WAIT),
-            n.latency_batch_s / best, mark(n.latency_batch_s / best >= target::OVER_BATCHES),
+            n.nic,
+            n.raw_mb_s,
+            n.dump_mb_s,
+            n.dump_to_raw,
+            mark(n.dump_to_raw >= target::DUMP_TO_RAW),
+            n.sparse_guest_s,
+            n.full_guest_s,
+            n.sparse_to_full,
+            mark(n.sparse_to_full <= target::SPARSE_TO_FULL),
+            n.latency_window64_s,
+            n.latency_window256_s,
+            n.latency_batch_s,
+            n.latency_stop_and_wait_s,
+            n.latency_stop_and_wait_s / best,
+            mark(n.latency_stop_and_wait_s / best >= target::OVER_STOP_AND_WAIT),
+            n.latency_batch_s / best,
+            mark(n.latency_batch_s / best >= target::OVER_BATCHES),
         );
     }
     let i = &r.ingest;
     let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
     s += &format!(
         "\n## Server ingest\n\n{} concurrent host clients (the real client over loopback): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate, {:.2} CPU s per GB in netdumpd; {:.1}× the fastest QEMU client (target ≥ 5) {}\n\nThe clients share the machine's cores with netdumpd; netdumpd's own CPU cost puts its capacity at about **{:.0} MB/s per core** ({:.1}× the fastest QEMU client).\n",
-        i.clients, i.bytes as f64 / (1 << 20) as f64, i.seconds, i.aggregate_mb_s, i.server_cpu_s_per_gb,
-        if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 }, mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= target::INGEST_OVER_CLIENT),
-        i.capacity_mb_s_per_core(), if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
+        i.clients,
+        i.bytes as f64 / (1 << 20) as f64,
+        i.seconds,
+        i.aggregate_mb_s,
+        i.server_cpu_s_per_gb,
+        if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 },
+        mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= target::INGEST_OVER_CLIENT),
+        i.capacity_mb_s_per_core(),
+        if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
     );
     let f = &r.footprint;
     s += "\n## Footprint (example kernel: core + e1000)\n\n| component | .text | .rodata | .data | .bss |\n|---|---|---|---|---|\n";
@@ -419,8 +528,10 @@ pub fn markdown(r: &Report) -> String {
     }
     s += &format!(
         "\ncore + e1000 `.text`: **{} bytes** (target ≤ 32768) {}\n\npreallocated for the crash path: **{} bytes** (target ≤ 262144) {}: {}\n",
-        f.core_plus_e1000_text, mark(f.core_plus_e1000_text <= target::TEXT_BYTES),
-        f.preallocated_total, mark(f.preallocated_total <= target::PREALLOCATED_BYTES),
+        f.core_plus_e1000_text,
+        mark(f.core_plus_e1000_text <= target::TEXT_BYTES),
+        f.preallocated_total,
+        mark(f.preallocated_total <= target::PREALLOCATED_BYTES),
         f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
     );
     s += &costs_markdown(r);
@@ -437,15 +548,26 @@ fn costs_markdown(r: &Report) -> String {
     for n in &r.nics {
         s += &format!(
             "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-            n.nic, n.read_us(), n.cost_us("zero_check_page") / PACKETS_PER_PAGE, n.copies_us(), n.cost_us("crc32_1432"),
-            n.cost_us("udp_emit_1472"), n.cost_us("udp_emit_offloaded"), n.cost_us("nic_transmit"), n.dump_us_per_packet(), n.raw_us_per_packet()
+            n.nic,
+            n.read_us(),
+            n.cost_us("zero_check_page") / PACKETS_PER_PAGE,
+            n.copies_us(),
+            n.cost_us("crc32_1432"),
+            n.cost_us("udp_emit_1472"),
+            n.cost_us("udp_emit_offloaded"),
+            n.cost_us("nic_transmit"),
+            n.dump_us_per_packet(),
+            n.raw_us_per_packet()
         );
     }
     for n in &r.nics {
         if let Some(sw) = n.dump_software_checksum_mb_s {
             s += &format!(
                 "\n{}: the 256 MiB dump ran at **{:.1} MB/s** with the device computing UDP checksums and {:.1} MB/s with the core computing them ({:+.0}%; best of two each, interleaved).\n",
-                n.nic, n.dump_mb_s, sw, (n.dump_mb_s / sw - 1.0) * 100.0
+                n.nic,
+                n.dump_mb_s,
+                sw,
+                (n.dump_mb_s / sw - 1.0) * 100.0
             );
         }
     }
@@ -464,7 +586,14 @@ fn misses_markdown(r: &Report) -> String {
             let rest = (per - raw - crc - copies).max(0.0);
             let mut why = format!(
                 "{}: dump/raw **{:.2}**, target 0.9 ({:.1}× short). A packet takes {:.1} µs in the dump against {:.1} µs from the raw sender, which builds datagrams in place and does nothing else. Of the difference, the CRC-32 the protocol puts on every payload is {:.1} µs (one table load per byte, each a soft-MMU access under TCG; PCLMUL is slower still under TCG, docs/PERFORMANCE.md), reading and copying {:.1} µs, and {:.1} µs the window, acknowledgements and polling",
-                n.nic, n.dump_to_raw, target::DUMP_TO_RAW / n.dump_to_raw.max(1e-9), per, raw, crc, copies, rest
+                n.nic,
+                n.dump_to_raw,
+                target::DUMP_TO_RAW / n.dump_to_raw.max(1e-9),
+                per,
+                raw,
+                crc,
+                copies,
+                rest
             );
             if n.nic.starts_with("virtio") {
                 why += ", which for virtio-net includes QEMU handing every kick and every received frame to its I/O thread (TX is processed there, not in the vCPU's thread as for the e1000)";
@@ -498,12 +627,19 @@ fn misses_markdown(r: &Report) -> String {
     if f.core_plus_e1000_text > target::TEXT_BYTES {
         v.push(format!(
             "core + e1000 `.text` {} bytes, {} over 32 768 ({:.2}×). The largest functions: {}.",
-            f.core_plus_e1000_text, f.core_plus_e1000_text - target::TEXT_BYTES, f.core_plus_e1000_text as f64 / target::TEXT_BYTES as f64,
+            f.core_plus_e1000_text,
+            f.core_plus_e1000_text - target::TEXT_BYTES,
+            f.core_plus_e1000_text as f64 / target::TEXT_BYTES as f64,
             f.largest_text.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
         ));
     }
     if f.preallocated_total > target::PREALLOCATED_BYTES {
-        v.push(format!("preallocated {} bytes, {} over {}.", f.preallocated_total, f.preallocated_total - target::PREALLOCATED_BYTES, target::PREALLOCATED_BYTES));
+        v.push(format!(
+            "preallocated {} bytes, {} over {}.",
+            f.preallocated_total,
+            f.preallocated_total - target::PREALLOCATED_BYTES,
+            target::PREALLOCATED_BYTES
+        ));
     }
     if v.is_empty() {
         return "\n## Targets\n\nEvery target was met in this run.\n".into();
@@ -550,8 +686,23 @@ mod tests {
             dump_software_checksum_mb_s: Some(dump_mb_s * 0.8),
             costs_ns: vec![("crc32_1432".into(), 4000), ("copy_1432".into(), 500), ("read_page".into(), 2800)],
         };
-        let footprint = FootprintReport { core_plus_e1000_text: text, largest_text: vec![("netdump_core::client::Netdump::dump".into(), 6600)], ..Default::default() };
-        Report { nics: vec![nic], ingest: IngestReport { clients: 4, bytes: 1, seconds: 1.0, aggregate_mb_s: 1000.0, server_cpu_s_per_gb: 1.0 }, footprint, seconds: 1.0 }
+        let footprint = FootprintReport {
+            core_plus_e1000_text: text,
+            largest_text: vec![("netdump_core::client::Netdump::dump".into(), 6600)],
+            ..Default::default()
+        };
+        Report {
+            nics: vec![nic],
+            ingest: IngestReport {
+                clients: 4,
+                bytes: 1,
+                seconds: 1.0,
+                aggregate_mb_s: 1000.0,
+                server_cpu_s_per_gb: 1.0,
+            },
+            footprint,
+            seconds: 1.0,
+        }
     }
 
     #[test]
@@ -563,7 +714,10 @@ mod tests {
         assert!(misses.contains("7232 over 32 768"), "{misses}");
         assert!(misses.contains("`netdump_core::client::Netdump::dump` 6600"), "{misses}");
         // Met targets are not listed as missed.
-        assert!(!misses.contains("90%-zero") && !misses.contains("stop-and-wait") && !misses.contains("ingest"), "{misses}");
+        assert!(
+            !misses.contains("90%-zero") && !misses.contains("stop-and-wait") && !misses.contains("ingest"),
+            "{misses}"
+        );
         assert!(md.contains("with the device computing UDP checksums and 16.0 MB/s with the core computing them (+25%; best of two each, interleaved)"), "{md}");
     }
 

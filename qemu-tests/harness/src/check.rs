@@ -2,8 +2,8 @@
 //! was wrong, so a failing run points at the byte, the file or the field.
 
 use crate::vmcore::Vmcore;
-use anyhow::{bail, ensure, Context, Result};
-use netdump_test_pattern::{Pattern, PAGE};
+use anyhow::{Context, Result, bail, ensure};
+use netdump_test_pattern::{PAGE, Pattern};
 use std::path::Path;
 
 /// Every byte of the pattern region matches, zero pages included.
@@ -39,7 +39,10 @@ pub fn pattern_pages_arrived(core: &Vmcore, p: &Pattern) -> Result<u64> {
         let mut whole = !p.is_zero_page(addr);
         for (i, b) in page.iter().enumerate() {
             let (a, want) = (addr + i as u64, p.byte(addr + i as u64));
-            ensure!(*b == want || *b == 0, "vmcore differs at physical {a:#x}: got {b:#04x}, expected {want:#04x} (or a hole)");
+            ensure!(
+                *b == want || *b == 0,
+                "vmcore differs at physical {a:#x}: got {b:#04x}, expected {want:#04x} (or a hole)"
+            );
             whole &= *b == want;
         }
         arrived += u64::from(whole);

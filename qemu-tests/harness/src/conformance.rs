@@ -5,7 +5,7 @@
 //! Datagram tag (from the kernel's `frames.rs`): `"NDNC"`, phase (u8), 3 bytes, then
 //! sequence number and phase total as big-endian u32.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Phases whose datagrams must all arrive.
-pub const COUNTED_PHASES: [(u8, &str); 4] = [(1, "flood"), (2, "after takeover"), (3, "between resets"), (4, "largest frame")];
+pub const COUNTED_PHASES: [(u8, &str); 4] =
+    [(1, "flood"), (2, "after takeover"), (3, "between resets"), (4, "largest frame")];
 
 #[derive(Default)]
 struct Seen {
@@ -39,7 +40,9 @@ impl Listener {
     fn complete(&self) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         COUNTED_PHASES.iter().all(|(phase, _)| {
-            seen.totals.get(phase).is_some_and(|&total| seen.per_phase.get(phase).map_or(0, |s| s.len()) == total as usize)
+            seen.totals
+                .get(phase)
+                .is_some_and(|&total| seen.per_phase.get(phase).map_or(0, |s| s.len()) == total as usize)
         })
     }
 

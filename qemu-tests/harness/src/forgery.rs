@@ -4,14 +4,14 @@
 //! junk into the image, abort it), so a dump that still verifies bit for bit shows that
 //! every one was dropped.
 
-use crate::proxy::{forge, Action, Direction, Event, Fate, FaultProxy, Forger, Seen};
+use crate::proxy::{Action, Direction, Event, Fate, FaultProxy, Forger, Seen, forge};
 use netdump_core::proto::{
-    error_code, abort_reason, Ack, AddressTable, Crash, CrashKind, Data, Finish, FinishAck, FinishStatus, AfterDump,
-    Header, MemoryRange, MessageType, RangeTable, Section, TextMessage,
+    Ack, AddressTable, AfterDump, Crash, CrashKind, Data, Finish, FinishAck, FinishStatus, Header, MemoryRange,
+    MessageType, RangeTable, Section, TextMessage, abort_reason, error_code,
 };
 use netdump_test_pattern::Pattern;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a forgery travels.
@@ -136,7 +136,11 @@ pub fn to_server(t: &Target) -> Vec<Forgery> {
         f("CRASH replayed from a finished dump", rogue, crash(t.replayed, p)),
         f("DATA replayed into a finished dump", rogue, data(t.replayed, 0, Section::Memory, into_pattern, 1024)),
         f("ABORT replayed into a finished dump", rogue, abort(t.replayed)),
-        f("DATA into the live dump from another address", rogue, data(t.live, t.next_seq + 8, Section::Memory, into_pattern, 1024)),
+        f(
+            "DATA into the live dump from another address",
+            rogue,
+            data(t.live, t.next_seq + 8, Section::Memory, into_pattern, 1024),
+        ),
         f("LOG into the live dump from another address", rogue, data(t.live, t.next_seq + 9, Section::Log, 0, 64)),
         f("ABORT of the live dump from another address", rogue, abort(t.live)),
         f("FINISH of the live dump from another address", rogue, finish(t.live, t.next_seq)),
@@ -188,7 +192,8 @@ impl Holds {
         let h = self.clone();
         move |s: &Seen| {
             let to_server = s.dir == Direction::ToServer;
-            let hold = to_server && (h.client.load(Ordering::SeqCst) || (s.is(MessageType::Finish) && h.finish.load(Ordering::SeqCst)));
+            let hold = to_server
+                && (h.client.load(Ordering::SeqCst) || (s.is(MessageType::Finish) && h.finish.load(Ordering::SeqCst)));
             if hold { Action::Hold } else { Action::Pass }
         }
     }
@@ -242,7 +247,13 @@ impl Rogue<'_> {
     ///   the client's own path ahead of its FINISH. Only then does the FINISH go on.
     ///
     /// `patience` bounds each wait should its event never come (a failure, never a race).
-    pub fn attack(&self, after_data: usize, rounds: usize, data_between: usize, patience: Duration) -> anyhow::Result<Attack> {
+    pub fn attack(
+        &self,
+        after_data: usize,
+        rounds: usize,
+        data_between: usize,
+        patience: Duration,
+    ) -> anyhow::Result<Attack> {
         use anyhow::Context;
         let _release = Release(self.proxy, &self.holds);
         self.proxy.wait_for(Direction::ToServer, MessageType::Data, after_data, patience)?;
@@ -256,16 +267,29 @@ impl Rogue<'_> {
                 let finish_held = |e: &Event| e.fate == Fate::Held && e.seen.is(MessageType::Finish);
                 self.proxy
                     .wait_until(patience, |events| {
-                        events.iter().filter(|e| is_data(e)).count() >= so_far + data_between || events.iter().any(finish_held)
+                        events.iter().filter(|e| is_data(e)).count() >= so_far + data_between
+                            || events.iter().any(finish_held)
                     })
-                    .with_context(|| format!("the client neither sent {data_between} more DATA nor its FINISH before round {round}"))?;
+                    .with_context(|| {
+                        format!("the client neither sent {data_between} more DATA nor its FINISH before round {round}")
+                    })?;
             }
             self.holds.client.store(true, Ordering::SeqCst);
             let events = self.proxy.events();
-            let data: Vec<_> = events.iter().filter(|e| is_data(e)).filter_map(|e| e.seen.header.map(|h| (e.seen.client, h))).collect();
+            let data: Vec<_> = events
+                .iter()
+                .filter(|e| is_data(e))
+                .filter_map(|e| e.seen.header.map(|h| (e.seen.client, h)))
+                .collect();
             let (client, live) = data.last().map(|(c, h)| (*c, h.cookie)).context("no DATA seen")?;
             let next_seq = data.iter().map(|(_, h)| h.seq).max().unwrap_or(0) + 1;
-            let t = Target { live, replayed: self.replayed, stranger: 0x5757_5757_dead_beef, next_seq, pattern: self.pattern };
+            let t = Target {
+                live,
+                replayed: self.replayed,
+                stranger: 0x5757_5757_dead_beef,
+                next_seq,
+                pattern: self.pattern,
+            };
             let forgeries: Vec<Forgery> = to_client(&t)
                 .into_iter()
                 .filter(|f| !matches!(f.route, Route::ToClient(fg) if !self.forgers.contains(&fg)))
@@ -296,12 +320,21 @@ const BARRIER_COOKIE: u64 = 0xba77_1e00_0000_0000;
 
 /// Sends CRASHes of [`BARRIER_COOKIE`]s from `rogue` until netdumpd answers one with an
 /// ERROR: it has then handled everything `rogue` sent before. Returns how many it sent.
-fn barrier(rogue: &std::net::UdpSocket, server: std::net::SocketAddr, pattern: &Pattern, patience: Duration) -> anyhow::Result<u64> {
+fn barrier(
+    rogue: &std::net::UdpSocket,
+    server: std::net::SocketAddr,
+    pattern: &Pattern,
+    patience: Duration,
+) -> anyhow::Result<u64> {
     let deadline = Instant::now() + patience;
     rogue.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut buf = [0u8; 2048];
     for n in 1.. {
-        anyhow::ensure!(Instant::now() < deadline, "netdumpd answered none of {} barrier CRASHes within {patience:?}", n - 1);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "netdumpd answered none of {} barrier CRASHes within {patience:?}",
+            n - 1
+        );
         rogue.send_to(&crash(BARRIER_COOKIE | n, pattern), server)?;
         let until = Instant::now() + Duration::from_millis(100);
         while Instant::now() < until {

@@ -4,11 +4,11 @@
 //! milliseconds; QEMU scenarios use it as a second client of the same netdumpd.
 
 use netdump_core::client::{ClientName, Config, Timeouts};
-use netdump_core::host::{SystemClock, UdpSocketNic, GATEWAY_IP, GUEST_IP};
+use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::NetConfig;
-use netdump_core::proto::{RegisterRecord, CLIENT_PORT, REGISTERS_VALID};
+use netdump_core::proto::{CLIENT_PORT, REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, DumpReport, InstallError, Netdump};
 use netdump_test_pattern::Pattern;
 use std::hash::BuildHasher;
@@ -116,7 +116,8 @@ impl HostClient {
         let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config, buffers, map)?;
         let log = ConsoleLog::<4096>::new();
         log.write(HOST_LOG);
-        let regs = RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: p.base, flags: REGISTERS_VALID, ..Default::default() };
+        let regs =
+            RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: p.base, flags: REGISTERS_VALID, ..Default::default() };
         let crash = CrashInfo::panic(0, self.message.as_bytes(), &[]);
         let result = nd.dump(&crash, &[regs], &PatternRam(p), Some(&log));
         Ok(HostRun { cookie: nd.cookie(), source, result })

@@ -1,6 +1,6 @@
 //! Runs a real netdumpd on a free loopback port for one scenario.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

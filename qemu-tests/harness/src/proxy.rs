@@ -19,7 +19,7 @@
 //! the [`Event`] trace, and inject forged datagrams in either direction.
 
 use anyhow::{Context, Result};
-use netdump_core::proto::{Header, MessageType, HEADER_LEN};
+use netdump_core::proto::{HEADER_LEN, Header, MessageType};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -347,8 +347,13 @@ impl FaultProxy {
             trace: vec![],
             held_by_rule: vec![],
         };
-        let shared =
-            Arc::new(Shared { state: Mutex::new(state), wake: Condvar::new(), stop: AtomicBool::new(false), listen, server });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            listen,
+            server,
+        });
         let mut me = FaultProxy { port, seed, shared: shared.clone(), threads: vec![] };
         let s = shared.clone();
         me.threads.push(std::thread::spawn(move || send_loop(&s)));
@@ -556,7 +561,16 @@ fn admit(shared: &Shared, dir: Direction, client: SocketAddr, bytes: &[u8], sock
 
 /// Applies the random faults `draw` decided to one datagram and queues what survives.
 #[allow(clippy::too_many_arguments)]
-fn deliver(st: &mut State, dir: Direction, seen: Seen, bytes: &[u8], socket: Arc<UdpSocket>, to: SocketAddr, draw: Draw, now: Instant) {
+fn deliver(
+    st: &mut State,
+    dir: Direction,
+    seen: Seen,
+    bytes: &[u8],
+    socket: Arc<UdpSocket>,
+    to: SocketAddr,
+    draw: Draw,
+    now: Instant,
+) {
     let d = dir.index();
     let faults = st.faults[d];
     let mut record = |fate| st.trace.push(Event { at: now, seen, fate });
@@ -753,8 +767,12 @@ mod tests {
         let arrived = rig.send_numbered(100);
         let corrupted = rig.proxy.count(Direction::ToServer, Fate::Corrupted);
         assert!(corrupted > 20 && corrupted < 80, "{corrupted}");
-        let changed: Vec<(u32, u32)> =
-            arrived.iter().enumerate().filter(|(i, v)| **v != *i as u32).map(|(i, v)| ((i as u32 ^ v).count_ones(), *v)).collect();
+        let changed: Vec<(u32, u32)> = arrived
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| **v != *i as u32)
+            .map(|(i, v)| ((i as u32 ^ v).count_ones(), *v))
+            .collect();
         assert_eq!(changed.len(), corrupted);
         assert!(changed.iter().all(|(bits, _)| (1..=3).contains(bits)), "{changed:?}");
     }
@@ -773,7 +791,8 @@ mod tests {
 
     #[test]
     fn delay_holds_every_packet_at_least_its_fixed_part() {
-        let faults = Faults { delay: Duration::from_millis(30), jitter: Duration::from_millis(10), ..Default::default() };
+        let faults =
+            Faults { delay: Duration::from_millis(30), jitter: Duration::from_millis(10), ..Default::default() };
         let rig = Rig::new(ProxyConfig { seed: 1, to_server: faults, ..Default::default() });
         let sent = Instant::now();
         rig.client.send(b"late").unwrap();
@@ -795,11 +814,15 @@ mod tests {
         let rig = Rig::new(ProxyConfig::default());
         let hold = Arc::new(AtomicBool::new(true));
         let h = hold.clone();
-        rig.proxy.set_rule(move |s: &Seen| if s.dir == Direction::ToServer && h.load(Ordering::SeqCst) { Action::Hold } else { Action::Pass });
+        rig.proxy.set_rule(move |s: &Seen| {
+            if s.dir == Direction::ToServer && h.load(Ordering::SeqCst) { Action::Hold } else { Action::Pass }
+        });
         for i in 0..5u32 {
             rig.client.send(&i.to_be_bytes()).unwrap();
         }
-        rig.proxy.wait_until(Duration::from_secs(5), |e| e.iter().filter(|e| e.fate == Fate::Held).count() == 5).unwrap();
+        rig.proxy
+            .wait_until(Duration::from_secs(5), |e| e.iter().filter(|e| e.fate == Fate::Held).count() == 5)
+            .unwrap();
         assert!(rig.drain_server().is_empty(), "a held datagram went on");
         assert_eq!(rig.proxy.held(), 5);
         assert!(rig.proxy.wait_for(Direction::ToServer, MessageType::Data, 1, Duration::ZERO).is_err());

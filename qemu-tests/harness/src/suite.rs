@@ -4,8 +4,8 @@
 use crate::qemu::NicModel;
 use anyhow::Result;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Where the built artefacts are.
@@ -38,7 +38,11 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    pub fn new(name: &'static str, nic: NicModel, run: impl Fn(&Ctx) -> Result<Outcome> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        name: &'static str,
+        nic: NicModel,
+        run: impl Fn(&Ctx) -> Result<Outcome> + Send + Sync + 'static,
+    ) -> Self {
         Scenario { name, nic, default: true, run: Box::new(run) }
     }
     /// Leaves the scenario out of the default suite (long ones).
@@ -66,24 +70,40 @@ pub fn run_all(scenarios: &[Scenario], a: &Artifacts, jobs: usize) -> Vec<(Strin
     println!("{:<28} {:>10} {:>8} {:>9}  result", "scenario", "dumped", "time", "MB/s");
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(s) = scenarios.get(i) else { break };
-                let started = Instant::now();
-                let dir = a.work_dir.join(s.id());
-                let _ = std::fs::remove_dir_all(&dir);
-                let ctx = Ctx { id: s.id(), nic: s.nic, artifacts: a, dir: dir.clone() };
-                let result = std::fs::create_dir_all(&dir).map_err(anyhow::Error::from).and_then(|_| (s.run)(&ctx));
-                match result {
-                    Ok(o) => {
-                        let secs = if o.seconds > 0.0 { o.seconds } else { started.elapsed().as_secs_f64() };
-                        let mbs = if o.bytes > 0 && o.seconds > 0.0 { format!("{:.1}", o.bytes as f64 / o.seconds / 1e6) } else { "-".into() };
-                        let dumped = if o.bytes > 0 { format!("{:.1} MiB", o.bytes as f64 / (1 << 20) as f64) } else { "-".into() };
-                        println!("{:<28} {:>10} {:>7.1}s {:>9}  PASS  {}", s.id(), dumped, secs, mbs, o.detail);
-                    }
-                    Err(e) => {
-                        println!("{:<28} {:>10} {:>7.1}s {:>9}  FAIL", s.id(), "-", started.elapsed().as_secs_f64(), "-");
-                        failures.lock().unwrap().push((s.id(), format!("{e:#}")));
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(s) = scenarios.get(i) else { break };
+                    let started = Instant::now();
+                    let dir = a.work_dir.join(s.id());
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let ctx = Ctx { id: s.id(), nic: s.nic, artifacts: a, dir: dir.clone() };
+                    let result = std::fs::create_dir_all(&dir).map_err(anyhow::Error::from).and_then(|_| (s.run)(&ctx));
+                    match result {
+                        Ok(o) => {
+                            let secs = if o.seconds > 0.0 { o.seconds } else { started.elapsed().as_secs_f64() };
+                            let mbs = if o.bytes > 0 && o.seconds > 0.0 {
+                                format!("{:.1}", o.bytes as f64 / o.seconds / 1e6)
+                            } else {
+                                "-".into()
+                            };
+                            let dumped = if o.bytes > 0 {
+                                format!("{:.1} MiB", o.bytes as f64 / (1 << 20) as f64)
+                            } else {
+                                "-".into()
+                            };
+                            println!("{:<28} {:>10} {:>7.1}s {:>9}  PASS  {}", s.id(), dumped, secs, mbs, o.detail);
+                        }
+                        Err(e) => {
+                            println!(
+                                "{:<28} {:>10} {:>7.1}s {:>9}  FAIL",
+                                s.id(),
+                                "-",
+                                started.elapsed().as_secs_f64(),
+                                "-"
+                            );
+                            failures.lock().unwrap().push((s.id(), format!("{e:#}")));
+                        }
                     }
                 }
             });

@@ -1,6 +1,6 @@
 //! The host tools the suite needs, installed when missing (as root) or named exactly.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::process::{Command, Stdio};
 
 fn present(cmd: &str) -> bool {

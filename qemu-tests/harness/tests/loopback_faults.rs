@@ -2,14 +2,14 @@
 //! real server (netdumpd in a thread), over loopback: every fault profile of the QEMU
 //! suite, the silent servers and the rogue sender, in seconds instead of minutes.
 
-use netdump_core::client::{Phase, Timeouts};
 use netdump_core::DumpError;
+use netdump_core::client::{Phase, Timeouts};
+use netdump_core::proto::MessageType;
 use netdump_qemu_harness::check;
 use netdump_qemu_harness::forgery::{Holds, Rogue};
 use netdump_qemu_harness::host_client::{HostClient, HostRun};
 use netdump_qemu_harness::proxy::{Action, Direction, Fate, FaultProxy, Faults, Forger, ProxyConfig, Seen};
 use netdump_qemu_harness::vmcore::Vmcore;
-use netdump_core::proto::MessageType;
 use netdump_test_pattern::Pattern;
 use netdumpd::{DropReason, Server, ServerConfig, ShutdownHandle};
 use std::net::SocketAddr;
@@ -269,12 +269,21 @@ fn forged_packets_in_both_directions_change_nothing() {
         (dump.join().unwrap(), attack.unwrap())
     });
     let report = run.result.unwrap_or_else(|e| panic!("forgeries changed the dump: {e}"));
-    let first_finish = proxy.events().iter().find(|e| e.seen.is(MessageType::Finish) && e.delivered()).map(|e| e.at).unwrap();
+    let first_finish =
+        proxy.events().iter().find(|e| e.seen.is(MessageType::Finish) && e.delivered()).map(|e| e.at).unwrap();
     assert!(attack.finished_at < first_finish, "the attack must land while data flows");
     check_bit_exact(&server, "rogue-live", &p);
     check_bit_exact(&server, "rogue-earlier", &pattern(0xE, 1));
-    let to_client = attack.sent.iter().filter(|(_, r)| matches!(r, netdump_qemu_harness::forgery::Route::ToClient(_))).count() as u64;
-    assert!(report.rejected + report.link.spoofed >= to_client * ROUNDS, "client dropped {} + {} of {}", report.rejected, report.link.spoofed, to_client * ROUNDS);
+    let to_client =
+        attack.sent.iter().filter(|(_, r)| matches!(r, netdump_qemu_harness::forgery::Route::ToClient(_))).count()
+            as u64;
+    assert!(
+        report.rejected + report.link.spoofed >= to_client * ROUNDS,
+        "client dropped {} + {} of {}",
+        report.rejected,
+        report.link.spoofed,
+        to_client * ROUNDS
+    );
     // Every forgery was handled before the FINISH: counted exactly (a stranger's CRASH,
     // DATA, FINISH and ABORT, and each barrier CRASH; the replayed CRASH).
     let snap = server.stats.snapshot();

@@ -2,12 +2,12 @@
 //! traffic; no server means a bounded install failure; a panic inside the dump ends it;
 //! and the NIC conformance kernel.
 
-use super::common::{self, exit, expect_exit, with_server_log, KernelRun};
+use super::common::{self, KernelRun, exit, expect_exit, with_server_log};
 use crate::conformance;
 use crate::netdumpd::free_udp_port;
 use crate::qemu::{NicModel, QemuRun};
 use crate::suite::{Ctx, Outcome, Scenario};
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result, ensure};
 use std::time::Duration;
 
 const HELLO_ATTEMPTS: u64 = 3;
@@ -34,9 +34,13 @@ fn panic_dump(ctx: &Ctx, scenario: &'static str, seed: u64) -> Result<Outcome> {
     with_server_log(srv, |srv| {
         expect_exit(&q, exit::SUCCESS, "the dump should verify")?;
         let message = format!("netdump test panic (seed {seed:#x})");
-        let (dump, mut outcome) = common::check_complete_dump(ctx, srv, &run.pattern, &message, "netdump_test_crash_site")?;
+        let (dump, mut outcome) =
+            common::check_complete_dump(ctx, srv, &run.pattern, &message, "netdump_test_crash_site")?;
         if scenario == "takeover" {
-            ensure!(q.serial.contains("ordinary traffic: 3000 frames sent"), "the kernel did not send its ordinary traffic before the panic");
+            ensure!(
+                q.serial.contains("ordinary traffic: 3000 frames sent"),
+                "the kernel did not send its ordinary traffic before the panic"
+            );
             outcome.detail += ", NIC taken over mid-traffic";
         } else {
             common::negative_control(&run.pattern, &dump.join("vmcore"), &ctx.dir.join("negative-control.vmcore"))?;
@@ -52,9 +56,18 @@ fn no_server(ctx: &Ctx) -> Result<Outcome> {
     run.extra = format!("hello_attempts={HELLO_ATTEMPTS} hello_retry_ms={HELLO_RETRY_MS}");
     let q = run.boot(ctx, free_udp_port()?)?;
     expect_exit(&q, exit::INSTALL_FAILED, "install must give up when no server answers")?;
-    let line = q.serial.lines().find(|l| l.contains("install failed after")).context("kernel did not report the install failure")?;
+    let line = q
+        .serial
+        .lines()
+        .find(|l| l.contains("install failed after"))
+        .context("kernel did not report the install failure")?;
     ensure!(line.contains("ServerSilent"), "unexpected install failure: {line}");
-    let ms: u64 = line.split("after ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).context("no wait time in the report")?;
+    let ms: u64 = line
+        .split("after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .context("no wait time in the report")?;
     let bound = ARP_BOUND_MS + HELLO_ATTEMPTS * HELLO_RETRY_MS;
     ensure!(ms <= bound, "install waited {ms} ms, beyond its configured bound of {bound} ms");
     Ok(Outcome { detail: format!("install gave up after {ms} ms (bound {bound} ms)"), ..Default::default() })
@@ -68,7 +81,10 @@ fn nested_panic(ctx: &Ctx) -> Result<Outcome> {
     with_server_log(srv, |srv| {
         expect_exit(&q, exit::NESTED_PANIC, "a panic inside the dump must end it")?;
         common::wait_incomplete(ctx, srv)?;
-        Ok(Outcome { detail: "dump ended by the nested panic, server marked it incomplete".into(), ..Default::default() })
+        Ok(Outcome {
+            detail: "dump ended by the nested panic, server marked it incomplete".into(),
+            ..Default::default()
+        })
     })
 }
 

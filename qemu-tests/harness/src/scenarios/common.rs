@@ -6,8 +6,8 @@ use crate::gdb;
 use crate::netdumpd::Netdumpd;
 use crate::qemu::{QemuOutcome, QemuRun};
 use crate::suite::{Ctx, Outcome};
-use crate::vmcore::{Vmcore, PR_REG_RIP};
-use anyhow::{bail, ensure, Context, Result};
+use crate::vmcore::{PR_REG_RIP, Vmcore};
+use anyhow::{Context, Result, bail, ensure};
 use netdump_test_pattern::Pattern;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -162,7 +162,8 @@ pub fn with_server_log<T>(srv: Netdumpd, f: impl FnOnce(&Netdumpd) -> Result<T>)
 }
 
 pub fn read_info(dump: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(dump.join("info.json")).with_context(|| format!("read {}/info.json", dump.display()))?;
+    let text = std::fs::read_to_string(dump.join("info.json"))
+        .with_context(|| format!("read {}/info.json", dump.display()))?;
     serde_json::from_str(&text).context("parse info.json")
 }
 
@@ -181,20 +182,44 @@ pub fn only_dump_of(srv: &Netdumpd, name: &str) -> Result<PathBuf> {
 /// A complete, bit-exact dump: `vmcore` (not `-incomplete`), info.json complete with the
 /// CRC verified, the pattern bit for bit, holes for zero pages, one NT_PRSTATUS, the
 /// console lines and panic message in `log`, and gdb's backtrace naming `bt_function`.
-pub fn check_complete_dump(ctx: &Ctx, srv: &Netdumpd, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
+pub fn check_complete_dump(
+    ctx: &Ctx,
+    srv: &Netdumpd,
+    pattern: &Pattern,
+    panic_message: &str,
+    bt_function: &str,
+) -> Result<(PathBuf, Outcome)> {
     check_complete_dump_of(ctx, srv, &ctx.id, pattern, panic_message, bt_function)
 }
 
 /// [`check_complete_dump`] of client `name`, when a scenario boots several.
-pub fn check_complete_dump_of(ctx: &Ctx, srv: &Netdumpd, name: &str, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
+pub fn check_complete_dump_of(
+    ctx: &Ctx,
+    srv: &Netdumpd,
+    name: &str,
+    pattern: &Pattern,
+    panic_message: &str,
+    bt_function: &str,
+) -> Result<(PathBuf, Outcome)> {
     let dump = only_dump_of(srv, name)?;
     check_complete_dump_in(ctx, dump, pattern, panic_message, bt_function)
 }
 
 /// [`check_complete_dump`] of the dump in directory `dump`, when a client has several.
-pub fn check_complete_dump_in(ctx: &Ctx, dump: PathBuf, pattern: &Pattern, panic_message: &str, bt_function: &str) -> Result<(PathBuf, Outcome)> {
+pub fn check_complete_dump_in(
+    ctx: &Ctx,
+    dump: PathBuf,
+    pattern: &Pattern,
+    panic_message: &str,
+    bt_function: &str,
+) -> Result<(PathBuf, Outcome)> {
     let vmcore = dump.join("vmcore");
-    ensure!(vmcore.exists(), "no vmcore in {} (vmcore-incomplete: {})", dump.display(), dump.join("vmcore-incomplete").exists());
+    ensure!(
+        vmcore.exists(),
+        "no vmcore in {} (vmcore-incomplete: {})",
+        dump.display(),
+        dump.join("vmcore-incomplete").exists()
+    );
     let info = read_info(&dump)?;
     check::info_says_complete(&info)?;
     let core = Vmcore::open(&vmcore)?;
@@ -204,7 +229,15 @@ pub fn check_complete_dump_in(ctx: &Ctx, dump: PathBuf, pattern: &Pattern, panic
     ensure!(!regs.is_empty(), "no NT_PRSTATUS in the vmcore");
     ensure!(regs[0][PR_REG_RIP] != 0, "NT_PRSTATUS rip is zero");
     let log = std::fs::read_to_string(dump.join("log")).context("read log")?;
-    check::log_has(&log, &[panic_message, "console line before the crash: 1", "console line before the crash: 2", "netdump test kernel:"])?;
+    check::log_has(
+        &log,
+        &[
+            panic_message,
+            "console line before the crash: 1",
+            "console line before the crash: 2",
+            "netdump test kernel:",
+        ],
+    )?;
     let bt = gdb::backtrace(&ctx.artifacts.test_kernel, &vmcore)?;
     ensure!(bt.contains(bt_function), "gdb backtrace lacks {bt_function}:\n{bt}");
     ensure!(!bt.contains("warning:"), "gdb complains about the vmcore:\n{bt}");
@@ -244,7 +277,8 @@ pub fn negative_control(pattern: &Pattern, good: &Path, scratch: &Path) -> Resul
     std::fs::copy(good, scratch)?;
     let core = Vmcore::open(scratch)?;
     let target = pattern.base + pattern.len / 2 + 13;
-    let seg = core.loads().find(|g| target >= g.paddr && target < g.paddr + g.filesz).context("pattern not in the vmcore")?;
+    let seg =
+        core.loads().find(|g| target >= g.paddr && target < g.paddr + g.filesz).context("pattern not in the vmcore")?;
     let offset = seg.offset + (target - seg.paddr);
     drop(core);
     let f = std::fs::OpenOptions::new().read(true).write(true).open(scratch)?;

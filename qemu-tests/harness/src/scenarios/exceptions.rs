@@ -8,12 +8,12 @@
 //!
 //! These do not depend on the NIC model: `scenarios/mod.rs` runs them on the e1000.
 
-use super::common::{self, exit, expect_exit, with_server_log, KernelRun};
+use super::common::{self, KernelRun, exit, expect_exit, with_server_log};
 use crate::gdb;
 use crate::qemu::NicModel;
 use crate::suite::{Ctx, Outcome, Scenario};
-use crate::vmcore::{Vmcore, PR_REG_RIP};
-use anyhow::{ensure, Context, Result};
+use crate::vmcore::{PR_REG_RIP, Vmcore};
+use anyhow::{Context, Result, ensure};
 use netdump_test_pattern::Pattern;
 use std::path::Path;
 
@@ -44,12 +44,72 @@ struct Fault {
 }
 
 const FAULTS: [Fault; 6] = [
-    Fault { name: "divide-error", vector: 0, mnemonic: "#DE", error_code: 0, function: "netdump_fault_divide_error", message: "#DE divide error at rip", fault_address: None, overflow: false, seed: 0x5de0 },
-    Fault { name: "invalid-opcode", vector: 6, mnemonic: "#UD", error_code: 0, function: "netdump_fault_invalid_opcode", message: "#UD invalid opcode at rip", fault_address: None, overflow: false, seed: 0x5d06 },
-    Fault { name: "general-protection", vector: 13, mnemonic: "#GP", error_code: 0, function: "netdump_fault_general_protection", message: "#GP general protection fault, error code 0x0 at rip", fault_address: None, overflow: false, seed: 0x56b13 },
-    Fault { name: "page-fault", vector: 14, mnemonic: "#PF", error_code: 2, function: "netdump_fault_page_fault", message: "#PF page fault (write, page not present, kernel mode) at rip", fault_address: Some(FAULT_ADDRESS), overflow: false, seed: 0x5bf14 },
-    Fault { name: "stack-overflow", vector: 14, mnemonic: "#PF", error_code: 2, function: "netdump_fault_recurse", message: "; kernel stack overflow into the guard page at", fault_address: None, overflow: true, seed: 0x5050 },
-    Fault { name: "double-fault", vector: 8, mnemonic: "#DF", error_code: 0, function: "netdump_fault_recurse", message: "#DF double fault, error code 0x0 at rip", fault_address: None, overflow: true, seed: 0x5df8 },
+    Fault {
+        name: "divide-error",
+        vector: 0,
+        mnemonic: "#DE",
+        error_code: 0,
+        function: "netdump_fault_divide_error",
+        message: "#DE divide error at rip",
+        fault_address: None,
+        overflow: false,
+        seed: 0x5de0,
+    },
+    Fault {
+        name: "invalid-opcode",
+        vector: 6,
+        mnemonic: "#UD",
+        error_code: 0,
+        function: "netdump_fault_invalid_opcode",
+        message: "#UD invalid opcode at rip",
+        fault_address: None,
+        overflow: false,
+        seed: 0x5d06,
+    },
+    Fault {
+        name: "general-protection",
+        vector: 13,
+        mnemonic: "#GP",
+        error_code: 0,
+        function: "netdump_fault_general_protection",
+        message: "#GP general protection fault, error code 0x0 at rip",
+        fault_address: None,
+        overflow: false,
+        seed: 0x56b13,
+    },
+    Fault {
+        name: "page-fault",
+        vector: 14,
+        mnemonic: "#PF",
+        error_code: 2,
+        function: "netdump_fault_page_fault",
+        message: "#PF page fault (write, page not present, kernel mode) at rip",
+        fault_address: Some(FAULT_ADDRESS),
+        overflow: false,
+        seed: 0x5bf14,
+    },
+    Fault {
+        name: "stack-overflow",
+        vector: 14,
+        mnemonic: "#PF",
+        error_code: 2,
+        function: "netdump_fault_recurse",
+        message: "; kernel stack overflow into the guard page at",
+        fault_address: None,
+        overflow: true,
+        seed: 0x5050,
+    },
+    Fault {
+        name: "double-fault",
+        vector: 8,
+        mnemonic: "#DF",
+        error_code: 0,
+        function: "netdump_fault_recurse",
+        message: "#DF double fault, error code 0x0 at rip",
+        fault_address: None,
+        overflow: true,
+        seed: 0x5df8,
+    },
 ];
 
 /// A guest's memory and where its patterns go.
@@ -141,23 +201,43 @@ fn exception(ctx: &Ctx, f: Fault) -> Result<Outcome> {
             ensure!(got == Some(want), "gdb shows {name} = {got:x?}, the kernel planted {want:#x}:\n{out}");
         }
         let rip = Vmcore::open(&vmcore)?.prstatus_registers()[0][PR_REG_RIP];
-        ensure!(regs.iter().any(|(n, v)| n == "rip" && *v == rip), "gdb's rip differs from NT_PRSTATUS ({rip:#x}):\n{out}");
+        ensure!(
+            regs.iter().any(|(n, v)| n == "rip" && *v == rip),
+            "gdb's rip differs from NT_PRSTATUS ({rip:#x}):\n{out}"
+        );
 
         // info.json: the reason, the message, the stack and the signature.
         let field = |p: &str| info.pointer(p).and_then(|v| v.as_str()).unwrap_or("").to_string();
         ensure!(field("/reason/kind") == "exception", "reason.kind is {:?}", field("/reason/kind"));
-        ensure!(info.pointer("/reason/vector").and_then(|v| v.as_u64()) == Some(u64::from(f.vector)), "reason.vector is not {}", f.vector);
+        ensure!(
+            info.pointer("/reason/vector").and_then(|v| v.as_u64()) == Some(u64::from(f.vector)),
+            "reason.vector is not {}",
+            f.vector
+        );
         ensure!(field("/reason/vector_name") == f.mnemonic, "reason.vector_name is {:?}", field("/reason/vector_name"));
-        ensure!(field("/reason/error_code") == format!("{:#x}", f.error_code), "reason.error_code is {:?}", field("/reason/error_code"));
+        ensure!(
+            field("/reason/error_code") == format!("{:#x}", f.error_code),
+            "reason.error_code is {:?}",
+            field("/reason/error_code")
+        );
         let message = field("/message");
-        ensure!(message.starts_with(f.mnemonic) && message.contains(f.message), "message {message:?} lacks {:?}", f.message);
+        ensure!(
+            message.starts_with(f.mnemonic) && message.contains(f.message),
+            "message {message:?} lacks {:?}",
+            f.message
+        );
         ensure!(message.contains(&format!("at rip {rip:#x}")), "message {message:?} does not name rip {rip:#x}");
-        let cr2 = u64::from_str_radix(field("/reason/fault_address").trim_start_matches("0x"), 16).context("reason.fault_address")?;
+        let cr2 = u64::from_str_radix(field("/reason/fault_address").trim_start_matches("0x"), 16)
+            .context("reason.fault_address")?;
         if let Some(want) = f.fault_address {
             ensure!(cr2 == want, "reason.fault_address is {cr2:#x}, the kernel wrote to {want:#x}");
         }
         if f.overflow {
-            let guard = message.rsplit("guard page at ").next().and_then(|g| u64::from_str_radix(g.trim_start_matches("0x"), 16).ok()).context("no guard page in the message")?;
+            let guard = message
+                .rsplit("guard page at ")
+                .next()
+                .and_then(|g| u64::from_str_radix(g.trim_start_matches("0x"), 16).ok())
+                .context("no guard page in the message")?;
             if f.vector == 14 {
                 ensure!(cr2 & !0xfff == guard, "CR2 {cr2:#x} is not in the guard page {guard:#x}");
             }
@@ -165,11 +245,17 @@ fn exception(ctx: &Ctx, f: Fault) -> Result<Outcome> {
             ensure!(cr2 == 0, "reason.fault_address is {cr2:#x} for a vector without one");
         }
         let frames = info.pointer("/reason/frames").and_then(|v| v.as_array()).context("reason.frames")?;
-        ensure!(frames.first().and_then(|v| v.as_str()) == Some(format!("{rip:#x}").as_str()), "reason.frames does not start at rip {rip:#x}: {frames:?}");
+        ensure!(
+            frames.first().and_then(|v| v.as_str()) == Some(format!("{rip:#x}").as_str()),
+            "reason.frames does not start at rip {rip:#x}: {frames:?}"
+        );
         ensure!(frames.len() >= 2, "no return address in reason.frames: {frames:?}");
         check_signature(&info)?;
         check_extra(&dump, &info, f.seed)?;
-        outcome.detail = format!("{} at {rip:#x}: planted registers, frame #0, reason and extra state ok; {}", f.mnemonic, outcome.detail);
+        outcome.detail = format!(
+            "{} at {rip:#x}: planted registers, frame #0, reason and extra state ok; {}",
+            f.mnemonic, outcome.detail
+        );
         Ok(outcome)
     })
 }
@@ -187,7 +273,8 @@ fn memory(ctx: &Ctx, m: Memory) -> Result<Outcome> {
     with_server_log(srv, |srv| {
         expect_exit(&q, exit::SUCCESS, "the dump should verify")?;
         let message = format!("netdump test panic (seed {:#x})", m.seed);
-        let (dump, mut outcome) = common::check_complete_dump(ctx, srv, &run.pattern, &message, "netdump_test_crash_site")?;
+        let (dump, mut outcome) =
+            common::check_complete_dump(ctx, srv, &run.pattern, &message, "netdump_test_crash_site")?;
         let vmcore = dump.join("vmcore");
         let core = Vmcore::open(&vmcore)?;
         for p in &patterns {
@@ -199,16 +286,24 @@ fn memory(ctx: &Ctx, m: Memory) -> Result<Outcome> {
         let all: Vec<Pattern> = std::iter::once(run.pattern).chain(patterns.iter().copied()).collect();
         let offset = if m.direct_map { DIRECT_MAP_OFFSET } else { 0 };
         let commands: Vec<String> = all.iter().map(|p| format!("x/2gx {:#x}", p.base + 8 + offset)).collect();
-        let out = gdb::batch(&ctx.artifacts.test_kernel, &vmcore, &commands.iter().map(|c| c.as_str()).collect::<Vec<_>>())?;
+        let out =
+            gdb::batch(&ctx.artifacts.test_kernel, &vmcore, &commands.iter().map(|c| c.as_str()).collect::<Vec<_>>())?;
         for p in &all {
-            let line = out.lines().find(|l| l.starts_with(&format!("{:#x}:", p.base + 8 + offset))).with_context(|| format!("gdb read nothing at {:#x}:\n{out}", p.base + 8 + offset))?;
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{:#x}:", p.base + 8 + offset)))
+                .with_context(|| format!("gdb read nothing at {:#x}:\n{out}", p.base + 8 + offset))?;
             let want = format!("{:#018x}\t{:#018x}", p.word(p.base + 8), p.word(p.base + 16));
             ensure!(line.ends_with(&want), "gdb reads {line:?} at {:#x}, the pattern is {want:?}", p.base + 8 + offset);
         }
         check_signature(&common::read_info(&dump)?)?;
         let holes = if m.pci_hole.is_some() { ", both sides of the PCI hole" } else { "" };
         let mapping = if m.direct_map { ", gdb reads the direct map" } else { "" };
-        outcome.detail = format!("{} MiB guest: {} patterns bit-exact{holes}{mapping}, RAM ranges only, gdb bt ok", m.mib, all.len());
+        outcome.detail = format!(
+            "{} MiB guest: {} patterns bit-exact{holes}{mapping}, RAM ranges only, gdb bt ok",
+            m.mib,
+            all.len()
+        );
         Ok(outcome)
     })
 }
@@ -220,7 +315,8 @@ fn memory(ctx: &Ctx, m: Memory) -> Result<Outcome> {
 fn check_ram_ranges(core: &Vmcore, m: Memory) -> Result<()> {
     let loads: Vec<_> = core.loads().collect();
     let size = u64::from(m.mib) * MIB;
-    let holes: Vec<(&str, (u64, u64))> = std::iter::once(("legacy hole", LEGACY_HOLE)).chain(m.pci_hole.map(|h| ("PCI hole", h))).collect();
+    let holes: Vec<(&str, (u64, u64))> =
+        std::iter::once(("legacy hole", LEGACY_HOLE)).chain(m.pci_hole.map(|h| ("PCI hole", h))).collect();
     for l in &loads {
         let (start, end) = (l.paddr, l.paddr + l.memsz);
         for &(what, (hs, he)) in &holes {
@@ -230,10 +326,16 @@ fn check_ram_ranges(core: &Vmcore, m: Memory) -> Result<()> {
     if let Some((hole_start, hole_end)) = m.pci_hole {
         let high: Vec<_> = loads.iter().filter(|l| l.paddr >= hole_end).collect();
         let high_end = hole_end + (size - hole_start);
-        ensure!(high.len() == 1 && high[0].paddr == hole_end && high[0].paddr + high[0].memsz == high_end, "RAM above 4 GiB should be one PT_LOAD {hole_end:#x}..{high_end:#x}, found {high:x?}");
+        ensure!(
+            high.len() == 1 && high[0].paddr == hole_end && high[0].paddr + high[0].memsz == high_end,
+            "RAM above 4 GiB should be one PT_LOAD {hole_end:#x}..{high_end:#x}, found {high:x?}"
+        );
     }
     let total: u64 = loads.iter().map(|l| l.memsz).sum();
-    ensure!(total <= size && size - total <= 4 * MIB, "the vmcore holds {total:#x} bytes of RAM, the guest has {size:#x}");
+    ensure!(
+        total <= size && size - total <= 4 * MIB,
+        "the vmcore holds {total:#x} bytes of RAM, the guest has {size:#x}"
+    );
     Ok(())
 }
 
@@ -244,7 +346,12 @@ fn check_virtual_addresses(core: &Vmcore, m: Memory) -> Result<()> {
     for l in core.loads() {
         let identity = l.vaddr == l.paddr;
         let higher_half = l.vaddr == l.paddr.wrapping_add(DIRECT_MAP_OFFSET);
-        ensure!(identity || (m.direct_map && higher_half), "PT_LOAD at physical {:#x} has p_vaddr {:#x}", l.paddr, l.vaddr);
+        ensure!(
+            identity || (m.direct_map && higher_half),
+            "PT_LOAD at physical {:#x} has p_vaddr {:#x}",
+            l.paddr,
+            l.vaddr
+        );
         direct += u64::from(higher_half);
     }
     if m.direct_map {

@@ -8,18 +8,18 @@
 //! The proxy's faults are seeded (the seed is in each summary line); set
 //! `NETDUMP_PROXY_SEED` to run the fault scenarios with another one.
 
-use super::common::{self, exit, expect_exit, with_server_log, KernelRun};
+use super::common::{self, KernelRun, exit, expect_exit, with_server_log};
 use crate::check;
 use crate::forgery::{Holds, Rogue, Route};
 use crate::host_client::HostClient;
-use crate::netdumpd::{free_udp_port, Netdumpd};
+use crate::netdumpd::{Netdumpd, free_udp_port};
 use crate::proxy::{Action, Direction, Event, Fate, FaultProxy, Faults, Forger, ProxyConfig, Seen};
 use crate::qemu::{NicModel, QemuOutcome};
 use crate::suite::{Ctx, Outcome, Scenario};
 use crate::vmcore::Vmcore;
-use anyhow::{bail, ensure, Context, Result};
-use netdump_core::proto::{flags::RETRANSMIT, DecisionReason, MessageType, Verdict};
+use anyhow::{Context, Result, bail, ensure};
 use netdump_core::DumpError;
+use netdump_core::proto::{DecisionReason, MessageType, Verdict, flags::RETRANSMIT};
 use netdump_test_pattern::Pattern;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -37,7 +37,8 @@ const PATIENCE: Duration = Duration::from_secs(180);
 const CRASH_SITE: &str = "netdump_test_crash_site";
 
 pub fn scenarios(nic: NicModel) -> Vec<Scenario> {
-    let loss_dup_reorder = Faults { loss: 0.20, duplicate: 0.05, reorder: 0.05, reorder_depth: 8, ..Default::default() };
+    let loss_dup_reorder =
+        Faults { loss: 0.20, duplicate: 0.05, reorder: 0.05, reorder_depth: 8, ..Default::default() };
     let flips = Faults { corrupt: 0.01, ..Default::default() };
     let delay = Faults { delay: Duration::from_millis(10), ..Default::default() };
     vec![
@@ -66,7 +67,8 @@ fn panic_message(seed: u64) -> String {
 /// The test kernel's report of the server packets it dropped: (bad CRC, cookie or type;
 /// wrong address, port or MAC).
 fn client_drops(serial: &str) -> Result<(u64, u64)> {
-    let line = serial.lines().find(|l| l.starts_with("netdump: dropped ")).context("the kernel did not report its drops")?;
+    let line =
+        serial.lines().find(|l| l.starts_with("netdump: dropped ")).context("the kernel did not report its drops")?;
     let numbers: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
     ensure!(numbers.len() == 2, "unexpected drop report: {line}");
     Ok((numbers[0], numbers[1]))
@@ -80,7 +82,12 @@ fn failure_line(q: &QemuOutcome) -> Result<&str> {
 /// Ensures each kind of fault configured actually happened.
 fn faults_happened(proxy: &FaultProxy, faults: &Faults) -> Result<()> {
     let hit = |fate| proxy.count(Direction::ToServer, fate) + proxy.count(Direction::ToClient, fate);
-    for (p, fate) in [(faults.loss, Fate::Lost), (faults.duplicate, Fate::Duplicated), (faults.reorder, Fate::Reordered), (faults.corrupt, Fate::Corrupted)] {
+    for (p, fate) in [
+        (faults.loss, Fate::Lost),
+        (faults.duplicate, Fate::Duplicated),
+        (faults.reorder, Fate::Reordered),
+        (faults.corrupt, Fate::Corrupted),
+    ] {
         ensure!(p == 0.0 || hit(fate) > 0, "the proxy never applied {fate:?}: {}", proxy.summary());
     }
     Ok(())
@@ -99,7 +106,10 @@ fn through_proxy(ctx: &Ctx, seed: u64, faults: Faults) -> Result<Outcome> {
         faults_happened(&proxy, &faults)?;
         let (rejected, _) = client_drops(&q.serial)?;
         let flipped_to_client = corrupted_before_the_end(&proxy.events());
-        ensure!(flipped_to_client == 0 || rejected > 0, "{flipped_to_client} corrupted replies reached the client, it dropped none");
+        ensure!(
+            flipped_to_client == 0 || rejected > 0,
+            "{flipped_to_client} corrupted replies reached the client, it dropped none"
+        );
         if proxy.count(Direction::ToServer, Fate::Corrupted) > 0 {
             common::wait_for_log(srv, &["dropped packet"]).context("a corrupted packet reached netdumpd")?;
         }
@@ -114,8 +124,13 @@ fn through_proxy(ctx: &Ctx, seed: u64, faults: Faults) -> Result<Outcome> {
 /// Without such a FINISH_ACK, every corrupted reply.
 fn corrupted_before_the_end(events: &[Event]) -> usize {
     let to_client = |e: &&Event| e.seen.dir == Direction::ToClient;
-    let intact_finish_ack = events.iter().filter(to_client).find(|e| e.seen.is(MessageType::FinishAck) && e.fate == Fate::Forwarded);
-    events.iter().filter(to_client).filter(|e| e.fate == Fate::Corrupted && intact_finish_ack.is_none_or(|f| e.at <= f.at)).count()
+    let intact_finish_ack =
+        events.iter().filter(to_client).find(|e| e.seen.is(MessageType::FinishAck) && e.fate == Fate::Forwarded);
+    events
+        .iter()
+        .filter(to_client)
+        .filter(|e| e.fate == Fate::Corrupted && intact_finish_ack.is_none_or(|f| e.at <= f.at))
+        .count()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +173,9 @@ fn silent_server(ctx: &Ctx, which: Silence) -> Result<Outcome> {
     // so the two bounds never race. The other silences cut the ABORT off too: there the
     // server's bound is what ends the dump.
     let srv = match which {
-        Silence::Announce => common::start_server_with_timeout(ctx, (SILENCE_BOUND_MS + BOUND_SLACK_MS) / 1000 + 5, &[])?,
+        Silence::Announce => {
+            common::start_server_with_timeout(ctx, (SILENCE_BOUND_MS + BOUND_SLACK_MS) / 1000 + 5, &[])?
+        }
         _ => common::start_server(ctx, &[])?,
     };
     let proxy = FaultProxy::start(srv.addr(), ProxyConfig { seed, ..Default::default() })?;
@@ -179,7 +196,10 @@ fn silent_server(ctx: &Ctx, which: Silence) -> Result<Outcome> {
             let abort = info.pointer("/abort/reason").and_then(|v| v.as_str());
             ensure!(abort == Some("server_silent"), "the client's ABORT did not reach the server: {info}");
         }
-        let detail = format!("client: \"{}\" {waited} ms after the server fell silent (bound {SILENCE_BOUND_MS} ms); server: incomplete, {reason}", line.trim_start_matches("netdump: "));
+        let detail = format!(
+            "client: \"{}\" {waited} ms after the server fell silent (bound {SILENCE_BOUND_MS} ms); server: incomplete, {reason}",
+            line.trim_start_matches("netdump: ")
+        );
         Ok(Outcome { detail, ..Default::default() })
     })
 }
@@ -226,7 +246,9 @@ fn spoofing(ctx: &Ctx) -> Result<Outcome> {
     let srv = common::start_server(ctx, &[])?;
     // An earlier client whose dump finished: the rogue replays its cookie.
     let earlier_name = format!("earlier-{}", ctx.id);
-    let earlier = HostClient::new(&earlier_name, small_pattern(seed)).run(srv.addr()).map_err(|e| anyhow::anyhow!("install: {e:?}"))?;
+    let earlier = HostClient::new(&earlier_name, small_pattern(seed))
+        .run(srv.addr())
+        .map_err(|e| anyhow::anyhow!("install: {e:?}"))?;
     earlier.result.map_err(|e| anyhow::anyhow!("the earlier dump failed: {e}"))?;
     let proxy = FaultProxy::start(srv.addr(), ProxyConfig::default())?;
     let rogue = Rogue {
@@ -248,19 +270,28 @@ fn spoofing(ctx: &Ctx) -> Result<Outcome> {
         let attack = attack.with_context(|| format!("the attack; kernel serial:\n{}", common::tail(&q.serial, 10)))?;
         expect_exit(&q, exit::SUCCESS, "forged packets must not change the dump")?;
         let (_, mut outcome) = common::check_complete_dump(ctx, srv, &run.pattern, &panic_message(seed), CRASH_SITE)?;
-        let first_finish = proxy.events().into_iter().find(|e| e.seen.is(MessageType::Finish) && e.delivered()).context("no FINISH reached the server")?;
+        let first_finish = proxy
+            .events()
+            .into_iter()
+            .find(|e| e.seen.is(MessageType::Finish) && e.delivered())
+            .context("no FINISH reached the server")?;
         ensure!(attack.finished_at < first_finish.at, "the attack ended after the data phase; it proves nothing");
-        check_host_dump(srv, &earlier_name, &small_pattern(seed)).context("the finished dump whose cookie was replayed")?;
+        check_host_dump(srv, &earlier_name, &small_pattern(seed))
+            .context("the finished dump whose cookie was replayed")?;
         // The client: each forgery by a wrong cookie, and each from a wrong source.
         let count = |f: fn(&Route) -> bool| (attack.sent.iter().filter(|(_, r)| f(r)).count() * ROUNDS) as u64;
         let by_cookie = count(|r| *r == Route::ToClient(Forger::ServerPort));
         let by_source = count(|r| matches!(r, Route::ToClient(Forger::OtherPort | Forger::OtherAddress)));
         let (rejected, spoofed) = client_drops(&q.serial)?;
-        ensure!(rejected >= by_cookie, "the client dropped {rejected} packets for their cookie; {by_cookie} were forged");
+        ensure!(
+            rejected >= by_cookie,
+            "the client dropped {rejected} packets for their cookie; {by_cookie} were forged"
+        );
         ensure!(spoofed >= by_source, "the client dropped {spoofed} packets for their source; {by_source} were forged");
         // netdumpd: logged (the first drop of a reason always is: the warning limiter lets
         // one a second through per reason) and counted in the live dump's info.json.
-        let reasons = ["unknown_cookie", "replayed_crash", "wrong_source", "out_of_range"].map(|r| format!("reason={r}"));
+        let reasons =
+            ["unknown_cookie", "replayed_crash", "wrong_source", "out_of_range"].map(|r| format!("reason={r}"));
         common::wait_for_log(srv, &reasons.iter().map(String::as_str).collect::<Vec<_>>())?;
         let info = common::read_info(&common::only_dump(ctx, srv)?)?;
         let from_rogue = count(|r| *r == Route::ToServer);
@@ -299,13 +330,21 @@ fn server_restart(ctx: &Ctx) -> Result<Outcome> {
             let at = *at;
             proxy
                 .wait_until(PATIENCE, |events| {
-                    events[at.min(events.len())..].iter().any(|e| e.seen.header.is_some_and(|h| h.msg_type == MessageType::Data && h.flags & RETRANSMIT != 0))
+                    events[at.min(events.len())..].iter().any(|e| {
+                        e.seen.header.is_some_and(|h| h.msg_type == MessageType::Data && h.flags & RETRANSMIT != 0)
+                    })
                 })
                 .context("the client did not retransmit into the killed server")
         });
         let timeout = common::SESSION_TIMEOUT_S.to_string();
         let second = retransmitted.and_then(|()| {
-            Netdumpd::start_on(&ctx.artifacts.netdumpd, &ctx.dir.join("crash"), port, &["--session-timeout", &timeout], None)
+            Netdumpd::start_on(
+                &ctx.artifacts.netdumpd,
+                &ctx.dir.join("crash"),
+                port,
+                &["--session-timeout", &timeout],
+                None,
+            )
         });
         let q = kernel.join().expect("the QEMU thread panicked");
         killed?;
@@ -324,8 +363,10 @@ fn server_restart(ctx: &Ctx) -> Result<Outcome> {
         ensure!(!dump.join("vmcore").exists(), "an interrupted dump was renamed to vmcore");
         let arrived = check::pattern_pages_arrived(&Vmcore::open(&dump.join("vmcore-incomplete"))?, &run.pattern)?;
         ensure!(arrived > 0, "nothing of the pattern arrived before the kill");
-        common::wait_for_log(srv, &["dump left receiving by an earlier netdumpd"]).context("the restarted server did not log the interrupted dump")?;
-        common::wait_for_log(srv, &["reason=session_closed"]).context("the restarted server did not count the client's DATA as for a closed session")?;
+        common::wait_for_log(srv, &["dump left receiving by an earlier netdumpd"])
+            .context("the restarted server did not log the interrupted dump")?;
+        common::wait_for_log(srv, &["reason=session_closed"])
+            .context("the restarted server did not count the client's DATA as for a closed session")?;
         let total = run.pattern.len / 4096;
         let detail = format!(
             "killed after {KILL_AFTER_DATA} DATA packets, restarted once the client retransmitted: client \"{}\"; dump incomplete with {arrived} of {total} pattern pages whole and none wrong",
@@ -393,7 +434,9 @@ fn disk_full(ctx: &Ctx) -> Result<Outcome> {
         common::wait_for_log(srv, &["dump abandoned: write error"]).context("netdumpd did not log why")?;
         // Still serving while full: a crash is answered (no room even for its log).
         let full_name = format!("full-{}", ctx.id);
-        let full = HostClient::new(&full_name, small_pattern(seed)).run(srv.addr()).map_err(|e| anyhow::anyhow!("install while full: {e:?}"))?;
+        let full = HostClient::new(&full_name, small_pattern(seed))
+            .run(srv.addr())
+            .map_err(|e| anyhow::anyhow!("install while full: {e:?}"))?;
         match full.result {
             Err(DumpError::Refused(DecisionReason::NoSpace)) => {}
             Ok(r) if r.verdict == Verdict::SkipMemory => {}
@@ -408,7 +451,9 @@ fn disk_full(ctx: &Ctx) -> Result<Outcome> {
         ensure!(reason.contains("write error") && reason.contains("No space left"), "status_reason: {reason}");
         let arrived = check::pattern_pages_arrived(&Vmcore::open(&dump.join("vmcore-incomplete"))?, &run.pattern)?;
         let after_name = format!("after-{}", ctx.id);
-        let after = HostClient::new(&after_name, small_pattern(seed + 1)).run(srv.addr()).map_err(|e| anyhow::anyhow!("install after: {e:?}"))?;
+        let after = HostClient::new(&after_name, small_pattern(seed + 1))
+            .run(srv.addr())
+            .map_err(|e| anyhow::anyhow!("install after: {e:?}"))?;
         after.result.map_err(|e| anyhow::anyhow!("the dump after room was made failed: {e}"))?;
         check_host_dump(srv, &after_name, &small_pattern(seed + 1))?;
         let detail = format!(
@@ -426,7 +471,8 @@ fn concurrent(ctx: &Ctx) -> Result<Outcome> {
     let seed = 0xc0c0;
     let srv = common::start_server(ctx, &[])?;
     let faults = Faults::loss(0.02);
-    let proxy = FaultProxy::start(srv.addr(), ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults })?;
+    let proxy =
+        FaultProxy::start(srv.addr(), ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults })?;
     // Every CRASH waits in the proxy until all four kernels have announced theirs; then
     // they all go on at once, and the four dump together.
     let announced: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
@@ -452,7 +498,9 @@ fn concurrent(ctx: &Ctx) -> Result<Outcome> {
     let outcomes: Vec<Result<QemuOutcome>> = std::thread::scope(|s| {
         let threads: Vec<_> = runs.iter().map(|r| s.spawn(|| r.boot(ctx, proxy.port))).collect();
         // The fourth CRASH passes the rule: the three held ones go with it.
-        let all = proxy.wait_until(PATIENCE, |_| announced.lock().map_or(true, |a| a.len() >= CLIENTS) || threads.iter().all(|t| t.is_finished()));
+        let all = proxy.wait_until(PATIENCE, |_| {
+            announced.lock().map_or(true, |a| a.len() >= CLIENTS) || threads.iter().all(|t| t.is_finished())
+        });
         proxy.release_held();
         let outcomes = threads.into_iter().map(|t| t.join().expect("a QEMU thread panicked")).collect();
         all.map(|()| outcomes)
@@ -466,8 +514,9 @@ fn concurrent(ctx: &Ctx) -> Result<Outcome> {
             let q = q?;
             let name = r.client.as_deref().unwrap_or_default();
             expect_exit(&q, exit::SUCCESS, name)?;
-            let (dir, o) = common::check_complete_dump_of(ctx, srv, name, &r.pattern, &panic_message(r.pattern.seed), CRASH_SITE)
-                .with_context(|| format!("the dump of {name}"))?;
+            let (dir, o) =
+                common::check_complete_dump_of(ctx, srv, name, &r.pattern, &panic_message(r.pattern.seed), CRASH_SITE)
+                    .with_context(|| format!("the dump of {name}"))?;
             dirs.insert(dir);
             bytes += o.bytes;
             seconds = seconds.max(o.seconds);

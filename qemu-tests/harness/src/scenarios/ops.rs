@@ -3,11 +3,11 @@
 //! the dump beside them still bit-exact); a crash hook that skips the memory image;
 //! analysis on arrival, the `last` link and the admin commands on a real dump.
 
-use super::common::{self, exit, expect_exit, with_server_log, KernelRun, EVENT_PATIENCE};
-use crate::netdumpd::{free_udp_port, Netdumpd};
+use super::common::{self, EVENT_PATIENCE, KernelRun, exit, expect_exit, with_server_log};
+use crate::netdumpd::{Netdumpd, free_udp_port};
 use crate::qemu::NicModel;
 use crate::suite::{Ctx, Outcome, Scenario};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -22,7 +22,9 @@ const LINES: usize = 20;
 pub fn scenarios(nic: NicModel) -> Vec<Scenario> {
     vec![
         Scenario::new("netconsole", nic, |c| netconsole_beside_dump(c, Collector::Host, Format::Rfc5424, 0x7101)),
-        Scenario::new("netconsole-netdumpd", nic, |c| netconsole_beside_dump(c, Collector::Netdumpd, Format::Rfc3164, 0x7102)),
+        Scenario::new("netconsole-netdumpd", nic, |c| {
+            netconsole_beside_dump(c, Collector::Netdumpd, Format::Rfc3164, 0x7102)
+        }),
         Scenario::new("netconsole-only", nic, |c| netconsole_alone(c, Collector::Host, Format::Rfc3164)),
         Scenario::new("netconsole-only-netdumpd", nic, |c| netconsole_alone(c, Collector::Netdumpd, Format::Rfc5424)),
         Scenario::new("hook-skip-memory", nic, hook_skip_memory),
@@ -75,7 +77,10 @@ fn parse(datagram: &str, format: Format) -> Result<Syslog> {
             ensure!(f.len() == 7 && f[0] == "1", "not RFC 5424: {datagram:?}");
             let ts = f[1];
             let b = ts.as_bytes();
-            ensure!(ts.len() == 27 && ts.ends_with('Z') && b[4] == b'-' && b[10] == b'T' && b[19] == b'.', "timestamp {ts:?}");
+            ensure!(
+                ts.len() == 27 && ts.ends_with('Z') && b[4] == b'-' && b[10] == b'T' && b[19] == b'.',
+                "timestamp {ts:?}"
+            );
             ensure!(year_ok(&ts[..4]), "timestamp {ts:?} is not from the RTC");
             ensure!(f[3] == "netdump" && f[4] == "-" && f[5] == "console", "APP-NAME/PROCID/MSGID in {datagram:?}");
             let sd = f[6].strip_prefix("[meta sequenceId=\"").with_context(|| format!("SD in {datagram:?}"))?;
@@ -85,9 +90,13 @@ fn parse(datagram: &str, format: Format) -> Result<Syslog> {
         Format::Rfc3164 => {
             ensure!(rest.len() > 16, "short: {datagram:?}");
             let (ts, rest) = rest.split_at(15);
-            const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+            const MONTHS: [&str; 12] =
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
             let b = ts.as_bytes();
-            ensure!(MONTHS.contains(&&ts[..3]) && b[3] == b' ' && b[6] == b' ' && b[9] == b':' && b[12] == b':', "timestamp {ts:?}");
+            ensure!(
+                MONTHS.contains(&&ts[..3]) && b[3] == b' ' && b[6] == b' ' && b[9] == b':' && b[12] == b':',
+                "timestamp {ts:?}"
+            );
             let (host, rest) = rest[1..].split_once(' ').context("no HOSTNAME")?;
             let message = rest.strip_prefix("netdump: ").context("no TAG")?;
             Ok(Syslog { severity: pri % 8, host: host.into(), sequence: None, message: message.into() })
@@ -162,9 +171,18 @@ fn console_log(dir: &Path, host: &str, last: &str) -> Vec<String> {
 fn check_console(ctx: &Ctx, messages: &[String], severities: &[u8], panic: &str) -> Result<()> {
     let numbered: Vec<&String> = messages.iter().filter(|m| m.starts_with("netconsole line ")).collect();
     let want: Vec<String> = (1..=LINES).map(|i| format!("netconsole line {i} of {LINES}")).collect();
-    ensure!(numbered.iter().map(|s| s.as_str()).eq(want.iter().map(|s| s.as_str())), "normal-operation lines: {numbered:?}");
-    let at = messages.iter().position(|m| m == &format!("panic: {panic}")).with_context(|| format!("no panic line in {messages:?}"))?;
-    ensure!(at > messages.iter().rposition(|m| m.starts_with("netconsole line ")).unwrap_or(0), "the panic line came before the console lines");
+    ensure!(
+        numbered.iter().map(|s| s.as_str()).eq(want.iter().map(|s| s.as_str())),
+        "normal-operation lines: {numbered:?}"
+    );
+    let at = messages
+        .iter()
+        .position(|m| m == &format!("panic: {panic}"))
+        .with_context(|| format!("no panic line in {messages:?}"))?;
+    ensure!(
+        at > messages.iter().rposition(|m| m.starts_with("netconsole line ")).unwrap_or(0),
+        "the panic line came before the console lines"
+    );
     if !severities.is_empty() {
         for (m, sev) in messages.iter().zip(severities) {
             let want = if m.starts_with("panic:") || m.starts_with("netdump: dump") { 2 } else { 6 };
@@ -176,14 +194,24 @@ fn check_console(ctx: &Ctx, messages: &[String], severities: &[u8], panic: &str)
 }
 
 /// The syslog messages at the collector, checked against the format.
-fn collected(ctx: &Ctx, collector: Collector, format: Format, listener: Option<&Listener>, dir: &Path, last: &str) -> Result<(Vec<String>, Vec<u8>)> {
+fn collected(
+    ctx: &Ctx,
+    collector: Collector,
+    format: Format,
+    listener: Option<&Listener>,
+    dir: &Path,
+    last: &str,
+) -> Result<(Vec<String>, Vec<u8>)> {
     match (collector, listener) {
         (Collector::Host, Some(l)) => {
             let parsed = l.until(last).iter().map(|d| parse(d, format)).collect::<Result<Vec<Syslog>>>()?;
             ensure!(parsed.iter().all(|s| s.host == ctx.id), "HOSTNAME is not {}: {parsed:?}", ctx.id);
             if format == Format::Rfc5424 {
                 let seqs: Vec<u32> = parsed.iter().filter_map(|s| s.sequence).collect();
-                ensure!(seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs.first() == Some(&1), "sequenceIds {seqs:?}: lost or reordered lines");
+                ensure!(
+                    seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs.first() == Some(&1),
+                    "sequenceIds {seqs:?}: lost or reordered lines"
+                );
             }
             Ok((parsed.iter().map(|s| s.message.clone()).collect(), parsed.iter().map(|s| s.severity).collect()))
         }
@@ -213,8 +241,11 @@ fn netconsole_beside_dump(ctx: &Ctx, collector: Collector, format: Format, seed:
     std::os::unix::fs::symlink(&ctx.artifacts.conformance_kernel, builds.join("a-conformance-kernel"))?;
     std::os::unix::fs::symlink(&ctx.artifacts.test_kernel, builds.join("b-test-kernel"))?;
     let builds = builds.display().to_string();
-    let extra: Vec<&str> =
-        if collector == Collector::Netdumpd { vec!["--netconsole-listen", &listen, "--kernel-builds", &builds] } else { vec![] };
+    let extra: Vec<&str> = if collector == Collector::Netdumpd {
+        vec!["--netconsole-listen", &listen, "--kernel-builds", &builds]
+    } else {
+        vec![]
+    };
     let srv = common::start_server(ctx, &extra)?;
     let port = collector_port(collector, &listener, Some(console_port));
     let mut run = KernelRun::new("dump", common::pattern(seed));
@@ -223,9 +254,11 @@ fn netconsole_beside_dump(ctx: &Ctx, collector: Collector, format: Format, seed:
     with_server_log(srv, |srv| {
         expect_exit(&q, exit::SUCCESS, "the dump should verify with netconsole on")?;
         let panic = format!("netdump test panic (seed {seed:#x})");
-        let (dump, mut outcome) = common::check_complete_dump(ctx, srv, &run.pattern, &panic, "netdump_test_crash_site")?;
+        let (dump, mut outcome) =
+            common::check_complete_dump(ctx, srv, &run.pattern, &panic, "netdump_test_crash_site")?;
         let info = common::read_info(&dump)?;
-        let (messages, severities) = collected(ctx, collector, format, listener.as_ref(), &srv.dir, "netdump: dump of ")?;
+        let (messages, severities) =
+            collected(ctx, collector, format, listener.as_ref(), &srv.dir, "netdump: dump of ")?;
         check_console(ctx, &messages, &severities, &panic)?;
         let dumping = format!("netdump: dumping to 10.0.2.2:{}: DumpAll (None)", srv.port);
         ensure!(messages.contains(&dumping), "no {dumping:?} in {messages:?}");
@@ -233,7 +266,8 @@ fn netconsole_beside_dump(ctx: &Ctx, collector: Collector, format: Format, seed:
         let packets = info.pointer("/finish/packets").and_then(|v| v.as_u64()).context("finish.packets")?;
         let done = format!("netdump: dump of {bytes} bytes in {packets} packets: Verified");
         ensure!(messages.contains(&done), "no {done:?} in {messages:?}");
-        outcome.detail += &format!(", {} netconsole lines at the {collector:?} collector (RFC {})", messages.len(), format.arg());
+        outcome.detail +=
+            &format!(", {} netconsole lines at the {collector:?} collector (RFC {})", messages.len(), format.arg());
         if collector == Collector::Netdumpd {
             outcome.detail += &check_server_extras(ctx, srv, &dump)?;
         }
@@ -256,7 +290,8 @@ fn check_server_extras(ctx: &Ctx, srv: &Netdumpd, dump: &Path) -> Result<String>
     ensure!(points.ok().as_deref() == dump.file_name().map(Path::new), "{} does not point to the dump", link.display());
     let out = Command::new(&ctx.artifacts.netdumpd).args(["list", "--json", "--dir"]).arg(&srv.dir).output()?;
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).context("netdumpd list --json")?;
-    let row = rows.as_array().and_then(|r| r.iter().find(|r| r["client"] == ctx.id.as_str())).context("dump not listed")?;
+    let row =
+        rows.as_array().and_then(|r| r.iter().find(|r| r["client"] == ctx.id.as_str())).context("dump not listed")?;
     ensure!(row["status"] == "complete" && row["analysis"] == true, "netdumpd list says {row}");
     Ok(", kernel found by build ID, analysis names the crash site, last link and list ok".into())
 }
@@ -287,12 +322,22 @@ fn netconsole_alone(ctx: &Ctx, collector: Collector, format: Format) -> Result<O
         // netdumpd writes its registry at most once a second, and on SIGTERM: stopped so,
         // clients.json holds every registration it ever took.
         srv.terminate()?;
-        let dumps: Vec<_> = std::fs::read_dir(&dir)?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{}-", ctx.id))).collect();
+        let dumps: Vec<_> = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{}-", ctx.id)))
+            .collect();
         ensure!(dumps.is_empty(), "a dump directory appeared without a dump server");
         let clients = std::fs::read_to_string(dir.join("clients.json")).unwrap_or_default();
         ensure!(!clients.contains(&ctx.id), "the kernel registered although no dump server was configured");
     }
-    Ok(Outcome { detail: format!("{} lines at the {collector:?} collector (RFC {}), no dump server", messages.len(), format.arg()), ..Default::default() })
+    Ok(Outcome {
+        detail: format!(
+            "{} lines at the {collector:?} collector (RFC {}), no dump server",
+            messages.len(),
+            format.arg()
+        ),
+        ..Default::default()
+    })
 }
 
 fn script(path: &Path, body: &str) -> Result<()> {
@@ -304,7 +349,8 @@ fn script(path: &Path, body: &str) -> Result<()> {
 /// The crash hook exits 1: the real client sends log and registers only; the dump
 /// directory has no vmcore, and the finished hook is told `skipped`.
 fn hook_skip_memory(ctx: &Ctx) -> Result<Outcome> {
-    let (crash, finished, said) = (ctx.dir.join("crash-hook"), ctx.dir.join("finished-hook"), ctx.dir.join("finished-said"));
+    let (crash, finished, said) =
+        (ctx.dir.join("crash-hook"), ctx.dir.join("finished-hook"), ctx.dir.join("finished-said"));
     script(&crash, "exit 1")?;
     script(&finished, &format!("echo \"$1 $NETDUMP_OUTCOME\" > {}", said.display()))?;
     let (c, f) = (crash.display().to_string(), finished.display().to_string());
@@ -332,6 +378,11 @@ fn hook_skip_memory(ctx: &Ctx) -> Result<Outcome> {
         if said.trim() != "skipped skipped" {
             bail!("the finished hook was told {said:?}");
         }
-        Ok(Outcome { detail: format!("crash hook exit 1: no vmcore, log and registers (rip {rip}) kept, finished hook told skipped"), ..Default::default() })
+        Ok(Outcome {
+            detail: format!(
+                "crash hook exit 1: no vmcore, log and registers (rip {rip}) kept, finished hook told skipped"
+            ),
+            ..Default::default()
+        })
     })
 }
