@@ -22,16 +22,18 @@ use std::rc::Rc;
 use netdump_core::client::{ClientName, Config, RtoBounds, Timeouts};
 use netdump_core::clock::Clock;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
-use netdump_core::net::{classify, emit_arp, emit_udp, EthernetAddress, Inbound, Ipv4Address, NetConfig, UdpFlow, FRAME_OVERHEAD};
-use netdump_core::nic::{check_frame_len, NicError, PolledNic, ETHERNET_HEADER_LEN};
+use netdump_core::net::{
+    EthernetAddress, FRAME_OVERHEAD, Inbound, Ipv4Address, NetConfig, UdpFlow, classify, emit_arp, emit_udp,
+};
+use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, check_frame_len};
 use netdump_core::proto::{
-    Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, Header, HelloAck, HelloStatus, Message,
-    MessageType, Section, StreamCrc, Verdict, HEADER_LEN,
+    Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, HEADER_LEN, Header, HelloAck, HelloStatus,
+    Message, MessageType, Section, StreamCrc, Verdict,
 };
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 use smoltcp::wire::ArpOperation;
 
-use crate::input::{encode, seal, Records};
+use crate::input::{Records, encode, seal};
 
 const WINDOW: usize = 8;
 const RAM_BASE: u64 = 0x10_0000;
@@ -134,9 +136,11 @@ impl Server {
     }
 
     fn on_packet(&mut self, packet: &[u8], rx: &mut VecDeque<Vec<u8>>) {
-        let (h, payload) = Header::parse(packet).unwrap_or_else(|e| panic!("the client sent a bad packet ({e}): {packet:02x?}"));
+        let (h, payload) =
+            Header::parse(packet).unwrap_or_else(|e| panic!("the client sent a bad packet ({e}): {packet:02x?}"));
         assert!(h.msg_type.from_client(), "the client sent a server message: {h:?}");
-        let msg = Message::parse(&h, payload).unwrap_or_else(|e| panic!("the client sent a {:?} that does not parse: {e}", h.msg_type));
+        let msg = Message::parse(&h, payload)
+            .unwrap_or_else(|e| panic!("the client sent a {:?} that does not parse: {e}", h.msg_type));
         if h.msg_type != MessageType::Hello {
             assert_eq!(Some(h.cookie), self.cookie, "the client changed its cookie");
         }
@@ -148,7 +152,11 @@ impl Server {
             }
             Message::Crash(c) => {
                 self.image = vec![0; (PAGES * 4096) as usize];
-                assert!(c.ranges.iter().eq([MemoryRange { phys_start: RAM_BASE, length: PAGES * 4096, virt_start: RAM_BASE }]));
+                assert!(c.ranges.iter().eq([MemoryRange {
+                    phys_start: RAM_BASE,
+                    length: PAGES * 4096,
+                    virt_start: RAM_BASE
+                }]));
                 let d = Decision { verdict: Verdict::DumpAll, why: DecisionReason::None, max_payload: 1472 };
                 rx.push_back(self.reply(MessageType::Decision, h.seq, d.wire_len(), |p| d.emit(p)));
             }
@@ -207,7 +215,14 @@ impl Server {
 
 /// A UDP datagram to the client from `ip:port`, in a whole frame.
 fn udp_frame(ip: Ipv4Address, port: u16, payload: &[u8]) -> Vec<u8> {
-    let flow = UdpFlow { src_mac: SERVER_MAC, dst_mac: EthernetAddress(CLIENT_MAC), src_ip: ip, dst_ip: CLIENT_IP, src_port: port, dst_port: CLIENT_PORT };
+    let flow = UdpFlow {
+        src_mac: SERVER_MAC,
+        dst_mac: EthernetAddress(CLIENT_MAC),
+        src_ip: ip,
+        dst_ip: CLIENT_IP,
+        src_port: port,
+        dst_port: CLIENT_PORT,
+    };
     let mut frame = vec![0u8; FRAME_OVERHEAD + payload.len()];
     emit_udp(&mut frame, &flow, payload.len(), |p| p.copy_from_slice(payload));
     frame
@@ -320,21 +335,36 @@ fn run(data: &[u8]) -> (Option<Result<netdump_core::DumpReport, netdump_core::Du
     nic.inject();
     let clock = TickClock::default();
     let config = Config {
-        net: NetConfig { ip: CLIENT_IP, prefix_len: 24, gateway: None, server_ip: SERVER_IP, server_port: SERVER_PORT, client_port: CLIENT_PORT },
+        net: NetConfig {
+            ip: CLIENT_IP,
+            prefix_len: 24,
+            gateway: None,
+            server_ip: SERVER_IP,
+            server_port: SERVER_PORT,
+            client_port: CLIENT_PORT,
+        },
         name: ClientName::new("fuzz").expect("valid name"),
         window: WINDOW,
         timeouts: timeouts(),
     };
-    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: PAGES * 4096, virt_start: RAM_BASE }]).expect("valid map");
+    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: PAGES * 4096, virt_start: RAM_BASE }])
+        .expect("valid map");
     let mut rng = Counter(0x5eed);
-    let Ok(mut client) = Netdump::install(nic, clock, &mut rng, config, crash_buffers(), map) else { return (None, false) };
+    let Ok(mut client) = Netdump::install(nic, clock, &mut rng, config, crash_buffers(), map) else {
+        return (None, false);
+    };
     let crash = CrashInfo::panic(0, b"fuzz panic", &[]);
     let regs = netdump_core::proto::RegisterRecord::default();
     let result = client.dump(&crash, &[regs], &Ram, None);
     let server = &client.nic().server;
     if server.verified {
         for (i, b) in server.image.iter().enumerate() {
-            assert_eq!(*b, ram_byte(RAM_BASE + i as u64), "the server verified a dump that differs at {:#x}", RAM_BASE + i as u64);
+            assert_eq!(
+                *b,
+                ram_byte(RAM_BASE + i as u64),
+                "the server verified a dump that differs at {:#x}",
+                RAM_BASE + i as u64
+            );
         }
     }
     (Some(result), server.verified)
@@ -360,7 +390,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let ack_all = |stop: bool| {
         let a = Ack { stop, bitmap: &[] };
         let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
-        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 1000 }.emit(&mut p, a.wire_len(), |b| a.emit(b)).expect("sized");
+        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 1000 }
+            .emit(&mut p, a.wire_len(), |b| a.emit(b))
+            .expect("sized");
         p
     };
     let mut arp = vec![0u8; 60];
@@ -368,7 +400,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("clean", Vec::new()),
         // A STOP from another port, then one with a wrong cookie, mid-dump.
-        ("stop-from-elsewhere", encode(&[(2 | 0x04, [vec![12], ack_all(true)].concat()), (1 | 0x04, [vec![1], ack_all(true)].concat())])),
+        (
+            "stop-from-elsewhere",
+            encode(&[(2 | 0x04, [vec![12], ack_all(true)].concat()), (1 | 0x04, [vec![1], ack_all(true)].concat())]),
+        ),
         // An ACK of more than was sent, with the client's cookie.
         ("ack-beyond", encode(&[(1 | 0x04 | 0x10, [vec![10], ack_all(false)].concat())])),
         // Someone asks for the client's MAC during the dump.
@@ -384,7 +419,8 @@ mod tests {
     fn every_seed_dumps_whole_despite_its_frames() {
         for (name, data) in seeds() {
             let (result, verified) = run(&data);
-            let report = result.unwrap_or_else(|| panic!("{name}: install failed")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let report =
+                result.unwrap_or_else(|| panic!("{name}: install failed")).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(verified, "{name}");
             assert!(report.packets > 8, "{name}: {} packets", report.packets);
         }
@@ -394,7 +430,9 @@ mod tests {
     fn a_stop_with_the_right_cookie_from_the_server_ends_the_dump() {
         let a = Ack { stop: true, bitmap: &[] };
         let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
-        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 0 }.emit(&mut p, a.wire_len(), |b| a.emit(b)).unwrap();
+        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 0 }
+            .emit(&mut p, a.wire_len(), |b| a.emit(b))
+            .unwrap();
         let data = encode(&[(1 | 0x04 | 0x10, [vec![12], p].concat())]);
         let (result, verified) = run(&data);
         assert_eq!(result.unwrap().unwrap_err(), netdump_core::DumpError::StoppedByServer);

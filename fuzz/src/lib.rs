@@ -20,7 +20,7 @@ mod server;
 mod syslog;
 
 pub use client::client_receive;
-pub use input::{encode, seal, Records};
+pub use input::{Records, encode, seal};
 pub use server::server_packets;
 pub use syslog::syslog_datagrams;
 
@@ -28,11 +28,8 @@ pub use syslog::syslog_datagrams;
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name (the corpus directories' names), for the replay test.
-pub const TARGETS: [Target; 3] = [
-    ("server_packets", server_packets),
-    ("client_receive", client_receive),
-    ("syslog_datagrams", syslog_datagrams),
-];
+pub const TARGETS: [Target; 3] =
+    [("server_packets", server_packets), ("client_receive", client_receive), ("syslog_datagrams", syslog_datagrams)];
 
 /// Seed inputs of each target: well-formed exchanges the fuzzer starts from.
 pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {

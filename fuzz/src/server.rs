@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netdump_core::proto::{
-    AddressTable, Crash, CrashKind, Data, Finish, Header, Hello, Message, MessageType, MemoryRange, RangeTable,
+    AddressTable, Crash, CrashKind, Data, Finish, Header, Hello, MemoryRange, Message, MessageType, RangeTable,
     Section, StreamCrc, TextMessage, abort_reason,
 };
 use netdumpd::{Server, ServerConfig};
 
-use crate::input::{encode, seal, Records};
+use crate::input::{Records, encode, seal};
 
 /// Cookies the records can name by slot, so that a session's packets agree.
 pub const COOKIES: [u64; 3] = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888, 0x9999_aaaa_bbbb_cccc];
@@ -51,7 +51,8 @@ impl Sources {
         for s in &self.0 {
             while let Ok(n) = s.recv(&mut buf) {
                 let reply = &buf[..n];
-                let (h, payload) = Header::parse(reply).unwrap_or_else(|e| panic!("netdumpd sent a bad packet ({e}): {reply:02x?}"));
+                let (h, payload) =
+                    Header::parse(reply).unwrap_or_else(|e| panic!("netdumpd sent a bad packet ({e}): {reply:02x?}"));
                 assert!(!h.msg_type.from_client(), "netdumpd sent a client message: {h:?}");
                 if let Err(e) = Message::parse(&h, payload) {
                     panic!("netdumpd sent a {:?} that does not parse ({e}): {reply:02x?}", h.msg_type);
@@ -71,7 +72,8 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let base =
+            if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("netdump-fuzz-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -147,7 +149,14 @@ fn conversation(src: u8, slot: u8, abort: bool) -> Vec<(u8, Vec<u8>)> {
     let cookie = COOKIES[usize::from(slot) - 1];
     let tag = src | (slot << 4);
     let name = format!("fuzz-node-{slot}");
-    let hello = Hello { mac: [2, 0, 0, 0, 0, slot], mtu: 1500, ip: [10, 0, 2, 15], page_size: 4096, memory_bytes: 8192, name: name.as_bytes() };
+    let hello = Hello {
+        mac: [2, 0, 0, 0, 0, slot],
+        mtu: 1500,
+        ip: [10, 0, 2, 15],
+        page_size: 4096,
+        memory_bytes: 8192,
+        name: name.as_bytes(),
+    };
     let ranges = [MemoryRange { phys_start: 0x10_0000, length: 8192, virt_start: 0xffff_8000_0010_0000 }];
     let log = b"fuzzed console\n";
     let crash = Crash {
@@ -202,7 +211,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         interleaved.push(b);
     }
     // The same dump, its packets also arriving from another source (a spoofer).
-    let spoofed: Vec<(u8, Vec<u8>)> = one.iter().flat_map(|(t, p)| [(*t, p.clone()), ((*t & !3) | 3, p.clone())]).collect();
+    let spoofed: Vec<(u8, Vec<u8>)> =
+        one.iter().flat_map(|(t, p)| [(*t, p.clone()), ((*t & !3) | 3, p.clone())]).collect();
     vec![
         ("complete-dump", encode(&one)),
         ("two-clients-one-aborts", encode(&interleaved)),

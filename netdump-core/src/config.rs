@@ -3,7 +3,7 @@
 //! the client's name and ARP bounds; it needs neither.
 
 use crate::net::NetConfig;
-use crate::proto::{valid_name, MAX_NAME};
+use crate::proto::{MAX_NAME, valid_name};
 
 /// Every wait of the client has one of these bounds (microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

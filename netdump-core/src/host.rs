@@ -9,9 +9,9 @@
 extern crate std;
 
 use crate::clock::Clock;
-use crate::net::{classify, emit_arp, emit_udp, EthernetAddress, Inbound, Ipv4Address, UdpFlow, FRAME_OVERHEAD};
+use crate::net::{EthernetAddress, FRAME_OVERHEAD, Inbound, Ipv4Address, UdpFlow, classify, emit_arp, emit_udp};
 
-use crate::nic::{check_frame_len, NicError, PolledNic};
+use crate::nic::{NicError, PolledNic, check_frame_len};
 use smoltcp::wire::{ArpOperation, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -49,7 +49,17 @@ impl UdpSocketNic {
     pub fn new(mac: [u8; 6], mtu: usize, server: SocketAddr) -> std::io::Result<Self> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         socket.set_nonblocking(true)?;
-        Ok(UdpSocketNic { mac, mtu, socket, server, rx: VecDeque::new(), client_port: 0, tx_filter: None, frames_sent: 0, tx_frame: Vec::new() })
+        Ok(UdpSocketNic {
+            mac,
+            mtu,
+            socket,
+            server,
+            rx: VecDeque::new(),
+            client_port: 0,
+            tx_filter: None,
+            frames_sent: 0,
+            tx_frame: Vec::new(),
+        })
     }
 
     /// The host address the server sees for this client.

@@ -1,7 +1,7 @@
 //! What the dump reads: the kernel's RAM ranges and a way to read physical memory.
 
 pub use crate::proto::MemoryRange;
-use crate::proto::{validate_ranges, ProtoError, MAX_RANGES};
+use crate::proto::{MAX_RANGES, ProtoError, validate_ranges};
 
 /// Size of the pages the dump walks (and the page size it announces).
 pub const PAGE_SIZE: usize = 4096;
@@ -51,7 +51,10 @@ impl MemoryMap {
             if e <= s {
                 continue;
             }
-            if map.len > 0 && map.ranges[map.len - 1].phys_end() == s && virt(s) == map.ranges[map.len - 1].virt_start + map.ranges[map.len - 1].length {
+            if map.len > 0
+                && map.ranges[map.len - 1].phys_end() == s
+                && virt(s) == map.ranges[map.len - 1].virt_start + map.ranges[map.len - 1].length
+            {
                 map.ranges[map.len - 1].length += e - s;
                 continue;
             }
@@ -82,11 +85,9 @@ mod tests {
 
     #[test]
     fn firmware_regions_are_trimmed_to_pages_and_merged() {
-        let map = MemoryMap::from_ram_regions(
-            [(0, 0x9fc00), (0x100000, 0x100000), (0x200000, 0x7e00123)].into_iter(),
-            |p| p,
-        )
-        .unwrap();
+        let map =
+            MemoryMap::from_ram_regions([(0, 0x9fc00), (0x100000, 0x100000), (0x200000, 0x7e00123)].into_iter(), |p| p)
+                .unwrap();
         assert_eq!(
             map.ranges(),
             &[

@@ -23,7 +23,7 @@ use crate::config::{ClientName, Timeouts};
 use crate::net::{NetConfig, NetError, UdpLink};
 use crate::nic::{NicError, PolledNic};
 
-pub use crate::civil::{civil, unix_seconds, Civil};
+pub use crate::civil::{Civil, civil, unix_seconds};
 
 /// The syslog port (RFC 5426).
 pub const SYSLOG_PORT: u16 = 514;
@@ -137,12 +137,24 @@ impl Netconsole {
 
     /// Sends one line (without its newline) as one syslog message. Never waits: a full
     /// transmit ring drops the line (counted).
-    pub fn send_line(&mut self, nic: &mut dyn PolledNic, clock: &dyn Clock, severity: Severity, line: &[u8]) -> Result<(), NicError> {
+    pub fn send_line(
+        &mut self,
+        nic: &mut dyn PolledNic,
+        clock: &dyn Clock,
+        severity: Severity,
+        line: &[u8],
+    ) -> Result<(), NicError> {
         self.sequence = if self.sequence >= MAX_SEQUENCE { 1 } else { self.sequence + 1 };
         let stamp = self.config.boot_unix_us.map(|b| b.saturating_add(clock.now_us()));
         let pri = self.config.facility.min(23) * 8 + severity as u8;
         let mut msg = [0u8; MAX_MESSAGE];
-        let header = Header { format: self.config.format, pri, unix_us: stamp, hostname: self.config.hostname.as_bytes(), sequence: self.sequence };
+        let header = Header {
+            format: self.config.format,
+            pri,
+            unix_us: stamp,
+            hostname: self.config.hostname.as_bytes(),
+            sequence: self.sequence,
+        };
         let len = format_message(&mut msg, &header, line);
         let room = self.link.max_payload(nic);
         let len = len.min(room);

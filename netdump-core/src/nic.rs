@@ -158,7 +158,7 @@ impl StatusPacer {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_frame_len, NicError, StatusPacer};
+    use super::{NicError, StatusPacer, check_frame_len};
 
     #[test]
     fn frame_lengths_are_bounded_by_the_mtu_and_the_header() {
@@ -174,7 +174,8 @@ mod tests {
     fn status_is_due_first_then_every_interval_and_whenever_the_ring_is_full() {
         let mut p = StatusPacer::default();
         let pattern: std::vec::Vec<bool> = (0..2 * StatusPacer::INTERVAL).map(|_| p.due(false)).collect();
-        let expected: std::vec::Vec<bool> = (0..2 * StatusPacer::INTERVAL).map(|i| i % StatusPacer::INTERVAL == 0).collect();
+        let expected: std::vec::Vec<bool> =
+            (0..2 * StatusPacer::INTERVAL).map(|i| i % StatusPacer::INTERVAL == 0).collect();
         assert_eq!(pattern, expected);
         assert!(p.due(true) && p.due(true), "a full ring reads it every time");
         p.reset();

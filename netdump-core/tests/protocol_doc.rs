@@ -28,11 +28,19 @@ fn table(doc: &str, name: &str) -> Vec<(Option<usize>, Option<usize>)> {
 
 fn check(doc: &str, name: &str, layout: &[Field], variable_at: Option<usize>) {
     let rows = table(doc, name);
-    let fixed: Vec<(usize, usize)> =
-        rows.iter().filter_map(|r| match r { (Some(o), Some(s)) => Some((*o, *s)), _ => None }).collect();
+    let fixed: Vec<(usize, usize)> = rows
+        .iter()
+        .filter_map(|r| match r {
+            (Some(o), Some(s)) => Some((*o, *s)),
+            _ => None,
+        })
+        .collect();
     let want: Vec<(usize, usize)> = layout.iter().map(|f| (f.start, f.len())).collect();
     assert_eq!(fixed, want, "{name}: the documented fixed fields against proto::field");
-    let variable = rows.iter().find_map(|r| match r { (Some(o), None) => Some(*o), _ => None });
+    let variable = rows.iter().find_map(|r| match r {
+        (Some(o), None) => Some(*o),
+        _ => None,
+    });
     assert_eq!(variable, variable_at, "{name}: where the variable part starts");
     // The fields tile the fixed part: no gap, no overlap.
     let mut end = 0;

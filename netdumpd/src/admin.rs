@@ -11,8 +11,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::analysis::ANALYSIS;
 use crate::catalog::{DumpEntry, last_link_name, scan};
-use crate::dumpdir::{INFO, LOG};
 use crate::config::ServerConfig;
+use crate::dumpdir::{INFO, LOG};
 
 /// `list`: every dump, oldest first.
 pub fn list(root: &Path, as_json: bool) -> anyhow::Result<String> {

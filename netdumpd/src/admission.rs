@@ -14,11 +14,11 @@ use std::net::SocketAddr;
 
 use netdump_core::proto::{DecisionReason, Verdict};
 
+use crate::announcement::CrashAnnouncement;
 use crate::dedup::DedupInfo;
 use crate::dumpdir::DumpDir;
 use crate::hooks::{HookConfig, HookEvent, ProcessEnd, RunningHook};
 use crate::registry::Client;
-use crate::announcement::CrashAnnouncement;
 
 /// What the free space allows, counting dumps in progress and the reserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{AnalysisSection, ConfigFile, DedupSection, HooksSection, NetconsoleSection, RetentionSection};
 use crate::config::ServerConfig;
+use crate::config::{AnalysisSection, ConfigFile, DedupSection, HooksSection, NetconsoleSection, RetentionSection};
 
 /// What a client does once its dump is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -15,8 +15,8 @@ use crate::analysis::AnalysisConfig;
 use crate::dedup::DedupPolicy;
 use crate::hooks::HookConfig;
 use crate::limits::Limits;
-use crate::syslog::SyslogLimits;
 use crate::retention::RetentionConfig;
+use crate::syslog::SyslogLimits;
 
 const MIB: u64 = 1 << 20;
 

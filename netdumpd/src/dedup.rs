@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use crate::info::DedupInfo;
-use crate::files::write_atomic;
-use crate::dumpdir::INFO;
 use crate::announcement::CrashAnnouncement;
+use crate::dumpdir::INFO;
+use crate::files::write_atomic;
+pub use crate::info::DedupInfo;
 
 pub const SIGNATURES_FILE: &str = "signatures.json";
 
@@ -35,7 +35,6 @@ pub enum DedupPolicy {
     /// within this long.
     SkipMemoryWithin(Duration),
 }
-
 
 /// Code addresses of the crashing stack the signature hashes: the innermost ones, where
 /// the bug is, not the callers that vary with how it was reached.

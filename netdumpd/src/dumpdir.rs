@@ -91,8 +91,7 @@ impl DumpFiles {
     /// empty `log`.
     pub fn create(dir: DumpDir, layout: &VmcoreLayout, with_vmcore: bool) -> io::Result<DumpFiles> {
         let vmcore = if with_vmcore {
-            let f =
-                private_file().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
+            let f = private_file().read(true).write(true).create_new(true).open(dir.path.join(VMCORE_INCOMPLETE))?;
             f.set_len(layout.file_len())?;
             f.write_all_at(&layout.headers(), 0)?;
             Some(f)

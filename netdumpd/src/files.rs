@@ -26,7 +26,6 @@ pub fn private_file() -> OpenOptions {
     o
 }
 
-
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".tmp");

@@ -182,9 +182,13 @@ mod tests {
     fn the_after_drain_work_runs_once_per_drain_not_once_per_job() {
         let drains = Arc::new(AtomicUsize::new(0));
         let d = drains.clone();
-        let pool = JobPool::new(1, 100, Some(Box::new(move || {
-            d.fetch_add(1, Ordering::SeqCst);
-        })));
+        let pool = JobPool::new(
+            1,
+            100,
+            Some(Box::new(move || {
+                d.fetch_add(1, Ordering::SeqCst);
+            })),
+        );
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
         for _ in 0..20 {

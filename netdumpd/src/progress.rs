@@ -17,7 +17,8 @@ pub struct Progress {
 
 impl Progress {
     pub fn of(info: &DumpInfo) -> Progress {
-        let memory = if info.decision.verdict == netdump_core::proto::Verdict::DumpAll.name() { info.memory_size } else { 0 };
+        let memory =
+            if info.decision.verdict == netdump_core::proto::Verdict::DumpAll.name() { info.memory_size } else { 0 };
         let registers = u64::from(info.cpu_count) * 256;
         Progress::new(info.bytes_received, info.log_bytes_announced + registers + memory, info.duration_seconds)
     }

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::files::write_atomic;
 use crate::dumpdir::{INFO, VMCORE, VMCORE_INCOMPLETE};
+use crate::files::write_atomic;
 
 /// What start-up did to one dump directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

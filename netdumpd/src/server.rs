@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netdump_core::proto::{
-    Ack, ClientMessage, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello, HelloAck,
-    HelloStatus, MAX_DATAGRAM, Message, MessageType, ProtoError, TextMessage, Verdict, error_code, valid_name,
+    Ack, ClientMessage, Crash, Data, Decision, DecisionReason, Finish, FinishAck, FinishStatus, Header, Hello,
+    HelloAck, HelloStatus, MAX_DATAGRAM, Message, MessageType, ProtoError, TextMessage, Verdict, error_code,
+    valid_name,
 };
 
 use crate::admission::{AdmissionContext, PendingCrash, SpaceFit, dump_env};
@@ -29,8 +30,8 @@ use crate::limits::{MAX_LOG_BYTES, RateBudget, SourceBudget};
 use crate::outbox::Outbox;
 use crate::registry::{Client, Registration, Registry, RegistryError, RegistryLimits};
 use crate::session::{Session, StartRequest};
-use crate::syslog::SyslogReceiver;
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
+use crate::syslog::SyslogReceiver;
 
 /// How long an ended session is remembered, to answer a repeated FINISH or CRASH
 /// (the protocol promises at least 60 s).
@@ -316,7 +317,9 @@ impl Server {
     fn receive_timeout(&self) -> Duration {
         let now = Instant::now();
         let next = self.sessions.values().filter_map(|s| s.ack_deadline()).min();
-        next.map_or(POLL_INTERVAL, |d| d.saturating_duration_since(now).clamp(Duration::from_micros(200), POLL_INTERVAL))
+        next.map_or(POLL_INTERVAL, |d| {
+            d.saturating_duration_since(now).clamp(Duration::from_micros(200), POLL_INTERVAL)
+        })
     }
 
     fn expire(&mut self, now: Instant) {
@@ -468,7 +471,12 @@ impl Server {
         let full = small.saturating_add(crash.memory_size());
         let fit = SpaceFit::of(full, small, usable);
         if fit != SpaceFit::Everything {
-            tracing::warn!(needed = full, needed_without_memory = small, usable, "not enough space for the dump: {fit:?}");
+            tracing::warn!(
+                needed = full,
+                needed_without_memory = small,
+                usable,
+                "not enough space for the dump: {fit:?}"
+            );
         }
         fit
     }
@@ -574,7 +582,12 @@ impl Server {
         }
         if !valid_name(hello.name) {
             let name = String::from_utf8_lossy(hello.name);
-            self.drop_packet(DropReason::BadField, from, None, &format_args!("HELLO refused: invalid client name {name:?}"));
+            self.drop_packet(
+                DropReason::BadField,
+                from,
+                None,
+                &format_args!("HELLO refused: invalid client name {name:?}"),
+            );
             let ack = HelloAck { status: HelloStatus::Refused, max_payload };
             return self.outbox.send(from, cookie, header.seq, Message::HelloAck(ack));
         }
@@ -672,8 +685,11 @@ impl Server {
         if crash.log_len > MAX_LOG_BYTES {
             let detail = format_args!("CRASH from {} announcing a {} byte log", client.name, crash.log_len);
             self.drop_packet(DropReason::BadField, from, None, &detail);
-            let decision =
-                Decision { verdict: Verdict::Abort, why: DecisionReason::BadAnnouncement, max_payload: MAX_DATAGRAM as u32 };
+            let decision = Decision {
+                verdict: Verdict::Abort,
+                why: DecisionReason::BadAnnouncement,
+                max_payload: MAX_DATAGRAM as u32,
+            };
             self.registry.record_dump(cookie, "");
             return self.outbox.send(from, cookie, header.seq, Message::Decision(decision));
         }
@@ -701,8 +717,11 @@ impl Server {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(client = %client.name, dir = %self.config.dump_dir.display(), "cannot create a dump directory: {e}");
-                let decision =
-                    Decision { verdict: Verdict::Abort, why: DecisionReason::NoSpace, max_payload: MAX_DATAGRAM as u32 };
+                let decision = Decision {
+                    verdict: Verdict::Abort,
+                    why: DecisionReason::NoSpace,
+                    max_payload: MAX_DATAGRAM as u32,
+                };
                 self.outbox.send(from, cookie, header.seq, Message::Decision(decision));
                 self.registry.record_dump(cookie, "");
                 return;
@@ -826,12 +845,8 @@ impl AdmissionContext for ServerView<'_> {
     }
 
     fn memory_slot_free(&self) -> bool {
-        let memory_dumps = self
-            .0
-            .sessions
-            .values()
-            .filter(|s| s.is_receiving() && s.decision().verdict == Verdict::DumpAll)
-            .count();
+        let memory_dumps =
+            self.0.sessions.values().filter(|s| s.is_receiving() && s.decision().verdict == Verdict::DumpAll).count();
         memory_dumps < self.0.config.max_memory_dumps
     }
 }

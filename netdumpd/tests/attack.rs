@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netdump_core::proto::{
-    Crash, DecisionReason, FinishStatus, HelloStatus, MemoryRange, MessageType, RangeTable, Verdict,
-    abort_reason,
+    Crash, DecisionReason, FinishStatus, HelloStatus, MemoryRange, MessageType, RangeTable, Verdict, abort_reason,
 };
 use netdumpd::DropReason;
 use netdumpd::hooks::HookConfig;

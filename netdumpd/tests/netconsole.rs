@@ -94,9 +94,18 @@ fn console_lines_beside_a_dump_leave_it_bit_exact() {
     let syslog_port = server.syslog.unwrap().port();
     let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 0x32], 1500, server.addr).unwrap();
     let ram = Ram((0..256 * 1024).map(|i| (i / 4096) as u8 | 1).collect());
-    let map = MemoryMap::new(&[MemoryRange { phys_start: 0x10_0000, length: ram.0.len() as u64, virt_start: 0x10_0000 }]).unwrap();
+    let map =
+        MemoryMap::new(&[MemoryRange { phys_start: 0x10_0000, length: ram.0.len() as u64, virt_start: 0x10_0000 }])
+            .unwrap();
     let config = Config {
-        net: NetConfig { ip: GUEST_IP, prefix_len: 24, gateway: Some(GATEWAY_IP), server_ip: GATEWAY_IP, server_port: server.addr.port(), client_port: CLIENT_PORT },
+        net: NetConfig {
+            ip: GUEST_IP,
+            prefix_len: 24,
+            gateway: Some(GATEWAY_IP),
+            server_ip: GATEWAY_IP,
+            server_port: server.addr.port(),
+            client_port: CLIENT_PORT,
+        },
         name: ClientName::new("console-dump").unwrap(),
         window: DEFAULT_WINDOW,
         timeouts: Timeouts::default(),
@@ -107,7 +116,15 @@ fn console_lines_beside_a_dump_leave_it_bit_exact() {
     nd.console_write(b"normal operation: 1\nnormal operation: 2\n");
     assert!(nd.console_line(Severity::Critical, b"panic: beside a dump"));
     let regs = RegisterRecord { rip: 0x10_2000, flags: REGISTERS_VALID, ..Default::default() };
-    let crash = CrashInfo { kind: CrashKind::Panic, vector: 0, error_code: 0, fault_address: 0, crashing_cpu: 0, message: b"console test", frames: &[] };
+    let crash = CrashInfo {
+        kind: CrashKind::Panic,
+        vector: 0,
+        error_code: 0,
+        fault_address: 0,
+        crashing_cpu: 0,
+        message: b"console test",
+        frames: &[],
+    };
     let report = nd.dump(&crash, &[regs], &ram, None).expect("the dump verifies");
     assert_eq!(report.retransmissions, 0);
     let lines = console_lines(dir.path(), "console-dump", 5);

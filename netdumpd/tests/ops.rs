@@ -47,7 +47,8 @@ fn crash(server: &TestServer, m: &Machine, cookie: u64) -> (TestClient, netdump_
 fn send_dump(c: &TestClient, m: &Machine, with_memory: bool) -> FinishStatus {
     let stream: Vec<DataPacket> =
         m.stream(1400).into_iter().filter(|p| with_memory || p.section != Section::Memory).collect();
-    let stream: Vec<DataPacket> = stream.into_iter().enumerate().map(|(i, p)| DataPacket { seq: i as u32, ..p }).collect();
+    let stream: Vec<DataPacket> =
+        stream.into_iter().enumerate().map(|(i, p)| DataPacket { seq: i as u32, ..p }).collect();
     for p in &stream {
         c.send_data(p, 0);
     }
@@ -66,7 +67,11 @@ fn a_crash_hook_exiting_1_gives_a_vmcore_free_dump_with_log_and_registers_and_th
     let log = calls.display();
     let hook_config = HookConfig {
         register: Some(script(hooks.path(), "register", &format!("echo \"register $1 $2\" >> {log}"))),
-        crash: Some(script(hooks.path(), "crash", &format!("echo \"crash $1 $(basename $2) $NETDUMP_MESSAGE\" >> {log}; exit 1"))),
+        crash: Some(script(
+            hooks.path(),
+            "crash",
+            &format!("echo \"crash $1 $(basename $2) $NETDUMP_MESSAGE\" >> {log}; exit 1"),
+        )),
         finished: Some(script(hooks.path(), "finished", &format!("echo \"finished $1 $2 $(basename $3)\" >> {log}"))),
         ..HookConfig::default()
     };
@@ -85,11 +90,14 @@ fn a_crash_hook_exiting_1_gives_a_vmcore_free_dump_with_log_and_registers_and_th
     let name = dump.file_name().unwrap().to_string_lossy().into_owned();
     let text = wait_lines(&calls, 3);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines, [
-        "register 10.0.2.15 watchdog-1".to_string(),
-        format!("crash 10.0.2.15 {name} {}", m.message),
-        format!("finished skipped 10.0.2.15 {name}"),
-    ]);
+    assert_eq!(
+        lines,
+        [
+            "register 10.0.2.15 watchdog-1".to_string(),
+            format!("crash 10.0.2.15 {name} {}", m.message),
+            format!("finished skipped 10.0.2.15 {name}"),
+        ]
+    );
     // No memory image at all: log, registers, extra and info.json.
     assert!(!dump.join("vmcore").exists() && !dump.join("vmcore-incomplete").exists());
     assert_eq!(std::fs::read(dump.join("log")).unwrap(), m.log);
@@ -106,7 +114,11 @@ fn the_finished_hook_gets_the_outcome_complete_and_incomplete() {
     let dir = TempDir::new("ops-hook-finished");
     let hooks = TempDir::new("ops-hook-finished-scripts");
     let calls = hooks.path().join("calls");
-    let finished = script(hooks.path(), "finished", &format!("echo \"$1 $NETDUMP_CLIENT $NETDUMP_OUTCOME\" >> {}", calls.display()));
+    let finished = script(
+        hooks.path(),
+        "finished",
+        &format!("echo \"$1 $NETDUMP_CLIENT $NETDUMP_OUTCOME\" >> {}", calls.display()),
+    );
     let server = TestServer::start_with(dir.path(), |c| {
         c.hooks = HookConfig { finished: Some(finished), ..HookConfig::default() };
         c.session_timeout = Duration::from_secs(1);
@@ -128,7 +140,8 @@ fn no_room_for_memory_runs_the_nospace_hook_once_and_skips_the_image() {
     let dir = TempDir::new("ops-space");
     let hooks = TempDir::new("ops-space-scripts");
     let calls = hooks.path().join("calls");
-    let nospace = script(hooks.path(), "nospace", &format!("echo \"nospace $1 $NETDUMP_MEMORY_BYTES\" >> {}", calls.display()));
+    let nospace =
+        script(hooks.path(), "nospace", &format!("echo \"nospace $1 $NETDUMP_MEMORY_BYTES\" >> {}", calls.display()));
     let available = netdumpd::dumpdir::available_bytes(dir.path()).unwrap();
     let server = TestServer::start_with(dir.path(), |c| {
         c.hooks = HookConfig { nospace: Some(nospace), ..HookConfig::default() };
@@ -142,7 +155,8 @@ fn no_room_for_memory_runs_the_nospace_hook_once_and_skips_the_image() {
     let c = TestClient::new(server.addr, 0x721);
     c.send_hello_declaring(&m.name, 1, 64 << 30);
     c.recv_type(netdump_core::proto::MessageType::HelloAck);
-    let d = c.crash(&netdump_core::proto::Crash { ranges: netdump_core::proto::RangeTable::Ranges(&huge), ..m.crash() }, 1);
+    let d =
+        c.crash(&netdump_core::proto::Crash { ranges: netdump_core::proto::RangeTable::Ranges(&huge), ..m.crash() }, 1);
     assert_eq!((d.verdict, d.why), (Verdict::SkipMemory, DecisionReason::NoSpace));
     assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("nospace 10.0.2.15 {}\n", 64u64 << 30));
     assert_eq!(send_dump(&c, &m, false), FinishStatus::Verified);
@@ -266,7 +280,10 @@ fn list_and_show_describe_real_dump_directories() {
     assert!(ok);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("CLIENT") && lines[0].contains("SIGNATURE") && lines[0].contains("AGE"), "{text}");
-    assert!(lines[1].starts_with("node-cli-a") && lines[1].contains("complete") && lines[1].contains("test crash"), "{text}");
+    assert!(
+        lines[1].starts_with("node-cli-a") && lines[1].contains("complete") && lines[1].contains("test crash"),
+        "{text}"
+    );
     assert!(lines[2].starts_with("node-cli-b") && lines[2].contains("receiving"), "{text}");
 
     // By client name (its newest dump, through the `.last` link that the work after a
@@ -303,8 +320,11 @@ fn check_config_accepts_the_sample_and_names_what_is_missing() {
     assert!(ok, "{text}");
     let missing = dir.path().join("missing.toml");
     let kernel = "/srv/kernels/node-a/kernel.elf";
-    std::fs::write(&missing, format!("[hooks]\ncrash = \"/etc/netdumpd/hooks/crash\"\n[analysis.kernels]\nnode-a = {kernel:?}\n"))
-        .unwrap();
+    std::fs::write(
+        &missing,
+        format!("[hooks]\ncrash = \"/etc/netdumpd/hooks/crash\"\n[analysis.kernels]\nnode-a = {kernel:?}\n"),
+    )
+    .unwrap();
     let (ok, text) = admin(dir.path(), &["check-config", "--config", missing.to_str().unwrap()]);
     assert!(!ok);
     assert!(text.contains("problem: hooks.crash: /etc/netdumpd/hooks/crash"), "{text}");
@@ -369,7 +389,8 @@ fn analysis_names_the_crashing_function_from_the_kernel_elf() {
     let record = [Machine::registers(0).to_bytes(), regs.to_bytes()].concat();
     stream.retain(|p| p.section != Section::Registers);
     stream.push(DataPacket { seq: 0, section: Section::Registers, offset: 0, data: record });
-    let stream: Vec<DataPacket> = stream.into_iter().enumerate().map(|(i, p)| DataPacket { seq: i as u32, ..p }).collect();
+    let stream: Vec<DataPacket> =
+        stream.into_iter().enumerate().map(|(i, p)| DataPacket { seq: i as u32, ..p }).collect();
     for p in &stream {
         c.send_data(p, 0);
     }

@@ -6,12 +6,12 @@ mod common;
 
 use common::core_reader::Core;
 use common::*;
-use netdump_core::client::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
-use netdump_core::host::{SystemClock, UdpSocketNic, GATEWAY_IP, GUEST_IP};
+use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::NetConfig;
-use netdump_core::proto::{RegisterRecord, CLIENT_PORT, REGISTERS_VALID};
+use netdump_core::proto::{CLIENT_PORT, REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, Netdump};
 
 /// 2 MiB of "RAM" at physical 1 MiB: every 5th page zero, the rest a byte pattern.
@@ -51,10 +51,21 @@ const ANNOUNCE_BOUND_US: u64 = 2_000_000;
 
 fn config(server_port: u16) -> Config {
     Config {
-        net: NetConfig { ip: GUEST_IP, prefix_len: 24, gateway: Some(GATEWAY_IP), server_ip: GATEWAY_IP, server_port, client_port: CLIENT_PORT },
+        net: NetConfig {
+            ip: GUEST_IP,
+            prefix_len: 24,
+            gateway: Some(GATEWAY_IP),
+            server_ip: GATEWAY_IP,
+            server_port,
+            client_port: CLIENT_PORT,
+        },
         name: ClientName::new("real-client").unwrap(),
         window: DEFAULT_WINDOW,
-        timeouts: Timeouts { silence_timeout_us: 3_000_000, announce_timeout_us: ANNOUNCE_BOUND_US, ..Timeouts::default() },
+        timeouts: Timeouts {
+            silence_timeout_us: 3_000_000,
+            announce_timeout_us: ANNOUNCE_BOUND_US,
+            ..Timeouts::default()
+        },
     }
 }
 
@@ -66,19 +77,25 @@ fn lcg(state: &mut u64) -> u64 {
 
 fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::DumpReport, DumpError> {
     let ram = FakeRam::new();
-    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }]).unwrap();
+    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }])
+        .unwrap();
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
     let mut rng = CounterRng(0x1234_5678);
-    let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config(server.addr.port()), buffers, map).expect("install");
+    let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config(server.addr.port()), buffers, map)
+        .expect("install");
     nd.set_extra_state(task_list);
     let log = ConsoleLog::<4096>::new();
     log.write(b"booted\nabout to crash\n");
-    let regs = RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: 0x1f_0000, flags: REGISTERS_VALID, ..Default::default() };
+    let regs =
+        RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: 0x1f_0000, flags: REGISTERS_VALID, ..Default::default() };
     let crash = CrashInfo::panic(0, b"host test panic", &[0x10_2345]);
     let report = nd.dump(&crash, &[regs], &ram, Some(&log));
     if report.is_ok() {
         let dumps = server.dumps();
-        let dir = dumps.iter().find(|d| d.file_name().unwrap().to_string_lossy().starts_with("real-client-")).expect("dump dir");
+        let dir = dumps
+            .iter()
+            .find(|d| d.file_name().unwrap().to_string_lossy().starts_with("real-client-"))
+            .expect("dump dir");
         let bytes = std::fs::read(dir.join("vmcore")).expect("vmcore");
         let core = Core::new(&bytes);
         assert_eq!(core.read_virt(RAM_BASE, ram.0.len()), &ram.0[..], "memory differs");
@@ -164,7 +181,8 @@ fn dump_slow_zeros(name: &str, keepalive_us: u64) -> (Result<netdump_core::DumpR
     // 5000 pages at 0.2 ms or more: at least 1 s of scanning, twice the server's limit,
     // in calls of at most 256 pages (the stream's scan budget), each far under it.
     let ram = SlowZeros { pages: 5000 };
-    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.pages * 4096, virt_start: RAM_BASE }]).unwrap();
+    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.pages * 4096, virt_start: RAM_BASE }])
+        .unwrap();
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
     let mut rng = CounterRng(0x4321);
     let mut cfg = config(server.addr.port());

@@ -9,9 +9,14 @@
 //!   processes, to show its timing does not depend on the host's load).
 //! - `cargo xtask modgraph`  — the module graph of each library crate; fails on a cycle.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use netdump_qemu_harness::{gdb, netdumpd::Netdumpd, qemu::{NicModel, QemuRun}, scenarios, suite, tools};
+use netdump_qemu_harness::{
+    gdb,
+    netdumpd::Netdumpd,
+    qemu::{NicModel, QemuRun},
+    scenarios, suite, tools,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -90,7 +95,13 @@ impl Stress {
         let exe = std::env::current_exe().context("find the xtask binary")?;
         let mut s = Stress(vec![]);
         for _ in 0..Self::PROCESSES {
-            s.0.push(Command::new(&exe).arg("busy").stdin(std::process::Stdio::null()).spawn().context("start a busy process")?);
+            s.0.push(
+                Command::new(&exe)
+                    .arg("busy")
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .context("start a busy process")?,
+            );
         }
         Ok(s)
     }
@@ -169,7 +180,9 @@ fn build() -> Result<suite::Artifacts> {
     Ok(suite::Artifacts {
         test_kernel: release.join("netdump-test-kernel"),
         conformance_kernel: release.join("netdump-nic-conformance"),
-        netdumpd: release.join("netdumpd"), work_dir })
+        netdumpd: release.join("netdumpd"),
+        work_dir,
+    })
 }
 
 fn qemu_test(args: &QemuArgs) -> Result<()> {
@@ -210,7 +223,11 @@ fn demo() -> Result<()> {
     let dir = a.work_dir.join("demo");
     let _ = std::fs::remove_dir_all(&dir);
     let server = Netdumpd::start(&a.netdumpd, &dir.join("crash"), &[])?;
-    println!("netdumpd listening on 127.0.0.1:{} (QEMU's guest reaches it as 10.0.2.2), dumps in {}", server.port, server.dir.display());
+    println!(
+        "netdumpd listening on 127.0.0.1:{} (QEMU's guest reaches it as 10.0.2.2), dumps in {}",
+        server.port,
+        server.dir.display()
+    );
     println!("booting the example kernel in QEMU; it installs netdump, then panics...\n");
     let run = QemuRun {
         kernel: &kernel,
@@ -242,7 +259,12 @@ fn demo() -> Result<()> {
     println!("\n--- info.json (excerpt) ---");
     println!("  status      {}  (CRC verified: {})", field("/status"), field("/crc/verified"));
     println!("  message     {}", field("/message"));
-    println!("  received    {} bytes, {} pages; {} zero pages left as holes", field("/bytes_received"), field("/pages"), field("/zero_pages_skipped"));
+    println!(
+        "  received    {} bytes, {} pages; {} zero pages left as holes",
+        field("/bytes_received"),
+        field("/pages"),
+        field("/zero_pages_skipped")
+    );
     println!("  took        {} s ({} MB/s)", field("/duration_seconds"), field("/throughput_mb_s"));
     let vmcore = dump.join("vmcore");
     if !vmcore.exists() {
@@ -294,18 +316,28 @@ fn show_progress(server: &Netdumpd, client: &str, done: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
         let Some(dump) = server.dumps_of(client).into_iter().next() else { continue };
         if total.is_none() {
-            let info = std::fs::read_to_string(dump.join("info.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-            let Some(size) = info.as_ref().and_then(|i| i.pointer("/memory_size")).and_then(|v| v.as_u64()) else { continue };
-            let style = ProgressStyle::with_template("{spinner} dumping {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                .expect("a valid template")
-                .progress_chars("=> ");
+            let info = std::fs::read_to_string(dump.join("info.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let Some(size) = info.as_ref().and_then(|i| i.pointer("/memory_size")).and_then(|v| v.as_u64()) else {
+                continue;
+            };
+            let style = ProgressStyle::with_template(
+                "{spinner} dumping {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_length(size);
             bar.set_message(dump.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             bar.reset_elapsed();
             total = Some(size);
         }
-        let written = ["vmcore-incomplete", "vmcore"].iter().filter_map(|f| std::fs::metadata(dump.join(f)).ok()).map(|m| m.blocks() * 512).max();
+        let written = ["vmcore-incomplete", "vmcore"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dump.join(f)).ok())
+            .map(|m| m.blocks() * 512)
+            .max();
         if let Some(w) = written {
             bar.set_position(w.min(total.unwrap_or(w)));
         }

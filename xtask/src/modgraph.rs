@@ -38,10 +38,7 @@ pub fn graph(src: &Path) -> std::io::Result<Graph> {
             if from == to || !top.contains(to) {
                 continue;
             }
-            g.entry(from.clone())
-                .or_default()
-                .entry(to.clone())
-                .or_insert_with(|| format!("{rel}:{line}"));
+            g.entry(from.clone()).or_default().entry(to.clone()).or_insert_with(|| format!("{rel}:{line}"));
         }
     }
     Ok(g)
@@ -143,10 +140,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// The crate's top-level modules: `x.rs` or `x/mod.rs` beside the root, and the root's
 /// inline `mod x { .. }`.
 fn top_level_modules(src: &Path, files: &[PathBuf]) -> std::io::Result<BTreeSet<String>> {
-    let mut top: BTreeSet<String> = files
-        .iter()
-        .filter_map(|f| module_path(src, f).into_iter().next())
-        .collect();
+    let mut top: BTreeSet<String> = files.iter().filter_map(|f| module_path(src, f).into_iter().next()).collect();
     for root in ["lib.rs", "main.rs"] {
         let p = src.join(root);
         if let Ok(text) = std::fs::read_to_string(&p) {
@@ -179,10 +173,7 @@ fn depth_zero(toks: &[Token], w: &[Token]) -> bool {
 /// (`lib.rs`, `main.rs`, `bin/*.rs`) is `[]`.
 fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap_or(file);
-    let mut parts: Vec<String> = rel
-        .iter()
-        .map(|c| c.to_string_lossy().into_owned())
-        .collect();
+    let mut parts: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
     if parts.first().is_some_and(|p| p == "bin") {
         return Vec::new();
     }
@@ -238,8 +229,7 @@ fn strip(text: &str) -> String {
                 }
             }
         } else if c == 'r'
-            && (next == Some('"')
-                || (next == Some('#') && !is_ident(b.get(i.wrapping_sub(1)).copied())))
+            && (next == Some('"') || (next == Some('#') && !is_ident(b.get(i.wrapping_sub(1)).copied())))
             && !is_ident(b.get(i.wrapping_sub(1)).copied())
         {
             // Raw string r"..", r#".."#.
@@ -285,11 +275,7 @@ fn strip(text: &str) -> String {
             // A char literal ('x', '\n', '\u{..}') or a lifetime ('a): a literal closes
             // within a few characters.
             let close = if next == Some('\\') {
-                b[i + 2..]
-                    .iter()
-                    .take(10)
-                    .position(|&x| x == '\'')
-                    .map(|p| i + 2 + p)
+                b[i + 2..].iter().take(10).position(|&x| x == '\'').map(|p| i + 2 + p)
             } else if b.get(i + 2) == Some(&'\'') {
                 Some(i + 2)
             } else {
@@ -332,21 +318,12 @@ fn tokens(text: &str) -> Vec<Token> {
                 while i < b.len() && (b[i].is_alphanumeric() || b[i] == '_') {
                     i += 1;
                 }
-                out.push(Token {
-                    text: b[start..i].iter().collect(),
-                    line: n + 1,
-                });
+                out.push(Token { text: b[start..i].iter().collect(), line: n + 1 });
             } else if c == ':' && b.get(i + 1) == Some(&':') {
-                out.push(Token {
-                    text: "::".into(),
-                    line: n + 1,
-                });
+                out.push(Token { text: "::".into(), line: n + 1 });
                 i += 2;
             } else if !c.is_whitespace() {
-                out.push(Token {
-                    text: c.to_string(),
-                    line: n + 1,
-                });
+                out.push(Token { text: c.to_string(), line: n + 1 });
                 i += 1;
             } else {
                 i += 1;
@@ -393,11 +370,7 @@ fn references(text: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
             continue;
         }
         let line = toks[i].line;
-        let mut here: Vec<String> = module
-            .iter()
-            .cloned()
-            .chain(inline.iter().map(|(m, _)| m.clone()))
-            .collect();
+        let mut here: Vec<String> = module.iter().cloned().chain(inline.iter().map(|(m, _)| m.clone())).collect();
         let mut base: Vec<String> = match t {
             "crate" | "$crate" => Vec::new(),
             "self" => here.clone(),
@@ -430,10 +403,7 @@ fn references(text: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
                         s if expect && level == 0 => {
                             expect = false;
                             if s != "self" && s != "*" {
-                                out.push((
-                                    base.iter().cloned().chain([s.to_string()]).collect(),
-                                    x.line,
-                                ));
+                                out.push((base.iter().cloned().chain([s.to_string()]).collect(), x.line));
                             } else if !base.is_empty() {
                                 out.push((base.clone(), x.line));
                             }
@@ -443,9 +413,7 @@ fn references(text: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
                     j += 1;
                 }
             }
-            Some(s) if s != "*" => {
-                out.push((base.iter().cloned().chain([s.to_string()]).collect(), line))
-            }
+            Some(s) if s != "*" => out.push((base.iter().cloned().chain([s.to_string()]).collect(), line)),
             _ => {
                 if !base.is_empty() {
                     out.push((base, line));
@@ -459,21 +427,13 @@ fn references(text: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
 
 /// The workspace's crates whose module graphs are checked by default (relative to the
 /// workspace root).
-pub const CRATES: &[&str] = &[
-    "netdump-core/src",
-    "drivers/pci/src",
-    "drivers/e1000/src",
-    "drivers/virtio-net/src",
-    "netdumpd/src",
-];
+pub const CRATES: &[&str] =
+    &["netdump-core/src", "drivers/pci/src", "drivers/e1000/src", "drivers/virtio-net/src", "netdumpd/src"];
 
 /// `cargo xtask modgraph`: prints each crate's graph; an error if any has a cycle.
 pub fn run(root: &Path, dirs: &[PathBuf]) -> anyhow::Result<()> {
-    let dirs: Vec<PathBuf> = if dirs.is_empty() {
-        CRATES.iter().map(|d| root.join(d)).collect()
-    } else {
-        dirs.to_vec()
-    };
+    let dirs: Vec<PathBuf> =
+        if dirs.is_empty() { CRATES.iter().map(|d| root.join(d)).collect() } else { dirs.to_vec() };
     let mut cyclic = Vec::new();
     for d in &dirs {
         let g = graph(d).map_err(|e| anyhow::anyhow!("read {}: {e}", d.display()))?;
@@ -515,38 +475,21 @@ mod tests {
             mod tests { use super::*; use super::l; }
         "#;
         let got = refs(text, &["m", "n"]);
-        assert_eq!(
-            got,
-            vec![
-                p("a"),
-                p("c"),
-                p("e"),
-                p("m::f"),
-                p("i"),
-                p("k"),
-                p("m::n"),
-                p("m::n::l")
-            ]
-        );
+        assert_eq!(got, vec![p("a"), p("c"), p("e"), p("m::f"), p("i"), p("k"), p("m::n"), p("m::n::l")]);
     }
 
     #[test]
     fn cycles_are_found() {
         let mut g = Graph::new();
         let mut edge = |a: &str, b: &str| {
-            g.entry(a.into())
-                .or_default()
-                .insert(b.into(), String::new());
+            g.entry(a.into()).or_default().insert(b.into(), String::new());
             g.entry(b.into()).or_default();
         };
         edge("a", "b");
         edge("b", "c");
         edge("c", "a");
         edge("c", "d");
-        assert_eq!(
-            cycles(&g),
-            vec![vec!["a".to_string(), "b".into(), "c".into()]]
-        );
+        assert_eq!(cycles(&g), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
         g.get_mut("c").unwrap().remove("a");
         assert!(cycles(&g).is_empty());
     }
@@ -555,9 +498,7 @@ mod tests {
     /// acyclic.
     #[test]
     fn the_crates_are_acyclic() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives in the workspace");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
         for d in CRATES {
             let g = graph(&root.join(d)).expect("readable sources");
             assert!(cycles(&g).is_empty(), "{}", report(d, &g));

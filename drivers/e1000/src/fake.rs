@@ -85,18 +85,9 @@ impl FakeDevice {
     fn power_on(&mut self) {
         self.regs.fill(0);
         self.set(regs::STATUS, (Status::LU | Status::FD).bits());
-        let mac: Vec<u8> = self.eeprom[..3]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        self.set(
-            regs::RAL0,
-            u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
-        );
-        self.set(
-            regs::RAH0,
-            u32::from(u16::from_le_bytes([mac[4], mac[5]])) | regs::RAH_AV,
-        );
+        let mac: Vec<u8> = self.eeprom[..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.set(regs::RAL0, u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]));
+        self.set(regs::RAH0, u32::from(u16::from_le_bytes([mac[4], mac[5]])) | regs::RAH_AV);
     }
 
     pub fn get(&self, offset: usize) -> u32 {
@@ -117,8 +108,7 @@ impl FakeDevice {
     }
 
     fn descriptor(base_low: u32, base_high: u32, index: u32) -> *mut u8 {
-        ((u64::from(base_high) << 32 | u64::from(base_low)) + 16 * u64::from(index)) as usize
-            as *mut u8
+        ((u64::from(base_high) << 32 | u64::from(base_low)) + 16 * u64::from(index)) as usize as *mut u8
     }
 
     /// Sends up to `limit` queued frames, writing DD back for descriptors with RS.
@@ -144,8 +134,7 @@ impl FakeDevice {
                     // A context descriptor: no frame, just where checksums go.
                     self.checksum_context = Some(((addr >> 32) as u8, (addr >> 40) as u8, (addr >> 48) as u16));
                 } else {
-                    let frame =
-                        std::slice::from_raw_parts(addr as usize as *const u8, usize::from(length));
+                    let frame = std::slice::from_raw_parts(addr as usize as *const u8, usize::from(length));
                     let mut frame = frame.to_vec();
                     if cmd.contains(TxCommand::DEXT) && dtyp == 1 && popts & crate::regs::txd::POPTS_TXSM != 0 {
                         let (css, cso, cse) = self.checksum_context.expect("TXSM without a context descriptor");
@@ -184,18 +173,10 @@ impl FakeDevice {
             // descriptor with a buffer of RX_BUFFER_SIZE ≥ `chunk` bytes.
             unsafe {
                 let addr = d.cast::<u64>().read();
-                std::ptr::copy_nonoverlapping(
-                    piece.as_ptr(),
-                    addr as usize as *mut u8,
-                    piece.len(),
-                );
+                std::ptr::copy_nonoverlapping(piece.as_ptr(), addr as usize as *mut u8, piece.len());
                 d.add(8).cast::<u16>().write(piece.len() as u16);
                 d.add(13).write(if last { errors.bits() } else { 0 });
-                let status = if last {
-                    RxStatus::DD | RxStatus::EOP
-                } else {
-                    RxStatus::DD
-                };
+                let status = if last { RxStatus::DD | RxStatus::EOP } else { RxStatus::DD };
                 d.add(12).write(status.bits());
             }
             self.set(regs::RDH, (head + 1) % self.rx_len());
@@ -214,11 +195,7 @@ impl FakeDevice {
                 if value & Ctrl::RST.bits() != 0 && self.reset_clears_registers {
                     self.power_on();
                 }
-                let keep_rst = if self.reset_sticks {
-                    Ctrl::RST.bits()
-                } else {
-                    0
-                };
+                let keep_rst = if self.reset_sticks { Ctrl::RST.bits() } else { 0 };
                 self.set(regs::CTRL, value & !Ctrl::RST.bits() | (value & keep_rst));
             }
             regs::EERD => {
@@ -227,9 +204,7 @@ impl FakeDevice {
                     let data = u32::from(self.eeprom[word as usize % 64]);
                     self.set(
                         regs::EERD,
-                        data << regs::eerd::DATA_SHIFT
-                            | word << regs::eerd::ADDR_SHIFT
-                            | regs::eerd::DONE,
+                        data << regs::eerd::DATA_SHIFT | word << regs::eerd::ADDR_SHIFT | regs::eerd::DONE,
                     );
                 } else {
                     self.set(regs::EERD, value & !regs::eerd::DONE);

@@ -143,12 +143,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R
     /// Descriptor counts must be multiples of 8 (RDLEN/TDLEN are multiples of 128 bytes,
     /// 13.4.27 and 13.4.38) and fit the 16-bit head and tail registers.
     const VALID_RING_SIZES: () = assert!(
-        TX >= 8
-            && TX.is_multiple_of(8)
-            && TX <= 4096
-            && RX >= 8
-            && RX.is_multiple_of(8)
-            && RX <= 4096,
+        TX >= 8 && TX.is_multiple_of(8) && TX <= 4096 && RX >= 8 && RX.is_multiple_of(8) && RX <= 4096,
         "ring sizes must be multiples of 8 between 8 and 4096"
     );
 
@@ -249,14 +244,8 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R
     /// cleared (13.5.1–13.5.3): unicast to us and, with RCTL.BAM, broadcast.
     fn program_address_filters(&mut self) {
         let mac = self.mac;
-        self.regs.write_u32(
-            regs::RAL0,
-            u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
-        );
-        self.regs.write_u32(
-            regs::RAH0,
-            u32::from(u16::from_le_bytes([mac[4], mac[5]])) | regs::RAH_AV,
-        );
+        self.regs.write_u32(regs::RAL0, u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]));
+        self.regs.write_u32(regs::RAH0, u32::from(u16::from_le_bytes([mac[4], mac[5]])) | regs::RAH_AV);
         for entry in 1..regs::RA_ENTRIES {
             self.regs.write_u32(regs::RAL0 + 8 * entry, 0);
             self.regs.write_u32(regs::RAH0 + 8 * entry, 0);
@@ -298,10 +287,7 @@ fn read_mac_address<R: RegisterBlock>(regs: &mut R) -> Option<[u8; 6]> {
 
 /// One EEPROM word through EERD (13.4.4), or `None` if DONE never comes.
 fn read_eeprom_word<R: RegisterBlock>(regs: &mut R, word: usize) -> Option<u16> {
-    regs.write_u32(
-        regs::EERD,
-        (word as u32) << regs::eerd::ADDR_SHIFT | regs::eerd::START,
-    );
+    regs.write_u32(regs::EERD, (word as u32) << regs::eerd::ADDR_SHIFT | regs::eerd::START);
     for _ in 0..bound::EEPROM_POLL_READS {
         let value = regs.read_u32(regs::EERD);
         if value & regs::eerd::DONE != 0 {
@@ -315,9 +301,7 @@ fn is_unicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 0 && *mac != [0; 6]
 }
 
-impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic
-    for E1000<R, C, TX, RX>
-{
+impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledNic for E1000<R, C, TX, RX> {
     fn mac_address(&self) -> [u8; 6] {
         self.mac
     }
@@ -336,8 +320,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
         }
         // Registers are unreachable without memory decode; keep INTx quiet whatever IMS says.
         // Bus mastering stays as the OS left it until the rings are ours.
-        self.pci
-            .enable(Command::MEMORY_SPACE | Command::INTERRUPT_DISABLE);
+        self.pci.enable(Command::MEMORY_SPACE | Command::INTERRUPT_DISABLE);
         if self.regs.read_u32(regs::STATUS) == u32::MAX {
             return Err(NicError::DeviceGone);
         }
@@ -348,13 +331,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
         // mode.
         let ctrl = Ctrl::from_bits_retain(self.regs.read_u32(regs::CTRL));
         let ctrl = (ctrl | Ctrl::SLU | Ctrl::ASDE)
-            - (Ctrl::LRST
-                | Ctrl::PHY_RST
-                | Ctrl::ILOS
-                | Ctrl::VME
-                | Ctrl::FRCSPD
-                | Ctrl::FRCDPX
-                | Ctrl::RST);
+            - (Ctrl::LRST | Ctrl::PHY_RST | Ctrl::ILOS | Ctrl::VME | Ctrl::FRCSPD | Ctrl::FRCDPX | Ctrl::RST);
         self.regs.write_u32(regs::CTRL, ctrl.bits());
         self.program_address_filters();
 
@@ -363,8 +340,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
         let tx_base = self.tx.phys_addr();
         self.regs.write_u32(regs::TDBAL, tx_base as u32);
         self.regs.write_u32(regs::TDBAH, (tx_base >> 32) as u32);
-        self.regs
-            .write_u32(regs::TDLEN, (TX * DESCRIPTOR_SIZE) as u32);
+        self.regs.write_u32(regs::TDLEN, (TX * DESCRIPTOR_SIZE) as u32);
         self.regs.write_u32(regs::TDH, 0);
         self.regs.write_u32(regs::TDT, 0);
         self.regs.write_u32(regs::TIPG, regs::TIPG_COPPER_DEFAULT);
@@ -375,8 +351,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
         let rx_base = self.rx.phys_addr();
         self.regs.write_u32(regs::RDBAL, rx_base as u32);
         self.regs.write_u32(regs::RDBAH, (rx_base >> 32) as u32);
-        self.regs
-            .write_u32(regs::RDLEN, (RX * DESCRIPTOR_SIZE) as u32);
+        self.regs.write_u32(regs::RDLEN, (RX * DESCRIPTOR_SIZE) as u32);
         self.regs.write_u32(regs::RDH, 0);
         self.regs.write_u32(regs::RDT, rdt as u32);
         self.regs.write_u32(regs::RDTR, 0);
@@ -386,13 +361,10 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
 
         // Broadcast for ARP, strip the FCS, 2 KiB buffers (BSIZE 00b), no promiscuous or
         // long frames, no loopback.
-        self.regs
-            .write_u32(regs::RCTL, (Rctl::EN | Rctl::BAM | Rctl::SECRC).bits());
+        self.regs.write_u32(regs::RCTL, (Rctl::EN | Rctl::BAM | Rctl::SECRC).bits());
         // Pad short packets, collision threshold and full-duplex collision distance.
-        self.regs.write_u32(
-            regs::TCTL,
-            (Tctl::EN | Tctl::PSP).bits() | regs::TCTL_CT_DEFAULT | regs::TCTL_COLD_FULL_DUPLEX,
-        );
+        self.regs
+            .write_u32(regs::TCTL, (Tctl::EN | Tctl::PSP).bits() | regs::TCTL_CT_DEFAULT | regs::TCTL_COLD_FULL_DUPLEX);
         if self.udp_checksum_offload {
             // The checksum context stays in the device until the next one: one per reset.
             let tail = self.tx.push_context();

@@ -22,7 +22,7 @@ use netdump_core::nic::NicError;
 use netdump_pci::DmaRegion;
 use volatile::{VolatilePtr, map_field};
 
-use crate::regs::{txd, RxErrors, RxStatus, TxCommand, TxStatus};
+use crate::regs::{RxErrors, RxStatus, TxCommand, TxStatus, txd};
 
 /// Bytes per descriptor, legacy or not.
 pub const DESCRIPTOR_SIZE: usize = 16;
@@ -72,13 +72,8 @@ struct DescriptorArray<D, const N: usize> {
 impl<D, const N: usize> DescriptorArray<D, N> {
     /// `memory` must hold N descriptors and be 16-byte aligned; the driver carves it so.
     fn new(memory: DmaRegion) -> Self {
-        assert!(
-            memory.len() >= N * DESCRIPTOR_SIZE && (memory.as_ptr() as usize).is_multiple_of(16)
-        );
-        DescriptorArray {
-            memory,
-            _descriptor: PhantomData,
-        }
+        assert!(memory.len() >= N * DESCRIPTOR_SIZE && (memory.as_ptr() as usize).is_multiple_of(16));
+        DescriptorArray { memory, _descriptor: PhantomData }
     }
 
     fn phys_addr(&self) -> u64 {
@@ -223,10 +218,7 @@ impl<const N: usize> TxRing<N> {
     /// Returns the new tail, which the caller writes to TDT to hand the frame over.
     pub fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, NicError> {
         if len > TX_BUFFER_SIZE {
-            return Err(NicError::FrameTooLarge {
-                len,
-                max: TX_BUFFER_SIZE,
-            });
+            return Err(NicError::FrameTooLarge { len, max: TX_BUFFER_SIZE });
         }
         if self.is_full() {
             return Err(NicError::RingFull);
@@ -238,8 +230,7 @@ impl<const N: usize> TxRing<N> {
             // ring is not full so it is not `clean` of a full ring either); the device does
             // not read its buffer until TDT moves past it. The buffer holds TX_BUFFER_SIZE
             // bytes ≥ wire_len, and no other reference to it exists while `frame` lives.
-            let frame =
-                unsafe { core::slice::from_raw_parts_mut(self.buffers.ptr(index), wire_len) };
+            let frame = unsafe { core::slice::from_raw_parts_mut(self.buffers.ptr(index), wire_len) };
             frame[len..].fill(0);
             fill(&mut frame[..len]);
             self.udp_checksum && is_ipv4_udp(frame)
@@ -248,7 +239,15 @@ impl<const N: usize> TxRing<N> {
         let cmd = TxCommand::EOP | TxCommand::IFCS | TxCommand::RS;
         let descriptor = if offload {
             // A TCP/IP data descriptor (3.3.7): same address and length fields.
-            TxDescriptor { addr: phys, length: wire_len as u16, cso: txd::DTYP_DATA, cmd: (cmd | TxCommand::DEXT).bits(), status: 0, css: txd::POPTS_TXSM, special: 0 }
+            TxDescriptor {
+                addr: phys,
+                length: wire_len as u16,
+                cso: txd::DTYP_DATA,
+                cmd: (cmd | TxCommand::DEXT).bits(),
+                status: 0,
+                css: txd::POPTS_TXSM,
+                special: 0,
+            }
         } else {
             TxDescriptor { addr: phys, length: wire_len as u16, cso: 0, cmd: cmd.bits(), status: 0, css: 0, special: 0 }
         };
@@ -370,9 +369,6 @@ impl<const N: usize> RxRing<N> {
         // The cleared descriptor must be in memory before the device sees the new RDT.
         fence(Ordering::SeqCst);
         self.next = (index + 1) % N;
-        Some(RxPoll {
-            delivered,
-            rearmed: index,
-        })
+        Some(RxPoll { delivered, rearmed: index })
     }
 }

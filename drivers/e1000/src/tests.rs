@@ -41,12 +41,7 @@ fn pci() -> PciDevice<FakeConfigSpace> {
 /// A driver with legacy descriptors only (no checksum context), for the ring tests; the
 /// checksum offload has tests of its own below.
 fn new_nic<const TX: usize, const RX: usize>(device: &Rc<RefCell<FakeDevice>>) -> Nic<TX, RX> {
-    let mut nic = Nic::<TX, RX>::new(
-        FakeRegisters(device.clone()),
-        pci(),
-        dma(Nic::<TX, RX>::DMA_SIZE),
-    )
-    .unwrap();
+    let mut nic = Nic::<TX, RX>::new(FakeRegisters(device.clone()), pci(), dma(Nic::<TX, RX>::DMA_SIZE)).unwrap();
     nic.set_udp_checksum_offload(false);
     nic
 }
@@ -88,10 +83,7 @@ fn dma_size_of_default_rings() {
 fn new_rejects_too_small_dma_region() {
     let device = FakeDevice::new(MAC);
     let result = Nic::<8, 8>::new(FakeRegisters(device), pci(), dma(Nic::<8, 8>::DMA_SIZE - 1));
-    assert!(matches!(
-        result,
-        Err(InitError::Dma(DmaError::TooSmall { .. }))
-    ));
+    assert!(matches!(result, Err(InitError::Dma(DmaError::TooSmall { .. }))));
 }
 
 #[test]
@@ -146,23 +138,15 @@ fn reset_programs_filters_rings_and_enables_dma() {
     assert!(d.get(regs::CTRL) & regs::Ctrl::SLU.bits() != 0);
     drop(d);
     let command = nic.pci().command();
-    assert!(
-        command.contains(Command::MEMORY_SPACE | Command::BUS_MASTER | Command::INTERRUPT_DISABLE)
-    );
+    assert!(command.contains(Command::MEMORY_SPACE | Command::BUS_MASTER | Command::INTERRUPT_DISABLE));
 }
 
 #[test]
 fn reset_masks_interrupts_before_the_device_reset() {
     let (_nic, device) = started::<8, 8>();
     let writes = &device.borrow().writes;
-    let imc = writes
-        .iter()
-        .position(|&(r, v)| r == regs::IMC && v == u32::MAX)
-        .unwrap();
-    let rst = writes
-        .iter()
-        .position(|&(r, v)| r == regs::CTRL && v & regs::Ctrl::RST.bits() != 0)
-        .unwrap();
+    let imc = writes.iter().position(|&(r, v)| r == regs::IMC && v == u32::MAX).unwrap();
+    let rst = writes.iter().position(|&(r, v)| r == regs::CTRL && v & regs::Ctrl::RST.bits() != 0).unwrap();
     assert!(imc < rst);
 }
 
@@ -177,10 +161,7 @@ fn reset_takes_over_a_dirty_device_that_ignores_ctrl_rst() {
         d.reset_clears_registers = false;
         d.auto_complete_tx = false;
         d.set(regs::IMS, 0x9D);
-        d.set(
-            regs::RCTL,
-            (Rctl::EN | Rctl::UPE | Rctl::MPE | Rctl::LPE | Rctl::LBM).bits(),
-        );
+        d.set(regs::RCTL, (Rctl::EN | Rctl::UPE | Rctl::MPE | Rctl::LPE | Rctl::LBM).bits());
         d.set(regs::TCTL, Tctl::EN.bits());
         d.set(regs::TDH, 3);
         d.set(regs::TDT, 7);
@@ -191,37 +172,18 @@ fn reset_takes_over_a_dirty_device_that_ignores_ctrl_rst() {
         d.set(regs::MTA + 4 * 17, 0xFFFF_FFFF);
         d.set(regs::CTRL, regs::Ctrl::VME.bits() | regs::Ctrl::LRST.bits());
     }
-    nic.pci()
-        .disable(Command::BUS_MASTER | Command::MEMORY_SPACE);
+    nic.pci().disable(Command::BUS_MASTER | Command::MEMORY_SPACE);
     nic.reset().unwrap();
     {
         let d = device.borrow();
         assert_eq!(d.get(regs::IMS), 0);
-        assert_eq!(
-            Rctl::from_bits_retain(d.get(regs::RCTL)),
-            Rctl::EN | Rctl::BAM | Rctl::SECRC
-        );
-        assert_eq!(
-            (
-                d.get(regs::TDH),
-                d.get(regs::TDT),
-                d.get(regs::RDH),
-                d.get(regs::RDT)
-            ),
-            (0, 0, 0, 7)
-        );
+        assert_eq!(Rctl::from_bits_retain(d.get(regs::RCTL)), Rctl::EN | Rctl::BAM | Rctl::SECRC);
+        assert_eq!((d.get(regs::TDH), d.get(regs::TDT), d.get(regs::RDH), d.get(regs::RDT)), (0, 0, 0, 7));
         assert_eq!(d.get(regs::RAH0 + 8) & regs::RAH_AV, 0);
         assert_eq!(d.get(regs::MTA + 4 * 17), 0);
-        assert_eq!(
-            d.get(regs::CTRL) & (regs::Ctrl::VME | regs::Ctrl::LRST).bits(),
-            0
-        );
+        assert_eq!(d.get(regs::CTRL) & (regs::Ctrl::VME | regs::Ctrl::LRST).bits(), 0);
     }
-    assert!(
-        nic.pci()
-            .command()
-            .contains(Command::MEMORY_SPACE | Command::BUS_MASTER)
-    );
+    assert!(nic.pci().command().contains(Command::MEMORY_SPACE | Command::BUS_MASTER));
     device.borrow_mut().auto_complete_tx = true;
     send(&mut nic, &frame(100, 1)).unwrap();
     assert_eq!(device.borrow().sent, [frame(100, 1)]);
@@ -277,17 +239,8 @@ fn short_frames_are_zero_padded_to_60_bytes() {
 fn oversize_and_undersize_frames_are_rejected_without_fill() {
     let (mut nic, device) = started::<8, 8>();
     let mut called = false;
-    assert_eq!(
-        nic.transmit(1515, &mut |_| called = true),
-        Err(NicError::FrameTooLarge {
-            len: 1515,
-            max: 1514
-        })
-    );
-    assert_eq!(
-        nic.transmit(13, &mut |_| called = true),
-        Err(NicError::FrameTooShort { len: 13 })
-    );
+    assert_eq!(nic.transmit(1515, &mut |_| called = true), Err(NicError::FrameTooLarge { len: 1515, max: 1514 }));
+    assert_eq!(nic.transmit(13, &mut |_| called = true), Err(NicError::FrameTooShort { len: 13 }));
     assert!(!called);
     assert!(device.borrow().sent.is_empty());
 }
@@ -300,10 +253,7 @@ fn full_ring_gives_ring_full_until_completions_are_polled() {
         send(&mut nic, &frame(64, i)).unwrap();
     }
     let mut called = false;
-    assert_eq!(
-        nic.transmit(64, &mut |_| called = true),
-        Err(NicError::RingFull)
-    );
+    assert_eq!(nic.transmit(64, &mut |_| called = true), Err(NicError::RingFull));
     assert!(!called);
     // The device finishes everything, but nothing is free until poll_transmit says so.
     assert_eq!(device.borrow_mut().complete_tx(usize::MAX), 7);
@@ -344,19 +294,9 @@ fn transmit_ring_wraps_many_times_in_order() {
     }
     let d = device.borrow();
     assert_eq!(d.sent.len(), 1000);
-    assert!(
-        d.sent
-            .iter()
-            .enumerate()
-            .all(|(i, f)| f[20] == (i % 251) as u8 && f.len() == 60 + i % 1400)
-    );
+    assert!(d.sent.iter().enumerate().all(|(i, f)| f[20] == (i % 251) as u8 && f.len() == 60 + i % 1400));
     assert_eq!(d.get(regs::TDT), 1000 % 8);
-    let tdt_values: Vec<u32> = d
-        .writes
-        .iter()
-        .filter(|w| w.0 == regs::TDT)
-        .map(|w| w.1)
-        .collect();
+    let tdt_values: Vec<u32> = d.writes.iter().filter(|w| w.0 == regs::TDT).map(|w| w.1).collect();
     assert!(tdt_values.iter().all(|&t| t < 8));
 }
 
@@ -461,11 +401,7 @@ fn receive_ring_wraps_many_times() {
 #[test]
 fn frames_with_errors_are_dropped_and_rearmed() {
     let (mut nic, device) = started::<8, 8>();
-    assert!(
-        device
-            .borrow_mut()
-            .receive_with(&frame(64, 1), 2048, RxErrors::CE)
-    );
+    assert!(device.borrow_mut().receive_with(&frame(64, 1), 2048, RxErrors::CE));
     assert!(device.borrow_mut().receive(&frame(64, 2)));
     assert_eq!(receive(&mut nic), (true, None));
     assert_eq!(receive(&mut nic), (true, Some(frame(64, 2))));
@@ -475,22 +411,14 @@ fn frames_with_errors_are_dropped_and_rearmed() {
 #[test]
 fn checksum_offload_errors_do_not_drop_frames() {
     let (mut nic, device) = started::<8, 8>();
-    assert!(
-        device
-            .borrow_mut()
-            .receive_with(&frame(64, 1), 2048, RxErrors::TCPE | RxErrors::IPE)
-    );
+    assert!(device.borrow_mut().receive_with(&frame(64, 1), 2048, RxErrors::TCPE | RxErrors::IPE));
     assert_eq!(receive(&mut nic), (true, Some(frame(64, 1))));
 }
 
 #[test]
 fn frames_spanning_descriptors_are_dropped_whole() {
     let (mut nic, device) = started::<8, 8>();
-    assert!(
-        device
-            .borrow_mut()
-            .receive_with(&frame(1500, 1), 512, RxErrors::empty())
-    );
+    assert!(device.borrow_mut().receive_with(&frame(1500, 1), 512, RxErrors::empty()));
     assert!(device.borrow_mut().receive(&frame(64, 2)));
     for _ in 0..3 {
         assert_eq!(receive(&mut nic), (true, None));
@@ -542,7 +470,7 @@ fn reset_can_be_repeated() {
 /// A UDP datagram from us to 10.0.2.2 as netdump-core builds it for a NIC that does (or
 /// does not) compute checksums.
 fn udp_frame(payload: &[u8], checksum: netdump_core::net::UdpChecksum) -> Vec<u8> {
-    use netdump_core::net::{emit_udp_with, EthernetAddress, Ipv4Address, UdpFlow, FRAME_OVERHEAD};
+    use netdump_core::net::{EthernetAddress, FRAME_OVERHEAD, Ipv4Address, UdpFlow, emit_udp_with};
     let flow = UdpFlow {
         src_mac: EthernetAddress(MAC),
         dst_mac: EthernetAddress([0x52, 0x55, 10, 0, 2, 2]),

@@ -163,9 +163,7 @@ impl PortBlock {
     }
 
     fn port(&self, offset: usize, width: usize) -> Option<u16> {
-        fits(offset, width, usize::from(self.len))
-            .then(|| self.base.checked_add(offset as u16))
-            .flatten()
+        fits(offset, width, usize::from(self.len)).then(|| self.base.checked_add(offset as u16)).flatten()
     }
 }
 

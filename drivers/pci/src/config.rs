@@ -17,11 +17,7 @@ impl PciAddress {
     /// The address of `bus:device.function`; `device` is taken modulo 32 and `function`
     /// modulo 8, the widths of their fields.
     pub const fn new(bus: u8, device: u8, function: u8) -> Self {
-        PciAddress {
-            bus,
-            device: device & 0x1F,
-            function: function & 0x07,
-        }
+        PciAddress { bus, device: device & 0x1F, function: function & 0x07 }
     }
 }
 

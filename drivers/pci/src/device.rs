@@ -114,16 +114,8 @@ impl Bar {
             let prefetchable = low & 0x8 != 0;
             let base = u64::from(low & !0xF);
             match (low >> 1) & 0x3 {
-                0b00 | 0b01 => Bar::Memory {
-                    address: base,
-                    width: MemoryWidth::Bits32,
-                    prefetchable,
-                },
-                0b10 => Bar::Memory {
-                    address: base | u64::from(high) << 32,
-                    width: MemoryWidth::Bits64,
-                    prefetchable,
-                },
+                0b00 | 0b01 => Bar::Memory { address: base, width: MemoryWidth::Bits32, prefetchable },
+                0b10 => Bar::Memory { address: base | u64::from(high) << 32, width: MemoryWidth::Bits64, prefetchable },
                 _ => return Err(BarError::ReservedType { raw: low }),
             }
         };
@@ -151,13 +143,7 @@ impl Bar {
 
     /// Whether this BAR occupies two slots.
     pub fn is_64bit(&self) -> bool {
-        matches!(
-            self,
-            Bar::Memory {
-                width: MemoryWidth::Bits64,
-                ..
-            }
-        )
+        matches!(self, Bar::Memory { width: MemoryWidth::Bits64, .. })
     }
 }
 
@@ -376,9 +362,7 @@ impl<C: ConfigSpace> PciDevice<C> {
             // I/O BARs may implement only 16 address bits; the others read back 0.
             match low_mask & !0x3 {
                 0 => 0,
-                mask if mask & 0xFFFF_0000 == 0 => {
-                    u64::from((!(mask | 0xFFFF_0000)).wrapping_add(1))
-                }
+                mask if mask & 0xFFFF_0000 == 0 => u64::from((!(mask | 0xFFFF_0000)).wrapping_add(1)),
                 mask => u64::from((!mask).wrapping_add(1)),
             }
         } else if low & 0x7 == 0x4 {
@@ -411,18 +395,9 @@ impl<C: ConfigSpace> PciDevice<C> {
     /// The capability list, in list order. Empty when the status register says there is
     /// none; stops at a pointer into the header or after 48 entries (a looping list).
     pub fn capabilities(&mut self) -> Capabilities<'_, C> {
-        let has_list = self.status().contains(Status::CAPABILITIES_LIST)
-            && matches!(self.header_type(), 0 | 1);
-        let next = if has_list {
-            self.read_u8(offset::CAPABILITIES_POINTER) & 0xFC
-        } else {
-            0
-        };
-        Capabilities {
-            device: self,
-            next,
-            remaining: MAX_CAPABILITIES,
-        }
+        let has_list = self.status().contains(Status::CAPABILITIES_LIST) && matches!(self.header_type(), 0 | 1);
+        let next = if has_list { self.read_u8(offset::CAPABILITIES_POINTER) & 0xFC } else { 0 };
+        Capabilities { device: self, next, remaining: MAX_CAPABILITIES }
     }
 
     /// The first capability with `id`.
@@ -464,10 +439,7 @@ impl<C: ConfigSpace> PciDevice<C> {
     /// driver calls this when it takes a device over from an OS driver that used message
     /// interrupts: a message interrupt is a DMA write the command register cannot stop.
     pub fn disable_message_interrupts(&mut self) {
-        for (id, enable) in [
-            (capability_id::MSI, MSI_ENABLE),
-            (capability_id::MSI_X, MSI_X_ENABLE),
-        ] {
+        for (id, enable) in [(capability_id::MSI, MSI_ENABLE), (capability_id::MSI_X, MSI_X_ENABLE)] {
             let Some(cap) = self.find_capability(id) else {
                 continue;
             };
@@ -519,10 +491,7 @@ impl<C: ConfigSpace> Iterator for Capabilities<'_, C> {
         let offset = self.next;
         let header = self.device.read_u16(offset);
         self.next = (header >> 8) as u8 & 0xFC;
-        Some(Capability {
-            id: header as u8,
-            offset,
-        })
+        Some(Capability { id: header as u8, offset })
     }
 }
 
@@ -533,9 +502,7 @@ mod tests {
 
     const ADDR: PciAddress = PciAddress::new(0, 3, 0);
 
-    fn device_with(
-        setup: impl FnOnce(&mut crate::fake::FakeFunction),
-    ) -> PciDevice<FakeConfigSpace> {
+    fn device_with(setup: impl FnOnce(&mut crate::fake::FakeFunction)) -> PciDevice<FakeConfigSpace> {
         let mut cfg = FakeConfigSpace::new();
         setup(cfg.add_function(ADDR, 0x8086, 0x100E));
         PciDevice::new(cfg, ADDR)
@@ -545,11 +512,7 @@ mod tests {
     fn decodes_32bit_memory_bar() {
         assert_eq!(
             Bar::decode(0xFEBC_0000, 0),
-            Ok(Some(Bar::Memory {
-                address: 0xFEBC_0000,
-                width: MemoryWidth::Bits32,
-                prefetchable: false
-            }))
+            Ok(Some(Bar::Memory { address: 0xFEBC_0000, width: MemoryWidth::Bits32, prefetchable: false }))
         );
     }
 
@@ -557,20 +520,13 @@ mod tests {
     fn decodes_64bit_prefetchable_memory_bar() {
         assert_eq!(
             Bar::decode(0xFE00_000C, 0x0000_0001),
-            Ok(Some(Bar::Memory {
-                address: 0x1_FE00_0000,
-                width: MemoryWidth::Bits64,
-                prefetchable: true
-            }))
+            Ok(Some(Bar::Memory { address: 0x1_FE00_0000, width: MemoryWidth::Bits64, prefetchable: true }))
         );
     }
 
     #[test]
     fn decodes_io_bar() {
-        assert_eq!(
-            Bar::decode(0x0000_C041, 0),
-            Ok(Some(Bar::Io { port: 0xC040 }))
-        );
+        assert_eq!(Bar::decode(0x0000_C041, 0), Ok(Some(Bar::Io { port: 0xC040 })));
     }
 
     #[test]
@@ -582,29 +538,19 @@ mod tests {
 
     #[test]
     fn reserved_memory_type_is_an_error() {
-        assert_eq!(
-            Bar::decode(0xFE00_0006, 0),
-            Err(BarError::ReservedType { raw: 0xFE00_0006 })
-        );
+        assert_eq!(Bar::decode(0xFE00_0006, 0), Err(BarError::ReservedType { raw: 0xFE00_0006 }));
     }
 
     #[test]
     fn bar_skips_upper_half_of_64bit_bar() {
         let mut dev = device_with(|f| {
-            f.set_memory_bar64(0, 0x8_0000_0000, 0x4000, true)
-                .set_io_bar(2, 0xC000, 0x40);
+            f.set_memory_bar64(0, 0x8_0000_0000, 0x4000, true).set_io_bar(2, 0xC000, 0x40);
         });
-        assert_eq!(
-            dev.bar(0).unwrap().unwrap().memory_address(),
-            Some(0x8_0000_0000)
-        );
+        assert_eq!(dev.bar(0).unwrap().unwrap().memory_address(), Some(0x8_0000_0000));
         assert_eq!(dev.bar(1), Err(BarError::UpperHalf { index: 1 }));
         assert_eq!(dev.bar(2), Ok(Some(Bar::Io { port: 0xC000 })));
         assert_eq!(dev.bar(3), Ok(None));
-        assert_eq!(
-            dev.bar(6),
-            Err(BarError::IndexOutOfRange { index: 6, count: 6 })
-        );
+        assert_eq!(dev.bar(6), Err(BarError::IndexOutOfRange { index: 6, count: 6 }));
     }
 
     #[test]
@@ -636,19 +582,10 @@ mod tests {
         assert_eq!(dev.bar_size(1), Ok(0x40));
         assert_eq!(dev.bar_size(2), Ok(0x10_0000));
         assert_eq!(dev.bar_size(4), Ok(0));
-        assert_eq!(
-            dev.bar(0).unwrap().unwrap().memory_address(),
-            Some(0xFEB8_0000)
-        );
+        assert_eq!(dev.bar(0).unwrap().unwrap().memory_address(), Some(0xFEB8_0000));
         assert_eq!(dev.bar(1), Ok(Some(Bar::Io { port: 0xC000 })));
-        assert_eq!(
-            dev.bar(2).unwrap().unwrap().memory_address(),
-            Some(0x1_0000_0000)
-        );
-        assert_eq!(
-            dev.command(),
-            Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER
-        );
+        assert_eq!(dev.bar(2).unwrap().unwrap().memory_address(), Some(0x1_0000_0000));
+        assert_eq!(dev.command(), Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
     }
 
     #[test]
@@ -657,10 +594,7 @@ mod tests {
             f.set_command(0x0003).set_status(0x0010);
         });
         dev.enable(Command::BUS_MASTER);
-        assert_eq!(
-            dev.command(),
-            Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER
-        );
+        assert_eq!(dev.command(), Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         dev.disable(Command::IO_SPACE);
         assert_eq!(dev.command(), Command::MEMORY_SPACE | Command::BUS_MASTER);
         assert_eq!(dev.status(), Status::CAPABILITIES_LIST);
@@ -670,34 +604,19 @@ mod tests {
     fn walks_capability_list_in_order() {
         let mut dev = device_with(|f| {
             f.add_capability(capability_id::POWER_MANAGEMENT, &[0; 6])
-                .add_capability(
-                    capability_id::VENDOR_SPECIFIC,
-                    &[16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                )
+                .add_capability(capability_id::VENDOR_SPECIFIC, &[16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
                 .add_capability(capability_id::MSI_X, &[0; 10]);
         });
         let caps: Vec<_> = dev.capabilities().collect();
         assert_eq!(
             caps,
             [
-                Capability {
-                    id: capability_id::POWER_MANAGEMENT,
-                    offset: 0x40
-                },
-                Capability {
-                    id: capability_id::VENDOR_SPECIFIC,
-                    offset: 0x48
-                },
-                Capability {
-                    id: capability_id::MSI_X,
-                    offset: 0x58
-                },
+                Capability { id: capability_id::POWER_MANAGEMENT, offset: 0x40 },
+                Capability { id: capability_id::VENDOR_SPECIFIC, offset: 0x48 },
+                Capability { id: capability_id::MSI_X, offset: 0x58 },
             ]
         );
-        assert_eq!(
-            dev.find_capability(capability_id::MSI_X).map(|c| c.offset),
-            Some(0x58)
-        );
+        assert_eq!(dev.find_capability(capability_id::MSI_X).map(|c| c.offset), Some(0x58));
         assert_eq!(dev.read_u8(0x48 + 2), 16);
         assert_eq!(dev.find_capability(capability_id::MSI), None);
     }
@@ -705,8 +624,7 @@ mod tests {
     #[test]
     fn no_capabilities_without_status_bit() {
         let mut dev = device_with(|f| {
-            f.poke(offset::CAPABILITIES_POINTER, 0x40)
-                .poke(0x40, capability_id::MSI);
+            f.poke(offset::CAPABILITIES_POINTER, 0x40).poke(0x40, capability_id::MSI);
         });
         assert_eq!(dev.capabilities().count(), 0);
     }
@@ -714,8 +632,7 @@ mod tests {
     #[test]
     fn looping_capability_list_is_bounded() {
         let mut dev = device_with(|f| {
-            f.add_capability(capability_id::VENDOR_SPECIFIC, &[0; 2])
-                .poke(0x41, 0x40);
+            f.add_capability(capability_id::VENDOR_SPECIFIC, &[0; 2]).poke(0x41, 0x40);
         });
         assert_eq!(dev.capabilities().count(), MAX_CAPABILITIES);
     }
@@ -723,8 +640,7 @@ mod tests {
     #[test]
     fn capability_pointer_into_header_ends_the_list() {
         let mut dev = device_with(|f| {
-            f.add_capability(capability_id::VENDOR_SPECIFIC, &[0; 2])
-                .poke(0x41, 0x10);
+            f.add_capability(capability_id::VENDOR_SPECIFIC, &[0; 2]).poke(0x41, 0x10);
         });
         assert_eq!(dev.capabilities().count(), 1);
     }
@@ -732,25 +648,15 @@ mod tests {
     #[test]
     fn capability_pointer_low_bits_are_ignored() {
         let mut dev = device_with(|f| {
-            f.add_capability(capability_id::MSI, &[0; 2])
-                .poke(offset::CAPABILITIES_POINTER, 0x43);
+            f.add_capability(capability_id::MSI, &[0; 2]).poke(offset::CAPABILITIES_POINTER, 0x43);
         });
-        assert_eq!(
-            dev.capabilities().next(),
-            Some(Capability {
-                id: capability_id::MSI,
-                offset: 0x40
-            })
-        );
+        assert_eq!(dev.capabilities().next(), Some(Capability { id: capability_id::MSI, offset: 0x40 }));
     }
 
     #[test]
     fn reads_capability_fields_within_configuration_space() {
         let mut dev = device_with(|f| {
-            f.add_capability(
-                capability_id::VENDOR_SPECIFIC,
-                &[16, 1, 4, 0, 0, 0, 0x00, 0x30, 0, 0, 0x00, 0x10, 0, 0],
-            );
+            f.add_capability(capability_id::VENDOR_SPECIFIC, &[16, 1, 4, 0, 0, 0, 0x00, 0x30, 0, 0, 0x00, 0x10, 0, 0]);
         });
         let cap = dev.find_capability(capability_id::VENDOR_SPECIFIC).unwrap();
         assert_eq!(dev.capability_u8(cap, 3), Some(1));
@@ -761,10 +667,7 @@ mod tests {
         // Misaligned fields and fields past the end of the space are refused.
         assert_eq!(dev.capability_u32(cap, 2), None);
         assert_eq!(dev.capability_u16(cap, 1), None);
-        let last = Capability {
-            id: capability_id::VENDOR_SPECIFIC,
-            offset: 0xFC,
-        };
+        let last = Capability { id: capability_id::VENDOR_SPECIFIC, offset: 0xFC };
         assert_eq!(dev.capability_u32(last, 0), Some(0));
         assert_eq!(dev.capability_u32(last, 4), None);
         assert_eq!(dev.capability_u8(last, 4), None);

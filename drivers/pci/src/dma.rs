@@ -49,19 +49,13 @@ impl core::fmt::Display for DmaError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             DmaError::TooSmall { needed, available } => {
-                write!(
-                    f,
-                    "DMA region too small: {needed} bytes needed, {available} available"
-                )
+                write!(f, "DMA region too small: {needed} bytes needed, {available} available")
             }
             DmaError::InvalidAlignment { align } => {
                 write!(f, "alignment {align} is not a power of two")
             }
             DmaError::Misaligned { align } => {
-                write!(
-                    f,
-                    "virtual and physical addresses cannot both be {align}-byte aligned"
-                )
+                write!(f, "virtual and physical addresses cannot both be {align}-byte aligned")
             }
         }
     }
@@ -117,15 +111,9 @@ impl DmaRegion {
         if (self.virt.as_ptr() as usize).wrapping_add(pad) & (align - 1) != 0 {
             return Err(DmaError::Misaligned { align });
         }
-        let needed = pad.checked_add(len).ok_or(DmaError::TooSmall {
-            needed: usize::MAX,
-            available: self.len,
-        })?;
+        let needed = pad.checked_add(len).ok_or(DmaError::TooSmall { needed: usize::MAX, available: self.len })?;
         if needed > self.len {
-            return Err(DmaError::TooSmall {
-                needed,
-                available: self.len,
-            });
+            return Err(DmaError::TooSmall { needed, available: self.len });
         }
         // SAFETY: `pad + len <= self.len`, so both pointers stay inside (or one past the end
         // of) the region, which `new` guarantees does not wrap; neither is null.
@@ -135,11 +123,7 @@ impl DmaRegion {
                 NonNull::new_unchecked(self.virt.as_ptr().add(needed)),
             )
         };
-        let carved = DmaRegion {
-            virt: front,
-            phys: self.phys + pad as u64,
-            len,
-        };
+        let carved = DmaRegion { virt: front, phys: self.phys + pad as u64, len };
         self.virt = rest;
         self.phys += needed as u64;
         self.len -= needed;
@@ -194,10 +178,7 @@ mod tests {
     #[test]
     fn take_rejects_incongruent_mapping() {
         let mut r = region(4096, 8, 0x20_0000);
-        assert_eq!(
-            r.take(64, 16).unwrap_err(),
-            DmaError::Misaligned { align: 16 }
-        );
+        assert_eq!(r.take(64, 16).unwrap_err(), DmaError::Misaligned { align: 16 });
         assert_eq!(r.len(), 4096);
     }
 
@@ -205,30 +186,15 @@ mod tests {
     fn take_rejects_too_large_and_keeps_region() {
         let mut r = region(256, 0, 0x1000);
         r.take(100, 1).unwrap();
-        assert_eq!(
-            r.take(150, 128).unwrap_err(),
-            DmaError::TooSmall {
-                needed: 178,
-                available: 156
-            }
-        );
-        assert_eq!(
-            r.take(usize::MAX, 1).unwrap_err(),
-            DmaError::TooSmall {
-                needed: usize::MAX,
-                available: 156
-            }
-        );
+        assert_eq!(r.take(150, 128).unwrap_err(), DmaError::TooSmall { needed: 178, available: 156 });
+        assert_eq!(r.take(usize::MAX, 1).unwrap_err(), DmaError::TooSmall { needed: usize::MAX, available: 156 });
         assert_eq!(r.len(), 156);
     }
 
     #[test]
     fn take_rejects_non_power_of_two_alignment() {
         let mut r = region(256, 0, 0x1000);
-        assert_eq!(
-            r.take(16, 24).unwrap_err(),
-            DmaError::InvalidAlignment { align: 24 }
-        );
+        assert_eq!(r.take(16, 24).unwrap_err(), DmaError::InvalidAlignment { align: 24 });
     }
 
     #[test]

@@ -32,21 +32,11 @@ pub struct PciFunction {
 /// says the device is multi-function. A machine with a handful of devices costs about
 /// 8 200 configuration reads.
 pub fn enumerate<C: ConfigSpace + ?Sized>(config: &mut C) -> Functions<'_, C> {
-    Functions {
-        config,
-        bus: 0,
-        device: 0,
-        function: 0,
-        multifunction: false,
-    }
+    Functions { config, bus: 0, device: 0, function: 0, multifunction: false }
 }
 
 /// The first function with this vendor and device ID.
-pub fn find_device<C: ConfigSpace + ?Sized>(
-    config: &mut C,
-    vendor_id: u16,
-    device_id: u16,
-) -> Option<PciFunction> {
+pub fn find_device<C: ConfigSpace + ?Sized>(config: &mut C, vendor_id: u16, device_id: u16) -> Option<PciFunction> {
     enumerate(config).find(|f| f.vendor_id == vendor_id && f.device_id == device_id)
 }
 
@@ -122,13 +112,10 @@ mod tests {
     #[test]
     fn finds_functions_in_address_order() {
         let mut cfg = FakeConfigSpace::new();
-        cfg.add_function(PciAddress::new(0, 3, 0), 0x8086, 0x100E)
-            .set_class(0x02, 0x00, 0x00);
+        cfg.add_function(PciAddress::new(0, 3, 0), 0x8086, 0x100E).set_class(0x02, 0x00, 0x00);
         cfg.add_function(PciAddress::new(0, 0, 0), 0x8086, 0x29C0);
         cfg.add_function(PciAddress::new(2, 1, 0), 0x1AF4, 0x1041);
-        let found: Vec<_> = enumerate(&mut cfg)
-            .map(|f| (f.address, f.device_id))
-            .collect();
+        let found: Vec<_> = enumerate(&mut cfg).map(|f| (f.address, f.device_id)).collect();
         assert_eq!(
             found,
             [
@@ -142,14 +129,9 @@ mod tests {
     #[test]
     fn reports_class_and_header_type() {
         let mut cfg = FakeConfigSpace::new();
-        cfg.add_function(PciAddress::new(0, 3, 0), 0x8086, 0x100E)
-            .set_class(0x02, 0x00, 0x00)
-            .set_revision(0x03);
+        cfg.add_function(PciAddress::new(0, 3, 0), 0x8086, 0x100E).set_class(0x02, 0x00, 0x00).set_revision(0x03);
         let f = find_device(&mut cfg, 0x8086, 0x100E).unwrap();
-        assert_eq!(
-            (f.class, f.subclass, f.prog_if, f.revision, f.header_type),
-            (2, 0, 0, 3, 0)
-        );
+        assert_eq!((f.class, f.subclass, f.prog_if, f.revision, f.header_type), (2, 0, 0, 3, 0));
     }
 
     #[test]
@@ -160,18 +142,10 @@ mod tests {
         cfg.add_function(PciAddress::new(0, 1, 0), 0x1234, 0x0001);
         cfg.add_function(PciAddress::new(0, 1, 5), 0x1234, 0x0005);
         // A multi-function device with a gap at function 1.
-        cfg.add_function(PciAddress::new(0, 31, 0), 0x8086, 0x2918)
-            .set_header_type(0x80);
+        cfg.add_function(PciAddress::new(0, 31, 0), 0x8086, 0x2918).set_header_type(0x80);
         cfg.add_function(PciAddress::new(0, 31, 2), 0x8086, 0x2922);
         let found: Vec<_> = enumerate(&mut cfg).map(|f| f.address).collect();
-        assert_eq!(
-            found,
-            [
-                PciAddress::new(0, 1, 0),
-                PciAddress::new(0, 31, 0),
-                PciAddress::new(0, 31, 2)
-            ]
-        );
+        assert_eq!(found, [PciAddress::new(0, 1, 0), PciAddress::new(0, 31, 0), PciAddress::new(0, 31, 2)]);
     }
 
     #[test]

@@ -21,12 +21,7 @@ pub struct FakeFunction {
 
 impl FakeFunction {
     fn new(address: PciAddress, vendor_id: u16, device_id: u16) -> Self {
-        let mut f = FakeFunction {
-            address,
-            bytes: [0; 256],
-            bar_masks: [0; 6],
-            next_capability: 0x40,
-        };
+        let mut f = FakeFunction { address, bytes: [0; 256], bar_masks: [0; 6], next_capability: 0x40 };
         f.set_u16(offset::VENDOR_ID, vendor_id);
         f.set_u16(offset::DEVICE_ID, device_id);
         f
@@ -78,13 +73,7 @@ impl FakeFunction {
     }
 
     /// A 32-bit memory BAR at `address` decoding `size` bytes (a power of two, ≥ 16).
-    pub fn set_memory_bar32(
-        &mut self,
-        index: usize,
-        address: u32,
-        size: u32,
-        prefetchable: bool,
-    ) -> &mut Self {
+    pub fn set_memory_bar32(&mut self, index: usize, address: u32, size: u32, prefetchable: bool) -> &mut Self {
         let flags = if prefetchable { 0x8 } else { 0 };
         self.set_u32(offset::BAR0 + 4 * index as u8, address | flags);
         self.bar_masks[index] = !(size - 1);
@@ -92,13 +81,7 @@ impl FakeFunction {
     }
 
     /// A 64-bit memory BAR in slots `index` and `index + 1`.
-    pub fn set_memory_bar64(
-        &mut self,
-        index: usize,
-        address: u64,
-        size: u64,
-        prefetchable: bool,
-    ) -> &mut Self {
+    pub fn set_memory_bar64(&mut self, index: usize, address: u64, size: u64, prefetchable: bool) -> &mut Self {
         let flags = 0x4 | if prefetchable { 0x8 } else { 0 };
         let mask = !(size - 1);
         self.set_u32(offset::BAR0 + 4 * index as u8, address as u32 | flags);
@@ -190,15 +173,9 @@ impl FakeConfigSpace {
     }
 
     /// Adds a general (type 0) function and returns it for further setup.
-    pub fn add_function(
-        &mut self,
-        address: PciAddress,
-        vendor_id: u16,
-        device_id: u16,
-    ) -> &mut FakeFunction {
+    pub fn add_function(&mut self, address: PciAddress, vendor_id: u16, device_id: u16) -> &mut FakeFunction {
         self.functions.retain(|f| f.address != address);
-        self.functions
-            .push(FakeFunction::new(address, vendor_id, device_id));
+        self.functions.push(FakeFunction::new(address, vendor_id, device_id));
         self.functions.last_mut().unwrap()
     }
 
@@ -216,10 +193,7 @@ impl FakeConfigSpace {
 impl ConfigSpace for FakeConfigSpace {
     fn read_u32(&mut self, address: PciAddress, at: u8) -> u32 {
         self.reads += 1;
-        self.functions
-            .iter()
-            .find(|f| f.address == address)
-            .map_or(0xFFFF_FFFF, |f| f.u32_at(at))
+        self.functions.iter().find(|f| f.address == address).map_or(0xFFFF_FFFF, |f| f.u32_at(at))
     }
 
     fn write_u32(&mut self, address: PciAddress, at: u8, value: u32) {

@@ -32,9 +32,7 @@ mod port;
 pub use block::PortBlock;
 pub use block::{MmioBlock, RegisterBlock};
 pub use config::{ConfigSpace, PciAddress};
-pub use device::{
-    Bar, BarError, Capabilities, Capability, Command, MemoryWidth, PciDevice, Status, capability_id,
-};
+pub use device::{Bar, BarError, Capabilities, Capability, Command, MemoryWidth, PciDevice, Status, capability_id};
 pub use dma::{DmaError, DmaRegion};
 pub use enumerate::{Functions, PciFunction, enumerate, find_device};
 #[cfg(target_arch = "x86_64")]

@@ -25,10 +25,7 @@ impl PortConfigSpace {
     /// handler between our address and data accesses would read or write the wrong register.
     /// At crash time the other CPUs are stopped and interrupts are off, which gives this.
     pub const unsafe fn new() -> Self {
-        PortConfigSpace {
-            address: Port::new(CONFIG_ADDRESS),
-            data: Port::new(CONFIG_DATA),
-        }
+        PortConfigSpace { address: Port::new(CONFIG_ADDRESS), data: Port::new(CONFIG_DATA) }
     }
 
     fn select(&mut self, address: PciAddress, offset: u8) {

@@ -54,10 +54,7 @@ pub fn legacy_function() -> SharedConfig {
         .set_io_bar(0, LEGACY_PORT, LEGACY_PORTS)
         .set_memory_bar32(1, 0xFEB0_0000, 0x1000, false)
         .set_command(0x0003)
-        .add_capability(
-            capability_id::MSI_X,
-            &[0x02, 0x00, 0x01, 0, 0, 0, 0x01, 0x08, 0, 0],
-        );
+        .add_capability(capability_id::MSI_X, &[0x02, 0x00, 0x01, 0, 0, 0, 0x01, 0x08, 0, 0]);
     SharedConfig(Rc::new(RefCell::new(cfg)))
 }
 
@@ -83,26 +80,11 @@ pub fn modern_function(device_id: u16) -> SharedConfig {
         .set_memory_bar32(1, 0xFEB0_0000, 0x1000, false)
         .set_memory_bar64(4, MODERN_BAR, 0x4000, true)
         .set_command(0x0003)
-        .add_capability(
-            capability_id::MSI_X,
-            &[0x02, 0x00, 0x01, 0, 0, 0, 0x01, 0x08, 0, 0],
-        )
-        .add_capability(
-            capability_id::VENDOR_SPECIFIC,
-            &virtio_cap(1, COMMON_OFFSET, 0x1000, None),
-        )
-        .add_capability(
-            capability_id::VENDOR_SPECIFIC,
-            &virtio_cap(3, ISR_OFFSET, 0x1000, None),
-        )
-        .add_capability(
-            capability_id::VENDOR_SPECIFIC,
-            &virtio_cap(4, DEVICE_OFFSET, 0x1000, None),
-        )
-        .add_capability(
-            capability_id::VENDOR_SPECIFIC,
-            &virtio_cap(2, NOTIFY_OFFSET, 0x1000, Some(NOTIFY_MULTIPLIER)),
-        );
+        .add_capability(capability_id::MSI_X, &[0x02, 0x00, 0x01, 0, 0, 0, 0x01, 0x08, 0, 0])
+        .add_capability(capability_id::VENDOR_SPECIFIC, &virtio_cap(1, COMMON_OFFSET, 0x1000, None))
+        .add_capability(capability_id::VENDOR_SPECIFIC, &virtio_cap(3, ISR_OFFSET, 0x1000, None))
+        .add_capability(capability_id::VENDOR_SPECIFIC, &virtio_cap(4, DEVICE_OFFSET, 0x1000, None))
+        .add_capability(capability_id::VENDOR_SPECIFIC, &virtio_cap(2, NOTIFY_OFFSET, 0x1000, Some(NOTIFY_MULTIPLIER)));
     if device_id == 0x1000 {
         f.set_io_bar(0, LEGACY_PORT, LEGACY_PORTS);
     }
@@ -257,8 +239,7 @@ impl FakeDevice {
             let acceptable = !self.refuse_features_ok
                 && self.offered.contains(accepted)
                 && accepted.contains(Features::VERSION_1)
-                && (!self.offered.contains(Features::ACCESS_PLATFORM)
-                    || accepted.contains(Features::ACCESS_PLATFORM));
+                && (!self.offered.contains(Features::ACCESS_PLATFORM) || accepted.contains(Features::ACCESS_PLATFORM));
             if !acceptable {
                 value &= !features_ok;
             }
@@ -369,13 +350,8 @@ impl FakeDevice {
             0x00 => self.device_feature_select = value,
             0x08 => self.driver_feature_select = value,
             0x0C => match self.driver_feature_select {
-                0 => {
-                    self.driver_features = (self.driver_features & !0xFFFF_FFFF) | u64::from(value)
-                }
-                1 => {
-                    self.driver_features =
-                        (self.driver_features & 0xFFFF_FFFF) | u64::from(value) << 32
-                }
+                0 => self.driver_features = (self.driver_features & !0xFFFF_FFFF) | u64::from(value),
+                1 => self.driver_features = (self.driver_features & 0xFFFF_FFFF) | u64::from(value) << 32,
                 _ => {}
             },
             0x10 => self.config_vector = value as u16,
@@ -438,13 +414,7 @@ impl FakeDevice {
     fn store_bytes(&self, phys: u64, bytes: &[u8]) {
         // SAFETY: as for `store`: a device-writable buffer the driver handed over, at least
         // `bytes.len()` long (the caller keeps to the descriptor's length).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.host(phys) as usize as *mut u8,
-                bytes.len(),
-            )
-        }
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.host(phys) as usize as *mut u8, bytes.len()) }
     }
 
     /// The head of the next available buffer of `queue`, if the driver published one.
@@ -466,12 +436,8 @@ impl FakeDevice {
         let mut index = head;
         for _ in 0..q.size {
             let d = q.descriptors + 16 * u64::from(index % q.size);
-            let (addr, len, flags, next): (u64, u32, u16, u16) = (
-                self.load(d),
-                self.load(d + 8),
-                self.load(d + 12),
-                self.load(d + 14),
-            );
+            let (addr, len, flags, next): (u64, u32, u16, u16) =
+                (self.load(d), self.load(d + 8), self.load(d + 12), self.load(d + 14));
             parts.push((addr, len as usize, flags & 2 != 0));
             if flags & 1 == 0 {
                 break;

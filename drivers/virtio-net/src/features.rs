@@ -125,16 +125,8 @@ pub fn negotiate(
         Some(mtu) if features.contains(Features::MTU) => mtu,
         _ => STANDARD_MTU,
     };
-    let header_len = if features.contains(Features::VERSION_1) {
-        12
-    } else {
-        10
-    };
-    Ok(Negotiated {
-        features,
-        mtu,
-        header_len,
-    })
+    let header_len = if features.contains(Features::VERSION_1) { 12 } else { 10 };
+    Ok(Negotiated { features, mtu, header_len })
 }
 
 #[cfg(test)]
@@ -155,10 +147,7 @@ mod tests {
     #[test]
     fn modern_accepts_mac_status_and_version_1_only() {
         let n = negotiate(QEMU_MODERN, Interface::Modern, None).unwrap();
-        assert_eq!(
-            n.features,
-            Features::MAC | Features::STATUS | Features::VERSION_1
-        );
+        assert_eq!(n.features, Features::MAC | Features::STATUS | Features::VERSION_1);
         assert_eq!((n.mtu, n.header_len), (1500, 12));
     }
 
@@ -172,27 +161,15 @@ mod tests {
 
     #[test]
     fn legacy_never_accepts_high_bits_even_if_reported() {
-        let n = negotiate(
-            QEMU_MODERN | Features::ACCESS_PLATFORM,
-            Interface::Legacy,
-            None,
-        )
-        .unwrap();
-        assert!(
-            !n.features
-                .intersects(Features::VERSION_1 | Features::ACCESS_PLATFORM)
-        );
+        let n = negotiate(QEMU_MODERN | Features::ACCESS_PLATFORM, Interface::Legacy, None).unwrap();
+        assert!(!n.features.intersects(Features::VERSION_1 | Features::ACCESS_PLATFORM));
     }
 
     #[test]
     fn accepts_what_a_device_may_require() {
         let offered = QEMU_MODERN | Features::ACCESS_PLATFORM | Features::ORDER_PLATFORM;
         let n = negotiate(offered, Interface::Modern, None).unwrap();
-        assert!(
-            n.features.contains(
-                Features::VERSION_1 | Features::ACCESS_PLATFORM | Features::ORDER_PLATFORM
-            )
-        );
+        assert!(n.features.contains(Features::VERSION_1 | Features::ACCESS_PLATFORM | Features::ORDER_PLATFORM));
     }
 
     #[test]
@@ -230,20 +207,13 @@ mod tests {
     #[test]
     fn requires_a_mac_address() {
         assert_eq!(
-            negotiate(
-                Features::VERSION_1 | Features::STATUS,
-                Interface::Modern,
-                None
-            ),
+            negotiate(Features::VERSION_1 | Features::STATUS, Interface::Modern, None),
             Err(NegotiationError::NoMacAddress)
         );
     }
 
     #[test]
     fn modern_requires_version_1() {
-        assert_eq!(
-            negotiate(Features::MAC, Interface::Modern, None),
-            Err(NegotiationError::NoVersion1)
-        );
+        assert_eq!(negotiate(Features::MAC, Interface::Modern, None), Err(NegotiationError::NoVersion1));
     }
 }

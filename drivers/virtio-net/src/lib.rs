@@ -44,9 +44,7 @@ use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunct
 
 pub use features::{Features, Interface, Negotiated, NegotiationError};
 pub use queue::{BUFFER_SIZE, FRAME_CAPACITY, MAX_QUEUE_SIZE, QUEUE_MEMORY};
-pub use transport::{
-    DeviceStatus, LegacyTransport, ModernTransport, PciTransport, ProbeError, Transport,
-};
+pub use transport::{DeviceStatus, LegacyTransport, ModernTransport, PciTransport, ProbeError, Transport};
 
 use queue::{RxQueue, TxQueue};
 
@@ -171,10 +169,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
 
     /// Each buffer takes two descriptors of a queue of at most 256.
     const VALID_BUFFER_COUNTS: () = assert!(
-        TX >= 1
-            && TX <= MAX_QUEUE_SIZE as usize / 2
-            && RX >= 1
-            && RX <= MAX_QUEUE_SIZE as usize / 2,
+        TX >= 1 && TX <= MAX_QUEUE_SIZE as usize / 2 && RX >= 1 && RX <= MAX_QUEUE_SIZE as usize / 2,
         "buffer counts must be between 1 and 128"
     );
 
@@ -296,14 +291,10 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
 
         let rx_size = queue_size(&mut self.transport, RX_QUEUE).map_err(|_| self.fail())?;
         let rings = self.rx.reset(rx_size, negotiated.header_len);
-        self.transport
-            .set_up_queue(RX_QUEUE, rings)
-            .map_err(|_| self.fail())?;
+        self.transport.set_up_queue(RX_QUEUE, rings).map_err(|_| self.fail())?;
         let tx_size = queue_size(&mut self.transport, TX_QUEUE).map_err(|_| self.fail())?;
         let rings = self.tx.reset(tx_size, negotiated.header_len);
-        self.transport
-            .set_up_queue(TX_QUEUE, rings)
-            .map_err(|_| self.fail())?;
+        self.transport.set_up_queue(TX_QUEUE, rings).map_err(|_| self.fail())?;
 
         // The queues now point at our memory: let the device master the bus.
         self.transport.pci().enable(Command::BUS_MASTER);
@@ -328,9 +319,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
 /// Reads the offered features (and the MTU, if offered) and chooses what to accept.
 fn negotiate<T: Transport>(transport: &mut T) -> Result<Negotiated, NegotiationError> {
     let offered = transport.device_features();
-    let device_mtu = offered
-        .contains(Features::MTU)
-        .then(|| transport.config_u16(config::MTU));
+    let device_mtu = offered.contains(Features::MTU).then(|| transport.config_u16(config::MTU));
     features::negotiate(offered, transport.interface(), device_mtu)
 }
 
@@ -342,11 +331,7 @@ fn queue_size<T: Transport>(transport: &mut T, queue: u16) -> Result<u16, InitEr
     if max == 0 {
         return Err(InitError::QueueAbsent { queue });
     }
-    let size = if transport.queue_size_fixed() {
-        max
-    } else {
-        1 << max.min(MAX_QUEUE_SIZE).ilog2()
-    };
+    let size = if transport.queue_size_fixed() { max } else { 1 << max.min(MAX_QUEUE_SIZE).ilog2() };
     if !(2..=MAX_QUEUE_SIZE).contains(&size) || !size.is_power_of_two() {
         return Err(InitError::QueueSizeUnusable { queue, size });
     }

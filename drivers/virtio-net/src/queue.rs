@@ -41,10 +41,7 @@ pub const FRAME_OFFSET: usize = 16;
 pub const FRAME_CAPACITY: usize = BUFFER_SIZE - FRAME_OFFSET;
 /// Bytes of ring memory each queue needs: the layout for [`MAX_QUEUE_SIZE`] entries,
 /// rounded to whole pages.
-pub const QUEUE_MEMORY: usize = align_up(
-    legacy_used_offset(MAX_QUEUE_SIZE) + 6 + 8 * MAX_QUEUE_SIZE as usize,
-    PAGE,
-);
+pub const QUEUE_MEMORY: usize = align_up(legacy_used_offset(MAX_QUEUE_SIZE) + 6 + 8 * MAX_QUEUE_SIZE as usize, PAGE);
 
 /// Descriptor flags (2.7.5).
 mod flags {
@@ -73,12 +70,7 @@ const _: () = assert!(size_of::<Descriptor>() == DESCRIPTOR_SIZE);
 
 impl Descriptor {
     fn new(addr: u64, len: usize, flags: u16, next: u16) -> Self {
-        Descriptor {
-            addr: addr.to_le(),
-            len: (len as u32).to_le(),
-            flags: flags.to_le(),
-            next: next.to_le(),
-        }
+        Descriptor { addr: addr.to_le(), len: (len as u32).to_le(), flags: flags.to_le(), next: next.to_le() }
     }
 }
 
@@ -102,13 +94,8 @@ impl Ring {
     /// is reset, so that it does not use the memory.
     fn lay_out(&mut self, size: u16) {
         self.memory.zero();
-        self.size = if size == 0 {
-            1
-        } else {
-            1 << size.min(MAX_QUEUE_SIZE).ilog2()
-        };
-        self.field::<u16>(self.avail_offset())
-            .write(flags::AVAIL_NO_INTERRUPT.to_le());
+        self.size = if size == 0 { 1 } else { 1 << size.min(MAX_QUEUE_SIZE).ilog2() };
+        self.field::<u16>(self.avail_offset()).write(flags::AVAIL_NO_INTERRUPT.to_le());
     }
 
     fn avail_offset(&self) -> usize {
@@ -131,9 +118,7 @@ impl Ring {
 
     /// The ring field of type `T` at `offset`.
     fn field<T>(&mut self, offset: usize) -> VolatilePtr<'_, T> {
-        debug_assert!(
-            offset + size_of::<T>() <= QUEUE_MEMORY && offset.is_multiple_of(align_of::<T>())
-        );
+        debug_assert!(offset + size_of::<T>() <= QUEUE_MEMORY && offset.is_multiple_of(align_of::<T>()));
         // SAFETY: every caller derives `offset` from an index reduced modulo `size`, and
         // `size <= MAX_QUEUE_SIZE`, so the field lies inside the QUEUE_MEMORY bytes `new`
         // checked; the offsets of the layout are multiples of the field's alignment and the
@@ -228,10 +213,7 @@ struct Geometry {
 
 impl Geometry {
     fn new<const N: usize>(size: u16, header_len: usize) -> Self {
-        Geometry {
-            slots: N.min(usize::from(size) / 2),
-            header_len,
-        }
+        Geometry { slots: N.min(usize::from(size) / 2), header_len }
     }
 
     /// The buffer a used entry's head descriptor names, if it is one of ours.
@@ -260,10 +242,7 @@ impl<const N: usize> TxQueue<N> {
         TxQueue {
             ring: Ring::new(ring),
             buffers: Buffers::new(buffers),
-            geometry: Geometry {
-                slots: 0,
-                header_len: 0,
-            },
+            geometry: Geometry { slots: 0, header_len: 0 },
             free: [0; N],
             free_count: 0,
             in_flight: [false; N],
@@ -280,10 +259,8 @@ impl<const N: usize> TxQueue<N> {
         for slot in 0..self.geometry.slots {
             // The device reads the header, then the frame from the next descriptor.
             let header = self.buffers.phys_addr(slot);
-            self.ring.set_descriptor(
-                2 * slot as u16,
-                Descriptor::new(header, header_len, flags::NEXT, 2 * slot as u16 + 1),
-            );
+            self.ring
+                .set_descriptor(2 * slot as u16, Descriptor::new(header, header_len, flags::NEXT, 2 * slot as u16 + 1));
             self.free[slot] = (self.geometry.slots - 1 - slot) as u16;
         }
         self.free_count = self.geometry.slots;
@@ -311,10 +288,7 @@ impl<const N: usize> TxQueue<N> {
     /// makes it available to the device. The caller checks `len` against the MTU.
     pub fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         if len > FRAME_CAPACITY {
-            return Err(NicError::FrameTooLarge {
-                len,
-                max: FRAME_CAPACITY,
-            });
+            return Err(NicError::FrameTooLarge { len, max: FRAME_CAPACITY });
         }
         if self.free_count == 0 {
             return Err(NicError::RingFull);
@@ -326,9 +300,7 @@ impl<const N: usize> TxQueue<N> {
             // never published, or its head came back in the used ring); the buffer holds
             // BUFFER_SIZE bytes, enough for the header and FRAME_CAPACITY >= len bytes at
             // FRAME_OFFSET; nothing else refers to it while `buffer` lives.
-            let buffer = unsafe {
-                core::slice::from_raw_parts_mut(self.buffers.ptr(slot), FRAME_OFFSET + len)
-            };
+            let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.ptr(slot), FRAME_OFFSET + len) };
             // No offloads: flags 0, GSO_NONE, and num_buffers 0 on transmit.
             buffer[..header_len].fill(0);
             fill(&mut buffer[FRAME_OFFSET..]);
@@ -336,8 +308,7 @@ impl<const N: usize> TxQueue<N> {
         self.free_count -= 1;
         self.in_flight[slot] = true;
         let frame = self.buffers.phys_addr(slot) + FRAME_OFFSET as u64;
-        self.ring
-            .set_descriptor(2 * slot as u16 + 1, Descriptor::new(frame, len, 0, 0));
+        self.ring.set_descriptor(2 * slot as u16 + 1, Descriptor::new(frame, len, 0, 0));
         self.ring.make_available(self.next_avail, 2 * slot as u16);
         self.next_avail = self.next_avail.wrapping_add(1);
         Ok(())
@@ -397,10 +368,7 @@ impl<const N: usize> RxQueue<N> {
         RxQueue {
             ring: Ring::new(ring),
             buffers: Buffers::new(buffers),
-            geometry: Geometry {
-                slots: 0,
-                header_len: 0,
-            },
+            geometry: Geometry { slots: 0, header_len: 0 },
             posted: [false; N],
             next_avail: 0,
             next_used: 0,
@@ -419,21 +387,11 @@ impl<const N: usize> RxQueue<N> {
             let header = self.buffers.phys_addr(slot);
             self.ring.set_descriptor(
                 2 * slot as u16,
-                Descriptor::new(
-                    header,
-                    header_len,
-                    flags::WRITE | flags::NEXT,
-                    2 * slot as u16 + 1,
-                ),
+                Descriptor::new(header, header_len, flags::WRITE | flags::NEXT, 2 * slot as u16 + 1),
             );
             self.ring.set_descriptor(
                 2 * slot as u16 + 1,
-                Descriptor::new(
-                    header + FRAME_OFFSET as u64,
-                    FRAME_CAPACITY,
-                    flags::WRITE,
-                    0,
-                ),
+                Descriptor::new(header + FRAME_OFFSET as u64, FRAME_CAPACITY, flags::WRITE, 0),
             );
             self.post(slot);
         }
@@ -471,9 +429,7 @@ impl<const N: usize> RxQueue<N> {
                 // SAFETY: the device returned the buffer in the used ring, so it has
                 // finished writing it and will not write it again until `post` below
                 // publishes it; `len` is within the FRAME_CAPACITY bytes at FRAME_OFFSET.
-                let frame = unsafe {
-                    core::slice::from_raw_parts(self.buffers.ptr(slot).add(FRAME_OFFSET), len)
-                };
+                let frame = unsafe { core::slice::from_raw_parts(self.buffers.ptr(slot).add(FRAME_OFFSET), len) };
                 handler(frame);
                 true
             }

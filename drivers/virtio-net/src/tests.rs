@@ -52,14 +52,8 @@ fn probe(pci: SharedConfig, device: &Device) -> Result<Fake, ProbeError> {
     PciTransport::probe(
         PciDevice::new(pci, fake::ADDRESS),
         move |port, len| {
-            assert_eq!(
-                (port, len),
-                (u32::from(fake::LEGACY_PORT), u64::from(fake::LEGACY_PORTS))
-            );
-            Some(FakeBlock {
-                device: ports,
-                part: Part::Legacy,
-            })
+            assert_eq!((port, len), (u32::from(fake::LEGACY_PORT), u64::from(fake::LEGACY_PORTS)));
+            Some(FakeBlock { device: ports, part: Part::Legacy })
         },
         move |phys, _len| {
             let part = match phys - fake::MODERN_BAR {
@@ -68,10 +62,7 @@ fn probe(pci: SharedConfig, device: &Device) -> Result<Fake, ProbeError> {
                 fake::DEVICE_OFFSET => Part::Device,
                 _ => return None,
             };
-            Some(FakeBlock {
-                device: structures.clone(),
-                part,
-            })
+            Some(FakeBlock { device: structures.clone(), part })
         },
     )
 }
@@ -105,9 +96,7 @@ fn both<const TX: usize, const RX: usize>() -> [(Nic<TX, RX>, Device); 2] {
 
 /// A recognisable frame: broadcast destination, our source, then bytes from `tag`.
 fn frame(len: usize, tag: u32) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len)
-        .map(|i| (tag as usize).wrapping_add(i) as u8)
-        .collect();
+    let mut f: Vec<u8> = (0..len).map(|i| (tag as usize).wrapping_add(i) as u8).collect();
     f[..6].copy_from_slice(&[0xFF; 6]);
     f[6..12].copy_from_slice(&MAC);
     f
@@ -163,11 +152,7 @@ fn probe_fails_without_either_interface() {
     let device = legacy_device(QEMU_LEGACY);
     // A modern-only ID with no capabilities: nothing to drive.
     let pci = fake::legacy_function();
-    pci.0
-        .borrow_mut()
-        .function(fake::ADDRESS)
-        .unwrap()
-        .set_raw_bar(0, 0);
+    pci.0.borrow_mut().function(fake::ADDRESS).unwrap().set_raw_bar(0, 0);
     assert_eq!(probe(pci, &device).err(), Some(ProbeError::NoInterface));
 }
 
@@ -176,10 +161,7 @@ fn probe_reports_a_structure_that_cannot_be_mapped() {
     let device = modern_device(QEMU_MODERN);
     let pci = PciDevice::new(device.borrow().pci.clone(), fake::ADDRESS);
     let result: Result<Fake, _> = PciTransport::probe(pci, |_, _| None, |_, _| None);
-    assert_eq!(
-        result.err(),
-        Some(ProbeError::Unmapped(StructureKind::Common))
-    );
+    assert_eq!(result.err(), Some(ProbeError::Unmapped(StructureKind::Common)));
 }
 
 /// Points the `n`th virtio capability (0 common, 1 ISR, 2 device, 3 notify) of a
@@ -190,10 +172,7 @@ fn break_capability(pci: &SharedConfig, n: u8) {
     // MSI-X comes first (0x40, 12 bytes); the virtio capabilities follow, 16 bytes each
     // (the notify one, last, 20).
     let at = 0x4C + 16 * n;
-    assert_eq!(
-        f.peek_u16(at) & 0xFF,
-        u16::from(capability_id::VENDOR_SPECIFIC)
-    );
+    assert_eq!(f.peek_u16(at) & 0xFF, u16::from(capability_id::VENDOR_SPECIFIC));
     f.poke(at + 4, 0);
 }
 
@@ -202,10 +181,7 @@ fn probe_skips_capabilities_that_point_at_no_memory_bar() {
     let device = modern_device(QEMU_MODERN);
     let pci = fake::modern_function(0x1041);
     break_capability(&pci, 3);
-    assert_eq!(
-        probe(pci, &device).err(),
-        Some(ProbeError::Missing(StructureKind::Notify))
-    );
+    assert_eq!(probe(pci, &device).err(), Some(ProbeError::Missing(StructureKind::Notify)));
 }
 
 #[test]
@@ -248,61 +224,40 @@ fn new_rejects_a_too_small_dma_region() {
     let device = modern_device(QEMU_MODERN);
     let transport = probe(device.borrow().pci.clone(), &device).unwrap();
     let result = Nic::<8, 8>::new(transport, dma(&device, Nic::<8, 8>::DMA_SIZE - 1));
-    assert!(matches!(
-        result,
-        Err(InitError::Dma(DmaError::TooSmall { .. }))
-    ));
+    assert!(matches!(result, Err(InitError::Dma(DmaError::TooSmall { .. }))));
 }
 
 #[test]
 fn new_requires_a_mac_address() {
     let device = modern_device(QEMU_MODERN - Features::MAC);
-    assert!(matches!(
-        new_nic::<8, 8>(&device),
-        Err(InitError::NoMacAddress)
-    ));
+    assert!(matches!(new_nic::<8, 8>(&device), Err(InitError::NoMacAddress)));
 }
 
 #[test]
 fn new_requires_version_1_on_the_modern_interface() {
     let device = modern_device(QEMU_LEGACY);
-    assert!(matches!(
-        new_nic::<8, 8>(&device),
-        Err(InitError::NoVersion1)
-    ));
+    assert!(matches!(new_nic::<8, 8>(&device), Err(InitError::NoVersion1)));
 }
 
 #[test]
 fn new_fails_when_the_device_is_gone() {
     let device = modern_device(QEMU_MODERN);
     device.borrow_mut().gone = true;
-    assert!(matches!(
-        new_nic::<8, 8>(&device),
-        Err(InitError::DeviceGone)
-    ));
+    assert!(matches!(new_nic::<8, 8>(&device), Err(InitError::DeviceGone)));
 }
 
 #[test]
 fn new_refuses_a_legacy_queue_larger_than_the_layout() {
     let device = legacy_device(QEMU_LEGACY);
     device.borrow_mut().set_queue_max(1, 1024);
-    assert!(matches!(
-        new_nic::<8, 8>(&device),
-        Err(InitError::QueueSizeUnusable {
-            queue: 1,
-            size: 1024
-        })
-    ));
+    assert!(matches!(new_nic::<8, 8>(&device), Err(InitError::QueueSizeUnusable { queue: 1, size: 1024 })));
 }
 
 #[test]
 fn new_fails_without_a_transmit_queue() {
     let device = modern_device(QEMU_MODERN);
     device.borrow_mut().set_queue_max(1, 0);
-    assert!(matches!(
-        new_nic::<8, 8>(&device),
-        Err(InitError::QueueAbsent { queue: 1 })
-    ));
+    assert!(matches!(new_nic::<8, 8>(&device), Err(InitError::QueueAbsent { queue: 1 })));
 }
 
 // ---- reset and initialisation ----
@@ -335,10 +290,7 @@ fn reset_negotiates_features_ok_on_the_modern_device() {
     let d = device.borrow();
     assert_eq!(
         DeviceStatus::from_bits_retain(d.status),
-        DeviceStatus::ACKNOWLEDGE
-            | DeviceStatus::DRIVER
-            | DeviceStatus::FEATURES_OK
-            | DeviceStatus::DRIVER_OK
+        DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK
     );
     assert_eq!(
         Features::from_bits_retain(d.driver_features),
@@ -347,10 +299,7 @@ fn reset_negotiates_features_ok_on_the_modern_device() {
     assert!(d.queues.iter().all(|q| q.enabled && q.vector == NO_VECTOR));
     assert_eq!(d.config_vector, NO_VECTOR);
     drop(d);
-    assert_eq!(
-        nic.features(),
-        Features::MAC | Features::STATUS | Features::VERSION_1 | Features::ACCESS_PLATFORM
-    );
+    assert_eq!(nic.features(), Features::MAC | Features::STATUS | Features::VERSION_1 | Features::ACCESS_PLATFORM);
     assert_eq!(nic.transport().driver_features(), nic.features());
 }
 
@@ -436,10 +385,7 @@ fn reset_takes_the_device_over_from_any_state() {
         assert!(command_of(&mut nic).contains(Command::BUS_MASTER | Command::INTERRUPT_DISABLE));
         if let PciTransport::Modern(t) = nic.transport() {
             assert_eq!(t.config_msix_vector(), NO_VECTOR);
-            assert_eq!(
-                (t.queue_msix_vector(0), t.queue_msix_vector(1)),
-                (NO_VECTOR, NO_VECTOR)
-            );
+            assert_eq!((t.queue_msix_vector(0), t.queue_msix_vector(1)), (NO_VECTOR, NO_VECTOR));
         }
         // The frame received before the takeover is gone with the old rings.
         assert_eq!(receive(&mut nic), (false, None));
@@ -476,11 +422,7 @@ fn repeated_resets_each_leave_a_working_device() {
 #[test]
 fn transmit_sends_the_frame_behind_a_zero_header_of_the_right_length() {
     for (mut nic, device) in both::<8, 8>() {
-        let header_len = if nic.interface() == Interface::Modern {
-            12
-        } else {
-            10
-        };
+        let header_len = if nic.interface() == Interface::Modern { 12 } else { 10 };
         let f = frame(1514, 7);
         send(&mut nic, &f).unwrap();
         let d = device.borrow();
@@ -493,17 +435,8 @@ fn transmit_sends_the_frame_behind_a_zero_header_of_the_right_length() {
 fn transmit_checks_lengths_without_calling_fill() {
     for (mut nic, _) in both::<8, 8>() {
         let mut called = false;
-        assert_eq!(
-            nic.transmit(1515, &mut |_| called = true),
-            Err(NicError::FrameTooLarge {
-                len: 1515,
-                max: 1514
-            })
-        );
-        assert_eq!(
-            nic.transmit(13, &mut |_| called = true),
-            Err(NicError::FrameTooShort { len: 13 })
-        );
+        assert_eq!(nic.transmit(1515, &mut |_| called = true), Err(NicError::FrameTooLarge { len: 1515, max: 1514 }));
+        assert_eq!(nic.transmit(13, &mut |_| called = true), Err(NicError::FrameTooShort { len: 13 }));
         assert!(!called);
     }
 }
@@ -515,13 +448,7 @@ fn a_smaller_device_mtu_is_kept_to() {
     let mut nic = started::<8, 8>(&device);
     assert_eq!(nic.mtu(), 1400);
     assert!(nic.features().contains(Features::MTU));
-    assert_eq!(
-        send(&mut nic, &frame(1415, 0)),
-        Err(NicError::FrameTooLarge {
-            len: 1415,
-            max: 1414
-        })
-    );
+    assert_eq!(send(&mut nic, &frame(1415, 0)), Err(NicError::FrameTooLarge { len: 1415, max: 1414 }));
     send(&mut nic, &frame(1414, 0)).unwrap();
 }
 
@@ -536,10 +463,7 @@ fn a_full_transmit_ring_pushes_back_until_completions_are_reclaimed() {
         }
         assert_eq!(nic.tx_in_flight(), 4);
         let mut called = false;
-        assert_eq!(
-            nic.transmit(200, &mut |_| called = true),
-            Err(NicError::RingFull)
-        );
+        assert_eq!(nic.transmit(200, &mut |_| called = true), Err(NicError::RingFull));
         assert!(!called);
         assert_eq!(nic.poll_transmit(), 0, "nothing used yet");
 
@@ -656,11 +580,7 @@ fn transmit_skips_the_notification_the_device_does_not_want() {
             d.suppress_notifications = true;
         }
         send(&mut nic, &frame(64, 0)).unwrap();
-        assert_eq!(
-            device.borrow().notifications[1],
-            1,
-            "the used ring said nothing yet"
-        );
+        assert_eq!(device.borrow().notifications[1], 1, "the used ring said nothing yet");
         // Processing publishes NO_NOTIFY: the device is busy with the queue.
         device.borrow_mut().process_tx(usize::MAX);
         send(&mut nic, &frame(64, 1)).unwrap();
@@ -694,7 +614,11 @@ fn transmit_reports_link_down_and_a_vanished_or_broken_device() {
     for (mut nic, device) in both::<8, 8>() {
         device.borrow_mut().link_up = false;
         assert!(!nic.link_up());
-        assert_eq!(frames_until_error(&mut nic, &device), (0, NicError::LinkDown), "the first frame after a reset checks");
+        assert_eq!(
+            frames_until_error(&mut nic, &device),
+            (0, NicError::LinkDown),
+            "the first frame after a reset checks"
+        );
         device.borrow_mut().link_up = true;
         send(&mut nic, &frame(64, 0)).unwrap();
         device.borrow_mut().status |= DeviceStatus::DEVICE_NEEDS_RESET.bits();
@@ -750,10 +674,7 @@ fn receive_ring_wraps_through_every_frame_size_and_the_16_bit_indices() {
         for round in 0..48 {
             for size in 60..=1514usize {
                 let f = frame(size, round * 2000 + size as u32);
-                assert!(
-                    device.borrow_mut().receive(&f),
-                    "no buffer for frame {count}"
-                );
+                assert!(device.borrow_mut().receive(&f), "no buffer for frame {count}");
                 assert_eq!(receive(&mut nic), (true, Some(f)));
                 count += 1;
             }
@@ -768,9 +689,7 @@ fn receive_handles_used_entries_out_of_order() {
     for (mut nic, device) in both::<8, 8>() {
         device.borrow_mut().out_of_order = true;
         for round in 0..100u32 {
-            let frames: Vec<Vec<u8>> = (0..8)
-                .map(|i| frame(100 + i, round * 8 + i as u32))
-                .collect();
+            let frames: Vec<Vec<u8>> = (0..8).map(|i| frame(100 + i, round * 8 + i as u32)).collect();
             let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
             assert_eq!(device.borrow_mut().receive_all(&refs), 8);
             // Used entries arrive last-buffer-first; each names its own buffer.
@@ -792,10 +711,7 @@ fn receive_drops_runts_and_rearms_their_buffers() {
         }
         assert!(device.borrow_mut().receive(&frame(64, 1)));
         assert!(device.borrow_mut().receive(&frame(64, 2)));
-        assert!(
-            !device.borrow_mut().receive(&frame(64, 3)),
-            "only two buffers"
-        );
+        assert!(!device.borrow_mut().receive(&frame(64, 3)), "only two buffers");
         assert_eq!(receive(&mut nic), (true, Some(frame(64, 1))));
         assert_eq!(receive(&mut nic), (true, Some(frame(64, 2))));
     }
@@ -821,15 +737,9 @@ fn receive_ignores_used_entries_that_name_no_posted_buffer() {
 #[test]
 fn receive_drops_a_used_length_beyond_the_buffer() {
     for (mut nic, device) in both::<8, 2>() {
-        let header_len = if nic.interface() == Interface::Modern {
-            12
-        } else {
-            10
-        };
+        let header_len = if nic.interface() == Interface::Modern { 12 } else { 10 };
         // A broken device claims 4000 bytes in buffer 0.
-        device
-            .borrow_mut()
-            .publish_raw(0, 0, (header_len + 4000) as u32);
+        device.borrow_mut().publish_raw(0, 0, (header_len + 4000) as u32);
         assert_eq!(receive(&mut nic), (true, None));
         assert!(device.borrow_mut().receive(&frame(64, 1)));
         assert_eq!(receive(&mut nic), (true, Some(frame(64, 1))));

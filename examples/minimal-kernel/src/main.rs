@@ -10,8 +10,8 @@
 #![allow(clippy::deref_addrof)]
 
 use core::fmt::Write;
-use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, TscClock};
-use netdump_core::client::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
+use netdump_core::arch::x86_64::{CookieRng, DirectMapMemory, TscClock, capture_registers, read_control_registers};
+use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::MemoryMap;
 use netdump_core::net::{Ipv4Address, NetConfig};
@@ -20,7 +20,7 @@ use netdump_core::text::TextBuf;
 use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
 use netdump_e1000::{E1000, MmioRegisters};
 use netdump_pci::{DmaRegion, PciDevice, PortConfigSpace};
-use netdump_qemu_runtime::{println, qemu_exit, BootInfo, EXIT_FAILURE, EXIT_SUCCESS};
+use netdump_qemu_runtime::{BootInfo, EXIT_FAILURE, EXIT_SUCCESS, println, qemu_exit};
 
 type Nic = E1000<MmioRegisters, PortConfigSpace>;
 
@@ -62,7 +62,8 @@ fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
     let nic = Nic::new(regs, pci, dma).map_err(|_| "e1000 init failed")?;
 
     // 2. What to dump: the RAM the kernel can read, identity-mapped (virt == phys).
-    let map = MemoryMap::from_ram_regions(boot.mapped_ram().map(|r| (r.start, r.len())), |p| p).map_err(|_| "memory map")?;
+    let map =
+        MemoryMap::from_ram_regions(boot.mapped_ram().map(|r| (r.start, r.len())), |p| p).map_err(|_| "memory map")?;
 
     // 3. Where to dump: QEMU's user network puts the host at 10.0.2.2.
     let port = boot.args().get_u64("server_port").unwrap_or(6666) as u16;
@@ -82,7 +83,8 @@ fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
     let mut rng = CookieRng::new(0);
     // SAFETY: taken once, here, before any crash.
     let buffers = unsafe { &mut *(&raw mut BUFFERS) };
-    let netdump = Netdump::install(nic, TscClock::calibrate(), &mut rng, config, buffers, map).map_err(|_| "no answer from the dump server")?;
+    let netdump = Netdump::install(nic, TscClock::calibrate(), &mut rng, config, buffers, map)
+        .map_err(|_| "no answer from the dump server")?;
     NETDUMP.install(netdump).map_err(|_| "installed twice")
 }
 

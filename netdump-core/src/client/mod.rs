@@ -8,9 +8,9 @@
 mod stream;
 pub mod window;
 
-pub use crate::config::{ClientName, Config, Timeouts, DEFAULT_WINDOW};
-pub use stream::{ExtraState, MemoryStats, MAX_EXTRA_BYTES};
-pub use window::{PacketSlot, RtoBounds, WindowMode, SLOT_PAYLOAD};
+pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
+pub use window::{PacketSlot, RtoBounds, SLOT_PAYLOAD, WindowMode};
 
 use crate::clock::{Clock, Deadline};
 use crate::log::LogSource;
@@ -20,9 +20,9 @@ use crate::net::{LinkCounters, NetError, UdpLink};
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
-    abort_reason, flags, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, Finish, FinishAck,
-    FinishStatus, Header, Hello, HelloAck, HelloStatus, Message, MessageType, RangeTable, RegisterRecord,
-    TextMessage, Verdict, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, HEADER_LEN, MAX_SACK_BYTES,
+    Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
+    FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello, HelloAck, HelloStatus,
+    MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, TextMessage, Verdict, abort_reason, flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -227,7 +227,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let mut link = UdpLink::new(config.net, nic.mac_address());
         let t = config.timeouts;
         link.resolve(&mut nic, &clock, t.arp_retry_us, t.arp_attempts)?;
-        let cookie = (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX).ok_or(InstallError::NoEntropy)?;
+        let cookie =
+            (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX).ok_or(InstallError::NoEntropy)?;
         let max_payload = link.max_payload(&nic);
         let mut me = Netdump {
             nic,
@@ -380,10 +381,16 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             message: crash.message,
         };
         let decision = self
-            .exchange(t.announce_retry_us, t.announce_timeout_us, u32::MAX, |me, seq| me.send_message(MessageType::Crash, seq, 0, announce.wire_len(), |p| announce.emit(p)), |e| match e {
-                ServerEvent::Decision(d) => Some(*d),
-                _ => None,
-            })?
+            .exchange(
+                t.announce_retry_us,
+                t.announce_timeout_us,
+                u32::MAX,
+                |me, seq| me.send_message(MessageType::Crash, seq, 0, announce.wire_len(), |p| announce.emit(p)),
+                |e| match e {
+                    ServerEvent::Decision(d) => Some(*d),
+                    _ => None,
+                },
+            )?
             .ok_or(DumpError::ServerSilent(Phase::Announce))
             // Best effort: a server that hears us but is not heard learns why at once.
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
@@ -391,7 +398,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         #[cfg(feature = "netconsole")]
         {
             let server = (self.config.net.server_ip, self.config.net.server_port);
-            self.dump_note(Severity::Critical, format_args!("netdump: dumping to {}:{}: {:?} ({:?})", server.0, server.1, decision.verdict, decision.why));
+            self.dump_note(
+                Severity::Critical,
+                format_args!(
+                    "netdump: dumping to {}:{}: {:?} ({:?})",
+                    server.0, server.1, decision.verdict, decision.why
+                ),
+            );
         }
         if decision.verdict == Verdict::Abort {
             return Err(DumpError::Refused(decision.why));
@@ -399,7 +412,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
         let include_memory = decision.verdict == Verdict::DumpAll;
         let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(HEADER_LEN));
-        let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory).with_extra(self.extra);
+        let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory)
+            .with_extra(self.extra);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
         let mut totals = StreamTotals::default();
@@ -431,14 +445,23 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         };
         let packets = window.next_seq();
         let ack = self
-            .exchange(t.finish_retry_us, t.finish_timeout_us, u32::MAX, |me, _| me.send_message(MessageType::Finish, packets, 0, finish.wire_len(), |p| finish.emit(p)), |e| match e {
-                ServerEvent::FinishAck(a) => Some(*a),
-                _ => None,
-            })?
+            .exchange(
+                t.finish_retry_us,
+                t.finish_timeout_us,
+                u32::MAX,
+                |me, _| me.send_message(MessageType::Finish, packets, 0, finish.wire_len(), |p| finish.emit(p)),
+                |e| match e {
+                    ServerEvent::FinishAck(a) => Some(*a),
+                    _ => None,
+                },
+            )?
             .ok_or(DumpError::ServerSilent(Phase::Finish))
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
         #[cfg(feature = "netconsole")]
-        self.dump_note(Severity::Critical, format_args!("netdump: dump of {} bytes in {} packets: {:?}", totals.data_bytes, packets, ack.status));
+        self.dump_note(
+            Severity::Critical,
+            format_args!("netdump: dump of {} bytes in {} packets: {:?}", totals.data_bytes, packets, ack.status),
+        );
         if ack.status != FinishStatus::Verified {
             return Err(DumpError::NotVerified(ack.status));
         }
@@ -478,7 +501,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         self.send_message(MessageType::Hello, seq, 0, len, |p| p.copy_from_slice(&buf[..len]))
     }
 
-    fn send_message(&mut self, msg_type: MessageType, seq: u32, flags: u16, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), NicError> {
+    fn send_message(
+        &mut self,
+        msg_type: MessageType,
+        seq: u32,
+        flags: u16,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), NicError> {
         let header = Header { msg_type, flags, cookie: self.cookie, seq };
         self.nic.poll_transmit();
         self.link.send(&mut self.nic, HEADER_LEN + payload_len, |buf| {
@@ -581,7 +611,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
     }
 
-    fn send_stream(&mut self, window: &mut SackWindow<'_>, stream: &mut DataStream<'_>, room: usize, totals: &mut StreamTotals) -> Result<(), DumpError> {
+    fn send_stream(
+        &mut self,
+        window: &mut SackWindow<'_>,
+        stream: &mut DataStream<'_>,
+        room: usize,
+        totals: &mut StreamTotals,
+    ) -> Result<(), DumpError> {
         let silence = self.config.timeouts.silence_timeout_us;
         let mut last_progress = self.clock.now_us();
         let mut last_backoff = last_progress;
@@ -623,7 +659,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 if !self.transmit_data(window, seq, true)? {
                     break;
                 }
-                if now.saturating_sub(last_progress) >= window.rto_us() && now.saturating_sub(last_backoff) >= window.rto_us() {
+                if now.saturating_sub(last_progress) >= window.rto_us()
+                    && now.saturating_sub(last_backoff) >= window.rto_us()
+                {
                     window.back_off();
                     last_backoff = now;
                 }
@@ -631,7 +669,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             // Fill the window with new packets.
             while !exhausted && window.can_push() {
                 let mut pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
-                if pushed.is_none() && !stream.is_done() && self.clock.now_us().saturating_sub(last_sent) >= self.config.timeouts.keepalive_us {
+                if pushed.is_none()
+                    && !stream.is_done()
+                    && self.clock.now_us().saturating_sub(last_sent) >= self.config.timeouts.keepalive_us
+                {
                     // A long zero-page scan: tell the server the dump is alive.
                     pushed = window.try_push(|slot| stream.keepalive_payload(&mut slot[..room]));
                 }

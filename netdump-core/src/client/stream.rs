@@ -4,7 +4,7 @@
 
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
-use crate::proto::{Data, RegisterRecord, Section, REGISTER_RECORD_LEN};
+use crate::proto::{Data, REGISTER_RECORD_LEN, RegisterRecord, Section};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -391,7 +391,8 @@ mod tests {
         let log = ConsoleLog::<4096>::new();
         log.write(b"boot ok\npanic: boom\n");
         let len = log.freeze_len() as u64;
-        let cpus = [RegisterRecord { rip: 0x1234, ..Default::default() }, RegisterRecord { cpu: 1, ..Default::default() }];
+        let cpus =
+            [RegisterRecord { rip: 0x1234, ..Default::default() }, RegisterRecord { cpu: 1, ..Default::default() }];
         let mem = FakeMemory { zero: |p| p == 1 || p == 5, unreadable: None };
         let m = map();
         let mut page = [0u8; PAGE_SIZE];
@@ -560,7 +561,8 @@ mod tests {
 
         // Text that fills its last window exactly ends there too.
         let mut page = [0u8; PAGE_SIZE];
-        let two_windows = |out: &mut dyn core::fmt::Write| (0..2 * PAGE_SIZE / 8).try_for_each(|_| out.write_str("8 bytes\n"));
+        let two_windows =
+            |out: &mut dyn core::fmt::Write| (0..2 * PAGE_SIZE / 8).try_for_each(|_| out.write_str("8 bytes\n"));
         let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, false).with_extra(Some(two_windows));
         assert_eq!(extra_bytes(&collect(&mut s, 1448)).len(), 2 * PAGE_SIZE);
     }

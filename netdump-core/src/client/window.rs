@@ -26,7 +26,8 @@ pub struct PacketSlot {
 
 impl PacketSlot {
     /// A free slot, for initialising arrays of them (e.g. in [`CrashBuffers`](crate::CrashBuffers)).
-    pub const EMPTY: PacketSlot = PacketSlot { seq: 0, len: 0, crc: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
+    pub const EMPTY: PacketSlot =
+        PacketSlot { seq: 0, len: 0, crc: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
 
     /// The packet's payload, as it was first made.
     pub fn payload(&self) -> &[u8] {
@@ -78,7 +79,21 @@ impl<'a> SackWindow<'a> {
     /// A window of at most `limit` packets (clamped to the number of slots, at least 1).
     pub fn new(slots: &'a mut [PacketSlot], limit: usize, bounds: RtoBounds) -> Self {
         let limit = limit.clamp(1, slots.len().max(1));
-        SackWindow { slots, limit, mode: WindowMode::Sliding, batch_start: 0, base: 0, next: 0, highest_sacked: None, srtt_us: None, rttvar_us: 0, rto_us: bounds.initial_us, bounds, next_due_us: 0, retransmissions: 0 }
+        SackWindow {
+            slots,
+            limit,
+            mode: WindowMode::Sliding,
+            batch_start: 0,
+            base: 0,
+            next: 0,
+            highest_sacked: None,
+            srtt_us: None,
+            rttvar_us: 0,
+            rto_us: bounds.initial_us,
+            bounds,
+            next_due_us: 0,
+            retransmissions: 0,
+        }
     }
 
     /// Packets pushed and not yet cumulatively acknowledged.
@@ -239,7 +254,8 @@ impl<'a> SackWindow<'a> {
             if slot.acked {
                 continue;
             }
-            let after = if self.highest_sacked.is_some_and(|h| seq < h) { self.rto_us.min(fast_after) } else { self.rto_us };
+            let after =
+                if self.highest_sacked.is_some_and(|h| seq < h) { self.rto_us.min(fast_after) } else { self.rto_us };
             let at = slot.sent_at_us.saturating_add(after);
             if now_us >= at {
                 return Some(seq);

@@ -3,8 +3,8 @@
 
 use smoltcp::phy::{Checksum, ChecksumCapabilities};
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol,
+    Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
 /// Ethernet (14) + IPv4 (20) + UDP (8) header bytes in front of every datagram.
@@ -70,8 +70,9 @@ pub fn classify(frame: &[u8], mac: EthernetAddress, ip: Ipv4Address, port: u16) 
 
 fn classify_arp(payload: &[u8], ip: Ipv4Address) -> Inbound<'_> {
     let Ok(packet) = ArpPacket::new_checked(payload) else { return Inbound::Ignored(Ignored::Malformed) };
-    let Ok(ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. }) =
-        ArpRepr::parse(&packet)
+    let Ok(ArpRepr::EthernetIpv4 {
+        operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, ..
+    }) = ArpRepr::parse(&packet)
     else {
         return Inbound::Ignored(Ignored::Malformed);
     };
@@ -147,7 +148,13 @@ pub fn emit_udp(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, fill: impl
 
 /// [`emit_udp`], with the UDP checksum left to the device when `checksum` says so: the
 /// checksum field then holds the pseudo-header sum, which the device completes.
-pub fn emit_udp_with(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, checksum: UdpChecksum, fill: impl FnOnce(&mut [u8])) {
+pub fn emit_udp_with(
+    frame: &mut [u8],
+    flow: &UdpFlow,
+    payload_len: usize,
+    checksum: UdpChecksum,
+    fill: impl FnOnce(&mut [u8]),
+) {
     let mut fill = Some(fill);
     emit_udp_dyn(frame, flow, payload_len, checksum, &mut |payload| {
         if let Some(f) = fill.take() {
@@ -158,7 +165,13 @@ pub fn emit_udp_with(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, check
 
 /// The one instance of the frame builder: callers' closures come through `dyn`, so the
 /// code exists once in a kernel however many kinds of datagram it sends.
-pub(crate) fn emit_udp_dyn(frame: &mut [u8], flow: &UdpFlow, payload_len: usize, checksum: UdpChecksum, fill: &mut dyn FnMut(&mut [u8])) {
+pub(crate) fn emit_udp_dyn(
+    frame: &mut [u8],
+    flow: &UdpFlow,
+    payload_len: usize,
+    checksum: UdpChecksum,
+    fill: &mut dyn FnMut(&mut [u8]),
+) {
     let mut caps = ChecksumCapabilities::default();
     if checksum == UdpChecksum::Device {
         caps.udp = Checksum::None;
@@ -184,7 +197,12 @@ pub(crate) fn emit_udp_dyn(frame: &mut [u8], flow: &UdpFlow, payload_len: usize,
         &caps,
     );
     if checksum == UdpChecksum::Device {
-        let pseudo = smoltcp::wire::checksum::pseudo_header_v4(&flow.src_ip, &flow.dst_ip, IpProtocol::Udp, (8 + payload_len) as u32);
+        let pseudo = smoltcp::wire::checksum::pseudo_header_v4(
+            &flow.src_ip,
+            &flow.dst_ip,
+            IpProtocol::Udp,
+            (8 + payload_len) as u32,
+        );
         udp.set_checksum(pseudo);
     }
 }
@@ -228,9 +246,9 @@ mod tests {
 
     // ARP request "who has 10.0.2.15? tell 10.0.2.2", as QEMU's user network sends it.
     const ARP_WHO_HAS_US: [u8; 42] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 0x08, 0x06,
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02,
-        0x0a, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x02, 0x0f,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00,
+        0x06, 0x04, 0x00, 0x01, 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 0x0a, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x0a, 0x00, 0x02, 0x0f,
     ];
 
     fn flow() -> UdpFlow {
@@ -289,7 +307,11 @@ mod tests {
         assert_ne!(soft[40..42], dev[40..42]);
         let pseudo = smoltcp::wire::checksum::pseudo_header_v4(&GW_IP, &OUR_IP, IpProtocol::Udp, 13);
         assert_eq!(dev[40..42], pseudo.to_be_bytes());
-        assert_eq!(classify(&dev, OUR_MAC, OUR_IP, 6665), Inbound::Ignored(Ignored::Malformed), "incomplete until the device sums");
+        assert_eq!(
+            classify(&dev, OUR_MAC, OUR_IP, 6665),
+            Inbound::Ignored(Ignored::Malformed),
+            "incomplete until the device sums"
+        );
         complete_checksum_as_a_device(&mut dev);
         assert_eq!(dev, soft, "the device's checksum is the one software computes");
     }

@@ -1,6 +1,8 @@
 //! The interface's IPv4 identity and its one peer, over a [`PolledNic`].
 
-use super::frame::{arp_frame_len, classify, emit_arp, emit_udp_dyn, Ignored, Inbound, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
+use super::frame::{
+    FRAME_OVERHEAD, Ignored, Inbound, UdpChecksum, UdpFlow, arp_frame_len, classify, emit_arp, emit_udp_dyn,
+};
 use crate::clock::{Clock, Deadline};
 use crate::nic::{NicError, PolledNic};
 use smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
@@ -114,7 +116,13 @@ impl UdpLink {
 
     /// Resolves the next hop's MAC (install time): an ARP request every `retry_us`, at
     /// most `attempts` times. Answers ARP for us meanwhile.
-    pub fn resolve(&mut self, nic: &mut dyn PolledNic, clock: &dyn Clock, retry_us: u64, attempts: u32) -> Result<EthernetAddress, NetError> {
+    pub fn resolve(
+        &mut self,
+        nic: &mut dyn PolledNic,
+        clock: &dyn Clock,
+        retry_us: u64,
+        attempts: u32,
+    ) -> Result<EthernetAddress, NetError> {
         let hop = self.config.next_hop()?;
         for _ in 0..attempts {
             self.send_arp(nic, ArpOperation::Request, None, hop)?;
@@ -138,7 +146,13 @@ impl UdpLink {
         Err(NetError::ArpTimeout(hop))
     }
 
-    fn send_arp(&mut self, nic: &mut dyn PolledNic, op: ArpOperation, to_mac: Option<EthernetAddress>, to_ip: Ipv4Address) -> Result<(), NicError> {
+    fn send_arp(
+        &mut self,
+        nic: &mut dyn PolledNic,
+        op: ArpOperation,
+        to_mac: Option<EthernetAddress>,
+        to_ip: Ipv4Address,
+    ) -> Result<(), NicError> {
         let (mac, ip) = (self.mac, self.config.ip);
         nic.poll_transmit();
         nic.transmit(MIN_FRAME, &mut |f| {
@@ -151,7 +165,12 @@ impl UdpLink {
 
     /// Sends one UDP datagram of `payload_len` bytes to the server; `fill` writes it in
     /// place in the NIC's transmit buffer. Fails with `RingFull` when the NIC is busy.
-    pub fn send(&mut self, nic: &mut dyn PolledNic, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), NicError> {
+    pub fn send(
+        &mut self,
+        nic: &mut dyn PolledNic,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), NicError> {
         let mut fill = Some(fill);
         self.send_dyn(nic, payload_len, &mut |payload| {
             if let Some(f) = fill.take() {
@@ -161,7 +180,12 @@ impl UdpLink {
     }
 
     /// [`send`](Self::send)'s body, once for every caller (no copy per closure type).
-    fn send_dyn(&mut self, nic: &mut dyn PolledNic, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+    fn send_dyn(
+        &mut self,
+        nic: &mut dyn PolledNic,
+        payload_len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), NicError> {
         let Some(dst_mac) = self.peer_mac else { return Err(NicError::LinkDown) };
         let flow = UdpFlow {
             src_mac: self.mac,

@@ -8,6 +8,6 @@
 pub(crate) mod frame;
 mod link;
 
-pub use frame::{classify, emit_arp, emit_udp, emit_udp_with, Inbound, Ignored, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
+pub use frame::{FRAME_OVERHEAD, Ignored, Inbound, UdpChecksum, UdpFlow, classify, emit_arp, emit_udp, emit_udp_with};
 pub use link::{LinkCounters, NetConfig, NetError, UdpLink};
 pub use smoltcp::wire::{EthernetAddress, Ipv4Address};

@@ -4,7 +4,7 @@
 
 use super::bytes::{Reader, Writer};
 use super::field;
-use super::{Header, MessageType, ProtoError, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT};
+use super::{Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError};
 
 /// A message body: its type, its length on the wire, how it is written and read.
 pub trait Repr<'a>: Sized {
@@ -403,8 +403,7 @@ impl MemoryRange {
     }
     /// True if the `len` bytes at `phys` lie wholly inside the range.
     pub fn contains(&self, phys: u64, len: u64) -> bool {
-        phys >= self.phys_start
-            && phys.checked_add(len).is_some_and(|end| end <= self.phys_end())
+        phys >= self.phys_start && phys.checked_add(len).is_some_and(|end| end <= self.phys_end())
     }
 }
 
@@ -437,11 +436,7 @@ impl<'a> RangeTable<'a> {
             RangeTable::Wire(b) => {
                 let rec = b.get(i * MemoryRange::WIRE_LEN..(i + 1) * MemoryRange::WIRE_LEN)?;
                 let mut r = Reader::new(rec);
-                Some(MemoryRange {
-                    phys_start: r.u64().ok()?,
-                    length: r.u64().ok()?,
-                    virt_start: r.u64().ok()?,
-                })
+                Some(MemoryRange { phys_start: r.u64().ok()?, length: r.u64().ok()?, virt_start: r.u64().ok()? })
             }
         }
     }
@@ -585,7 +580,19 @@ impl<'a> Crash<'a> {
             return Err(ProtoError::BadField("frame_count"));
         }
         validate_ranges(ranges.iter(), page_size as u64)?;
-        Ok(Crash { kind, vector, cpu_count, crashing_cpu, error_code, fault_address, page_size, log_len, ranges, frames, message })
+        Ok(Crash {
+            kind,
+            vector,
+            cpu_count,
+            crashing_cpu,
+            error_code,
+            fault_address,
+            page_size,
+            log_len,
+            ranges,
+            frames,
+            message,
+        })
     }
 
     /// Payload bytes: [`Self::FIXED_LEN`], 24 per range, 8 per frame address and the message
@@ -1017,7 +1024,14 @@ mod tests {
 
     #[test]
     fn hello_roundtrip() {
-        let m = Hello { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, ip: [10, 0, 2, 15], page_size: 4096, memory_bytes: 1 << 27, name: b"node-1" };
+        let m = Hello {
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            ip: [10, 0, 2, 15],
+            page_size: 4096,
+            memory_bytes: 1 << 27,
+            name: b"node-1",
+        };
         let (buf, n) = roundtrip(MessageType::Hello, m.wire_len(), |p| m.emit(p));
         assert_eq!(n, 24 + 31);
         assert_eq!(parse(&buf[..n]), Message::Hello(m));
@@ -1030,9 +1044,17 @@ mod tests {
             MemoryRange { phys_start: 0x100000, length: 0x7f00000, virt_start: 0xffff_8000_0010_0000 },
         ];
         let m = Crash {
-            kind: CrashKind::Exception, vector: 14, cpu_count: 2, crashing_cpu: 1, error_code: 2,
-            fault_address: 0xdead000, page_size: 4096, log_len: 777,
-            ranges: RangeTable::Ranges(&ranges), frames: AddressTable::Addresses(&[0x10_2345, 0x10_0abc]), message: b"page fault",
+            kind: CrashKind::Exception,
+            vector: 14,
+            cpu_count: 2,
+            crashing_cpu: 1,
+            error_code: 2,
+            fault_address: 0xdead000,
+            page_size: 4096,
+            log_len: 777,
+            ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::Addresses(&[0x10_2345, 0x10_0abc]),
+            message: b"page fault",
         };
         let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
         let Message::Crash(c) = parse(&buf[..n]) else { panic!("not a crash") };
@@ -1048,8 +1070,17 @@ mod tests {
         let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
         let many: Vec<u64> = (1..=20).collect();
         let m = Crash {
-            kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0, fault_address: 0,
-            page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), frames: AddressTable::Addresses(&many), message: b"x",
+            kind: CrashKind::Panic,
+            vector: 0,
+            cpu_count: 1,
+            crashing_cpu: 0,
+            error_code: 0,
+            fault_address: 0,
+            page_size: 4096,
+            log_len: 0,
+            ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::Addresses(&many),
+            message: b"x",
         };
         let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
         let Message::Crash(c) = parse(&buf[..n]) else { panic!("not a crash") };
@@ -1065,14 +1096,26 @@ mod tests {
     #[test]
     fn crash_rejects_overlapping_unaligned_or_missing_ranges() {
         let bad: [&[MemoryRange]; 3] = [
-            &[MemoryRange { phys_start: 0, length: 0x2000, virt_start: 0 }, MemoryRange { phys_start: 0x1000, length: 0x1000, virt_start: 0 }],
+            &[
+                MemoryRange { phys_start: 0, length: 0x2000, virt_start: 0 },
+                MemoryRange { phys_start: 0x1000, length: 0x1000, virt_start: 0 },
+            ],
             &[MemoryRange { phys_start: 0x10, length: 0x1000, virt_start: 0 }],
             &[],
         ];
         for ranges in bad {
             let m = Crash {
-                kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0,
-                fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(ranges), frames: AddressTable::EMPTY, message: b"",
+                kind: CrashKind::Panic,
+                vector: 0,
+                cpu_count: 1,
+                crashing_cpu: 0,
+                error_code: 0,
+                fault_address: 0,
+                page_size: 4096,
+                log_len: 0,
+                ranges: RangeTable::Ranges(ranges),
+                frames: AddressTable::EMPTY,
+                message: b"",
             };
             let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
             let (h, p) = Header::parse(&buf[..n]).unwrap();
@@ -1084,8 +1127,17 @@ mod tests {
     fn crash_rejects_crashing_cpu_out_of_range() {
         let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
         let m = Crash {
-            kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 1, error_code: 0,
-            fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), frames: AddressTable::EMPTY, message: b"",
+            kind: CrashKind::Panic,
+            vector: 0,
+            cpu_count: 1,
+            crashing_cpu: 1,
+            error_code: 0,
+            fault_address: 0,
+            page_size: 4096,
+            log_len: 0,
+            ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::EMPTY,
+            message: b"",
         };
         let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
         let (h, p) = Header::parse(&buf[..n]).unwrap();
@@ -1124,7 +1176,13 @@ mod tests {
         let d = Decision { verdict: Verdict::SkipMemory, why: DecisionReason::NoSpace, max_payload: 8972 };
         let (buf, n) = roundtrip(MessageType::Decision, d.wire_len(), |p| d.emit(p));
         assert_eq!(parse(&buf[..n]), Message::Decision(d));
-        let f = Finish { total_bytes: 1 << 30, stream_crc: 0xdeadbeef, flags: FINISH_MEMORY_SKIPPED, zero_pages: 5, retransmissions: 6 };
+        let f = Finish {
+            total_bytes: 1 << 30,
+            stream_crc: 0xdeadbeef,
+            flags: FINISH_MEMORY_SKIPPED,
+            zero_pages: 5,
+            retransmissions: 6,
+        };
         let (buf, n) = roundtrip(MessageType::Finish, f.wire_len(), |p| f.emit(p));
         assert_eq!(parse(&buf[..n]), Message::Finish(f));
         let fa = FinishAck { status: FinishStatus::CrcMismatch, action: AfterDump::Halt };
@@ -1164,17 +1222,34 @@ mod tests {
     #[test]
     fn every_truncation_of_every_message_is_an_error() {
         let ranges = [MemoryRange { phys_start: 0, length: 0x1000, virt_start: 0 }];
-        let crash = Crash { kind: CrashKind::Panic, vector: 0, cpu_count: 1, crashing_cpu: 0, error_code: 0, fault_address: 0, page_size: 4096, log_len: 0, ranges: RangeTable::Ranges(&ranges), frames: AddressTable::Addresses(&[0x1000]), message: b"boom" };
+        let crash = Crash {
+            kind: CrashKind::Panic,
+            vector: 0,
+            cpu_count: 1,
+            crashing_cpu: 0,
+            error_code: 0,
+            fault_address: 0,
+            page_size: 4096,
+            log_len: 0,
+            ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::Addresses(&[0x1000]),
+            message: b"boom",
+        };
         let hello = Hello { mac: [0; 6], mtu: 1500, ip: [0; 4], page_size: 4096, memory_bytes: 0, name: b"x" };
         let mut payload = [0u8; 256];
         let cases: [(MessageType, usize); 3] = [
-            (MessageType::Crash, { crash.emit(&mut payload); crash.wire_len() }),
+            (MessageType::Crash, {
+                crash.emit(&mut payload);
+                crash.wire_len()
+            }),
             (MessageType::Hello, 0),
             (MessageType::Finish, 32),
         ];
         for (t, len) in cases {
             let mut p = payload;
-            if t == MessageType::Hello { hello.emit(&mut p); }
+            if t == MessageType::Hello {
+                hello.emit(&mut p);
+            }
             let len = if t == MessageType::Hello { hello.wire_len() } else { len };
             let h = Header { msg_type: t, flags: 0, cookie: 1, seq: 0 };
             for cut in 0..len {
@@ -1236,7 +1311,14 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, // 128 MiB
             0x06, b'n', b'o', b'd', b'e', b'-', b'1',
         ];
-        let m = Hello { mac: [2, 0, 0, 0, 0, 1], mtu: 1500, ip: [10, 0, 2, 15], page_size: 4096, memory_bytes: 1 << 27, name: b"node-1" };
+        let m = Hello {
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            ip: [10, 0, 2, 15],
+            page_size: 4096,
+            memory_bytes: 1 << 27,
+            name: b"node-1",
+        };
         golden(m, &bytes, bytes.len(), |a, b| a == b);
     }
 
@@ -1263,15 +1345,41 @@ mod tests {
         ];
         let ranges = [MemoryRange { phys_start: 0x100000, length: 0x200000, virt_start: 0xffff_8000_0010_0000 }];
         let m = Crash {
-            kind: CrashKind::Exception, vector: 14, cpu_count: 2, crashing_cpu: 1, error_code: 2,
-            fault_address: 0xdead000, page_size: 4096, log_len: 777, ranges: RangeTable::Ranges(&ranges),
-            frames: AddressTable::Addresses(&[0x10_2345]), message: b"pf",
+            kind: CrashKind::Exception,
+            vector: 14,
+            cpu_count: 2,
+            crashing_cpu: 1,
+            error_code: 2,
+            fault_address: 0xdead000,
+            page_size: 4096,
+            log_len: 777,
+            ranges: RangeTable::Ranges(&ranges),
+            frames: AddressTable::Addresses(&[0x10_2345]),
+            message: b"pf",
         };
         // A parsed CRASH holds its tables as wire bytes: compare what they hold.
         golden(m, &bytes, bytes.len(), |a, b| {
-            (a.kind, a.vector, a.cpu_count, a.crashing_cpu, a.error_code, a.fault_address, a.page_size, a.log_len, a.message)
-                == (b.kind, b.vector, b.cpu_count, b.crashing_cpu, b.error_code, b.fault_address, b.page_size, b.log_len, b.message)
-                && a.ranges.iter().eq(b.ranges.iter())
+            (
+                a.kind,
+                a.vector,
+                a.cpu_count,
+                a.crashing_cpu,
+                a.error_code,
+                a.fault_address,
+                a.page_size,
+                a.log_len,
+                a.message,
+            ) == (
+                b.kind,
+                b.vector,
+                b.cpu_count,
+                b.crashing_cpu,
+                b.error_code,
+                b.fault_address,
+                b.page_size,
+                b.log_len,
+                b.message,
+            ) && a.ranges.iter().eq(b.ranges.iter())
                 && a.frames.iter().eq(b.frames.iter())
         });
     }
@@ -1311,7 +1419,13 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, // zero pages
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // retransmissions
         ];
-        let m = Finish { total_bytes: 0x0102_0304_0506_0708, stream_crc: 0xcafe_babe, flags: 3, zero_pages: 9, retransmissions: 2 };
+        let m = Finish {
+            total_bytes: 0x0102_0304_0506_0708,
+            stream_crc: 0xcafe_babe,
+            flags: 3,
+            zero_pages: 9,
+            retransmissions: 2,
+        };
         golden(m, &bytes, bytes.len(), |a, b| a == b);
     }
 
@@ -1339,10 +1453,18 @@ mod tests {
     #[test]
     fn each_side_parses_only_what_the_other_sends() {
         let payloads: [(MessageType, &[u8]); 10] = [
-            (MessageType::Hello, &[2, 0, 0, 0, 0, 1, 5, 0xdc, 10, 0, 2, 15, 0, 0, 16, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, b'a']),
+            (
+                MessageType::Hello,
+                &[2, 0, 0, 0, 0, 1, 5, 0xdc, 10, 0, 2, 15, 0, 0, 16, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, b'a'],
+            ),
             (MessageType::HelloAck, &[0, 0, 0, 0, 0, 0, 0x23, 0x0c]),
-            (MessageType::Crash, &[1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (
+                MessageType::Crash,
+                &[
+                    1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ],
+            ),
             (MessageType::Decision, &[0, 0, 0, 0, 0, 0, 5, 0xc0]),
             (MessageType::Data, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'x']),
             (MessageType::Ack, &[0, 0, 0, 0]),
@@ -1365,7 +1487,12 @@ mod tests {
 
     #[test]
     fn wire_enum_names_are_distinct_snake_case_and_every_value_round_trips() {
-        fn check<T: Copy + PartialEq + core::fmt::Debug>(all: &[T], name: fn(T) -> &'static str, raw: fn(T) -> u8, back: fn(u8) -> Result<T, ProtoError>) {
+        fn check<T: Copy + PartialEq + core::fmt::Debug>(
+            all: &[T],
+            name: fn(T) -> &'static str,
+            raw: fn(T) -> u8,
+            back: fn(u8) -> Result<T, ProtoError>,
+        ) {
             for (i, v) in all.iter().enumerate() {
                 assert_eq!(back(raw(*v)), Ok(*v));
                 let n = name(*v);
@@ -1383,5 +1510,4 @@ mod tests {
         assert_eq!(DecisionReason::BadAnnouncement.name(), "bad_announcement");
         assert_eq!(FinishStatus::UnknownSession.name(), "unknown_session");
     }
-
 }

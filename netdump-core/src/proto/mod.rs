@@ -12,9 +12,9 @@ mod header;
 mod messages;
 mod regs;
 
-pub use header::{flags, Header, HEADER_LEN, MAGIC, VERSION};
+pub use header::{HEADER_LEN, Header, MAGIC, VERSION, flags};
 pub use messages::*;
-pub use regs::{RegisterRecord, REGISTERS_VALID, REGISTER_RECORD_LEN};
+pub use regs::{REGISTER_RECORD_LEN, REGISTERS_VALID, RegisterRecord};
 
 /// Default UDP port of the server.
 pub const SERVER_PORT: u16 = 6666;

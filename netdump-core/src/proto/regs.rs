@@ -1,7 +1,7 @@
 //! The 256-byte register record of the REGISTERS section (docs/PROTOCOL.md).
 
-use super::bytes::{Reader, Writer};
 use super::ProtoError;
+use super::bytes::{Reader, Writer};
 
 /// Length of one register record on the wire.
 pub const REGISTER_RECORD_LEN: usize = 256;
@@ -85,18 +85,109 @@ pub const REGISTERS_VALID: u64 = 1;
 impl RegisterRecord {
     fn as_array(&self) -> [u64; 32] {
         [
-            self.rax, self.rbx, self.rcx, self.rdx, self.rsi, self.rdi, self.rbp, self.rsp,
-            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
-            self.rip, self.rflags, self.cs, self.ss, self.ds, self.es, self.fs, self.gs,
-            self.fs_base, self.gs_base, self.cr0, self.cr2, self.cr3, self.cr4, self.cpu, self.flags,
+            self.rax,
+            self.rbx,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.rbp,
+            self.rsp,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
+            self.rip,
+            self.rflags,
+            self.cs,
+            self.ss,
+            self.ds,
+            self.es,
+            self.fs,
+            self.gs,
+            self.fs_base,
+            self.gs_base,
+            self.cr0,
+            self.cr2,
+            self.cr3,
+            self.cr4,
+            self.cpu,
+            self.flags,
         ]
     }
 
     fn from_array(a: [u64; 32]) -> Self {
-        let [rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15, rip, rflags, cs, ss, ds, es, fs, gs, fs_base, gs_base, cr0, cr2, cr3, cr4, cpu, flags] = a;
+        let [
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            rsp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+            rip,
+            rflags,
+            cs,
+            ss,
+            ds,
+            es,
+            fs,
+            gs,
+            fs_base,
+            gs_base,
+            cr0,
+            cr2,
+            cr3,
+            cr4,
+            cpu,
+            flags,
+        ] = a;
         RegisterRecord {
-            rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15, rip,
-            rflags, cs, ss, ds, es, fs, gs, fs_base, gs_base, cr0, cr2, cr3, cr4, cpu, flags,
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            rsp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+            rip,
+            rflags,
+            cs,
+            ss,
+            ds,
+            es,
+            fs,
+            gs,
+            fs_base,
+            gs_base,
+            cr0,
+            cr2,
+            cr3,
+            cr4,
+            cpu,
+            flags,
         }
     }
 
@@ -139,7 +230,8 @@ mod tests {
 
     #[test]
     fn record_layout_matches_protocol_table() {
-        let r = RegisterRecord { rax: 1, rsp: 8, r15: 16, rip: 17, cr3: 29, flags: REGISTERS_VALID, ..Default::default() };
+        let r =
+            RegisterRecord { rax: 1, rsp: 8, r15: 16, rip: 17, cr3: 29, flags: REGISTERS_VALID, ..Default::default() };
         let b = r.to_bytes();
         let word = |i: usize| u64::from_be_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
         assert_eq!((word(0), word(7), word(15), word(16), word(28), word(31)), (1, 8, 16, 17, 29, 1));

@@ -666,8 +666,6 @@ impl Session {
         }
         self.info_unwritten.set(result.is_err());
     }
-
-
 }
 
 enum StoreError {

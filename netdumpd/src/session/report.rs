@@ -59,10 +59,7 @@ impl Session {
                 })
                 .collect(),
             memory_size: c.memory_size(),
-            decision: DecisionInfo {
-                verdict: self.decision.verdict.name(),
-                why: self.decision.why.name(),
-            },
+            decision: DecisionInfo { verdict: self.decision.verdict.name(), why: self.decision.why.name() },
             bytes_received: self.counts.data_bytes,
             packets_received: self.window.packets(),
             duplicate_packets: self.counts.duplicates,

@@ -431,8 +431,7 @@ fn skip_memory_keeps_log_and_registers_and_refuses_memory() {
     let dir = TestDir::new("session-skip");
     let mut s = start(&dir, Verdict::SkipMemory);
     let packets: Vec<Packet> = stream().into_iter().filter(|p| p.section != Section::Memory).collect();
-    let packets: Vec<Packet> =
-        packets.into_iter().enumerate().map(|(i, p)| Packet { seq: i as u32, ..p }).collect();
+    let packets: Vec<Packet> = packets.into_iter().enumerate().map(|(i, p)| Packet { seq: i as u32, ..p }).collect();
     for p in &packets {
         assert_eq!(p.send(&mut s, 0).dropped, None);
     }

@@ -5,12 +5,12 @@
 //! payload) to `raw_port=` on the server's host, unacknowledged, as fast as the driver takes them; each
 //! carries its sequence number so the host can count what arrived.
 
+use netdump_core::Netdump;
 use netdump_core::clock::Clock;
 use netdump_core::crash_cell::CrashCell;
-use netdump_core::net::{emit_udp_with, EthernetAddress, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
+use netdump_core::net::{EthernetAddress, FRAME_OVERHEAD, UdpChecksum, UdpFlow, emit_udp_with};
 use netdump_core::nic::PolledNic;
-use netdump_core::Netdump;
-use netdump_qemu_runtime::{println, qemu_exit, EXIT_FAILURE, EXIT_SUCCESS};
+use netdump_qemu_runtime::{EXIT_FAILURE, EXIT_SUCCESS, println, qemu_exit};
 
 /// UDP payload of a full DATA packet on a 1500-byte MTU.
 pub const RAW_PAYLOAD: usize = 1500 - 20 - 8;
@@ -28,7 +28,11 @@ fn raw_flow<N: PolledNic, C: Clock>(nd: &mut Netdump<N, C>, s: &crate::scenario:
     })
 }
 
-pub fn raw_tx<N: PolledNic, C: Clock>(cell: &CrashCell<Netdump<N, C>>, s: &crate::scenario::Scenario, frames: u32) -> ! {
+pub fn raw_tx<N: PolledNic, C: Clock>(
+    cell: &CrashCell<Netdump<N, C>>,
+    s: &crate::scenario::Scenario,
+    frames: u32,
+) -> ! {
     let done = cell.try_with(|nd| {
         let flow = raw_flow(nd, s)?;
         let checksum = UdpChecksum::of(nd.nic());
@@ -68,7 +72,11 @@ pub fn raw_tx<N: PolledNic, C: Clock>(cell: &CrashCell<Netdump<N, C>>, s: &crate
 /// `costs`: what each step of a DATA packet's way out costs on this CPU (under TCG, in
 /// emulation), timed over `ROUNDS` repetitions each, for the bench report. One line:
 /// `costs: <step>=<ns per packet> ...`.
-pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: &crate::scenario::Scenario, memory: &dyn netdump_core::memory::MemorySource) -> ! {
+pub fn costs<N: PolledNic, C: Clock + Copy>(
+    cell: &CrashCell<Netdump<N, C>>,
+    s: &crate::scenario::Scenario,
+    memory: &dyn netdump_core::memory::MemorySource,
+) -> ! {
     use core::hint::black_box;
     use netdump_core::client::SLOT_PAYLOAD;
     const ROUNDS: u64 = 4000;
@@ -93,7 +101,11 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: 
             black_box(&page);
         });
         let zero_check = time(&mut |_| {
-            black_box(black_box(&*page).chunks_exact(8).all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0));
+            black_box(
+                black_box(&*page)
+                    .chunks_exact(8)
+                    .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0),
+            );
         });
         let copy = time(&mut |i| {
             let from = (i as usize % 2) * 1024;
@@ -127,7 +139,15 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(cell: &CrashCell<Netdump<N, C>>, s: 
             }
         };
         let nic = time(&mut |_| transmit());
-        Some([("read_page", read_page), ("zero_check_page", zero_check), ("copy_1432", copy), ("crc32_1432", crc), ("udp_emit_1472", udp), ("udp_emit_offloaded", udp_offloaded), ("nic_transmit", nic)])
+        Some([
+            ("read_page", read_page),
+            ("zero_check_page", zero_check),
+            ("copy_1432", copy),
+            ("crc32_1432", crc),
+            ("udp_emit_1472", udp),
+            ("udp_emit_offloaded", udp_offloaded),
+            ("nic_transmit", nic),
+        ])
     });
     match done.flatten() {
         Some(costs) => {

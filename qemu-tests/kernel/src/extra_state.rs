@@ -26,7 +26,11 @@ pub fn write_task_list(out: &mut dyn Write) -> Result {
             1 => "S sleeping",
             _ => "D disk wait",
         };
-        writeln!(out, "task {pid:4} {state:<12} cpu 0 wchan {:#010x}", u64::from(pid).wrapping_mul(0x9e37_79b9) & 0xffff_ffff)?;
+        writeln!(
+            out,
+            "task {pid:4} {state:<12} cpu 0 wchan {:#010x}",
+            u64::from(pid).wrapping_mul(0x9e37_79b9) & 0xffff_ffff
+        )?;
     }
     writeln!(out, "{TASKS} tasks")
 }

@@ -16,8 +16,8 @@
 
 use core::arch::{asm, global_asm};
 
-use netdump_core::arch::x86_64::{vector, ExceptionCrash, ExceptionRegisters};
-use netdump_qemu_runtime::{println, BootInfo, Cmdline, ExceptionFrame};
+use netdump_core::arch::x86_64::{ExceptionCrash, ExceptionRegisters, vector};
+use netdump_qemu_runtime::{BootInfo, Cmdline, ExceptionFrame, println};
 
 const PAGE: u64 = 4096;
 

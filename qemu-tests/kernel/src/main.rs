@@ -19,7 +19,9 @@ mod nic;
 mod scenario;
 
 use core::fmt::Write;
-use netdump_core::arch::x86_64::{capture_registers, read_control_registers, CookieRng, DirectMapMemory, StackTrace, TscClock};
+use netdump_core::arch::x86_64::{
+    CookieRng, DirectMapMemory, StackTrace, TscClock, capture_registers, read_control_registers,
+};
 use netdump_core::client::{ClientName, Config};
 use netdump_core::clock::Clock;
 use netdump_core::crash_cell::SeizeError;
@@ -29,7 +31,7 @@ use netdump_core::net::NetConfig;
 use netdump_core::proto::RegisterRecord;
 use netdump_core::text::TextBuf;
 use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
-use netdump_qemu_runtime::{println, qemu_exit, BootInfo};
+use netdump_qemu_runtime::{BootInfo, println, qemu_exit};
 use scenario::{Kind, Scenario};
 
 /// Exit codes the harness checks (QEMU exits with `code << 1 | 1`).
@@ -66,7 +68,8 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Err(e) => fail(format_args!("bad command line: {e}")),
     };
     faults::init(boot);
-    let layout = memory::Layout::from_args(&boot.args(), scenario.pattern).unwrap_or_else(|e| fail(format_args!("bad command line: {e}")));
+    let layout = memory::Layout::from_args(&boot.args(), scenario.pattern)
+        .unwrap_or_else(|e| fail(format_args!("bad command line: {e}")));
     let map = match layout.memory_map(boot) {
         Ok(m) => m,
         Err(e) => fail(format_args!("memory map: {e}")),
@@ -76,7 +79,13 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     }
     layout.fill_patterns();
     for p in layout.patterns() {
-        println!("pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero", p.base, p.base + p.len, p.seed, p.zero_every);
+        println!(
+            "pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero",
+            p.base,
+            p.base + p.len,
+            p.seed,
+            p.zero_every
+        );
     }
     for r in map.ranges() {
         println!("ram: {:#x}..{:#x} at virtual {:#x}", r.phys_start, r.phys_end(), r.virt_start);
@@ -88,7 +97,12 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Err(e) => fail(format_args!("NIC: {e}")),
     };
     let clock = TscClock::calibrate();
-    println!("tsc: {} ticks/us (calibrated: {}, within {} ppm)", clock.ticks_per_us(), clock.calibrated, clock.uncertainty_ppm);
+    println!(
+        "tsc: {} ticks/us (calibrated: {}, within {} ppm)",
+        clock.ticks_per_us(),
+        clock.calibrated,
+        clock.uncertainty_ppm
+    );
     let nic = netconsole::without_dump_server(&boot.args(), nic, clock, &scenario);
     let mac = netdump_core::nic::PolledNic::mac_address(&nic);
     let mut rng = CookieRng::new(u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 15, 0]));
@@ -139,7 +153,11 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Kind::RawTx => bench::raw_tx(&NETDUMP, &scenario, scenario.frames),
         Kind::Costs => bench::costs(&NETDUMP, &scenario, &memory::reader()),
         Kind::Exception => match faults::Fault::from_args(&boot.args()) {
-            Ok(fault) => faults::raise(fault, scenario.pattern.seed, boot.args().get_u64("fault_address").unwrap_or(faults::DEFAULT_FAULT_ADDRESS)),
+            Ok(fault) => faults::raise(
+                fault,
+                scenario.pattern.seed,
+                boot.args().get_u64("fault_address").unwrap_or(faults::DEFAULT_FAULT_ADDRESS),
+            ),
             Err(e) => fail(format_args!("bad command line: {e}")),
         },
         _ => netdump_test_crash_site(scenario.pattern.seed),
@@ -216,9 +234,18 @@ pub fn dump_and_exit(crash: &CrashInfo<'_>, regs: &RegisterRecord, before: impl 
         Ok(report) => {
             println!(
                 "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms (data phase {} us)",
-                report.packets, report.bytes, report.memory.pages_sent, report.memory.zero_pages, report.retransmissions, report.elapsed_us / 1000, report.stream_us
+                report.packets,
+                report.bytes,
+                report.memory.pages_sent,
+                report.memory.zero_pages,
+                report.retransmissions,
+                report.elapsed_us / 1000,
+                report.stream_us
             );
-            println!("netdump: dropped {} server packets (bad CRC, cookie or type), {} from a wrong address, port or MAC", report.rejected, report.link.spoofed);
+            println!(
+                "netdump: dropped {} server packets (bad CRC, cookie or type), {} from a wrong address, port or MAC",
+                report.rejected, report.link.spoofed
+            );
             qemu_exit(exit::EXIT_SUCCESS)
         }
         Err(e) => {

@@ -34,7 +34,8 @@ static mut LAYOUT: Option<Layout> = None;
 impl Layout {
     /// Reads `direct_map` and every `extra_pattern=BASE+LEN` next to the main pattern.
     pub fn from_args(args: &Cmdline<'_>, main: Pattern) -> Result<Self, &'static str> {
-        let mut layout = Layout { direct_map: args.has("direct_map"), patterns: [main; MAX_PATTERNS], pattern_count: 1 };
+        let mut layout =
+            Layout { direct_map: args.has("direct_map"), patterns: [main; MAX_PATTERNS], pattern_count: 1 };
         for (key, value) in args.iter() {
             if key != "extra_pattern" {
                 continue;

@@ -7,16 +7,18 @@
 //! `CrashCell::try_with`), then panics: the panic handler sends the panic line at
 //! severity `crit`, and with a dump server the dump adds its own lines.
 
-use crate::{exit, nic::Nic, scenario::Scenario, CONSOLE_LOG, NETDUMP};
-use netdump_core::arch::x86_64::{read_rtc, TscClock};
+use crate::{CONSOLE_LOG, NETDUMP, exit, nic::Nic, scenario::Scenario};
+use core::sync::atomic::{AtomicBool, Ordering};
+use netdump_core::arch::x86_64::{TscClock, read_rtc};
 use netdump_core::client::ClientName;
 use netdump_core::clock::Clock;
 use netdump_core::crash_cell::{CrashCell, SeizeError};
 use netdump_core::net::NetConfig;
-use netdump_core::netconsole::{ConsoleOnly, NetconsoleConfig, Severity, SyslogFormat, FACILITY_KERN, NETCONSOLE_CLIENT_PORT};
+use netdump_core::netconsole::{
+    ConsoleOnly, FACILITY_KERN, NETCONSOLE_CLIENT_PORT, NetconsoleConfig, Severity, SyslogFormat,
+};
 use netdump_core::text::TextBuf;
-use core::sync::atomic::{AtomicBool, Ordering};
-use netdump_qemu_runtime::{println, qemu_exit, Cmdline};
+use netdump_qemu_runtime::{Cmdline, println, qemu_exit};
 
 /// Console lines printed in normal operation, numbered from 1.
 pub const LINES: u32 = 20;

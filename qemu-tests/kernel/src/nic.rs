@@ -11,6 +11,10 @@ pub use netdump_qemu_nics::Nic;
 pub fn bring_up(checksum_offload: bool) -> Result<Nic, &'static str> {
     let (mut nic, found) = netdump_qemu_nics::bring_up()?;
     nic.set_udp_checksum_offload(checksum_offload);
-    println!("nic: {} ({found}), UDP checksum offload {}", nic.kind(), if checksum_offload { "where the device has it" } else { "off" });
+    println!(
+        "nic: {} ({found}), UDP checksum offload {}",
+        nic.kind(),
+        if checksum_offload { "where the device has it" } else { "off" }
+    );
     Ok(nic)
 }

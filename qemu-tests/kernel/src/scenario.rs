@@ -4,11 +4,11 @@
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
 //!  [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
-use netdump_core::client::{Timeouts, DEFAULT_WINDOW};
+use netdump_core::client::{DEFAULT_WINDOW, Timeouts};
 use netdump_core::crash_cell::CrashCell;
-use netdump_core::net::{emit_udp_with, Ipv4Address, UdpChecksum, UdpFlow, FRAME_OVERHEAD};
+use netdump_core::net::{FRAME_OVERHEAD, Ipv4Address, UdpChecksum, UdpFlow, emit_udp_with};
 use netdump_core::nic::PolledNic;
-use netdump_qemu_runtime::{println, Cmdline};
+use netdump_qemu_runtime::{Cmdline, println};
 use netdump_test_pattern::Pattern;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,10 @@ impl Scenario {
 /// stack would, and panics in the middle of a burst — inside a normal-time use of the
 /// cell, with transmit descriptors still owned by the device and received frames
 /// unconsumed. The dump must take the NIC over from that state.
-pub fn traffic_until_panic<N: PolledNic, C: netdump_core::clock::Clock>(cell: &CrashCell<netdump_core::Netdump<N, C>>, s: &Scenario) -> ! {
+pub fn traffic_until_panic<N: PolledNic, C: netdump_core::clock::Clock>(
+    cell: &CrashCell<netdump_core::Netdump<N, C>>,
+    s: &Scenario,
+) -> ! {
     let port = s.server_port.wrapping_add(1);
     cell.try_with(|nd| {
         let Some(server_mac) = nd.link().peer_mac() else { panic!("no server MAC") };

@@ -34,10 +34,7 @@ pub fn leave_dirty(nic: &mut E1000Nic, found: &Found) {
         return;
     };
     r.write_u32(regs::IMS, 0x0001_F6DF);
-    r.write_u32(
-        regs::RCTL,
-        (regs::Rctl::EN | regs::Rctl::UPE | regs::Rctl::MPE | regs::Rctl::LPE).bits(),
-    );
+    r.write_u32(regs::RCTL, (regs::Rctl::EN | regs::Rctl::UPE | regs::Rctl::MPE | regs::Rctl::LPE).bits());
     r.write_u32(regs::RAL0 + 8, 0x0403_0201);
     r.write_u32(regs::RAH0 + 8, 0x0605 | regs::RAH_AV);
     for i in 0..regs::MTA_LEN {
@@ -60,9 +57,7 @@ pub fn check_clean(_nic: &mut E1000Nic, found: &Found) -> Result<(), Note> {
     let mta_clear = (0..regs::MTA_LEN).all(|i| r.read_u32(regs::MTA + 4 * i) == 0);
     let expected_rctl = (regs::Rctl::EN | regs::Rctl::BAM | regs::Rctl::SECRC).bits();
     if ims != 0 || rctl != expected_rctl || rah1 & regs::RAH_AV != 0 || !mta_clear {
-        return Err(note!(
-            "state left over: IMS {ims:#x}, RCTL {rctl:#x}, RAH1 {rah1:#x}, MTA clear {mta_clear}"
-        ));
+        return Err(note!("state left over: IMS {ims:#x}, RCTL {rctl:#x}, RAH1 {rah1:#x}, MTA clear {mta_clear}"));
     }
     Ok(())
 }

@@ -7,8 +7,8 @@
 use netdump_core::net::{FRAME_OVERHEAD, emit_arp};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Message,
+    Icmpv4Packet, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
 };
 
 pub use netdump_core::net::{UdpChecksum, UdpFlow, emit_udp_with};
@@ -34,20 +34,8 @@ pub const fn udp_frame_len(payload_len: usize) -> usize {
 pub const MAX_UDP_PAYLOAD: usize = 1500 - IPV4_HEADER_LEN - UDP_HEADER_LEN;
 
 /// Who-has `target_ip` tell `our_ip`, broadcast. `frame` is `ARP_FRAME_LEN` bytes.
-pub fn arp_request(
-    frame: &mut [u8],
-    our_mac: EthernetAddress,
-    our_ip: Ipv4Address,
-    target_ip: Ipv4Address,
-) {
-    emit_arp(
-        frame,
-        ArpOperation::Request,
-        our_mac,
-        our_ip,
-        None,
-        target_ip,
-    );
+pub fn arp_request(frame: &mut [u8], our_mac: EthernetAddress, our_ip: Ipv4Address, target_ip: Ipv4Address) {
+    emit_arp(frame, ArpOperation::Request, our_mac, our_ip, None, target_ip);
 }
 
 /// The hardware address `target_ip` answers with, if `frame` is its ARP reply to us.
@@ -69,9 +57,7 @@ pub fn arp_reply_from(
             source_protocol_addr,
             target_protocol_addr,
             ..
-        } if source_protocol_addr == target_ip && target_protocol_addr == our_ip => {
-            Some(source_hardware_addr)
-        }
+        } if source_protocol_addr == target_ip && target_protocol_addr == our_ip => Some(source_hardware_addr),
         _ => None,
     }
 }
@@ -85,19 +71,9 @@ fn emit_ipv4(
     protocol: IpProtocol,
     payload_len: usize,
 ) -> Ipv4Packet<&mut [u8]> {
-    EthernetRepr {
-        src_addr: src.0,
-        dst_addr: dst.0,
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut *frame));
-    let ip = Ipv4Repr {
-        src_addr: src.1,
-        dst_addr: dst.1,
-        next_header: protocol,
-        payload_len,
-        hop_limit: 64,
-    };
+    EthernetRepr { src_addr: src.0, dst_addr: dst.0, ethertype: EthernetProtocol::Ipv4 }
+        .emit(&mut EthernetFrame::new_unchecked(&mut *frame));
+    let ip = Ipv4Repr { src_addr: src.1, dst_addr: dst.1, next_header: protocol, payload_len, hop_limit: 64 };
     let mut packet = Ipv4Packet::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]);
     ip.emit(&mut packet, &ChecksumCapabilities::default());
     packet.set_dont_frag(true);
@@ -139,23 +115,15 @@ pub fn icmp_echo_reply(
     let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).ok()?;
     let caps = ChecksumCapabilities::default();
     let header = Ipv4Repr::parse(&ip, &caps).ok()?;
-    if header.next_header != IpProtocol::Icmp || header.src_addr != peer || header.dst_addr != us.1
-    {
+    if header.next_header != IpProtocol::Icmp || header.src_addr != peer || header.dst_addr != us.1 {
         return None;
     }
     // The IPv4 lengths say where the ICMP message is (a frame may carry padding after it).
     let start = ETHERNET_HEADER_LEN + usize::from(ip.header_len());
     let end = start + header.payload_len;
     let icmp = Icmpv4Packet::new_checked(&frame[start..end]).ok()?;
-    if icmp.msg_type() != Icmpv4Message::EchoReply
-        || icmp.msg_code() != 0
-        || !icmp.verify_checksum()
-    {
+    if icmp.msg_type() != Icmpv4Message::EchoReply || icmp.msg_code() != 0 || !icmp.verify_checksum() {
         return None;
     }
-    Some((
-        icmp.echo_ident(),
-        icmp.echo_seq_no(),
-        &frame[start + ICMP_ECHO_HEADER_LEN..end],
-    ))
+    Some((icmp.echo_ident(), icmp.echo_seq_no(), &frame[start + ICMP_ECHO_HEADER_LEN..end]))
 }

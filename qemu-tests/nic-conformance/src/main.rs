@@ -47,10 +47,7 @@ use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic};
 use netdump_qemu_runtime::{BootInfo, EXIT_FAILURE, EXIT_SUCCESS, println, qemu_exit};
 use smoltcp::wire::{EthernetAddress, Ipv4Address};
 
-use frames::{
-    ARP_FRAME_LEN, ICMP_ECHO_OVERHEAD, MAX_UDP_PAYLOAD, UdpChecksum, UdpFlow, emit_udp_with,
-    udp_frame_len,
-};
+use frames::{ARP_FRAME_LEN, ICMP_ECHO_OVERHEAD, MAX_UDP_PAYLOAD, UdpChecksum, UdpFlow, emit_udp_with, udp_frame_len};
 
 /// What the checks need beyond [`PolledNic`]; each driver's hook module implements it.
 pub trait DeviceUnderTest: PolledNic {
@@ -122,11 +119,7 @@ impl Report {
             println!("RESULT: PASS ({} checks)", self.passed);
             qemu_exit(EXIT_SUCCESS)
         } else {
-            println!(
-                "RESULT: FAIL ({} of {} checks failed)",
-                self.failed,
-                self.passed + self.failed
-            );
+            println!("RESULT: FAIL ({} of {} checks failed)", self.failed, self.passed + self.failed);
             qemu_exit(EXIT_FAILURE)
         }
     }
@@ -137,21 +130,13 @@ netdump_qemu_runtime::entry!(kernel_main);
 fn kernel_main(boot: &'static BootInfo) -> ! {
     println!("netdump NIC conformance: {}", boot.cmdline);
     let args = boot.args();
-    let Some(port) = args
-        .get_u64("port")
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|&p| p != 0)
-    else {
+    let Some(port) = args.get_u64("port").and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0) else {
         println!("usage: -append \"port=<udp port> [frames=<n>]\"");
         qemu_exit(EXIT_FAILURE)
     };
     let flood_frames = args.get_u64("frames").map_or(5000, |n| n as u32);
     let clock = TscClock::calibrate();
-    println!(
-        "clock: {} TSC ticks/us (calibrated: {})",
-        clock.ticks_per_us(),
-        clock.calibrated
-    );
+    println!("clock: {} TSC ticks/us (calibrated: {})", clock.ticks_per_us(), clock.calibrated);
     let mut report = Report::default();
 
     let mut nic = match nic::bring_up() {
@@ -162,10 +147,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         }
     };
     let mac = EthernetAddress(nic.mac_address());
-    report.check(
-        "pci-discovery",
-        Ok(note!("{}: {}, MAC {mac}", nic.kind(), nic.found)),
-    );
+    report.check("pci-discovery", Ok(note!("{}: {}, MAC {mac}", nic.kind(), nic.found)));
 
     let started = clock.now_us();
     let reset = nic.reset();
@@ -176,9 +158,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         "reset",
         match reset {
             Ok(()) if bus_master && link => Ok(note!("in {took} us; bus mastering on, link up")),
-            Ok(()) => Err(note!(
-                "returned Ok but bus master {bus_master}, link {link}"
-            )),
+            Ok(()) => Err(note!("returned Ok but bus master {bus_master}, link {link}")),
             Err(e) => Err(note!("{e}")),
         },
     );
@@ -214,23 +194,11 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         src_port: SOURCE_PORT,
         dst_port: port,
     };
-    report.check(
-        "udp-flood",
-        udp_flood(&mut nic, &clock, &flow, flood_frames),
-    );
-    report.check(
-        "rx-frame-sizes",
-        rx_frame_sizes(&mut nic, &clock, mac, gateway),
-    );
-    report.check(
-        "frame-length-limits",
-        frame_length_limits(&mut nic, &clock, &flow),
-    );
+    report.check("udp-flood", udp_flood(&mut nic, &clock, &flow, flood_frames));
+    report.check("rx-frame-sizes", rx_frame_sizes(&mut nic, &clock, mac, gateway));
+    report.check("frame-length-limits", frame_length_limits(&mut nic, &clock, &flow));
     report.check("takeover-reset", takeover(&mut nic, &clock, &flow, gateway));
-    report.check(
-        "repeated-reset",
-        repeated_reset(&mut nic, &clock, &flow, gateway),
-    );
+    report.check("repeated-reset", repeated_reset(&mut nic, &clock, &flow, gateway));
     report.finish()
 }
 
@@ -272,17 +240,11 @@ fn exchange<T>(
         while !retry.passed(clock) {
             nic.poll_transmit();
             let mut answer = None;
-            let polled = nic
-                .poll_receive(&mut |frame| answer = reply(frame))
-                .map_err(|e| note!("poll_receive: {e}"))?;
+            let polled =
+                nic.poll_receive(&mut |frame| answer = reply(frame)).map_err(|e| note!("poll_receive: {e}"))?;
             match answer {
                 Some(reply) => {
-                    return Ok(Exchange {
-                        reply,
-                        after_us: clock.now_us() - started,
-                        requests,
-                        other_frames,
-                    });
+                    return Ok(Exchange { reply, after_us: clock.now_us() - started, requests, other_frames });
                 }
                 None if polled => other_frames += 1,
                 None => {}
@@ -345,10 +307,7 @@ fn reclaim_some(nic: &mut impl DeviceUnderTest, clock: &TscClock) -> Result<usiz
             return Ok(freed);
         }
         if deadline.passed(clock) {
-            return Err(note!(
-                "no descriptor completed within {} ms",
-                RECLAIM_TIMEOUT_US / 1000
-            ));
+            return Err(note!("no descriptor completed within {} ms", RECLAIM_TIMEOUT_US / 1000));
         }
     }
 }
@@ -393,20 +352,13 @@ fn drain_transmit(nic: &mut impl DeviceUnderTest, clock: &TscClock) -> Result<()
     Ok(())
 }
 
-fn udp_flood(
-    nic: &mut impl DeviceUnderTest,
-    clock: &TscClock,
-    flow: &UdpFlow,
-    total: u32,
-) -> Result<Note, Note> {
+fn udp_flood(nic: &mut impl DeviceUnderTest, clock: &TscClock, flow: &UdpFlow, total: u32) -> Result<Note, Note> {
     let started = clock.now_us();
     let (ring_full, bytes) = send_phase(nic, clock, flow, 1, total)?;
     drain_transmit(nic, clock)?;
     let elapsed = (clock.now_us() - started).max(1);
     if ring_full == 0 {
-        return Err(note!(
-            "{total} frames sent but the ring never reported RingFull"
-        ));
+        return Err(note!("{total} frames sent but the ring never reported RingFull"));
     }
     Ok(note!(
         "{total} frames ({} KiB) to {}:{} in {} ms: {} frames/s, {} Mbit/s; ring of {} cycled {} \
@@ -450,26 +402,14 @@ fn rx_frame_sizes(
             (ECHO_RETRY_US, ECHO_ATTEMPTS),
             len,
             &mut |frame| {
-                frames::icmp_echo_request(
-                    frame,
-                    us,
-                    (gateway, GATEWAY_IP),
-                    ECHO_IDENT,
-                    seq,
-                    |data| {
-                        data.iter_mut()
-                            .enumerate()
-                            .for_each(|(i, b)| *b = echo_byte(seq, i))
-                    },
-                )
+                frames::icmp_echo_request(frame, us, (gateway, GATEWAY_IP), ECHO_IDENT, seq, |data| {
+                    data.iter_mut().enumerate().for_each(|(i, b)| *b = echo_byte(seq, i))
+                })
             },
             &mut |frame| match frames::icmp_echo_reply(frame, us, GATEWAY_IP) {
                 Some((ECHO_IDENT, s, data)) if s == seq => {
                     let exact = data.len() == len - ICMP_ECHO_OVERHEAD
-                        && data
-                            .iter()
-                            .enumerate()
-                            .all(|(i, &b)| b == echo_byte(seq, i));
+                        && data.iter().enumerate().all(|(i, &b)| b == echo_byte(seq, i));
                     Some((frame.len(), exact))
                 }
                 _ => None,
@@ -479,9 +419,7 @@ fn rx_frame_sizes(
         match echo.reply {
             (got, true) if got == len => {}
             (got, exact) => {
-                return Err(note!(
-                    "echo reply to the {len}-byte request: {got} bytes, data intact {exact}"
-                ));
+                return Err(note!("echo reply to the {len}-byte request: {got} bytes, data intact {exact}"));
             }
         }
         repeated += echo.requests - 1;
@@ -497,19 +435,12 @@ fn rx_frame_sizes(
     ))
 }
 
-fn frame_length_limits(
-    nic: &mut impl DeviceUnderTest,
-    clock: &TscClock,
-    flow: &UdpFlow,
-) -> Result<Note, Note> {
+fn frame_length_limits(nic: &mut impl DeviceUnderTest, clock: &TscClock, flow: &UdpFlow) -> Result<Note, Note> {
     let mut filled = false;
     let max = nic.mtu() + ETHERNET_HEADER_LEN;
     let too_large = nic.transmit(max + 1, &mut |_| filled = true);
     if too_large != Err(NicError::FrameTooLarge { len: max + 1, max }) || filled {
-        return Err(note!(
-            "{}-byte frame: {too_large:?}, fill called: {filled}",
-            max + 1
-        ));
+        return Err(note!("{}-byte frame: {too_large:?}, fill called: {filled}", max + 1));
     }
     let too_short = nic.transmit(13, &mut |_| filled = true);
     if too_short != Err(NicError::FrameTooShort { len: 13 }) || filled {
@@ -521,10 +452,7 @@ fn frame_length_limits(
     }
     // It must leave before the takeover check resets the device.
     drain_transmit(nic, clock)?;
-    Ok(note!(
-        "{} bytes: FrameTooLarge {{ max: {max} }}, 13 bytes: FrameTooShort, 1514 bytes: sent",
-        max + 1
-    ))
+    Ok(note!("{} bytes: FrameTooLarge {{ max: {max} }}, 13 bytes: FrameTooShort, 1514 bytes: sent", max + 1))
 }
 
 /// Leaves the device the way a dying OS driver might, with frames queued, then takes it
@@ -537,10 +465,8 @@ fn takeover(
 ) -> Result<Note, Note> {
     // An ARP request whose reply lands in the receive ring and is never polled.
     let mac = flow.src_mac;
-    nic.transmit(ARP_FRAME_LEN, &mut |frame| {
-        frames::arp_request(frame, mac, GUEST_IP, GATEWAY_IP)
-    })
-    .map_err(|e| note!("ARP request: {e}"))?;
+    nic.transmit(ARP_FRAME_LEN, &mut |frame| frames::arp_request(frame, mac, GUEST_IP, GATEWAY_IP))
+        .map_err(|e| note!("ARP request: {e}"))?;
     // Queue frames without reclaiming until the ring is full.
     let mut queued = 0u32;
     loop {
@@ -568,10 +494,7 @@ fn takeover(
     }
     let reply = arp_round_trip(nic, clock, mac)?;
     if reply.reply != gateway {
-        return Err(note!(
-            "gateway now answers as {}, was {gateway}",
-            reply.reply
-        ));
+        return Err(note!("gateway now answers as {}, was {gateway}", reply.reply));
     }
     let (_, _) = send_phase(nic, clock, flow, 2, 100)?;
     drain_transmit(nic, clock)?;
@@ -602,10 +525,7 @@ fn repeated_reset(
     if reply.reply != gateway {
         return Err(note!("gateway now answers as {}", reply.reply));
     }
-    Ok(note!(
-        "5 resets, slowest {slowest} us; ARP reply after {} us",
-        reply.after_us
-    ))
+    Ok(note!("5 resets, slowest {slowest} us; ARP reply after {} us", reply.after_us))
 }
 
 #[panic_handler]

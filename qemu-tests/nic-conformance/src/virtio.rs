@@ -59,11 +59,7 @@ pub fn check_clean(nic: &mut VirtioNic) -> Result<(), Note> {
     let status = transport.status();
     let driver_features = transport.driver_features();
     let vectors = match transport {
-        VirtioTransport::Modern(t) => [
-            t.config_msix_vector(),
-            t.queue_msix_vector(0),
-            t.queue_msix_vector(1),
-        ],
+        VirtioTransport::Modern(t) => [t.config_msix_vector(), t.queue_msix_vector(0), t.queue_msix_vector(1)],
         // With MSI-X off the legacy interface has no vector registers at all.
         VirtioTransport::Legacy(_) => [NO_VECTOR; 3],
     };

@@ -14,9 +14,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use netdump_core::nic::{NicError, PolledNic};
 use netdump_e1000::{E1000, MmioRegisters};
-use netdump_pci::{
-    Command, DmaRegion, MmioBlock, PciAddress, PciDevice, PciFunction, PortBlock, PortConfigSpace,
-};
+use netdump_pci::{Command, DmaRegion, MmioBlock, PciAddress, PciDevice, PciFunction, PortBlock, PortConfigSpace};
 use netdump_qemu_runtime::IDENTITY_MAP_END;
 use netdump_virtio_net::{Interface, PciTransport, VirtioNet};
 
@@ -149,18 +147,10 @@ pub struct Found {
 
 impl fmt::Display for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:04x} at {}, ",
-            self.vendor_id, self.device_id, self.address
-        )?;
+        write!(f, "{:04x}:{:04x} at {}, ", self.vendor_id, self.device_id, self.address)?;
         match self.registers {
-            Registers::Memory { bar, base, size } => {
-                write!(f, "BAR{bar} {base:#x} ({} KiB)", size / 1024)?
-            }
-            Registers::Ports { bar, port, size } => {
-                write!(f, "I/O BAR{bar} port {port:#x} ({size} ports)")?
-            }
+            Registers::Memory { bar, base, size } => write!(f, "BAR{bar} {base:#x} ({} KiB)", size / 1024)?,
+            Registers::Ports { bar, port, size } => write!(f, "I/O BAR{bar} port {port:#x} ({size} ports)")?,
             Registers::Structures([common, notify, device]) => write!(
                 f,
                 "common {:#x}+{:#x}, notify {:#x}+{:#x}, device {:#x}+{:#x}",
@@ -205,8 +195,7 @@ fn take_dma() -> Result<DmaRegion, &'static str> {
 
 /// Whether `base..base + len` lies inside the identity map.
 fn mapped(base: u64, len: u64) -> bool {
-    base.checked_add(len)
-        .is_some_and(|end| end <= IDENTITY_MAP_END)
+    base.checked_add(len).is_some_and(|end| end <= IDENTITY_MAP_END)
 }
 
 /// Finds the first supported NIC and builds its driver (not yet reset). Call once.
@@ -217,8 +206,7 @@ pub fn bring_up() -> Result<(Nic, Found), &'static str> {
     let function = netdump_pci::enumerate(&mut config)
         .find(|f| {
             let id = (f.vendor_id, f.device_id);
-            netdump_e1000::SUPPORTED_DEVICES.contains(&id)
-                || netdump_virtio_net::SUPPORTED_DEVICES.contains(&id)
+            netdump_e1000::SUPPORTED_DEVICES.contains(&id) || netdump_virtio_net::SUPPORTED_DEVICES.contains(&id)
         })
         .ok_or("no e1000 or virtio-net on the PCI bus")?;
     let mut pci = PciDevice::new(config, function.address);
@@ -308,9 +296,7 @@ fn bring_up_virtio(
         _ => "virtio-net modern structures missing or outside the identity map",
     })?;
     let registers = match ports {
-        Some((port, size)) if matches!(transport, PciTransport::Legacy(_)) => {
-            Registers::Ports { bar: 0, port, size }
-        }
+        Some((port, size)) if matches!(transport, PciTransport::Legacy(_)) => Registers::Ports { bar: 0, port, size },
         _ => Registers::Structures(structures),
     };
     let nic = VirtioNic::new(transport, take_dma()?).map_err(|e| match e {

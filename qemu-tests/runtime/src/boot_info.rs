@@ -139,10 +139,7 @@ impl MemoryRegion {
 
 impl fmt::Display for MemoryRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let range = PhysRange {
-            start: self.start,
-            end: self.end(),
-        };
+        let range = PhysRange { start: self.start, end: self.end() };
         write!(f, "{range} {}", self.kind)
     }
 }
@@ -174,11 +171,7 @@ impl BootInfo {
 
     /// Total bytes of RAM in the memory map (type 1 entries).
     pub fn ram_bytes(&self) -> u64 {
-        self.memory_map
-            .iter()
-            .filter(|r| r.is_ram())
-            .map(|r| r.size)
-            .sum()
+        self.memory_map.iter().filter(|r| r.is_ram()).map(|r| r.size).sum()
     }
 
     /// The RAM a kernel can read through the identity map (and the direct map): each RAM
@@ -186,11 +179,7 @@ impl BootInfo {
     /// [`Self::unmapped_pages`].
     /// Ranges come in memory-map order and are non-empty and page-aligned.
     pub fn mapped_ram(&self) -> MappedRam<'static> {
-        MappedRam {
-            regions: self.memory_map,
-            holes: self.unmapped_pages,
-            current: None,
-        }
+        MappedRam { regions: self.memory_map, holes: self.unmapped_pages, current: None }
     }
 }
 
@@ -224,24 +213,13 @@ impl Iterator for MappedRam<'_> {
             if range.is_empty() {
                 continue;
             }
-            let first_hole = self
-                .holes
-                .iter()
-                .copied()
-                .filter(|&hole| range.contains(hole))
-                .min();
+            let first_hole = self.holes.iter().copied().filter(|&hole| range.contains(hole)).min();
             let Some(hole) = first_hole else {
                 return Some(range);
             };
-            self.current = Some(PhysRange {
-                start: hole + PAGE_SIZE,
-                end: range.end,
-            });
+            self.current = Some(PhysRange { start: hole + PAGE_SIZE, end: range.end });
             if hole > range.start {
-                return Some(PhysRange {
-                    start: range.start,
-                    end: hole,
-                });
+                return Some(PhysRange { start: range.start, end: hole });
             }
         }
     }
@@ -255,15 +233,9 @@ static BOOT_INFO: BootCell<BootInfo> = BootCell::new(BootInfo {
     unmapped_pages: &[],
 });
 static CMDLINE: BootCell<[u8; CMDLINE_CAPACITY]> = BootCell::new([0; CMDLINE_CAPACITY]);
-static MEMORY_MAP: BootCell<[MemoryRegion; MEMORY_MAP_CAPACITY]> = BootCell::new(
-    [MemoryRegion {
-        start: 0,
-        size: 0,
-        kind: MemoryKind::Reserved,
-    }; MEMORY_MAP_CAPACITY],
-);
-static UNMAPPED_PAGES: BootCell<[u64; stacks::GUARD_PAGE_COUNT]> =
-    BootCell::new([0; stacks::GUARD_PAGE_COUNT]);
+static MEMORY_MAP: BootCell<[MemoryRegion; MEMORY_MAP_CAPACITY]> =
+    BootCell::new([MemoryRegion { start: 0, size: 0, kind: MemoryKind::Reserved }; MEMORY_MAP_CAPACITY]);
+static UNMAPPED_PAGES: BootCell<[u64; stacks::GUARD_PAGE_COUNT]> = BootCell::new([0; stacks::GUARD_PAGE_COUNT]);
 
 unsafe extern "C" {
     /// First byte of the image (`link.ld`).
@@ -278,33 +250,20 @@ unsafe extern "C" {
 pub(crate) fn init(start_info: &HvmStartInfo) -> &'static BootInfo {
     // SAFETY: boot is single-threaded and this runs once, before the kernel exists; no
     // reference to these statics has been handed out yet.
-    let (info, cmdline_buf, map_buf, unmapped_buf) = unsafe {
-        (
-            &mut *BOOT_INFO.get(),
-            &mut *CMDLINE.get(),
-            &mut *MEMORY_MAP.get(),
-            &mut *UNMAPPED_PAGES.get(),
-        )
-    };
+    let (info, cmdline_buf, map_buf, unmapped_buf) =
+        unsafe { (&mut *BOOT_INFO.get(), &mut *CMDLINE.get(), &mut *MEMORY_MAP.get(), &mut *UNMAPPED_PAGES.get()) };
 
     let cmdline_len = copy_cmdline(start_info.cmdline_paddr, cmdline_buf);
     let cmdline = match core::str::from_utf8(&cmdline_buf[..cmdline_len]) {
         Ok(text) => text,
         Err(error) => {
-            println!(
-                "netdump-qemu-runtime: command line cut at byte {}: not UTF-8",
-                error.valid_up_to()
-            );
+            println!("netdump-qemu-runtime: command line cut at byte {}: not UTF-8", error.valid_up_to());
             // Cannot fail: the prefix up to `valid_up_to` is valid UTF-8.
             core::str::from_utf8(&cmdline_buf[..error.valid_up_to()]).unwrap_or("")
         }
     };
 
-    let map_len = if start_info.version >= 1 {
-        copy_memory_map(start_info, map_buf)
-    } else {
-        0
-    };
+    let map_len = if start_info.version >= 1 { copy_memory_map(start_info, map_buf) } else { 0 };
     if map_len == 0 {
         println!("netdump-qemu-runtime: the loader reported no memory map");
     }
@@ -313,10 +272,7 @@ pub(crate) fn init(start_info: &HvmStartInfo) -> &'static BootInfo {
     *info = BootInfo {
         cmdline,
         memory_map: &map_buf[..map_len],
-        kernel_image: PhysRange {
-            start: (&raw const __kernel_start) as u64,
-            end: (&raw const __kernel_end) as u64,
-        },
+        kernel_image: PhysRange { start: (&raw const __kernel_start) as u64, end: (&raw const __kernel_end) as u64 },
         rsdp: (start_info.rsdp_paddr != 0).then_some(start_info.rsdp_paddr),
         unmapped_pages: unmapped_buf,
     };
@@ -343,10 +299,7 @@ fn copy_cmdline(paddr: u64, buf: &mut [u8; CMDLINE_CAPACITY]) -> usize {
 }
 
 /// Copies the loader's memory map into `buf`; returns the number of entries kept.
-fn copy_memory_map(
-    start_info: &HvmStartInfo,
-    buf: &mut [MemoryRegion; MEMORY_MAP_CAPACITY],
-) -> usize {
+fn copy_memory_map(start_info: &HvmStartInfo, buf: &mut [MemoryRegion; MEMORY_MAP_CAPACITY]) -> usize {
     let paddr = start_info.memmap_paddr;
     if paddr == 0 || paddr >= IDENTITY_MAP_END {
         return 0;
@@ -362,16 +315,10 @@ fn copy_memory_map(
             continue;
         }
         let Some(slot) = buf.get_mut(kept) else {
-            println!(
-                "netdump-qemu-runtime: memory map too long, keeping {MEMORY_MAP_CAPACITY} entries"
-            );
+            println!("netdump-qemu-runtime: memory map too long, keeping {MEMORY_MAP_CAPACITY} entries");
             break;
         };
-        *slot = MemoryRegion {
-            start: entry.addr,
-            size: entry.size,
-            kind: MemoryKind::from_raw(entry.kind),
-        };
+        *slot = MemoryRegion { start: entry.addr, size: entry.size, kind: MemoryKind::from_raw(entry.kind) };
         kept += 1;
     }
     kept

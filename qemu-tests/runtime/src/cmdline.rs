@@ -22,20 +22,15 @@ impl<'a> Cmdline<'a> {
 
     /// Every word as `(key, value)`; a bare word has the value `None`.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
-        self.text
-            .split_ascii_whitespace()
-            .map(|word| match word.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (word, None),
-            })
+        self.text.split_ascii_whitespace().map(|word| match word.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (word, None),
+        })
     }
 
     /// The value of the last `key=value` word for `key`.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.iter()
-            .filter(|(k, _)| *k == key)
-            .filter_map(|(_, value)| value)
-            .last()
+        self.iter().filter(|(k, _)| *k == key).filter_map(|(_, value)| value).last()
     }
 
     /// Whether `key` appears, as a bare word or with a value.

@@ -56,16 +56,9 @@ pub fn _print(args: fmt::Arguments<'_>) {
 
 /// Runs `print` holding the console lock, or having taken it over (see the module docs).
 fn locked(print: impl FnOnce()) {
-    let spins = if CRASH_MODE.load(Ordering::Acquire) {
-        1
-    } else {
-        MAX_LOCK_SPINS
-    };
+    let spins = if CRASH_MODE.load(Ordering::Acquire) { 1 } else { MAX_LOCK_SPINS };
     for _ in 0..spins {
-        if LOCKED
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
+        if LOCKED.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             break;
         }
         core::hint::spin_loop();

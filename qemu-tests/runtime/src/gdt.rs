@@ -29,10 +29,7 @@ pub(crate) fn init() {
         let stacks = [
             (IST_DOUBLE_FAULT, stacks::DOUBLE_FAULT_STACK.top()),
             (IST_PAGE_FAULT, stacks::PAGE_FAULT_STACK.top()),
-            (
-                IST_GENERAL_PROTECTION,
-                stacks::GENERAL_PROTECTION_STACK.top(),
-            ),
+            (IST_GENERAL_PROTECTION, stacks::GENERAL_PROTECTION_STACK.top()),
             (IST_OTHER_EXCEPTION, stacks::OTHER_EXCEPTION_STACK.top()),
         ];
         for (slot, top) in stacks {

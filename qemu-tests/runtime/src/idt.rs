@@ -92,23 +92,9 @@ const ERROR_CODE_VECTORS: u32 = {
 
 impl fmt::Display for ExceptionFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "CPU exception {} ({}), error code {:#x}",
-            self.vector,
-            self.vector_name(),
-            self.error_code
-        )?;
-        writeln!(
-            f,
-            "  rip {:#018x}  rsp {:#018x}  rflags {:#010x}",
-            self.rip, self.rsp, self.rflags
-        )?;
-        writeln!(
-            f,
-            "  cs  {:#06x}  ss {:#06x}  cr2 {:#018x}",
-            self.cs, self.ss, self.cr2
-        )?;
+        writeln!(f, "CPU exception {} ({}), error code {:#x}", self.vector, self.vector_name(), self.error_code)?;
+        writeln!(f, "  rip {:#018x}  rsp {:#018x}  rflags {:#010x}", self.rip, self.rsp, self.rflags)?;
+        writeln!(f, "  cs  {:#06x}  ss {:#06x}  cr2 {:#018x}", self.cs, self.ss, self.cr2)?;
         let registers = [
             ("rax", self.rax),
             ("rbx", self.rbx),
@@ -250,9 +236,7 @@ pub(crate) fn init() {
         // handler for `vector`: it handles the CPU's error code (or its absence) and never
         // returns. `stack` is an IST slot the TSS fills with a dedicated stack.
         unsafe {
-            (*entries.add(vector))
-                .set_handler_addr(VirtAddr::new(stub))
-                .set_stack_index(stack);
+            (*entries.add(vector)).set_handler_addr(VirtAddr::new(stub)).set_stack_index(stack);
         }
     }
     // SAFETY: the IDT is complete and is never written again.
@@ -273,9 +257,7 @@ pub fn deliver_page_faults_on_the_interrupted_stack() {
     // This is the one write to the IDT after boot (see `BootCell`).
     unsafe {
         let stub = netdump_qemu_runtime_exception_stubs[usize::from(Exception::PageFault.vector())];
-        (*IDT.get())
-            .page_fault
-            .set_handler_addr(VirtAddr::new(stub));
+        (*IDT.get()).page_fault.set_handler_addr(VirtAddr::new(stub));
     }
 }
 
@@ -306,8 +288,7 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
             // SAFETY: the only non-null value ever stored in HANDLER is a
             // `fn(&ExceptionFrame) -> !` cast to a pointer in `set_exception_handler`;
             // function and data pointers have the same representation on x86_64.
-            let handler =
-                unsafe { core::mem::transmute::<*mut (), fn(&ExceptionFrame) -> !>(handler) };
+            let handler = unsafe { core::mem::transmute::<*mut (), fn(&ExceptionFrame) -> !>(handler) };
             handler(frame)
         }
         1 => {

@@ -23,15 +23,12 @@ mod serial;
 mod stacks;
 
 pub use boot_info::{
-    BootInfo, DIRECT_MAP_OFFSET, HIGH_MAP_LIMIT, IDENTITY_MAP_END, MappedRam, MemoryKind,
-    MemoryRegion, PhysRange,
+    BootInfo, DIRECT_MAP_OFFSET, HIGH_MAP_LIMIT, IDENTITY_MAP_END, MappedRam, MemoryKind, MemoryRegion, PhysRange,
 };
 pub use cmdline::Cmdline;
 pub use console::set_console_tee;
 pub use exit::{EXIT_FAILURE, EXIT_SUCCESS, halt_forever, qemu_exit, qemu_exit_status};
-pub use idt::{
-    ExceptionFrame, deliver_page_faults_on_the_interrupted_stack, set_exception_handler,
-};
+pub use idt::{ExceptionFrame, deliver_page_faults_on_the_interrupted_stack, set_exception_handler};
 
 /// Reports a panic on the console and exits QEMU with [`EXIT_FAILURE`].
 ///

@@ -47,8 +47,7 @@ pub(crate) static PDPT: BootCell<PageTable> = BootCell::new(PageTable::zeroed())
 #[repr(C, align(4096))]
 pub(crate) struct PageDirectories([u64; 4 * ENTRIES]);
 
-pub(crate) static PAGE_DIRECTORIES: BootCell<PageDirectories> =
-    BootCell::new(PageDirectories([0; 4 * ENTRIES]));
+pub(crate) static PAGE_DIRECTORIES: BootCell<PageDirectories> = BootCell::new(PageDirectories([0; 4 * ENTRIES]));
 /// Page directories for the GiBs from 4 GiB to [`HIGH_MAP_LIMIT`] that hold RAM.
 static HIGH_PAGE_DIRECTORIES: BootCell<[PageTable; HIGH_DIRECTORY_COUNT]> =
     BootCell::new([const { PageTable::zeroed() }; HIGH_DIRECTORY_COUNT]);
@@ -64,17 +63,13 @@ static SPLIT_TABLES: BootCell<[PageTable; GUARD_PAGE_COUNT]> =
 pub(crate) fn unmap_guard_pages(guard_pages: &[u64; GUARD_PAGE_COUNT]) {
     // SAFETY: boot is single-threaded and nothing else holds a reference to the page
     // tables; the CPU walks them, which is why the TLB is flushed below.
-    let (directory, split_tables) =
-        unsafe { (&mut (*PAGE_DIRECTORIES.get()).0, &mut *SPLIT_TABLES.get()) };
+    let (directory, split_tables) = unsafe { (&mut (*PAGE_DIRECTORIES.get()).0, &mut *SPLIT_TABLES.get()) };
     // The 2 MiB page (its index in `directory`) each split table maps so far.
     let mut split_pages = [usize::MAX; GUARD_PAGE_COUNT];
     let mut tables_used = 0;
     for &page in guard_pages {
         let large_page = (page / LARGE_PAGE_SIZE) as usize;
-        let slot = match split_pages[..tables_used]
-            .iter()
-            .position(|&p| p == large_page)
-        {
+        let slot = match split_pages[..tables_used].iter().position(|&p| p == large_page) {
             Some(slot) => slot,
             None => {
                 // Replace the 2 MiB page by a table of 512 4 KiB pages mapping the same

@@ -197,12 +197,7 @@ extern "C" fn rust_start(start_info_paddr: u64) -> ! {
         exit::qemu_exit(exit::EXIT_FAILURE);
     }
     let boot = boot_info::init(&start_info);
-    paging::map_high_ram(
-        boot.memory_map
-            .iter()
-            .filter(|r| r.is_ram())
-            .map(|r| (r.start, r.end())),
-    );
+    paging::map_high_ram(boot.memory_map.iter().filter(|r| r.is_ram()).map(|r| (r.start, r.end())));
     paging::map_direct_map();
 
     unsafe extern "Rust" {

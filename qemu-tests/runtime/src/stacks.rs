@@ -23,10 +23,7 @@ pub(crate) struct GuardedStack<const SIZE: usize> {
 impl<const SIZE: usize> GuardedStack<SIZE> {
     const fn new() -> Self {
         assert!(SIZE.is_multiple_of(PAGE_SIZE));
-        GuardedStack {
-            guard: BootCell::new([0; PAGE_SIZE]),
-            stack: BootCell::new([0; SIZE]),
-        }
+        GuardedStack { guard: BootCell::new([0; PAGE_SIZE]), stack: BootCell::new([0; SIZE]) }
     }
 
     /// Physical (= virtual) address of the guard page.
@@ -46,8 +43,7 @@ pub(crate) const BOOT_STACK_TOP_OFFSET: usize = PAGE_SIZE + BOOT_STACK_SIZE;
 
 pub(crate) static DOUBLE_FAULT_STACK: GuardedStack<EXCEPTION_STACK_SIZE> = GuardedStack::new();
 pub(crate) static PAGE_FAULT_STACK: GuardedStack<EXCEPTION_STACK_SIZE> = GuardedStack::new();
-pub(crate) static GENERAL_PROTECTION_STACK: GuardedStack<EXCEPTION_STACK_SIZE> =
-    GuardedStack::new();
+pub(crate) static GENERAL_PROTECTION_STACK: GuardedStack<EXCEPTION_STACK_SIZE> = GuardedStack::new();
 /// Shared by every other exception vector.
 pub(crate) static OTHER_EXCEPTION_STACK: GuardedStack<EXCEPTION_STACK_SIZE> = GuardedStack::new();
 

@@ -43,11 +43,7 @@ impl<C: ConfigSpace, B: RegisterBlock> LegacyTransport<C, B> {
     pub fn new(mut pci: PciDevice<C>, registers: B) -> Self {
         pci.enable(Command::IO_SPACE);
         let device_config = config_offset(&mut pci);
-        LegacyTransport {
-            pci,
-            registers,
-            device_config,
-        }
+        LegacyTransport { pci, registers, device_config }
     }
 
     /// The register block, e.g. for a test that plays the OS driver.
@@ -57,11 +53,7 @@ impl<C: ConfigSpace, B: RegisterBlock> LegacyTransport<C, B> {
 }
 
 fn config_offset<C: ConfigSpace>(pci: &mut PciDevice<C>) -> usize {
-    if pci.msi_x_enabled() {
-        reg::DEVICE_CONFIG_MSI_X
-    } else {
-        reg::DEVICE_CONFIG
-    }
+    if pci.msi_x_enabled() { reg::DEVICE_CONFIG_MSI_X } else { reg::DEVICE_CONFIG }
 }
 
 impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
@@ -76,8 +68,7 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
     }
 
     fn take_over_pci(&mut self) {
-        self.pci
-            .enable(Command::IO_SPACE | Command::INTERRUPT_DISABLE);
+        self.pci.enable(Command::IO_SPACE | Command::INTERRUPT_DISABLE);
         self.pci.disable_message_interrupts();
         self.device_config = config_offset(&mut self.pci);
     }
@@ -100,8 +91,7 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
 
     fn set_driver_features(&mut self, features: Features) {
         // The legacy register holds bits 0–31; negotiation never picks higher ones here.
-        self.registers
-            .write_u32(reg::DRIVER_FEATURES, features.bits() as u32)
+        self.registers.write_u32(reg::DRIVER_FEATURES, features.bits() as u32)
     }
 
     fn config_generation(&mut self) -> u32 {
@@ -134,10 +124,7 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
             return Err(QueueError::Absent);
         }
         if rings.size != max {
-            return Err(QueueError::BadSize {
-                requested: rings.size,
-                max,
-            });
+            return Err(QueueError::BadSize { requested: rings.size, max });
         }
         let size = u64::from(rings.size);
         if !rings.descriptors.is_multiple_of(PAGE)
@@ -146,8 +133,7 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
         {
             return Err(QueueError::BadLayout);
         }
-        let pfn =
-            u32::try_from(rings.descriptors / PAGE).map_err(|_| QueueError::AddressTooHigh)?;
+        let pfn = u32::try_from(rings.descriptors / PAGE).map_err(|_| QueueError::AddressTooHigh)?;
         self.registers.write_u32(reg::QUEUE_PFN, pfn);
         if self.registers.read_u32(reg::QUEUE_PFN) != pfn {
             return Err(QueueError::NotAccepted);

@@ -83,16 +83,10 @@ pub struct VirtioCapability {
 }
 
 /// Reads the virtio structure capability at `capability`, if it is one this driver knows.
-fn read_capability<C: ConfigSpace>(
-    pci: &mut PciDevice<C>,
-    capability: Capability,
-) -> Option<VirtioCapability> {
+fn read_capability<C: ConfigSpace>(pci: &mut PciDevice<C>, capability: Capability) -> Option<VirtioCapability> {
     let kind = StructureKind::from_cfg_type(pci.capability_u8(capability, cap::CFG_TYPE)?)?;
-    let notify_off_multiplier = if kind == StructureKind::Notify {
-        pci.capability_u32(capability, cap::NOTIFY_OFF_MULTIPLIER)?
-    } else {
-        0
-    };
+    let notify_off_multiplier =
+        if kind == StructureKind::Notify { pci.capability_u32(capability, cap::NOTIFY_OFF_MULTIPLIER)? } else { 0 };
     Some(VirtioCapability {
         kind,
         bar: pci.capability_u8(capability, cap::BAR)?,
@@ -105,10 +99,7 @@ fn read_capability<C: ConfigSpace>(
 /// The first structure of `kind` in a usable memory BAR, with the structure's physical
 /// address ("the driver SHOULD use the first instance of each virtio structure type it can
 /// support", 4.1.4.1).
-fn find_structure<C: ConfigSpace>(
-    pci: &mut PciDevice<C>,
-    kind: StructureKind,
-) -> Option<(VirtioCapability, u64)> {
+fn find_structure<C: ConfigSpace>(pci: &mut PciDevice<C>, kind: StructureKind) -> Option<(VirtioCapability, u64)> {
     let mut caps = pci.capabilities();
     while let Some(capability) = caps.next() {
         if capability.id != capability_id::VENDOR_SPECIFIC {
@@ -156,10 +147,7 @@ impl<C: ConfigSpace, B: RegisterBlock> ModernTransport<C, B> {
     /// Finds the common, notification and device structures and has `map` give access to
     /// each: `map(physical address, length)` returns a register block covering it, or
     /// `None` if it cannot be mapped. Turns on memory decode.
-    pub fn probe(
-        mut pci: PciDevice<C>,
-        mut map: impl FnMut(u64, usize) -> Option<B>,
-    ) -> Result<Self, ProbeError> {
+    pub fn probe(mut pci: PciDevice<C>, mut map: impl FnMut(u64, usize) -> Option<B>) -> Result<Self, ProbeError> {
         pci.enable(Command::MEMORY_SPACE);
         let mut open = |pci: &mut PciDevice<C>, kind, min_len: usize| {
             let (found, address) = find_structure(pci, kind).ok_or(ProbeError::Missing(kind))?;
@@ -241,8 +229,7 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for ModernTransport<C, B> {
     }
 
     fn take_over_pci(&mut self) {
-        self.pci
-            .enable(Command::MEMORY_SPACE | Command::INTERRUPT_DISABLE);
+        self.pci.enable(Command::MEMORY_SPACE | Command::INTERRUPT_DISABLE);
         self.pci.disable_message_interrupts();
         self.notify_offsets = [None; QUEUES];
     }
@@ -266,10 +253,7 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for ModernTransport<C, B> {
     fn set_driver_features(&mut self, features: Features) {
         for half in 0..2u32 {
             self.common.write_u32(common::DRIVER_FEATURE_SELECT, half);
-            self.common.write_u32(
-                common::DRIVER_FEATURE,
-                (features.bits() >> (32 * half)) as u32,
-            );
+            self.common.write_u32(common::DRIVER_FEATURE, (features.bits() >> (32 * half)) as u32);
         }
     }
 
@@ -301,24 +285,14 @@ impl<C: ConfigSpace, B: RegisterBlock> Transport for ModernTransport<C, B> {
             return Err(QueueError::Absent);
         }
         if rings.size == 0 || rings.size > max || !rings.size.is_power_of_two() {
-            return Err(QueueError::BadSize {
-                requested: rings.size,
-                max,
-            });
+            return Err(QueueError::BadSize { requested: rings.size, max });
         }
-        if !rings.descriptors.is_multiple_of(16)
-            || !rings.driver.is_multiple_of(2)
-            || !rings.device.is_multiple_of(4)
-        {
+        if !rings.descriptors.is_multiple_of(16) || !rings.driver.is_multiple_of(2) || !rings.device.is_multiple_of(4) {
             return Err(QueueError::BadLayout);
         }
         let notify_offset = usize::from(self.common.read_u16(common::QUEUE_NOTIFY_OFF))
             .checked_mul(self.notify_off_multiplier as usize)
-            .filter(|&offset| {
-                offset
-                    .checked_add(2)
-                    .is_some_and(|end| end <= self.notify.len())
-            })
+            .filter(|&offset| offset.checked_add(2).is_some_and(|end| end <= self.notify.len()))
             .ok_or(QueueError::NotifyOutOfRange)?;
         self.common.write_u16(common::QUEUE_SIZE, rings.size);
         self.common.write_u16(common::QUEUE_MSIX_VECTOR, NO_VECTOR);

@@ -10,9 +10,9 @@
 use core::fmt::Write;
 
 use super::regs::read_segment_selectors;
-use super::{exception_name, read_control_registers, Exception, PageFaultErrorCode, StackTrace};
+use super::{Exception, PageFaultErrorCode, StackTrace, exception_name, read_control_registers};
 use crate::client::CrashInfo;
-use crate::proto::{CrashKind, RegisterRecord, MAX_TEXT, REGISTERS_VALID};
+use crate::proto::{CrashKind, MAX_TEXT, REGISTERS_VALID, RegisterRecord};
 use crate::text::TextBuf;
 
 /// The interrupted context of a CPU exception, as the kernel's entry stub saved it: the
@@ -219,13 +219,20 @@ impl ExceptionCrash {
 
 #[cfg(test)]
 mod tests {
-    use crate::arch::x86_64::vector;
     use super::*;
+    use crate::arch::x86_64::vector;
 
     #[test]
     fn messages_name_the_exception_and_where_it_happened() {
         let mut s = String::new();
-        let pf = ExceptionRegisters { vector: 14, error_code: 2, cr2: 0x4000_0000_0ff8, rip: 0x10_2345, rsp: 0x20_0000, ..Default::default() };
+        let pf = ExceptionRegisters {
+            vector: 14,
+            error_code: 2,
+            cr2: 0x4000_0000_0ff8,
+            rip: 0x10_2345,
+            rsp: 0x20_0000,
+            ..Default::default()
+        };
         pf.describe(&mut s).unwrap();
         assert_eq!(s, "#PF page fault (write, page not present, kernel mode) at rip 0x102345");
         s.clear();
@@ -254,11 +261,35 @@ mod tests {
     fn every_saved_register_lands_in_its_own_record_field() {
         // Distinct values, so a swapped pair of fields shows.
         let regs = ExceptionRegisters {
-            rax: 1, rbx: 2, rcx: 3, rdx: 4, rsi: 5, rdi: 6, rbp: 7, r8: 8, r9: 9, r10: 10, r11: 11, r12: 12, r13: 13,
-            r14: 14, r15: 15, rip: 16, cs: 17, rflags: 18, rsp: 19, ss: 20, vector: 14, error_code: 21, cr2: 22,
+            rax: 1,
+            rbx: 2,
+            rcx: 3,
+            rdx: 4,
+            rsi: 5,
+            rdi: 6,
+            rbp: 7,
+            r8: 8,
+            r9: 9,
+            r10: 10,
+            r11: 11,
+            r12: 12,
+            r13: 13,
+            r14: 14,
+            r15: 15,
+            rip: 16,
+            cs: 17,
+            rflags: 18,
+            rsp: 19,
+            ss: 20,
+            vector: 14,
+            error_code: 21,
+            cr2: 22,
         };
         let r = regs.saved_record(3);
-        let got = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.cs, r.rflags, r.rsp, r.ss];
+        let got = [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+            r.rip, r.cs, r.rflags, r.rsp, r.ss,
+        ];
         assert_eq!(got, core::array::from_fn::<u64, 20, _>(|i| i as u64 + 1));
         assert_eq!((r.cr2, r.cpu, r.is_valid()), (22, 3, true));
     }

@@ -10,7 +10,7 @@
 
 // The vocabulary, plain data: compiled on every target (the rest only on x86_64).
 pub mod vector;
-pub use vector::{exception_name, pushes_error_code, Exception, PageFaultErrorCode};
+pub use vector::{Exception, PageFaultErrorCode, exception_name, pushes_error_code};
 
 #[cfg(target_arch = "x86_64")]
 mod copy;

@@ -1,6 +1,6 @@
 //! Register capture at the crash site.
 
-use crate::proto::{RegisterRecord, REGISTERS_VALID};
+use crate::proto::{REGISTERS_VALID, RegisterRecord};
 
 /// Captures the general registers, `rip`, `rsp`, `rflags` and the segment selectors
 /// at the point of the call, for the panic path.
@@ -107,7 +107,9 @@ pub unsafe fn read_control_registers(r: &mut RegisterRecord) {
 unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: per the function's contract.
-    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (hi as u64) << 32 | lo as u64
 }
 

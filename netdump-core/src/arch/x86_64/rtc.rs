@@ -2,7 +2,7 @@
 //! netconsole's syslog timestamps. Read at install, never at crash time.
 
 use super::io::{inb, outb};
-use crate::civil::{unix_seconds, Civil};
+use crate::civil::{Civil, unix_seconds};
 
 const INDEX: u16 = 0x70;
 const DATA: u16 = 0x71;
@@ -69,7 +69,12 @@ pub fn read_rtc() -> Option<u64> {
             minute: u64::from(bcd(min)),
             second: u64::from(bcd(sec)),
         };
-        let sane = (1..=12).contains(&t.month) && (1..=31).contains(&t.day) && t.hour < 24 && t.minute < 60 && t.second < 61 && t.year >= 1970;
+        let sane = (1..=12).contains(&t.month)
+            && (1..=31).contains(&t.day)
+            && t.hour < 24
+            && t.minute < 60
+            && t.second < 61
+            && t.year >= 1970;
         return sane.then(|| unix_seconds(t));
     }
     None

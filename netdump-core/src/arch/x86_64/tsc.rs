@@ -41,7 +41,8 @@ struct Interval {
 impl Interval {
     /// The interval's length, from the middle of the load to the middle of the rise.
     fn ticks(&self) -> u64 {
-        (self.last_low.wrapping_add(self.first_high) / 2).wrapping_sub(self.load_before.wrapping_add(self.load_after) / 2)
+        (self.last_low.wrapping_add(self.first_high) / 2)
+            .wrapping_sub(self.load_before.wrapping_add(self.load_after) / 2)
     }
 
     /// How far off [`ticks`](Self::ticks) can be. A CPU that stopped running while it
