@@ -36,18 +36,3 @@ fn the_seeds_pass() {
         }
     }
 }
-
-/// Writes the seeds into the corpus directories (run once, then let the fuzzer grow them):
-/// `cargo test -p netdump-fuzz -- --ignored write_seed_corpus`.
-#[test]
-#[ignore]
-fn write_seed_corpus() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (name, _) in netdump_fuzz::TARGETS {
-        let dir = root.join("corpus").join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (seed, data) in netdump_fuzz::seeds(name) {
-            std::fs::write(dir.join(format!("seed-{seed}")), data).unwrap();
-        }
-    }
-}
