@@ -1,0 +1,414 @@
+//! The socket loop: one UDP socket, many clients. Each turn drains what the socket
+//! holds, hands every packet to its cookie's [`Session`] (or the registry, for HELLO),
+//! then acknowledges every session that got data in that burst; a read timeout wakes the
+//! loop to expire silent sessions. The handlers of each message live beside it:
+//! [`register`] (HELLO), [`crash`] (CRASH to DECISION), [`stream`] (DATA, FINISH,
+//! ABORT), and [`after`] (the work after a dump, `stats.json`).
+
+mod after;
+mod crash;
+mod register;
+mod stream;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use netdump_core::proto::{
+    Ack, ClientMessage, Decision, DecisionReason, Header, MAX_DATAGRAM, Message, MessageType, ProtoError, TextMessage,
+    Verdict, error_code,
+};
+
+use crate::admission::PendingCrash;
+use crate::config::ServerConfig;
+use crate::dedup::DedupIndex;
+use crate::jobs::JobPool;
+use crate::limits::{RateBudget, SourceBudget};
+use crate::outbox::Outbox;
+use crate::registry::{Registry, RegistryLimits};
+use crate::session::Session;
+use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
+use crate::syslog::SyslogReceiver;
+
+/// How long an ended session is remembered, to answer a repeated FINISH or CRASH
+/// (the protocol promises at least 60 s).
+pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(120);
+/// How often `info.json` of a dump in progress is rewritten.
+const INFO_REFRESH: Duration = Duration::from_secs(5);
+/// How often `stats.json` is rewritten while the counters change.
+const STATS_REFRESH: Duration = Duration::from_secs(2);
+/// The server-wide counters, in the dump directory.
+pub const STATS_FILE: &str = "stats.json";
+/// The read timeout: how often an idle server looks at its sessions and its stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Packets drained in one burst before the loop acknowledges and looks around.
+const MAX_BURST: usize = 1024;
+/// Room the headers, notes and log of a dump need besides its memory image.
+const NON_MEMORY_ALLOWANCE: u64 = 1 << 20;
+/// Stops a running [`Server`] from another thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<AtomicBool>);
+
+impl ShutdownHandle {
+    /// Asks the server to stop; [`Server::run`] returns within its poll interval,
+    /// after marking dumps still being received incomplete.
+    pub fn shutdown(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+pub struct Server {
+    config: ServerConfig,
+    outbox: Outbox,
+    local_addr: SocketAddr,
+    registry: Registry,
+    sessions: HashMap<u64, Session>,
+    /// Crashes waiting for their DECISION (hooks running).
+    pending: HashMap<u64, PendingCrash>,
+    dedup: DedupIndex,
+    /// Work after a dump ended or a client registered (hooks, analysis, retention).
+    jobs: JobPool,
+    /// HELLOs handled per second, all sources and each source.
+    hello_budget: SourceBudget,
+    /// New crash announcements handled per second.
+    crash_budget: RateBudget,
+    /// When `stats.json` was last written, and what it said.
+    stats_written: Option<(Instant, crate::stats::StatsSnapshot)>,
+    /// When each dump in progress was last reported in the log.
+    progress_at: HashMap<u64, Instant>,
+    syslog: Option<SyslogReceiver>,
+    stats: Arc<ServerStats>,
+    stop: Arc<AtomicBool>,
+    warn: WarnLimiter,
+    recv_buf: Vec<u8>,
+}
+
+fn drop_reason(e: ProtoError) -> DropReason {
+    match e {
+        ProtoError::Truncated | ProtoError::BufferTooSmall => DropReason::Truncated,
+        ProtoError::BadMagic => DropReason::BadMagic,
+        ProtoError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
+        ProtoError::LengthMismatch => DropReason::LengthMismatch,
+        ProtoError::BadCrc => DropReason::BadCrc,
+        ProtoError::UnknownType(_) => DropReason::UnknownType,
+        ProtoError::BadField(_) => DropReason::BadField,
+    }
+}
+
+impl Server {
+    /// Creates the dump directory if needed, loads the registry and binds the socket.
+    pub fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        crate::files::create_private_dir_all(&config.dump_dir)
+            .with_context(|| format!("cannot create dump directory {}", config.dump_dir.display()))?;
+        let registry_limits =
+            RegistryLimits { max_clients: config.limits.max_clients, max_retired: config.limits.max_retired };
+        let registry = Registry::load(&config.dump_dir, registry_limits)
+            .with_context(|| format!("cannot load the client registry in {}", config.dump_dir.display()))?;
+        let mut registry = registry;
+        for r in crate::recovery::recover_interrupted(&config.dump_dir) {
+            if let (Some(cookie), Some(name)) = (r.cookie, r.dir.file_name()) {
+                registry.record_dump(cookie, &name.to_string_lossy());
+            }
+        }
+        let socket = UdpSocket::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Non-blocking for good: each turn waits in ppoll(2) and then drains, with no
+        // socket option changed per turn (three system calls a packet, when a QEMU
+        // client's datagrams arrive one at a time).
+        let outbox_stats = Arc::new(ServerStats::default());
+        let outbox = Outbox::new(socket, outbox_stats.clone())?;
+        let local_addr = outbox.local_addr()?;
+        let syslog = match config.syslog_listen {
+            Some(addr) => Some(SyslogReceiver::bind(addr, &config.dump_dir, config.syslog_limits.clone())?),
+            None => None,
+        };
+        let stats = outbox_stats;
+        stats.set_clients(registry.len());
+        let (root, retention) = (config.dump_dir.clone(), config.retention);
+        let jobs = JobPool::new(
+            config.limits.max_hook_processes,
+            config.limits.max_queued_jobs,
+            Some(Box::new(move || {
+                if let Err(e) = crate::retention::enforce(&root, &retention) {
+                    tracing::error!(dir = %root.display(), "retention failed: {e}");
+                }
+            })),
+        );
+        let now = Instant::now();
+        tracing::info!(
+            listen = %local_addr,
+            dir = %config.dump_dir.display(),
+            clients = registry.len(),
+            "netdumpd ready"
+        );
+        Ok(Server {
+            outbox,
+            local_addr,
+            registry,
+            sessions: HashMap::new(),
+            pending: HashMap::new(),
+            dedup: DedupIndex::load(&config.dump_dir),
+            jobs,
+            hello_budget: SourceBudget::new(
+                config.limits.hellos_per_second,
+                config.limits.hellos_per_source_per_second,
+                now,
+            ),
+            crash_budget: RateBudget::new(config.limits.crashes_per_second, now),
+            stats_written: None,
+            progress_at: HashMap::new(),
+            syslog,
+            stats,
+            stop: Arc::new(AtomicBool::new(false)),
+            warn: WarnLimiter::new(Duration::from_secs(1)),
+            // One byte more than the largest datagram allowed, so that a longer one is seen.
+            recv_buf: vec![0; 65536],
+            config,
+        })
+    }
+
+    /// The address the socket is bound to (its port, when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The address netconsole lines are received on, when configured.
+    pub fn syslog_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().map(|s| s.local_addr())
+    }
+
+    /// The server-wide counters, readable while the server runs.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// Runs until [`ShutdownHandle::shutdown`] is called or a termination signal was
+    /// received (see [`crate::signals`]).
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let syslog = self.syslog.take().map(|s| s.spawn(self.stop.clone()));
+        while !self.stop.load(Ordering::SeqCst) && !crate::signals::termination_requested() {
+            self.turn()?;
+        }
+        let now = Instant::now();
+        for s in self.sessions.values_mut() {
+            if s.is_receiving() {
+                s.shut_down(now);
+                self.stats.dump_ended(DumpEnd::Incomplete);
+            }
+        }
+        self.after_dumps();
+        if let Err(e) = self.registry.flush() {
+            tracing::error!("cannot write the client registry: {e}");
+        }
+        // Hooks and analyses have their own bounds; let them end.
+        self.jobs.finish();
+        if let Some(t) = syslog {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = t.join();
+        }
+        let snap = self.stats.snapshot();
+        if let Err(e) = self.write_stats(&snap) {
+            tracing::error!("cannot write {STATS_FILE}: {e}");
+        }
+        tracing::info!(
+            packets = snap.packets_received,
+            dumps = snap.dumps_started,
+            complete = snap.dumps_complete,
+            incomplete = snap.dumps_incomplete,
+            dropped = snap.drops.values().sum::<u64>(),
+            "netdumpd stopped"
+        );
+        Ok(())
+    }
+
+    /// One turn of the loop: wait for a packet (at most the poll interval), drain the
+    /// burst, acknowledge, expire.
+    fn turn(&mut self) -> anyhow::Result<()> {
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        if self.outbox.wait_readable(self.receive_timeout())? {
+            for _ in 0..MAX_BURST {
+                match self.outbox.recv_from(&mut buf) {
+                    Ok((n, from)) => self.handle(&buf[..n], from, Instant::now()),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => break,
+                    // ICMP errors for earlier sends surface here on some systems; not fatal.
+                    Err(e) => {
+                        tracing::debug!("receive error: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        self.recv_buf = buf;
+        self.after_burst();
+        Ok(())
+    }
+
+    /// What the loop does after each burst: acknowledge, admit, expire, finish dumps,
+    /// write what changed (at most once a second for the registry, every
+    /// [`STATS_REFRESH`] for `stats.json`).
+    fn after_burst(&mut self) {
+        self.flush_acks();
+        self.advance_pending();
+        let now = Instant::now();
+        self.expire(now);
+        self.after_dumps();
+        let saves = self.registry.saves();
+        if let Err(e) = self.registry.flush_due(now) {
+            // Registered in memory; the next change (or the shutdown) tries again.
+            tracing::error!("cannot write the client registry: {e}");
+        }
+        self.stats.registry_written(self.registry.saves() - saves);
+        self.stats.set_clients(self.registry.len());
+        self.refresh_stats(now);
+        crate::logging::report_suppressed();
+    }
+
+    /// Handles one datagram as if it had just arrived from `from`, then does what the
+    /// loop does after a burst; replies go out of the socket as usual. For fuzzing and
+    /// for tests that drive the server without running its loop.
+    pub fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        self.handle(datagram, from, Instant::now());
+        self.after_burst();
+    }
+
+    fn flush_acks(&mut self) {
+        let now = Instant::now();
+        for s in self.sessions.values_mut() {
+            if s.ack_deadline().is_some_and(|d| d <= now) {
+                send_ack(&mut self.outbox, s);
+            }
+        }
+    }
+
+    /// How long the next receive may block: the poll interval, or less when a delayed
+    /// ACK falls due sooner.
+    fn receive_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let next = self.sessions.values().filter_map(|s| s.ack_deadline()).min();
+        next.map_or(POLL_INTERVAL, |d| {
+            d.saturating_duration_since(now).clamp(Duration::from_micros(200), POLL_INTERVAL)
+        })
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            if s.expire(now, self.config.session_timeout) {
+                self.stats.dump_ended(DumpEnd::Incomplete);
+            }
+            s.refresh_info(now, INFO_REFRESH);
+            if s.is_receiving() {
+                let last = self.progress_at.entry(s.cookie()).or_insert(now);
+                if now.saturating_duration_since(*last) >= self.config.progress_interval {
+                    *last = now;
+                    crate::progress::log(&s.info());
+                }
+            }
+        }
+        self.sessions.retain(|_, s| !s.forgettable(now, ENDED_SESSION_MEMORY));
+        let sessions = &self.sessions;
+        self.progress_at.retain(|c, _| sessions.get(c).is_some_and(Session::is_receiving));
+    }
+
+    /// Counts and (rate-limited) logs a dropped packet; counts it in its session too
+    /// when `session_cookie` names one.
+    fn drop_packet(
+        &mut self,
+        reason: DropReason,
+        from: SocketAddr,
+        session_cookie: Option<u64>,
+        detail: &dyn std::fmt::Display,
+    ) {
+        self.stats.drop_packet(reason);
+        if let Some(s) = session_cookie.and_then(|c| self.sessions.get_mut(&c)) {
+            s.count_drop(reason);
+        }
+        self.warn.warn(reason, from, detail);
+    }
+
+    /// Counts and logs a drop the session already counted.
+    fn note_session_drop(&mut self, reason: DropReason, from: SocketAddr, cookie: u64) {
+        self.stats.drop_packet(reason);
+        self.warn.warn(reason, from, &format_args!("cookie {cookie:016x}"));
+    }
+
+    fn handle(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) {
+        self.stats.packet_received();
+        if datagram.len() > MAX_DATAGRAM {
+            return self.drop_packet(DropReason::Oversized, from, None, &format_args!("{} bytes", datagram.len()));
+        }
+        let (header, payload) = match Header::parse(datagram) {
+            Ok(parsed) => parsed,
+            Err(e @ ProtoError::UnsupportedVersion(_)) => {
+                self.drop_packet(DropReason::UnsupportedVersion, from, None, &e);
+                let seq = Header::peek_seq(datagram).unwrap_or(0);
+                let text = b"netdumpd speaks protocol version 1";
+                let error = TextMessage { code: error_code::UNSUPPORTED_VERSION, text };
+                self.outbox.send_unsolicited(from, 0, seq, Message::Error(error));
+                return;
+            }
+            Err(e) => return self.drop_packet(drop_reason(e), from, None, &e),
+        };
+        let cookie = header.cookie;
+        if !header.msg_type.from_client() {
+            let detail = format_args!("{:?} from a client, cookie {cookie:016x}", header.msg_type);
+            return self.drop_packet(DropReason::WrongDirection, from, Some(cookie), &detail);
+        }
+        let message = match Message::parse_from_client(&header, payload) {
+            Ok(m) => m,
+            Err(e) => return self.on_malformed(&header, e, from),
+        };
+        tracing::trace!(%from, cookie = format_args!("{cookie:016x}"), seq = header.seq, "{:?}", header.msg_type);
+        match message {
+            ClientMessage::Hello(hello) => self.on_hello(&header, &hello, from, now),
+            ClientMessage::Crash(crash) => self.on_crash(&header, &crash, from, now),
+            ClientMessage::Data(data) => self.on_data(&header, &data, payload, from, now),
+            ClientMessage::Finish(finish) => self.on_finish(&header, &finish, from, now),
+            ClientMessage::Abort(abort) => self.on_abort(&header, &abort, from, now),
+        }
+    }
+
+    /// A packet whose header verified but whose payload does not parse.
+    fn on_malformed(&mut self, header: &Header, e: ProtoError, from: SocketAddr) {
+        let cookie = header.cookie;
+        let detail = format_args!("{:?} from cookie {cookie:016x}: {e}", header.msg_type);
+        self.drop_packet(drop_reason(e), from, Some(cookie), &detail);
+        if self.registry.get(cookie).is_none() {
+            return;
+        }
+        if header.msg_type == MessageType::Crash
+            && matches!(e, ProtoError::BadField(_))
+            && !self.sessions.contains_key(&cookie)
+        {
+            // An announcement that parses but breaks the rules (ranges, CPU count):
+            // tell the client not to send anything rather than leave it retrying.
+            let decision = Decision {
+                verdict: Verdict::Abort,
+                why: DecisionReason::BadAnnouncement,
+                max_payload: MAX_DATAGRAM as u32,
+            };
+            self.registry.record_dump(cookie, "");
+            self.outbox.send_unsolicited(from, cookie, header.seq, Message::Decision(decision));
+            return;
+        }
+        let text = format!("{e}");
+        let error = TextMessage { code: error_code::MALFORMED, text: text.as_bytes() };
+        self.outbox.send_unsolicited(from, cookie, header.seq, Message::Error(error));
+    }
+}
+
+fn send_ack(outbox: &mut Outbox, s: &mut Session) {
+    let ack = s.take_ack();
+    let reply = Ack { stop: ack.stop, bitmap: ack.bitmap() };
+    outbox.send(s.peer(), s.cookie(), ack.cumulative, Message::Ack(reply));
+}
