@@ -13,6 +13,7 @@
 //! sent (all-zero pages) stay holes, and a CPU's descriptor is rewritten when its
 //! register record arrives.
 
+use netdump_core::arch::x86_64::Exception;
 use netdump_core::proto::{CrashKind, MemoryRange, RegisterRecord};
 
 /// `NT_PRSTATUS`: the registers of one thread (here: one CPU).
@@ -77,11 +78,16 @@ impl CrashNote {
         match self.kind {
             CrashKind::Panic => SIGABRT,
             CrashKind::Requested => SIGQUIT,
-            CrashKind::Exception => match self.vector {
-                0 | 7 | 16 | 19 => SIGFPE,
-                1 | 3 => SIGTRAP,
-                6 => SIGILL,
-                17 | 18 => SIGBUS,
+            CrashKind::Exception => match Exception::from_vector(self.vector) {
+                Some(
+                    Exception::DivideError
+                    | Exception::DeviceNotAvailable
+                    | Exception::X87FloatingPoint
+                    | Exception::SimdFloatingPoint,
+                ) => SIGFPE,
+                Some(Exception::Debug | Exception::Breakpoint) => SIGTRAP,
+                Some(Exception::InvalidOpcode) => SIGILL,
+                Some(Exception::AlignmentCheck | Exception::MachineCheck) => SIGBUS,
                 _ => SIGSEGV,
             },
         }
