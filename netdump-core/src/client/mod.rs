@@ -20,9 +20,10 @@ use crate::net::{LinkCounters, NetError, UdpLink};
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
-    Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
+    Abort, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
     FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello, HelloAck, HelloStatus,
-    MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, TextMessage, Verdict, abort_reason, flags,
+    MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, Repr, TextMessage, Verdict, abort_reason, field,
+    flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -385,7 +386,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 t.announce_retry_us,
                 t.announce_timeout_us,
                 u32::MAX,
-                |me, seq| me.send_message(MessageType::Crash, seq, 0, announce.wire_len(), |p| announce.emit(p)),
+                |me, seq| me.send_repr(seq, &announce),
                 |e| match e {
                     ServerEvent::Decision(d) => Some(*d),
                     _ => None,
@@ -449,7 +450,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 t.finish_retry_us,
                 t.finish_timeout_us,
                 u32::MAX,
-                |me, _| me.send_message(MessageType::Finish, packets, 0, finish.wire_len(), |p| finish.emit(p)),
+                |me, _| me.send_repr(packets, &finish),
                 |e| match e {
                     ServerEvent::FinishAck(a) => Some(*a),
                     _ => None,
@@ -481,8 +482,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Sends one best-effort ABORT; the server marks the dump incomplete.
     pub fn send_abort(&mut self, reason: u16, text: &[u8]) {
-        let m = TextMessage { code: reason, text };
-        let _ = self.send_message(MessageType::Abort, 0, 0, m.wire_len(), |p| m.emit(p));
+        let _ = self.send_repr(0, &Abort(TextMessage { code: reason, text }));
     }
 
     fn send_hello(&mut self, seq: u32) -> Result<(), NicError> {
@@ -496,9 +496,15 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             name: self.config.name.as_bytes(),
         };
         let len = hello.wire_len();
-        let mut buf = [0u8; 25 + crate::proto::MAX_NAME];
+        // Emitted first: `hello` borrows the configuration, the send needs `self`.
+        let mut buf = [0u8; field::hello::NAME + crate::proto::MAX_NAME];
         hello.emit(&mut buf[..len]);
-        self.send_message(MessageType::Hello, seq, 0, len, |p| p.copy_from_slice(&buf[..len]))
+        self.send_message(Hello::TYPE, seq, 0, len, |p| p.copy_from_slice(&buf[..len]))
+    }
+
+    /// Sends one message of the client's (its type from its [`Repr`]).
+    fn send_repr<'r, R: Repr<'r>>(&mut self, seq: u32, repr: &R) -> Result<(), NicError> {
+        self.send_message(R::TYPE, seq, 0, repr.wire_len(), |p| repr.emit(p))
     }
 
     fn send_message(
