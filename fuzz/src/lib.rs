@@ -16,6 +16,7 @@
 
 mod client;
 mod input;
+mod scratch;
 mod server;
 mod syslog;
 

@@ -12,8 +12,6 @@
 //! | 4–5 | 1–3: write that fixed cookie into the header (0: leave the bytes) |
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use netdump_core::proto::{
     AddressTable, Crash, CrashKind, Data, Finish, Header, Hello, MemoryRange, Message, MessageType, RangeTable,
@@ -22,6 +20,7 @@ use netdump_core::proto::{
 use netdumpd::{Server, ServerConfig};
 
 use crate::input::{Records, encode, seal};
+use crate::scratch::Scratch;
 
 /// Cookies the records can name by slot, so that a session's packets agree.
 pub const COOKIES: [u64; 3] = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888, 0x9999_aaaa_bbbb_cccc];
@@ -66,27 +65,6 @@ thread_local! {
     static SOURCES: Sources = Sources::new();
 }
 
-/// A dump directory for one input, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let base =
-            if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("netdump-fuzz-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Shapes a record's bytes by its tag (see the module documentation).
 fn shape(tag: u8, bytes: &[u8]) -> Vec<u8> {
     let mut p = bytes.to_vec();
@@ -105,10 +83,10 @@ pub fn server_packets(data: &[u8]) {
 
 /// Runs an input; returns the status of each dump it left, by directory name.
 fn run(data: &[u8]) -> Vec<String> {
-    let dir = Scratch::new();
+    let dir = Scratch::new("server");
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().expect("literal address"),
-        dump_dir: dir.0.clone(),
+        dump_dir: dir.path().to_path_buf(),
         min_free_bytes: 0,
         max_sessions: 4,
         ..ServerConfig::default()
@@ -121,7 +99,7 @@ fn run(data: &[u8]) -> Vec<String> {
             sources.check_replies();
         }
     });
-    let mut dumps: Vec<String> = std::fs::read_dir(&dir.0)
+    let mut dumps: Vec<String> = std::fs::read_dir(dir.path())
         .into_iter()
         .flatten()
         .flatten()

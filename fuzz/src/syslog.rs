@@ -7,37 +7,15 @@
 //! A record's tag: bits 0–1 choose the source address; the bytes are the datagram.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use netdumpd::syslog::{CONSOLE_DIR, SyslogLimits, SyslogReceiver};
 
 use crate::input::{Records, encode};
+use crate::scratch::Scratch;
 
 /// Records of one input beyond this are ignored (each is a datagram with file I/O).
 const MAX_RECORDS: usize = 256;
-
-/// A dump directory for one input, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let base =
-            if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("netdump-fuzz-syslog-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The target.
 pub fn syslog_datagrams(data: &[u8]) {
@@ -47,10 +25,10 @@ pub fn syslog_datagrams(data: &[u8]) {
 /// Runs an input; returns the console logs' lines (their arrival stamps cut off), by
 /// file name, sorted.
 fn run(data: &[u8]) -> Vec<(String, Vec<String>)> {
-    let dir = Scratch::new();
+    let dir = Scratch::new("syslog");
     // A small client limit, so that inputs reach it.
     let limits = SyslogLimits { max_clients: 8, max_log_bytes: 4096, ..SyslogLimits::default() };
-    let mut receiver = SyslogReceiver::bind("127.0.0.1:0".parse().expect("literal address"), &dir.0, limits)
+    let mut receiver = SyslogReceiver::bind("127.0.0.1:0".parse().expect("literal address"), dir.path(), limits)
         .expect("a receiver binds in a scratch directory");
     let mut sent = 0u64;
     for (tag, datagram) in Records::new(data).take(MAX_RECORDS) {
@@ -66,7 +44,7 @@ fn run(data: &[u8]) -> Vec<(String, Vec<String>)> {
     );
     assert_eq!(c.write_errors.load(Ordering::Relaxed), 0, "{c:?}");
     assert_eq!(written + not_syslog + over, sent, "every datagram counted once: {c:?}");
-    let mut logs: Vec<(String, Vec<String>)> = std::fs::read_dir(dir.0.join(CONSOLE_DIR))
+    let mut logs: Vec<(String, Vec<String>)> = std::fs::read_dir(dir.path().join(CONSOLE_DIR))
         .expect("the console directory")
         .map(|e| {
             let e = e.expect("a directory entry");
