@@ -9,7 +9,9 @@
 extern crate std;
 
 use crate::clock::Clock;
-use crate::net::{EthernetAddress, FRAME_OVERHEAD, Inbound, Ipv4Address, UdpFlow, classify, emit_arp, emit_udp};
+use crate::net::{
+    EthernetAddress, FRAME_OVERHEAD, Inbound, Ipv4Address, NetConfig, UdpFlow, classify, emit_arp, emit_udp,
+};
 
 use crate::nic::{NicError, PolledNic, check_frame_len};
 use smoltcp::wire::{ArpOperation, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
@@ -23,6 +25,19 @@ pub const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 /// The user network's gateway, which stands for the host.
 pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x52, 0x55, 10, 0, 2, 2]);
+
+/// The addresses of a host client that plays a QEMU guest: [`GUEST_IP`] in a /24, the
+/// server (and gateway) at [`GATEWAY_IP`] on `server_port`, the default client port.
+pub fn guest_net(server_port: u16) -> NetConfig {
+    NetConfig {
+        ip: GUEST_IP,
+        prefix_len: 24,
+        gateway: Some(GATEWAY_IP),
+        server_ip: GATEWAY_IP,
+        server_port,
+        client_port: crate::proto::CLIENT_PORT,
+    }
+}
 
 /// A loss model applied to frames the client transmits (for tests of the window).
 pub type TxFilter = std::boxed::Box<dyn FnMut(&[u8]) -> bool + Send>;

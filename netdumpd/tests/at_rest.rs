@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
-use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic};
+use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
-use netdump_core::net::NetConfig;
-use netdump_core::proto::{CLIENT_PORT, REGISTERS_VALID, RegisterRecord};
+use netdump_core::proto::{REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 
 const RAM_BASE: u64 = 0x10_0000;
@@ -75,14 +74,7 @@ fn with_umask_0_a_whole_dump_leaves_only_0700_directories_and_0600_files() {
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }])
         .unwrap();
     let config = Config {
-        net: NetConfig {
-            ip: GUEST_IP,
-            prefix_len: 24,
-            gateway: Some(GATEWAY_IP),
-            server_ip: GATEWAY_IP,
-            server_port: server.addr.port(),
-            client_port: CLIENT_PORT,
-        },
+        net: guest_net(server.addr.port()),
         name: ClientName::new("at-rest").unwrap(),
         window: DEFAULT_WINDOW,
         timeouts: Timeouts::default(),

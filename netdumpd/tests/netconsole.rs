@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
-use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic};
+use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic, guest_net};
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::NetConfig;
 use netdump_core::netconsole::{ConsoleOnly, NETCONSOLE_CLIENT_PORT, NetconsoleConfig, Severity, SyslogFormat};
-use netdump_core::proto::{CLIENT_PORT, CrashKind, REGISTERS_VALID, RegisterRecord};
+use netdump_core::proto::{CrashKind, REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 
 fn console_config(name: &str, syslog_port: u16, format: SyslogFormat) -> NetconsoleConfig {
@@ -98,14 +98,7 @@ fn console_lines_beside_a_dump_leave_it_bit_exact() {
         MemoryMap::new(&[MemoryRange { phys_start: 0x10_0000, length: ram.0.len() as u64, virt_start: 0x10_0000 }])
             .unwrap();
     let config = Config {
-        net: NetConfig {
-            ip: GUEST_IP,
-            prefix_len: 24,
-            gateway: Some(GATEWAY_IP),
-            server_ip: GATEWAY_IP,
-            server_port: server.addr.port(),
-            client_port: CLIENT_PORT,
-        },
+        net: guest_net(server.addr.port()),
         name: ClientName::new("console-dump").unwrap(),
         window: DEFAULT_WINDOW,
         timeouts: Timeouts::default(),

@@ -7,11 +7,10 @@ mod common;
 use common::core_reader::Core;
 use common::*;
 use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
-use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic};
+use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
-use netdump_core::net::NetConfig;
-use netdump_core::proto::{CLIENT_PORT, REGISTERS_VALID, RegisterRecord};
+use netdump_core::proto::{REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, Netdump};
 
 /// 2 MiB of "RAM" at physical 1 MiB: every 5th page zero, the rest a byte pattern.
@@ -51,14 +50,7 @@ const ANNOUNCE_BOUND_US: u64 = 2_000_000;
 
 fn config(server_port: u16) -> Config {
     Config {
-        net: NetConfig {
-            ip: GUEST_IP,
-            prefix_len: 24,
-            gateway: Some(GATEWAY_IP),
-            server_ip: GATEWAY_IP,
-            server_port,
-            client_port: CLIENT_PORT,
-        },
+        net: guest_net(server_port),
         name: ClientName::new("real-client").unwrap(),
         window: DEFAULT_WINDOW,
         timeouts: Timeouts {

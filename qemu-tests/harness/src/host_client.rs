@@ -4,11 +4,10 @@
 //! milliseconds; QEMU scenarios use it as a second client of the same netdumpd.
 
 use netdump_core::client::{ClientName, Config, Timeouts};
-use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic};
+use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
-use netdump_core::net::NetConfig;
-use netdump_core::proto::{CLIENT_PORT, REGISTERS_VALID, RegisterRecord};
+use netdump_core::proto::{REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, DumpReport, InstallError, Netdump};
 use netdump_test_pattern::Pattern;
 use std::hash::BuildHasher;
@@ -98,14 +97,7 @@ impl HostClient {
         let map = MemoryMap::new(&[MemoryRange { phys_start: p.base, length: p.len, virt_start: p.base }])
             .map_err(|_| InstallError::Refused)?;
         let config = Config {
-            net: NetConfig {
-                ip: GUEST_IP,
-                prefix_len: 24,
-                gateway: Some(GATEWAY_IP),
-                server_ip: GATEWAY_IP,
-                server_port: server.port(),
-                client_port: CLIENT_PORT,
-            },
+            net: guest_net(server.port()),
             name: ClientName::new(&self.name).ok_or(InstallError::Refused)?,
             window: self.window,
             timeouts: self.timeouts,
