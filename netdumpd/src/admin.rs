@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::analysis::ANALYSIS;
 use crate::catalog::{DumpEntry, last_link_name, scan};
 use crate::config::ServerConfig;
+use crate::dedup::DedupPolicy;
 use crate::dumpdir::{INFO, LOG};
 
 /// `list`: every dump, oldest first.
@@ -202,12 +203,30 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
                 "max_bytes_per_client": c.retention.max_bytes_per_client,
                 "max_total_bytes": c.retention.max_total_bytes,
             },
-            "dedup": format!("{:?}", c.dedup),
+            "dedup": match c.dedup {
+                DedupPolicy::KeepAll => json!({ "policy": "keep-all" }),
+                DedupPolicy::SkipMemoryWithin(d) => json!({ "policy": "skip-memory", "within_days": d.as_secs() / 86400 }),
+            },
             "analysis": {
                 "kernel": opt(&c.analysis.kernel), "kernels": c.analysis.kernels,
                 "builds": opt(&c.analysis.builds), "gdb": c.analysis.gdb,
             },
-            "netconsole_listen": c.syslog_listen.map(|a| a.to_string()),
+            "netconsole": {
+                "listen": c.syslog_listen.map(|a| a.to_string()),
+                "max_clients": c.syslog_limits.max_clients,
+                "max_log_bytes": c.syslog_limits.max_log_bytes,
+            },
+            "limits": {
+                "max_clients": c.limits.max_clients,
+                "max_retired": c.limits.max_retired,
+                "hellos_per_second": c.limits.hellos_per_second,
+                "hellos_per_source_per_second": c.limits.hellos_per_source_per_second,
+                "crashes_per_second": c.limits.crashes_per_second,
+                "max_dump_bytes": c.limits.max_dump_bytes,
+                "max_hook_processes": c.limits.max_hook_processes,
+                "max_queued_jobs": c.limits.max_queued_jobs,
+                "log_lines_per_second": c.limits.log_lines_per_second,
+            },
         });
         return Ok((serde_json::to_string_pretty(&v)? + "\n", ok));
     }
@@ -236,7 +255,10 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
         lim(r.max_bytes_per_client),
         lim(r.max_total_bytes)
     ));
-    out.push_str(&format!("dedup         {:?}\n", c.dedup));
+    out.push_str(&match c.dedup {
+        DedupPolicy::KeepAll => "dedup         keep-all\n".to_string(),
+        DedupPolicy::SkipMemoryWithin(d) => format!("dedup         skip-memory within {} days\n", d.as_secs() / 86400),
+    });
     out.push_str(&format!("analysis      {}\n", opt(&c.analysis.kernel).unwrap_or_else(|| "-".into())));
     if let Some(b) = &c.analysis.builds {
         out.push_str(&format!("  builds by build ID: {}\n", b.display()));

@@ -40,90 +40,90 @@ pub struct Cli {
     pub dir: Option<PathBuf>,
 
     /// UDP address and port to listen on [default: 0.0.0.0:6666].
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
     /// Seconds of silence after which a dump in progress is marked incomplete [default: 60].
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub session_timeout: Option<u64>,
 
     /// What the client is told to do after its dump [default: reboot].
-    #[arg(long, value_enum)]
+    #[arg(long, global = true, value_enum)]
     pub after_dump: Option<AfterDumpArg>,
 
     /// MiB to keep free on the dump file system: a dump that does not fit beside this
     /// reserve gets only its log and registers taken (SKIP_MEMORY) [default: 64].
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, global = true, value_name = "MIB")]
     pub min_free: Option<u64>,
 
     /// Dumps received at the same time; one more crash is told to abort [default: 16].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_sessions: Option<u64>,
 
     /// Memory images received at the same time; beyond, a crash sends its log and
     /// registers only [default: 16].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_memory_dumps: Option<u64>,
 
     /// Hook run when a client registers: `HOOK <client-ip> <name>`.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub hook_register: Option<PathBuf>,
 
     /// Hook run when a crash is announced: `HOOK <client-ip> <dump-dir>`; exit status 1
     /// skips the memory image.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub hook_crash: Option<PathBuf>,
 
     /// Hook run once when a dump does not fit: `HOOK <client-ip> <dump-dir>`; free space
     /// is checked again after it.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub hook_nospace: Option<PathBuf>,
 
     /// Hook run when a dump ended: `HOOK <outcome> <client-ip> <dump-dir>`.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub hook_finished: Option<PathBuf>,
 
     /// Seconds the crash and nospace hooks may run (the client waits) [default: 4].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, global = true, value_name = "SECONDS")]
     pub hook_decision_timeout: Option<u64>,
 
     /// Seconds the register and finished hooks may run [default: 60].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, global = true, value_name = "SECONDS")]
     pub hook_timeout: Option<u64>,
 
     /// Dumps kept per client (oldest removed first).
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     pub max_dumps_per_client: Option<usize>,
 
     /// MiB of dumps kept per client.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, global = true, value_name = "MIB")]
     pub max_mib_per_client: Option<u64>,
 
     /// MiB of all dumps kept.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, global = true, value_name = "MIB")]
     pub max_total_mib: Option<u64>,
 
     /// Skip the memory image of a crash whose signature has a dump with memory from the
     /// last DAYS days (the occurrence is still recorded). 0 keeps every image.
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, global = true, value_name = "DAYS")]
     pub dedup_days: Option<u64>,
 
     /// Kernel ELF to analyse every client's dump with (gdb writes analysis.txt).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
     /// Directory of kernel builds: a dump is analysed with the one whose GNU build ID its
     /// vmcore holds.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub kernel_builds: Option<PathBuf>,
 
     /// Receive netconsole lines (UDP syslog) here, into `<DIR>/console/<client>.log`.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub netconsole_listen: Option<SocketAddr>,
 
     /// Log filter, in tracing's env-filter syntax: error, warn, info, debug, trace, or
     /// e.g. `netdumpd=debug`. Defaults to $RUST_LOG, else `info`.
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 
     #[command(subcommand)]
@@ -136,23 +136,26 @@ pub enum Command {
     Run,
     /// List the dumps: client, dump, status, size, signature, age.
     List {
-        /// Machine-readable output.
+        /// Machine-readable output (a JSON array, one object per dump).
         #[arg(long)]
         json: bool,
     },
     /// Show one dump: its info, the tail of its log, its analysis. DUMP is a directory
     /// name, a path, or a client name (its newest dump).
     Show {
+        /// A dump directory's name, its path, or a client name (its newest dump).
         dump: String,
         /// Lines of the console log to show.
         #[arg(long, default_value_t = 20)]
         lines: usize,
+        /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
     },
     /// Check the configuration: parse it, resolve it with the flags, and look at every
     /// hook, kernel and directory it names. Exits 1 when something is wrong.
     CheckConfig {
+        /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
     },
@@ -330,5 +333,18 @@ mod tests {
         assert!(Cli::try_parse_from(["netdumpd", "show"]).is_err(), "show needs a dump");
         let cli = Cli::parse_from(["netdumpd", "--config", "/nonexistent/netdumpd.toml"]);
         assert!(cli.server_config().is_err());
+    }
+
+    #[test]
+    fn server_flags_work_after_run_as_the_readme_says() {
+        let c =
+            Cli::try_parse_from(["netdumpd", "run", "--listen", "127.0.0.1:7000", "--session-timeout", "5"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Run)));
+        let config = c.server_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.session_timeout, std::time::Duration::from_secs(5));
+        // And before it, as before.
+        let c = Cli::try_parse_from(["netdumpd", "--listen", "127.0.0.1:7001", "run"]).unwrap();
+        assert_eq!(c.server_config().unwrap().listen, "127.0.0.1:7001".parse().unwrap());
     }
 }

@@ -338,6 +338,10 @@ fn check_config_accepts_the_sample_and_names_what_is_missing() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["max_memory_dumps"], 2);
     assert_eq!(v["hooks"]["crash"], hook.display().to_string());
+    // Settings as data, not Rust's debug text.
+    assert_eq!(v["dedup"], serde_json::json!({ "policy": "keep-all" }));
+    assert_eq!(v["limits"]["hellos_per_second"], 200);
+    assert_eq!(v["netconsole"]["max_clients"], 1024);
 }
 
 /// The function the analysis test "crashes" in: its address goes into the registers.
