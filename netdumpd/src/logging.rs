@@ -4,6 +4,7 @@
 //! network are logged `{:?}`-style everywhere, so no line can be forged by a newline or
 //! a control byte in a client's name, message or syslog line.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -66,7 +67,10 @@ impl<S: Subscriber> Layer<S> for RateLimit {
 /// Sets up the process's log: `filter` (levels), at most `lines_per_second` lines.
 pub fn init(filter: EnvFilter, lines_per_second: u32) {
     BUDGET.per_second.store(lines_per_second.max(1), Ordering::Relaxed);
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer()).with(RateLimit).init();
+    // Colour only on a terminal (not into a file or the journal), and never with NO_COLOR.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    tracing_subscriber::registry().with(filter).with(fmt).with(RateLimit).init();
 }
 
 /// Logs how many lines were held back since the last report, at most once a second.

@@ -120,7 +120,6 @@ impl Daemon {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
             .arg(dir)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
