@@ -1,11 +1,18 @@
 //! SIGINT and SIGTERM end the server cleanly: the loop sees the flag within its poll
 //! interval and marks dumps still being received incomplete before it returns. A second
-//! signal exits at once.
+//! signal exits at once. SIGHUP (which would otherwise end the process mid-dump) makes the
+//! loop write the registry and `stats.json` now and say so; the configuration is read at
+//! start only.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TERMINATION_REQUESTED: AtomicBool = AtomicBool::new(false);
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_signal: libc::c_int) {
+    HANGUP.store(true, Ordering::SeqCst);
+}
 
 extern "C" fn on_termination_signal(_signal: libc::c_int) {
     if TERMINATION_REQUESTED.swap(true, Ordering::SeqCst) {
@@ -14,11 +21,13 @@ extern "C" fn on_termination_signal(_signal: libc::c_int) {
     }
 }
 
-/// Installs the SIGINT/SIGTERM handler (the daemon's `main` does; tests do not).
+/// Installs the SIGINT/SIGTERM and SIGHUP handlers (the daemon's `main` does; tests do
+/// not).
 pub fn install_termination_handler() -> io::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        let handler = on_termination_signal as extern "C" fn(libc::c_int);
-        // SAFETY: the handler only touches an atomic and calls _exit, both
+    let termination = on_termination_signal as extern "C" fn(libc::c_int);
+    let hangup = on_hangup as extern "C" fn(libc::c_int);
+    for (signal, handler) in [(libc::SIGINT, termination), (libc::SIGTERM, termination), (libc::SIGHUP, hangup)] {
+        // SAFETY: each handler only touches an atomic (and may call _exit), all
         // async-signal-safe; it has the signature signal(2) expects.
         let previous = unsafe { libc::signal(signal, handler as libc::sighandler_t) };
         if previous == libc::SIG_ERR {
@@ -26,6 +35,11 @@ pub fn install_termination_handler() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether SIGHUP arrived since the last call.
+pub fn take_hangup() -> bool {
+    HANGUP.swap(false, Ordering::SeqCst)
 }
 
 /// Whether SIGINT or SIGTERM arrived since the handler was installed.

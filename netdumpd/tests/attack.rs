@@ -476,3 +476,27 @@ fn random_datagrams_get_no_reply_and_kill_nothing() {
     assert_eq!(c.hello("after-random").status, HelloStatus::Registered);
     assert!(daemon.alive());
 }
+
+/// SIGHUP, which ends a process by default, leaves netdumpd running: it writes its
+/// registry and counters and says that the configuration is read at start only.
+#[test]
+fn a_sighup_does_not_end_netdumpd() {
+    let dir = TempDir::new("attack-sighup");
+    let mut daemon = Daemon::start(dir.path(), "");
+    let c = TestClient::new(daemon.addr, 0x4a9);
+    assert_eq!(c.hello("hup-machine").status, HelloStatus::Registered);
+    let status = Command::new("kill").args(["-HUP", &daemon.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains("SIGHUP") {
+        assert!(daemon.alive(), "netdumpd ended on SIGHUP:\n{}", daemon.log_text());
+        assert!(Instant::now() < deadline, "no SIGHUP line:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(daemon.alive());
+    // The registration is on disk at once, not only within the second.
+    let registry = std::fs::read_to_string(dir.path().join("clients.json")).unwrap();
+    assert!(registry.contains("hup-machine"), "{registry}");
+    let c = TestClient::new(daemon.addr, 0x4aa);
+    assert_eq!(c.hello("after-hup").status, HelloStatus::Registered);
+}

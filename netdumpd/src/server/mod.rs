@@ -271,6 +271,9 @@ impl Server {
         self.stats.registry_written(self.registry.saves() - saves);
         self.stats.set_clients(self.registry.len());
         self.refresh_stats(now);
+        if crate::signals::take_hangup() {
+            self.on_hangup();
+        }
         crate::logging::report_suppressed();
     }
 
