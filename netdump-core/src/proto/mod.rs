@@ -14,7 +14,7 @@ mod regs;
 
 pub use header::{HEADER_LEN, Header, MAGIC, VERSION, flags};
 pub use messages::*;
-pub use regs::{REGISTER_RECORD_LEN, REGISTERS_VALID, RegisterRecord};
+pub use regs::{CPU_STATE_SHIFT, CpuState, REGISTER_RECORD_LEN, REGISTERS_APIC_ID, REGISTERS_VALID, RegisterRecord};
 
 /// Default UDP port of the server.
 pub const SERVER_PORT: u16 = 6666;

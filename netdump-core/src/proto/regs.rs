@@ -75,12 +75,67 @@ pub struct RegisterRecord {
     pub cr4: u64,
     /// Index of the CPU the record describes (word 30), as the kernel numbers them.
     pub cpu: u64,
-    /// Bit 0: the record holds captured values.
+    /// Bit 0: the record holds captured values; bit 1: `flags >> 32` is the CPU's APIC
+    /// id; bits 8–15: the CPU's [`CpuState`] at the dump (0 on clients that predate it).
     pub flags: u64,
 }
 
 /// `RegisterRecord::flags` bit: the record was captured.
 pub const REGISTERS_VALID: u64 = 1;
+/// `RegisterRecord::flags` bit: bits 32–63 hold the CPU's local APIC id.
+pub const REGISTERS_APIC_ID: u64 = 1 << 1;
+/// Shift of the [`CpuState`] code in `RegisterRecord::flags` (bits 8–15).
+pub const CPU_STATE_SHIFT: u32 = 8;
+
+/// What became of a CPU when the kernel crashed, as the record's `flags` carry it (bits
+/// 8–15). A client that does not know states sends 0 ([`CpuState::Unknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CpuState {
+    /// No state given (a single-CPU client, or one that predates CPU states).
+    Unknown = 0,
+    /// The CPU that crashed and sends the dump.
+    Crashed = 1,
+    /// Stopped by the crashing CPU's NMI: the record is its interrupted context.
+    Stopped = 2,
+    /// Panicked too while another CPU was already dumping: the record is from its own
+    /// panic, and it parked itself.
+    Panicked = 3,
+    /// Did not answer the stop NMI within the bound (halted with NMIs blocked, hung in
+    /// firmware): no registers.
+    NoAnswer = 4,
+    /// The kernel never brought the CPU online (or took it offline): no registers.
+    Offline = 5,
+}
+
+impl CpuState {
+    /// Every state, by code.
+    pub const ALL: [CpuState; 6] = [
+        CpuState::Unknown,
+        CpuState::Crashed,
+        CpuState::Stopped,
+        CpuState::Panicked,
+        CpuState::NoAnswer,
+        CpuState::Offline,
+    ];
+
+    /// The state of a code; `None` for a code this version does not know.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The state's name in `info.json` and text files: `crashed`, `no_answer`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuState::Unknown => "unknown",
+            CpuState::Crashed => "crashed",
+            CpuState::Stopped => "stopped",
+            CpuState::Panicked => "panicked",
+            CpuState::NoAnswer => "no_answer",
+            CpuState::Offline => "offline",
+        }
+    }
+}
 
 impl RegisterRecord {
     fn as_array(&self) -> [u64; 32] {
@@ -222,6 +277,41 @@ impl RegisterRecord {
     pub fn is_valid(&self) -> bool {
         self.flags & REGISTERS_VALID != 0
     }
+
+    /// The CPU's local APIC id, when the client sent it ([`REGISTERS_APIC_ID`]).
+    pub fn apic_id(&self) -> Option<u32> {
+        (self.flags & REGISTERS_APIC_ID != 0).then_some((self.flags >> 32) as u32)
+    }
+
+    /// Records the CPU's local APIC id in `flags`.
+    pub fn set_apic_id(&mut self, apic_id: u32) {
+        self.flags = (self.flags & 0xffff_ffff) | REGISTERS_APIC_ID | (u64::from(apic_id) << 32);
+    }
+
+    /// The raw [`CpuState`] code of `flags` (bits 8–15).
+    pub fn state_code(&self) -> u8 {
+        (self.flags >> CPU_STATE_SHIFT) as u8
+    }
+
+    /// The CPU's state at the dump; `None` for a code this version does not know.
+    pub fn state(&self) -> Option<CpuState> {
+        CpuState::from_code(self.state_code())
+    }
+
+    /// Records the CPU's state in `flags`.
+    pub fn set_state(&mut self, state: CpuState) {
+        self.flags = (self.flags & !(0xff << CPU_STATE_SHIFT)) | (u64::from(state as u8) << CPU_STATE_SHIFT);
+    }
+
+    /// An invalid record for CPU `cpu`: no registers, only why (and the APIC id if known).
+    pub fn absent(cpu: u64, state: CpuState, apic_id: Option<u32>) -> Self {
+        let mut r = RegisterRecord { cpu, ..RegisterRecord::default() };
+        r.set_state(state);
+        if let Some(id) = apic_id {
+            r.set_apic_id(id);
+        }
+        r
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +329,25 @@ mod tests {
         assert_eq!(core::mem::size_of::<RegisterRecord>(), REGISTER_RECORD_LEN);
         assert_eq!(core::mem::offset_of!(RegisterRecord, rip), 16 * 8);
         assert_eq!(core::mem::offset_of!(RegisterRecord, flags), 31 * 8);
+    }
+
+    #[test]
+    fn state_and_apic_id_share_flags_with_the_valid_bit() {
+        let mut r = RegisterRecord { flags: REGISTERS_VALID, ..Default::default() };
+        assert_eq!((r.state(), r.apic_id()), (Some(CpuState::Unknown), None));
+        r.set_state(CpuState::Stopped);
+        r.set_apic_id(0xfeed_0007);
+        assert!(r.is_valid());
+        assert_eq!(r.flags, 0xfeed_0007_0000_0203);
+        assert_eq!((r.state(), r.apic_id()), (Some(CpuState::Stopped), Some(0xfeed_0007)));
+        r.set_state(CpuState::Panicked);
+        assert_eq!((r.state(), r.apic_id(), r.is_valid()), (Some(CpuState::Panicked), Some(0xfeed_0007), true));
+        let a = RegisterRecord::absent(3, CpuState::NoAnswer, Some(9));
+        assert_eq!((a.cpu, a.is_valid(), a.state(), a.apic_id()), (3, false, Some(CpuState::NoAnswer), Some(9)));
+        assert_eq!(RegisterRecord { flags: 0x7f << CPU_STATE_SHIFT, ..Default::default() }.state(), None);
+        for (code, s) in CpuState::ALL.iter().enumerate() {
+            assert_eq!(CpuState::from_code(code as u8), Some(*s));
+        }
     }
 
     #[test]
