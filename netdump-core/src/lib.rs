@@ -7,7 +7,8 @@
 //! Layout: [`nic`] (the driver contract), [`net`] (ARP/IPv4/UDP on `smoltcp::wire`),
 //! [`proto`] (the wire protocol, shared with netdumpd), [`client`] (install and dump state
 //! machines, the SACK window), [`config`] (what the integrator configures, shared by the
-//! client and netconsole), [`log`] (console ring), [`netconsole`] (console lines as UDP
+//! client and netconsole), [`cpus`] (the crash election and every other CPU stopped by
+//! NMI, their registers in the dump), [`log`] (console ring), [`netconsole`] (console lines as UDP
 //! syslog), [`civil`] (the UTC calendar), [`memory`], [`clock`], and
 //! [`arch`] (x86_64 register capture, TSC clock, RDRAND). `unsafe` is denied here and
 //! allowed only in `arch` and [`crash_cell`].
@@ -20,6 +21,7 @@ pub mod civil;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod cpus;
 pub mod crash_cell;
 #[cfg(feature = "host")]
 pub mod host;

@@ -138,7 +138,8 @@ impl CpuState {
 }
 
 impl RegisterRecord {
-    fn as_array(&self) -> [u64; 32] {
+    /// The 32 words in wire order.
+    pub fn to_words(&self) -> [u64; 32] {
         [
             self.rax,
             self.rbx,
@@ -175,7 +176,8 @@ impl RegisterRecord {
         ]
     }
 
-    fn from_array(a: [u64; 32]) -> Self {
+    /// A record from its 32 words in wire order.
+    pub fn from_words(a: [u64; 32]) -> Self {
         let [
             rax,
             rbx,
@@ -249,7 +251,7 @@ impl RegisterRecord {
     /// Writes the record in wire order: 32 big-endian u64 words.
     pub fn emit(&self, out: &mut [u8; REGISTER_RECORD_LEN]) {
         let mut w = Writer::new(out);
-        for v in self.as_array() {
+        for v in self.to_words() {
             w.u64(v);
         }
     }
@@ -270,7 +272,7 @@ impl RegisterRecord {
             *v = r.u64()?;
         }
         r.finish()?;
-        Ok(Self::from_array(a))
+        Ok(Self::from_words(a))
     }
 
     /// True if the record holds captured values ([`REGISTERS_VALID`] set in `flags`).

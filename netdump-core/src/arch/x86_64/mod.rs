@@ -4,7 +4,8 @@
 //! ([`StackTrace`]), a TSC clock calibrated against the PIT ([`TscClock`]), the cookie
 //! source ([`CookieRng`]: RDRAND, or a documented fallback), physical memory reads through
 //! a direct map ([`DirectMapMemory`], copying with [`copy_forward`]), and the wall clock
-//! from the CMOS RTC ([`read_rtc`], for netconsole timestamps).
+//! from the CMOS RTC ([`read_rtc`], for netconsole timestamps), and the local APIC's NMI to
+//! the other CPUs with the halt a stopped CPU parks in ([`LocalApic`], [`park_this_cpu`]).
 
 #![allow(unsafe_code)]
 
@@ -12,6 +13,8 @@
 pub mod vector;
 pub use vector::{Exception, PageFaultErrorCode, exception_name, pushes_error_code};
 
+#[cfg(target_arch = "x86_64")]
+mod apic;
 #[cfg(target_arch = "x86_64")]
 mod copy;
 #[cfg(target_arch = "x86_64")]
@@ -31,6 +34,8 @@ mod stack;
 #[cfg(target_arch = "x86_64")]
 mod tsc;
 
+#[cfg(target_arch = "x86_64")]
+pub use apic::{ApicMode, LocalApic, icr_nmi_low, park_this_cpu, x2apic_icr_nmi, xapic_icr_nmi_high};
 #[cfg(target_arch = "x86_64")]
 pub use copy::copy_forward;
 #[cfg(target_arch = "x86_64")]

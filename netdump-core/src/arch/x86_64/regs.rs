@@ -104,13 +104,28 @@ pub unsafe fn read_control_registers(r: &mut RegisterRecord) {
 
 /// # Safety
 /// Ring 0, and `msr` must exist.
-unsafe fn rdmsr(msr: u32) -> u64 {
+pub(crate) unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: per the function's contract.
     unsafe {
         core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
     };
     (hi as u64) << 32 | lo as u64
+}
+
+/// # Safety
+/// Ring 0, `msr` must exist, and writing `value` to it must be what the caller intends.
+pub(crate) unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        core::arch::asm!(
+            "wrmsr",
+            in("ecx") msr,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 #[cfg(test)]
