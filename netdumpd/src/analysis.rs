@@ -216,10 +216,13 @@ fn analysis_text(dir: &Path, kernel: &Path, config: &AnalysisConfig) -> String {
     t
 }
 
-/// The `rip` of the first (crashing) CPU in a `registers` file.
+/// The `rip` of the first (crashing) CPU in a `registers` file; `None` when that CPU has
+/// no registers (another CPU's `rip` is not the crash site).
 pub fn crashing_rip(registers: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(registers).ok()?;
-    text.lines().find_map(|l| {
+    let mut lines = text.lines();
+    lines.next().filter(|l| l.starts_with("cpu "))?;
+    lines.take_while(|l| !l.starts_with("cpu ")).find_map(|l| {
         let v = l.trim().strip_prefix("rip")?.trim();
         u64::from_str_radix(v.strip_prefix("0x")?, 16).ok()
     })
@@ -303,7 +306,21 @@ mod tests {
         let f = dir.path().join(REGISTERS);
         std::fs::write(&f, "cpu 1 (crashing)\n  rax 0x1\n  rip 0xffffffff80200001\ncpu 0\n  rip 0x5\n").unwrap();
         assert_eq!(crashing_rip(&f), Some(0xffff_ffff_8020_0001));
+        std::fs::write(&f, "cpu 1 (apic 1, stopped)\n  rax 0x1\n  rip 0xffffffff80200001\n").unwrap();
+        assert_eq!(crashing_rip(&f), Some(0xffff_ffff_8020_0001));
         assert_eq!(crashing_rip(&dir.path().join("none")), None);
+    }
+
+    #[test]
+    fn a_crashing_cpu_without_registers_has_no_rip_not_another_cpus() {
+        let dir = TestDir::new("analysis-rip-absent");
+        let f = dir.path().join(REGISTERS);
+        std::fs::write(
+            &f,
+            "cpu 1 (apic 1, crashing): no registers (not_received)\ncpu 0 (apic 0, stopped)\n  rip 0x5\n",
+        )
+        .unwrap();
+        assert_eq!(crashing_rip(&f), None);
     }
 
     #[test]

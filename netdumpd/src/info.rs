@@ -115,8 +115,13 @@ pub struct DumpInfo {
     pub duplicate_packets: u64,
     pub log_bytes_announced: u64,
     pub log_bytes: u64,
-    /// CPUs whose whole register record arrived.
+    /// CPUs whose whole register record arrived (valid or not: see `cpus`).
     pub registers_received: u16,
+    /// Every announced CPU, in index order: what became of it and whether its registers
+    /// arrived.
+    pub cpus: Vec<CpuInfo>,
+    /// Indices of the CPUs without registers: record not valid, or not received.
+    pub missing_cpus: Vec<u16>,
     pub memory_bytes: u64,
     /// Memory pages received (memory bytes / page size).
     pub pages: u64,
@@ -143,6 +148,27 @@ pub struct DumpInfo {
     /// the server decided).
     pub dedup: Option<DedupInfo>,
 }
+
+/// One CPU of the crash in `info.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CpuInfo {
+    pub index: u16,
+    /// The local APIC id, when the client sent it.
+    pub apic_id: Option<u32>,
+    /// The CPU's state at the dump as its record says it (`crashed`, `stopped`,
+    /// `panicked`, `no_answer`, `offline`, `unknown`, or `unknown_<code>` for a code this
+    /// server does not know); `not_received` when its record did not arrive.
+    pub state: String,
+    /// A complete record with captured values arrived.
+    pub registers: bool,
+    /// `rip` of those registers (null without them).
+    pub rip: Option<String>,
+    /// The CPU is the announcement's crashing CPU.
+    pub crashed: bool,
+}
+
+/// `state` of a CPU whose register record did not arrive.
+pub const NOT_RECEIVED: &str = "not_received";
 
 /// The mnemonic of an x86 exception vector (`#PF`); `None` for a reserved vector or one
 /// above 31.

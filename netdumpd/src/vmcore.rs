@@ -337,7 +337,10 @@ fn push_note(out: &mut Vec<u8>, name: &str, note_type: u32, desc: &[u8]) {
 mod tests {
     use super::*;
 
-    use crate::core_reader::{Core, assert_pr_reg_in_abi_order, distinct_registers, pr_pid, pr_reg, u32_at, u64_at};
+    use crate::core_reader::{
+        Core, assert_pr_reg_in_abi_order, distinct_registers, pr_pid, pr_reg, pr_reg_named, u32_at, u64_at,
+    };
+    use netdump_core::proto::CpuState;
 
     fn crash(crashing_cpu: u16) -> CrashNote {
         CrashNote {
@@ -473,6 +476,42 @@ mod tests {
             assert_pr_reg_in_abi_order(note.desc, &expected[usize::from(cpu)]);
             assert!(note.desc[328..].iter().all(|b| *b == 0), "pr_fpvalid and padding");
         }
+    }
+
+    /// SMP: CPU 2 crashed, 0 and 1 were stopped, 3 did not answer the stop NMI (its
+    /// record is absent). gdb's threads follow the notes: the crashing CPU first, then
+    /// the others by index, each with `pr_pid` = index + 1; CPU 3's registers are zero.
+    #[test]
+    fn a_cpu_that_did_not_answer_keeps_its_note_with_zero_registers() {
+        let layout = VmcoreLayout::new(4, crash(2), &ranges()).unwrap();
+        let mut file = layout.headers();
+        for cpu in 0..4u16 {
+            let record = if cpu == 3 {
+                RegisterRecord::absent(3, CpuState::NoAnswer, Some(3))
+            } else {
+                let mut r = sample_regs(u64::from(cpu));
+                r.set_state(if cpu == 2 { CpuState::Crashed } else { CpuState::Stopped });
+                r.set_apic_id(u32::from(cpu));
+                r
+            };
+            let at = layout.prstatus_offset(cpu).unwrap() as usize;
+            file[at..at + PRSTATUS_LEN].copy_from_slice(&layout.prstatus(cpu, Some(&record)));
+        }
+        let notes = Core::new(&file).notes();
+        assert_eq!(notes.len(), 6);
+        assert!(notes[..4].iter().all(|n| (n.name, n.note_type) == (&b"CORE"[..], NT_PRSTATUS)));
+        let pids: Vec<u32> = notes[..4].iter().map(|n| pr_pid(n.desc)).collect();
+        assert_eq!(pids, [3, 1, 2, 4]);
+        for (note, cpu) in notes[..3].iter().zip([2u64, 0, 1]) {
+            let r = sample_regs(cpu);
+            assert_eq!(pr_reg_named(note.desc, "rip"), r.rip, "rip of CPU {cpu}");
+            assert_eq!(pr_reg_named(note.desc, "rsp"), r.rsp, "rsp of CPU {cpu}");
+            assert_eq!(pr_reg_named(note.desc, "rax"), r.rax, "rax of CPU {cpu}");
+        }
+        assert!((0..27).all(|i| pr_reg(notes[3].desc, i) == 0), "CPU 3 has no registers");
+        // The signal is the crashing CPU's only.
+        assert_eq!(u16::from_le_bytes([notes[0].desc[12], notes[0].desc[13]]), 11);
+        assert!(notes[1..4].iter().all(|n| n.desc[12..14] == [0, 0]));
     }
 
     #[test]

@@ -97,6 +97,11 @@ fn a_dump_sent_out_of_order_with_duplicates_becomes_a_verified_vmcore() {
     assert_eq!(info["packets_received"], stream.len());
     assert_eq!(info["duplicate_packets"], (sends.len() - stream.len()) as u64);
     assert_eq!(info["registers_received"], 2);
+    assert_eq!(info["missing_cpus"], serde_json::json!([]));
+    assert_eq!(
+        (info["cpus"][1]["crashed"].as_bool(), info["cpus"][1]["state"].as_str()),
+        (Some(true), Some("unknown"))
+    );
     assert_eq!(info["zero_pages_skipped"], m.zero_pages());
     assert_eq!(info["pages"], (0x9000 + 0x18000) / PAGE - m.zero_pages());
     assert_eq!(info["crc"]["verified"], true);

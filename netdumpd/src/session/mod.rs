@@ -521,13 +521,15 @@ impl Session {
             self.status_reason = self.verified_reason(finish);
             self.end(now);
             let secs = self.duration().as_secs_f64();
+            // One line, whatever the CPU count: the log's line budget is per line.
             tracing::info!(
                 client = %self.client.name,
                 dir = self.dir_name().unwrap_or(""),
                 bytes = self.counts.data_bytes,
                 seconds = format_args!("{secs:.2}"),
                 mb_s = format_args!("{:.1}", self.throughput_mb_s()),
-                "dump complete"
+                "dump complete{}",
+                self.missing_cpus_note()
             );
         } else {
             self.fail(status, why, now);
@@ -599,7 +601,13 @@ impl Session {
     }
 
     fn fail(&mut self, answer: FinishStatus, why: String, now: Instant) {
-        tracing::warn!(client = %self.client.name, dir = self.dir_name().unwrap_or(""), reason = ?why, "dump incomplete");
+        tracing::warn!(
+            client = %self.client.name,
+            dir = self.dir_name().unwrap_or(""),
+            reason = ?why,
+            "dump incomplete{}",
+            self.missing_cpus_note()
+        );
         self.phase = Phase::Failed { answer };
         self.status_reason = why;
         self.end(now);
@@ -643,14 +651,23 @@ impl Session {
         self.write_info();
     }
 
+    /// What the log line of an ended dump adds about CPUs without registers:
+    /// `; cpus without registers: 3 (no_answer)`, or nothing when every CPU's arrived.
+    /// The state names are the server's own (or `unknown_<code>`), never client text.
+    fn missing_cpus_note(&self) -> String {
+        let cpus = self.registers.cpus(self.crash.crashing_cpu, self.crash.cpu_count);
+        registers::missing_note(&cpus).map(|m| format!("; cpus without registers: {m}")).unwrap_or_default()
+    }
+
     /// `registers`: every CPU's record as text, the crashing CPU first, so that a dump
-    /// without a vmcore still shows them (and analysis can symbolize `rip`).
+    /// without a vmcore still shows them (and analysis can symbolize `rip`); a CPU
+    /// without registers gets a line saying why. Not written when no record arrived.
     fn write_registers(&self) {
         let Some(o) = &self.output else { return };
-        let text = self.registers.text(self.crash.crashing_cpu, self.crash.cpu_count);
-        if text.is_empty() {
+        if self.registers.complete_count() == 0 {
             return;
         }
+        let text = self.registers.text(self.crash.crashing_cpu, self.crash.cpu_count);
         if let Err(e) = crate::files::write_atomic(&o.dir.path().join(REGISTERS), text.as_bytes()) {
             tracing::error!(dir = %o.dir.path().display(), "cannot write {REGISTERS}: {e}");
         }

@@ -1,7 +1,9 @@
 //! The REGISTERS section reassembled from DATA packets that may split a record
 //! anywhere, and the records as the `registers` text file shows them.
 
-use netdump_core::proto::{REGISTER_RECORD_LEN, RegisterRecord};
+use netdump_core::proto::{CpuState, REGISTER_RECORD_LEN, RegisterRecord};
+
+use crate::info::{CpuInfo, NOT_RECEIVED, hex64};
 
 /// Reassembles the REGISTERS section, whose packets may split a record anywhere.
 #[derive(Debug, Clone)]
@@ -45,22 +47,90 @@ impl RegisterAssembler {
     pub(super) fn complete_count(&self) -> u16 {
         self.complete.iter().filter(|c| **c).count() as u16
     }
-    /// Every complete record as text, the crashing CPU first (the `registers` file).
+
+    /// CPU `cpu`'s record, once all of it arrived.
+    pub(super) fn received(&self, cpu: u16) -> Option<RegisterRecord> {
+        self.complete.get(usize::from(cpu)).filter(|c| **c)?;
+        self.record(cpu)
+    }
+
+    /// What `info.json` says of each of the `cpu_count` announced CPUs, in index order.
+    pub(super) fn cpus(&self, crashing: u16, cpu_count: u16) -> Vec<CpuInfo> {
+        (0..cpu_count)
+            .map(|index| {
+                let record = self.received(index);
+                let valid = record.filter(|r| r.is_valid());
+                CpuInfo {
+                    index,
+                    apic_id: record.and_then(|r| r.apic_id()),
+                    state: record.map_or_else(|| NOT_RECEIVED.to_string(), |r| state_name(&r)),
+                    registers: valid.is_some(),
+                    rip: valid.map(|r| hex64(r.rip)),
+                    crashed: index == crashing,
+                }
+            })
+            .collect()
+    }
+
+    /// Every CPU's record as text, the crashing CPU first (the `registers` file). A CPU
+    /// without registers gets one line saying why: its state, or `not_received`.
     pub(super) fn text(&self, crashing: u16, cpu_count: u16) -> String {
         let order = std::iter::once(crashing).chain((0..cpu_count).filter(|c| *c != crashing));
         let mut text = String::new();
         for cpu in order {
-            let Some(r) = self.complete.get(usize::from(cpu)).filter(|c| **c).and(self.record(cpu)) else {
+            let record = self.received(cpu);
+            let mut notes: Vec<String> =
+                record.and_then(|r| r.apic_id()).map(|id| format!("apic {id}")).into_iter().collect();
+            if cpu == crashing {
+                notes.push("crashing".into());
+            }
+            let valid = record.filter(|r| r.is_valid());
+            if let Some(r) = valid {
+                // The crashing CPU's state says what "crashing" says, unless it says more.
+                if cpu != crashing || !matches!(r.state(), Some(CpuState::Crashed | CpuState::Unknown)) {
+                    notes.push(state_name(&r));
+                }
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
+            let Some(r) = valid else {
+                let why = record.map_or_else(|| NOT_RECEIVED.to_string(), |r| state_name(&r));
+                text.push_str(&format!("cpu {cpu}{notes}: no registers ({why})\n"));
                 continue;
             };
-            let mark = if cpu == crashing { " (crashing)" } else { "" };
-            text.push_str(&format!("cpu {cpu}{mark}\n"));
+            text.push_str(&format!("cpu {cpu}{notes}\n"));
             for (name, v) in named_registers(&r) {
                 text.push_str(&format!("  {name:<8} {v:#018x}\n"));
             }
         }
         text
     }
+}
+
+/// The name of a record's CPU state: [`CpuState::name`], or `unknown_<code>` for a code
+/// this server does not know.
+pub(super) fn state_name(r: &RegisterRecord) -> String {
+    match r.state() {
+        Some(state) => state.name().to_string(),
+        None => format!("unknown_{}", r.state_code()),
+    }
+}
+
+/// The CPUs without registers and why, for the log: `3 (no_answer), 5-63 (not_received)`
+/// (consecutive CPUs in the same state as one range, so that the line stays short when
+/// a dump ended before the REGISTERS section); `None` when every CPU's arrived.
+pub(super) fn missing_note(cpus: &[CpuInfo]) -> Option<String> {
+    let mut runs: Vec<(u16, u16, &str)> = Vec::new();
+    for c in cpus.iter().filter(|c| !c.registers) {
+        match runs.last_mut() {
+            Some((_, last, state)) if *last + 1 == c.index && *state == c.state => *last = c.index,
+            _ => runs.push((c.index, c.index, &c.state)),
+        }
+    }
+    let run = |(first, last, state): (u16, u16, &str)| {
+        if last > first { format!("{first}-{last} ({state})") } else { format!("{first} ({state})") }
+    };
+    let runs: Vec<String> = runs.into_iter().map(run).collect();
+    (!runs.is_empty()).then(|| runs.join(", "))
 }
 
 /// The registers of a record with their x86_64 names, in wire order.

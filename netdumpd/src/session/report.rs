@@ -33,6 +33,7 @@ impl Session {
             memory_incomplete: f.flags & FINISH_MEMORY_INCOMPLETE != 0,
             result: status.name(),
         });
+        let cpus = self.registers.cpus(c.crashing_cpu, c.cpu_count);
         DumpInfo {
             status: self.status(),
             status_reason: self.status_reason.clone(),
@@ -66,6 +67,8 @@ impl Session {
             log_bytes_announced: c.log_len,
             log_bytes: self.counts.log_bytes,
             registers_received: self.registers.complete_count(),
+            missing_cpus: cpus.iter().filter(|c| !c.registers).map(|c| c.index).collect(),
+            cpus,
             memory_bytes: self.counts.memory_bytes,
             pages: self.counts.memory_bytes / page_size,
             zero_pages_skipped: self.finish.map(|(_, f, _)| f.zero_pages).unwrap_or(0),

@@ -5,8 +5,10 @@ use crate::core_reader::{Core, pr_pid, pr_reg};
 use crate::dumpdir::{EXTRA, INFO, LOG};
 use crate::test_dir::TestDir;
 use netdump_core::proto::{
-    AddressTable, Crash, CrashKind, FINISH_MEMORY_SKIPPED, REGISTERS_VALID, RangeTable, RegisterRecord,
+    AddressTable, CPU_STATE_SHIFT, CpuState, Crash, CrashKind, FINISH_MEMORY_SKIPPED, REGISTERS_VALID, RangeTable,
+    RegisterRecord,
 };
+use serde_json::json;
 use std::net::Ipv4Addr;
 
 const COOKIE: u64 = 0x1234_5678_9abc_def0;
@@ -39,12 +41,16 @@ fn ranges() -> Vec<MemoryRange> {
 }
 
 fn crash(cpu_count: u16) -> CrashAnnouncement {
+    crash_on(cpu_count, 0)
+}
+
+fn crash_on(cpu_count: u16, crashing_cpu: u16) -> CrashAnnouncement {
     let ranges = ranges();
     let wire = Crash {
         kind: CrashKind::Panic,
         vector: 0,
         cpu_count,
-        crashing_cpu: 0,
+        crashing_cpu,
         error_code: 0,
         fault_address: 0,
         page_size: PAGE as u32,
@@ -57,6 +63,10 @@ fn crash(cpu_count: u16) -> CrashAnnouncement {
 }
 
 fn start(dir: &TestDir, verdict: Verdict) -> Session {
+    start_crash(dir, verdict, crash(2))
+}
+
+fn start_crash(dir: &TestDir, verdict: Verdict, crash: CrashAnnouncement) -> Session {
     let c = client();
     let req = StartRequest {
         cookie: COOKIE,
@@ -68,7 +78,7 @@ fn start(dir: &TestDir, verdict: Verdict) -> Session {
         now: Instant::now(),
         dir: None,
     };
-    Session::start(req, crash(2))
+    Session::start(req, crash)
 }
 
 /// One DATA packet: its payload (sub-header + data) as the wire carries it.
@@ -99,7 +109,8 @@ fn page(tag: u8) -> Vec<u8> {
     (0..PAGE).map(|i| (i as u8) ^ tag).collect()
 }
 
-fn registers(cpu: u64) -> Vec<u8> {
+/// A captured record of CPU `cpu` as a client without CPU states sends it (flags = 1).
+fn record(cpu: u64) -> RegisterRecord {
     RegisterRecord {
         rip: 0xffff_ffff_8000_0000 + cpu,
         rsp: 0x7000 + cpu,
@@ -108,8 +119,42 @@ fn registers(cpu: u64) -> Vec<u8> {
         flags: REGISTERS_VALID,
         ..Default::default()
     }
-    .to_bytes()
-    .to_vec()
+}
+
+fn registers(cpu: u64) -> Vec<u8> {
+    record(cpu).to_bytes().to_vec()
+}
+
+/// A captured record of an SMP client: its state and APIC id in `flags`.
+fn smp_record(cpu: u64, state: CpuState, apic_id: u32) -> RegisterRecord {
+    let mut r = record(cpu);
+    r.set_state(state);
+    r.set_apic_id(apic_id);
+    r
+}
+
+/// The REGISTERS section of `records`, one DATA packet per record at `cpu × 256`, from
+/// `seq` 0. A CPU not listed is never sent.
+fn register_packets(records: &[RegisterRecord]) -> Vec<Packet> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(seq, r)| Packet::new(seq as u32, Section::Registers, r.cpu * 256, r.to_bytes().to_vec()))
+        .collect()
+}
+
+/// Sends `packets` and a FINISH that covers them: the dump is verified.
+fn send_and_finish(s: &mut Session, packets: &[Packet]) {
+    for p in packets {
+        assert_eq!(p.send(s, 0).dropped, None, "seq {}", p.seq);
+    }
+    let answer = s.on_finish(peer(), packets.len() as u32, &finish_for(packets), AfterDump::Halt, Instant::now());
+    assert_eq!(answer.unwrap().status, FinishStatus::Verified);
+}
+
+/// The header lines of a `registers` file (those that do not hold a register).
+fn register_headers(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("cpu ")).collect()
 }
 
 /// A whole dump: log, registers (split mid-record), two memory pages, extra.
@@ -157,6 +202,10 @@ fn a_crash_opens_a_directory_with_a_sparse_vmcore_and_receiving_info() {
     assert_eq!(info["memory_size"], 0x30000);
     assert_eq!(info["client"]["mac"], "02:00:00:00:00:01");
     assert_eq!(info["decision"]["verdict"], "dump_all");
+    // No register record yet: every CPU is listed, none has registers.
+    assert_eq!(info["cpus"][0]["state"], "not_received");
+    assert_eq!(info["cpus"][1]["crashed"], false);
+    assert_eq!(info["missing_cpus"], json!([0, 1]));
 }
 
 #[test]
@@ -194,6 +243,7 @@ fn out_of_order_data_with_duplicates_verifies_and_publishes_the_vmcore() {
     assert_eq!(info["crc"]["expected"], info["crc"]["computed"]);
     assert_eq!(info["duplicate_packets"], 3);
     assert_eq!(info["registers_received"], 2);
+    assert_eq!(info["missing_cpus"], json!([]));
     assert_eq!(info["pages"], 3);
     assert_eq!(info["zero_pages_skipped"], 40);
     assert_eq!(info["log_bytes"], 100);
@@ -452,7 +502,7 @@ fn skip_memory_keeps_log_and_registers_and_refuses_memory() {
     let regs = std::fs::read_to_string(dump_path(&s).join(REGISTERS)).unwrap();
     assert!(regs.starts_with("cpu 0 (crashing)\n"), "{regs}");
     assert!(regs.contains("rip      0xffffffff80000000"), "{regs}");
-    assert!(regs.contains("cpu 1\n"), "{regs}");
+    assert!(regs.contains("cpu 1 (unknown)\n"), "{regs}");
     assert!(std::fs::metadata(dump_path(&s).join(LOG)).unwrap().len() > 0);
     assert!(s.take_end_event(), "the end is reported once");
     assert!(!s.take_end_event());
@@ -561,4 +611,165 @@ fn registers_split_anywhere_complete_each_record_once() {
     assert_eq!(r.write(u64::MAX, &[0]), None);
     assert_eq!(r.record(1).unwrap().rip, 0xffff_ffff_8000_0001);
     assert_eq!(r.complete_count(), 2);
+}
+
+/// The SMP case the vmcore must get right: CPU 2 crashed, 0 and 1 were stopped by its
+/// NMI, 3 did not answer (an absent record). Every CPU keeps its NT_PRSTATUS, the
+/// crashing one first, `pr_pid` = index + 1, and CPU 3's registers are zero.
+#[test]
+fn an_smp_dump_keeps_every_cpus_note_crashing_first_and_says_which_lack_registers() {
+    let dir = TestDir::new("session-smp-vmcore");
+    let mut s = start_crash(&dir, Verdict::DumpAll, crash_on(4, 2));
+    let records = [
+        smp_record(0, CpuState::Stopped, 0),
+        smp_record(1, CpuState::Stopped, 1),
+        smp_record(2, CpuState::Crashed, 2),
+        RegisterRecord::absent(3, CpuState::NoAnswer, Some(3)),
+    ];
+    // Not in index order: where a record lands depends on its offset only.
+    let packets = register_packets(&[records[3], records[1], records[2], records[0]]);
+    send_and_finish(&mut s, &packets);
+
+    let bytes = std::fs::read(dump_path(&s).join(VMCORE)).unwrap();
+    let notes = Core::new(&bytes).notes();
+    let prstatus: Vec<_> = notes.iter().filter(|n| n.name == b"CORE").collect();
+    assert_eq!(prstatus.iter().map(|n| pr_pid(n.desc)).collect::<Vec<_>>(), [3, 1, 2, 4]);
+    for (note, cpu) in prstatus[..3].iter().zip([2u64, 0, 1]) {
+        assert_eq!(pr_reg(note.desc, 16), 0xffff_ffff_8000_0000 + cpu, "rip of CPU {cpu}");
+        assert_eq!(pr_reg(note.desc, 19), 0x7000 + cpu, "rsp of CPU {cpu}");
+    }
+    assert!((0..27).all(|i| pr_reg(prstatus[3].desc, i) == 0), "CPU 3 has no registers");
+
+    let info = info_json(&s);
+    assert_eq!(info["registers_received"], 4, "whole records, valid or not");
+    assert_eq!(info["missing_cpus"], json!([3]));
+    assert_eq!(
+        info["cpus"],
+        json!([
+            {"index": 0, "apic_id": 0, "state": "stopped", "registers": true, "rip": "0xffffffff80000000", "crashed": false},
+            {"index": 1, "apic_id": 1, "state": "stopped", "registers": true, "rip": "0xffffffff80000001", "crashed": false},
+            {"index": 2, "apic_id": 2, "state": "crashed", "registers": true, "rip": "0xffffffff80000002", "crashed": true},
+            {"index": 3, "apic_id": 3, "state": "no_answer", "registers": false, "rip": null, "crashed": false},
+        ])
+    );
+
+    let regs = std::fs::read_to_string(dump_path(&s).join(REGISTERS)).unwrap();
+    assert_eq!(
+        register_headers(&regs),
+        [
+            "cpu 2 (apic 2, crashing)",
+            "cpu 0 (apic 0, stopped)",
+            "cpu 1 (apic 1, stopped)",
+            "cpu 3 (apic 3): no registers (no_answer)"
+        ],
+        "{regs}"
+    );
+    assert!(regs.starts_with("cpu 2 (apic 2, crashing)\n  rax      0x0000000000000002\n"), "{regs}");
+    assert!(regs.ends_with("cpu 3 (apic 3): no registers (no_answer)\n"), "{regs}");
+    assert_eq!(s.missing_cpus_note(), "; cpus without registers: 3 (no_answer)");
+}
+
+/// A state code this server does not know is shown by its number; a record that never
+/// arrived (the dump was aborted first) is `not_received`. The CPUs are listed while the
+/// dump is received too: the periodic rewrite of `info.json` has them.
+#[test]
+fn cpus_show_unknown_state_codes_and_records_never_received() {
+    let dir = TestDir::new("session-smp-states");
+    let mut s = start_crash(&dir, Verdict::DumpAll, crash_on(4, 0));
+    let mut strange = smp_record(1, CpuState::Stopped, 5);
+    strange.flags = (strange.flags & !(0xff << CPU_STATE_SHIFT)) | (0x2a << CPU_STATE_SHIFT);
+    let records = [
+        smp_record(0, CpuState::Crashed, 0),
+        strange,
+        RegisterRecord::absent(2, CpuState::Offline, None),
+        // CPU 3's record never comes.
+    ];
+    for p in register_packets(&records) {
+        assert_eq!(p.send(&mut s, 0).dropped, None);
+    }
+    let expected = json!([
+        {"index": 0, "apic_id": 0, "state": "crashed", "registers": true, "rip": "0xffffffff80000000", "crashed": true},
+        {"index": 1, "apic_id": 5, "state": "unknown_42", "registers": true, "rip": "0xffffffff80000001", "crashed": false},
+        {"index": 2, "apic_id": null, "state": "offline", "registers": false, "rip": null, "crashed": false},
+        {"index": 3, "apic_id": null, "state": "not_received", "registers": false, "rip": null, "crashed": false},
+    ]);
+    s.refresh_info(s.started + Duration::from_secs(5), Duration::from_secs(5));
+    let info = info_json(&s);
+    assert_eq!(info["status"], "receiving");
+    assert_eq!(info["cpus"], expected);
+    assert_eq!(info["missing_cpus"], json!([2, 3]));
+
+    s.on_abort(peer(), abort_reason::NIC_ERROR, b"", Instant::now()).unwrap();
+    let info = info_json(&s);
+    assert_eq!(info["status"], "incomplete");
+    assert_eq!(info["cpus"], expected);
+    assert_eq!(info["missing_cpus"], json!([2, 3]));
+    assert_eq!((info["registers_received"].as_u64(), info["cpu_count"].as_u64()), (Some(3), Some(4)));
+
+    let regs = std::fs::read_to_string(dump_path(&s).join(REGISTERS)).unwrap();
+    assert_eq!(
+        register_headers(&regs),
+        [
+            "cpu 0 (apic 0, crashing)",
+            "cpu 1 (apic 5, unknown_42)",
+            "cpu 2: no registers (offline)",
+            "cpu 3: no registers (not_received)"
+        ],
+        "{regs}"
+    );
+    assert_eq!(s.missing_cpus_note(), "; cpus without registers: 2 (offline), 3 (not_received)");
+}
+
+/// A single-CPU client that predates CPU states sends flags = 1: one CPU, state
+/// `unknown`, with registers; the `registers` file reads as it always did.
+#[test]
+fn an_old_single_cpu_record_is_one_cpu_in_state_unknown_with_registers() {
+    let dir = TestDir::new("session-old-client");
+    let mut s = start_crash(&dir, Verdict::DumpAll, crash_on(1, 0));
+    assert_eq!(record(0).flags, 1);
+    send_and_finish(&mut s, &register_packets(&[record(0)]));
+    let info = info_json(&s);
+    assert_eq!(
+        info["cpus"],
+        json!([{"index": 0, "apic_id": null, "state": "unknown", "registers": true, "rip": "0xffffffff80000000", "crashed": true}])
+    );
+    assert_eq!(info["missing_cpus"], json!([]));
+    assert_eq!(info["registers_received"], 1);
+    let regs = std::fs::read_to_string(dump_path(&s).join(REGISTERS)).unwrap();
+    assert_eq!(register_headers(&regs), ["cpu 0 (crashing)"], "{regs}");
+    assert_eq!(s.missing_cpus_note(), "", "nothing to add to the log line");
+}
+
+/// The crashing CPU is first whether its registers came or not; without them it says
+/// why, and a state that adds to "crashing" is shown beside it.
+#[test]
+fn the_crashing_cpu_is_first_in_the_registers_file_with_or_without_registers() {
+    let mut r = RegisterAssembler::new(2);
+    r.write(256, &smp_record(1, CpuState::Stopped, 1).to_bytes()).unwrap();
+    assert_eq!(
+        register_headers(&r.text(0, 2)),
+        ["cpu 0 (crashing): no registers (not_received)", "cpu 1 (apic 1, stopped)"]
+    );
+    r.write(0, &RegisterRecord::absent(0, CpuState::Unknown, Some(0)).to_bytes()).unwrap();
+    assert_eq!(
+        register_headers(&r.text(0, 2)),
+        ["cpu 0 (apic 0, crashing): no registers (unknown)", "cpu 1 (apic 1, stopped)"]
+    );
+    r.write(0, &smp_record(0, CpuState::Panicked, 0).to_bytes()).unwrap();
+    assert_eq!(register_headers(&r.text(0, 2)), ["cpu 0 (apic 0, crashing, panicked)", "cpu 1 (apic 1, stopped)"]);
+    r.write(0, &smp_record(0, CpuState::Crashed, 0).to_bytes()).unwrap();
+    assert_eq!(register_headers(&r.text(0, 2))[0], "cpu 0 (apic 0, crashing)");
+}
+
+#[test]
+fn the_log_note_groups_consecutive_cpus_in_one_state() {
+    let mut r = RegisterAssembler::new(64);
+    r.write(3 * 256, &RegisterRecord::absent(3, CpuState::NoAnswer, None).to_bytes()).unwrap();
+    r.write(4 * 256, &smp_record(4, CpuState::Stopped, 4).to_bytes()).unwrap();
+    let cpus = r.cpus(4, 64);
+    assert_eq!(
+        registers::missing_note(&cpus).as_deref(),
+        Some("0-2 (not_received), 3 (no_answer), 5-63 (not_received)")
+    );
+    assert_eq!(registers::missing_note(&cpus[4..5]), None);
 }
