@@ -138,6 +138,9 @@ impl CpuState {
 }
 
 impl RegisterRecord {
+    /// All zero: no registers, no CPU state (for preallocated record arrays).
+    pub const EMPTY: Self = Self::from_words([0; 32]);
+
     /// The 32 words in wire order.
     pub fn to_words(&self) -> [u64; 32] {
         [
@@ -177,7 +180,7 @@ impl RegisterRecord {
     }
 
     /// A record from its 32 words in wire order.
-    pub fn from_words(a: [u64; 32]) -> Self {
+    pub const fn from_words(a: [u64; 32]) -> Self {
         let [
             rax,
             rbx,
