@@ -9,7 +9,8 @@
 //! machines, the SACK window), [`config`] (what the integrator configures, shared by the
 //! client and netconsole), [`cpus`] (the crash election and every other CPU stopped by
 //! NMI, their registers in the dump), [`log`] (console ring), [`netconsole`] (console lines as UDP
-//! syslog), [`civil`] (the UTC calendar), [`memory`], [`clock`], and
+//! syslog), [`civil`] (the UTC calendar), `crypto` (feature `encryption`: the Noise
+//! handshake and per-packet AEAD of encrypted dumps), [`memory`], [`clock`], and
 //! [`arch`] (x86_64 register capture, TSC clock, RDRAND). `unsafe` is denied here and
 //! allowed only in `arch` and [`crash_cell`].
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
@@ -23,6 +24,8 @@ pub mod clock;
 pub mod config;
 pub mod cpus;
 pub mod crash_cell;
+#[cfg(feature = "encryption")]
+pub mod crypto;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod log;
