@@ -159,7 +159,9 @@ pub struct BootInfo {
     /// Physical address of the ACPI RSDP, if the loader reported one.
     pub rsdp: Option<u64>,
     /// RAM pages that are deliberately not mapped, sorted: the guard page below each of
-    /// the runtime's stacks. Touching one page-faults; a memory dump must skip them.
+    /// the runtime's stacks, for every CPU in [`crate::smp::cpus`] (six per CPU: its
+    /// kernel stack and its five IST stacks), whether or not the APs are ever started.
+    /// Touching one page-faults; a memory dump must skip them.
     pub unmapped_pages: &'static [u64],
 }
 
@@ -235,7 +237,7 @@ static BOOT_INFO: BootCell<BootInfo> = BootCell::new(BootInfo {
 static CMDLINE: BootCell<[u8; CMDLINE_CAPACITY]> = BootCell::new([0; CMDLINE_CAPACITY]);
 static MEMORY_MAP: BootCell<[MemoryRegion; MEMORY_MAP_CAPACITY]> =
     BootCell::new([MemoryRegion { start: 0, size: 0, kind: MemoryKind::Reserved }; MEMORY_MAP_CAPACITY]);
-static UNMAPPED_PAGES: BootCell<[u64; stacks::GUARD_PAGE_COUNT]> = BootCell::new([0; stacks::GUARD_PAGE_COUNT]);
+static UNMAPPED_PAGES: BootCell<[u64; stacks::MAX_GUARD_PAGES]> = BootCell::new([0; stacks::MAX_GUARD_PAGES]);
 
 unsafe extern "C" {
     /// First byte of the image (`link.ld`).
@@ -244,10 +246,11 @@ unsafe extern "C" {
     static __kernel_end: u8;
 }
 
-/// Copies what the kernel needs out of `hvm_start_info` and returns the boot info.
+/// Copies what the kernel needs out of `hvm_start_info` and returns the boot info, whose
+/// `unmapped_pages` are `guard_pages`.
 ///
 /// Called once, by `rust_start`, before the kernel runs.
-pub(crate) fn init(start_info: &HvmStartInfo) -> &'static BootInfo {
+pub(crate) fn init(start_info: &HvmStartInfo, guard_pages: &stacks::GuardPages) -> &'static BootInfo {
     // SAFETY: boot is single-threaded and this runs once, before the kernel exists; no
     // reference to these statics has been handed out yet.
     let (info, cmdline_buf, map_buf, unmapped_buf) =
@@ -268,13 +271,14 @@ pub(crate) fn init(start_info: &HvmStartInfo) -> &'static BootInfo {
         println!("netdump-qemu-runtime: the loader reported no memory map");
     }
 
-    *unmapped_buf = stacks::guard_pages();
+    let guard_pages = guard_pages.as_slice();
+    unmapped_buf[..guard_pages.len()].copy_from_slice(guard_pages);
     *info = BootInfo {
         cmdline,
         memory_map: &map_buf[..map_len],
         kernel_image: PhysRange { start: (&raw const __kernel_start) as u64, end: (&raw const __kernel_end) as u64 },
         rsdp: (start_info.rsdp_paddr != 0).then_some(start_info.rsdp_paddr),
-        unmapped_pages: unmapped_buf,
+        unmapped_pages: &unmapped_buf[..guard_pages.len()],
     };
     info
 }
@@ -322,4 +326,12 @@ fn copy_memory_map(start_info: &HvmStartInfo, buf: &mut [MemoryRegion; MEMORY_MA
         kept += 1;
     }
     kept
+}
+
+/// The boot information [`init`] built. Only for code that runs after it (the kernel's
+/// calls into the runtime): before, it is the empty placeholder.
+pub(crate) fn get() -> &'static BootInfo {
+    // SAFETY: `BOOT_INFO` is written only by `init`, at boot on the boot CPU before the
+    // kernel's entry function (and so any caller of this) runs; read-only afterwards.
+    unsafe { &*BOOT_INFO.get() }
 }

@@ -8,19 +8,29 @@
 //! code carries DWARF CFI describing the frame, so gdb can backtrace from a handler
 //! through the exception into the code that faulted.
 //!
-//! Every vector runs on an IST stack: #DF, #PF and #GP each on their own, the others on a
-//! shared one. So a kernel stack overflow (a #PF on the guard page) still reaches the
-//! handler, and the red zone of the interrupted code (the precompiled `core` uses one) is
-//! not overwritten by the exception frame.
+//! Every vector runs on an IST stack of the CPU it happens on (the IDT is shared, each
+//! CPU's TSS points the slots at its own stacks): #DF, #PF and #GP each on their own, the
+//! others on a shared one. So a kernel stack overflow (a #PF on the guard page) still
+//! reaches the handler, and the red zone of the interrupted code (the precompiled `core`
+//! uses one) is not overwritten by the exception frame.
+//!
+//! Vector 2 (NMI) is the exception: it has an entry of its own (`nmi_entry` below) on
+//! its own IST stack that saves the same [`ExceptionFrame`] plus the SSE state, calls
+//! the handler registered with [`set_nmi_handler`], and returns to the interrupted code
+//! with `iretq`, every register as it was. Without a handler it goes where every other
+//! vector goes.
 
 use core::arch::global_asm;
 use core::fmt;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use netdump_core::arch::x86_64::{Exception, exception_name};
 use x86_64::VirtAddr;
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
 use x86_64::structures::idt::{Entry, HandlerFunc, InterruptDescriptorTable};
 
+use crate::smp::{self, MAX_CPUS};
 use crate::{BootCell, console, exit, gdt, println};
 
 /// The registers at the time of a CPU exception, as the entry code saved them.
@@ -149,6 +159,12 @@ exception_stub_\vector:
     .cfi_rel_offset \register, 0
     .endm
 
+    .macro pop_register register
+    popq \register
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore \register
+    .endm
+
     /* On entry: vector, error code, then the CPU's rip, cs, rflags, rsp, ss. The CFA is
        the address above ss; the interrupted rip and rsp are saved in the frame. */
     .balign 16
@@ -187,6 +203,80 @@ exception_common:
     ud2
     .cfi_endproc
     .size exception_common, . - exception_common
+
+    /* NMI: returnable. On entry the CPU's rip, cs, rflags, rsp, ss (NMIs are blocked until
+       the iretq). Builds the same frame as exception_common (error code 0, vector 2, cr2,
+       the general registers), saves the x87/SSE state below it (the handler is Rust code,
+       which uses SSE), calls nmi_dispatch, and restores all of it. */
+    .balign 16
+    .type nmi_entry, @function
+nmi_entry:
+    .cfi_startproc simple
+    .cfi_signal_frame
+    .cfi_def_cfa %rsp, 40
+    .cfi_offset %rip, -40
+    .cfi_offset %rsp, -16
+    pushq $0                        /* error code */
+    .cfi_adjust_cfa_offset 8
+    pushq $2                        /* vector */
+    .cfi_adjust_cfa_offset 8
+    subq $8, %rsp                   /* cr2, filled in below */
+    .cfi_adjust_cfa_offset 8
+    push_register %r15
+    push_register %r14
+    push_register %r13
+    push_register %r12
+    push_register %r11
+    push_register %r10
+    push_register %r9
+    push_register %r8
+    push_register %rbp
+    push_register %rdi
+    push_register %rsi
+    push_register %rdx
+    push_register %rcx
+    push_register %rbx
+    push_register %rax
+    movq %cr2, %rax
+    movq %rax, 120(%rsp)
+    cld                             /* iretq restores the interrupted DF */
+    movq %rsp, %rdi                 /* &ExceptionFrame */
+    /* The CPU aligned the stack to 16 bytes before its 5 pushes; 18 more leave it at 8
+       mod 16, and 520 bytes of FXSAVE area (512, 16-byte aligned) make it 0 again. */
+    subq ${fxsave_area}, %rsp
+    .cfi_adjust_cfa_offset {fxsave_area}
+    fxsave64 (%rsp)
+    call {nmi_dispatch}
+    fxrstor64 (%rsp)
+    addq ${fxsave_area}, %rsp
+    .cfi_adjust_cfa_offset -{fxsave_area}
+    /* CR2 as on entry, whatever the handler did. */
+    movq 120(%rsp), %rax
+    movq %cr2, %rcx
+    cmpq %rax, %rcx
+    je 1f
+    movq %rax, %cr2
+1:
+    pop_register %rax
+    pop_register %rbx
+    pop_register %rcx
+    pop_register %rdx
+    pop_register %rsi
+    pop_register %rdi
+    pop_register %rbp
+    pop_register %r8
+    pop_register %r9
+    pop_register %r10
+    pop_register %r11
+    pop_register %r12
+    pop_register %r13
+    pop_register %r14
+    pop_register %r15
+    addq $24, %rsp                  /* cr2, vector, error code */
+    .cfi_adjust_cfa_offset -24
+    iretq
+    .cfi_endproc
+    .size nmi_entry, . - nmi_entry
     .popsection
 
     .pushsection .rodata.exception_stubs, "a", @progbits
@@ -197,16 +287,28 @@ netdump_qemu_runtime_exception_stubs:
     .irp vector, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
     .quad exception_stub_\vector
     .endr
+    .globl netdump_qemu_runtime_nmi_entry
+    .hidden netdump_qemu_runtime_nmi_entry
+netdump_qemu_runtime_nmi_entry:
+    .quad nmi_entry
     .popsection
 "#,
     dispatch = sym exception_dispatch,
+    nmi_dispatch = sym nmi_dispatch,
     error_code_vectors = const ERROR_CODE_VECTORS,
+    fxsave_area = const FXSAVE_AREA,
     options(att_syntax)
 );
+
+/// Stack bytes the NMI entry reserves for FXSAVE: the 512-byte area plus 8 that re-align
+/// the stack to 16 bytes (see the entry code).
+const FXSAVE_AREA: usize = 520;
 
 unsafe extern "C" {
     /// The entry stub of each vector, by vector number (defined above).
     static netdump_qemu_runtime_exception_stubs: [u64; 32];
+    /// The address of the NMI entry (defined above).
+    static netdump_qemu_runtime_nmi_entry: u64;
 }
 
 static IDT: BootCell<InterruptDescriptorTable> = BootCell::new(InterruptDescriptorTable::new());
@@ -214,8 +316,9 @@ static IDT: BootCell<InterruptDescriptorTable> = BootCell::new(InterruptDescript
 // The IDT is the hardware table: 256 entries of 16 bytes.
 const _: () = assert!(core::mem::size_of::<InterruptDescriptorTable>() == 256 * 16);
 
-/// Points vectors 0–31 at their stubs, on their IST stacks, and loads the IDT. Called once
-/// at boot, after the GDT (the entries take the current code segment).
+/// Points vectors 0–31 at their stubs (vector 2 at the NMI entry), on their IST stacks,
+/// and loads the IDT. Called once at boot, after the GDT (the entries take the current
+/// code segment).
 pub(crate) fn init() {
     // SAFETY: the stub table is immutable data defined in the assembly above.
     let stubs = unsafe { &netdump_qemu_runtime_exception_stubs };
@@ -224,23 +327,37 @@ pub(crate) fn init() {
     let entries = IDT.get().cast::<Entry<HandlerFunc>>();
     for (vector, &stub) in stubs.iter().enumerate() {
         let exception = u8::try_from(vector).ok().and_then(Exception::from_vector);
-        let stack = match exception {
-            Some(Exception::DoubleFault) => gdt::IST_DOUBLE_FAULT,
-            Some(Exception::GeneralProtection) => gdt::IST_GENERAL_PROTECTION,
-            Some(Exception::PageFault) => gdt::IST_PAGE_FAULT,
-            _ => gdt::IST_OTHER_EXCEPTION,
+        let (stub, stack) = match exception {
+            Some(Exception::DoubleFault) => (stub, gdt::IST_DOUBLE_FAULT),
+            Some(Exception::GeneralProtection) => (stub, gdt::IST_GENERAL_PROTECTION),
+            Some(Exception::PageFault) => (stub, gdt::IST_PAGE_FAULT),
+            // SAFETY: immutable data defined in the assembly above.
+            Some(Exception::NonMaskableInterrupt) => (unsafe { netdump_qemu_runtime_nmi_entry }, gdt::IST_NMI),
+            _ => (stub, gdt::IST_OTHER_EXCEPTION),
         };
         // SAFETY: the IDT is `repr(C)`, 256 entries of the same 16-byte `Entry` layout
         // (checked above), so `entries.add(vector)` for vector < 32 is entry `vector`;
-        // boot is single-threaded and the IDT is not loaded yet. The stub is a valid
-        // handler for `vector`: it handles the CPU's error code (or its absence) and never
-        // returns. `stack` is an IST slot the TSS fills with a dedicated stack.
+        // this runs at boot on the boot CPU alone and the IDT is not loaded yet. The stub
+        // is a valid handler for `vector`: it handles the CPU's error code (or its
+        // absence) and either never returns or (NMI) returns with `iretq` having restored
+        // every register. `stack` is an IST slot every CPU's TSS fills with a stack of
+        // that CPU's own.
         unsafe {
             (*entries.add(vector)).set_handler_addr(VirtAddr::new(stub)).set_stack_index(stack);
         }
     }
-    // SAFETY: the IDT is complete and is never written again.
-    unsafe { &*IDT.get() }.load();
+    load();
+}
+
+/// Loads the (shared) IDT on the running CPU: the boot CPU at boot, each AP as it starts.
+pub(crate) fn load() {
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<InterruptDescriptorTable>() - 1) as u16,
+        base: VirtAddr::from_ptr(IDT.get()),
+    };
+    // SAFETY: `IDT` is a static holding a complete table (built by `init` before anything
+    // calls this), valid for good; only its address is taken here, no reference.
+    unsafe { lidt(&pointer) };
 }
 
 /// Makes page faults run on the interrupted code's stack instead of their own IST stack,
@@ -250,21 +367,41 @@ pub(crate) fn init() {
 ///
 /// Every exception here is fatal, so the interrupted code's red zone, which the #PF frame
 /// may overwrite, is never returned to.
+///
+/// The IDT is shared: this applies to every CPU.
 pub fn deliver_page_faults_on_the_interrupted_stack() {
-    // SAFETY: the runtime runs one CPU with interrupts off, and this thread is not inside
-    // an exception, so nothing reads the IDT entry while it is rewritten; the entry stays
-    // a valid gate for the same stub (`set_handler_addr` only clears the IST index).
-    // This is the one write to the IDT after boot (see `BootCell`).
+    let entry = IDT.get().cast::<Entry<HandlerFunc>>().wrapping_add(usize::from(Exception::PageFault.vector()));
+    // SAFETY: `entry` is the #PF entry of the IDT (256 16-byte entries, see `init`), a
+    // valid `Entry` since boot; reading a copy creates no reference to the static.
+    let mut updated = unsafe { entry.read() };
+    // SAFETY: the stub table is immutable data defined in the assembly above; the stub
+    // is the #PF stub the entry already points at, and the current code segment (which
+    // `set_handler_addr` records) is the runtime's kernel code segment on every CPU.
     unsafe {
         let stub = netdump_qemu_runtime_exception_stubs[usize::from(Exception::PageFault.vector())];
-        (*IDT.get()).page_fault.set_handler_addr(VirtAddr::new(stub));
+        updated.set_handler_addr(VirtAddr::new(stub));
     }
+    // Only the IST index (bits 0-2 of the options word, in the entry's first 8 bytes)
+    // differs from what the IDT holds: store those 8 bytes at once, so that another CPU's
+    // hardware reading the entry meanwhile (a page fault there) sees the old or the new
+    // gate for the same stub, never a mix.
+    // SAFETY: `updated` is a 16-byte `repr(C)` entry, so its first 8 bytes are readable.
+    let first_half = unsafe { (&raw const updated).cast::<u64>().read_unaligned() };
+    // SAFETY: the IDT is 16-byte aligned (`InterruptDescriptorTable` is `align(16)`), so
+    // the entry's first 8 bytes are an aligned `u64`, valid for good (a static). The only
+    // other software access to the IDT after boot is `load`, which takes its address and
+    // never reads it; the hardware reads it. This is the one write to the IDT after boot
+    // (see `BootCell`).
+    unsafe { AtomicU64::from_ptr(entry.cast::<u64>()) }.store(first_half, Ordering::Release);
 }
 
 /// The kernel's handler, a `fn(&ExceptionFrame) -> !`, or null for the default.
 static HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-/// Exceptions being handled; more than one means the handler itself faulted.
-static DEPTH: AtomicU32 = AtomicU32::new(0);
+/// The kernel's NMI handler, a `fn(&ExceptionFrame)`, or null for the default.
+static NMI_HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// Exceptions being handled, per CPU index; more than one means the handler itself
+/// faulted on that CPU. (An exception on one CPU says nothing about another's.)
+static DEPTH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 /// Registers the function every CPU exception (vectors 0–31) is handed to.
 ///
@@ -272,14 +409,40 @@ static DEPTH: AtomicU32 = AtomicU32::new(0);
 /// return. If it faults itself, the runtime prints the second frame and exits QEMU with
 /// [`EXIT_FAILURE`](crate::EXIT_FAILURE) instead of calling it again. Without one, the
 /// runtime prints the frame and exits with `EXIT_FAILURE`.
+///
+/// Every CPU's exceptions go to it; the nested-fault detection counts per CPU, so an
+/// exception on one CPU while another is in the handler reaches the handler too.
+/// Vector 2 (NMI) reaches it only while no NMI handler is registered
+/// ([`crate::smp::set_nmi_handler`]).
 pub fn set_exception_handler(handler: fn(&ExceptionFrame) -> !) {
     HANDLER.store(handler as *mut (), Ordering::Release);
+}
+
+/// See [`crate::smp::set_nmi_handler`].
+pub(crate) fn set_nmi_handler(handler: fn(&ExceptionFrame)) {
+    NMI_HANDLER.store(handler as *mut (), Ordering::Release);
+}
+
+/// Called by the NMI entry with the saved frame; returning resumes the interrupted code.
+extern "C" fn nmi_dispatch(frame: &ExceptionFrame) {
+    let handler = NMI_HANDLER.load(Ordering::Acquire);
+    if handler.is_null() {
+        // As before NMIs had their own entry: a fatal exception like any other.
+        exception_dispatch(frame);
+    }
+    // SAFETY: the only non-null value ever stored in NMI_HANDLER is a
+    // `fn(&ExceptionFrame)` cast to a pointer in `set_nmi_handler`; function and data
+    // pointers have the same representation on x86_64.
+    let handler = unsafe { core::mem::transmute::<*mut (), fn(&ExceptionFrame)>(handler) };
+    handler(frame);
 }
 
 /// Called by the entry code with the saved frame.
 extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
     console::enter_crash_mode();
-    match DEPTH.fetch_add(1, Ordering::AcqRel) {
+    // `cpu_index` is below MAX_CPUS; `min` keeps the indexing obviously in bounds.
+    let depth = &DEPTH[smp::cpu_index().min(MAX_CPUS - 1)];
+    match depth.fetch_add(1, Ordering::AcqRel) {
         0 => {
             let handler = HANDLER.load(Ordering::Acquire);
             if handler.is_null() {

@@ -5,7 +5,8 @@
 //! The runtime takes the CPU from the 32-bit PVH entry to 64-bit Rust with an identity
 //! map of the first 4 GiB, SSE enabled, a guarded stack, a GDT/TSS and an IDT whose
 //! exception handlers run on their own stacks, then calls the kernel's entry function
-//! (see [`entry!`]) with a [`BootInfo`].
+//! (see [`entry!`]) with a [`BootInfo`]. The kernel may then start the other CPUs the
+//! ACPI MADT lists and register a returnable NMI handler ([`smp`]).
 //!
 //! See `README.md` next to this crate for what a kernel's `build.rs` and `main.rs` need.
 #![no_std]
@@ -20,6 +21,7 @@ mod mem;
 mod paging;
 mod pvh;
 mod serial;
+pub mod smp;
 mod stacks;
 
 pub use boot_info::{
@@ -61,18 +63,28 @@ macro_rules! entry {
     };
 }
 
-/// Interior mutability for the runtime's statics (page tables, GDT, TSS, stacks, the boot
-/// information).
+/// Interior mutability for the runtime's statics (page tables, GDTs, TSSs, stacks, the
+/// CPU list, the boot information).
 ///
-/// Each one is written only on the single boot CPU, before the kernel's entry function
-/// runs and before anything else can observe it; afterwards it is read-only or owned by
-/// the hardware (one exception: [`deliver_page_faults_on_the_interrupted_stack`] rewrites
-/// an IDT entry). Every access states that in a `SAFETY:` comment.
+/// Each one is written by the boot CPU only, while no other CPU can observe it:
+/// - most during boot, before the kernel's entry function runs and so before any AP can
+///   be started; afterwards they are read-only or owned by the hardware;
+/// - an AP's own GDT and TSS (per-CPU entries of a static array) by the boot CPU in
+///   [`smp::start_aps`], while that AP is held in INIT or waiting for its start-up IPI,
+///   before the IPI that starts it (a fence before that IPI's MMIO write orders the
+///   writes before it, and the AP reads nothing before it starts); afterwards read by
+///   that AP alone (and written by its hardware: the TSS busy bit);
+/// - one exception: [`deliver_page_faults_on_the_interrupted_stack`] rewrites an IDT
+///   entry other CPUs' hardware may be reading (see there why that is harmless).
+///
+/// The stacks' bytes are only ever touched by the CPU running on them. Every access
+/// states its case in a `SAFETY:` comment.
 #[repr(transparent)]
 pub(crate) struct BootCell<T>(core::cell::UnsafeCell<T>);
 
-// SAFETY: the runtime is single-CPU and every `BootCell` is written only during boot,
-// before the kernel's code (the only other possible accessor) runs; see the type's docs.
+// SAFETY: every `BootCell` is written only by the boot CPU while no other CPU can access
+// it (during boot, before the kernel and so any AP runs; or, for an AP's own entries,
+// before that AP is started), and only read afterwards; see the type's docs.
 unsafe impl<T> Sync for BootCell<T> {}
 
 impl<T> BootCell<T> {

@@ -10,8 +10,8 @@
 
 use x86_64::instructions::tlb;
 
-use crate::BootCell;
-use crate::stacks::GUARD_PAGE_COUNT;
+use crate::stacks::MAX_GUARD_LARGE_PAGES;
+use crate::{BootCell, console, exit, println};
 
 /// End of the identity map the entry code builds (all of it, RAM or not).
 pub(crate) const IDENTITY_MAP_END: u64 = 4 << 30;
@@ -55,17 +55,20 @@ const HIGH_DIRECTORY_COUNT: usize = ((HIGH_MAP_LIMIT - IDENTITY_MAP_END) / GIB) 
 /// Page-directory entry flags for a 2 MiB page: present, writable, page size.
 const LARGE_PAGE: u64 = PRESENT | WRITABLE | (1 << 7);
 
-/// 4 KiB page tables for the 2 MiB pages that hold guard pages (at most one each).
-static SPLIT_TABLES: BootCell<[PageTable; GUARD_PAGE_COUNT]> =
-    BootCell::new([const { PageTable::zeroed() }; GUARD_PAGE_COUNT]);
+/// 4 KiB page tables for the 2 MiB pages that hold guard pages (all of them lie in the
+/// runtime's stacks, which span at most this many 2 MiB pages).
+static SPLIT_TABLES: BootCell<[PageTable; MAX_GUARD_LARGE_PAGES]> =
+    BootCell::new([const { PageTable::zeroed() }; MAX_GUARD_LARGE_PAGES]);
 
-/// Unmaps each page in `guard_pages` (page-aligned, below 4 GiB). Called once at boot.
-pub(crate) fn unmap_guard_pages(guard_pages: &[u64; GUARD_PAGE_COUNT]) {
-    // SAFETY: boot is single-threaded and nothing else holds a reference to the page
-    // tables; the CPU walks them, which is why the TLB is flushed below.
+/// Unmaps each page in `guard_pages` (page-aligned, below 4 GiB, inside the runtime's
+/// stacks). Called once at boot, before any other CPU runs.
+pub(crate) fn unmap_guard_pages(guard_pages: &[u64]) {
+    // SAFETY: this runs at boot, on the boot CPU, before any AP is started, and nothing
+    // else holds a reference to the page tables; the CPU walks them, which is why the TLB
+    // is flushed below.
     let (directory, split_tables) = unsafe { (&mut (*PAGE_DIRECTORIES.get()).0, &mut *SPLIT_TABLES.get()) };
     // The 2 MiB page (its index in `directory`) each split table maps so far.
-    let mut split_pages = [usize::MAX; GUARD_PAGE_COUNT];
+    let mut split_pages = [usize::MAX; MAX_GUARD_LARGE_PAGES];
     let mut tables_used = 0;
     for &page in guard_pages {
         let large_page = (page / LARGE_PAGE_SIZE) as usize;
@@ -73,8 +76,13 @@ pub(crate) fn unmap_guard_pages(guard_pages: &[u64; GUARD_PAGE_COUNT]) {
             Some(slot) => slot,
             None => {
                 // Replace the 2 MiB page by a table of 512 4 KiB pages mapping the same
-                // memory. There are as many tables as guard pages, so one is free.
+                // memory. There are enough tables for every 2 MiB page the stacks span.
                 let slot = tables_used;
+                if slot == MAX_GUARD_LARGE_PAGES {
+                    console::enter_crash_mode();
+                    println!("netdump-qemu-runtime: guard page {page:#x} is outside the stacks");
+                    exit::qemu_exit(exit::EXIT_FAILURE);
+                }
                 tables_used += 1;
                 split_pages[slot] = large_page;
                 let table = &mut split_tables[slot];

@@ -10,17 +10,17 @@
 
 use core::arch::global_asm;
 
-use crate::{boot_info, console, exit, gdt, idt, paging, serial, stacks};
+use crate::{boot_info, console, exit, gdt, idt, paging, serial, smp, stacks};
 
 /// CR4 bits set before paging: PAE (required by long mode), OSFXSR and OSXMMEXCPT (SSE;
 /// the precompiled `core` uses it).
-const CR4_SET: u32 = (1 << 5) | (1 << 9) | (1 << 10);
+pub(crate) const CR4_SET: u32 = (1 << 5) | (1 << 9) | (1 << 10);
 /// CR0 bits set: PE (protected mode), MP (monitor coprocessor), NE (native x87 errors),
 /// PG (paging, which activates long mode with EFER.LME).
-const CR0_SET: u32 = (1 << 0) | (1 << 1) | (1 << 5) | (1 << 31);
+pub(crate) const CR0_SET: u32 = (1 << 0) | (1 << 1) | (1 << 5) | (1 << 31);
 /// CR0 bits kept: everything but EM (x87/SSE emulation, makes SSE raise #UD) and TS
 /// (task switched, makes SSE raise #NM).
-const CR0_KEEP: u32 = !((1 << 2) | (1 << 3));
+pub(crate) const CR0_KEEP: u32 = !((1 << 2) | (1 << 3));
 /// Page-directory entry flags for a 2 MiB page: present, writable, page size.
 const PDE_2MIB: u32 = 0x83;
 /// Page-table entry flags for a next-level table: present, writable.
@@ -126,7 +126,7 @@ pvh_start64:
     xorl %eax, %eax
     movw %ax, %fs
     movw %ax, %gs
-    leaq {boot_stack}+{boot_stack_top}(%rip), %rsp
+    leaq {cpu_stacks}+{boot_stack_top}(%rip), %rsp
     xorl %ebp, %ebp
     movl %esi, %edi                 /* zero-extends: hvm_start_info's physical address */
     call {rust_start}
@@ -138,7 +138,7 @@ pvh_start64:
     pml4 = sym paging::PML4,
     pdpt = sym paging::PDPT,
     pd = sym paging::PAGE_DIRECTORIES,
-    boot_stack = sym stacks::BOOT_STACK,
+    cpu_stacks = sym stacks::CPU_STACKS,
     boot_stack_top = const stacks::BOOT_STACK_TOP_OFFSET,
     rust_start = sym rust_start,
     table_flags = const TABLE_FLAGS,
@@ -183,7 +183,6 @@ extern "C" fn rust_start(start_info_paddr: u64) -> ! {
     serial::init();
     gdt::init();
     idt::init();
-    paging::unmap_guard_pages(&stacks::guard_pages());
 
     // SAFETY: QEMU's PVH loader passes the physical address of a valid hvm_start_info in
     // %ebx, which the entry code forwarded unchanged; memory below 4 GiB is identity-mapped.
@@ -196,7 +195,11 @@ extern "C" fn rust_start(start_info_paddr: u64) -> ! {
         );
         exit::qemu_exit(exit::EXIT_FAILURE);
     }
-    let boot = boot_info::init(&start_info);
+    // The CPU list decides whose stacks' guard pages are unmapped (and reported).
+    smp::init(&start_info);
+    let guard_pages = stacks::guard_pages(smp::cpus().len());
+    paging::unmap_guard_pages(guard_pages.as_slice());
+    let boot = boot_info::init(&start_info, &guard_pages);
     paging::map_high_ram(boot.memory_map.iter().filter(|r| r.is_ram()).map(|r| (r.start, r.end())));
     paging::map_direct_map();
 
