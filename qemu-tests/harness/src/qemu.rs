@@ -38,6 +38,8 @@ impl NicModel {
 pub struct QemuRun<'a> {
     pub kernel: &'a Path,
     pub memory_mib: u32,
+    /// CPUs (`-smp`); 1 for the single-CPU scenarios.
+    pub cpus: u32,
     pub append: String,
     pub nic: NicModel,
     pub serial_log: PathBuf,
@@ -57,6 +59,10 @@ impl QemuRun<'_> {
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-machine", "q35", "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none"])
             .args(["-cpu", "max", "-m", &format!("{}M", self.memory_mib)])
+            .args(["-smp", &self.cpus.max(1).to_string()])
+            // One host thread per guest CPU, so that CPUs of an SMP guest really run
+            // at once (two panics at the same moment, a CPU spinning beside the dump).
+            .args(["-accel", "tcg,thread=multi"])
             .arg("-serial")
             .arg(format!("file:{}", self.serial_log.display()))
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])

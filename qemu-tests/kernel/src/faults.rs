@@ -182,9 +182,9 @@ global_asm!(
     ".popsection",
 );
 
-/// The runtime's exception handler: the faulting context into the dump.
-fn on_exception(frame: &ExceptionFrame) -> ! {
-    let regs = ExceptionRegisters {
+/// The interrupted context the runtime's entry code saved, as netdump-core takes it.
+pub fn exception_registers(frame: &ExceptionFrame) -> ExceptionRegisters {
+    ExceptionRegisters {
         rax: frame.rax,
         rbx: frame.rbx,
         rcx: frame.rcx,
@@ -208,9 +208,15 @@ fn on_exception(frame: &ExceptionFrame) -> ! {
         vector: frame.vector as u8,
         error_code: frame.error_code,
         cr2: frame.cr2,
-    };
+    }
+}
+
+/// The runtime's exception handler: the faulting context into the dump.
+fn on_exception(frame: &ExceptionFrame) -> ! {
+    let regs = exception_registers(frame);
+    let cpu = netdump_qemu_runtime::smp::cpu_index() as u16;
     // SAFETY: ring 0; `readable` admits only mapped, non-guard pages of the image.
-    let mut crash = unsafe { ExceptionCrash::new(&regs, 0, readable) };
+    let mut crash = unsafe { ExceptionCrash::new(&regs, cpu, readable) };
     // A fault on a guard page, or a double fault with the stack pointer at one, is a
     // stack overflow.
     let overflow = match regs.vector {

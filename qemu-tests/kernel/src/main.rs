@@ -17,13 +17,16 @@ mod memory;
 mod netconsole;
 mod nic;
 mod scenario;
+mod smp;
 
 use core::fmt::Write;
 use netdump_core::arch::x86_64::{
-    CookieRng, DirectMapMemory, StackTrace, TscClock, capture_registers, read_control_registers,
+    CookieRng, DirectMapMemory, LocalApic, StackTrace, TscClock, capture_registers, park_this_cpu,
+    read_control_registers,
 };
 use netdump_core::client::{ClientName, Config};
 use netdump_core::clock::Clock;
+use netdump_core::cpus::{CrashRole, StopTarget};
 use netdump_core::crash_cell::SeizeError;
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemorySource};
@@ -31,6 +34,7 @@ use netdump_core::net::NetConfig;
 use netdump_core::proto::RegisterRecord;
 use netdump_core::text::TextBuf;
 use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
+use netdump_qemu_runtime::smp::{MAX_CPUS, cpu_index};
 use netdump_qemu_runtime::{BootInfo, println, qemu_exit};
 use scenario::{Kind, Scenario};
 
@@ -57,6 +61,12 @@ static NETDUMP: CrashCell<Dumper> = CrashCell::new();
 static mut CRASH_BUFFERS: CrashBuffers<256> = CrashBuffers::new();
 /// Set by the scenario for the panic handler.
 static mut SCENARIO: Option<Scenario> = None;
+/// How the crash path stops the other CPUs, and its bound in microseconds.
+static mut STOP_POLICY: (StopTarget, u64) = (StopTarget::AllButSelf, 1_000_000);
+/// The register records the dump sends, one per CPU: filled by the crashing CPU only.
+static mut CPU_RECORDS: [RegisterRecord; MAX_CPUS] = [RegisterRecord::EMPTY; MAX_CPUS];
+/// The calibrated clock, for the crash path's timings before netdump is seized.
+static mut CLOCK: Option<TscClock> = None;
 
 netdump_qemu_runtime::entry!(kernel_main);
 
@@ -68,6 +78,9 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Err(e) => fail(format_args!("bad command line: {e}")),
     };
     faults::init(boot);
+    smp::init();
+    // SAFETY: written once here, before any crash or AP can read it.
+    unsafe { STOP_POLICY = smp::stop_policy(&boot.args()) };
     let layout = memory::Layout::from_args(&boot.args(), scenario.pattern)
         .unwrap_or_else(|e| fail(format_args!("bad command line: {e}")));
     let map = match layout.memory_map(boot) {
@@ -97,6 +110,8 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Err(e) => fail(format_args!("NIC: {e}")),
     };
     let clock = TscClock::calibrate();
+    // SAFETY: written once here, before any crash or AP can read it.
+    unsafe { CLOCK = Some(clock) };
     println!(
         "tsc: {} ticks/us (calibrated: {}, within {} ppm)",
         clock.ticks_per_us(),
@@ -152,6 +167,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         Kind::Takeover => scenario::traffic_until_panic(&NETDUMP, &scenario),
         Kind::RawTx => bench::raw_tx(&NETDUMP, &scenario, scenario.frames),
         Kind::Costs => bench::costs(&NETDUMP, &scenario, &memory::reader()),
+        Kind::Smp(case) => smp::run(case, scenario.pattern.seed, &clock),
         Kind::Exception => match faults::Fault::from_args(&boot.args()) {
             Ok(fault) => faults::raise(
                 fault,
@@ -193,24 +209,91 @@ impl MemorySource for TestMemory {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    let mut regs = capture_registers(0);
+    let me = cpu_index();
+    let mut regs = capture_registers(me as u64);
     // SAFETY: the kernel runs in ring 0.
     unsafe { read_control_registers(&mut regs) };
+    let panicked_at = now_us();
     netdump_qemu_runtime::console::enter_crash_mode();
-    netconsole::on_panic(info);
+    // The election comes first: a CPU that lost it still prints its message (the NMI
+    // leaves it alone), then parks; only the winner touches netconsole and the NIC.
+    // SAFETY: written once at boot before any crash; read-only afterwards.
+    let clock = unsafe { *(&raw const CLOCK) };
+    let role = smp::CPUS.begin_crash(me);
+    smp::panic_rendezvous(me, clock.as_ref().map(|c| c as &dyn Clock));
+    if role == CrashRole::First {
+        netconsole::on_panic(info);
+    }
     println!("panic: {info}");
     let mut message = TextBuf::<256>::new();
     let _ = write!(message, "{}", info.message());
     let mut frames = StackTrace::new();
     // SAFETY: `faults::readable` admits only mapped, non-guard pages of the kernel image.
     unsafe { frames.walk_frame_pointers(regs.rbp, faults::readable) };
-    let crash = CrashInfo::panic(0, message.as_bytes(), frames.as_slice());
-    dump_and_exit(&crash, &regs, |dumper| netconsole::panic_line(dumper, info))
+    let crash = CrashInfo::panic(me as u16, message.as_bytes(), frames.as_slice());
+    dump_after_election(role, panicked_at, &crash, &regs, |dumper| netconsole::panic_line(dumper, info))
 }
 
-/// Seizes netdump and dumps `crash` with `regs` as CPU 0's registers (a panic's or a CPU
-/// exception's); `before` gets the seized client first. Exits QEMU with the outcome.
+/// Microseconds on the calibrated clock (0 before calibration).
+fn now_us() -> u64 {
+    // SAFETY: written once at boot before any crash; read-only afterwards.
+    unsafe { *(&raw const CLOCK) }.map_or(0, |c| c.now_us())
+}
+
+/// The crash path of a CPU exception on this CPU (see [`dump_after_election`]).
 pub fn dump_and_exit(crash: &CrashInfo<'_>, regs: &RegisterRecord, before: impl FnOnce(&mut Dumper)) -> ! {
+    let me = cpu_index();
+    let at = now_us();
+    dump_after_election(smp::CPUS.begin_crash(me), at, crash, regs, before)
+}
+
+/// Dumps `crash` with `regs` as this CPU's registers (a panic's or a CPU exception's)
+/// once this CPU won the crash election (`role`): stops every other CPU, seizes netdump
+/// (`before` gets it first) and exits QEMU with the outcome. A CPU that lost the
+/// election parks with its registers saved; a second crash on the winner stops.
+fn dump_after_election(
+    role: CrashRole,
+    crashed_at_us: u64,
+    crash: &CrashInfo<'_>,
+    regs: &RegisterRecord,
+    before: impl FnOnce(&mut Dumper),
+) -> ! {
+    let me = cpu_index();
+    match role {
+        CrashRole::First => {}
+        CrashRole::Nested => {
+            println!("netdump: panic during the dump; stopping without recursing");
+            qemu_exit(exit::NESTED_PANIC)
+        }
+        CrashRole::Another { winner } => {
+            println!("netdump: cpu {me} crashed while cpu {winner} dumps; parking with its registers saved");
+            smp::CPUS.park_panicked(me, regs, park_this_cpu)
+        }
+    }
+    // SAFETY: written once at boot (kernel_main); read-only now.
+    let (target, bound_us) = unsafe { *(&raw const STOP_POLICY) };
+    // SAFETY: ring 0; the runtime identity-maps the APIC's register page.
+    let apic = unsafe { LocalApic::detect(|phys| phys) };
+    // SAFETY: written once at boot before any crash; read-only afterwards.
+    let clock = unsafe { *(&raw const CLOCK) };
+    let stop = match (apic, clock) {
+        (Some(mut apic), Some(clock)) => Some(smp::CPUS.stop_others(me, &clock, bound_us, target, &mut apic)),
+        _ => None,
+    };
+    if let Some(r) = stop {
+        println!(
+            "netdump: cpu {me} stopped the other CPUs: {} of {} answered the NMI, {} had panicked, missing {:#x}; {} us after the crash (wait {} us)",
+            r.stopped,
+            r.expected,
+            r.panicked,
+            r.missing,
+            now_us().saturating_sub(crashed_at_us),
+            r.elapsed_us
+        );
+    }
+    // SAFETY: only the CPU that won the election gets here, once.
+    let records = smp::CPUS.records(me, regs, unsafe { &mut *(&raw mut CPU_RECORDS) });
+    let crash = CrashInfo { crashing_cpu: me as u16, ..*crash };
     let dumper = match NETDUMP.seize() {
         Ok(d) => d,
         Err(SeizeError::AlreadySeized) => {
@@ -228,7 +311,7 @@ pub fn dump_and_exit(crash: &CrashInfo<'_>, regs: &RegisterRecord, before: impl 
     before(dumper);
     println!("netdump: dumping");
     let started = dumper.clock().now_us();
-    let result = dumper.dump(crash, core::slice::from_ref(regs), &memory, Some(&CONSOLE_LOG));
+    let result = dumper.dump(&crash, records, &memory, Some(&CONSOLE_LOG));
     netconsole::after_dump(dumper);
     match result {
         Ok(report) => {

@@ -1,7 +1,8 @@
 //! What the harness asks of a run, from the kernel command line:
 //!
-//! `scenario=dump|takeover|no-server|nested-panic|exception server_port=N [server_ip=A.B.C.D]
+//! `scenario=dump|takeover|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
+//!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
 //!  [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
 use netdump_core::client::{DEFAULT_WINDOW, Timeouts};
@@ -27,6 +28,8 @@ pub enum Kind {
     RawTx,
     /// No dump: time each step of a DATA packet's way out (the bench's cost table).
     Costs,
+    /// Four CPUs, one or two of which crash (`smp_case=`, see `smp.rs`).
+    Smp(crate::smp::Case),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +70,7 @@ impl Scenario {
             "exception" => Kind::Exception,
             "raw-tx" => Kind::RawTx,
             "costs" => Kind::Costs,
+            "smp" => Kind::Smp(crate::smp::Case::parse(args)?),
             _ => return Err("unknown scenario"),
         };
         let server_port = args.get_u64("server_port").ok_or("server_port= is required")? as u16;

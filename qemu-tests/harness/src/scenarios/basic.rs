@@ -94,6 +94,7 @@ fn conformance(ctx: &Ctx) -> Result<Outcome> {
     let q = QemuRun {
         kernel: &ctx.artifacts.conformance_kernel,
         memory_mib: 64,
+        cpus: 1,
         append: format!("port={} frames=5000", listener.port),
         nic: ctx.nic,
         serial_log: ctx.dir.join("serial.log"),

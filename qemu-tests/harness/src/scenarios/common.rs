@@ -33,6 +33,8 @@ pub fn pattern(seed: u64) -> Pattern {
 pub struct KernelRun {
     pub scenario: &'static str,
     pub memory_mib: u32,
+    /// CPUs the guest has (`-smp`).
+    pub cpus: u32,
     pub pattern: Pattern,
     /// Further `key=value` arguments.
     pub extra: String,
@@ -43,7 +45,7 @@ pub struct KernelRun {
 
 impl KernelRun {
     pub fn new(scenario: &'static str, pattern: Pattern) -> Self {
-        KernelRun { scenario, memory_mib: 64, pattern, extra: String::new(), client: None }
+        KernelRun { scenario, memory_mib: 64, cpus: 1, pattern, extra: String::new(), client: None }
     }
 
     pub fn append(&self, ctx: &Ctx, port: u16) -> String {
@@ -65,6 +67,7 @@ impl KernelRun {
         QemuRun {
             kernel: &ctx.artifacts.test_kernel,
             memory_mib: self.memory_mib,
+            cpus: self.cpus,
             append: self.append(ctx, port),
             nic: ctx.nic,
             serial_log: ctx.dir.join(serial),
