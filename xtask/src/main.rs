@@ -232,6 +232,7 @@ fn demo() -> Result<()> {
     let run = QemuRun {
         kernel: &kernel,
         memory_mib: 64,
+        cpus: 1,
         append: format!("server_port={}", server.port),
         nic: NicModel::E1000,
         serial_log: dir.join("serial.log"),
@@ -290,6 +291,10 @@ fn bench(nics: &[String]) -> Result<()> {
     let mut report = bench::Report::default();
     for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
         report.nics.push(bench::bench_nic(&env, nic, &mut |line| println!("bench: {line}"))?);
+    }
+    report.smp_stop = bench::smp_stop(&env, 3)?;
+    for (target, times) in &report.smp_stop.runs {
+        println!("bench: smp stop ({target}): {times:?} us from the panic to every CPU stopped");
     }
     report.ingest = bench::bench_ingest(&env, 4, 64 << 20)?;
     println!("bench: server ingest {:.1} MB/s", report.ingest.aggregate_mb_s);

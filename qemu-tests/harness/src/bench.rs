@@ -101,9 +101,17 @@ pub struct FootprintReport {
     pub largest_text: Vec<(String, u64)>,
 }
 
+/// Time from a panic to every other CPU stopped, 4 CPUs (e1000), per stop target.
+#[derive(Debug, Default, Serialize)]
+pub struct SmpStopReport {
+    /// (stop target, microseconds after the crash for each run).
+    pub runs: Vec<(String, Vec<u64>)>,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub nics: Vec<NicReport>,
+    pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
     pub footprint: FootprintReport,
     pub seconds: f64,
@@ -163,6 +171,7 @@ fn timed_dump(
     let q = QemuRun {
         kernel: &env.test_kernel,
         memory_mib,
+        cpus: 1,
         append,
         nic,
         serial_log: dir.join("serial.log"),
@@ -187,6 +196,50 @@ fn timed_dump(
         .and_then(|n| n.parse::<u64>().ok())
         .context("no data phase time")?;
     Ok((us as f64 / 1e6, bytes))
+}
+
+/// Boots the 4-CPU test kernel `runs` times per stop target, the boot CPU panicking while
+/// three APs run, and reads from its console how long after the panic every other CPU
+/// had stopped (`stopped the other CPUs: … N us after the crash`).
+pub fn smp_stop(env: &BenchEnv, runs: usize) -> Result<SmpStopReport> {
+    let mut report = SmpStopReport::default();
+    for (target, case) in [("all-but-self", "bsp-panic"), ("each", "bsp-panic")] {
+        let mut times = vec![];
+        for i in 0..runs {
+            let dir = env.work_dir.join(format!("smp-stop-{target}-{i}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
+            let q = QemuRun {
+                kernel: &env.test_kernel,
+                memory_mib: 64,
+                cpus: 4,
+                append: format!(
+                    "scenario=smp smp_case={case} stop_target={} server_port={} name=bench pattern_len={}",
+                    if target == "each" { "each" } else { "all" },
+                    server.port,
+                    1 << 20
+                ),
+                nic: NicModel::E1000,
+                serial_log: dir.join("serial.log"),
+                timeout: Duration::from_secs(300),
+            }
+            .run()?;
+            let log = server.stop();
+            ensure!(
+                q.exit_code == Some(0x10),
+                "smp stop ({target}): the dump did not verify (exit {:?}); serial tail:\n{}\nserver log tail:\n{}",
+                q.exit_code,
+                tail(&q.serial, 8),
+                tail(&log, 8)
+            );
+            let line = q.serial.lines().find(|l| l.contains("stopped the other CPUs")).context("no stop line")?;
+            ensure!(line.contains("3 of 3 answered"), "not every CPU answered: {line}");
+            times.push(number_before(line, " us after the crash")?);
+        }
+        report.runs.push((target.to_string(), times));
+    }
+    Ok(report)
 }
 
 fn number_before(line: &str, unit: &str) -> Result<u64> {
@@ -236,6 +289,7 @@ fn raw_limit(env: &BenchEnv, nic: NicModel) -> Result<f64> {
     let q = QemuRun {
         kernel: &env.test_kernel,
         memory_mib: 64,
+        cpus: 1,
         append,
         nic,
         serial_log: dir.join("serial.log"),
@@ -269,6 +323,7 @@ fn costs(env: &BenchEnv, nic: NicModel) -> Result<Vec<(String, u64)>> {
     let q = QemuRun {
         kernel: &env.test_kernel,
         memory_mib: 64,
+        cpus: 1,
         append,
         nic,
         serial_log: dir.join("serial.log"),
@@ -521,6 +576,16 @@ pub fn markdown(r: &Report) -> String {
         i.capacity_mb_s_per_core(),
         if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
     );
+    if !r.smp_stop.runs.is_empty() {
+        s += "\n## Stopping the other CPUs (4 CPUs, e1000)\n\nFrom the panic to every other CPU stopped by NMI with its registers saved, µs, each run:\n\n| stop target | runs (µs) | median µs |\n|---|---|---|\n";
+        for (target, times) in &r.smp_stop.runs {
+            let mut sorted = times.clone();
+            sorted.sort_unstable();
+            let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+            let all: Vec<String> = times.iter().map(|t| t.to_string()).collect();
+            s += &format!("| {target} | {} | {median} |\n", all.join(", "));
+        }
+    }
     let f = &r.footprint;
     s += "\n## Footprint (example kernel: core + e1000)\n\n| component | .text | .rodata | .data | .bss |\n|---|---|---|---|---|\n";
     for (n, v) in &f.components {
@@ -701,8 +766,15 @@ mod tests {
                 server_cpu_s_per_gb: 1.0,
             },
             footprint,
+            smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
             seconds: 1.0,
         }
+    }
+
+    #[test]
+    fn the_smp_stop_table_gives_each_run_and_the_median() {
+        let md = markdown(&report(30.0, 20_000));
+        assert!(md.contains("| all-but-self | 900, 700, 800 | 800 |"), "{md}");
     }
 
     #[test]
