@@ -5,33 +5,50 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The NIC configurations a scenario can run on.
+/// A NIC configuration a scenario can run on: one line of `qemu-tests/nics/src/table.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NicModel {
-    E1000,
-    /// virtio-net through its legacy interface only (1af4:1000, I/O BAR0).
-    VirtioLegacy,
-    /// virtio-net through its modern interface only (1af4:1041, capabilities, 64-bit BAR4).
-    VirtioModern,
+pub struct NicModel {
+    name: &'static str,
+    /// The QEMU machine (`q35`, or `microvm` for a NIC without PCI).
+    machine: &'static str,
+    /// QEMU `-device` argument; `romfile=` skips the iPXE option ROM (faster boot).
+    device: &'static str,
 }
+
+/// Builds [`NICS`] and a `NicModel::<Variant>` constant per line of the NIC table (the
+/// driver column is the test kernels').
+macro_rules! nic_table {
+    ($($variant:ident = $port:ty : $name:literal, $machine:ident, $device:literal;)*) => {
+        /// Every NIC configuration, in the table's order.
+        pub const NICS: &[NicModel] = &[$(NicModel::$variant),*];
+
+        #[allow(non_upper_case_globals)]
+        impl NicModel {
+            $(
+                #[doc = concat!("The `", $name, "` configuration.")]
+                pub const $variant: NicModel =
+                    NicModel { name: $name, machine: stringify!($machine), device: $device };
+            )*
+        }
+    };
+}
+
+include!("../../nics/src/table.rs");
 
 impl NicModel {
     pub fn name(self) -> &'static str {
-        match self {
-            NicModel::E1000 => "e1000",
-            NicModel::VirtioLegacy => "virtio-legacy",
-            NicModel::VirtioModern => "virtio-modern",
-        }
+        self.name
     }
-    /// QEMU `-device` argument; `romfile=` skips the iPXE option ROM (faster boot). A
-    /// plain `virtio-net-pci` offers both interfaces and the driver takes the modern one,
-    /// so the legacy model turns the modern one off.
+    /// The configuration's place in the NIC table (a seed varies with it).
+    pub fn index(self) -> usize {
+        NICS.iter().position(|n| *n == self).unwrap_or(NICS.len())
+    }
+    /// The QEMU machine type.
+    pub fn machine(self) -> &'static str {
+        self.machine
+    }
     fn device(self) -> &'static str {
-        match self {
-            NicModel::E1000 => "e1000,netdev=n0,romfile=",
-            NicModel::VirtioLegacy => "virtio-net-pci,netdev=n0,disable-modern=on,romfile=",
-            NicModel::VirtioModern => "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=",
-        }
+        self.device
     }
 }
 
@@ -57,7 +74,7 @@ pub struct QemuOutcome {
 impl QemuRun<'_> {
     pub fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-machine", "q35", "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none"])
+        c.args(["-machine", self.nic.machine(), "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none"])
             .args(["-cpu", "max", "-m", &format!("{}M", self.memory_mib)])
             .args(["-smp", &self.cpus.max(1).to_string()])
             // One host thread per guest CPU, so that CPUs of an SMP guest really run

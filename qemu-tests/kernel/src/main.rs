@@ -105,7 +105,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     }
     layout.install();
 
-    let nic = match nic::bring_up(boot.args().get("checksum_offload") != Some("off")) {
+    let nic = match nic::bring_up(boot.args(), boot.args().get("checksum_offload") != Some("off")) {
         Ok(n) => n,
         Err(e) => fail(format_args!("NIC: {e}")),
     };

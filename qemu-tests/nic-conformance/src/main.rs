@@ -15,18 +15,15 @@
 //! asynchronously), so the counted frames are reclaimed before any reset.
 //!
 //! The checks are written against [`PolledNic`] plus the few hooks of [`DeviceUnderTest`];
-//! `nic.rs` brings the NIC up (through `netdump-qemu-nics`) and dispatches the hooks to the
-//! driver's module, `e1000.rs` or `virtio.rs`. Another driver needs its bring-up in
-//! `netdump-qemu-nics` and a hook module here.
+//! `nic.rs` brings the NIC up through `netdump-qemu-nics`, whose `Port` of each NIC
+//! configuration has the hooks: another NIC needs nothing here (docs/PORTING.md, section 4).
 #![no_std]
 #![no_main]
 // Check outcomes are fixed-size text on the stack (no allocator); their size is fine here.
 #![allow(clippy::result_large_err)]
 
-use netdump_core::text::TextBuf;
-
 /// A check's outcome text, formatted without an allocator.
-pub type Note = TextBuf<240>;
+pub use netdump_qemu_nics::Note;
 
 macro_rules! note {
     ($($arg:tt)*) => {{
@@ -36,10 +33,8 @@ macro_rules! note {
     }};
 }
 
-mod e1000;
 mod frames;
 mod nic;
-mod virtio;
 
 use netdump_core::arch::x86_64::TscClock;
 use netdump_core::clock::{Clock, Deadline};
@@ -139,7 +134,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     println!("clock: {} TSC ticks/us (calibrated: {})", clock.ticks_per_us(), clock.calibrated);
     let mut report = Report::default();
 
-    let mut nic = match nic::bring_up() {
+    let mut nic = match nic::bring_up(args) {
         Ok(up) => up,
         Err(e) => {
             report.check("pci-discovery", Err(note!("{e}")));

@@ -1,11 +1,11 @@
 //! The device under test: whichever NIC `netdump-qemu-nics` brings up, as an integrator
-//! does, with the hooks of [`DeviceUnderTest`] dispatched to its driver's module.
+//! does; the hooks of [`DeviceUnderTest`] are its [`Port`](netdump_qemu_nics::Port)'s.
 
 use netdump_core::nic::{NicError, PolledNic};
-use netdump_pci::Command;
 use netdump_qemu_nics::{Found, Nic};
+use netdump_qemu_runtime::Cmdline;
 
-use crate::{DeviceUnderTest, Note, e1000, virtio};
+use crate::{DeviceUnderTest, Note};
 
 /// The NIC and where discovery found it.
 pub struct UnderTest {
@@ -13,9 +13,9 @@ pub struct UnderTest {
     pub found: Found,
 }
 
-/// Finds the first supported NIC and builds its driver. Call once.
-pub fn bring_up() -> Result<UnderTest, &'static str> {
-    let (nic, found) = netdump_qemu_nics::bring_up()?;
+/// Finds the first configured NIC and builds its driver. Call once.
+pub fn bring_up(cmdline: Cmdline<'static>) -> Result<UnderTest, &'static str> {
+    let (nic, found) = netdump_qemu_nics::bring_up(cmdline)?;
     Ok(UnderTest { nic, found })
 }
 
@@ -47,44 +47,25 @@ impl DeviceUnderTest for UnderTest {
     fn kind(&self) -> &'static str {
         self.nic.kind()
     }
-
     fn bus_master_enabled(&mut self) -> bool {
-        self.nic.pci().command().contains(Command::BUS_MASTER)
+        self.nic.bus_master_enabled()
     }
-
     fn link_up(&mut self) -> bool {
         self.nic.link_up()
     }
-
     fn tx_in_flight(&self) -> usize {
         self.nic.tx_in_flight()
     }
-
     fn tx_capacity(&self) -> usize {
-        match &self.nic {
-            Nic::E1000(_) => e1000::TX_CAPACITY,
-            Nic::Virtio(n) => n.tx_capacity(),
-        }
+        self.nic.tx_capacity()
     }
-
     fn rx_capacity(&self) -> usize {
-        match &self.nic {
-            Nic::E1000(_) => e1000::RX_CAPACITY,
-            Nic::Virtio(n) => n.rx_capacity(),
-        }
+        self.nic.rx_capacity()
     }
-
     fn leave_dirty(&mut self) {
-        match &mut self.nic {
-            Nic::E1000(n) => e1000::leave_dirty(n, &self.found),
-            Nic::Virtio(n) => virtio::leave_dirty(n),
-        }
+        self.nic.leave_dirty(&self.found)
     }
-
     fn check_clean(&mut self) -> Result<(), Note> {
-        match &mut self.nic {
-            Nic::E1000(n) => e1000::check_clean(n, &self.found),
-            Nic::Virtio(n) => virtio::check_clean(n),
-        }
+        self.nic.check_clean(&self.found)
     }
 }

@@ -1,22 +1,28 @@
 //! The NICs the QEMU test kernels (`qemu-tests/kernel`, `qemu-tests/nic-conformance`)
-//! drive. [`bring_up`] finds the first supported controller on the PCI bus, an e1000 or a
-//! virtio-net (legacy or modern interface), and builds its driver from static DMA memory,
-//! the way an integrator does; [`Nic`] is either driver behind one `PolledNic`.
+//! drive. Each NIC configuration is a [`Port`] (in `ports/`: how to find the device, build
+//! its driver from static DMA memory the way an integrator does, and the conformance
+//! kernel's takeover hooks) and one line of `table.rs`, which generates [`Nic`] (every port
+//! behind one `PolledNic`) and [`bring_up`] (the first port whose device is present).
 //!
 //! The boot runtime identity-maps the first 4 GiB ([`IDENTITY_MAP_END`]), where SeaBIOS
 //! assigns every BAR, so a register block's virtual address is its physical address;
 //! anything outside is refused rather than touched.
 #![no_std]
+// Check outcomes are fixed-size text on the stack (no allocator); their size is fine here.
+#![allow(clippy::result_large_err)]
 
 use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use netdump_core::nic::{NicError, PolledNic};
+use netdump_core::text::TextBuf;
 use netdump_e1000::{E1000, MmioRegisters};
 use netdump_pci::{Command, DmaRegion, MmioBlock, PciAddress, PciDevice, PciFunction, PortBlock, PortConfigSpace};
-use netdump_qemu_runtime::IDENTITY_MAP_END;
-use netdump_virtio_net::{Interface, PciTransport, VirtioNet};
+use netdump_qemu_runtime::{Cmdline, IDENTITY_MAP_END};
+use netdump_virtio_net::{PciTransport, VirtioNet};
+
+pub mod ports;
 
 /// The e1000 driver: MMIO registers, port configuration space, 32 + 32 descriptors.
 pub type E1000Nic = E1000<MmioRegisters, PortConfigSpace>;
@@ -24,104 +30,6 @@ pub type E1000Nic = E1000<MmioRegisters, PortConfigSpace>;
 pub type VirtioTransport = PciTransport<PortConfigSpace, PortBlock, MmioBlock>;
 /// The virtio-net driver: 32 + 32 buffers.
 pub type VirtioNic = VirtioNet<VirtioTransport>;
-
-/// Whichever supported NIC the machine has.
-// The variants differ in size (the virtio transport carries its register blocks); there is
-// no heap to box into, and the value lives once, in the installed client.
-#[allow(clippy::large_enum_variant)]
-pub enum Nic {
-    E1000(E1000Nic),
-    Virtio(VirtioNic),
-}
-
-impl Nic {
-    /// What the NIC is, for reports: `e1000`, `virtio-net legacy`, `virtio-net modern`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Nic::E1000(_) => "e1000",
-            Nic::Virtio(v) => match v.interface() {
-                Interface::Legacy => "virtio-net legacy",
-                Interface::Modern => "virtio-net modern",
-            },
-        }
-    }
-
-    pub fn pci(&mut self) -> &mut PciDevice<PortConfigSpace> {
-        match self {
-            Nic::E1000(n) => n.pci(),
-            Nic::Virtio(n) => n.pci(),
-        }
-    }
-
-    pub fn link_up(&mut self) -> bool {
-        match self {
-            Nic::E1000(n) => n.link_up(),
-            Nic::Virtio(n) => n.link_up(),
-        }
-    }
-
-    /// Lets the device compute UDP checksums where it can (e1000), from the next reset;
-    /// off, the core computes them (`checksum_offload=off` on the test kernel's command
-    /// line, for the bench's comparison).
-    pub fn set_udp_checksum_offload(&mut self, on: bool) {
-        if let Nic::E1000(n) = self {
-            n.set_udp_checksum_offload(on);
-        }
-    }
-
-    /// Frames handed to the device and not yet reclaimed.
-    pub fn tx_in_flight(&self) -> usize {
-        match self {
-            Nic::E1000(n) => n.tx_in_flight(),
-            Nic::Virtio(n) => n.tx_in_flight(),
-        }
-    }
-}
-
-impl PolledNic for Nic {
-    fn mac_address(&self) -> [u8; 6] {
-        match self {
-            Nic::E1000(n) => n.mac_address(),
-            Nic::Virtio(n) => n.mac_address(),
-        }
-    }
-    fn mtu(&self) -> usize {
-        match self {
-            Nic::E1000(n) => n.mtu(),
-            Nic::Virtio(n) => n.mtu(),
-        }
-    }
-    fn reset(&mut self) -> Result<(), NicError> {
-        match self {
-            Nic::E1000(n) => n.reset(),
-            Nic::Virtio(n) => n.reset(),
-        }
-    }
-    fn udp_checksum_offload(&self) -> bool {
-        match self {
-            Nic::E1000(n) => n.udp_checksum_offload(),
-            Nic::Virtio(n) => n.udp_checksum_offload(),
-        }
-    }
-    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        match self {
-            Nic::E1000(n) => n.transmit(len, fill),
-            Nic::Virtio(n) => n.transmit(len, fill),
-        }
-    }
-    fn poll_transmit(&mut self) -> usize {
-        match self {
-            Nic::E1000(n) => n.poll_transmit(),
-            Nic::Virtio(n) => n.poll_transmit(),
-        }
-    }
-    fn poll_receive(&mut self, handler: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
-        match self {
-            Nic::E1000(n) => n.poll_receive(handler),
-            Nic::Virtio(n) => n.poll_receive(handler),
-        }
-    }
-}
 
 /// Where a driver's registers are.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +51,19 @@ pub struct Found {
     /// The command register as the firmware left it.
     pub command: Command,
     pub registers: Registers,
+}
+
+impl Found {
+    /// What `function` is, with its command register as the firmware left it.
+    pub fn pci(function: &PciFunction, command: Command, registers: Registers) -> Self {
+        Found {
+            address: function.address,
+            vendor_id: function.vendor_id,
+            device_id: function.device_id,
+            command,
+            registers,
+        }
+    }
 }
 
 impl fmt::Display for Found {
@@ -182,7 +103,7 @@ static mut DMA: DmaMemory = DmaMemory([0; DMA_SIZE]);
 static DMA_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The static DMA memory, once.
-fn take_dma() -> Result<DmaRegion, &'static str> {
+pub(crate) fn take_dma() -> Result<DmaRegion, &'static str> {
     if DMA_TAKEN.swap(true, Ordering::SeqCst) {
         return Err("the DMA memory is already in use");
     }
@@ -194,118 +115,151 @@ fn take_dma() -> Result<DmaRegion, &'static str> {
 }
 
 /// Whether `base..base + len` lies inside the identity map.
-fn mapped(base: u64, len: u64) -> bool {
+pub(crate) fn mapped(base: u64, len: u64) -> bool {
     base.checked_add(len).is_some_and(|end| end <= IDENTITY_MAP_END)
 }
 
-/// Finds the first supported NIC and builds its driver (not yet reset). Call once.
-pub fn bring_up() -> Result<(Nic, Found), &'static str> {
-    // SAFETY: the test kernels run on one CPU with interrupts off; nothing else uses the
-    // configuration ports.
-    let mut config = unsafe { PortConfigSpace::new() };
-    let function = netdump_pci::enumerate(&mut config)
-        .find(|f| {
-            let id = (f.vendor_id, f.device_id);
-            netdump_e1000::SUPPORTED_DEVICES.contains(&id) || netdump_virtio_net::SUPPORTED_DEVICES.contains(&id)
-        })
-        .ok_or("no e1000 or virtio-net on the PCI bus")?;
-    let mut pci = PciDevice::new(config, function.address);
-    let command = pci.command();
-    if netdump_virtio_net::SUPPORTED_DEVICES.contains(&(function.vendor_id, function.device_id)) {
-        bring_up_virtio(pci, &function, command)
-    } else {
-        bring_up_e1000(pci, &function, command)
+/// A check's outcome text in the conformance kernel, formatted without an allocator.
+pub type Note = TextBuf<240>;
+
+/// What a port's [`Port::probe`] may look at: the PCI bus and the kernel command line.
+pub struct Probe {
+    /// The kernel command line (devices without a bus announce themselves there).
+    pub cmdline: Cmdline<'static>,
+}
+
+impl Probe {
+    /// The first PCI function with one of `ids` (vendor, device), and a handle on it.
+    pub fn pci_function(&self, ids: &[(u16, u16)]) -> Option<(PciDevice<PortConfigSpace>, PciFunction)> {
+        // SAFETY: the test kernels probe from the boot CPU before any other CPU runs,
+        // with interrupts off; nothing else uses the configuration ports meanwhile.
+        let mut config = unsafe { PortConfigSpace::new() };
+        let function = netdump_pci::enumerate(&mut config).find(|f| ids.contains(&(f.vendor_id, f.device_id)))?;
+        Some((PciDevice::new(config, function.address), function))
     }
 }
 
-fn found(function: &PciFunction, command: Command, registers: Registers) -> Found {
-    Found {
-        address: function.address,
-        vendor_id: function.vendor_id,
-        device_id: function.device_id,
-        command,
-        registers,
-    }
+/// One NIC configuration of the QEMU suite: finding the device, building its driver, and
+/// what the conformance kernel asks of it besides `PolledNic`. One line of `table.rs`
+/// adds it everywhere.
+pub trait Port: PolledNic + Sized {
+    /// Finds this configuration's device and builds its driver (not yet reset): `None`
+    /// when the machine has no such device (another port's turn), an error when it has
+    /// one that cannot be driven.
+    fn probe(probe: &Probe) -> Option<Result<(Self, Found), &'static str>>;
+    /// What the NIC is, for reports (`e1000`, `virtio-net legacy`, …).
+    fn kind(&self) -> &'static str;
+    /// Whether the device may master the bus (do DMA).
+    fn bus_master_enabled(&mut self) -> bool;
+    /// Whether the link is up.
+    fn link_up(&mut self) -> bool;
+    /// Frames handed to the device and not yet reclaimed.
+    fn tx_in_flight(&self) -> usize;
+    /// Frames the transmit ring holds at once.
+    fn tx_capacity(&self) -> usize;
+    /// Receive buffers the device may fill at once.
+    fn rx_capacity(&self) -> usize;
+    /// Lets the device compute UDP checksums where it can, from the next reset (off: the
+    /// core computes them). Ports without the offload ignore it.
+    fn set_udp_checksum_offload(&mut self, _on: bool) {}
+    /// Leaves the device as a dying OS driver might (interrupts unmasked, filters opened,
+    /// ring registers moved, DMA off), for the conformance kernel's takeover check.
+    fn leave_dirty(&mut self, found: &Found);
+    /// Checks that `reset` undid everything [`leave_dirty`](Self::leave_dirty) did.
+    fn check_clean(&mut self, found: &Found) -> Result<(), Note>;
 }
 
-fn bring_up_e1000(
-    mut pci: PciDevice<PortConfigSpace>,
-    function: &PciFunction,
-    command: Command,
-) -> Result<(Nic, Found), &'static str> {
-    let base = pci
-        .bar(0)
-        .map_err(|_| "e1000 BAR0 unreadable")?
-        .and_then(|bar| bar.memory_address())
-        .ok_or("e1000 BAR0 is not an assigned memory BAR")?;
-    let size = pci.bar_size(0).map_err(|_| "e1000 BAR0 cannot be sized")?;
-    if size < MmioRegisters::SIZE as u64 || !mapped(base, size) {
-        return Err("e1000 BAR0 too small or outside the identity map");
-    }
-    let pointer = NonNull::new(base as *mut u8).ok_or("e1000 BAR0 at address 0")?;
-    // SAFETY: BAR0 is inside the runtime's identity map (checked above) and covers the
-    // 128 KiB register window; this driver is its only user. (TCG ignores cacheability;
-    // on hardware the PCI hole is uncached by the firmware's MTRRs.)
-    let registers = unsafe { MmioRegisters::new(pointer) };
-    let nic = E1000Nic::new(registers, pci, take_dma()?).map_err(|e| match e {
-        netdump_e1000::InitError::Dma(_) => "e1000 DMA region rejected",
-        netdump_e1000::InitError::DeviceGone => "e1000 not responding",
-        netdump_e1000::InitError::NoMacAddress => "e1000 has no MAC address",
-    })?;
-    let registers = Registers::Memory { bar: 0, base, size };
-    Ok((Nic::E1000(nic), found(function, command, registers)))
-}
+/// Builds [`Nic`] and [`bring_up`] from `table.rs`.
+macro_rules! nic_table {
+    ($($variant:ident = $port:ty : $name:literal, $machine:ident, $device:literal;)*) => {
+        /// Whichever configured NIC the machine has.
+        // The variants differ in size; there is no heap to box into, and the value lives
+        // once, in the installed client.
+        #[allow(clippy::large_enum_variant)]
+        pub enum Nic {
+            $(
+                #[doc = concat!("The `", $name, "` configuration.")]
+                $variant($port),
+            )*
+        }
 
-fn bring_up_virtio(
-    pci: PciDevice<PortConfigSpace>,
-    function: &PciFunction,
-    command: Command,
-) -> Result<(Nic, Found), &'static str> {
-    let mut ports = None;
-    let mut structures = [(0, 0); 3];
-    let mut mapped_count = 0;
-    let transport = VirtioTransport::probe(
-        pci,
-        |port, len| {
-            let base = u16::try_from(port).ok()?;
-            let count = u16::try_from(len).ok()?;
-            ports = Some((port, len));
-            // SAFETY: these are the ports the function's I/O BAR0 decodes (the transport
-            // read and sized it), and this driver is their only user.
-            Some(unsafe { PortBlock::new(base, count) })
-        },
-        |phys, len| {
-            if !mapped(phys, len as u64) || !phys.is_multiple_of(4) {
-                return None;
-            }
-            if let Some(slot) = structures.get_mut(mapped_count) {
-                *slot = (phys, len);
-            }
-            mapped_count += 1;
-            let pointer = NonNull::new(phys as *mut u8)?;
-            // SAFETY: the structure lies in one of the function's memory BARs (the
-            // transport found it through its capability), inside the identity map (checked
-            // above), 4-byte aligned; this driver is its only user.
-            Some(unsafe { MmioBlock::new(pointer, len) })
-        },
-    )
-    .map_err(|e| match e {
-        netdump_virtio_net::ProbeError::DeviceGone => "virtio-net not responding",
-        netdump_virtio_net::ProbeError::NoInterface => "virtio-net offers no usable interface",
-        netdump_virtio_net::ProbeError::UnmappedPorts => "virtio-net I/O BAR unusable",
-        _ => "virtio-net modern structures missing or outside the identity map",
-    })?;
-    let registers = match ports {
-        Some((port, size)) if matches!(transport, PciTransport::Legacy(_)) => Registers::Ports { bar: 0, port, size },
-        _ => Registers::Structures(structures),
+        /// Finds the first configured NIC the machine has and builds its driver (not yet
+        /// reset). Call once.
+        pub fn bring_up(cmdline: Cmdline<'static>) -> Result<(Nic, Found), &'static str> {
+            let probe = Probe { cmdline };
+            $(
+                if let Some(found) = <$port as Port>::probe(&probe) {
+                    let (nic, found) = found?;
+                    return Ok((Nic::$variant(nic), found));
+                }
+            )*
+            Err("none of the configured NICs is on this machine")
+        }
+
+        macro_rules! each {
+            ($self:expr, $n:ident => $e:expr) => {
+                match $self {
+                    $(Nic::$variant($n) => $e,)*
+                }
+            };
+        }
     };
-    let nic = VirtioNic::new(transport, take_dma()?).map_err(|e| match e {
-        netdump_virtio_net::InitError::Dma(_) => "virtio-net DMA region rejected",
-        netdump_virtio_net::InitError::DeviceGone => "virtio-net not responding",
-        netdump_virtio_net::InitError::NoMacAddress => "virtio-net offers no MAC address",
-        netdump_virtio_net::InitError::NoVersion1 => "modern virtio-net without VERSION_1",
-        netdump_virtio_net::InitError::QueueAbsent { .. } => "virtio-net queue missing",
-        netdump_virtio_net::InitError::QueueSizeUnusable { .. } => "virtio-net queue size unusable",
-    })?;
-    Ok((Nic::Virtio(nic), found(function, command, registers)))
+}
+
+include!("table.rs");
+
+impl Nic {
+    pub fn kind(&self) -> &'static str {
+        each!(self, n => n.kind())
+    }
+    pub fn bus_master_enabled(&mut self) -> bool {
+        each!(self, n => n.bus_master_enabled())
+    }
+    pub fn link_up(&mut self) -> bool {
+        each!(self, n => n.link_up())
+    }
+    pub fn tx_in_flight(&self) -> usize {
+        each!(self, n => n.tx_in_flight())
+    }
+    pub fn tx_capacity(&self) -> usize {
+        each!(self, n => n.tx_capacity())
+    }
+    pub fn rx_capacity(&self) -> usize {
+        each!(self, n => n.rx_capacity())
+    }
+    /// See [`Port::set_udp_checksum_offload`] (`checksum_offload=off` on the test kernel's
+    /// command line, for the bench's comparison).
+    pub fn set_udp_checksum_offload(&mut self, on: bool) {
+        each!(self, n => n.set_udp_checksum_offload(on))
+    }
+    pub fn leave_dirty(&mut self, found: &Found) {
+        each!(self, n => n.leave_dirty(found))
+    }
+    pub fn check_clean(&mut self, found: &Found) -> Result<(), Note> {
+        each!(self, n => n.check_clean(found))
+    }
+}
+
+impl PolledNic for Nic {
+    fn mac_address(&self) -> [u8; 6] {
+        each!(self, n => n.mac_address())
+    }
+    fn mtu(&self) -> usize {
+        each!(self, n => n.mtu())
+    }
+    fn reset(&mut self) -> Result<(), NicError> {
+        each!(self, n => n.reset())
+    }
+    fn udp_checksum_offload(&self) -> bool {
+        each!(self, n => n.udp_checksum_offload())
+    }
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        each!(self, n => n.transmit(len, fill))
+    }
+    fn poll_transmit(&mut self) -> usize {
+        each!(self, n => n.poll_transmit())
+    }
+    fn poll_receive(&mut self, handler: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
+        each!(self, n => n.poll_receive(handler))
+    }
 }

@@ -386,7 +386,7 @@ fn attack(ctx: &Ctx) -> Result<Outcome> {
             replay_rounds: REPLAY_ROUNDS,
             replay_gap: REPLAY_GAP,
             max_duration: FLOOD_MAX,
-            seed: seed ^ ctx.nic as u64,
+            seed: seed ^ ctx.nic.index() as u64,
         };
         Ok((earlier, dump_under_flood(ctx, &srv, &run, &cfg)?))
     })();

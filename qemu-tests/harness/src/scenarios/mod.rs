@@ -11,8 +11,8 @@ mod smp;
 use crate::qemu::NicModel;
 use crate::suite::Scenario;
 
-/// The NIC configurations every dump scenario runs on.
-pub const NICS: &[NicModel] = &[NicModel::E1000, NicModel::VirtioLegacy, NicModel::VirtioModern];
+/// The NIC configurations every dump scenario runs on: the NIC table's.
+pub use crate::qemu::NICS;
 
 pub fn all() -> Vec<Scenario> {
     let mut v = vec![];

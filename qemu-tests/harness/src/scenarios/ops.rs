@@ -369,7 +369,10 @@ fn hook_skip_memory(ctx: &Ctx) -> Result<Outcome> {
         crate::check::log_has(&log, &["netdump test panic (seed 0x7104)", "console line before the crash: 2"])?;
         let registers = std::fs::read_to_string(dump.join("registers")).context("registers")?;
         let rip = registers.lines().find_map(|l| l.trim().strip_prefix("rip")).map(str::trim).context("no rip")?;
-        ensure!(registers.starts_with("cpu 0 (apic 0, crashing)") && rip != "0x0000000000000000", "registers:\n{registers}");
+        ensure!(
+            registers.starts_with("cpu 0 (apic 0, crashing)") && rip != "0x0000000000000000",
+            "registers:\n{registers}"
+        );
         // The hook's shell creates the file, then writes the line: a whole line is the event.
         let said = common::wait_until(EVENT_PATIENCE, "the finished hook's line", || {
             Ok(std::fs::read_to_string(&said).ok().filter(|t| t.ends_with('\n')))

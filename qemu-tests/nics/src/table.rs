@@ -1,0 +1,17 @@
+// The NIC configurations of the QEMU suite: one line each. This file is the whole list:
+// the test kernels (`netdump-qemu-nics`) build their driver dispatch from it and the
+// harness its QEMU command lines and scenario matrix, each with its own `nic_table!`
+// macro (a kernel ignores the QEMU columns, the harness the driver column).
+//
+//   Variant = Port type (qemu-tests/nics/src/ports): "name", machine, "QEMU -device";
+//
+// A port's `probe` declines hardware that is not its configuration, so the order only
+// matters for a device two ports could both drive. Adding a NIC: a driver crate, its
+// `Port` in `ports/`, and one line here (docs/PORTING.md, section 4).
+nic_table! {
+    E1000 = ports::e1000::E1000Port: "e1000", q35, "e1000,netdev=n0,romfile=";
+    // A plain virtio-net-pci offers both interfaces and the driver takes the modern one,
+    // so each virtio configuration turns the other interface off.
+    VirtioLegacy = ports::virtio::VirtioPort<false>: "virtio-legacy", q35, "virtio-net-pci,netdev=n0,disable-modern=on,romfile=";
+    VirtioModern = ports::virtio::VirtioPort<true>: "virtio-modern", q35, "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=";
+}
