@@ -237,6 +237,7 @@ fn demo() -> Result<()> {
         nic: NicModel::E1000,
         serial_log: dir.join("serial.log"),
         timeout: Duration::from_secs(180),
+        capture: None,
     };
     let q = std::thread::scope(|s| {
         let qemu = s.spawn(|| run.run());

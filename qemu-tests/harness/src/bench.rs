@@ -176,6 +176,7 @@ fn timed_dump(
         nic,
         serial_log: dir.join("serial.log"),
         timeout: Duration::from_secs(900),
+        capture: None,
     }
     .run()?;
     let log = server.stop();
@@ -223,6 +224,7 @@ pub fn smp_stop(env: &BenchEnv, runs: usize) -> Result<SmpStopReport> {
                 nic: NicModel::E1000,
                 serial_log: dir.join("serial.log"),
                 timeout: Duration::from_secs(300),
+                capture: None,
             }
             .run()?;
             let log = server.stop();
@@ -294,6 +296,7 @@ fn raw_limit(env: &BenchEnv, nic: NicModel) -> Result<f64> {
         nic,
         serial_log: dir.join("serial.log"),
         timeout: Duration::from_secs(300),
+        capture: None,
     }
     .run()?;
     drop(server);
@@ -328,6 +331,7 @@ fn costs(env: &BenchEnv, nic: NicModel) -> Result<Vec<(String, u64)>> {
         nic,
         serial_log: dir.join("serial.log"),
         timeout: Duration::from_secs(300),
+        capture: None,
     }
     .run()?;
     drop(server);

@@ -3,6 +3,7 @@
 //! the pattern, gdb's view of it, `log` and `info.json`.
 
 pub mod bench;
+pub mod capture;
 pub mod check;
 pub mod conformance;
 pub mod flood;

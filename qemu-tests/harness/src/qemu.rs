@@ -61,6 +61,8 @@ pub struct QemuRun<'a> {
     pub nic: NicModel,
     pub serial_log: PathBuf,
     pub timeout: Duration,
+    /// Where QEMU writes every frame of the guest's NIC (`filter-dump`, pcap), if anywhere.
+    pub capture: Option<PathBuf>,
 }
 
 pub struct QemuOutcome {
@@ -83,10 +85,11 @@ impl QemuRun<'_> {
             .arg("-serial")
             .arg(format!("file:{}", self.serial_log.display()))
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-            .args(["-netdev", "user,id=n0", "-device", self.nic.device()])
-            .arg("-kernel")
-            .arg(self.kernel)
-            .args(["-append", &self.append]);
+            .args(["-netdev", "user,id=n0", "-device", self.nic.device()]);
+        if let Some(pcap) = &self.capture {
+            c.arg("-object").arg(format!("filter-dump,id=f0,netdev=n0,file={}", pcap.display()));
+        }
+        c.arg("-kernel").arg(self.kernel).args(["-append", &self.append]);
         c
     }
 

@@ -99,6 +99,7 @@ fn conformance(ctx: &Ctx) -> Result<Outcome> {
         nic: ctx.nic,
         serial_log: ctx.dir.join("serial.log"),
         timeout: Duration::from_secs(180),
+        capture: None,
     }
     .run()?;
     let arrived = listener.finish();

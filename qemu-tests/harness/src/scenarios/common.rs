@@ -35,6 +35,8 @@ pub struct KernelRun {
     pub memory_mib: u32,
     /// CPUs the guest has (`-smp`).
     pub cpus: u32,
+    /// Where to capture the NIC's frames (pcap), if anywhere.
+    pub capture: Option<PathBuf>,
     pub pattern: Pattern,
     /// Further `key=value` arguments.
     pub extra: String,
@@ -45,7 +47,7 @@ pub struct KernelRun {
 
 impl KernelRun {
     pub fn new(scenario: &'static str, pattern: Pattern) -> Self {
-        KernelRun { scenario, memory_mib: 64, cpus: 1, pattern, extra: String::new(), client: None }
+        KernelRun { scenario, memory_mib: 64, cpus: 1, capture: None, pattern, extra: String::new(), client: None }
     }
 
     pub fn append(&self, ctx: &Ctx, port: u16) -> String {
@@ -72,6 +74,7 @@ impl KernelRun {
             nic: ctx.nic,
             serial_log: ctx.dir.join(serial),
             timeout: Duration::from_secs(240),
+            capture: self.capture.clone(),
         }
         .run()
     }
