@@ -22,7 +22,7 @@
 
 mod mmio;
 pub mod regs;
-mod ring;
+pub mod ring;
 
 #[cfg(test)]
 mod fake;

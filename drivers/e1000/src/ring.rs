@@ -14,6 +14,10 @@
 //!   descriptor `next` only once its DD bit is set (the device has finished with it and
 //!   moved past), and gives it back by writing RDT = `next`. RDT starts at N - 1, so one
 //!   descriptor is always software-owned and RDH == RDT means "no buffers" to the device.
+//!
+//! Public because these legacy formats are not the 8254x's alone: the 82574 (`netdump-e1000e`)
+//! accepts the same legacy receive and transmit descriptors and TCP/IP context and data
+//! descriptors, byte for byte, and drives its rings with the same head/tail protocol.
 
 use core::marker::PhantomData;
 use core::sync::atomic::{Ordering, fence};
@@ -127,11 +131,34 @@ pub struct TxRing<const N: usize> {
     /// Frames that are IPv4/UDP go out in data descriptors asking for the UDP checksum
     /// (after [`push_context`](Self::push_context)).
     udp_checksum: bool,
+    /// Whether IPv4/UDP frames with bytes after the IP datagram (Ethernet padding) are
+    /// offloaded too ([`set_offload_padded`](Self::set_offload_padded)).
+    offload_padded: bool,
 }
 
 /// Where an IPv4 (no options) UDP frame's UDP header starts, and its checksum field.
 const UDP_HEADER: usize = 14 + 20;
 const UDP_CHECKSUM: usize = UDP_HEADER + 6;
+
+/// Completes the UDP checksum of an IPv4 (20-byte header) UDP frame whose checksum field
+/// holds the pseudo-header sum, as the device would: the one's-complement sum of the UDP
+/// header and data, complemented (0 sent as 0xffff).
+fn complete_udp_checksum(frame: &mut [u8]) {
+    let ip_len = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    let end = (14 + ip_len).min(frame.len());
+    let mut sum = 0u32;
+    for pair in frame[UDP_HEADER..end].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum >> 16) + (sum & 0xffff);
+    }
+    let checksum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[UDP_CHECKSUM..UDP_CHECKSUM + 2].copy_from_slice(&checksum.to_be_bytes());
+}
 
 /// Whether `frame` is the kind the context descriptor describes: Ethernet II, IPv4 with
 /// a 20-byte header, UDP, not a fragment.
@@ -144,6 +171,8 @@ fn is_ipv4_udp(frame: &[u8]) -> bool {
 }
 
 impl<const N: usize> TxRing<N> {
+    /// A ring over `descriptors` (N × [`DESCRIPTOR_SIZE`] bytes, 16-byte aligned) and
+    /// `buffers` (N × [`TX_BUFFER_SIZE`] bytes). Call [`clear`](Self::clear) before use.
     pub fn new(descriptors: DmaRegion, buffers: DmaRegion) -> Self {
         TxRing {
             descriptors: DescriptorArray::new(descriptors),
@@ -151,7 +180,16 @@ impl<const N: usize> TxRing<N> {
             tail: 0,
             clean: 0,
             udp_checksum: false,
+            offload_padded: true,
         }
+    }
+
+    /// Whether IPv4/UDP frames longer than their IP datagram (padded to the Ethernet
+    /// minimum) still go to the device for their checksum (the default). Off, such frames get
+    /// their checksum here and go out in legacy descriptors: QEMU's e1000e model takes the
+    /// pseudo-header's length from the frame rather than the IP header and gets them wrong.
+    pub fn set_offload_padded(&mut self, on: bool) {
+        self.offload_padded = on;
     }
 
     /// Queues the TCP/IP context descriptor (3.3.6) that makes data descriptors with
@@ -175,6 +213,7 @@ impl<const N: usize> TxRing<N> {
         self.tail
     }
 
+    /// The device's address of the descriptor ring (for TDBAL/TDBAH).
     pub fn phys_addr(&self) -> u64 {
         self.descriptors.phys_addr()
     }
@@ -233,7 +272,14 @@ impl<const N: usize> TxRing<N> {
             let frame = unsafe { core::slice::from_raw_parts_mut(self.buffers.ptr(index), wire_len) };
             frame[len..].fill(0);
             fill(&mut frame[..len]);
-            self.udp_checksum && is_ipv4_udp(frame)
+            let udp = self.udp_checksum && is_ipv4_udp(frame);
+            let padded = udp && frame.len() > 14 + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+            if padded && !self.offload_padded {
+                complete_udp_checksum(frame);
+                false
+            } else {
+                udp
+            }
         };
         let phys = self.buffers.phys_addr(index);
         let cmd = TxCommand::EOP | TxCommand::IFCS | TxCommand::RS;
@@ -297,6 +343,8 @@ pub struct RxRing<const N: usize> {
 }
 
 impl<const N: usize> RxRing<N> {
+    /// A ring over `descriptors` (N × [`DESCRIPTOR_SIZE`] bytes, 16-byte aligned) and
+    /// `buffers` (N × [`RX_BUFFER_SIZE`] bytes). Call [`clear`](Self::clear) before use.
     pub fn new(descriptors: DmaRegion, buffers: DmaRegion) -> Self {
         RxRing {
             descriptors: DescriptorArray::new(descriptors),
@@ -306,6 +354,7 @@ impl<const N: usize> RxRing<N> {
         }
     }
 
+    /// The device's address of the descriptor ring (for RDBAL/RDBAH).
     pub fn phys_addr(&self) -> u64 {
         self.descriptors.phys_addr()
     }
