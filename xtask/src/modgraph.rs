@@ -427,8 +427,14 @@ fn references(text: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
 
 /// The workspace's crates whose module graphs are checked by default (relative to the
 /// workspace root).
-pub const CRATES: &[&str] =
-    &["netdump-core/src", "drivers/pci/src", "drivers/e1000/src", "drivers/virtio-net/src", "netdumpd/src"];
+pub const CRATES: &[&str] = &[
+    "netdump-core/src",
+    "drivers/pci/src",
+    "drivers/e1000/src",
+    "drivers/e1000e/src",
+    "drivers/virtio-net/src",
+    "netdumpd/src",
+];
 
 /// `cargo xtask modgraph`: prints each crate's graph; an error if any has a cycle.
 pub fn run(root: &Path, dirs: &[PathBuf]) -> anyhow::Result<()> {

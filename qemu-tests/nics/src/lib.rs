@@ -40,6 +40,9 @@ pub enum Registers {
     Ports { bar: usize, port: u32, size: u64 },
     /// Modern virtio structures: common, notification and device configuration.
     Structures([(u64, usize); 3]),
+    /// A virtio-mmio register block: no PCI function at all, so [`Found`]'s PCI fields
+    /// (address, IDs, command register) mean nothing beside it.
+    VirtioMmio { base: u64, size: u64, version: u32 },
 }
 
 /// What discovery found, for the report.
@@ -68,6 +71,9 @@ impl Found {
 
 impl fmt::Display for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Registers::VirtioMmio { base, size, version } = self.registers {
+            return write!(f, "virtio-mmio version {version} at {base:#x} ({size:#x} bytes), no PCI");
+        }
         write!(f, "{:04x}:{:04x} at {}, ", self.vendor_id, self.device_id, self.address)?;
         match self.registers {
             Registers::Memory { bar, base, size } => write!(f, "BAR{bar} {base:#x} ({} KiB)", size / 1024)?,
@@ -77,6 +83,7 @@ impl fmt::Display for Found {
                 "common {:#x}+{:#x}, notify {:#x}+{:#x}, device {:#x}+{:#x}",
                 common.0, common.1, notify.0, notify.1, device.0, device.1
             )?,
+            Registers::VirtioMmio { .. } => {}
         }
         let bus_master = self.command.contains(Command::BUS_MASTER);
         write!(
@@ -93,7 +100,7 @@ const fn max(a: usize, b: usize) -> usize {
 }
 
 /// DMA memory for whichever driver is brought up.
-const DMA_SIZE: usize = max(E1000Nic::DMA_SIZE, VirtioNic::DMA_SIZE);
+const DMA_SIZE: usize = max(max(E1000Nic::DMA_SIZE, VirtioNic::DMA_SIZE), ports::e1000e::E1000eNic::DMA_SIZE);
 
 #[repr(C, align(4096))]
 struct DmaMemory([u8; DMA_SIZE]);

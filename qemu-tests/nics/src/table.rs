@@ -10,8 +10,10 @@
 // `Port` in `ports/`, and one line here (docs/PORTING.md, section 4).
 nic_table! {
     E1000 = ports::e1000::E1000Port: "e1000", q35, "e1000,netdev=n0,romfile=";
+    E1000e = ports::e1000e::E1000ePort: "e1000e", q35, "e1000e,netdev=n0,romfile=";
     // A plain virtio-net-pci offers both interfaces and the driver takes the modern one,
     // so each virtio configuration turns the other interface off.
     VirtioLegacy = ports::virtio::VirtioPort<false>: "virtio-legacy", q35, "virtio-net-pci,netdev=n0,disable-modern=on,romfile=";
     VirtioModern = ports::virtio::VirtioPort<true>: "virtio-modern", q35, "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=";
+    VirtioMmio = ports::virtio_mmio::VirtioMmioPort: "virtio-mmio", microvm, "virtio-net-device,netdev=n0";
 }

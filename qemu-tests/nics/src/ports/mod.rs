@@ -4,7 +4,9 @@
 //! `reset` undid it).
 
 pub mod e1000;
+pub mod e1000e;
 pub mod virtio;
+pub mod virtio_mmio;
 
 /// `PolledNic` for a port that wraps its driver as field `.0`.
 macro_rules! polled_nic_through_field {
