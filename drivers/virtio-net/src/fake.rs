@@ -1,7 +1,9 @@
-//! A fake virtio-net device for host tests, behind both virtio-pci interfaces: its legacy
+//! A fake virtio-net device for host tests, behind both virtio-pci interfaces (its legacy
 //! I/O registers, its modern common/notify/device structures and its PCI configuration
-//! space, plus a device model that walks the split virtqueues in test memory (physical
-//! address = virtual address), as QEMU's device does.
+//! space) and behind a virtio-mmio register block (version 2 or legacy version 1, as
+//! QEMU's `virtio-mmio` presents them), plus a device model that walks the split
+//! virtqueues in test memory (at device addresses offset from the host's), as QEMU's
+//! device does.
 //!
 //! Knobs make it misbehave the ways a test needs: completing out of order, holding
 //! transmit completions back, refusing FEATURES_OK, a reset that never finishes, falling
@@ -102,6 +104,8 @@ pub struct FakeQueue {
     pub enabled: bool,
     pub vector: u16,
     pub pfn: u32,
+    /// virtio-mmio version 1: the used ring's alignment (QueueAlign).
+    pub align: u32,
     pub notify_off: u16,
     /// Next available entry the device will take.
     pub last_avail: u16,
@@ -120,6 +124,7 @@ impl FakeQueue {
             enabled: false,
             vector: NO_VECTOR,
             pfn: 0,
+            align: 4096,
             notify_off,
             last_avail: 0,
             used_idx: 0,
@@ -159,6 +164,16 @@ pub struct FakeDevice {
     pub sent_headers: Vec<Vec<u8>>,
     pub notifications: [usize; 2],
     pub resets: usize,
+    /// virtio-mmio: the magic value, version (2 modern, 1 legacy) and device ID the
+    /// registers show.
+    pub mmio_magic: u32,
+    pub mmio_version: u32,
+    pub mmio_device_id: u32,
+    /// virtio-mmio: InterruptStatus (bit 0 used buffer, bit 1 configuration change); set
+    /// when the device publishes used entries the driver did not ask to be spared.
+    pub interrupt_status: u32,
+    /// virtio-mmio version 1: GuestPageSize.
+    pub guest_page_size: u32,
     /// What to add to a physical address the driver programs to reach the memory in the
     /// test process (the tests give the driver low physical addresses, as a legacy device
     /// needs 32-bit page numbers, and host memory lives far higher).
@@ -191,8 +206,21 @@ impl FakeDevice {
             sent_headers: Vec::new(),
             notifications: [0; 2],
             resets: 0,
+            mmio_magic: 0x7472_6976,
+            mmio_version: 2,
+            mmio_device_id: 1,
+            interrupt_status: 0,
+            guest_page_size: 0,
             dma_offset: 0,
         }))
+    }
+
+    /// A virtio-mmio device of `version` (2 modern, 1 legacy); its PCI function is a
+    /// placeholder nothing looks at.
+    pub fn mmio(version: u32, offered: Features, mac: [u8; 6]) -> Rc<RefCell<Self>> {
+        let device = Self::new(legacy_function(), offered, mac);
+        device.borrow_mut().mmio_version = version;
+        device
     }
 
     /// Sets queue `index`'s maximum size (0: no such queue).
@@ -209,6 +237,7 @@ impl FakeDevice {
         self.status = 0;
         self.driver_features = 0;
         self.config_vector = NO_VECTOR;
+        self.interrupt_status = 0;
         for (i, q) in self.queues.iter_mut().enumerate() {
             *q = FakeQueue::new(q.max, i as u16);
         }
@@ -225,10 +254,9 @@ impl FakeDevice {
 
     fn write_status(&mut self, value: u8) {
         if value == 0 {
-            let old = self.status;
-            self.reset();
-            if self.reset_sticks {
-                self.status = old;
+            // A reset that never happens leaves everything, status included, as it was.
+            if !self.reset_sticks {
+                self.reset();
             }
             return;
         }
@@ -375,6 +403,77 @@ impl FakeDevice {
         }
     }
 
+    /// A virtio-mmio register read, as QEMU answers it: write-only registers and the
+    /// other version's registers read 0.
+    fn mmio_read(&mut self, offset: usize, width: usize) -> u32 {
+        let legacy = self.mmio_version == 1;
+        if offset >= 0x100 {
+            return self.device_config(offset - 0x100, width);
+        }
+        match offset {
+            0x000 => self.mmio_magic,
+            0x004 => self.mmio_version,
+            0x008 => self.mmio_device_id,
+            0x00C => 0x554D_4551,
+            0x010 => match (self.device_feature_select, legacy) {
+                (0, _) => self.offered.bits() as u32,
+                (1, false) => (self.offered.bits() >> 32) as u32,
+                _ => 0,
+            },
+            0x034 => self.selected().map_or(0, |q| u32::from(q.max)),
+            0x040 if legacy => self.selected().map_or(0, |q| q.pfn),
+            0x044 if !legacy => self.selected().map_or(0, |q| u32::from(q.enabled)),
+            0x060 => self.interrupt_status,
+            0x070 => u32::from(self.status),
+            0x0FC if !legacy => u32::from(self.config_generation),
+            _ => 0,
+        }
+    }
+
+    fn mmio_write(&mut self, offset: usize, value: u32) {
+        let legacy = self.mmio_version == 1;
+        let set_low = |field: &mut u64| *field = (*field & !0xFFFF_FFFF) | u64::from(value);
+        let set_high = |field: &mut u64| *field = (*field & 0xFFFF_FFFF) | u64::from(value) << 32;
+        match offset {
+            0x014 => self.device_feature_select = value,
+            0x020 => match self.driver_feature_select {
+                0 => self.driver_features = (self.driver_features & !0xFFFF_FFFF) | u64::from(value),
+                1 if !legacy => self.driver_features = (self.driver_features & 0xFFFF_FFFF) | u64::from(value) << 32,
+                _ => {}
+            },
+            0x024 => self.driver_feature_select = value,
+            0x028 if legacy => self.guest_page_size = value,
+            0x030 => self.queue_select = value as u16,
+            0x050 => self.notify(value as u16),
+            0x064 => self.interrupt_status &= !value,
+            0x070 => self.write_status(value as u8),
+            _ => {
+                let page_size = u64::from(self.guest_page_size);
+                let Some(q) = self.selected() else { return };
+                match offset {
+                    0x038 => q.size = value as u16,
+                    0x03C if legacy => q.align = value,
+                    0x040 if legacy => {
+                        q.pfn = value;
+                        q.descriptors = u64::from(value) * page_size;
+                        q.driver = q.descriptors + 16 * u64::from(q.size);
+                        let used = q.driver + 6 + 2 * u64::from(q.size);
+                        q.device = used.div_ceil(u64::from(q.align.max(1))) * u64::from(q.align.max(1));
+                        q.enabled = value != 0;
+                    }
+                    0x044 if !legacy => q.enabled = value == 1,
+                    0x080 if !legacy => set_low(&mut q.descriptors),
+                    0x084 if !legacy => set_high(&mut q.descriptors),
+                    0x090 if !legacy => set_low(&mut q.driver),
+                    0x094 if !legacy => set_high(&mut q.driver),
+                    0x0A0 if !legacy => set_low(&mut q.device),
+                    0x0A4 if !legacy => set_high(&mut q.device),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     fn notify(&mut self, queue: u16) {
         if let Some(count) = self.notifications.get_mut(usize::from(queue)) {
             *count += 1;
@@ -459,6 +558,10 @@ impl FakeDevice {
         self.store(q.device, u16::from(self.suppress_notifications));
         self.store(q.device + 2, q.used_idx);
         self.queues[queue] = q;
+        // VIRTQ_AVAIL_F_NO_INTERRUPT spares the driver the used-buffer interrupt.
+        if !entries.is_empty() && self.avail_flags(queue) & 1 == 0 {
+            self.interrupt_status |= 1;
+        }
     }
 
     /// Sends up to `limit` available frames; returns how many.
@@ -549,6 +652,8 @@ pub enum Part {
     Common,
     Notify,
     Device,
+    /// A whole virtio-mmio register block.
+    Mmio,
 }
 
 /// One register block of the fake device.
@@ -568,11 +673,15 @@ impl FakeBlock {
             Part::Common => d.common_read(offset),
             Part::Notify => 0,
             Part::Device => d.device_config(offset, width),
+            // virtio-mmio's control registers take 32-bit accesses only (QEMU answers
+            // others with 0).
+            Part::Mmio if offset < 0x100 && width != 4 => 0,
+            Part::Mmio => d.mmio_read(offset, width),
         };
         value & (u32::MAX >> (32 - 8 * width))
     }
 
-    fn write(&mut self, offset: usize, value: u32) {
+    fn write(&mut self, offset: usize, value: u32, width: usize) {
         let mut d = self.device.borrow_mut();
         if d.gone {
             return;
@@ -582,6 +691,8 @@ impl FakeBlock {
             Part::Common => d.common_write(offset, value),
             Part::Notify => d.notify(value as u16),
             Part::Device => {}
+            Part::Mmio if offset < 0x100 && width != 4 => {}
+            Part::Mmio => d.mmio_write(offset, value),
         }
     }
 }
@@ -590,6 +701,7 @@ impl RegisterBlock for FakeBlock {
     fn len(&self) -> usize {
         match self.part {
             Part::Legacy => usize::from(LEGACY_PORTS),
+            Part::Mmio => 0x200,
             _ => 0x1000,
         }
     }
@@ -603,12 +715,12 @@ impl RegisterBlock for FakeBlock {
         self.read(offset, 4)
     }
     fn write_u8(&mut self, offset: usize, value: u8) {
-        self.write(offset, u32::from(value))
+        self.write(offset, u32::from(value), 1)
     }
     fn write_u16(&mut self, offset: usize, value: u16) {
-        self.write(offset, u32::from(value))
+        self.write(offset, u32::from(value), 2)
     }
     fn write_u32(&mut self, offset: usize, value: u32) {
-        self.write(offset, value)
+        self.write(offset, value, 4)
     }
 }

@@ -69,12 +69,13 @@ pub const STANDARD_MTU: u16 = 1500;
 /// least 68).
 pub const MIN_MTU: u16 = 68;
 
-/// Which virtio-pci interface a transport speaks.
+/// Which virtio interface a transport speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interface {
-    /// Virtio 0.9.5 through the I/O BAR: 32 feature bits, no FEATURES_OK, guest-endian.
+    /// Virtio 0.9.5 (the PCI I/O BAR, or virtio-mmio version 1): no `VERSION_1`, no
+    /// FEATURES_OK, guest-endian.
     Legacy,
-    /// Virtio 1.x through the vendor capabilities and memory BARs.
+    /// Virtio 1.x (the PCI vendor capabilities and memory BARs, or virtio-mmio version 2).
     Modern,
 }
 

@@ -1,5 +1,5 @@
-//! A polled, interrupt-free virtio-net driver over virtio-pci, implementing
-//! [`netdump_core::nic::PolledNic`], for both of virtio-pci's interfaces:
+//! A polled, interrupt-free virtio-net driver over virtio-pci and virtio-mmio,
+//! implementing [`netdump_core::nic::PolledNic`], for both of virtio-pci's interfaces:
 //!
 //! - **legacy** (virtio 0.9.5): registers in the I/O BAR0, 32 feature bits, queue sizes
 //!   fixed by the device (QEMU `-device virtio-net-pci,disable-modern=on`, 1af4:1000);
@@ -8,8 +8,12 @@
 //!   BAR4). A transitional device (QEMU's default, 1af4:1000 with both) is driven through
 //!   its modern interface.
 //!
+//! and over **virtio-mmio** ([`MmioTransport`]: one register block, no PCI; version 2 or
+//! legacy version 1; QEMU `-M microvm -device virtio-net-device`, Firecracker), with the
+//! same queue code.
+//!
 //! The driver owns what the integrator hands it: a [`Transport`] (usually
-//! [`PciTransport::probe`], which chooses the interface) and a [`DmaRegion`] of
+//! [`PciTransport::probe`], which chooses the interface, or [`MmioTransport::new`]) and a [`DmaRegion`] of
 //! [`VirtioNet::DMA_SIZE`] bytes, out of which it carves one receive and one transmit split
 //! virtqueue and their packet buffers. It never allocates.
 //!
@@ -21,9 +25,10 @@
 //!   transmit buffers       TX × 2 KiB     (32 + 32: 155 648 B)
 //! ```
 //!
-//! What is negotiated, and why, is in [`features`]. Interrupts are impossible three times
-//! over: INTx disabled in the PCI command register, MSI and MSI-X turned off, and both
-//! available rings flagged `NO_INTERRUPT` (with `RING_EVENT_IDX` not negotiated, so the
+//! What is negotiated, and why, is in [`features`]. On PCI, interrupts are impossible three
+//! times over: INTx disabled in the PCI command register, MSI and MSI-X turned off, and both
+//! available rings flagged `NO_INTERRUPT` (on virtio-mmio the flag, and pending causes
+//! acknowledged at every reset) (with `RING_EVENT_IDX` not negotiated, so the
 //! device honours the flag). `unsafe` lives in `queue` (rings and buffers in DMA memory)
 //! and in the register blocks of `netdump-pci`.
 #![cfg_attr(not(test), no_std)]
@@ -37,14 +42,19 @@ pub mod transport;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod mmio_tests;
+#[cfg(test)]
 mod tests;
 
 use netdump_core::nic::{NicError, PolledNic, StatusPacer, check_frame_len};
-use netdump_pci::{Command, ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
+use netdump_pci::{ConfigSpace, DmaError, DmaRegion, PciDevice, PciFunction};
 
 pub use features::{Features, Interface, Negotiated, NegotiationError};
 pub use queue::{BUFFER_SIZE, FRAME_CAPACITY, MAX_QUEUE_SIZE, QUEUE_MEMORY};
-pub use transport::{DeviceStatus, LegacyTransport, ModernTransport, PciTransport, ProbeError, Transport};
+pub use transport::{
+    DeviceStatus, LegacyTransport, MmioDeviceSpec, MmioError, MmioTransport, ModernTransport, PciBacked, PciTransport,
+    ProbeError, Transport,
+};
 
 use queue::{RxQueue, TxQueue};
 
@@ -186,7 +196,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
         let rx_buffers = dma.take(RX * BUFFER_SIZE, DMA_ALIGN)?;
         let tx_buffers = dma.take(TX * BUFFER_SIZE, DMA_ALIGN)?;
 
-        if !transport.pci().is_present() || transport.status().bits() == u8::MAX {
+        if !transport.is_present() || transport.status().bits() == u8::MAX {
             return Err(InitError::DeviceGone);
         }
         let negotiated = negotiate(&mut transport)?;
@@ -240,14 +250,17 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
         self.rx.interrupts_suppressed() && self.tx.interrupts_suppressed()
     }
 
+    /// Clears `NO_INTERRUPT` in both available rings, so that the device raises
+    /// used-buffer interrupts as for an interrupt-driven OS driver: for takeover tests that
+    /// play that driver. The next [`reset`](PolledNic::reset) suppresses them again.
+    pub fn request_interrupts(&mut self) {
+        self.rx.request_interrupts();
+        self.tx.request_interrupts();
+    }
+
     /// The transport, e.g. to read the device status or its PCI function.
     pub fn transport(&mut self) -> &mut T {
         &mut self.transport
-    }
-
-    /// The PCI function.
-    pub fn pci(&mut self) -> &mut PciDevice<T::Config> {
-        self.transport.pci()
     }
 
     /// Resets the device (status 0) and waits, bounded, for it to read back 0.
@@ -297,7 +310,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
         self.transport.set_up_queue(TX_QUEUE, rings).map_err(|_| self.fail())?;
 
         // The queues now point at our memory: let the device master the bus.
-        self.transport.pci().enable(Command::BUS_MASTER);
+        self.transport.enable_dma();
         status |= DeviceStatus::DRIVER_OK;
         self.transport.set_status(status);
         let now = self.transport.status();
@@ -313,6 +326,13 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
         // back for want of buffers.
         self.transport.notify(RX_QUEUE);
         Ok(())
+    }
+}
+
+impl<T: PciBacked, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
+    /// The PCI function (the PCI transports).
+    pub fn pci(&mut self) -> &mut PciDevice<T::Config> {
+        self.transport.pci()
     }
 }
 
@@ -369,10 +389,10 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
     /// mid-transfer, MSI-X on, half-initialised status) the device reset clears on the
     /// device side and the rebuild on ours. At most about 10 100 register accesses.
     fn reset(&mut self) -> Result<(), NicError> {
-        if !self.transport.pci().is_present() {
+        if !self.transport.is_present() {
             return Err(NicError::DeviceGone);
         }
-        self.transport.take_over_pci();
+        self.transport.take_over();
         if self.transport.status().bits() == u8::MAX {
             return Err(NicError::DeviceGone);
         }

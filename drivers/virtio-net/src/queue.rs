@@ -141,6 +141,14 @@ impl Ring {
         u16::from_le(self.field::<u16>(self.avail_offset()).read())
     }
 
+    /// Asks the device for used-buffer interrupts again, as an interrupt-driven driver's
+    /// ring does (takeover tests); the next `lay_out` suppresses them.
+    fn request_interrupts(&mut self) {
+        let flags = self.avail_flags() & !flags::AVAIL_NO_INTERRUPT;
+        self.field::<u16>(self.avail_offset()).write(flags.to_le());
+        fence(Ordering::SeqCst);
+    }
+
     /// Publishes `head` as available entry `index` (a free-running counter).
     fn make_available(&mut self, index: u16, head: u16) {
         let slot = self.avail_offset() + 4 + 2 * usize::from(index % self.size);
@@ -342,6 +350,10 @@ impl<const N: usize> TxQueue<N> {
     pub fn interrupts_suppressed(&mut self) -> bool {
         self.ring.avail_flags() & flags::AVAIL_NO_INTERRUPT != 0
     }
+
+    pub fn request_interrupts(&mut self) {
+        self.ring.request_interrupts()
+    }
 }
 
 /// What one [`RxQueue::poll`] did.
@@ -445,6 +457,10 @@ impl<const N: usize> RxQueue<N> {
 
     pub fn interrupts_suppressed(&mut self) -> bool {
         self.ring.avail_flags() & flags::AVAIL_NO_INTERRUPT != 0
+    }
+
+    pub fn request_interrupts(&mut self) {
+        self.ring.request_interrupts()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use netdump_pci::{Command, ConfigSpace, PciDevice, RegisterBlock};
 
-use super::{DeviceStatus, QueueError, QueueRings, Transport};
+use super::{DeviceStatus, PciBacked, QueueError, QueueRings, Transport};
 use crate::features::{Features, Interface};
 use crate::layout::legacy_used_offset;
 
@@ -56,21 +56,31 @@ fn config_offset<C: ConfigSpace>(pci: &mut PciDevice<C>) -> usize {
     if pci.msi_x_enabled() { reg::DEVICE_CONFIG_MSI_X } else { reg::DEVICE_CONFIG }
 }
 
-impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
+impl<C: ConfigSpace, B: RegisterBlock> PciBacked for LegacyTransport<C, B> {
     type Config = C;
-
-    fn interface(&self) -> Interface {
-        Interface::Legacy
-    }
 
     fn pci(&mut self) -> &mut PciDevice<C> {
         &mut self.pci
     }
+}
 
-    fn take_over_pci(&mut self) {
+impl<C: ConfigSpace, B: RegisterBlock> Transport for LegacyTransport<C, B> {
+    fn interface(&self) -> Interface {
+        Interface::Legacy
+    }
+
+    fn is_present(&mut self) -> bool {
+        self.pci.is_present()
+    }
+
+    fn take_over(&mut self) {
         self.pci.enable(Command::IO_SPACE | Command::INTERRUPT_DISABLE);
         self.pci.disable_message_interrupts();
         self.device_config = config_offset(&mut self.pci);
+    }
+
+    fn enable_dma(&mut self) {
+        self.pci.enable(Command::BUS_MASTER)
     }
 
     fn status(&mut self) -> DeviceStatus {

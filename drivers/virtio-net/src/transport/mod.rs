@@ -1,19 +1,23 @@
-//! The virtio-pci transports: how the driver reaches the device's status, features,
-//! configuration, queues and notifications (virtio 1.2, section 4.1).
+//! The transports: how the driver reaches the device's status, features, configuration,
+//! queues and notifications (virtio 1.2, sections 4.1 and 4.2).
 //!
-//! - [`LegacyTransport`]: virtio 0.9.5's registers in the I/O BAR (BAR0).
+//! - [`LegacyTransport`]: virtio 0.9.5's registers in the PCI I/O BAR (BAR0).
 //! - [`ModernTransport`]: virtio 1.x's structures, found through vendor-specific PCI
 //!   capabilities, in memory BARs (QEMU puts them in a 64-bit BAR4).
-//! - [`PciTransport`]: whichever of the two the device offers, modern first.
+//! - [`PciTransport`]: whichever of the two a PCI device offers, modern first.
+//! - [`MmioTransport`]: virtio-mmio, one register block and no PCI (QEMU's `microvm`,
+//!   Firecracker), version 2 (virtio 1.x) or version 1 (legacy).
 //!
-//! Both are generic over the configuration space accessor and the register blocks, so that
-//! host tests drive them against a fake device.
+//! All are generic over their register blocks (and the PCI ones over the configuration
+//! space accessor), so that host tests drive them against a fake device.
 
 mod legacy;
+mod mmio;
 mod modern;
 mod pci;
 
 pub use legacy::LegacyTransport;
+pub use mmio::{MMIO_MAGIC, MMIO_MIN_LEN, MmioDeviceSpec, MmioError, MmioTransport, NET_DEVICE_ID};
 pub use modern::{ModernTransport, StructureKind, VirtioCapability};
 pub use pci::{PciTransport, ProbeError};
 
@@ -69,22 +73,24 @@ pub enum QueueError {
     NotAccepted,
 }
 
-/// What the driver needs from a virtio-pci transport.
+/// What the driver needs from a transport.
 pub trait Transport {
-    /// How the PCI function's configuration space is reached.
-    type Config: ConfigSpace;
-
     /// Legacy or modern.
     fn interface(&self) -> Interface;
 
-    /// The PCI function, e.g. for bus mastering.
-    fn pci(&mut self) -> &mut PciDevice<Self::Config>;
+    /// Whether the device still answers (PCI: its vendor ID; MMIO: its magic value).
+    fn is_present(&mut self) -> bool;
 
-    /// Makes the registers reachable and every interrupt impossible: I/O or memory decode
-    /// on, INTx disabled in the command register, MSI and MSI-X off. Bus mastering is left
-    /// alone. Called first thing in every reset, since the OS driver may have left any of
-    /// these otherwise.
-    fn take_over_pci(&mut self);
+    /// Makes the registers reachable and every interrupt impossible. PCI: I/O or memory
+    /// decode on, INTx disabled in the command register, MSI and MSI-X off, bus mastering
+    /// left alone. MMIO: pending interrupts acknowledged (its line is never unmasked).
+    /// Called first thing in every reset, since the OS driver may have left any of these
+    /// otherwise.
+    fn take_over(&mut self);
+
+    /// Lets the device reach the queues' memory, once they point at it (PCI: bus
+    /// mastering; MMIO: nothing to do).
+    fn enable_dma(&mut self);
 
     /// The device status (virtio 1.2, 2.1).
     fn status(&mut self) -> DeviceStatus;
@@ -116,4 +122,13 @@ pub trait Transport {
     fn set_up_queue(&mut self, index: u16, rings: QueueRings) -> Result<(), QueueError>;
     /// Tells the device that queue `index` has new available buffers.
     fn notify(&mut self, index: u16);
+}
+
+/// A transport over a PCI function.
+pub trait PciBacked: Transport {
+    /// How the PCI function's configuration space is reached.
+    type Config: ConfigSpace;
+
+    /// The PCI function, e.g. for its command register.
+    fn pci(&mut self) -> &mut PciDevice<Self::Config>;
 }

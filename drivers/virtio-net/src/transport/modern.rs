@@ -3,7 +3,7 @@
 
 use netdump_pci::{Capability, Command, ConfigSpace, PciDevice, RegisterBlock, capability_id};
 
-use super::{DeviceStatus, NO_VECTOR, ProbeError, QueueError, QueueRings, Transport};
+use super::{DeviceStatus, NO_VECTOR, PciBacked, ProbeError, QueueError, QueueRings, Transport};
 use crate::features::{Features, Interface};
 
 /// Offsets in the common configuration structure (`virtio_pci_common_cfg`, 4.1.4.3).
@@ -217,21 +217,31 @@ impl<C: ConfigSpace, B: RegisterBlock> ModernTransport<C, B> {
     }
 }
 
-impl<C: ConfigSpace, B: RegisterBlock> Transport for ModernTransport<C, B> {
+impl<C: ConfigSpace, B: RegisterBlock> PciBacked for ModernTransport<C, B> {
     type Config = C;
-
-    fn interface(&self) -> Interface {
-        Interface::Modern
-    }
 
     fn pci(&mut self) -> &mut PciDevice<C> {
         &mut self.pci
     }
+}
 
-    fn take_over_pci(&mut self) {
+impl<C: ConfigSpace, B: RegisterBlock> Transport for ModernTransport<C, B> {
+    fn interface(&self) -> Interface {
+        Interface::Modern
+    }
+
+    fn is_present(&mut self) -> bool {
+        self.pci.is_present()
+    }
+
+    fn take_over(&mut self) {
         self.pci.enable(Command::MEMORY_SPACE | Command::INTERRUPT_DISABLE);
         self.pci.disable_message_interrupts();
         self.notify_offsets = [None; QUEUES];
+    }
+
+    fn enable_dma(&mut self) {
+        self.pci.enable(Command::BUS_MASTER)
     }
 
     fn status(&mut self) -> DeviceStatus {

@@ -3,7 +3,7 @@
 use netdump_pci::{Bar, ConfigSpace, PciDevice, RegisterBlock};
 
 use super::modern::{StructureKind, offers_modern};
-use super::{DeviceStatus, LegacyTransport, ModernTransport, QueueError, QueueRings, Transport};
+use super::{DeviceStatus, LegacyTransport, ModernTransport, PciBacked, QueueError, QueueRings, Transport};
 use crate::features::{Features, Interface};
 
 /// Why no transport could be built for a function.
@@ -89,17 +89,26 @@ macro_rules! forward {
     };
 }
 
-impl<C: ConfigSpace, P: RegisterBlock, M: RegisterBlock> Transport for PciTransport<C, P, M> {
+impl<C: ConfigSpace, P: RegisterBlock, M: RegisterBlock> PciBacked for PciTransport<C, P, M> {
     type Config = C;
 
-    fn interface(&self) -> Interface {
-        forward!(self, t => t.interface())
-    }
     fn pci(&mut self) -> &mut PciDevice<C> {
         forward!(self, t => t.pci())
     }
-    fn take_over_pci(&mut self) {
-        forward!(self, t => t.take_over_pci())
+}
+
+impl<C: ConfigSpace, P: RegisterBlock, M: RegisterBlock> Transport for PciTransport<C, P, M> {
+    fn interface(&self) -> Interface {
+        forward!(self, t => t.interface())
+    }
+    fn is_present(&mut self) -> bool {
+        forward!(self, t => t.is_present())
+    }
+    fn take_over(&mut self) {
+        forward!(self, t => t.take_over())
+    }
+    fn enable_dma(&mut self) {
+        forward!(self, t => t.enable_dma())
     }
     fn status(&mut self) -> DeviceStatus {
         forward!(self, t => t.status())
