@@ -212,7 +212,7 @@ impl fmt::Display for StartError {
 ///
 /// Returns how many APs were started, or the first failure: APs started before it run
 /// (and are released when this returns); the ones after it are not tried. Call it from
-/// the boot CPU, outside exception and NMI handlers; it uses PIT channel 2 and writes
+/// the boot CPU, outside exception and NMI handlers; it uses PIT channel 0 and writes
 /// the trampoline page (0x8000) while it runs.
 pub fn start_aps(which: u64, entry: fn(usize) -> !) -> Result<usize, StartError> {
     if cpu_index() != 0 {

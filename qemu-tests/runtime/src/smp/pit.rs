@@ -1,62 +1,71 @@
-//! Bounded waits timed by PIT channel 2 (the PC speaker's timer, gated through port
-//! 0x61), which needs no calibration: it counts at 1.193182 MHz on every PC and in QEMU.
+//! Bounded waits timed by PIT channel 0, which needs no calibration: it counts at
+//! 1.193182 MHz on every PC and in QEMU.
 //!
-//! Channel 2 counts down once in mode 0 and raises its output (port 0x61 bit 5) at zero;
-//! a wait runs it in chunks of at most 65535 ticks (55 ms). Without a PIT (the output
-//! never rises) each chunk ends after a fixed number of polls instead, so a wait is
-//! bounded either way.
+//! Channel 0 runs as a rate generator (mode 2) over the full 65536-tick period (the
+//! 18.2 Hz the firmware sets up too); a wait reads its count with the counter-latch
+//! command and adds up how far it moved between reads, so it must read at least once a
+//! period (55 ms), which every poll does. Channel 0's gate is wired high, so unlike
+//! channel 2 (gated, and read back, through port 0x61, i.e. the PC speaker's logic) it
+//! works where port 0x61 does not exist: QEMU's `microvm` has a PIT but no speaker port,
+//! which reads 0xff there and ended every channel-2 wait at once. The runtime never
+//! enables interrupts, so the IRQ 0 the channel raises is never delivered.
+//!
+//! Without a PIT (`pit=off`: the count never moves) a wait ends after a fixed number of
+//! polls instead, so it is bounded either way.
 
 use x86_64::instructions::port::Port;
 
 /// PIT input clock, Hz.
 const PIT_HZ: u64 = 1_193_182;
-/// Polls per chunk before assuming there is no PIT. A chunk is at most 55 ms and a port
-/// read takes well over 25 ns, on hardware and under TCG alike.
-const MAX_POLLS_PER_CHUNK: u32 = 1 << 21;
+/// Polls per 65536 ticks (55 ms) of waiting before assuming there is no PIT: a poll is
+/// three port accesses, well over 25 ns, on hardware and under TCG alike.
+const MAX_POLLS_PER_PERIOD: u64 = 1 << 21;
 
-const CHANNEL_2: u16 = 0x42;
+const CHANNEL_0: u16 = 0x40;
 const MODE: u16 = 0x43;
-const GATE: u16 = 0x61;
-/// Port 0x61: bit 0 gates channel 2, bit 1 connects it to the speaker, bit 5 is its output.
-const GATE_ON: u8 = 0x01;
-const SPEAKER_ON: u8 = 0x02;
-const OUTPUT: u8 = 0x20;
+/// Channel 0, low then high byte, mode 2 (rate generator), binary.
+const CHANNEL_0_RATE_GENERATOR: u8 = 0b0011_0100;
+/// Channel 0, counter latch.
+const CHANNEL_0_LATCH: u8 = 0b0000_0000;
+
+fn read_count(mode: &mut Port<u8>, channel: &mut Port<u8>) -> u16 {
+    // SAFETY: ports 0x40/0x43 are the PC's standard timer; latching channel 0's count
+    // and reading it (low byte, then high) changes nothing but the latch.
+    unsafe {
+        mode.write(CHANNEL_0_LATCH);
+        let low = channel.read();
+        let high = channel.read();
+        u16::from_le_bytes([low, high])
+    }
+}
 
 /// Polls `done` until it returns true or about `micros` microseconds have passed;
-/// returns its last answer. Touches ports 0x42, 0x43 and 0x61 (restoring 0x61).
+/// returns its last answer. Reprograms PIT channel 0 (ports 0x40 and 0x43).
 pub(super) fn wait_until(micros: u64, mut done: impl FnMut() -> bool) -> bool {
-    let mut remaining = (micros.saturating_mul(PIT_HZ) / 1_000_000).max(1);
-    let mut gate_port = Port::<u8>::new(GATE);
-    let mut mode_port = Port::<u8>::new(MODE);
-    let mut channel_port = Port::<u8>::new(CHANNEL_2);
-    // SAFETY: 0x61 is system control port B; reading it has no side effect.
-    let gate = unsafe { gate_port.read() };
-    while remaining > 0 {
-        let ticks = remaining.min(0xffff);
-        remaining -= ticks;
-        // SAFETY: ports 0x42/0x43 (PIT channel 2) and 0x61 (its gate) are the PC's
-        // standard timer; channel 2 drives only the speaker, whose bit stays off.
-        unsafe {
-            gate_port.write((gate & !SPEAKER_ON) | GATE_ON);
-            mode_port.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-            channel_port.write(ticks as u8);
-            channel_port.write((ticks >> 8) as u8); // counting starts here
-        }
-        for _ in 0..MAX_POLLS_PER_CHUNK {
-            if done() {
-                // SAFETY: as above; restores port 0x61 as it was.
-                unsafe { gate_port.write(gate) };
-                return true;
-            }
-            // SAFETY: reading port 0x61 has no side effect.
-            if unsafe { gate_port.read() } & OUTPUT != 0 {
-                break;
-            }
-            core::hint::spin_loop();
-        }
+    let target = (micros.saturating_mul(PIT_HZ) / 1_000_000).max(1);
+    let max_polls = (target / 0x1_0000 + 1).saturating_mul(MAX_POLLS_PER_PERIOD);
+    let mut mode = Port::<u8>::new(MODE);
+    let mut channel = Port::<u8>::new(CHANNEL_0);
+    // SAFETY: as in `read_count`; a count of 0 is the full 65536-tick period.
+    unsafe {
+        mode.write(CHANNEL_0_RATE_GENERATOR);
+        channel.write(0);
+        channel.write(0); // counting starts here
     }
-    // SAFETY: as above.
-    unsafe { gate_port.write(gate) };
+    let mut last = read_count(&mut mode, &mut channel);
+    let mut elapsed = 0u64;
+    let mut polls = 0u64;
+    while elapsed < target && polls < max_polls {
+        if done() {
+            return true;
+        }
+        let now = read_count(&mut mode, &mut channel);
+        // It counts down and reloads at 0 (mode 2 never shows 0: it reloads at 1).
+        elapsed += u64::from(last.wrapping_sub(now));
+        last = now;
+        polls += 1;
+        core::hint::spin_loop();
+    }
     done()
 }
 
