@@ -46,7 +46,7 @@ pub fn sample_words(pattern: &Pattern, count: usize) -> Vec<[u8; 8]> {
     let sent_words = pages_sent(pattern) * (PAGE / 8);
     // An odd step keeps the sample from landing at the same offset of every page.
     let even = (sent_words / count.max(1) as u64).max(1);
-    let step = if even > 1 && even % 2 == 0 { even - 1 } else { even };
+    let step = if even > 1 && even.is_multiple_of(2) { even - 1 } else { even };
     (0..pattern.len / 8)
         .map(|i| pattern.base + i * 8)
         .filter(|&addr| !pattern.is_zero_page(addr))

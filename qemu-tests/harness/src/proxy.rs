@@ -296,6 +296,9 @@ struct State {
     trace: Vec<Event>,
     /// What the rule holds, in arrival order.
     held_by_rule: Vec<HeldByRule>,
+    /// Every datagram of the guests and the server as it arrived, when recording: what an
+    /// on-path attacker keeps to replay.
+    tape: Option<Vec<(Seen, Vec<u8>)>>,
 }
 
 struct Shared {
@@ -346,6 +349,7 @@ impl FaultProxy {
             order: 0,
             trace: vec![],
             held_by_rule: vec![],
+            tape: None,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -360,6 +364,17 @@ impl FaultProxy {
         let s = shared;
         me.threads.push(std::thread::spawn(move || listen_loop(&s)));
         Ok(me)
+    }
+
+    /// Keeps a copy of every datagram from now on (both directions, as they arrive, before
+    /// any fault), as an on-path attacker would, for [`recorded`](Self::recorded).
+    pub fn record(&self) {
+        self.shared.lock().tape.get_or_insert_with(Vec::new);
+    }
+
+    /// The datagrams kept since [`record`](Self::record), in arrival order.
+    pub fn recorded(&self) -> Vec<(Seen, Vec<u8>)> {
+        self.shared.lock().tape.clone().unwrap_or_default()
     }
 
     /// Installs the rule that steers the proxy from now on.
@@ -545,6 +560,9 @@ fn admit(shared: &Shared, dir: Direction, client: SocketAddr, bytes: &[u8], sock
     let faults = st.faults[d];
     // Drawn before the rule looks, so a rule never shifts the random sequence.
     let draw = Draw::new(&mut st.rng[d], &faults);
+    if let Some(tape) = st.tape.as_mut() {
+        tape.push((seen, bytes.to_vec()));
+    }
     let action = st.rule.as_mut().map_or(Action::Pass, |r| r(&seen));
     match action {
         Action::Blackhole => st.trace.push(Event { at: now, seen, fate: Fate::Blackholed }),
