@@ -113,9 +113,10 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     // SAFETY: written once here, before any crash or AP can read it.
     unsafe { CLOCK = Some(clock) };
     println!(
-        "tsc: {} ticks/us (calibrated: {}, within {} ppm)",
+        "tsc: {} ticks/us (calibrated: {}, from {:?}, within {} ppm)",
         clock.ticks_per_us(),
         clock.calibrated,
+        clock.source,
         clock.uncertainty_ppm
     );
     let nic = netconsole::without_dump_server(&boot.args(), nic, clock, &scenario);

@@ -131,7 +131,12 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     };
     let flood_frames = args.get_u64("frames").map_or(5000, |n| n as u32);
     let clock = TscClock::calibrate();
-    println!("clock: {} TSC ticks/us (calibrated: {})", clock.ticks_per_us(), clock.calibrated);
+    println!(
+        "clock: {} TSC ticks/us (calibrated: {}, from {:?})",
+        clock.ticks_per_us(),
+        clock.calibrated,
+        clock.source
+    );
     let mut report = Report::default();
 
     let mut nic = match nic::bring_up(args) {

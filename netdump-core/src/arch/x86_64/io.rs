@@ -27,3 +27,17 @@ pub(crate) fn rdtsc() -> u64 {
     // every privilege level unless CR4.TSD is set, which no kernel we support does).
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// Reads CMOS register `reg` (the MC146818 RTC at ports 0x70/0x71), leaving NMIs enabled
+/// (bit 7 of the index clear).
+///
+/// Callers must not race another user of the CMOS index port: they run at install, when
+/// the kernel is single-threaded.
+pub(crate) fn cmos_read(reg: u8) -> u8 {
+    // SAFETY: selecting a CMOS register and reading it has no effect beyond the read;
+    // the kernel runs in ring 0 (I/O privilege).
+    unsafe {
+        outb(0x70, reg & 0x7f);
+        inb(0x71)
+    }
+}

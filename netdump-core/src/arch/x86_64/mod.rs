@@ -51,4 +51,4 @@ pub use rtc::read_rtc;
 #[cfg(target_arch = "x86_64")]
 pub use stack::StackTrace;
 #[cfg(target_arch = "x86_64")]
-pub use tsc::TscClock;
+pub use tsc::{Calibration, TscClock};

@@ -1,26 +1,14 @@
 //! The CMOS real-time clock (MC146818 at ports 0x70/0x71): the wall-clock time, for
 //! netconsole's syslog timestamps. Read at install, never at crash time.
 
-use super::io::{inb, outb};
+use super::io::cmos_read as read;
 use crate::civil::{Civil, unix_seconds};
 
-const INDEX: u16 = 0x70;
-const DATA: u16 = 0x71;
 /// Status register A, bit 7: an update is in progress (the time registers may be torn).
 const UPDATE_IN_PROGRESS: u8 = 0x80;
 /// Status register B, bit 2: binary (not BCD); bit 1: 24-hour mode.
 const BINARY: u8 = 0x04;
 const HOURS_24: u8 = 0x02;
-
-fn read(reg: u8) -> u8 {
-    // SAFETY: selecting a CMOS register (with NMI left enabled: bit 7 clear) and reading
-    // it has no effect beyond the read; the kernel runs in ring 0. Callers must not race
-    // another user of the CMOS index port (at install, the kernel is single-threaded).
-    unsafe {
-        outb(INDEX, reg);
-        inb(DATA)
-    }
-}
 
 fn snapshot() -> [u8; 7] {
     [read(0x00), read(0x02), read(0x04), read(0x07), read(0x08), read(0x09), read(0x32)]

@@ -1,7 +1,8 @@
-//! A microsecond clock from the TSC, calibrated once at install against PIT channel 2,
-//! so that the crash path needs neither interrupts nor a timer driver.
+//! A microsecond clock from the TSC, calibrated once at install against PIT channel 2
+//! (or, on machines without its gate, CPUID's frequency leaves or the CMOS RTC's update
+//! cycle), so that the crash path needs neither interrupts nor a timer driver.
 
-use super::io::{inb, outb, rdtsc};
+use super::io::{cmos_read, inb, outb, rdtsc};
 use crate::clock::Clock;
 
 /// PIT input clock, Hz.
@@ -17,12 +18,31 @@ const MAX_POLLS: u64 = 200_000_000;
 /// Frequency assumed when the PIT does not answer (documented in `calibrate`).
 const FALLBACK_HZ: u64 = 1_000_000_000;
 
+/// What the TSC's frequency was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calibration {
+    /// Measured against PIT channel 2 (10 ms intervals, the sharpest kept).
+    Pit,
+    /// CPUID leaf 0x15: the crystal's frequency times the TSC/crystal ratio.
+    CpuidCrystal,
+    /// CPUID leaf 0x16: the processor's base frequency (the TSC's on current CPUs).
+    CpuidBaseFrequency,
+    /// Measured over one second of the CMOS RTC's update cycle.
+    RtcSecond,
+    /// Given by the kernel ([`TscClock::with_frequency`]).
+    Given,
+    /// Nothing answered: 1 GHz assumed.
+    Assumed,
+}
+
 /// TSC ticks per microsecond, measured once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TscClock {
     ticks_per_us: u64,
-    /// Whether the PIT calibration succeeded (false: the 1 GHz fallback is in use).
+    /// Whether a calibration succeeded (false: the 1 GHz fallback is in use).
     pub calibrated: bool,
+    /// Where the frequency came from.
+    pub source: Calibration,
     /// How far off the calibration may be, in parts per million (0 when not measured).
     pub uncertainty_ppm: u64,
 }
@@ -65,13 +85,42 @@ impl Interval {
 impl TscClock {
     /// Measures the TSC against PIT channel 2 (10 ms, with the PC speaker gate) until
     /// one interval is measured within 0.2%, at most 50 times (half a second), and keeps
-    /// the sharpest. If the PIT output never rises within a bound, assumes 1 GHz and says
-    /// so in `calibrated` (every timeout then scales with the real frequency, and stays
-    /// bounded).
+    /// the sharpest. A machine without the gate (port 0x61 reads all ones: QEMU's
+    /// microvm, Firecracker) takes CPUID leaf 0x15 or 0x16 where they give a frequency,
+    /// else one second of the CMOS RTC's update cycle (up to two seconds at install).
+    /// If nothing answers within its bound, assumes 1 GHz and says so in `calibrated`
+    /// (every timeout then scales with the real frequency, and stays bounded).
     ///
     /// Call at install, with interrupts in any state; it touches only ports 0x42, 0x43
-    /// and 0x61 (restoring 0x61).
+    /// and 0x61 (restoring 0x61), and reads CMOS register 0x0A.
     pub fn calibrate() -> Self {
+        if let Some(clock) = Self::calibrate_with_pit() {
+            return clock;
+        }
+        if let Some((hz, source)) = cpuid_tsc_hz() {
+            return TscClock { source, ..Self::with_frequency(hz) };
+        }
+        if let Some(i) = Self::measure_rtc_second() {
+            return TscClock {
+                ticks_per_us: (i.ticks() / 1_000_000).max(1),
+                calibrated: true,
+                source: Calibration::RtcSecond,
+                uncertainty_ppm: i.uncertainty_ppm(),
+            };
+        }
+        TscClock {
+            ticks_per_us: FALLBACK_HZ / 1_000_000,
+            calibrated: false,
+            source: Calibration::Assumed,
+            uncertainty_ppm: 0,
+        }
+    }
+
+    fn calibrate_with_pit() -> Option<Self> {
+        // SAFETY: reading the PC speaker/gate port has no effect.
+        if unsafe { inb(0x61) } == 0xff {
+            return None; // no gate: nothing decodes port 0x61
+        }
         let mut best: Option<Interval> = None;
         for _ in 0..CALIBRATION_RUNS {
             let Some(i) = Self::measure() else { break };
@@ -81,13 +130,40 @@ impl TscClock {
             }
         }
         match best {
-            Some(i) if i.ticks() >= 10_000 => TscClock {
+            Some(i) if i.ticks() >= 10_000 => Some(TscClock {
                 ticks_per_us: (i.ticks() * PIT_HZ / CALIBRATION_TICKS / 1_000_000).max(1),
                 calibrated: true,
+                source: Calibration::Pit,
                 uncertainty_ppm: i.uncertainty_ppm(),
-            },
-            _ => TscClock { ticks_per_us: FALLBACK_HZ / 1_000_000, calibrated: false, uncertainty_ppm: 0 },
+            }),
+            _ => None,
         }
+    }
+
+    /// One second of the RTC, in TSC ticks: from one rise of register A's
+    /// update-in-progress bit to the next (the RTC raises it once a second, 244 µs
+    /// before it updates), or `None` when it never rises within a bound.
+    fn measure_rtc_second() -> Option<Interval> {
+        const UIP: u8 = 0x80;
+        let rise = || {
+            let mut last_low = rdtsc();
+            let mut was_high = true;
+            for _ in 0..MAX_POLLS {
+                let before = rdtsc();
+                let high = cmos_read(0x0a) & UIP != 0;
+                if high && !was_high {
+                    return Some((last_low, rdtsc()));
+                }
+                if !high {
+                    last_low = before;
+                }
+                was_high = high;
+            }
+            None
+        };
+        let (load_before, load_after) = rise()?;
+        let (last_low, first_high) = rise()?;
+        Some(Interval { load_before, load_after, last_low, first_high })
     }
 
     /// One 10 ms interval of PIT channel 2, or `None` when its output never rises.
@@ -121,15 +197,43 @@ impl TscClock {
         }
     }
 
-    /// A clock with a known frequency (e.g. from CPUID leaf 0x15 or the hypervisor).
+    /// A clock with a known frequency (e.g. from the hypervisor).
     pub fn with_frequency(hz: u64) -> Self {
-        TscClock { ticks_per_us: (hz / 1_000_000).max(1), calibrated: true, uncertainty_ppm: 0 }
+        TscClock {
+            ticks_per_us: (hz / 1_000_000).max(1),
+            calibrated: true,
+            source: Calibration::Given,
+            uncertainty_ppm: 0,
+        }
     }
 
     /// TSC ticks per microsecond (at least 1), as calibrated or given.
     pub fn ticks_per_us(&self) -> u64 {
         self.ticks_per_us
     }
+}
+
+/// The TSC's frequency from CPUID: leaf 0x15 (crystal Hz × numerator ÷ denominator) when
+/// it names the crystal, else leaf 0x16's base frequency; `None` when neither is there
+/// (emulators often leave them zero).
+fn cpuid_tsc_hz() -> Option<(u64, Calibration)> {
+    // CPUID exists on every x86_64 CPU and only reads identification data.
+    let cpuid = |leaf: u32| core::arch::x86_64::__cpuid_count(leaf, 0);
+    let max_leaf = cpuid(0).eax;
+    if max_leaf >= 0x15 {
+        let l = cpuid(0x15);
+        let (denominator, numerator, crystal_hz) = (u64::from(l.eax), u64::from(l.ebx), u64::from(l.ecx));
+        if denominator != 0 && numerator != 0 && crystal_hz != 0 {
+            return Some((crystal_hz * numerator / denominator, Calibration::CpuidCrystal));
+        }
+    }
+    if max_leaf >= 0x16 {
+        let base_mhz = u64::from(cpuid(0x16).eax & 0xffff);
+        if base_mhz != 0 {
+            return Some((base_mhz * 1_000_000, Calibration::CpuidBaseFrequency));
+        }
+    }
+    None
 }
 
 impl Clock for TscClock {
