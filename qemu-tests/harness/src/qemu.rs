@@ -11,8 +11,9 @@ pub struct NicModel {
     name: &'static str,
     /// The QEMU machine (`q35`, or `microvm` for a NIC without PCI).
     machine: &'static str,
-    /// QEMU `-device` argument; `romfile=` skips the iPXE option ROM (faster boot).
-    device: &'static str,
+    /// QEMU arguments that add the NIC on netdev `n0`, split at spaces; `romfile=` skips
+    /// the iPXE option ROM (faster boot).
+    args: &'static str,
 }
 
 /// Builds [`NICS`] and a `NicModel::<Variant>` constant per line of the NIC table (the
@@ -27,7 +28,7 @@ macro_rules! nic_table {
             $(
                 #[doc = concat!("The `", $name, "` configuration.")]
                 pub const $variant: NicModel =
-                    NicModel { name: $name, machine: stringify!($machine), device: $device };
+                    NicModel { name: $name, machine: stringify!($machine), args: $device };
             )*
         }
     };
@@ -47,8 +48,8 @@ impl NicModel {
     pub fn machine(self) -> &'static str {
         self.machine
     }
-    fn device(self) -> &'static str {
-        self.device
+    fn args(self) -> impl Iterator<Item = &'static str> {
+        self.args.split_whitespace()
     }
 }
 
@@ -85,7 +86,8 @@ impl QemuRun<'_> {
             .arg("-serial")
             .arg(format!("file:{}", self.serial_log.display()))
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-            .args(["-netdev", "user,id=n0", "-device", self.nic.device()]);
+            .args(["-netdev", "user,id=n0"])
+            .args(self.nic.args());
         if let Some(pcap) = &self.capture {
             c.arg("-object").arg(format!("filter-dump,id=f0,netdev=n0,file={}", pcap.display()));
         }
