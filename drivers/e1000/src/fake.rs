@@ -7,6 +7,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::vec::Vec;
 
+/// What the device sees of the driver's memory: host address + this offset. The tests
+/// give the driver device addresses that differ from the host addresses behind them, so
+/// a driver that hands the device a pointer (or the CPU a device address) fails.
+pub const DMA_OFFSET: u64 = 0x1000_0000_0000;
+
+/// The host address behind device address `device`.
+fn host(device: u64) -> *mut u8 {
+    device.wrapping_sub(DMA_OFFSET) as usize as *mut u8
+}
+
 use netdump_pci::RegisterBlock;
 
 use crate::regs::{self, Ctrl, Rctl, RxErrors, RxStatus, Status, Tctl, TxCommand, TxStatus};
@@ -108,7 +118,7 @@ impl FakeDevice {
     }
 
     fn descriptor(base_low: u32, base_high: u32, index: u32) -> *mut u8 {
-        ((u64::from(base_high) << 32 | u64::from(base_low)) + 16 * u64::from(index)) as usize as *mut u8
+        host(((u64::from(base_high) << 32) | u64::from(base_low)) + 16 * u64::from(index))
     }
 
     /// Sends up to `limit` queued frames, writing DD back for descriptors with RS.
@@ -120,7 +130,7 @@ impl FakeDevice {
         while done < limit && self.get(regs::TDH) != self.get(regs::TDT) {
             let head = self.get(regs::TDH);
             let d = Self::descriptor(self.get(regs::TDBAL), self.get(regs::TDBAH), head);
-            // SAFETY: test memory is identity-mapped and the driver programmed TDBA/TDLEN to
+            // SAFETY: `host` undoes the device offset of test memory; the driver programmed TDBA/TDLEN to
             // its descriptor ring, which is live for the whole test; descriptor fields are
             // at their legacy-format offsets (addr 0, length 8, cmd 11, status 12), which
             // the extended formats share (DTYP in byte 10's high nibble, POPTS in byte 13).
@@ -134,7 +144,7 @@ impl FakeDevice {
                     // A context descriptor: no frame, just where checksums go.
                     self.checksum_context = Some(((addr >> 32) as u8, (addr >> 40) as u8, (addr >> 48) as u16));
                 } else {
-                    let frame = std::slice::from_raw_parts(addr as usize as *const u8, usize::from(length));
+                    let frame = std::slice::from_raw_parts(host(addr), usize::from(length));
                     let mut frame = frame.to_vec();
                     if cmd.contains(TxCommand::DEXT) && dtyp == 1 && popts & crate::regs::txd::POPTS_TXSM != 0 {
                         let (css, cso, cse) = self.checksum_context.expect("TXSM without a context descriptor");
@@ -173,7 +183,7 @@ impl FakeDevice {
             // descriptor with a buffer of RX_BUFFER_SIZE ≥ `chunk` bytes.
             unsafe {
                 let addr = d.cast::<u64>().read();
-                std::ptr::copy_nonoverlapping(piece.as_ptr(), addr as usize as *mut u8, piece.len());
+                std::ptr::copy_nonoverlapping(piece.as_ptr(), host(addr), piece.len());
                 d.add(8).cast::<u16>().write(piece.len() as u16);
                 d.add(13).write(if last { errors.bits() } else { 0 });
                 let status = if last { RxStatus::DD | RxStatus::EOP } else { RxStatus::DD };

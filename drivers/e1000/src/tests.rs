@@ -9,7 +9,7 @@ use netdump_core::nic::{NicError, PolledNic};
 use netdump_pci::fake::FakeConfigSpace;
 use netdump_pci::{Command, DmaError, DmaRegion, PciAddress, PciDevice};
 
-use crate::fake::{FakeDevice, FakeRegisters};
+use crate::fake::{DMA_OFFSET, FakeDevice, FakeRegisters};
 use crate::regs::{self, Rctl, RxErrors, Tctl};
 use crate::{E1000, InitError, MIN_FRAME_LEN, dma_size};
 
@@ -18,14 +18,15 @@ const ADDRESS: PciAddress = PciAddress::new(0, 3, 0);
 
 type Nic<const TX: usize, const RX: usize> = E1000<FakeRegisters, FakeConfigSpace, TX, RX>;
 
-/// `len` bytes of leaked, page-aligned, zeroed host memory, with physical = virtual.
+/// `len` bytes of leaked, page-aligned, zeroed host memory, which the device sees at the
+/// host address plus [`DMA_OFFSET`] (physical ≠ virtual).
 fn dma(len: usize) -> DmaRegion {
     let layout = std::alloc::Layout::from_size_align(len.max(1), 4096).unwrap();
     // SAFETY: the layout's size is non-zero.
     let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     // SAFETY: the block is leaked, so the region owns it for the rest of the run; the fake
-    // device reaches it through the same addresses.
-    unsafe { DmaRegion::new(base, base.as_ptr() as u64, len) }
+    // device reaches it at the device addresses given here, undoing the offset.
+    unsafe { DmaRegion::new(base, base.as_ptr() as u64 + DMA_OFFSET, len) }
 }
 
 /// An 82540EM function as SeaBIOS leaves it: I/O and memory decode on, no bus mastering.
