@@ -27,8 +27,8 @@ use netdump_core::net::{
 };
 use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, check_frame_len};
 use netdump_core::proto::{
-    Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, HEADER_LEN, Header, HelloAck, HelloStatus,
-    Message, MessageType, Section, StreamCrc, Verdict,
+    Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, HEADER_LEN, Header, HelloAck, HelloAckV2,
+    HelloStatus, HelloTerms, Message, MessageType, Section, StreamCrc, Verdict,
 };
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 use smoltcp::wire::ArpOperation;
@@ -106,6 +106,8 @@ impl MemorySource for Ram {
 #[derive(Default)]
 struct Server {
     cookie: Option<u64>,
+    /// The protocol version of the client's HELLO, which every answer speaks.
+    version: u8,
     /// DATA payloads by seq (the first copy; later copies must equal it).
     data: BTreeMap<u32, Vec<u8>>,
     image: Vec<u8>,
@@ -116,7 +118,7 @@ struct Server {
 impl Server {
     fn reply(&self, t: MessageType, seq: u32, len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
         let mut payload = vec![0u8; HEADER_LEN + len];
-        let header = Header { msg_type: t, flags: 0, cookie: self.cookie.unwrap_or(0), seq };
+        let header = Header { version: self.version, ..Header::v1(t, 0, self.cookie.unwrap_or(0), seq) };
         header.emit(&mut payload, len, fill).expect("sized buffer");
         udp_frame(SERVER_IP, SERVER_PORT, &payload)
     }
@@ -147,7 +149,15 @@ impl Server {
         match msg {
             Message::Hello(_) => {
                 self.cookie = Some(h.cookie);
+                self.version = h.version;
                 let a = HelloAck { status: HelloStatus::Registered, max_payload: 1472 };
+                rx.push_back(self.reply(MessageType::HelloAck, h.seq, a.wire_len(), |p| a.emit(p)));
+            }
+            Message::HelloV2(_) => {
+                self.cookie = Some(h.cookie);
+                self.version = h.version;
+                let terms = HelloTerms { status: HelloStatus::Registered, max_payload: 1472, features: 0, required: 0 };
+                let a = HelloAckV2 { terms, handshake: &[] };
                 rx.push_back(self.reply(MessageType::HelloAck, h.seq, a.wire_len(), |p| a.emit(p)));
             }
             Message::Crash(c) => {
@@ -334,18 +344,18 @@ fn run(data: &[u8]) -> (Option<Result<netdump_core::DumpReport, netdump_core::Du
     let mut nic = FuzzNic { server: Server::default(), rx: VecDeque::new(), injections, sent: 0 };
     nic.inject();
     let clock = TickClock::default();
+    let net = NetConfig {
+        ip: CLIENT_IP,
+        prefix_len: 24,
+        gateway: None,
+        server_ip: SERVER_IP,
+        server_port: SERVER_PORT,
+        client_port: CLIENT_PORT,
+    };
     let config = Config {
-        net: NetConfig {
-            ip: CLIENT_IP,
-            prefix_len: 24,
-            gateway: None,
-            server_ip: SERVER_IP,
-            server_port: SERVER_PORT,
-            client_port: CLIENT_PORT,
-        },
-        name: ClientName::new("fuzz").expect("valid name"),
         window: WINDOW,
         timeouts: timeouts(),
+        ..Config::new(net, ClientName::new("fuzz").expect("valid name"))
     };
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: PAGES * 4096, virt_start: RAM_BASE }])
         .expect("valid map");
@@ -390,9 +400,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let ack_all = |stop: bool| {
         let a = Ack { stop, bitmap: &[] };
         let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
-        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 1000 }
-            .emit(&mut p, a.wire_len(), |b| a.emit(b))
-            .expect("sized");
+        Header::v2(MessageType::Ack, 0, 0, 1000).emit(&mut p, a.wire_len(), |b| a.emit(b)).expect("sized");
         p
     };
     let mut arp = vec![0u8; 60];
@@ -430,9 +438,7 @@ mod tests {
     fn a_stop_with_the_right_cookie_from_the_server_ends_the_dump() {
         let a = Ack { stop: true, bitmap: &[] };
         let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
-        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 0 }
-            .emit(&mut p, a.wire_len(), |b| a.emit(b))
-            .unwrap();
+        Header::v2(MessageType::Ack, 0, 0, 0).emit(&mut p, a.wire_len(), |b| a.emit(b)).unwrap();
         let data = encode(&[(1 | 0x04 | 0x10, [vec![12], p].concat())]);
         let (result, verified) = run(&data);
         assert_eq!(result.unwrap().unwrap_err(), netdump_core::DumpError::StoppedByServer);

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn a_sealed_packet_parses_as_the_protocol_emits_it() {
-        let h = Header { msg_type: MessageType::HelloAck, flags: 0, cookie: 42, seq: 7 };
+        let h = Header::v1(MessageType::HelloAck, 0, 42, 7);
         let ack = HelloAck { status: HelloStatus::Registered, max_payload: 1472 };
         let mut buf = [0u8; 64];
         let n = h.emit(&mut buf, ack.wire_len(), |p| ack.emit(p)).unwrap();

@@ -116,7 +116,7 @@ fn run(data: &[u8]) -> Vec<String> {
 /// A whole packet from a client, as the protocol builds it.
 fn packet(t: MessageType, cookie: u64, seq: u32, len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
     let mut buf = vec![0u8; netdump_core::proto::HEADER_LEN + len];
-    let n = Header { msg_type: t, flags: 0, cookie, seq }.emit(&mut buf, len, fill).expect("sized buffer");
+    let n = Header::v1(t, 0, cookie, seq).emit(&mut buf, len, fill).expect("sized buffer");
     buf.truncate(n);
     buf
 }

@@ -55,6 +55,20 @@ pub struct ServerConfig {
     pub progress_interval: Duration,
     /// What strangers can make the server hold or do ([`crate::limits`]).
     pub limits: Limits,
+    /// Encrypted dumps: the server's keys and whether plaintext clients are refused.
+    pub encryption: EncryptionConfig,
+}
+
+/// `[encryption]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// Private key files (`netdumpd keygen`), each 0600. Several: a client names the one
+    /// it pinned by its key id, so old and new keys work side by side while kernels move
+    /// to a new one.
+    pub private_keys: Vec<PathBuf>,
+    /// Refuse every client that does not encrypt (version-1 HELLOs, version-2 HELLOs
+    /// without the `ENCRYPTED` feature), with the reason in the log and HELLO_ACK.
+    pub require_encryption: bool,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +89,7 @@ impl Default for ServerConfig {
             syslog_limits: SyslogLimits::default(),
             progress_interval: Duration::from_secs(10),
             limits: Limits::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -107,6 +122,17 @@ pub struct ConfigFile {
     pub netconsole: NetconsoleSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub encryption: EncryptionSection,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSection {
+    /// Private key files; relative paths are taken from the working directory.
+    #[serde(default)]
+    pub private_keys: Vec<PathBuf>,
+    pub require_encryption: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -325,6 +351,10 @@ impl ConfigFile {
             c.syslog_limits.max_log_bytes = v.saturating_mul(MIB);
         }
         self.limits.apply(&mut c.limits)?;
+        c.encryption.private_keys.extend(self.encryption.private_keys.iter().cloned());
+        if let Some(v) = self.encryption.require_encryption {
+            c.encryption.require_encryption = v;
+        }
         Ok(())
     }
 }
@@ -347,6 +377,10 @@ pub fn parse_dedup(policy: &str, within_days: Option<u64>) -> anyhow::Result<Ded
 }
 
 /// What `check-config` finds wrong with a resolved configuration (empty: fine).
+/// `require_encryption` with no key: no client could register.
+pub const REQUIRE_WITHOUT_KEYS: &str =
+    "encryption.require_encryption is set but encryption.private_keys is empty: no client could register";
+
 pub fn problems(c: &ServerConfig) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
@@ -384,6 +418,12 @@ pub fn problems(c: &ServerConfig) -> Vec<String> {
     }
     if c.analysis.enabled() && which(&c.analysis.gdb).is_none() {
         out.push(format!("analysis.gdb: {} not found", c.analysis.gdb.display()));
+    }
+    if let Err(e) = crate::keys::ServerKeys::load(&c.encryption.private_keys) {
+        out.push(format!("encryption.private_keys: {e:#}"));
+    }
+    if c.encryption.require_encryption && c.encryption.private_keys.is_empty() {
+        out.push(REQUIRE_WITHOUT_KEYS.to_string());
     }
     if c.max_memory_dumps > c.max_sessions {
         out.push(format!("max_memory_dumps ({}) exceeds max_sessions ({})", c.max_memory_dumps, c.max_sessions));

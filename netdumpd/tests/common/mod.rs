@@ -181,7 +181,7 @@ impl TestClient {
         fill: impl FnOnce(&mut [u8]),
     ) -> Vec<u8> {
         let mut buf = vec![0u8; 24 + payload_len];
-        let h = Header { msg_type: t, flags: hflags, cookie: self.cookie, seq };
+        let h = Header::v1(t, hflags, self.cookie, seq);
         let n = h.emit(&mut buf, payload_len, fill).unwrap();
         buf.truncate(n);
         buf
