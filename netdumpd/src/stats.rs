@@ -48,7 +48,8 @@ pub enum DropReason {
     /// A sealed packet whose tag does not verify: forged, altered, of another session,
     /// or for a cookie without keys.
     BadTag,
-    /// A sealed packet whose nonce was seen already (a replay), or too old to tell.
+    /// A sealed packet whose nonce was seen already (a replay), or too old to tell, or
+    /// of a retired cookie (an earlier boot's session, replayed).
     ReplayedNonce,
     /// A HELLO for a registered cookie with another handshake than the one it
     /// registered with, or asking for encryption where it registered without.

@@ -435,8 +435,15 @@ impl Server {
             if !header.is_sealed() {
                 return Some(payload);
             }
-            let reason =
-                if self.registry.get(cookie).is_some() { DropReason::BadTag } else { DropReason::UnknownCookie };
+            // A retired cookie's keys went with it: its sealed packets are an earlier
+            // boot's, replayed.
+            let reason = if self.registry.retired(cookie).is_some() {
+                DropReason::ReplayedNonce
+            } else if self.registry.get(cookie).is_some() {
+                DropReason::BadTag
+            } else {
+                DropReason::UnknownCookie
+            };
             self.drop_packet(reason, from, Some(cookie), &format_args!("{what}: sealed, and the cookie has no keys"));
             return None;
         };
