@@ -491,6 +491,27 @@ mod tests {
         assert_eq!(text.matches("\n[limits]").count(), 1);
         let keys = text.split("\n[limits]").nth(1).unwrap().lines().filter(|l| l.contains(" = ")).count();
         assert_eq!(keys, 9, "one line per field of Limits");
+        // Encryption is shown, commented out (a key file must exist to pass check-config).
+        assert_eq!(c.encryption, EncryptionConfig::default());
+        assert!(text.contains("# private_keys = [") && text.contains("# require_encryption = false"));
+    }
+
+    #[test]
+    fn the_encryption_section_takes_several_keys_and_the_requirement() {
+        let text = "[encryption]\nprivate_keys = [\"/k/old.key\", \"/k/new.key\"]\nrequire_encryption = true\n";
+        let mut c = ServerConfig::default();
+        ConfigFile::parse(text).unwrap().apply(&mut c).unwrap();
+        assert_eq!(c.encryption.private_keys, [PathBuf::from("/k/old.key"), PathBuf::from("/k/new.key")]);
+        assert!(c.encryption.require_encryption);
+        // Missing files, and a requirement without keys, are problems check-config names.
+        let found = problems(&c);
+        assert!(found.iter().any(|p| p.starts_with("encryption.private_keys: private key /k/old.key")), "{found:?}");
+        let c = ServerConfig {
+            encryption: EncryptionConfig { private_keys: vec![], require_encryption: true },
+            ..ServerConfig::default()
+        };
+        assert!(problems(&c).iter().any(|p| p == REQUIRE_WITHOUT_KEYS));
+        assert!(ConfigFile::parse("[encryption]\nprivate_key = \"/k\"\n").is_err(), "unknown keys are refused");
     }
 
     #[test]
