@@ -126,14 +126,7 @@ fn register_sealed(server: &mut Server, sources: &Sources, slot: u8) -> Session 
     let public = PublicKey(x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(SERVER_SECRET)).to_bytes());
     let name = format!("fuzz-node-{slot}");
     let hello = |handshake| HelloV2 {
-        hello: Hello {
-            mac: [2, 0, 0, 0, 0, slot],
-            mtu: 1500,
-            ip: [10, 0, 2, 15],
-            page_size: 4096,
-            memory_bytes: 8192,
-            name: name.as_bytes(),
-        },
+        hello: node_hello(slot, &name),
         features: features::ENCRYPTED,
         key_id: public.key_id(),
         handshake,
@@ -226,20 +219,25 @@ fn packet(t: MessageType, cookie: u64, seq: u32, len: usize, fill: impl FnOnce(&
     buf
 }
 
-/// A client's whole conversation: HELLO, CRASH, DATA (log, registers, memory), FINISH;
-/// from source `src`, cookie slot `slot`. With `abort`, it ends in ABORT instead.
-fn conversation(src: u8, slot: u8, abort: bool) -> Vec<(u8, Vec<u8>)> {
-    let cookie = COOKIES[usize::from(slot) - 1];
-    let tag = src | (slot << 4);
-    let name = format!("fuzz-node-{slot}");
-    let hello = Hello {
+/// The HELLO fields of the fuzz client in cookie slot `slot`.
+fn node_hello(slot: u8, name: &str) -> Hello<'_> {
+    Hello {
         mac: [2, 0, 0, 0, 0, slot],
         mtu: 1500,
         ip: [10, 0, 2, 15],
         page_size: 4096,
         memory_bytes: 8192,
         name: name.as_bytes(),
-    };
+    }
+}
+
+/// A client's whole conversation: HELLO, CRASH, DATA (log, registers, memory), FINISH;
+/// from source `src`, cookie slot `slot`. With `abort`, it ends in ABORT instead.
+fn conversation(src: u8, slot: u8, abort: bool) -> Vec<(u8, Vec<u8>)> {
+    let cookie = COOKIES[usize::from(slot) - 1];
+    let tag = src | (slot << 4);
+    let name = format!("fuzz-node-{slot}");
+    let hello = node_hello(slot, &name);
     let ranges = [MemoryRange { phys_start: 0x10_0000, length: 8192, virt_start: 0xffff_8000_0010_0000 }];
     let log = b"fuzzed console\n";
     let crash = Crash {

@@ -202,35 +202,31 @@ fn a_wrong_pinned_key_fails_install_with_server_key_mismatch() {
     assert!(server.dumps().is_empty());
 }
 
-/// A UDP responder on the loopback that answers each datagram with what `answer` makes.
-struct FakeServer {
+/// A UDP socket on the loopback served by a thread, which calls `turn` (the socket
+/// waits at most 10 ms for a datagram) until dropped.
+struct SocketLoop {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl FakeServer {
-    fn start(mut answer: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static) -> Self {
+impl SocketLoop {
+    fn spawn(mut turn: impl FnMut(&UdpSocket) + Send + 'static) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         let addr = socket.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 9000];
             while !s.load(Ordering::SeqCst) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf)
-                    && let Some(reply) = answer(&buf[..n])
-                {
-                    socket.send_to(&reply, from).unwrap();
-                }
+                turn(&socket);
             }
         });
-        FakeServer { addr, stop, thread: Some(thread) }
+        SocketLoop { addr, stop, thread: Some(thread) }
     }
 }
 
-impl Drop for FakeServer {
+impl Drop for SocketLoop {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -239,13 +235,25 @@ impl Drop for FakeServer {
     }
 }
 
+/// A UDP responder that answers each datagram with what `answer` makes.
+fn fake_server(mut answer: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static) -> SocketLoop {
+    let mut buf = [0u8; 9000];
+    SocketLoop::spawn(move |socket| {
+        if let Ok((n, from)) = socket.recv_from(&mut buf)
+            && let Some(reply) = answer(&buf[..n])
+        {
+            socket.send_to(&reply, from).unwrap();
+        }
+    })
+}
+
 #[test]
 fn a_server_whose_message_2_does_not_verify_fails_install_with_server_key_mismatch() {
     let dir = TempDir::new("enc-bad-m2");
     let (_, key) = keygen(dir.path(), "server.key");
     // Answers every HELLO with "registered, encrypted" and a message 2 of noise: a
     // server (or an attacker) without the pinned key.
-    let fake = FakeServer::start(|p| {
+    let fake = fake_server(|p| {
         let (h, _) = Header::parse(p).ok()?;
         let terms = HelloTerms { status: HelloStatus::Registered, max_payload: 1472, features: 1, required: 0 };
         let noise: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
@@ -260,8 +268,8 @@ fn a_server_whose_message_2_does_not_verify_fails_install_with_server_key_mismat
 
 /// A version-1 server: every version-2 packet gets ERROR UNSUPPORTED_VERSION (cookie 0,
 /// as the old netdumpd sent it), a version-1 HELLO gets registered.
-fn version_1_server() -> FakeServer {
-    FakeServer::start(|p| {
+fn version_1_server() -> SocketLoop {
+    fake_server(|p| {
         let mut buf = vec![0u8; 256];
         let reply = match Header::parse(p) {
             Ok((h, _)) if h.version == VERSION_1 && h.msg_type == MessageType::Hello => {
@@ -358,47 +366,22 @@ type Tamper = Box<dyn FnMut(Way, &[u8]) -> Vec<Vec<u8>> + Send>;
 
 /// An attacker on the path: a UDP relay between one client and the server, passing
 /// every datagram through `tamper`.
-struct Relay {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start(server: SocketAddr, mut tamper: Tamper) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut client = None;
-            let mut buf = [0u8; 9000];
-            while !s.load(Ordering::SeqCst) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-                let (way, to) = if from == server {
-                    (Way::ToClient, client)
-                } else {
-                    client = Some(from);
-                    (Way::ToServer, Some(server))
-                };
-                let Some(to) = to else { continue };
-                for d in tamper(way, &buf[..n]) {
-                    let _ = socket.send_to(&d, to);
-                }
-            }
-        });
-        Relay { addr, stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
+fn relay(server: SocketAddr, mut tamper: Tamper) -> SocketLoop {
+    let mut client = None;
+    let mut buf = [0u8; 9000];
+    SocketLoop::spawn(move |socket| {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { return };
+        let (way, to) = if from == server {
+            (Way::ToClient, client)
+        } else {
+            client = Some(from);
+            (Way::ToServer, Some(server))
+        };
+        let Some(to) = to else { return };
+        for d in tamper(way, &buf[..n]) {
+            let _ = socket.send_to(&d, to);
         }
-    }
+    })
 }
 
 fn msg_type(d: &[u8]) -> Option<MessageType> {
@@ -467,7 +450,7 @@ fn forged_altered_and_replayed_packets_are_refused_both_ways_and_the_dump_is_bit
             _ => vec![d.to_vec()],
         }
     });
-    let relay = Relay::start(server.addr, tamper);
+    let relay = relay(server.addr, tamper);
     let ram = Ram::new();
     let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 0x30], 1500, relay.addr).unwrap();
     let mut nd = install(nic, config(relay.addr, "attacked", Some(key)), 11).expect("install");
@@ -491,7 +474,7 @@ fn packets_of_an_earlier_boot_are_refused_as_they_are_and_under_the_new_cookie()
     let server = server_with_keys(dir.path(), &[key_file], |_| {});
     let recorded: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let rec = recorded.clone();
-    let relay = Relay::start(
+    let relay = relay(
         server.addr,
         Box::new(move |way, d| {
             if way == Way::ToServer {
@@ -554,7 +537,7 @@ fn a_server_restart_mid_dump_stops_the_encrypted_client_as_it_stops_a_plaintext_
     let nonces: Arc<Mutex<Vec<u64>>> = Arc::default();
     let (h, n) = (hold.clone(), nonces.clone());
     let mut data = 0;
-    let relay = Relay::start(
+    let relay = relay(
         first.addr,
         Box::new(move |way, d| {
             if let Ok((hd, p)) = Header::parse(d)
@@ -631,7 +614,7 @@ fn every_retransmission_is_sealed_under_a_new_nonce() {
     let sent: Arc<Mutex<Sent>> = Arc::default();
     let s = sent.clone();
     let mut state = 7u64;
-    let relay = Relay::start(
+    let relay = relay(
         server.addr,
         Box::new(move |way, d| {
             if way == Way::ToServer
