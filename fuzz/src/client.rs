@@ -14,6 +14,14 @@
 //! | 2 | recompute the protocol CRC |
 //! | 3 | set `payload_len` from the payload's length |
 //! | 4 | write the client's cookie into the header |
+//! | 5 | [`client_receive_sealed`] only: seal the packet (the record's header and, as
+//! plaintext, its payload) under the server's key of the session, with its next nonce |
+//!
+//! [`client_receive_sealed`] runs the same with the client pinning the server's key: the
+//! server here answers the Noise handshake (with `snow`), opens what the client sends
+//! (which must open) and seals what it answers, so the fuzzer's frames meet the client's
+//! encrypted receive path — unsealed, forged, replayed, or sealed right (bit 5) so that
+//! its mutations reach the client's parsing past the tag.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -21,19 +29,20 @@ use std::rc::Rc;
 
 use netdump_core::client::{ClientName, Config, RtoBounds, Timeouts};
 use netdump_core::clock::Clock;
+use netdump_core::crypto::{PROTOCOL_NAME, PublicKey, ReplayWindow, Transport, open_packet, seal_packet};
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::{
     EthernetAddress, FRAME_OVERHEAD, Inbound, Ipv4Address, NetConfig, UdpFlow, classify, emit_arp, emit_udp,
 };
 use netdump_core::nic::{ETHERNET_HEADER_LEN, NicError, PolledNic, check_frame_len};
 use netdump_core::proto::{
-    Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, HEADER_LEN, Header, HelloAck, HelloStatus,
-    Message, MessageType, Section, StreamCrc, Verdict,
+    Ack, AfterDump, Data, Decision, DecisionReason, FinishAck, FinishStatus, HEADER_LEN, Header, HelloAck, HelloAckV2,
+    HelloStatus, HelloTerms, HelloV2, Message, MessageType, Section, StreamCrc, Verdict,
 };
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 use smoltcp::wire::ArpOperation;
 
-use crate::input::{Records, encode, seal};
+use crate::input::{Records, encode, seal, seal_record};
 
 const WINDOW: usize = 8;
 const RAM_BASE: u64 = 0x10_0000;
@@ -102,10 +111,25 @@ impl MemorySource for Ram {
     }
 }
 
+/// The server's static key in the sealed target.
+const SERVER_SECRET: [u8; 32] = [0x5e; 32];
+
+fn server_public() -> PublicKey {
+    PublicKey(x25519_public(&SERVER_SECRET))
+}
+
+fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
+}
+
 /// The well-behaved server at the other end of the NIC.
 #[derive(Default)]
 struct Server {
+    /// The session's keys, once the handshake is done (sealed target).
+    channel: Option<(Transport, ReplayWindow)>,
     cookie: Option<u64>,
+    /// The protocol version of the client's HELLO, which every answer speaks.
+    version: u8,
     /// DATA payloads by seq (the first copy; later copies must equal it).
     data: BTreeMap<u32, Vec<u8>>,
     image: Vec<u8>,
@@ -114,11 +138,43 @@ struct Server {
 }
 
 impl Server {
-    fn reply(&self, t: MessageType, seq: u32, len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
-        let mut payload = vec![0u8; HEADER_LEN + len];
-        let header = Header { msg_type: t, flags: 0, cookie: self.cookie.unwrap_or(0), seq };
-        header.emit(&mut payload, len, fill).expect("sized buffer");
-        udp_frame(SERVER_IP, SERVER_PORT, &payload)
+    fn reply(&mut self, t: MessageType, seq: u32, len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+        let mut payload = vec![0u8; HEADER_LEN + 24 + len];
+        let header = Header { version: self.version, ..Header::v1(t, 0, self.cookie.unwrap_or(0), seq) };
+        let n = match self.channel.as_mut() {
+            Some((transport, _)) => seal_packet(transport, header, len, &mut payload, fill).expect("sized buffer"),
+            None => header.emit(&mut payload, len, fill).expect("sized buffer"),
+        };
+        udp_frame(SERVER_IP, SERVER_PORT, &payload[..n])
+    }
+
+    /// Answers an encrypting client's HELLO: message 2 (the terms as its payload), and
+    /// the session's keys.
+    fn handshake(&mut self, h: &Header, hello: &HelloV2<'_>) -> Vec<u8> {
+        let mut prologue = [0u8; netdump_core::proto::MAX_PROLOGUE];
+        let n = hello.prologue(h.cookie, &mut prologue);
+        let mut responder = snow::Builder::new(PROTOCOL_NAME.parse().expect("pattern"))
+            .local_private_key(&SERVER_SECRET)
+            .and_then(|b| b.prologue(&prologue[..n]))
+            .and_then(|b| b.build_responder())
+            .expect("responder");
+        let mut scratch = [0u8; 64];
+        responder.read_message(hello.handshake, &mut scratch).expect("the client's message 1 verifies");
+        let terms = HelloTerms {
+            status: HelloStatus::Registered,
+            max_payload: 1472,
+            features: netdump_core::proto::features::ENCRYPTED,
+            required: 0,
+        };
+        let mut t = [0u8; HelloTerms::WIRE_LEN];
+        terms.emit(&mut t);
+        let mut m2 = [0u8; 128];
+        let len = responder.write_message(&t, &mut m2).expect("message 2");
+        let (i, r) = responder.dangerously_get_raw_split();
+        let a = HelloAckV2 { terms, handshake: &m2[..len] };
+        let frame = self.reply(MessageType::HelloAck, h.seq, a.wire_len(), |p| a.emit(p));
+        self.channel = Some((Transport::responder(i, r), ReplayWindow::new()));
+        frame
     }
 
     /// A frame from the client; answers go to `rx`.
@@ -139,6 +195,18 @@ impl Server {
         let (h, payload) =
             Header::parse(packet).unwrap_or_else(|e| panic!("the client sent a bad packet ({e}): {packet:02x?}"));
         assert!(h.msg_type.from_client(), "the client sent a server message: {h:?}");
+        let mut plain = vec![0u8; packet.len()];
+        let payload = match self.channel.as_mut() {
+            Some((transport, replay)) => {
+                let opened = open_packet(transport, replay, packet, &mut plain);
+                let (_, p) = opened.unwrap_or_else(|e| panic!("the client sent a packet that does not open: {e:?}"));
+                p
+            }
+            None => {
+                assert!(!h.is_sealed(), "a sealed packet before the handshake");
+                payload
+            }
+        };
         let msg = Message::parse(&h, payload)
             .unwrap_or_else(|e| panic!("the client sent a {:?} that does not parse: {e}", h.msg_type));
         if h.msg_type != MessageType::Hello {
@@ -147,7 +215,23 @@ impl Server {
         match msg {
             Message::Hello(_) => {
                 self.cookie = Some(h.cookie);
+                self.version = h.version;
                 let a = HelloAck { status: HelloStatus::Registered, max_payload: 1472 };
+                rx.push_back(self.reply(MessageType::HelloAck, h.seq, a.wire_len(), |p| a.emit(p)));
+            }
+            Message::HelloV2(hello) if !hello.handshake.is_empty() => {
+                self.cookie = Some(h.cookie);
+                self.version = h.version;
+                if self.channel.is_none() {
+                    let frame = self.handshake(&h, &hello);
+                    rx.push_back(frame);
+                }
+            }
+            Message::HelloV2(_) => {
+                self.cookie = Some(h.cookie);
+                self.version = h.version;
+                let terms = HelloTerms { status: HelloStatus::Registered, max_payload: 1472, features: 0, required: 0 };
+                let a = HelloAckV2 { terms, handshake: &[] };
                 rx.push_back(self.reply(MessageType::HelloAck, h.seq, a.wire_len(), |p| a.emit(p)));
             }
             Message::Crash(c) => {
@@ -256,6 +340,12 @@ impl FuzzNic {
                     bytes[8..16].copy_from_slice(&self.server.cookie.unwrap_or(0).to_be_bytes());
                 }
                 seal(&mut bytes, i.tag & 0x08 != 0, i.tag & 0x04 != 0);
+                if i.tag & 0x20 != 0
+                    && bytes.len() >= HEADER_LEN
+                    && let Some((transport, _)) = self.server.channel.as_mut()
+                {
+                    bytes = seal_record(transport, &bytes);
+                }
             }
             let frame = match i.tag & 3 {
                 0 => bytes,
@@ -318,12 +408,17 @@ fn crash_buffers() -> &'static mut CrashBuffers<WINDOW> {
 
 /// The target: install, dump, check what the server got.
 pub fn client_receive(data: &[u8]) {
-    run(data);
+    run(data, false);
+}
+
+/// The target with the client pinning the server's key: the encrypted receive path.
+pub fn client_receive_sealed(data: &[u8]) {
+    run(data, true);
 }
 
 /// Runs an input: the dump's result (none when install failed) and whether the server
 /// verified it.
-fn run(data: &[u8]) -> (Option<Result<netdump_core::DumpReport, netdump_core::DumpError>>, bool) {
+fn run(data: &[u8], sealed: bool) -> (Option<Result<netdump_core::DumpReport, netdump_core::DumpError>>, bool) {
     let mut injections = VecDeque::new();
     let mut at = 0u64;
     for (tag, bytes) in Records::new(data).take(MAX_RECORDS) {
@@ -334,18 +429,19 @@ fn run(data: &[u8]) -> (Option<Result<netdump_core::DumpReport, netdump_core::Du
     let mut nic = FuzzNic { server: Server::default(), rx: VecDeque::new(), injections, sent: 0 };
     nic.inject();
     let clock = TickClock::default();
+    let net = NetConfig {
+        ip: CLIENT_IP,
+        prefix_len: 24,
+        gateway: None,
+        server_ip: SERVER_IP,
+        server_port: SERVER_PORT,
+        client_port: CLIENT_PORT,
+    };
     let config = Config {
-        net: NetConfig {
-            ip: CLIENT_IP,
-            prefix_len: 24,
-            gateway: None,
-            server_ip: SERVER_IP,
-            server_port: SERVER_PORT,
-            client_port: CLIENT_PORT,
-        },
-        name: ClientName::new("fuzz").expect("valid name"),
         window: WINDOW,
         timeouts: timeouts(),
+        server_key: sealed.then(server_public),
+        ..Config::new(net, ClientName::new("fuzz").expect("valid name"))
     };
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: PAGES * 4096, virt_start: RAM_BASE }])
         .expect("valid map");
@@ -356,6 +452,7 @@ fn run(data: &[u8]) -> (Option<Result<netdump_core::DumpReport, netdump_core::Du
     let crash = CrashInfo::panic(0, b"fuzz panic", &[]);
     let regs = netdump_core::proto::RegisterRecord::default();
     let result = client.dump(&crash, &[regs], &Ram, None);
+    assert_eq!(client.encrypted(), sealed);
     let server = &client.nic().server;
     if server.verified {
         for (i, b) in server.image.iter().enumerate() {
@@ -390,9 +487,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let ack_all = |stop: bool| {
         let a = Ack { stop, bitmap: &[] };
         let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
-        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 1000 }
-            .emit(&mut p, a.wire_len(), |b| a.emit(b))
-            .expect("sized");
+        Header::v2(MessageType::Ack, 0, 0, 1000).emit(&mut p, a.wire_len(), |b| a.emit(b)).expect("sized");
         p
     };
     let mut arp = vec![0u8; 60];
@@ -411,14 +506,55 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Seeds of the sealed target: a clean dump, a STOP in clear and an ACK of more than was
+/// sent sealed right, both with the client's cookie.
+pub fn seeds_sealed() -> Vec<(&'static str, Vec<u8>)> {
+    let ack = |stop: bool, seq: u32| {
+        let a = Ack { stop, bitmap: &[] };
+        let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
+        Header::v2(MessageType::Ack, 0, 0, seq).emit(&mut p, a.wire_len(), |b| a.emit(b)).expect("sized");
+        p
+    };
+    vec![
+        ("clean", Vec::new()),
+        ("clear-stop", encode(&[(1 | 0x04 | 0x10, [vec![12], ack(true, 0)].concat())])),
+        ("sealed-ack-beyond", encode(&[(1 | 0x10 | 0x20, [vec![10], ack(false, 1000)].concat())])),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn every_sealed_seed_dumps_whole_and_encrypted() {
+        for (name, data) in seeds_sealed() {
+            let (result, verified) = run(&data, true);
+            let report =
+                result.unwrap_or_else(|| panic!("{name}: install failed")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(verified && report.encrypted, "{name}");
+        }
+        // The STOP in clear was dropped as unsealed.
+        let (result, _) = run(&seeds_sealed()[1].1, true);
+        assert_eq!(result.unwrap().unwrap().sealing.unsealed, 1);
+    }
+
+    #[test]
+    fn a_stop_sealed_under_the_session_key_ends_the_encrypted_dump() {
+        // Sealing (tag bit 5) takes the fuzzer's bytes past the tag, to the parser.
+        let a = Ack { stop: true, bitmap: &[] };
+        let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
+        Header::v2(MessageType::Ack, 0, 0, 0).emit(&mut p, a.wire_len(), |b| a.emit(b)).unwrap();
+        let data = encode(&[(1 | 0x10 | 0x20, [vec![12], p].concat())]);
+        let (result, verified) = run(&data, true);
+        assert_eq!(result.unwrap().unwrap_err(), netdump_core::DumpError::StoppedByServer);
+        assert!(!verified);
+    }
+
+    #[test]
     fn every_seed_dumps_whole_despite_its_frames() {
         for (name, data) in seeds() {
-            let (result, verified) = run(&data);
+            let (result, verified) = run(&data, false);
             let report =
                 result.unwrap_or_else(|| panic!("{name}: install failed")).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(verified, "{name}");
@@ -430,11 +566,9 @@ mod tests {
     fn a_stop_with_the_right_cookie_from_the_server_ends_the_dump() {
         let a = Ack { stop: true, bitmap: &[] };
         let mut p = vec![0u8; HEADER_LEN + a.wire_len()];
-        Header { msg_type: MessageType::Ack, flags: 0, cookie: 0, seq: 0 }
-            .emit(&mut p, a.wire_len(), |b| a.emit(b))
-            .unwrap();
+        Header::v2(MessageType::Ack, 0, 0, 0).emit(&mut p, a.wire_len(), |b| a.emit(b)).unwrap();
         let data = encode(&[(1 | 0x04 | 0x10, [vec![12], p].concat())]);
-        let (result, verified) = run(&data);
+        let (result, verified) = run(&data, false);
         assert_eq!(result.unwrap().unwrap_err(), netdump_core::DumpError::StoppedByServer);
         assert!(!verified);
     }

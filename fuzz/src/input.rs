@@ -1,7 +1,8 @@
 //! How the targets read their input: a sequence of records, and the fix-ups that let the
 //! fuzzer reach past the CRC.
 
-use netdump_core::proto::HEADER_LEN;
+use netdump_core::crypto::{Transport, seal_packet};
+use netdump_core::proto::{HEADER_LEN, Header, MessageType};
 
 /// A fuzz input as records `[tag: u8][len: u16 big-endian][len bytes]`; a record whose
 /// length runs past the end takes what is left.
@@ -63,6 +64,20 @@ pub fn seal(packet: &mut [u8], fix_len: bool, fix_crc: bool) {
     }
 }
 
+/// A record's bytes as a sealed packet: its header's type, flags, cookie and `seq`, its
+/// payload as the plaintext, under `transport`'s next nonce.
+pub(crate) fn seal_record(transport: &mut Transport, bytes: &[u8]) -> Vec<u8> {
+    let msg_type = MessageType::try_from(bytes[3]).unwrap_or(MessageType::Ack);
+    let be = |r: core::ops::Range<usize>| bytes[r].iter().fold(0u64, |a, b| a << 8 | u64::from(*b));
+    let header = Header::v2(msg_type, be(4..6) as u16, be(8..16), be(16..20) as u32);
+    let plaintext = &bytes[HEADER_LEN..];
+    let mut out = vec![0u8; HEADER_LEN + 24 + plaintext.len()];
+    match seal_packet(transport, header, plaintext.len(), &mut out, |p| p.copy_from_slice(plaintext)) {
+        Ok(n) => out[..n].to_vec(),
+        Err(_) => bytes.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,7 +96,7 @@ mod tests {
 
     #[test]
     fn a_sealed_packet_parses_as_the_protocol_emits_it() {
-        let h = Header { msg_type: MessageType::HelloAck, flags: 0, cookie: 42, seq: 7 };
+        let h = Header::v1(MessageType::HelloAck, 0, 42, 7);
         let ack = HelloAck { status: HelloStatus::Registered, max_payload: 1472 };
         let mut buf = [0u8; 64];
         let n = h.emit(&mut buf, ack.wire_len(), |p| ack.emit(p)).unwrap();

@@ -107,4 +107,27 @@ pub struct Config {
     pub window: usize,
     /// The bound on every wait.
     pub timeouts: Timeouts,
+    /// The dump server's public key (feature `encryption`), as `netdumpd keygen` prints
+    /// it: with a key the client encrypts every packet after a Noise handshake at install
+    /// and never falls back to plaintext; install fails with
+    /// [`InstallError::ServerKeyMismatch`](crate::InstallError::ServerKeyMismatch) when the
+    /// server cannot prove it holds the key, [`InstallError::Insecure`](crate::InstallError::Insecure)
+    /// when it would register the client only in plaintext. `None`: plaintext.
+    #[cfg(feature = "encryption")]
+    pub server_key: Option<crate::crypto::PublicKey>,
+}
+
+impl Config {
+    /// A configuration with the default window and timeouts (and, with feature
+    /// `encryption`, no server key: plaintext); change the fields that differ.
+    pub fn new(net: NetConfig, name: ClientName) -> Self {
+        Config {
+            net,
+            name,
+            window: DEFAULT_WINDOW,
+            timeouts: Timeouts::default(),
+            #[cfg(feature = "encryption")]
+            server_key: None,
+        }
+    }
 }

@@ -9,7 +9,8 @@ use netdump_core::proto::field::{self, Field};
 fn table(doc: &str, name: &str) -> Vec<(Option<usize>, Option<usize>)> {
     let mut lines = doc.lines().skip_while(|l| {
         let Some(h) = l.strip_prefix("### ") else { return true };
-        h.split([' ', '(']).next() != Some(name)
+        // The heading's name is what comes before a parenthesis.
+        h.split(" (").next() != Some(name)
     });
     assert!(lines.next().is_some(), "no heading ### {name} in docs/PROTOCOL.md");
     lines
@@ -63,4 +64,8 @@ fn every_message_table_matches_the_field_constants() {
     check(&doc, "FINISH_ACK", field::finish_ack::LAYOUT, None);
     check(&doc, "ABORT", field::text::LAYOUT, Some(field::text::TEXT));
     check(&doc, "ERROR", field::text::LAYOUT, Some(field::text::TEXT));
+    // Version 2.
+    check(&doc, "HELLO v2", field::hello_v2::LAYOUT, Some(field::hello_v2::HANDSHAKE));
+    check(&doc, "HELLO_ACK v2", field::hello_ack_v2::LAYOUT, Some(field::hello_ack_v2::HANDSHAKE));
+    check(&doc, "Sealed payload", field::sealed::LAYOUT, Some(field::sealed::CIPHERTEXT));
 }

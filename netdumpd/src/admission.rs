@@ -231,6 +231,8 @@ mod tests {
             memory_bytes: 1 << 20,
             registered_at: String::new(),
             dump: None,
+            protocol_version: 1,
+            encrypted: false,
         };
         let crash = CrashAnnouncement {
             kind: CrashKind::Panic,

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ServerConfig;
-use crate::config::{AnalysisSection, ConfigFile, DedupSection, HooksSection, NetconsoleSection, RetentionSection};
+use crate::config::{
+    AnalysisSection, ConfigFile, DedupSection, EncryptionSection, HooksSection, NetconsoleSection, RetentionSection,
+};
 
 /// What a client does once its dump is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +128,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// A private key file for encrypted dumps (`netdumpd keygen`); repeat for several
+    /// (key rotation). Added to `[encryption] private_keys`.
+    #[arg(long = "private-key", global = true, value_name = "PATH")]
+    pub private_keys: Vec<PathBuf>,
+
+    /// Refuse clients that do not encrypt (needs a private key).
+    #[arg(long, global = true)]
+    pub require_encryption: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -158,6 +169,14 @@ pub enum Command {
         /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
+    },
+    /// Make a key pair for encrypted dumps: the private key goes to a new file (0600;
+    /// an existing file is never overwritten), the public key, for the kernels'
+    /// configuration, is printed.
+    Keygen {
+        /// The private key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -225,6 +244,10 @@ impl Cli {
             },
             netconsole: NetconsoleSection { listen: self.netconsole_listen, ..Default::default() },
             limits: Default::default(),
+            encryption: EncryptionSection {
+                private_keys: self.private_keys.clone(),
+                require_encryption: self.require_encryption.then_some(true),
+            },
         }
     }
 }
@@ -288,6 +311,11 @@ mod tests {
             "127.0.0.1:5514",
             "--log-level",
             "debug",
+            "--private-key",
+            "/k/a",
+            "--private-key",
+            "/k/b",
+            "--require-encryption",
         ]);
         let c = cli.server_config().unwrap();
         assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
@@ -307,6 +335,8 @@ mod tests {
         assert_eq!(c.analysis.builds, Some(PathBuf::from("/builds")));
         assert_eq!(c.syslog_listen, Some("127.0.0.1:5514".parse().unwrap()));
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
+        assert_eq!(c.encryption.private_keys, [PathBuf::from("/k/a"), PathBuf::from("/k/b")]);
+        assert!(c.encryption.require_encryption);
     }
 
     #[test]

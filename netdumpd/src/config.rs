@@ -55,6 +55,20 @@ pub struct ServerConfig {
     pub progress_interval: Duration,
     /// What strangers can make the server hold or do ([`crate::limits`]).
     pub limits: Limits,
+    /// Encrypted dumps: the server's keys and whether plaintext clients are refused.
+    pub encryption: EncryptionConfig,
+}
+
+/// `[encryption]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// Private key files (`netdumpd keygen`), each 0600. Several: a client names the one
+    /// it pinned by its key id, so old and new keys work side by side while kernels move
+    /// to a new one.
+    pub private_keys: Vec<PathBuf>,
+    /// Refuse every client that does not encrypt (version-1 HELLOs, version-2 HELLOs
+    /// without the `ENCRYPTED` feature), with the reason in the log and HELLO_ACK.
+    pub require_encryption: bool,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +89,7 @@ impl Default for ServerConfig {
             syslog_limits: SyslogLimits::default(),
             progress_interval: Duration::from_secs(10),
             limits: Limits::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -107,6 +122,17 @@ pub struct ConfigFile {
     pub netconsole: NetconsoleSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub encryption: EncryptionSection,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSection {
+    /// Private key files; relative paths are taken from the working directory.
+    #[serde(default)]
+    pub private_keys: Vec<PathBuf>,
+    pub require_encryption: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -325,6 +351,10 @@ impl ConfigFile {
             c.syslog_limits.max_log_bytes = v.saturating_mul(MIB);
         }
         self.limits.apply(&mut c.limits)?;
+        c.encryption.private_keys.extend(self.encryption.private_keys.iter().cloned());
+        if let Some(v) = self.encryption.require_encryption {
+            c.encryption.require_encryption = v;
+        }
         Ok(())
     }
 }
@@ -347,6 +377,10 @@ pub fn parse_dedup(policy: &str, within_days: Option<u64>) -> anyhow::Result<Ded
 }
 
 /// What `check-config` finds wrong with a resolved configuration (empty: fine).
+/// `require_encryption` with no key: no client could register.
+pub const REQUIRE_WITHOUT_KEYS: &str =
+    "encryption.require_encryption is set but encryption.private_keys is empty: no client could register";
+
 pub fn problems(c: &ServerConfig) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
@@ -384,6 +418,12 @@ pub fn problems(c: &ServerConfig) -> Vec<String> {
     }
     if c.analysis.enabled() && which(&c.analysis.gdb).is_none() {
         out.push(format!("analysis.gdb: {} not found", c.analysis.gdb.display()));
+    }
+    if let Err(e) = crate::keys::ServerKeys::load(&c.encryption.private_keys) {
+        out.push(format!("encryption.private_keys: {e:#}"));
+    }
+    if c.encryption.require_encryption && c.encryption.private_keys.is_empty() {
+        out.push(REQUIRE_WITHOUT_KEYS.to_string());
     }
     if c.max_memory_dumps > c.max_sessions {
         out.push(format!("max_memory_dumps ({}) exceeds max_sessions ({})", c.max_memory_dumps, c.max_sessions));
@@ -451,6 +491,27 @@ mod tests {
         assert_eq!(text.matches("\n[limits]").count(), 1);
         let keys = text.split("\n[limits]").nth(1).unwrap().lines().filter(|l| l.contains(" = ")).count();
         assert_eq!(keys, 9, "one line per field of Limits");
+        // Encryption is shown, commented out (a key file must exist to pass check-config).
+        assert_eq!(c.encryption, EncryptionConfig::default());
+        assert!(text.contains("# private_keys = [") && text.contains("# require_encryption = false"));
+    }
+
+    #[test]
+    fn the_encryption_section_takes_several_keys_and_the_requirement() {
+        let text = "[encryption]\nprivate_keys = [\"/k/old.key\", \"/k/new.key\"]\nrequire_encryption = true\n";
+        let mut c = ServerConfig::default();
+        ConfigFile::parse(text).unwrap().apply(&mut c).unwrap();
+        assert_eq!(c.encryption.private_keys, [PathBuf::from("/k/old.key"), PathBuf::from("/k/new.key")]);
+        assert!(c.encryption.require_encryption);
+        // Missing files, and a requirement without keys, are problems check-config names.
+        let found = problems(&c);
+        assert!(found.iter().any(|p| p.starts_with("encryption.private_keys: private key /k/old.key")), "{found:?}");
+        let c = ServerConfig {
+            encryption: EncryptionConfig { private_keys: vec![], require_encryption: true },
+            ..ServerConfig::default()
+        };
+        assert!(problems(&c).iter().any(|p| p == REQUIRE_WITHOUT_KEYS));
+        assert!(ConfigFile::parse("[encryption]\nprivate_key = \"/k\"\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct DumpInfo {
     /// Why the dump ended as it did, in words (empty while receiving or when complete).
     pub status_reason: String,
     pub client: ClientInfo,
+    /// The protocol version the client registered with (1 or 2).
+    pub protocol_version: u8,
+    /// Whether every packet of the dump after the handshake was sealed.
+    pub encrypted: bool,
     pub reason: ReasonInfo,
     pub message: String,
     pub cpu_count: u16,

@@ -26,6 +26,8 @@
 //! | [`receive_window`] | cumulative/selective ack and the stream CRC by CRC-32 combine |
 //! | [`recovery`] | dumps an earlier netdumpd left receiving, marked incomplete at start-up |
 //! | [`registry`] | registered clients, `clients.json` |
+//! | [`channel`] | a cookie's encrypted channel: the Noise handshake's responder, keys, nonces |
+//! | [`keys`] | the server's private keys, `netdumpd keygen` |
 //! | [`vmcore`] | the ELF core layout and notes |
 //! | [`dumpdir`] | a crash's directory and files, free space |
 //! | [`files`] | private files and directories, atomic replacement |
@@ -50,6 +52,7 @@ pub mod admission;
 pub mod analysis;
 pub mod announcement;
 pub mod catalog;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod dedup;
@@ -58,6 +61,7 @@ pub mod files;
 pub mod hooks;
 pub mod info;
 pub mod jobs;
+pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod outbox;

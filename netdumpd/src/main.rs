@@ -19,6 +19,10 @@ fn main() -> anyhow::Result<()> {
             print!("{}", netdumpd::admin::show(&cli.server_config()?.dump_dir, dump, *lines, *json)?);
             return Ok(());
         }
+        Some(Command::Keygen { out }) => {
+            print!("{}", netdumpd::keys::keygen(out)?);
+            return Ok(());
+        }
         Some(Command::CheckConfig { json }) => {
             let config = cli.server_config()?;
             let (text, ok) = netdumpd::admin::check_config(&config, cli.config.as_deref(), *json)?;

@@ -8,7 +8,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netdump_core::proto::{MAX_DATAGRAM, Message};
+use netdump_core::crypto::{Transport, seal_packet};
+use netdump_core::proto::{Header, MAX_DATAGRAM, Message};
 
 use crate::limits::RateBudget;
 use crate::stats::ServerStats;
@@ -18,6 +19,14 @@ const RECEIVE_BUFFER: usize = 8 << 20;
 /// Replies to packets that belong to no live session (ERRORs, STOP acks): at most
 /// this many per second.
 pub const UNSOLICITED_REPLIES_PER_SECOND: u32 = 50;
+
+/// How a reply is written.
+pub enum Wire<'a> {
+    /// Unsealed, with a header of this protocol version.
+    Clear(u8),
+    /// Sealed (version 2) with the session's transport, under its next send nonce.
+    Sealed(&'a mut Transport),
+}
 
 /// The socket, a packet buffer, and the budget of unsolicited replies.
 pub struct Outbox {
@@ -68,9 +77,19 @@ impl Outbox {
         Ok(rc > 0)
     }
 
-    /// Sends `reply` to `to`, counted.
-    pub fn send(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Message<'_>) {
-        match reply.emit_packet(0, cookie, seq, &mut self.buf) {
+    /// Sends `reply` to `to` as `wire` says, counted.
+    pub fn send(&mut self, to: SocketAddr, wire: Wire<'_>, cookie: u64, seq: u32, reply: Message<'_>) {
+        let built = match wire {
+            Wire::Clear(version) => {
+                reply.emit_packet(version, 0, cookie, seq, &mut self.buf).map_err(|e| e.to_string())
+            }
+            Wire::Sealed(transport) => {
+                let header = Header::v2(reply.msg_type(), 0, cookie, seq);
+                seal_packet(transport, header, reply.wire_len(), &mut self.buf, |p| reply.emit(p))
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match built {
             Ok(n) => match self.socket.send_to(&self.buf[..n], to) {
                 Ok(_) => self.stats.packet_sent(),
                 Err(e) => {
@@ -82,10 +101,16 @@ impl Outbox {
         }
     }
 
+    /// Whether the budget of replies outside a live session allows one more now (it is
+    /// spent if so).
+    pub fn take_unsolicited(&mut self) -> bool {
+        self.unsolicited.take(Instant::now())
+    }
+
     /// Sends a reply to a packet outside any live session, if the budget allows.
-    pub fn send_unsolicited(&mut self, to: SocketAddr, cookie: u64, seq: u32, reply: Message<'_>) {
-        if self.unsolicited.take(Instant::now()) {
-            self.send(to, cookie, seq, reply);
+    pub fn send_unsolicited(&mut self, to: SocketAddr, wire: Wire<'_>, cookie: u64, seq: u32, reply: Message<'_>) {
+        if self.take_unsolicited() {
+            self.send(to, wire, cookie, seq, reply);
         }
     }
 }

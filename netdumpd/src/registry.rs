@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::channel::{Channel, ChannelEntry};
 use crate::files::write_atomic;
 
 /// File name of the registry inside the dump directory.
@@ -67,6 +68,10 @@ pub struct Client {
     /// Name of the dump directory of this cookie's crash, once it announced one (empty
     /// when the crash was declined before a directory existed).
     pub dump: Option<String>,
+    /// The protocol version of its HELLO (1 or 2).
+    pub protocol_version: u8,
+    /// Whether its session is encrypted (its channel is in the registry).
+    pub encrypted: bool,
 }
 
 impl Client {
@@ -84,6 +89,8 @@ impl Client {
             && self.mtu == other.mtu
             && self.page_size == other.page_size
             && self.memory_bytes == other.memory_bytes
+            && self.protocol_version == other.protocol_version
+            && self.encrypted == other.encrypted
     }
 }
 
@@ -156,6 +163,16 @@ struct ClientEntry {
     registered_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dump: Option<String>,
+    /// Absent in files written before version 2: 1.
+    #[serde(default = "version_1")]
+    protocol_version: u8,
+    /// The encrypted channel: transport keys, send nonce reservation, handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channel: Option<ChannelEntry>,
+}
+
+fn version_1() -> u8 {
+    1
 }
 
 /// On-disk form of one retired cookie.
@@ -176,8 +193,8 @@ struct RegistryFile {
     retired: Vec<RetiredEntry>,
 }
 
-impl From<&Client> for ClientEntry {
-    fn from(c: &Client) -> Self {
+impl ClientEntry {
+    fn new(c: &Client, channel: Option<&Channel>) -> Self {
         ClientEntry {
             cookie: format!("{:016x}", c.cookie),
             name: c.name.clone(),
@@ -189,6 +206,8 @@ impl From<&Client> for ClientEntry {
             memory_bytes: c.memory_bytes,
             registered_at: c.registered_at.clone(),
             dump: c.dump.clone(),
+            protocol_version: c.protocol_version,
+            channel: channel.map(Channel::entry),
         }
     }
 }
@@ -197,10 +216,12 @@ fn parse_cookie(s: &str) -> Result<u64, String> {
     u64::from_str_radix(s, 16).map_err(|_| format!("bad cookie {s:?}"))
 }
 
-impl TryFrom<ClientEntry> for Client {
-    type Error = String;
-    fn try_from(e: ClientEntry) -> Result<Self, String> {
-        Ok(Client {
+impl ClientEntry {
+    /// The client, and its channel when it has one.
+    fn into_client(self) -> Result<(Client, Option<Channel>), String> {
+        let channel = self.channel.as_ref().map(Channel::from_entry).transpose()?;
+        let e = self;
+        let client = Client {
             cookie: parse_cookie(&e.cookie)?,
             mac: parse_mac(&e.mac).ok_or_else(|| format!("bad MAC {:?}", e.mac))?,
             name: e.name,
@@ -211,7 +232,10 @@ impl TryFrom<ClientEntry> for Client {
             memory_bytes: e.memory_bytes,
             registered_at: e.registered_at,
             dump: e.dump,
-        })
+            protocol_version: e.protocol_version,
+            encrypted: channel.is_some(),
+        };
+        Ok((client, channel))
     }
 }
 
@@ -228,6 +252,8 @@ pub struct Registry {
     retired: HashMap<u64, Retired>,
     /// Retired cookies, oldest first.
     retired_order: VecDeque<u64>,
+    /// The encrypted channels of registered cookies.
+    channels: HashMap<u64, Channel>,
     /// Changed since the last write.
     dirty: bool,
     saved_at: Option<Instant>,
@@ -249,6 +275,7 @@ impl Registry {
             next_order: 0,
             retired: HashMap::new(),
             retired_order: VecDeque::new(),
+            channels: HashMap::new(),
             dirty: false,
             saved_at: None,
             saves: 0,
@@ -260,27 +287,30 @@ impl Registry {
         };
         match serde_json::from_str::<RegistryFile>(&text) {
             Ok(file) => {
-                let mut clients: Vec<Client> = Vec::new();
+                let mut clients: Vec<(Client, Option<Channel>)> = Vec::new();
                 for entry in file.clients {
-                    match Client::try_from(entry) {
+                    match entry.into_client() {
                         Ok(c) => clients.push(c),
                         Err(e) => tracing::warn!(file = %registry.path.display(), "skipping registry entry: {e}"),
                     }
                 }
                 // The oldest registration first, so that eviction order survives a restart.
-                clients.sort_by(|a, b| a.registered_at.cmp(&b.registered_at));
+                clients.sort_by(|a, b| a.0.registered_at.cmp(&b.0.registered_at));
                 for entry in file.retired {
                     match parse_cookie(&entry.cookie) {
                         Ok(cookie) => registry.retire(cookie, entry.name, entry.dump),
                         Err(e) => tracing::warn!(file = %registry.path.display(), "skipping retired entry: {e}"),
                     }
                 }
-                for c in clients {
+                for (c, channel) in clients {
                     if registry.retired.contains_key(&c.cookie) {
                         continue;
                     }
                     if let Some(old) = registry.by_name.get(&c.name).copied() {
                         registry.remove(old);
+                    }
+                    if let Some(channel) = channel {
+                        registry.channels.insert(c.cookie, channel);
                     }
                     registry.insert(c);
                 }
@@ -325,10 +355,35 @@ impl Registry {
         self.saves
     }
 
-    /// Registers `client` (from a HELLO whose name is valid): replaces and retires any
-    /// other cookie of the same name. The change is written by the next
-    /// [`flush_due`](Self::flush_due).
-    pub fn register(&mut self, client: Client) -> Result<Registration, RegistryError> {
+    /// The encrypted channel of `cookie`, when it registered with one.
+    pub fn channel(&self, cookie: u64) -> Option<&Channel> {
+        self.channels.get(&cookie)
+    }
+
+    /// [`channel`](Self::channel), to open and seal with.
+    pub fn channel_mut(&mut self, cookie: u64) -> Option<&mut Channel> {
+        self.channels.get_mut(&cookie)
+    }
+
+    /// The channel of `cookie`, ready to seal one packet: when its next send nonce is not
+    /// covered by the reservation on disk, a new reservation is written first (now, not
+    /// at the next flush), so that no nonce is ever used twice, even across a crash of
+    /// the server. `Ok(None)` when the cookie has no channel.
+    pub fn channel_to_seal(&mut self, cookie: u64) -> io::Result<Option<&mut Channel>> {
+        let Some(channel) = self.channels.get_mut(&cookie) else { return Ok(None) };
+        if channel.needs_reservation() {
+            channel.reserve();
+            self.dirty = true;
+            self.flush()?;
+        }
+        Ok(self.channels.get_mut(&cookie))
+    }
+
+    /// Registers `client` (from a HELLO whose name is valid), with the encrypted
+    /// `channel` of its handshake if any (a repeated HELLO keeps the channel it has):
+    /// replaces and retires any other cookie of the same name. The change is written by
+    /// the next [`flush_due`](Self::flush_due).
+    pub fn register(&mut self, client: Client, channel: Option<Channel>) -> Result<Registration, RegistryError> {
         if self.retired.contains_key(&client.cookie) {
             return Err(RegistryError::Retired);
         }
@@ -351,6 +406,9 @@ impl Registry {
             && let Some(gone) = self.remove(old)
         {
             self.retire(old, gone.name, gone.dump);
+        }
+        if let Some(channel) = channel {
+            self.channels.entry(client.cookie).or_insert(channel);
         }
         let mut client = client;
         if let Some(existing) = self.remove(client.cookie) {
@@ -412,6 +470,8 @@ impl Registry {
     }
 
     fn retire(&mut self, cookie: u64, name: String, dump: Option<String>) {
+        // Its keys are of no more use: nothing of a retired cookie is answered.
+        self.channels.remove(&cookie);
         if self.retired.insert(cookie, Retired { name, dump }).is_none() {
             self.retired_order.push_back(cookie);
         }
@@ -431,6 +491,7 @@ impl Registry {
             .min_by_key(|c| self.order.get(&c.cookie).copied().unwrap_or(0))
             .map(|c| c.cookie)
             .ok_or(RegistryError::Full)?;
+        self.channels.remove(&oldest);
         if let Some(gone) = self.remove(oldest) {
             tracing::info!(client = ?gone.name, cookie = format_args!("{oldest:016x}"), "registry full: oldest registration that never crashed forgotten");
         }
@@ -448,7 +509,8 @@ impl Registry {
                 Some(RetiredEntry { cookie: format!("{c:016x}"), name: r.name.clone(), dump: r.dump.clone() })
             })
             .collect();
-        let file = RegistryFile { version: 1, clients: clients.into_iter().map(ClientEntry::from).collect(), retired };
+        let clients = clients.into_iter().map(|c| ClientEntry::new(c, self.channels.get(&c.cookie))).collect();
+        let file = RegistryFile { version: 1, clients, retired };
         let mut text = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
         text.push(b'\n');
         self.saves += 1;
@@ -473,7 +535,57 @@ mod tests {
             memory_bytes: 128 << 20,
             registered_at: "2026-01-01T00:00:00Z".into(),
             dump: None,
+            protocol_version: 1,
+            encrypted: false,
         }
+    }
+
+    /// A channel for tests: keys of bytes `seed`, nothing sent yet.
+    fn channel(seed: u8) -> Channel {
+        let entry = serde_json::json!({
+            "send_key": format!("{seed:02x}").repeat(32),
+            "recv_key": format!("{:02x}", seed ^ 0xff).repeat(32),
+            "send_nonce_reserved": crate::channel::NONCE_RESERVATION,
+            "client_ephemeral": "ee".repeat(32),
+            "hello_ack": "00",
+        });
+        let mut c = Channel::from_entry(&serde_json::from_value(entry).unwrap()).unwrap();
+        c.transport = netdump_core::crypto::Transport::from_keys([seed; 32], [seed ^ 0xff; 32], 0);
+        c
+    }
+
+    #[test]
+    fn a_channel_persists_with_its_registration_and_a_nonce_reservation_ahead_of_use() {
+        use crate::channel::NONCE_RESERVATION;
+        let dir = TestDir::new("registry-channel");
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
+        let encrypted = Client { protocol_version: 2, encrypted: true, ..client(1, "alpha") };
+        r.register(encrypted.clone(), Some(channel(0x11))).unwrap();
+        r.flush().unwrap();
+        let text = std::fs::read_to_string(dir.path().join(REGISTRY_FILE)).unwrap();
+        assert!(text.contains(&"11".repeat(32)), "the send key is in the registry: {text}");
+        // Sealing past the reservation writes a new one first.
+        let ch = r.channel_mut(1).unwrap();
+        ch.transport = netdump_core::crypto::Transport::from_keys([0x11; 32], [0xee; 32], NONCE_RESERVATION);
+        let saves = r.saves();
+        let ch = r.channel_to_seal(1).unwrap().unwrap();
+        assert_eq!(ch.reserved, 2 * NONCE_RESERVATION);
+        assert_eq!(r.saves(), saves + 1, "written before the nonce is used");
+        assert!(r.channel_to_seal(2).unwrap().is_none(), "no channel, no write");
+        assert_eq!(r.saves(), saves + 1);
+        // A restart sends from the reservation on: beyond every nonce used before it.
+        let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
+        assert_eq!(r.get(1), Some(&encrypted));
+        assert_eq!(r.channel(1).unwrap().transport.next_send_nonce(), 2 * NONCE_RESERVATION);
+        assert_eq!(r.channel(1).unwrap().transport.send_key(), &[0x11; 32]);
+        // A repeated HELLO keeps the channel it has; a reboot retires it with the cookie.
+        r.register(encrypted.clone(), Some(channel(0x22))).unwrap();
+        assert_eq!(r.channel(1).unwrap().transport.send_key(), &[0x11; 32]);
+        r.register(client(2, "alpha"), None).unwrap();
+        assert!(r.channel(1).is_none());
+        r.flush().unwrap();
+        let text = std::fs::read_to_string(dir.path().join(REGISTRY_FILE)).unwrap();
+        assert!(!text.contains(&"11".repeat(32)), "a retired cookie's keys are forgotten: {text}");
     }
 
     #[test]
@@ -481,7 +593,7 @@ mod tests {
         let dir = TestDir::new("registry-reload");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         assert!(r.is_empty());
-        assert_eq!(r.register(client(0xfeed_0000_0000_0001, "alpha")).unwrap(), Registration::New);
+        assert_eq!(r.register(client(0xfeed_0000_0000_0001, "alpha"), None).unwrap(), Registration::New);
         r.record_dump(0xfeed_0000_0000_0001, "alpha-20260101-000000");
         r.flush().unwrap();
         let r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
@@ -496,9 +608,9 @@ mod tests {
     fn a_new_cookie_for_a_known_name_replaces_the_old_one() {
         let dir = TestDir::new("registry-replace");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        r.register(client(1, "alpha")).unwrap();
-        r.register(client(2, "beta")).unwrap();
-        assert_eq!(r.register(client(3, "alpha")).unwrap(), Registration::Replaced { old_cookie: 1 });
+        r.register(client(1, "alpha"), None).unwrap();
+        r.register(client(2, "beta"), None).unwrap();
+        assert_eq!(r.register(client(3, "alpha"), None).unwrap(), Registration::Replaced { old_cookie: 1 });
         assert!(r.get(1).is_none());
         assert_eq!(r.get(3).unwrap().name, "alpha");
         assert_eq!(r.len(), 2);
@@ -508,12 +620,12 @@ mod tests {
     fn a_repeated_hello_changes_nothing_and_keeps_the_dump() {
         let dir = TestDir::new("registry-repeat");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        r.register(client(1, "alpha")).unwrap();
+        r.register(client(1, "alpha"), None).unwrap();
         r.record_dump(1, "alpha-x");
-        assert_eq!(r.register(client(1, "alpha")).unwrap(), Registration::Unchanged);
+        assert_eq!(r.register(client(1, "alpha"), None).unwrap(), Registration::Unchanged);
         let moved =
             Client { source: "127.0.0.1:7000".parse().unwrap(), registered_at: "later".into(), ..client(1, "alpha") };
-        assert_eq!(r.register(moved).unwrap(), Registration::Updated);
+        assert_eq!(r.register(moved, None).unwrap(), Registration::Updated);
         let c = r.get(1).unwrap();
         assert_eq!(c.dump.as_deref(), Some("alpha-x"));
         assert_eq!(c.registered_at, "2026-01-01T00:00:00Z");
@@ -533,8 +645,8 @@ mod tests {
     fn a_bad_entry_is_skipped_and_the_rest_kept() {
         let dir = TestDir::new("registry-bad-entry");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        r.register(client(1, "alpha")).unwrap();
-        r.register(client(2, "beta")).unwrap();
+        r.register(client(1, "alpha"), None).unwrap();
+        r.register(client(2, "beta"), None).unwrap();
         r.flush().unwrap();
         let path = dir.path().join(REGISTRY_FILE);
         let text = std::fs::read_to_string(&path).unwrap().replace("0000000000000001", "not-hex");
@@ -550,38 +662,38 @@ mod tests {
         let limits = RegistryLimits { max_clients: 4, max_retired: 16 };
         let mut r = Registry::load(dir.path(), limits).unwrap();
         for i in 0..4 {
-            r.register(client(i, &format!("n{i}"))).unwrap();
+            r.register(client(i, &format!("n{i}")), None).unwrap();
         }
         r.record_dump(0, "n0-dump");
         // n0 crashed, so n1 is the oldest that never did.
-        assert_eq!(r.register(client(10, "newcomer")).unwrap(), Registration::New);
+        assert_eq!(r.register(client(10, "newcomer"), None).unwrap(), Registration::New);
         assert_eq!(r.len(), 4);
         assert!(r.get(1).is_none() && r.get(0).is_some() && r.get(10).is_some());
         // An evicted cookie is not retired: its client may say HELLO again.
         assert!(r.retired(1).is_none());
         // A known name may still re-register.
-        assert!(matches!(r.register(client(20, "n2")), Ok(Registration::Replaced { old_cookie: 2 })));
+        assert!(matches!(r.register(client(20, "n2"), None), Ok(Registration::Replaced { old_cookie: 2 })));
         // Every registration crashed: a new name is refused.
         for c in [0, 3, 10, 20] {
             r.record_dump(c, "d");
         }
-        assert!(matches!(r.register(client(30, "late")), Err(RegistryError::Full)));
+        assert!(matches!(r.register(client(30, "late"), None), Err(RegistryError::Full)));
     }
 
     #[test]
     fn a_replaced_cookie_is_retired_and_its_hello_refused_across_a_restart() {
         let dir = TestDir::new("registry-retired");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        r.register(client(1, "alpha")).unwrap();
+        r.register(client(1, "alpha"), None).unwrap();
         r.record_dump(1, "alpha-old");
-        assert_eq!(r.register(client(2, "alpha")).unwrap(), Registration::Replaced { old_cookie: 1 });
+        assert_eq!(r.register(client(2, "alpha"), None).unwrap(), Registration::Replaced { old_cookie: 1 });
         assert_eq!(r.retired(1), Some(&Retired { name: "alpha".into(), dump: Some("alpha-old".into()) }));
         // The earlier boot's HELLO, replayed: refused, and the new cookie stays registered.
-        assert!(matches!(r.register(client(1, "alpha")), Err(RegistryError::Retired)));
+        assert!(matches!(r.register(client(1, "alpha"), None), Err(RegistryError::Retired)));
         assert_eq!(r.get(2).unwrap().name, "alpha");
         r.flush().unwrap();
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        assert!(matches!(r.register(client(1, "alpha")), Err(RegistryError::Retired)));
+        assert!(matches!(r.register(client(1, "alpha"), None), Err(RegistryError::Retired)));
         assert_eq!(r.retired(1).and_then(|x| x.dump.as_deref()), Some("alpha-old"));
         assert_eq!(r.get(2).unwrap().name, "alpha");
     }
@@ -591,7 +703,7 @@ mod tests {
         let dir = TestDir::new("registry-retired-bound");
         let mut r = Registry::load(dir.path(), RegistryLimits { max_clients: 16, max_retired: 3 }).unwrap();
         for cookie in 1..=6 {
-            r.register(client(cookie, "alpha")).unwrap();
+            r.register(client(cookie, "alpha"), None).unwrap();
         }
         assert_eq!(r.retired_len(), 3);
         assert!(r.retired(1).is_none() && r.retired(2).is_none());
@@ -604,7 +716,7 @@ mod tests {
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
         let t0 = Instant::now();
         for i in 0..100 {
-            r.register(client(i, &format!("n{i}"))).unwrap();
+            r.register(client(i, &format!("n{i}")), None).unwrap();
             r.flush_due(t0 + Duration::from_millis(i)).unwrap();
         }
         assert_eq!(r.saves(), 1);

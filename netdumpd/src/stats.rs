@@ -43,10 +43,21 @@ pub enum DropReason {
     ReplayedHello,
     /// A HELLO or CRASH beyond the server's per-second budget (`[limits]`).
     RateLimited,
+    /// A packet not sealed (or a sealed HELLO) for a cookie whose session is encrypted.
+    Unsealed,
+    /// A sealed packet whose tag does not verify: forged, altered, of another session,
+    /// or for a cookie without keys.
+    BadTag,
+    /// A sealed packet whose nonce was seen already (a replay), or too old to tell, or
+    /// of a retired cookie (an earlier boot's session, replayed).
+    ReplayedNonce,
+    /// A HELLO for a registered cookie with another handshake than the one it
+    /// registered with, or asking for encryption where it registered without.
+    HandshakeMismatch,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Oversized,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -65,6 +76,10 @@ impl DropReason {
         DropReason::RegistryFull,
         DropReason::ReplayedHello,
         DropReason::RateLimited,
+        DropReason::Unsealed,
+        DropReason::BadTag,
+        DropReason::ReplayedNonce,
+        DropReason::HandshakeMismatch,
     ];
 
     /// The name used in logs and in `info.json`.
@@ -88,6 +103,10 @@ impl DropReason {
             DropReason::RegistryFull => "registry_full",
             DropReason::ReplayedHello => "replayed_hello",
             DropReason::RateLimited => "rate_limited",
+            DropReason::Unsealed => "unsealed",
+            DropReason::BadTag => "bad_tag",
+            DropReason::ReplayedNonce => "replayed_nonce",
+            DropReason::HandshakeMismatch => "handshake_mismatch",
         }
     }
 

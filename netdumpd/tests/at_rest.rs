@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+use netdump_core::client::{ClientName, Config};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
@@ -73,12 +73,7 @@ fn with_umask_0_a_whole_dump_leaves_only_0700_directories_and_0600_files() {
     let ram = Ram((0..256 * 1024).map(|i| (i / 4096) as u8 | 1).collect());
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }])
         .unwrap();
-    let config = Config {
-        net: guest_net(server.addr.port()),
-        name: ClientName::new("at-rest").unwrap(),
-        window: DEFAULT_WINDOW,
-        timeouts: Timeouts::default(),
-    };
+    let config = Config::new(guest_net(server.addr.port()), ClientName::new("at-rest").unwrap());
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
     let mut nd = Netdump::install(nic, SystemClock::default(), &mut CounterRng(5), config, buffers, map).unwrap();
     nd.set_extra_state(extra_state);

@@ -7,9 +7,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -98,60 +98,6 @@ fn a_replayed_earlier_boot_neither_unregisters_the_client_nor_forges_a_dump() {
     let d = second_boot.crash(&m.crash(), 1);
     assert_eq!((d.verdict, d.why), (Verdict::DumpAll, DecisionReason::None));
     assert_eq!(server.stats.snapshot().dumps_started, 1);
-}
-
-/// The `netdumpd` binary on a free loopback port, with a config file; its log in a file.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config: &str) -> Daemon {
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config_path = dir.join("netdumpd.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.join("netdumpd.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_netdumpd"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UdpSocket::bind(daemon.addr).is_ok() {
-            assert!(Instant::now() < deadline, "netdumpd did not bind: {}", daemon.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn proc_count(&self, what: &str) -> usize {
-        std::fs::read_dir(format!("/proc/{}/{what}", self.child.id())).unwrap().count()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Defect 3: HELLO → CRASH → ABORT churn from many names leaves no open files, threads

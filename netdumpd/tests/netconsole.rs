@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+use netdump_core::client::{ClientName, Config, Timeouts};
 use netdump_core::host::{GATEWAY_IP, GUEST_IP, SystemClock, UdpSocketNic, guest_net};
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::net::NetConfig;
@@ -97,12 +97,7 @@ fn console_lines_beside_a_dump_leave_it_bit_exact() {
     let map =
         MemoryMap::new(&[MemoryRange { phys_start: 0x10_0000, length: ram.0.len() as u64, virt_start: 0x10_0000 }])
             .unwrap();
-    let config = Config {
-        net: guest_net(server.addr.port()),
-        name: ClientName::new("console-dump").unwrap(),
-        window: DEFAULT_WINDOW,
-        timeouts: Timeouts::default(),
-    };
+    let config = Config::new(guest_net(server.addr.port()), ClientName::new("console-dump").unwrap());
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
     let mut nd = Netdump::install(nic, SystemClock::default(), &mut CounterRng(7), config, buffers, map).unwrap();
     nd.attach_netconsole(console_config("console-dump", syslog_port, SyslogFormat::Rfc5424)).unwrap();

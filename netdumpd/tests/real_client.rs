@@ -6,7 +6,7 @@ mod common;
 
 use common::core_reader::Core;
 use common::*;
-use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+use netdump_core::client::{ClientName, Config, Timeouts};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
@@ -50,14 +50,12 @@ const ANNOUNCE_BOUND_US: u64 = 2_000_000;
 
 fn config(server_port: u16) -> Config {
     Config {
-        net: guest_net(server_port),
-        name: ClientName::new("real-client").unwrap(),
-        window: DEFAULT_WINDOW,
         timeouts: Timeouts {
             silence_timeout_us: 3_000_000,
             announce_timeout_us: ANNOUNCE_BOUND_US,
             ..Timeouts::default()
         },
+        ..Config::new(guest_net(server_port), ClientName::new("real-client").unwrap())
     }
 }
 

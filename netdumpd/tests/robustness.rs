@@ -16,7 +16,7 @@ use netdumpd::DropReason;
 /// Recomputes a hand-modified packet's CRC (as the protocol defines it, `Header::seal`),
 /// so that only the modification is wrong with it.
 fn with_crc(mut p: Vec<u8>) -> Vec<u8> {
-    netdump_core::proto::Header::seal(&mut p);
+    netdump_core::proto::Header::set_crc(&mut p);
     p
 }
 
@@ -104,13 +104,13 @@ fn another_protocol_version_is_answered_with_an_error_and_counted() {
     let server = TestServer::start(dir.path());
     let c = TestClient::new(server.addr, 0x77);
     let mut p = c.packet(MessageType::Hello, 0, 0x0102_0304, 0, |_| {});
-    p[2] = 2;
+    p[2] = 3;
     c.send_raw(&p);
     let socket: &UdpSocket = &c.socket;
     let mut buf = [0u8; 1500];
     let (n, _) = socket.recv_from(&mut buf).expect("an ERROR reply");
     let (h, payload) = Header::parse(&buf[..n]).expect("a version-1 packet");
-    assert_eq!((h.msg_type, h.seq), (MessageType::Error, 0x0102_0304));
+    assert_eq!((h.version, h.msg_type, h.seq), (1, MessageType::Error, 0x0102_0304));
     match Message::parse(&h, payload).unwrap() {
         Message::Error(e) => assert_eq!(e.code, error_code::UNSUPPORTED_VERSION),
         other => panic!("{other:?}"),

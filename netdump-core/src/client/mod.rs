@@ -13,6 +13,8 @@ pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
 pub use window::{PacketSlot, RtoBounds, SLOT_PAYLOAD, WindowMode};
 
 use crate::clock::{Clock, Deadline};
+#[cfg(feature = "encryption")]
+use crate::crypto::{self, NkInitiator, OpenError, ReplayWindow, Transport};
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
 use crate::net::{LinkCounters, NetError, UdpLink};
@@ -22,8 +24,8 @@ use crate::nic::{NicError, PolledNic};
 use crate::proto::{
     Abort, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
     FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello, HelloAck, HelloStatus,
-    MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, Repr, TextMessage, Verdict, abort_reason, field,
-    flags,
+    HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, Repr,
+    TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -64,6 +66,31 @@ pub enum InstallError {
     Refused,
     /// The cookie source failed to produce a usable cookie.
     NoEntropy,
+    /// The server requires encryption (HELLO_ACK `ENCRYPTION_REQUIRED`) and this client
+    /// has no server key.
+    EncryptionRequired,
+    /// With a server key: the server did not prove that it holds the key (its message 2
+    /// did not verify, or it said the key is unknown or the handshake failed) before the
+    /// HELLO attempts ran out.
+    ServerKeyMismatch,
+    /// With a server key: the server would register this client only without encryption
+    /// (it speaks version 1 only, or has no keys). The client never falls back.
+    Insecure,
+}
+
+impl core::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InstallError::Nic(e) => write!(f, "NIC error: {e}"),
+            InstallError::Net(e) => write!(f, "network error: {e}"),
+            InstallError::ServerSilent => f.write_str("no HELLO_ACK from the server"),
+            InstallError::Refused => f.write_str("the server refused the registration"),
+            InstallError::NoEntropy => f.write_str("no usable random number"),
+            InstallError::EncryptionRequired => f.write_str("the server requires encryption: configure its key"),
+            InstallError::ServerKeyMismatch => f.write_str("the server did not prove it holds the pinned key"),
+            InstallError::Insecure => f.write_str("the server would register this client only in plaintext"),
+        }
+    }
 }
 
 impl From<NetError> for InstallError {
@@ -100,6 +127,9 @@ pub enum DumpError {
     NotVerified(FinishStatus),
     /// The server reported an error (ERROR message code).
     ServerError(u16),
+    /// An encrypted session used up its send nonces (2^64 - 1 packets): it cannot send
+    /// another packet without reusing one.
+    NoncesExhausted,
 }
 
 impl From<NicError> for DumpError {
@@ -118,6 +148,7 @@ impl core::fmt::Display for DumpError {
             DumpError::StoppedByServer => f.write_str("server stopped the dump"),
             DumpError::NotVerified(s) => write!(f, "server did not verify the dump ({s:?})"),
             DumpError::ServerError(c) => write!(f, "server error code {c}"),
+            DumpError::NoncesExhausted => f.write_str("the session's nonces are used up"),
         }
     }
 }
@@ -174,16 +205,62 @@ pub struct DumpReport {
     pub stream_us: u64,
     /// Frames received, sent and dropped by the link.
     pub link: LinkCounters,
-    /// Server packets dropped by the client (bad CRC, cookie or type).
+    /// Server packets dropped by the client (bad CRC, cookie or type; in an encrypted
+    /// session also those of [`sealing`](Self::sealing)).
     pub rejected: u64,
+    /// The server packets an encrypted session dropped, by why.
+    pub sealing: SealDrops,
+    /// The protocol version the session spoke (1 or 2).
+    pub version: u8,
+    /// Whether every packet after the handshake was sealed.
+    pub encrypted: bool,
 }
+
+/// Server packets an encrypted client dropped, by why (all also counted in
+/// [`DumpReport::rejected`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealDrops {
+    /// Not sealed: once encrypted, the client takes only sealed packets.
+    pub unsealed: u64,
+    /// The tag did not verify: forged, altered, or of another session.
+    pub bad_tag: u64,
+    /// A nonce seen before (a replay), or too old to tell.
+    pub replayed: u64,
+}
+
+/// Longest handshake message a HELLO_ACK v2 may carry to this client: NK message 2 with
+/// the 16 bytes of terms as its payload.
+const MAX_MESSAGE_2: usize = 48 + HelloTerms::WIRE_LEN;
+/// Length of NK message 1 with an empty payload (an ephemeral key and a tag).
+const MESSAGE_1_LEN: usize = 48;
+/// Largest plaintext of a server message the client opens: an ERROR with the longest text.
+#[cfg(feature = "encryption")]
+const MAX_SERVER_PLAINTEXT: usize = 512;
+/// Bytes sealing adds to each packet's payload (docs/PROTOCOL.md, "Sealed packets").
+const SEAL_OVERHEAD: usize = field::sealed::OVERHEAD;
 
 /// An event from the server that passed every check.
 #[derive(Clone, Copy)]
 enum ServerEvent {
     HelloAck(HelloAck),
+    /// A version-2 HELLO_ACK: its clear terms and its handshake message (read only by an
+    /// encrypting client).
+    #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
+    HelloAckV2 {
+        terms: HelloTerms,
+        handshake: [u8; MAX_MESSAGE_2],
+        len: usize,
+    },
+    /// An ERROR `UNSUPPORTED_VERSION` while registering (a version-1 server's answer to a
+    /// version-2 HELLO, cookie 0).
+    VersionRefused,
     Decision(Decision),
-    Ack { cumulative: u32, stop: bool, bitmap: [u8; MAX_SACK_BYTES], len: usize },
+    Ack {
+        cumulative: u32,
+        stop: bool,
+        bitmap: [u8; MAX_SACK_BYTES],
+        len: usize,
+    },
     FinishAck(FinishAck),
     Error(u16),
 }
@@ -192,6 +269,34 @@ enum Polled {
     Idle,
     Other,
     Event(ServerEvent),
+}
+
+/// Why a datagram from the server's address was dropped (the last three only in an
+/// encrypted session).
+#[cfg_attr(not(feature = "encryption"), allow(dead_code))]
+enum Reject {
+    /// It failed the protocol's checks: header, CRC, cookie, type, version, payload.
+    Checks,
+    Unsealed,
+    BadTag,
+    Replayed,
+}
+
+/// The transport of an encrypted session and the nonces received from the server.
+#[cfg(feature = "encryption")]
+struct Secure {
+    transport: Transport,
+    replay: ReplayWindow,
+}
+
+/// What the HELLO exchange saw that did not register the client, to say why install
+/// failed once the attempts ran out (an encrypting client acts only on what message 2
+/// authenticates, so that a forged refusal cannot end its install early).
+#[derive(Default)]
+struct HelloEvidence {
+    key_mismatch: bool,
+    insecure: bool,
+    refused: bool,
 }
 
 /// The installed client: a NIC, a clock, the server's cached MAC, the cookie and the
@@ -206,6 +311,13 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     max_payload: usize,
     buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
     rejected: u64,
+    sealing: SealDrops,
+    /// The protocol version of the session: 2, or 1 with a version-1 server.
+    version: u8,
+    /// True while HELLO is being exchanged (a version-1 server's ERROR counts then).
+    registering: bool,
+    #[cfg(feature = "encryption")]
+    secure: Option<Secure>,
     window_mode: WindowMode,
     extra: Option<ExtraState>,
     /// Console lines as syslog on the same NIC, when attached.
@@ -216,6 +328,11 @@ pub struct Netdump<N: PolledNic, C: Clock> {
 impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// Installs netdump at boot: resets the NIC, resolves the next hop's MAC, draws the
     /// cookie from `rng`, and registers with the server (HELLO, bounded retries).
+    ///
+    /// The HELLO is version 2; a client without a server key that meets a version-1
+    /// server falls back to a version-1 HELLO. With a server key (feature `encryption`)
+    /// the ephemeral key of the Noise handshake is drawn from `rng` too, and every packet
+    /// after the handshake is sealed.
     pub fn install<const W: usize>(
         mut nic: N,
         clock: C,
@@ -241,26 +358,172 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             max_payload,
             buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
             rejected: 0,
+            sealing: SealDrops::default(),
+            version: VERSION_2,
+            registering: true,
+            #[cfg(feature = "encryption")]
+            secure: None,
             window_mode: WindowMode::Sliding,
             extra: None,
             #[cfg(feature = "netconsole")]
             netconsole: None,
         };
-        let ack = me
-            .exchange(t.hello_retry_us, u64::MAX, t.hello_attempts, Self::send_hello, |e| match e {
-                ServerEvent::HelloAck(a) => Some(*a),
-                _ => None,
-            })
-            .map_err(|e| match e {
-                DumpError::Nic(n) => InstallError::Nic(n),
-                _ => InstallError::Refused,
-            })?
-            .ok_or(InstallError::ServerSilent)?;
-        if ack.status != HelloStatus::Registered {
-            return Err(InstallError::Refused);
-        }
-        me.max_payload = me.max_payload.min(ack.max_payload as usize);
+        let max_payload = me.register(rng)?;
+        me.registering = false;
+        me.max_payload = me.max_payload.min(max_payload as usize);
         Ok(me)
+    }
+
+    /// Whether the session is encrypted (every packet after the handshake sealed).
+    pub fn encrypted(&self) -> bool {
+        #[cfg(feature = "encryption")]
+        return self.secure.is_some();
+        #[cfg(not(feature = "encryption"))]
+        false
+    }
+
+    /// The protocol version of the session: 2, or 1 with a version-1 server.
+    pub fn protocol_version(&self) -> u8 {
+        self.version
+    }
+
+    /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
+    /// the largest payload the server accepts.
+    fn register(&mut self, rng: &mut impl RngCore) -> Result<u32, InstallError> {
+        let t = self.config.timeouts;
+        #[cfg_attr(not(feature = "encryption"), allow(unused_mut))]
+        let (mut handshake, mut key_id) = ([0u8; MESSAGE_1_LEN], [0u8; KEY_ID_LEN]);
+        #[cfg(feature = "encryption")]
+        let initiator = match self.config.server_key {
+            Some(key) => {
+                key_id = key.key_id();
+                let mut ephemeral = [0u8; crypto::KEY_LEN];
+                rng.fill_bytes(&mut ephemeral);
+                if ephemeral == [0; crypto::KEY_LEN] {
+                    return Err(InstallError::NoEntropy);
+                }
+                let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
+                let hello = HelloV2 { hello: self.hello_v1(), features: features::ENCRYPTED, key_id, handshake: &[] };
+                let n = hello.prologue(self.cookie, &mut prologue);
+                let mut initiator = NkInitiator::new(&key, ephemeral, &prologue[..n]);
+                zeroize::Zeroize::zeroize(&mut ephemeral);
+                initiator.write_message_1(&[], &mut handshake).map_err(|_| InstallError::ServerKeyMismatch)?;
+                Some(initiator)
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "encryption"))]
+        let _ = rng;
+        #[cfg(feature = "encryption")]
+        let encrypting = initiator.is_some();
+        #[cfg(not(feature = "encryption"))]
+        let encrypting = false;
+        let features = if encrypting { features::ENCRYPTED } else { 0 };
+        let handshake = if encrypting { &handshake[..] } else { &[][..] };
+
+        let mut evidence = HelloEvidence::default();
+        for attempt in 0..t.hello_attempts {
+            let mut payload = [0u8; HELLO_V2_MAX];
+            let len = if self.version == VERSION_2 {
+                self.hello_payload(features, key_id, handshake, &mut payload).len()
+            } else {
+                let hello = self.hello_v1();
+                hello.emit(&mut payload);
+                hello.wire_len()
+            };
+            let header = Header { version: self.version, ..Header::v1(MessageType::Hello, 0, self.cookie, attempt) };
+            match self.send_message(header, len, |p| p.copy_from_slice(&payload[..len])) {
+                Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
+                Err(DumpError::Nic(e)) => return Err(InstallError::Nic(e)),
+                Err(_) => return Err(InstallError::Refused),
+            }
+            let retry = Deadline::after(&self.clock, t.hello_retry_us);
+            while !retry.passed(&self.clock) {
+                let Polled::Event(event) = self.poll_server().map_err(InstallError::Nic)? else { continue };
+                match event {
+                    ServerEvent::VersionRefused if encrypting => evidence.insecure = true,
+                    ServerEvent::VersionRefused => {
+                        // A version-1 server: say HELLO in its version, at once.
+                        self.version = VERSION_1;
+                        break;
+                    }
+                    ServerEvent::HelloAck(ack) if self.version == VERSION_1 => {
+                        return match ack.status {
+                            HelloStatus::Registered => Ok(ack.max_payload),
+                            _ => Err(InstallError::Refused),
+                        };
+                    }
+                    #[cfg(feature = "encryption")]
+                    ServerEvent::HelloAckV2 { terms, handshake, len } if encrypting => {
+                        if let Some(initiator) = &initiator
+                            && let Some(result) =
+                                self.finish_handshake(initiator, &terms, &handshake[..len], &mut evidence)
+                        {
+                            return result;
+                        }
+                    }
+                    ServerEvent::HelloAckV2 { terms, .. } => {
+                        return match terms.status {
+                            HelloStatus::Registered => Ok(terms.max_payload),
+                            HelloStatus::EncryptionRequired => Err(InstallError::EncryptionRequired),
+                            _ => Err(InstallError::Refused),
+                        };
+                    }
+                    // Unauthenticated: an encrypting client does not act on it.
+                    ServerEvent::Error(_) if !encrypting => return Err(InstallError::Refused),
+                    _ => {}
+                }
+            }
+        }
+        Err(if evidence.key_mismatch {
+            InstallError::ServerKeyMismatch
+        } else if evidence.insecure {
+            InstallError::Insecure
+        } else if evidence.refused {
+            InstallError::Refused
+        } else {
+            InstallError::ServerSilent
+        })
+    }
+
+    /// A HELLO_ACK v2 to an encrypting client: only what message 2 authenticates counts.
+    /// `Some` ends the exchange; `None` waits on (a clear refusal is noted as evidence).
+    #[cfg(feature = "encryption")]
+    fn finish_handshake(
+        &mut self,
+        initiator: &NkInitiator,
+        clear: &HelloTerms,
+        message_2: &[u8],
+        evidence: &mut HelloEvidence,
+    ) -> Option<Result<u32, InstallError>> {
+        if message_2.is_empty() {
+            match clear.status {
+                HelloStatus::UnknownKey | HelloStatus::HandshakeFailed => evidence.key_mismatch = true,
+                HelloStatus::FeatureUnsupported | HelloStatus::Registered => evidence.insecure = true,
+                _ => evidence.refused = true,
+            }
+            return None;
+        }
+        let mut payload = [0u8; MAX_MESSAGE_2];
+        let established = match initiator.read_message_2(message_2, &mut payload) {
+            Ok(e) => e,
+            Err(_) => {
+                evidence.key_mismatch = true;
+                return None;
+            }
+        };
+        let Ok(terms) = HelloTerms::parse(&payload[..established.payload_len]) else {
+            evidence.key_mismatch = true;
+            return None;
+        };
+        Some(match terms.status {
+            HelloStatus::Registered if terms.features & features::ENCRYPTED != 0 => {
+                self.secure = Some(Secure { transport: established.transport, replay: ReplayWindow::new() });
+                Ok(terms.max_payload)
+            }
+            HelloStatus::Registered => Err(InstallError::Insecure),
+            _ => Err(InstallError::Refused),
+        })
     }
 
     /// The 64-bit cookie this client registered with; every packet carries it.
@@ -412,7 +675,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
 
         let include_memory = decision.verdict == Verdict::DumpAll;
-        let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(HEADER_LEN));
+        let overhead = if self.encrypted() { HEADER_LEN + SEAL_OVERHEAD } else { HEADER_LEN };
+        let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(overhead));
         let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory)
             .with_extra(self.extra);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
@@ -420,6 +684,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let mut totals = StreamTotals::default();
         let stream_started = self.clock.now_us();
         if let Err(e) = self.send_stream(&mut window, &mut stream, room, &mut totals) {
+            if e == DumpError::NoncesExhausted {
+                return Err(e);
+            }
             let reason = match e {
                 DumpError::ServerSilent(_) => abort_reason::SERVER_SILENT,
                 DumpError::StoppedByServer => abort_reason::STOPPED_BY_SERVER,
@@ -477,6 +744,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             stream_us,
             link: self.link.counters,
             rejected: self.rejected,
+            sealing: self.sealing,
+            version: self.version,
+            encrypted: self.encrypted(),
         })
     }
 
@@ -485,74 +755,95 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let _ = self.send_repr(0, &Abort(TextMessage { code: reason, text }));
     }
 
-    fn send_hello(&mut self, seq: u32) -> Result<(), NicError> {
-        let ip = self.config.net.ip.octets();
-        let hello = Hello {
+    /// The version-1 HELLO fields: this NIC, this memory, this name.
+    fn hello_v1(&self) -> Hello<'_> {
+        Hello {
             mac: self.nic.mac_address(),
             mtu: self.nic.mtu() as u16,
-            ip,
+            ip: self.config.net.ip.octets(),
             page_size: PAGE_SIZE as u32,
             memory_bytes: self.memory_map.total_bytes(),
             name: self.config.name.as_bytes(),
-        };
+        }
+    }
+
+    /// Writes the HELLO v2 payload to the start of `out`; returns it.
+    fn hello_payload<'o>(
+        &self,
+        features: u32,
+        key_id: [u8; KEY_ID_LEN],
+        handshake: &[u8],
+        out: &'o mut [u8; HELLO_V2_MAX],
+    ) -> &'o [u8] {
+        let hello = HelloV2 { hello: self.hello_v1(), features, key_id, handshake };
         let len = hello.wire_len();
-        // Emitted first: `hello` borrows the configuration, the send needs `self`.
-        let mut buf = [0u8; field::hello::NAME + crate::proto::MAX_NAME];
-        hello.emit(&mut buf[..len]);
-        self.send_message(Hello::TYPE, seq, 0, len, |p| p.copy_from_slice(&buf[..len]))
+        hello.emit(&mut out[..len]);
+        &out[..len]
     }
 
     /// Sends one message of the client's (its type from its [`Repr`]).
-    fn send_repr<'r, R: Repr<'r>>(&mut self, seq: u32, repr: &R) -> Result<(), NicError> {
-        self.send_message(R::TYPE, seq, 0, repr.wire_len(), |p| repr.emit(p))
+    fn send_repr<'r, R: Repr<'r>>(&mut self, seq: u32, repr: &R) -> Result<(), DumpError> {
+        let header = Header { version: self.version, ..Header::v1(R::TYPE, 0, self.cookie, seq) };
+        self.send_message(header, repr.wire_len(), |p| repr.emit(p))
     }
 
+    /// Sends one packet: `header` and the `payload_len` bytes `fill` writes, sealed in an
+    /// encrypted session (under a fresh nonce, also for a retransmission).
     fn send_message(
         &mut self,
-        msg_type: MessageType,
-        seq: u32,
-        flags: u16,
+        header: Header,
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
-    ) -> Result<(), NicError> {
-        let header = Header { msg_type, flags, cookie: self.cookie, seq };
+    ) -> Result<(), DumpError> {
         self.nic.poll_transmit();
-        self.link.send(&mut self.nic, HEADER_LEN + payload_len, |buf| {
-            // The buffer is sized from `payload_len`, so emit cannot fail.
-            let _ = header.emit(buf, payload_len, fill);
-        })
+        #[cfg(feature = "encryption")]
+        if let Some(secure) = self.secure.as_mut() {
+            if secure.transport.next_send_nonce() == u64::MAX {
+                return Err(DumpError::NoncesExhausted);
+            }
+            let transport = &mut secure.transport;
+            return self
+                .link
+                .send(&mut self.nic, HEADER_LEN + SEAL_OVERHEAD + payload_len, |buf| {
+                    // Sized from `payload_len`, with a nonce left: sealing cannot fail.
+                    let _ = crypto::seal_packet(transport, header, payload_len, buf, fill);
+                })
+                .map_err(DumpError::Nic);
+        }
+        self.link
+            .send(&mut self.nic, HEADER_LEN + payload_len, |buf| {
+                // The buffer is sized from `payload_len`, so emit cannot fail.
+                let _ = header.emit(buf, payload_len, fill);
+            })
+            .map_err(DumpError::Nic)
     }
 
     /// Receives at most one frame and returns a validated server event, if it was one.
     fn poll_server(&mut self) -> Result<Polled, NicError> {
-        let cookie = self.cookie;
-        let mut event = None;
-        let mut rejected = false;
-        let got = self.link.poll(&mut self.nic, &mut |payload| {
-            let parsed = Header::parse(payload).and_then(|(h, p)| Ok((h, Message::parse_from_server(&h, p)?)));
-            match parsed {
-                Ok((h, msg)) if h.cookie == cookie => {
-                    event = Some(match msg {
-                        Message::HelloAck(a) => ServerEvent::HelloAck(a),
-                        Message::Decision(d) => ServerEvent::Decision(d),
-                        Message::Ack(a) => {
-                            let mut bitmap = [0; MAX_SACK_BYTES];
-                            bitmap[..a.bitmap.len()].copy_from_slice(a.bitmap);
-                            ServerEvent::Ack { cumulative: h.seq, stop: a.stop, bitmap, len: a.bitmap.len() }
-                        }
-                        Message::FinishAck(f) => ServerEvent::FinishAck(f),
-                        Message::Error(e) => ServerEvent::Error(e.code),
-                        _ => return,
-                    })
-                }
-                _ => rejected = true,
+        let (cookie, version, registering) = (self.cookie, self.version, self.registering);
+        let mut outcome = None;
+        #[cfg(feature = "encryption")]
+        let secure = &mut self.secure;
+        let got = self.link.poll(&mut self.nic, &mut |datagram| {
+            #[cfg(feature = "encryption")]
+            if let Some(s) = secure.as_mut() {
+                outcome = Some(classify_sealed(datagram, cookie, s));
+                return;
             }
+            outcome = Some(classify(datagram, cookie, version, registering));
         })?;
-        if rejected {
-            self.rejected += 1;
-        }
-        Ok(match event {
-            Some(e) => Polled::Event(e),
+        Ok(match outcome {
+            Some(Ok(event)) => Polled::Event(event),
+            Some(Err(reject)) => {
+                self.rejected += 1;
+                match reject {
+                    Reject::Checks => {}
+                    Reject::Unsealed => self.sealing.unsealed += 1,
+                    Reject::BadTag => self.sealing.bad_tag += 1,
+                    Reject::Replayed => self.sealing.replayed += 1,
+                }
+                Polled::Other
+            }
             None if got => Polled::Other,
             None => Polled::Idle,
         })
@@ -566,14 +857,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         retry_us: u64,
         total_us: u64,
         attempts: u32,
-        mut send: impl FnMut(&mut Self, u32) -> Result<(), NicError>,
+        mut send: impl FnMut(&mut Self, u32) -> Result<(), DumpError>,
         mut accept: impl FnMut(&ServerEvent) -> Option<T>,
     ) -> Result<Option<T>, DumpError> {
         let overall = Deadline::after(&self.clock, total_us);
         for attempt in 0..attempts {
             match send(self, attempt) {
-                Ok(()) | Err(NicError::RingFull) => {}
-                Err(e) => return Err(e.into()),
+                Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
+                Err(e) => return Err(e),
             }
             let retry = Deadline::after(&self.clock, retry_us);
             while !retry.passed(&self.clock) {
@@ -593,26 +884,33 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         Ok(None)
     }
 
-    /// Sends a stored DATA packet (first send or retransmission).
-    fn transmit_data(&mut self, window: &mut SackWindow<'_>, seq: u32, ack_request: bool) -> Result<bool, NicError> {
+    /// Sends a stored DATA packet (first send or retransmission; in an encrypted
+    /// session the window's plaintext is sealed again, under a new nonce).
+    fn transmit_data(&mut self, window: &mut SackWindow<'_>, seq: u32, ack_request: bool) -> Result<bool, DumpError> {
         let mut fl = if ack_request { flags::ACK_REQUEST } else { 0 };
         let retransmit = window.sends(seq) > 0;
         if retransmit {
             fl |= flags::RETRANSMIT | flags::ACK_REQUEST;
         }
-        let header = Header { msg_type: MessageType::Data, flags: fl, cookie: self.cookie, seq };
+        let header = Header { version: self.version, ..Header::v1(MessageType::Data, fl, self.cookie, seq) };
         let (payload, crc) = (window.payload(seq), window.payload_crc(seq));
-        self.nic.poll_transmit();
-        let sent = self.link.send(&mut self.nic, HEADER_LEN + payload.len(), |buf| {
-            // The buffer is sized from the payload, so emit cannot fail.
-            let _ = header.emit_with_payload_crc(buf, payload, crc);
-        });
+        let sent = if self.encrypted() {
+            self.send_message(header, payload.len(), |p| p.copy_from_slice(payload))
+        } else {
+            self.nic.poll_transmit();
+            self.link
+                .send(&mut self.nic, HEADER_LEN + payload.len(), |buf| {
+                    // The buffer is sized from the payload, so emit cannot fail.
+                    let _ = header.emit_with_payload_crc(buf, payload, crc);
+                })
+                .map_err(DumpError::Nic)
+        };
         match sent {
             Ok(()) => {
                 window.mark_sent(seq, self.clock.now_us());
                 Ok(true)
             }
-            Err(NicError::RingFull) => Ok(false),
+            Err(DumpError::Nic(NicError::RingFull)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -700,6 +998,77 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             }
         }
     }
+}
+
+/// Bytes of the longest HELLO v2 this client sends: the longest name and message 1.
+const HELLO_V2_MAX: usize = field::hello::NAME + MAX_NAME + field::hello_v2::HANDSHAKE + MESSAGE_1_LEN;
+
+/// Checks an unsealed datagram from the server's address: header and CRC, the session's
+/// version and cookie, a server message that parses. While registering, a version-1
+/// server's `UNSUPPORTED_VERSION` ERROR (cookie 0) is an event too.
+fn classify(datagram: &[u8], cookie: u64, version: u8, registering: bool) -> Result<ServerEvent, Reject> {
+    let (h, payload) = Header::parse(datagram).map_err(|_| Reject::Checks)?;
+    if h.is_sealed() {
+        return Err(Reject::Checks);
+    }
+    let msg = Message::parse_from_server(&h, payload).map_err(|_| Reject::Checks)?;
+    if let Message::Error(e) = msg
+        && registering
+        && version == VERSION_2
+        && (h.cookie == 0 || h.cookie == cookie)
+        && e.code == error_code::UNSUPPORTED_VERSION
+    {
+        return Ok(ServerEvent::VersionRefused);
+    }
+    if h.cookie != cookie || h.version != version {
+        return Err(Reject::Checks);
+    }
+    event_of(&h, msg)
+}
+
+/// Checks a datagram in an encrypted session: sealed, this cookie, a fresh nonce, a tag
+/// that verifies, a server message that parses.
+#[cfg(feature = "encryption")]
+fn classify_sealed(datagram: &[u8], cookie: u64, secure: &mut Secure) -> Result<ServerEvent, Reject> {
+    let (h, _) = Header::parse(datagram).map_err(|_| Reject::Checks)?;
+    if !h.is_sealed() {
+        return Err(Reject::Unsealed);
+    }
+    if h.cookie != cookie {
+        return Err(Reject::Checks);
+    }
+    let mut plain = [0u8; MAX_SERVER_PLAINTEXT];
+    let (h, payload) =
+        crypto::open_packet(&secure.transport, &mut secure.replay, datagram, &mut plain).map_err(|e| match e {
+            OpenError::Unsealed => Reject::Unsealed,
+            OpenError::Replayed => Reject::Replayed,
+            OpenError::BadTag => Reject::BadTag,
+            OpenError::Proto(_) | OpenError::BufferTooSmall => Reject::Checks,
+        })?;
+    let msg = Message::parse_from_server(&h, payload).map_err(|_| Reject::Checks)?;
+    event_of(&h, msg)
+}
+
+/// The event a checked server message is.
+fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
+    Ok(match msg {
+        Message::HelloAck(a) => ServerEvent::HelloAck(a),
+        Message::HelloAckV2(a) => {
+            let mut handshake = [0; MAX_MESSAGE_2];
+            let len = a.handshake.len();
+            handshake.get_mut(..len).ok_or(Reject::Checks)?.copy_from_slice(a.handshake);
+            ServerEvent::HelloAckV2 { terms: a.terms, handshake, len }
+        }
+        Message::Decision(d) => ServerEvent::Decision(d),
+        Message::Ack(a) => {
+            let mut bitmap = [0; MAX_SACK_BYTES];
+            bitmap[..a.bitmap.len()].copy_from_slice(a.bitmap);
+            ServerEvent::Ack { cumulative: h.seq, stop: a.stop, bitmap, len: a.bitmap.len() }
+        }
+        Message::FinishAck(f) => ServerEvent::FinishAck(f),
+        Message::Error(e) => ServerEvent::Error(e.code),
+        _ => return Err(Reject::Checks),
+    })
 }
 
 /// The running totals FINISH reports: data bytes, and the stream CRC over the payload

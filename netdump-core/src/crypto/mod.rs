@@ -56,6 +56,14 @@
 //! and duplicating the header inside the plaintext instead would cost its length on every
 //! packet for nothing.
 //!
+//! # Packets
+//!
+//! [`seal_packet`] and [`open_packet`] put the transport on the protocol's packets
+//! (docs/PROTOCOL.md, "Sealed packets"): a version-2 header with the `SEALED` flag and a
+//! CRC field of 0, then the nonce (8 bytes, big-endian), the ciphertext and the tag; the
+//! associated data is the header with its CRC field zero. The AEAD tag replaces the
+//! CRC-32 of an unsealed packet.
+//!
 //! # Footprint and targets
 //!
 //! No alloc, no `unsafe` here, secrets zeroized on drop (the ephemeral key, the chaining
@@ -70,6 +78,7 @@
 //! [Noise]: https://noiseprotocol.org/noise.html
 
 mod noise;
+mod packet;
 mod primitives;
 mod replay;
 #[cfg(test)]
@@ -77,6 +86,7 @@ mod tests;
 mod transport;
 
 pub use noise::{Established, NkInitiator};
+pub use packet::{OpenError, SEAL_OVERHEAD, open_packet, seal_packet};
 pub use replay::ReplayWindow;
 pub use transport::Transport;
 
@@ -156,6 +166,14 @@ impl PublicKey {
     /// The key's bytes.
     pub const fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
+    }
+
+    /// The key's id in HELLO v2: its first [`KEY_ID_LEN`](crate::proto::KEY_ID_LEN)
+    /// bytes, by which a server holding several keys picks the one the client pinned.
+    pub fn key_id(&self) -> [u8; crate::proto::KEY_ID_LEN] {
+        let mut id = [0u8; crate::proto::KEY_ID_LEN];
+        id.copy_from_slice(&self.0[..crate::proto::KEY_ID_LEN]);
+        id
     }
 }
 

@@ -412,3 +412,149 @@ fn public_key_text() {
     assert_eq!(PublicKey::from_hex(&format!("g{}", &text[1..])), Err(CryptoError::BadKeyText));
     assert_eq!(PublicKey::from_hex(&"é".repeat(32)), Err(CryptoError::BadKeyText));
 }
+
+// ---------------------------------------------------------------- sealed packets
+
+use crate::proto::{Decision, DecisionReason, Header, Message, MessageType, ProtoError, Verdict, flags};
+
+/// A DECISION (DUMP_ALL, max payload 1472) sealed under key 0x11… with nonce 5, cookie
+/// 0x0102030405060708, seq 3; computed independently with Python's `cryptography`
+/// (ChaCha20Poly1305, nonce = 4 zero bytes and 5 little-endian, AD = the 24 header bytes).
+#[rustfmt::skip]
+const SEALED_DECISION: [u8; 56] = [
+    0x4e, 0x44, 0x02, 0x82, 0x00, 0x04, 0x00, 0x20, // magic, version 2, DECISION, SEALED, payload 32
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // cookie
+    0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, // seq 3, CRC 0
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, // nonce 5
+    0xd0, 0xb5, 0x03, 0x25, 0x24, 0xc6, 0x90, 0xd8, // ciphertext
+    0xcf, 0xad, 0xe9, 0x91, 0x93, 0x05, 0x19, 0x07, // tag
+    0x95, 0xf5, 0xbf, 0x31, 0x13, 0x4a, 0x31, 0xae,
+];
+
+const SEALED_DECISION_PLAINTEXT: [u8; 8] = [0, 0, 0, 0, 0, 0, 0x05, 0xc0];
+const DECISION: Decision = Decision { verdict: Verdict::DumpAll, why: DecisionReason::None, max_payload: 1472 };
+
+fn server_side() -> Transport {
+    Transport::from_keys([0x11; 32], [0x22; 32], 5)
+}
+
+fn client_side() -> Transport {
+    Transport::from_keys([0x22; 32], [0x11; 32], 0)
+}
+
+fn seal_decision(t: &mut Transport, buf: &mut [u8]) -> usize {
+    let m = Message::Decision(DECISION);
+    let header = Header::v1(MessageType::Decision, 0, 0x0102_0304_0506_0708, 3);
+    seal_packet(t, header, m.wire_len(), buf, |p| m.emit(p)).unwrap()
+}
+
+#[test]
+fn a_sealed_packet_has_the_documented_bytes_and_opens_to_its_message() {
+    let mut buf = [0u8; 128];
+    let n = seal_decision(&mut server_side(), &mut buf);
+    assert_eq!(buf[..n], SEALED_DECISION);
+    let mut replay = ReplayWindow::new();
+    let mut out = [0u8; 64];
+    let (h, plain) = open_packet(&client_side(), &mut replay, &SEALED_DECISION, &mut out).unwrap();
+    assert_eq!(h, Header::v2(MessageType::Decision, flags::SEALED, 0x0102_0304_0506_0708, 3));
+    assert_eq!(Message::parse_from_server(&h, plain), Ok(Message::Decision(DECISION)));
+    assert_eq!(replay.highest(), Some(5));
+}
+
+#[test]
+fn every_bit_flip_of_a_sealed_packet_outside_the_crc_field_is_refused_and_moves_no_window() {
+    let mut out = [0u8; 64];
+    for bit in 0..SEALED_DECISION.len() * 8 {
+        let mut p = SEALED_DECISION;
+        p[bit / 8] ^= 1 << (bit % 8);
+        let mut replay = ReplayWindow::new();
+        if (20..24).contains(&(bit / 8)) {
+            // The CRC field is not checked (the associated data has it zero): it carries
+            // nothing, and the packet is the same message.
+            let (_, plain) = open_packet(&client_side(), &mut replay, &p, &mut out).unwrap();
+            assert_eq!(plain, &SEALED_DECISION_PLAINTEXT);
+            continue;
+        }
+        let r = open_packet(&client_side(), &mut replay, &p, &mut out);
+        assert!(r.is_err(), "bit {bit} flipped was accepted");
+        assert_eq!(replay.highest(), None, "bit {bit}: a refused packet marked its nonce");
+        // Flips that keep the header parseable and sealed reach the tag, which refuses them.
+        let byte = bit / 8;
+        if byte >= 24 || (8..20).contains(&byte) {
+            assert_eq!(r.unwrap_err(), OpenError::BadTag, "bit {bit}");
+        }
+    }
+}
+
+#[test]
+fn a_replayed_sealed_packet_is_refused_and_a_retransmission_takes_a_new_nonce() {
+    let mut server = server_side();
+    let (mut a, mut b) = ([0u8; 128], [0u8; 128]);
+    let n = seal_decision(&mut server, &mut a);
+    let m = seal_decision(&mut server, &mut b);
+    assert_ne!(a[24..32], b[24..32], "the same message sealed twice uses two nonces");
+    assert_ne!(a[32..n], b[32..m], "and so two ciphertexts");
+    let client = client_side();
+    let (mut replay, mut out) = (ReplayWindow::new(), [0u8; 64]);
+    assert!(open_packet(&client, &mut replay, &a[..n], &mut out).is_ok());
+    assert_eq!(open_packet(&client, &mut replay, &a[..n], &mut out).unwrap_err(), OpenError::Replayed);
+    assert!(open_packet(&client, &mut replay, &b[..m], &mut out).is_ok());
+    assert_eq!(open_packet(&client, &mut replay, &b[..m], &mut out).unwrap_err(), OpenError::Replayed);
+}
+
+#[test]
+fn a_packet_of_another_session_or_direction_does_not_open() {
+    let mut buf = [0u8; 128];
+    let n = seal_decision(&mut server_side(), &mut buf);
+    let mut out = [0u8; 64];
+    // The sender's own receive key (the other direction), and another session's key.
+    let other_direction = Transport::from_keys([0x11; 32], [0x22; 32], 0);
+    let other_session = Transport::from_keys([0x33; 32], [0x44; 32], 0);
+    for t in [other_direction, other_session] {
+        assert_eq!(open_packet(&t, &mut ReplayWindow::new(), &buf[..n], &mut out), Err(OpenError::BadTag));
+    }
+    // Another cookie in the header (the tag covers it).
+    buf[15] ^= 0xff;
+    assert_eq!(open_packet(&client_side(), &mut ReplayWindow::new(), &buf[..n], &mut out), Err(OpenError::BadTag));
+}
+
+#[test]
+fn an_unsealed_packet_is_not_opened_and_a_short_one_is_truncated() {
+    let mut buf = [0u8; 128];
+    let n = Message::Decision(DECISION).emit_packet(2, 0, 1, 3, &mut buf).unwrap();
+    let mut out = [0u8; 64];
+    assert_eq!(open_packet(&client_side(), &mut ReplayWindow::new(), &buf[..n], &mut out), Err(OpenError::Unsealed));
+    let short = Header::v2(MessageType::Decision, flags::SEALED, 1, 3).emit(&mut buf, 23, |_| {}).unwrap();
+    assert_eq!(
+        open_packet(&client_side(), &mut ReplayWindow::new(), &buf[..short], &mut out),
+        Err(OpenError::Proto(ProtoError::Truncated))
+    );
+    // Too long a plaintext for the receiver's buffer: refused, not truncated.
+    let n = seal_decision(&mut server_side(), &mut buf);
+    assert_eq!(
+        open_packet(&client_side(), &mut ReplayWindow::new(), &buf[..n], &mut out[..4]),
+        Err(OpenError::BufferTooSmall)
+    );
+}
+
+#[test]
+fn sealing_stops_at_the_last_nonce_and_never_reuses_one() {
+    let mut t = Transport::from_keys([0x11; 32], [0x22; 32], u64::MAX - 1);
+    let mut buf = [0u8; 128];
+    let n = seal_decision(&mut t, &mut buf);
+    assert_eq!(buf[24..32], (u64::MAX - 1).to_be_bytes());
+    let before = buf;
+    let header = Header::v1(MessageType::Decision, 0, 1, 3);
+    assert_eq!(seal_packet(&mut t, header, 8, &mut buf, |p| p.fill(1)), Err(CryptoError::NonceExhausted));
+    assert_eq!(buf, before, "an exhausted transport writes nothing");
+    assert_eq!(t.next_send_nonce(), u64::MAX);
+    // A receiver never accepts the reserved nonce either.
+    let mut forged = before;
+    forged[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
+    let mut out = [0u8; 64];
+    assert_eq!(open_packet(&client_side(), &mut ReplayWindow::new(), &forged[..n], &mut out), Err(OpenError::Replayed));
+    // A short buffer fails without using a nonce.
+    let mut t = server_side();
+    assert_eq!(seal_packet(&mut t, header, 100, &mut buf[..50], |_| {}), Err(CryptoError::BufferTooSmall));
+    assert_eq!(t.next_send_nonce(), 5);
+}

@@ -41,6 +41,63 @@ pub mod hello_ack {
     pub const LAYOUT: &[Field] = &[STATUS, RESERVED, MAX_PAYLOAD];
 }
 
+/// HELLO in version 2: the version-1 fields ([`hello`]), then these, at offsets counted
+/// from the end of the name.
+pub mod hello_v2 {
+    use super::Field;
+    /// Feature bits the client asks for ([`crate::proto::features`]).
+    pub const FEATURES: Field = 0..4;
+    /// The first 8 bytes of the server public key the client pinned; zero when it does not
+    /// encrypt.
+    pub const KEY_ID: Field = 4..12;
+    /// Length of the handshake message that follows (u16).
+    pub const HANDSHAKE_LEN: Field = 12..14;
+    /// Start of the handshake message (Noise NK message 1 when encrypting, else empty).
+    pub const HANDSHAKE: usize = HANDSHAKE_LEN.end;
+    /// The tail's fixed fields, in wire order.
+    pub const LAYOUT: &[Field] = &[FEATURES, KEY_ID, HANDSHAKE_LEN];
+}
+
+/// HELLO_ACK in version 2.
+pub mod hello_ack_v2 {
+    use super::Field;
+    /// [`crate::proto::HelloStatus`].
+    pub const STATUS: Field = 0..1;
+    /// Reserved, 0.
+    pub const RESERVED: Field = 1..4;
+    /// Largest UDP payload the server accepts, bytes (u32).
+    pub const MAX_PAYLOAD: Field = 4..8;
+    /// Feature bits granted.
+    pub const FEATURES: Field = 8..12;
+    /// Feature bits the server requires.
+    pub const REQUIRED: Field = 12..16;
+    /// The terms: the fields above, which message 2's payload repeats (authenticated).
+    pub const TERMS: Field = 0..16;
+    /// Length of the handshake message that follows (u16).
+    pub const HANDSHAKE_LEN: Field = 16..18;
+    /// Start of the handshake message (Noise NK message 2 when encrypted, else empty).
+    pub const HANDSHAKE: usize = HANDSHAKE_LEN.end;
+    /// HELLO_ACK v2's fixed fields, in wire order.
+    pub const LAYOUT: &[Field] = &[STATUS, RESERVED, MAX_PAYLOAD, FEATURES, REQUIRED, HANDSHAKE_LEN];
+}
+
+/// The payload of a sealed packet (version 2, flag `SEALED`): the nonce, the ciphertext
+/// of the message's payload, and the authentication tag (the last [`sealed::TAG_LEN`]
+/// bytes).
+pub mod sealed {
+    use super::Field;
+    /// The sender's nonce for this packet (u64).
+    pub const NONCE: Field = 0..8;
+    /// Start of the ciphertext (as long as the plaintext payload).
+    pub const CIPHERTEXT: usize = NONCE.end;
+    /// Length of the tag at the end.
+    pub const TAG_LEN: usize = 16;
+    /// Bytes sealing adds to a payload: the nonce and the tag.
+    pub const OVERHEAD: usize = CIPHERTEXT + TAG_LEN;
+    /// The fixed fields before the ciphertext, in wire order.
+    pub const LAYOUT: &[Field] = &[NONCE];
+}
+
 /// CRASH.
 pub mod crash {
     use super::Field;

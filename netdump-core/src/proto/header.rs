@@ -17,8 +17,10 @@ mod field {
 
 /// `0x4E44`, "ND".
 pub const MAGIC: u16 = 0x4E44;
-/// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+/// Protocol version 1: no features, no encryption.
+pub const VERSION_1: u8 = 1;
+/// Protocol version 2: features negotiated in HELLO / HELLO_ACK, sealed packets.
+pub const VERSION_2: u8 = 2;
 /// Length of the header.
 pub const HEADER_LEN: usize = 24;
 
@@ -28,13 +30,21 @@ pub mod flags {
     pub const ACK_REQUEST: u16 = 1 << 0;
     /// On DATA: this is a retransmission (informational).
     pub const RETRANSMIT: u16 = 1 << 1;
-    /// Every flag this version defines.
+    /// Version 2 only: the payload is sealed (`nonce || ciphertext || tag`, docs/PROTOCOL.md
+    /// "Sealed packets"); the CRC field is 0 and not checked, the AEAD tag replaces it.
+    pub const SEALED: u16 = 1 << 2;
+    /// Every flag version 1 defines.
     pub const ALL: u16 = ACK_REQUEST | RETRANSMIT;
+    /// Every flag version 2 defines.
+    pub const ALL_V2: u16 = ALL | SEALED;
 }
 
 /// The decoded header of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The protocol version (byte 2): [`VERSION_1`] or [`VERSION_2`]; each side emits
+    /// the version its session speaks.
+    pub version: u8,
     /// The message type (byte 3).
     pub msg_type: MessageType,
     /// [`flags`] bits (bytes 4..6); a sender sets none outside [`flags::ALL`].
@@ -63,18 +73,30 @@ fn header_crc(header: &[u8], payload_crc: u32) -> u32 {
 }
 
 impl Header {
-    /// Validates a whole datagram and returns its header and payload.
-    ///
-    /// Checks, in order: length, magic, version, `payload_len` against the datagram
-    /// length, CRC, and message type. A wrong version is reported before the CRC is
-    /// checked so that a server can tell a peer it speaks another version.
-    pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), ProtoError> {
-        Self::parse_with_crc(datagram).map(|(h, p, _)| (h, p))
+    /// A version-1 header.
+    pub const fn v1(msg_type: MessageType, flags: u16, cookie: u64, seq: u32) -> Header {
+        Header { version: VERSION_1, msg_type, flags, cookie, seq }
     }
 
-    /// As [`parse`](Self::parse), also returning the payload's CRC-32 (computed while
-    /// verifying, so a receiver need not hash the payload again).
-    pub fn parse_with_crc(datagram: &[u8]) -> Result<(Header, &[u8], u32), ProtoError> {
+    /// A version-2 header.
+    pub const fn v2(msg_type: MessageType, flags: u16, cookie: u64, seq: u32) -> Header {
+        Header { version: VERSION_2, msg_type, flags, cookie, seq }
+    }
+
+    /// True if this is a version-2 packet with [`flags::SEALED`]: its payload is
+    /// `nonce || ciphertext || tag` and its CRC field is not checked.
+    pub const fn is_sealed(&self) -> bool {
+        self.version == VERSION_2 && self.flags & flags::SEALED != 0
+    }
+
+    /// Validates a whole datagram and returns its header and payload.
+    ///
+    /// Checks, in order: length, magic, version (1 or 2), `payload_len` against the
+    /// datagram length, CRC (not for a sealed packet, whose payload must hold at least a
+    /// nonce and a tag: its AEAD tag, checked by whoever holds the key, replaces the CRC),
+    /// and message type. A wrong version is reported before the CRC is checked so that a
+    /// server can tell a peer it speaks another version.
+    pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), ProtoError> {
         if datagram.len() < HEADER_LEN {
             return Err(ProtoError::Truncated);
         }
@@ -82,37 +104,45 @@ impl Header {
             return Err(ProtoError::BadMagic);
         }
         let version = datagram[field::VERSION];
-        if version != VERSION {
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(ProtoError::UnsupportedVersion(version));
         }
         let payload_len = be16(&datagram[field::PAYLOAD_LEN]) as usize;
         if HEADER_LEN + payload_len != datagram.len() {
             return Err(ProtoError::LengthMismatch);
         }
-        let crc = u32::from_be_bytes(datagram[field::CRC].try_into().unwrap_or([0; 4]));
-        let payload_crc = crc32fast::hash(&datagram[HEADER_LEN..]);
-        if crc != header_crc(datagram, payload_crc) {
-            return Err(ProtoError::BadCrc);
-        }
-        let msg_type = MessageType::try_from(datagram[field::TYPE])?;
         let header = Header {
-            msg_type,
+            version,
+            msg_type: MessageType::Hello,
             flags: be16(&datagram[field::FLAGS]),
             cookie: u64::from_be_bytes(datagram[field::COOKIE].try_into().unwrap_or([0; 8])),
             seq: u32::from_be_bytes(datagram[field::SEQ].try_into().unwrap_or([0; 4])),
         };
-        Ok((header, &datagram[HEADER_LEN..], payload_crc))
+        let payload = &datagram[HEADER_LEN..];
+        if header.is_sealed() {
+            if payload.len() < super::field::sealed::OVERHEAD {
+                return Err(ProtoError::Truncated);
+            }
+        } else {
+            let crc = u32::from_be_bytes(datagram[field::CRC].try_into().unwrap_or([0; 4]));
+            if crc != header_crc(datagram, crc32fast::hash(payload)) {
+                return Err(ProtoError::BadCrc);
+            }
+        }
+        let msg_type = MessageType::try_from(datagram[field::TYPE])?;
+        Ok((Header { msg_type, ..header }, payload))
     }
 
     /// Rewrites the CRC field of `packet` (header + payload) to what the protocol
-    /// requires for its bytes — for tests, fuzzers and fault injectors that alter a
-    /// packet and need it to pass the CRC check. Does nothing to a packet shorter than a
-    /// header.
-    pub fn seal(packet: &mut [u8]) {
+    /// requires for its bytes (0 for a sealed packet) — for tests, fuzzers and fault
+    /// injectors that alter a packet and need it to pass the CRC check. Does nothing to
+    /// a packet shorter than a header.
+    pub fn set_crc(packet: &mut [u8]) {
         if packet.len() < HEADER_LEN {
             return;
         }
-        let crc = header_crc(packet, crc32fast::hash(&packet[HEADER_LEN..]));
+        let sealed = packet[field::VERSION] == VERSION_2 && be16(&packet[field::FLAGS]) & flags::SEALED != 0;
+        let crc = if sealed { 0 } else { header_crc(packet, crc32fast::hash(&packet[HEADER_LEN..])) };
         packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
     }
 
@@ -123,7 +153,8 @@ impl Header {
     }
 
     /// Writes a packet: this header, then `payload_len` bytes produced by `fill`, then the
-    /// CRC. Returns the packet length.
+    /// CRC (0 when the header [is sealed](Self::is_sealed): the caller seals the payload
+    /// in place, with the header as written as associated data). Returns the packet length.
     pub fn emit(&self, buf: &mut [u8], payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize, ProtoError> {
         self.emit_inner(buf, payload_len, None, fill)
     }
@@ -147,15 +178,19 @@ impl Header {
         }
         let packet = &mut buf[..total];
         packet[field::MAGIC].copy_from_slice(&MAGIC.to_be_bytes());
-        packet[field::VERSION] = VERSION;
+        packet[field::VERSION] = self.version;
         packet[field::TYPE] = self.msg_type as u8;
         packet[field::FLAGS].copy_from_slice(&self.flags.to_be_bytes());
         packet[field::PAYLOAD_LEN].copy_from_slice(&(payload_len as u16).to_be_bytes());
         packet[field::COOKIE].copy_from_slice(&self.cookie.to_be_bytes());
         packet[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
         fill(&mut packet[HEADER_LEN..]);
-        let payload_crc = payload_crc.unwrap_or_else(|| crc32fast::hash(&packet[HEADER_LEN..]));
-        let crc = header_crc(packet, payload_crc);
+        let crc = if self.is_sealed() {
+            0
+        } else {
+            let payload_crc = payload_crc.unwrap_or_else(|| crc32fast::hash(&packet[HEADER_LEN..]));
+            header_crc(packet, payload_crc)
+        };
         packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
         Ok(total)
     }
@@ -174,7 +209,7 @@ mod tests {
     ];
 
     fn sample() -> Header {
-        Header { msg_type: MessageType::HelloAck, flags: 0, cookie: 0x0102030405060708, seq: 3 }
+        Header::v1(MessageType::HelloAck, 0, 0x0102030405060708, 3)
     }
 
     #[test]
@@ -233,20 +268,68 @@ mod tests {
         let n = sample().emit(&mut a, 100, |p| p.copy_from_slice(&payload)).unwrap();
         let m = sample().emit_with_payload_crc(&mut b, &payload, crc32fast::hash(&payload)).unwrap();
         assert_eq!(a[..n], b[..m]);
-        let (_, p, crc) = Header::parse_with_crc(&a[..n]).unwrap();
-        assert_eq!((p, crc), (&payload[..], crc32fast::hash(&payload)));
+        assert_eq!(Header::parse(&a[..n]).unwrap().1, &payload[..]);
     }
 
     #[test]
-    fn seal_restores_a_valid_crc_after_an_edit() {
+    fn set_crc_restores_a_valid_crc_after_an_edit() {
         let mut p = HELLO_ACK;
         p[31] = 0x99;
         assert_eq!(Header::parse(&p), Err(ProtoError::BadCrc));
-        Header::seal(&mut p);
+        Header::set_crc(&mut p);
         assert_eq!(Header::parse(&p).unwrap().1[7], 0x99);
         let mut short = [0u8; 10];
-        Header::seal(&mut short);
+        Header::set_crc(&mut short);
         assert_eq!(short, [0u8; 10]);
+    }
+
+    // The same HELLO_ACK header in version 2: only the version byte and the CRC differ
+    // (CRC computed independently with Python zlib.crc32).
+    const HELLO_ACK_V2: [u8; 32] = [
+        0x4e, 0x44, 0x02, 0x81, 0x00, 0x00, 0x00, 0x08, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00,
+        0x00, 0x03, 0xff, 0x56, 0x6e, 0xec, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0,
+    ];
+
+    #[test]
+    fn a_version_2_header_carries_its_version_and_a_crc_like_version_1() {
+        let h = Header { version: VERSION_2, ..sample() };
+        let mut buf = [0u8; 64];
+        let n = h.emit(&mut buf, 8, |p| p.copy_from_slice(&[0, 0, 0, 0, 0, 0, 0x05, 0xc0])).unwrap();
+        assert_eq!(&buf[..n], &HELLO_ACK_V2[..]);
+        assert_eq!(Header::parse(&HELLO_ACK_V2).unwrap().0, h);
+        for bit in 0..HELLO_ACK_V2.len() * 8 {
+            let mut p = HELLO_ACK_V2;
+            p[bit / 8] ^= 1 << (bit % 8);
+            // Setting SEALED turns the CRC check off: the tag checks the packet instead.
+            if bit == 5 * 8 + 2 {
+                continue;
+            }
+            assert!(Header::parse(&p).is_err(), "bit {bit} flipped was accepted");
+        }
+    }
+
+    #[test]
+    fn a_sealed_packet_has_crc_0_unchecked_and_room_for_nonce_and_tag() {
+        let h = Header::v2(MessageType::Ack, flags::SEALED, 9, 4);
+        assert!(h.is_sealed());
+        let mut buf = [0u8; 64];
+        let n = h.emit(&mut buf, 24, |p| p.fill(0x5a)).unwrap();
+        assert_eq!(&buf[20..24], &[0, 0, 0, 0], "the CRC field of a sealed packet is 0");
+        assert_eq!(Header::parse(&buf[..n]).unwrap(), (h, &buf[24..n]));
+        // Whatever the payload or the CRC field hold, the header parses: the AEAD judges.
+        buf[30] ^= 1;
+        buf[21] = 7;
+        assert!(Header::parse(&buf[..n]).is_ok());
+        // Shorter than a nonce and a tag: truncated.
+        let n = h.emit(&mut buf, 23, |_| {}).unwrap();
+        assert_eq!(Header::parse(&buf[..n]), Err(ProtoError::Truncated));
+        // SEALED means nothing in version 1: the CRC is checked as always.
+        let v1 = Header::v1(MessageType::Ack, flags::SEALED, 9, 4);
+        assert!(!v1.is_sealed());
+        let n = v1.emit(&mut buf, 24, |p| p.fill(0x5a)).unwrap();
+        assert_ne!(&buf[20..24], &[0, 0, 0, 0]);
+        buf[30] ^= 1;
+        assert_eq!(Header::parse(&buf[..n]), Err(ProtoError::BadCrc));
     }
 
     #[test]

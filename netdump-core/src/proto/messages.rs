@@ -4,7 +4,10 @@
 
 use super::bytes::{Reader, Writer};
 use super::field;
-use super::{Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError};
+use super::{
+    Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError, VERSION_1,
+    VERSION_2,
+};
 
 /// A message body: its type, its length on the wire, how it is written and read.
 pub trait Repr<'a>: Sized {
@@ -38,7 +41,9 @@ macro_rules! repr {
 
 repr!(
     Hello<'a> => Hello,
+    HelloV2<'a> => Hello,
     HelloAck => HelloAck,
+    HelloAckV2<'a> => HelloAck,
     Crash<'a> => Crash,
     Decision => Decision,
     Data<'a> => Data,
@@ -92,10 +97,14 @@ impl<'a> ServerError<'a> {
 /// A parsed payload of any type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
-    /// [`MessageType::Hello`].
+    /// [`MessageType::Hello`], version 1.
     Hello(Hello<'a>),
-    /// [`MessageType::HelloAck`].
+    /// [`MessageType::Hello`], version 2.
+    HelloV2(HelloV2<'a>),
+    /// [`MessageType::HelloAck`], version 1.
     HelloAck(HelloAck),
+    /// [`MessageType::HelloAck`], version 2.
+    HelloAckV2(HelloAckV2<'a>),
     /// [`MessageType::Crash`].
     Crash(Crash<'a>),
     /// [`MessageType::Decision`].
@@ -117,8 +126,10 @@ pub enum Message<'a> {
 /// A parsed payload of a type only clients send (what a server dispatches on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientMessage<'a> {
-    /// [`MessageType::Hello`].
+    /// [`MessageType::Hello`], version 1.
     Hello(Hello<'a>),
+    /// [`MessageType::Hello`], version 2.
+    HelloV2(HelloV2<'a>),
     /// [`MessageType::Crash`].
     Crash(Crash<'a>),
     /// [`MessageType::Data`].
@@ -130,10 +141,15 @@ pub enum ClientMessage<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// Parses the payload of a packet whose header has already been validated.
+    /// Parses the payload of a packet whose header has already been validated (and, for
+    /// a sealed packet, the plaintext once opened). HELLO and HELLO_ACK are read in the
+    /// header's version; the other messages are the same in both.
     pub fn parse(header: &Header, payload: &'a [u8]) -> Result<Self, ProtoError> {
+        let v2 = header.version == VERSION_2;
         Ok(match header.msg_type {
+            MessageType::Hello if v2 => Message::HelloV2(HelloV2::parse(payload)?),
             MessageType::Hello => Message::Hello(Hello::parse(payload)?),
+            MessageType::HelloAck if v2 => Message::HelloAckV2(HelloAckV2::parse(payload)?),
             MessageType::HelloAck => Message::HelloAck(HelloAck::parse(payload)?),
             MessageType::Crash => Message::Crash(Crash::parse(payload)?),
             MessageType::Decision => Message::Decision(Decision::parse(payload)?),
@@ -150,6 +166,7 @@ impl<'a> Message<'a> {
     /// message type is an error here, and the client links none of their parsers.
     pub fn parse_from_server(header: &Header, payload: &'a [u8]) -> Result<Self, ProtoError> {
         Ok(match header.msg_type {
+            MessageType::HelloAck if header.version == VERSION_2 => Message::HelloAckV2(HelloAckV2::parse(payload)?),
             MessageType::HelloAck => Message::HelloAck(HelloAck::parse(payload)?),
             MessageType::Decision => Message::Decision(Decision::parse(payload)?),
             MessageType::Ack => Message::Ack(Ack::parse(payload)?),
@@ -165,6 +182,7 @@ impl<'a> Message<'a> {
     /// [`ClientMessage`]. A server message type is an error here.
     pub fn parse_from_client(header: &Header, payload: &'a [u8]) -> Result<ClientMessage<'a>, ProtoError> {
         Ok(match header.msg_type {
+            MessageType::Hello if header.version == VERSION_2 => ClientMessage::HelloV2(HelloV2::parse(payload)?),
             MessageType::Hello => ClientMessage::Hello(Hello::parse(payload)?),
             MessageType::Crash => ClientMessage::Crash(Crash::parse(payload)?),
             MessageType::Data => ClientMessage::Data(Data::parse(payload)?),
@@ -181,8 +199,8 @@ impl<'a> Message<'a> {
     /// The header's `type` for this message.
     pub fn msg_type(&self) -> MessageType {
         match self {
-            Message::Hello(_) => MessageType::Hello,
-            Message::HelloAck(_) => MessageType::HelloAck,
+            Message::Hello(_) | Message::HelloV2(_) => MessageType::Hello,
+            Message::HelloAck(_) | Message::HelloAckV2(_) => MessageType::HelloAck,
             Message::Crash(_) => MessageType::Crash,
             Message::Decision(_) => MessageType::Decision,
             Message::Data(_) => MessageType::Data,
@@ -198,7 +216,9 @@ impl<'a> Message<'a> {
     pub fn wire_len(&self) -> usize {
         match self {
             Message::Hello(m) => m.wire_len(),
+            Message::HelloV2(m) => m.wire_len(),
             Message::HelloAck(m) => m.wire_len(),
+            Message::HelloAckV2(m) => m.wire_len(),
             Message::Crash(m) => m.wire_len(),
             Message::Decision(m) => m.wire_len(),
             Message::Data(m) => m.wire_len(),
@@ -213,7 +233,9 @@ impl<'a> Message<'a> {
     pub fn emit(&self, out: &mut [u8]) {
         match self {
             Message::Hello(m) => m.emit(out),
+            Message::HelloV2(m) => m.emit(out),
             Message::HelloAck(m) => m.emit(out),
+            Message::HelloAckV2(m) => m.emit(out),
             Message::Crash(m) => m.emit(out),
             Message::Decision(m) => m.emit(out),
             Message::Data(m) => m.emit(out),
@@ -224,10 +246,29 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// Writes a whole packet (header with this message's type, payload, CRC) into `buf`;
-    /// returns its length.
-    pub fn emit_packet(&self, flags: u16, cookie: u64, seq: u32, buf: &mut [u8]) -> Result<usize, ProtoError> {
-        let header = Header { msg_type: self.msg_type(), flags, cookie, seq };
+    /// The version this message exists in only, if it is one of those (HELLO and
+    /// HELLO_ACK differ between versions; the others are the same in both).
+    pub fn only_in_version(&self) -> Option<u8> {
+        match self {
+            Message::Hello(_) | Message::HelloAck(_) => Some(VERSION_1),
+            Message::HelloV2(_) | Message::HelloAckV2(_) => Some(VERSION_2),
+            _ => None,
+        }
+    }
+
+    /// Writes a whole unsealed packet (a `version` header with this message's type,
+    /// payload, CRC) into `buf`; returns its length. HELLO and HELLO_ACK go in the
+    /// version they exist in, whatever `version` says.
+    pub fn emit_packet(
+        &self,
+        version: u8,
+        flags: u16,
+        cookie: u64,
+        seq: u32,
+        buf: &mut [u8],
+    ) -> Result<usize, ProtoError> {
+        let version = self.only_in_version().unwrap_or(version);
+        let header = Header { version, msg_type: self.msg_type(), flags, cookie, seq };
         header.emit(buf, self.wire_len(), |p| self.emit(p))
     }
 }
@@ -297,7 +338,12 @@ impl<'a> Hello<'a> {
     /// nothing after them.
     pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
-        let hello = Hello {
+        let hello = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(hello)
+    }
+    fn read(r: &mut Reader<'a>) -> Result<Self, ProtoError> {
+        Ok(Hello {
             mac: r.array()?,
             mtu: r.u16()?,
             ip: r.array()?,
@@ -307,9 +353,7 @@ impl<'a> Hello<'a> {
                 let n = r.u8()? as usize;
                 r.bytes(n)?
             },
-        };
-        r.finish()?;
-        Ok(hello)
+        })
     }
     /// Payload bytes: 25 plus the name.
     pub fn wire_len(&self) -> usize {
@@ -331,14 +375,181 @@ impl<'a> Hello<'a> {
 }
 
 wire_enum!(
-    /// HELLO_ACK status.
+    /// HELLO_ACK status. Version 1 uses 0 and 1 only.
     HelloStatus: u8 {
         /// The server knows the client's cookie and name; it may crash.
         Registered = 0 => "registered",
-        /// The name is not valid ([`valid_name`]); the client is not registered.
+        /// The name is not valid ([`valid_name`]); the client is not registered (also a
+        /// version-1 HELLO refused because the server requires encryption).
         Refused = 1 => "refused",
+        /// The server requires encryption and the HELLO did not ask for it.
+        EncryptionRequired = 2 => "encryption_required",
+        /// The HELLO's `key_id` names no key the server holds.
+        UnknownKey = 3 => "unknown_key",
+        /// Message 1 of the handshake did not verify (another key of the same id, or a
+        /// damaged message).
+        HandshakeFailed = 4 => "handshake_failed",
+        /// The HELLO asked for a feature the server cannot grant (encryption from a server
+        /// without keys).
+        FeatureUnsupported = 5 => "feature_unsupported",
     }
 );
+
+/// Feature bits of version 2, as HELLO asks for them and HELLO_ACK grants and requires
+/// them. The registry: each issue that adds a feature takes the next free bit here and
+/// documents it in docs/PROTOCOL.md; a receiver ignores bits it does not know, and a
+/// server grants only bits it knows.
+pub mod features {
+    /// Every packet after the handshake is sealed (Noise NK handshake in HELLO /
+    /// HELLO_ACK, ChaCha20-Poly1305 per packet).
+    pub const ENCRYPTED: u32 = 1 << 0;
+    /// Every bit this version of the code knows.
+    pub const KNOWN: u32 = ENCRYPTED;
+}
+
+/// Length of the server key id in HELLO v2: the first bytes of the pinned public key.
+pub const KEY_ID_LEN: usize = 8;
+/// What the Noise prologue of a HELLO v2 begins with (then the cookie, then the HELLO
+/// payload up to `handshake_len`).
+pub const PROLOGUE_LABEL: &[u8] = b"netdump 2\0";
+/// Longest prologue: the label, the cookie, and the longest HELLO v2 before its handshake.
+pub const MAX_PROLOGUE: usize =
+    PROLOGUE_LABEL.len() + 8 + field::hello::NAME + MAX_NAME + field::hello_v2::HANDSHAKE_LEN.start;
+
+/// HELLO in version 2: the version-1 registration, the features asked for, the pinned
+/// key's id and the first handshake message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloV2<'a> {
+    /// The version-1 fields.
+    pub hello: Hello<'a>,
+    /// [`features`] asked for.
+    pub features: u32,
+    /// The first [`KEY_ID_LEN`] bytes of the server public key the client pinned (zero
+    /// when not encrypting).
+    pub key_id: [u8; KEY_ID_LEN],
+    /// Noise NK message 1 when [`features::ENCRYPTED`], else empty.
+    pub handshake: &'a [u8],
+}
+
+impl<'a> HelloV2<'a> {
+    /// Parses a HELLO v2 payload: the version-1 fields, the tail, exactly
+    /// `handshake_len` bytes of handshake and nothing after them.
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let hello = Hello::read(&mut r)?;
+        let features = r.u32()?;
+        let key_id = r.array()?;
+        let handshake = {
+            let n = r.u16()? as usize;
+            r.bytes(n)?
+        };
+        r.finish()?;
+        Ok(HelloV2 { hello, features, key_id, handshake })
+    }
+    /// Bytes before `handshake_len`: what the Noise prologue binds.
+    pub fn bound_len(&self) -> usize {
+        self.hello.wire_len() + field::hello_v2::HANDSHAKE_LEN.start
+    }
+    /// Payload bytes.
+    pub fn wire_len(&self) -> usize {
+        self.hello.wire_len() + field::hello_v2::HANDSHAKE + self.handshake.len()
+    }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes; `handshake` at most 65535 bytes.
+    pub fn emit(&self, out: &mut [u8]) {
+        let n = self.hello.wire_len();
+        self.hello.emit(&mut out[..n]);
+        Writer::new(&mut out[n..])
+            .u32(self.features)
+            .bytes(&self.key_id)
+            .u16(self.handshake.len() as u16)
+            .bytes(self.handshake);
+    }
+    /// The Noise prologue of this HELLO under `cookie`, written to the start of `out`
+    /// (at least [`MAX_PROLOGUE`] bytes): [`PROLOGUE_LABEL`], the cookie (big-endian), then
+    /// the payload up to `handshake_len`. Returns its length.
+    pub fn prologue(&self, cookie: u64, out: &mut [u8]) -> usize {
+        let label = PROLOGUE_LABEL.len();
+        out[..label].copy_from_slice(PROLOGUE_LABEL);
+        out[label..label + 8].copy_from_slice(&cookie.to_be_bytes());
+        let start = label + 8;
+        let mut payload = [0u8; field::hello::NAME + MAX_NAME + field::hello_v2::HANDSHAKE];
+        let body = HelloV2 { handshake: &[], ..*self };
+        body.emit(&mut payload);
+        let bound = self.bound_len().min(payload.len());
+        out[start..start + bound].copy_from_slice(&payload[..bound]);
+        start + bound
+    }
+}
+
+/// What the server agreed to in a HELLO_ACK v2: its first 16 bytes, which message 2's
+/// payload repeats so that an encrypted client reads them authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloTerms {
+    /// Whether the client is registered, or why not.
+    pub status: HelloStatus,
+    /// Largest UDP payload the server accepts, bytes.
+    pub max_payload: u32,
+    /// [`features`] granted.
+    pub features: u32,
+    /// [`features`] the server requires of every client.
+    pub required: u32,
+}
+
+impl HelloTerms {
+    /// Bytes on the wire.
+    pub const WIRE_LEN: usize = field::hello_ack_v2::TERMS.end;
+    /// Parses exactly [`Self::WIRE_LEN`] bytes.
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let terms = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(terms)
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProtoError> {
+        let status = HelloStatus::try_from(r.u8()?)?;
+        r.bytes(3)?;
+        Ok(HelloTerms { status, max_payload: r.u32()?, features: r.u32()?, required: r.u32()? })
+    }
+    /// Writes [`Self::WIRE_LEN`] bytes at the start of `out`.
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out).u8(self.status as u8).zeros(3).u32(self.max_payload).u32(self.features).u32(self.required);
+    }
+}
+
+/// HELLO_ACK in version 2: the terms in the clear, then the second handshake message
+/// (whose payload is the terms again, authenticated, when encrypted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloAckV2<'a> {
+    /// The terms, in the clear (an encrypted client uses message 2's copy instead).
+    pub terms: HelloTerms,
+    /// Noise NK message 2 when encrypted, else empty.
+    pub handshake: &'a [u8],
+}
+
+impl<'a> HelloAckV2<'a> {
+    /// Parses a HELLO_ACK v2 payload.
+    pub fn parse(p: &'a [u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let terms = HelloTerms::read(&mut r)?;
+        let handshake = {
+            let n = r.u16()? as usize;
+            r.bytes(n)?
+        };
+        r.finish()?;
+        Ok(HelloAckV2 { terms, handshake })
+    }
+    /// Payload bytes.
+    pub fn wire_len(&self) -> usize {
+        field::hello_ack_v2::HANDSHAKE + self.handshake.len()
+    }
+    /// Writes the payload at the start of `out`, which must hold
+    /// [`wire_len`](Self::wire_len) bytes.
+    pub fn emit(&self, out: &mut [u8]) {
+        self.terms.emit(out);
+        Writer::new(&mut out[HelloTerms::WIRE_LEN..]).u16(self.handshake.len() as u16).bytes(self.handshake);
+    }
+}
 
 /// HELLO_ACK: the server registered the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1012,7 +1223,7 @@ mod tests {
 
     fn roundtrip(t: MessageType, len: usize, emit: impl FnOnce(&mut [u8])) -> ([u8; 2048], usize) {
         let mut buf = [0u8; 2048];
-        let h = Header { msg_type: t, flags: 0, cookie: 42, seq: 7 };
+        let h = Header::v1(t, 0, 42, 7);
         let n = h.emit(&mut buf, len, emit).unwrap();
         (buf, n)
     }
@@ -1202,7 +1413,7 @@ mod tests {
         for t in 0..=255u8 {
             let Ok(msg_type) = MessageType::try_from(t) else { continue };
             let payload = [0u8; 64];
-            let h = Header { msg_type, flags: 0, cookie: 1, seq: 0 };
+            let h = Header::v1(msg_type, 0, 1, 0);
             let from_server = Message::parse_from_server(&h, &payload);
             if msg_type.from_client() {
                 assert_eq!(from_server, Err(ProtoError::BadField("msg_type")), "{msg_type:?}");
@@ -1251,7 +1462,7 @@ mod tests {
                 hello.emit(&mut p);
             }
             let len = if t == MessageType::Hello { hello.wire_len() } else { len };
-            let h = Header { msg_type: t, flags: 0, cookie: 1, seq: 0 };
+            let h = Header::v1(t, 0, 1, 0);
             for cut in 0..len {
                 assert!(Message::parse(&h, &p[..cut]).is_err(), "{t:?} cut at {cut}");
             }
@@ -1275,6 +1486,14 @@ mod tests {
     where
         R: Repr<'a> + core::fmt::Debug,
     {
+        golden_in(VERSION_1, repr, bytes, min_len, same)
+    }
+
+    /// [`golden`] with a header of `version`.
+    fn golden_in<'a, R>(version: u8, repr: R, bytes: &'a [u8], min_len: usize, same: impl Fn(&R, &R) -> bool)
+    where
+        R: Repr<'a> + core::fmt::Debug,
+    {
         let parsed = R::parse(bytes).unwrap_or_else(|e| panic!("{:?}: {e}", R::TYPE));
         assert!(same(&parsed, &repr), "{:?}: parsed {parsed:?}, want {repr:?}", R::TYPE);
         assert_eq!(repr.wire_len(), bytes.len(), "{:?} wire_len", R::TYPE);
@@ -1285,7 +1504,7 @@ mod tests {
         for n in 0..min_len.min(bytes.len()) {
             assert_eq!(R::parse(&bytes[..n]).err(), Some(ProtoError::Truncated), "{:?} cut to {n}", R::TYPE);
         }
-        let header = Header { msg_type: R::TYPE, flags: 0, cookie: 1, seq: 2 };
+        let header = Header { version, ..Header::v1(R::TYPE, 0, 1, 2) };
         let mut padded = [0u8; 1024];
         padded[..bytes.len()].copy_from_slice(bytes);
         if R::TYPE != MessageType::Data {
@@ -1326,6 +1545,118 @@ mod tests {
     fn hello_ack_golden_bytes() {
         let bytes = [0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x23, 0x0c];
         golden(HelloAck { status: HelloStatus::Refused, max_payload: 8972 }, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    /// The HELLO of `hello_golden_bytes`, then the version-2 tail: features, key id,
+    /// handshake length and a 48-byte message 1 (here 0x00, 0x01, … 0x2f).
+    #[rustfmt::skip]
+    const HELLO_V2: [u8; 31 + 14 + 48] = {
+        let head = [
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x01, // MAC
+            0x05, 0xdc,                         // MTU 1500
+            0x0a, 0x00, 0x02, 0x0f,             // 10.0.2.15
+            0x00, 0x00, 0x10, 0x00,             // page size 4096
+            0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, // 128 MiB
+            0x06, b'n', b'o', b'd', b'e', b'-', b'1',
+            0x00, 0x00, 0x00, 0x01,             // features: ENCRYPTED
+            0xde, 0xad, 0xbe, 0xef, 0x01, 0x23, 0x45, 0x67, // key id
+            0x00, 0x30,                         // handshake_len 48
+        ];
+        let mut out = [0u8; 31 + 14 + 48];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = if i < head.len() { head[i] } else { (i - head.len()) as u8 };
+            i += 1;
+        }
+        out
+    };
+
+    fn hello_v2_sample(handshake: &[u8]) -> HelloV2<'_> {
+        HelloV2 {
+            hello: Hello {
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+                ip: [10, 0, 2, 15],
+                page_size: 4096,
+                memory_bytes: 1 << 27,
+                name: b"node-1",
+            },
+            features: features::ENCRYPTED,
+            key_id: [0xde, 0xad, 0xbe, 0xef, 0x01, 0x23, 0x45, 0x67],
+            handshake,
+        }
+    }
+
+    #[test]
+    fn hello_v2_golden_bytes() {
+        let handshake: [u8; 48] = core::array::from_fn(|i| i as u8);
+        golden_in(VERSION_2, hello_v2_sample(&handshake), &HELLO_V2, HELLO_V2.len(), |a, b| a == b);
+        // A version-1 header reads the same bytes as a version-1 HELLO: the tail is
+        // then bytes too many.
+        let v1 = Header::v1(MessageType::Hello, 0, 1, 0);
+        assert_eq!(Message::parse(&v1, &HELLO_V2), Err(ProtoError::LengthMismatch));
+        let v2 = Header::v2(MessageType::Hello, 0, 1, 0);
+        assert!(matches!(Message::parse_from_client(&v2, &HELLO_V2), Ok(ClientMessage::HelloV2(_))));
+    }
+
+    #[test]
+    fn the_hello_v2_prologue_is_label_cookie_and_everything_before_handshake_len() {
+        let handshake = [7u8; 48];
+        let mut out = [0u8; MAX_PROLOGUE];
+        let n = hello_v2_sample(&handshake).prologue(0x0102_0304_0506_0708, &mut out);
+        let mut want = b"netdump 2\0".to_vec();
+        want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        want.extend_from_slice(&HELLO_V2[..31 + 12]);
+        assert_eq!(&out[..n], &want[..]);
+        // The handshake itself is not bound (it is hashed by Noise anyway), and the
+        // longest name fits.
+        let long = [b'a'; MAX_NAME];
+        let mut hello = hello_v2_sample(&[]);
+        hello.hello.name = &long;
+        assert_eq!(hello.prologue(1, &mut out), MAX_PROLOGUE);
+    }
+
+    #[test]
+    fn hello_ack_v2_golden_bytes() {
+        #[rustfmt::skip]
+        let head = [
+            0x03, 0x00, 0x00, 0x00,             // status UNKNOWN_KEY, reserved
+            0x00, 0x00, 0x23, 0x0c,             // max payload 8972
+            0x00, 0x00, 0x00, 0x00,             // granted: none
+            0x00, 0x00, 0x00, 0x01,             // required: ENCRYPTED
+            0x00, 0x04, 0xaa, 0xbb, 0xcc, 0xdd, // a 4-byte handshake
+        ];
+        let terms = HelloTerms {
+            status: HelloStatus::UnknownKey,
+            max_payload: 8972,
+            features: 0,
+            required: features::ENCRYPTED,
+        };
+        let m = HelloAckV2 { terms, handshake: &[0xaa, 0xbb, 0xcc, 0xdd] };
+        golden_in(VERSION_2, m, &head, head.len(), |a, b| a == b);
+        assert_eq!(HelloTerms::parse(&head[..HelloTerms::WIRE_LEN]), Ok(terms));
+        let mut out = [0u8; HelloTerms::WIRE_LEN];
+        terms.emit(&mut out);
+        assert_eq!(out, head[..HelloTerms::WIRE_LEN]);
+        let v2 = Header::v2(MessageType::HelloAck, 0, 1, 0);
+        assert_eq!(Message::parse_from_server(&v2, &head), Ok(Message::HelloAckV2(m)));
+    }
+
+    #[test]
+    fn emit_packet_writes_hello_and_hello_ack_in_their_own_version() {
+        let mut buf = [0u8; 256];
+        let ack = Message::HelloAck(HelloAck { status: HelloStatus::Registered, max_payload: 1 });
+        let n = ack.emit_packet(VERSION_2, 0, 1, 0, &mut buf).unwrap();
+        assert_eq!(Header::parse(&buf[..n]).unwrap().0.version, VERSION_1);
+        let handshake = [0u8; 48];
+        let hello = Message::HelloV2(hello_v2_sample(&handshake));
+        let n = hello.emit_packet(VERSION_1, 0, 1, 0, &mut buf).unwrap();
+        assert_eq!(Header::parse(&buf[..n]).unwrap().0.version, VERSION_2);
+        let d = Message::Decision(Decision { verdict: Verdict::DumpAll, why: DecisionReason::None, max_payload: 9 });
+        for v in [VERSION_1, VERSION_2] {
+            let n = d.emit_packet(v, 0, 1, 0, &mut buf).unwrap();
+            assert_eq!(Header::parse(&buf[..n]).unwrap().0.version, v);
+        }
     }
 
     #[test]
@@ -1474,7 +1805,7 @@ mod tests {
             (MessageType::Error, &[0, 1, 0, 0]),
         ];
         for (t, p) in payloads {
-            let h = Header { msg_type: t, flags: 0, cookie: 1, seq: 0 };
+            let h = Header::v1(t, 0, 1, 0);
             assert!(Message::parse(&h, p).is_ok(), "{t:?}");
             let (mine, theirs) = (Message::parse_from_client(&h, p), Message::parse_from_server(&h, p));
             if t.from_client() {
@@ -1506,6 +1837,7 @@ mod tests {
         check(CrashKind::ALL, CrashKind::name, |v| v as u8, CrashKind::try_from);
         check(Section::ALL, Section::name, |v| v as u8, Section::try_from);
         check(HelloStatus::ALL, HelloStatus::name, |v| v as u8, HelloStatus::try_from);
+        assert_eq!(HelloStatus::FeatureUnsupported as u8, 5);
         check(AfterDump::ALL, AfterDump::name, |v| v as u8, AfterDump::try_from);
         assert_eq!(DecisionReason::BadAnnouncement.name(), "bad_announcement");
         assert_eq!(FinishStatus::UnknownSession.name(), "unknown_session");

@@ -1,5 +1,5 @@
-//! The netdump wire protocol, version 1 — the single implementation shared by the
-//! client (this crate) and the server (`netdumpd`). `docs/PROTOCOL.md` is its
+//! The netdump wire protocol, versions 1 and 2 — the single implementation shared by
+//! the client (this crate) and the server (`netdumpd`). `docs/PROTOCOL.md` is its
 //! specification; the layouts here follow it field by field.
 //!
 //! Shape (after smoltcp's `wire`): [`Header::parse`] validates a datagram and splits
@@ -12,7 +12,7 @@ mod header;
 mod messages;
 mod regs;
 
-pub use header::{HEADER_LEN, Header, MAGIC, VERSION, flags};
+pub use header::{HEADER_LEN, Header, MAGIC, VERSION_1, VERSION_2, flags};
 pub use messages::*;
 pub use regs::{CPU_STATE_SHIFT, CpuState, REGISTER_RECORD_LEN, REGISTERS_APIC_ID, REGISTERS_VALID, RegisterRecord};
 
@@ -42,7 +42,7 @@ pub enum ProtoError {
     Truncated,
     /// The first two bytes are not [`MAGIC`].
     BadMagic,
-    /// The header's version byte (carried) is not [`VERSION`].
+    /// The header's version byte (carried) is neither [`VERSION_1`] nor [`VERSION_2`].
     UnsupportedVersion(u8),
     /// `payload_len` disagrees with the datagram's length.
     LengthMismatch,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use netdump_core::proto::{
-    Crash, Decision, DecisionReason, Header, MAX_DATAGRAM, Message, TextMessage, Verdict, error_code,
+    Crash, Decision, DecisionReason, Header, MAX_DATAGRAM, Message, TextMessage, VERSION_1, Verdict, error_code,
 };
 
 use super::{NON_MEMORY_ALLOWANCE, Server};
@@ -91,7 +91,7 @@ impl Server {
                 self.registry.record_dump(cookie, "");
             }
         }
-        self.outbox.send(p.peer, cookie, p.seq, Message::Decision(decision));
+        self.reply(p.peer, cookie, VERSION_1, p.seq, Message::Decision(decision));
         self.sessions.insert(cookie, session);
     }
 
@@ -130,12 +130,12 @@ impl Server {
         let Some(client) = self.registry.get(cookie).cloned() else {
             self.drop_packet(DropReason::UnknownCookie, from, None, &format_args!("CRASH from cookie {cookie:016x}"));
             let error = TextMessage { code: error_code::UNKNOWN_COOKIE, text: b"unknown cookie: send HELLO first" };
-            self.outbox.send_unsolicited(from, cookie, header.seq, Message::Error(error));
+            self.reply_unsolicited(from, cookie, header.version, header.seq, Message::Error(error));
             return;
         };
         if let Some(s) = self.sessions.get_mut(&cookie) {
             match s.on_repeated_crash(from) {
-                Ok(decision) => self.outbox.send(from, cookie, header.seq, Message::Decision(decision)),
+                Ok(decision) => self.reply(from, cookie, header.version, header.seq, Message::Decision(decision)),
                 Err(reason) => self.note_session_drop(reason, from, cookie),
             }
             return;
@@ -166,7 +166,7 @@ impl Server {
                 max_payload: MAX_DATAGRAM as u32,
             };
             self.registry.record_dump(cookie, "");
-            return self.outbox.send(from, cookie, header.seq, Message::Decision(decision));
+            return self.reply(from, cookie, header.version, header.seq, Message::Decision(decision));
         }
         let receiving = self.sessions.values().filter(|s| s.is_receiving()).count() + self.pending.len();
         if receiving >= self.config.max_sessions {
@@ -182,7 +182,7 @@ impl Server {
                 dir: None,
             };
             let session = Session::start(request, crash);
-            self.outbox.send(from, cookie, header.seq, Message::Decision(session.decision()));
+            self.reply(from, cookie, header.version, header.seq, Message::Decision(session.decision()));
             self.sessions.insert(cookie, session);
             // It crashed: a later CRASH of this cookie is a replay.
             self.registry.record_dump(cookie, "");
@@ -197,7 +197,7 @@ impl Server {
                     why: DecisionReason::NoSpace,
                     max_payload: MAX_DATAGRAM as u32,
                 };
-                self.outbox.send(from, cookie, header.seq, Message::Decision(decision));
+                self.reply(from, cookie, header.version, header.seq, Message::Decision(decision));
                 self.registry.record_dump(cookie, "");
                 return;
             }

@@ -18,17 +18,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use netdump_core::crypto::{OpenError, open_packet};
 use netdump_core::proto::{
     Ack, ClientMessage, Decision, DecisionReason, Header, MAX_DATAGRAM, Message, MessageType, ProtoError, TextMessage,
-    Verdict, error_code,
+    VERSION_1, Verdict, error_code,
 };
 
 use crate::admission::PendingCrash;
 use crate::config::ServerConfig;
 use crate::dedup::DedupIndex;
 use crate::jobs::JobPool;
+use crate::keys::ServerKeys;
 use crate::limits::{RateBudget, SourceBudget};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Wire};
 use crate::registry::{Registry, RegistryLimits};
 use crate::session::Session;
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
@@ -85,6 +87,10 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     warn: WarnLimiter,
     recv_buf: Vec<u8>,
+    /// The plaintext of a sealed packet, once opened.
+    open_buf: Vec<u8>,
+    /// The static keys of encrypted sessions (`[encryption] private_keys`).
+    keys: ServerKeys,
 }
 
 fn drop_reason(e: ProtoError) -> DropReason {
@@ -102,6 +108,11 @@ fn drop_reason(e: ProtoError) -> DropReason {
 impl Server {
     /// Creates the dump directory if needed, loads the registry and binds the socket.
     pub fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        let keys = ServerKeys::load(&config.encryption.private_keys)?;
+        anyhow::ensure!(
+            !(config.encryption.require_encryption && keys.is_empty()),
+            crate::config::REQUIRE_WITHOUT_KEYS
+        );
         crate::files::create_private_dir_all(&config.dump_dir)
             .with_context(|| format!("cannot create dump directory {}", config.dump_dir.display()))?;
         let registry_limits =
@@ -138,10 +149,20 @@ impl Server {
             })),
         );
         let now = Instant::now();
+        for k in keys.iter() {
+            tracing::info!(key = %k.path.display(), public = %k.public(), "encryption key loaded");
+        }
         tracing::info!(
             listen = %local_addr,
             dir = %config.dump_dir.display(),
             clients = registry.len(),
+            encryption = if config.encryption.require_encryption {
+                "required"
+            } else if keys.is_empty() {
+                "off"
+            } else {
+                "offered"
+            },
             "netdumpd ready"
         );
         Ok(Server {
@@ -166,6 +187,8 @@ impl Server {
             warn: WarnLimiter::new(Duration::from_secs(1)),
             // One byte more than the largest datagram allowed, so that a longer one is seen.
             recv_buf: vec![0; 65536],
+            open_buf: vec![0; MAX_DATAGRAM],
+            keys,
             config,
         })
     }
@@ -289,8 +312,21 @@ impl Server {
         let now = Instant::now();
         for s in self.sessions.values_mut() {
             if s.ack_deadline().is_some_and(|d| d <= now) {
-                send_ack(&mut self.outbox, s);
+                send_ack(&mut self.outbox, &mut self.registry, s);
             }
+        }
+    }
+
+    /// Sends `reply` about `cookie` to `to` ([`reply_to`]); `version` is the request's.
+    fn reply(&mut self, to: SocketAddr, cookie: u64, version: u8, seq: u32, reply: Message<'_>) {
+        reply_to(&mut self.outbox, &mut self.registry, to, cookie, version, seq, reply);
+    }
+
+    /// [`reply`](Self::reply) to a packet outside any live session, if the budget of
+    /// such replies allows.
+    fn reply_unsolicited(&mut self, to: SocketAddr, cookie: u64, version: u8, seq: u32, reply: Message<'_>) {
+        if self.outbox.take_unsolicited() {
+            self.reply(to, cookie, version, seq, reply);
         }
     }
 
@@ -355,9 +391,9 @@ impl Server {
             Err(e @ ProtoError::UnsupportedVersion(_)) => {
                 self.drop_packet(DropReason::UnsupportedVersion, from, None, &e);
                 let seq = Header::peek_seq(datagram).unwrap_or(0);
-                let text = b"netdumpd speaks protocol version 1";
+                let text = b"netdumpd speaks protocol versions 1 and 2";
                 let error = TextMessage { code: error_code::UNSUPPORTED_VERSION, text };
-                self.outbox.send_unsolicited(from, 0, seq, Message::Error(error));
+                self.outbox.send_unsolicited(from, Wire::Clear(VERSION_1), 0, seq, Message::Error(error));
                 return;
             }
             Err(e) => return self.drop_packet(drop_reason(e), from, None, &e),
@@ -367,17 +403,80 @@ impl Server {
             let detail = format_args!("{:?} from a client, cookie {cookie:016x}", header.msg_type);
             return self.drop_packet(DropReason::WrongDirection, from, Some(cookie), &detail);
         }
-        let message = match Message::parse_from_client(&header, payload) {
+        let mut open_buf = std::mem::take(&mut self.open_buf);
+        if let Some(payload) = self.unseal(&header, datagram, payload, from, &mut open_buf) {
+            self.dispatch(&header, payload, from, now);
+        }
+        self.open_buf = open_buf;
+    }
+
+    /// The payload to act on: an unsealed packet's as it is; a sealed packet's opened
+    /// with its cookie's channel (nonce checked against replays first, marked only once
+    /// the tag verified). `None` when dropped: a cookie with a channel takes only sealed
+    /// packets (HELLO aside, which is never sealed), and a sealed packet needs a channel.
+    fn unseal<'p>(
+        &mut self,
+        header: &Header,
+        datagram: &[u8],
+        payload: &'p [u8],
+        from: SocketAddr,
+        open_buf: &'p mut [u8],
+    ) -> Option<&'p [u8]> {
+        let cookie = header.cookie;
+        let what = format_args!("{:?} from cookie {cookie:016x}", header.msg_type);
+        if header.msg_type == MessageType::Hello {
+            if header.is_sealed() {
+                self.drop_packet(DropReason::Unsealed, from, Some(cookie), &format_args!("{what}: a sealed HELLO"));
+                return None;
+            }
+            return Some(payload);
+        }
+        let Some(channel) = self.registry.channel_mut(cookie) else {
+            if !header.is_sealed() {
+                return Some(payload);
+            }
+            // A retired cookie's keys went with it: its sealed packets are an earlier
+            // boot's, replayed.
+            let reason = if self.registry.retired(cookie).is_some() {
+                DropReason::ReplayedNonce
+            } else if self.registry.get(cookie).is_some() {
+                DropReason::BadTag
+            } else {
+                DropReason::UnknownCookie
+            };
+            self.drop_packet(reason, from, Some(cookie), &format_args!("{what}: sealed, and the cookie has no keys"));
+            return None;
+        };
+        match open_packet(&channel.transport, &mut channel.replay, datagram, open_buf) {
+            Ok((_, plaintext)) => Some(plaintext),
+            Err(e) => {
+                let reason = match e {
+                    OpenError::Unsealed => DropReason::Unsealed,
+                    OpenError::Replayed => DropReason::ReplayedNonce,
+                    OpenError::BadTag | OpenError::BufferTooSmall => DropReason::BadTag,
+                    OpenError::Proto(e) => drop_reason(e),
+                };
+                self.drop_packet(reason, from, Some(cookie), &format_args!("{what}: {}", reason.name()));
+                None
+            }
+        }
+    }
+
+    /// A packet that passed every check of its header (and its tag): its message.
+    fn dispatch(&mut self, header: &Header, payload: &[u8], from: SocketAddr, now: Instant) {
+        let cookie = header.cookie;
+        let message = match Message::parse_from_client(header, payload) {
             Ok(m) => m,
-            Err(e) => return self.on_malformed(&header, e, from),
+            Err(e) => return self.on_malformed(header, e, from),
         };
         tracing::trace!(%from, cookie = format_args!("{cookie:016x}"), seq = header.seq, "{:?}", header.msg_type);
         match message {
-            ClientMessage::Hello(hello) => self.on_hello(&header, &hello, from, now),
-            ClientMessage::Crash(crash) => self.on_crash(&header, &crash, from, now),
-            ClientMessage::Data(data) => self.on_data(&header, &data, payload, from, now),
-            ClientMessage::Finish(finish) => self.on_finish(&header, &finish, from, now),
-            ClientMessage::Abort(abort) => self.on_abort(&header, &abort, from, now),
+            ClientMessage::Hello(hello) => self.on_hello(header, &hello, from, now),
+            ClientMessage::HelloV2(hello) => self.on_hello_v2(header, &hello, from, now),
+            ClientMessage::Crash(crash) => self.on_crash(header, &crash, from, now),
+            ClientMessage::Data(data) => self.on_data(header, &data, payload, from, now),
+            ClientMessage::Finish(finish) => self.on_finish(header, &finish, from, now),
+            ClientMessage::Abort(abort) => self.on_abort(header, &abort, from, now),
         }
     }
 
@@ -401,17 +500,46 @@ impl Server {
                 max_payload: MAX_DATAGRAM as u32,
             };
             self.registry.record_dump(cookie, "");
-            self.outbox.send_unsolicited(from, cookie, header.seq, Message::Decision(decision));
+            self.reply_unsolicited(from, cookie, header.version, header.seq, Message::Decision(decision));
             return;
         }
         let text = format!("{e}");
         let error = TextMessage { code: error_code::MALFORMED, text: text.as_bytes() };
-        self.outbox.send_unsolicited(from, cookie, header.seq, Message::Error(error));
+        self.reply_unsolicited(from, cookie, header.version, header.seq, Message::Error(error));
     }
 }
 
-fn send_ack(outbox: &mut Outbox, s: &mut Session) {
+fn send_ack(outbox: &mut Outbox, registry: &mut Registry, s: &mut Session) {
     let ack = s.take_ack();
     let reply = Ack { stop: ack.stop, bitmap: ack.bitmap() };
-    outbox.send(s.peer(), s.cookie(), ack.cumulative, Message::Ack(reply));
+    reply_to(outbox, registry, s.peer(), s.cookie(), VERSION_1, ack.cumulative, Message::Ack(reply));
+}
+
+/// Sends `reply` about `cookie` to `to`: sealed when the cookie's session is encrypted
+/// (HELLO_ACK aside: it carries the handshake), after writing a nonce reservation when
+/// one is due; else in the protocol version the client registered with (`version`, the
+/// request's, for a cookie not registered). A reply that cannot be sealed without risking
+/// a nonce twice (the reservation could not be written) is not sent.
+fn reply_to(
+    outbox: &mut Outbox,
+    registry: &mut Registry,
+    to: SocketAddr,
+    cookie: u64,
+    version: u8,
+    seq: u32,
+    reply: Message<'_>,
+) {
+    let version = registry.get(cookie).map_or(version, |c| c.protocol_version);
+    if matches!(reply, Message::HelloAck(_) | Message::HelloAckV2(_)) {
+        return outbox.send(to, Wire::Clear(version), cookie, seq, reply);
+    }
+    match registry.channel_to_seal(cookie) {
+        Ok(Some(channel)) => outbox.send(to, Wire::Sealed(&mut channel.transport), cookie, seq, reply),
+        Ok(None) => outbox.send(to, Wire::Clear(version), cookie, seq, reply),
+        Err(e) => tracing::error!(
+            cookie = format_args!("{cookie:016x}"),
+            "cannot write the nonce reservation to the registry ({e}): {:?} not sent",
+            reply.msg_type()
+        ),
+    }
 }

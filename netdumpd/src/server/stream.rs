@@ -22,7 +22,7 @@ impl Server {
                     &format_args!("DATA from cookie {cookie:016x}"),
                 );
                 let ack = Ack { stop: true, bitmap: &[] };
-                self.outbox.send_unsolicited(from, cookie, 0, Message::Ack(ack));
+                self.reply_unsolicited(from, cookie, header.version, 0, Message::Ack(ack));
             } else {
                 self.drop_packet(
                     DropReason::UnknownCookie,
@@ -36,7 +36,7 @@ impl Server {
         let was_receiving = s.is_receiving();
         let outcome = s.on_data(from, header.flags, header.seq, data, payload, now);
         if outcome.ack_now {
-            send_ack(&mut self.outbox, s);
+            send_ack(&mut self.outbox, &mut self.registry, s);
         }
         if was_receiving && !s.is_receiving() {
             self.stats.dump_ended(DumpEnd::Incomplete);
@@ -52,7 +52,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&cookie) else {
             if self.registry.get(cookie).is_some() {
                 let ack = FinishAck { status: FinishStatus::UnknownSession, action: after };
-                self.outbox.send_unsolicited(from, cookie, header.seq, Message::FinishAck(ack));
+                self.reply_unsolicited(from, cookie, header.version, header.seq, Message::FinishAck(ack));
             } else {
                 self.drop_packet(
                     DropReason::UnknownCookie,
@@ -72,7 +72,7 @@ impl Server {
                         if ack.status == FinishStatus::Verified { DumpEnd::Complete } else { DumpEnd::Incomplete };
                     self.stats.dump_ended(end);
                 }
-                self.outbox.send(from, cookie, header.seq, Message::FinishAck(ack));
+                self.reply(from, cookie, header.version, header.seq, Message::FinishAck(ack));
             }
             Err(reason) => self.note_session_drop(reason, from, cookie),
         }

@@ -38,6 +38,8 @@ impl Session {
             status: self.status(),
             status_reason: self.status_reason.clone(),
             client: self.client.clone(),
+            protocol_version: self.registration.protocol_version,
+            encrypted: self.registration.encrypted,
             reason: ReasonInfo {
                 kind: c.kind.name(),
                 vector: c.vector,

@@ -30,6 +30,8 @@ fn client() -> Client {
         memory_bytes: 0x30000,
         registered_at: "2026-01-01T00:00:00Z".into(),
         dump: None,
+        protocol_version: 1,
+        encrypted: false,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod core_reader;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
@@ -181,7 +182,7 @@ impl TestClient {
         fill: impl FnOnce(&mut [u8]),
     ) -> Vec<u8> {
         let mut buf = vec![0u8; 24 + payload_len];
-        let h = Header { msg_type: t, flags: hflags, cookie: self.cookie, seq };
+        let h = Header::v1(t, hflags, self.cookie, seq);
         let n = h.emit(&mut buf, payload_len, fill).unwrap();
         buf.truncate(n);
         buf
@@ -504,5 +505,64 @@ impl rand_core::RngCore for CounterRng {
         for b in dst {
             *b = self.next_u64() as u8;
         }
+    }
+}
+
+/// The `netdumpd` binary on a free loopback port, with a config file; its log in a file.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(dir, config, port)
+    }
+
+    /// [`start`](Self::start) on a given port (a restart takes the same one).
+    pub fn start_on(dir: &Path, config: &str, port: u16) -> Daemon {
+        let config_path = dir.join("netdumpd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join("netdumpd.log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_netdumpd"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UdpSocket::bind(daemon.addr).is_ok() {
+            assert!(Instant::now() < deadline, "netdumpd did not bind: {}", daemon.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn proc_count(&self, what: &str) -> usize {
+        std::fs::read_dir(format!("/proc/{}/{what}", self.child.id())).unwrap().count()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

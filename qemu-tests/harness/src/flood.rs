@@ -226,7 +226,7 @@ impl Pace<'_> {
 }
 
 fn header(msg_type: MessageType, cookie: u64, seq: u32) -> Header {
-    Header { msg_type, flags: 0, cookie, seq }
+    Header::v1(msg_type, 0, cookie, seq)
 }
 
 /// A HELLO of `name` with `cookie`.
@@ -329,7 +329,7 @@ fn malformed(i: u64, rng: &mut Rng) -> Vec<u8> {
         3 => {
             let mut p = crash(cookie, 1 << 26, b"wrong version");
             p[2] = 2 + rng.below(250) as u8;
-            Header::seal(&mut p);
+            Header::set_crc(&mut p);
             p
         }
         // payload_len disagrees with the datagram.
@@ -343,14 +343,14 @@ fn malformed(i: u64, rng: &mut Rng) -> Vec<u8> {
         5 => {
             let mut p = valid();
             p[3] = [0x81, 0x82, 0x83, 0x84, 0x8F][rng.below(5) as usize];
-            Header::seal(&mut p);
+            Header::set_crc(&mut p);
             p
         }
         // An unknown type, sealed.
         6 => {
             let mut p = valid();
             p[3] = 0x10 + rng.below(0x60) as u8;
-            Header::seal(&mut p);
+            Header::set_crc(&mut p);
             p
         }
         // A sealed header over a payload of garbage (bad fields).
@@ -372,7 +372,7 @@ fn malformed(i: u64, rng: &mut Rng) -> Vec<u8> {
             let mut p = crash(cookie, 1 << 26, b"bad fields");
             p[HEADER_LEN + 2] = 0;
             p[HEADER_LEN + 3] = 0;
-            Header::seal(&mut p);
+            Header::set_crc(&mut p);
             p
         }
     }

@@ -51,7 +51,7 @@ pub struct Target {
 }
 
 fn header(msg_type: MessageType, cookie: u64, seq: u32) -> Header {
-    Header { msg_type, flags: 0, cookie, seq }
+    Header::v1(msg_type, 0, cookie, seq)
 }
 
 fn ack(cookie: u64, cumulative: u32, stop: bool) -> Vec<u8> {

@@ -97,10 +97,9 @@ impl HostClient {
         let map = MemoryMap::new(&[MemoryRange { phys_start: p.base, length: p.len, virt_start: p.base }])
             .map_err(|_| InstallError::Refused)?;
         let config = Config {
-            net: guest_net(server.port()),
-            name: ClientName::new(&self.name).ok_or(InstallError::Refused)?,
             window: self.window,
             timeouts: self.timeouts,
+            ..Config::new(guest_net(server.port()), ClientName::new(&self.name).ok_or(InstallError::Refused)?)
         };
         // The crash path's buffers live for the program, as a kernel's statics do.
         let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
