@@ -433,6 +433,7 @@ pub const CRATES: &[&str] = &[
     "drivers/e1000/src",
     "drivers/e1000e/src",
     "drivers/virtio-net/src",
+    "drivers/vmxnet3/src",
     "netdumpd/src",
 ];
 

@@ -11,7 +11,7 @@
 
 use core::fmt::Write;
 use netdump_core::arch::x86_64::{CookieRng, DirectMapMemory, TscClock, capture_registers, read_control_registers};
-use netdump_core::client::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+use netdump_core::client::{ClientName, Config};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::MemoryMap;
 use netdump_core::net::{Ipv4Address, NetConfig};
@@ -67,19 +67,17 @@ fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
 
     // 3. Where to dump: QEMU's user network puts the host at 10.0.2.2.
     let port = boot.args().get_u64("server_port").unwrap_or(6666) as u16;
-    let config = Config {
-        net: NetConfig {
-            ip: Ipv4Address::new(10, 0, 2, 15),
-            prefix_len: 24,
-            gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
-            server_ip: Ipv4Address::new(10, 0, 2, 2),
-            server_port: port,
-            client_port: CLIENT_PORT,
-        },
-        name: ClientName::new("example").ok_or("name")?,
-        window: DEFAULT_WINDOW,
-        timeouts: Timeouts::default(),
+    let net = NetConfig {
+        ip: Ipv4Address::new(10, 0, 2, 15),
+        prefix_len: 24,
+        gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
+        server_ip: Ipv4Address::new(10, 0, 2, 2),
+        server_port: port,
+        client_port: CLIENT_PORT,
     };
+    // The default window and timeouts; plaintext (with netdump-core's `encryption`
+    // feature, `server_key: Some(key)` encrypts every packet).
+    let config = Config::new(net, ClientName::new("example").ok_or("name")?);
     let mut rng = CookieRng::new(0);
     // SAFETY: taken once, here, before any crash.
     let buffers = unsafe { &mut *(&raw mut BUFFERS) };

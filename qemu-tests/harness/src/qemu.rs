@@ -97,11 +97,16 @@ impl QemuRun<'_> {
 
     pub fn run(&self) -> Result<QemuOutcome> {
         let started = Instant::now();
+        // QEMU's complaints go to a file beside the serial log: a pipe nobody reads would
+        // block QEMU once 64 KiB of them piled up (slirp logs every frame a NIC without a
+        // free receive buffer refuses).
+        let stderr = std::fs::File::create(self.serial_log.with_extension("qemu-stderr.log"))
+            .context("create QEMU's stderr log")?;
         let mut child = self
             .command()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .context("start qemu-system-x86_64")?;
         let mut timed_out = false;

@@ -43,6 +43,8 @@ pub enum Registers {
     /// A virtio-mmio register block: no PCI function at all, so [`Found`]'s PCI fields
     /// (address, IDs, command register) mean nothing beside it.
     VirtioMmio { base: u64, size: u64, version: u32 },
+    /// vmxnet3's two memory BARs: BAR0 (PT) and BAR1 (VD).
+    Vmxnet3 { pt: u64, vd: u64 },
 }
 
 /// What discovery found, for the report.
@@ -84,6 +86,7 @@ impl fmt::Display for Found {
                 common.0, common.1, notify.0, notify.1, device.0, device.1
             )?,
             Registers::VirtioMmio { .. } => {}
+            Registers::Vmxnet3 { pt, vd } => write!(f, "BAR0 {pt:#x}, BAR1 {vd:#x}")?,
         }
         let bus_master = self.command.contains(Command::BUS_MASTER);
         write!(
@@ -100,7 +103,10 @@ const fn max(a: usize, b: usize) -> usize {
 }
 
 /// DMA memory for whichever driver is brought up.
-const DMA_SIZE: usize = max(max(E1000Nic::DMA_SIZE, VirtioNic::DMA_SIZE), ports::e1000e::E1000eNic::DMA_SIZE);
+const DMA_SIZE: usize = max(
+    max(E1000Nic::DMA_SIZE, VirtioNic::DMA_SIZE),
+    max(ports::e1000e::E1000eNic::DMA_SIZE, ports::vmxnet3::Vmxnet3Nic::DMA_SIZE),
+);
 
 #[repr(C, align(4096))]
 struct DmaMemory([u8; DMA_SIZE]);

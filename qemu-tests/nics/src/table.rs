@@ -13,6 +13,7 @@
 nic_table! {
     E1000 = ports::e1000::E1000Port: "e1000", q35, "-device e1000,netdev=n0,romfile=";
     E1000e = ports::e1000e::E1000ePort: "e1000e", q35, "-device e1000e,netdev=n0,romfile=";
+    Vmxnet3 = ports::vmxnet3::Vmxnet3Port: "vmxnet3", q35, "-device vmxnet3,netdev=n0,romfile=";
     // A plain virtio-net-pci offers both interfaces and the driver takes the modern one,
     // so each virtio configuration turns the other interface off.
     VirtioLegacy = ports::virtio::VirtioPort<false>: "virtio-legacy", q35, "-device virtio-net-pci,netdev=n0,disable-modern=on,romfile=";

@@ -7,6 +7,7 @@ pub mod e1000;
 pub mod e1000e;
 pub mod virtio;
 pub mod virtio_mmio;
+pub mod vmxnet3;
 
 /// `PolledNic` for a port that wraps its driver as field `.0`.
 macro_rules! polled_nic_through_field {
