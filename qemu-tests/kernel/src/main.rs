@@ -135,7 +135,11 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         name: ClientName::new(scenario.name).unwrap_or_else(|| fail(format_args!("bad client name"))),
         window: scenario.window,
         timeouts: scenario.timeouts,
+        server_key: scenario.server_key,
     };
+    if let Some(key) = config.server_key {
+        println!("netdump: encrypting to the server key {key}");
+    }
     // SAFETY: taken once, here, before any crash; nothing else refers to it.
     let buffers = unsafe { &mut *(&raw mut CRASH_BUFFERS) };
     let started = clock.now_us();

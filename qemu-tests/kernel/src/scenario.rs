@@ -3,7 +3,7 @@
 //! `scenario=dump|takeover|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
 //!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
-//!  [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
+//!  [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
 use netdump_core::client::{DEFAULT_WINDOW, Timeouts};
 use netdump_core::crash_cell::CrashCell;
@@ -49,6 +49,9 @@ pub struct Scenario {
     /// Datagrams to send in the raw-tx mode, and the host port they go to.
     pub frames: u32,
     pub raw_port: u16,
+    /// The dump server's public key (`server_key=`, 64 hex digits, as `netdumpd keygen`
+    /// prints it): the dump is encrypted.
+    pub server_key: Option<netdump_core::crypto::PublicKey>,
 }
 
 fn ip(s: &str) -> Option<Ipv4Address> {
@@ -110,6 +113,10 @@ impl Scenario {
             panic_while_reading: (kind == Kind::NestedPanic).then_some(pattern.base + 4096),
             frames: args.get_u64("frames").unwrap_or(20_000) as u32,
             raw_port: args.get_u64("raw_port").map_or(server_port.wrapping_add(2), |p| p as u16),
+            server_key: match args.get("server_key") {
+                Some(hex) => Some(netdump_core::crypto::PublicKey::from_hex(hex).map_err(|_| "bad server_key")?),
+                None => None,
+            },
         })
     }
 }

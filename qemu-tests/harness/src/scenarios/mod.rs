@@ -3,6 +3,7 @@
 mod attack;
 mod basic;
 pub mod common;
+mod crypto;
 mod exceptions;
 mod hostile;
 mod ops;
@@ -25,6 +26,12 @@ pub fn all() -> Vec<Scenario> {
     v.extend(ops::scenarios(NicModel::E1000));
     // The network and the server fail under the protocol, not under a NIC driver.
     v.extend(hostile::scenarios(NicModel::E1000));
+    // Encrypted dumps cross every NIC; the attacker, the keys and the control that proves
+    // the wire search sees memory are the protocol's and the server's.
+    for &nic in NICS {
+        v.extend(crypto::scenarios(nic));
+    }
+    v.extend(crypto::single(NicModel::E1000));
     // Unlike the hostile scenarios (e1000 only), the standing attack runs on every NIC: the flood
     // loads netdumpd and the host while the kernel's driver carries the dump, and a
     // driver slowed or starved by it must still get its dump through.
