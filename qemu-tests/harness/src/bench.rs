@@ -45,6 +45,8 @@ pub struct NicReport {
     /// The 256 MiB dump with the device's UDP checksum offload turned off (NICs that
     /// have one), for the report's "what was changed" line.
     pub dump_software_checksum_mb_s: Option<f64>,
+    /// The 256 MiB dump encrypted (Noise NK handshake, ChaCha20-Poly1305 per packet).
+    pub dump_encrypted_mb_s: f64,
     /// What each step of a DATA packet's way out costs in the guest, in ns per packet
     /// (the test kernel's `costs` mode): memory read, zero check, copy, CRC-32, UDP
     /// header and checksum, the driver and device.
@@ -152,10 +154,41 @@ fn timed_dump(
     extra: &str,
     faults: Option<Faults>,
 ) -> Result<(f64, u64)> {
+    timed_dump_encrypted(env, nic, label, memory_mib, pattern, extra, faults, false)
+}
+
+/// [`timed_dump`], encrypted when `encrypted` (a key made with `netdumpd keygen`, pinned
+/// by the kernel).
+#[allow(clippy::too_many_arguments)]
+fn timed_dump_encrypted(
+    env: &BenchEnv,
+    nic: NicModel,
+    label: &str,
+    memory_mib: u32,
+    pattern: Pattern,
+    extra: &str,
+    faults: Option<Faults>,
+    encrypted: bool,
+) -> Result<(f64, u64)> {
     let dir = env.work_dir.join(format!("{label}-{}", nic.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
+    let mut server_args = vec!["--session-timeout".to_string(), "30".into()];
+    let mut extra = extra.to_string();
+    if encrypted {
+        let key = dir.join("server.key");
+        let out = std::process::Command::new(&env.netdumpd).arg("keygen").arg("--out").arg(&key).output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let public = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("public key:"))
+            .map(str::trim)
+            .context("no public key from netdumpd keygen")?;
+        extra += &format!(" server_key={public}");
+        server_args.extend(["--private-key".to_string(), key.display().to_string()]);
+    }
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &server_args)?;
     let proxy = match faults {
         Some(f) => Some(FaultProxy::start(
             format!("127.0.0.1:{}", server.port).parse()?,
@@ -375,6 +408,14 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
         r.dump_software_checksum_mb_s = Some(best.1);
         log(&format!("{}: 256 MiB dump with software UDP checksums {:.1} MB/s", nic.name(), best.1));
     }
+    let (s, bytes) = timed_dump_encrypted(env, nic, "dump256-encrypted", 320, full(mib(256)), "", None, true)?;
+    r.dump_encrypted_mb_s = bytes as f64 / s / 1e6;
+    log(&format!(
+        "{}: 256 MiB encrypted dump {:.1} MB/s ({:.2} of plaintext)",
+        nic.name(),
+        r.dump_encrypted_mb_s,
+        r.dump_encrypted_mb_s / r.dump_mb_s
+    ));
     r.costs_ns = costs(env, nic)?;
     log(&format!("{}: per-packet costs (ns) {:?}", nic.name(), r.costs_ns));
 
@@ -590,6 +631,18 @@ pub fn markdown(r: &Report) -> String {
             s += &format!("| {target} | {} | {median} |\n", all.join(", "));
         }
     }
+    if r.nics.iter().any(|n| n.dump_encrypted_mb_s > 0.0) {
+        s += "\n## Encryption's cost\n\nThe populated 256 MiB dump, plaintext and encrypted (every packet sealed with ChaCha20-Poly1305 after a Noise NK handshake at install), same run; the AEAD's per-packet cost is in the costs table below.\n\n| NIC | plaintext MB/s | encrypted MB/s | encrypted ÷ plaintext |\n|---|---|---|---|\n";
+        for n in &r.nics {
+            s += &format!(
+                "| {} | {:.1} | {:.1} | {:.2} |\n",
+                n.nic,
+                n.dump_mb_s,
+                n.dump_encrypted_mb_s,
+                n.dump_encrypted_mb_s / n.dump_mb_s.max(f64::MIN_POSITIVE)
+            );
+        }
+    }
     let f = &r.footprint;
     s += "\n## Footprint (example kernel: core + e1000)\n\n| component | .text | .rodata | .data | .bss |\n|---|---|---|---|---|\n";
     for (n, v) in &f.components {
@@ -613,15 +666,16 @@ pub fn markdown(r: &Report) -> String {
 fn costs_markdown(r: &Report) -> String {
     let mut s = String::from("\n## Where a packet's time goes (guest, µs per full DATA packet)\n\n");
     s += "Each step timed alone in the test kernel (`scenario=costs`, 4000 rounds): reading memory (a 4 KiB page feeds 2.8 packets), checking a page for zeros, one 1432-byte copy (the dump makes two: page buffer to window slot, slot to NIC buffer), CRC-32 of the payload (crc32fast, table-driven without PCLMUL), the Ethernet/IPv4/UDP headers with the UDP checksum in software or left to the device, and the driver, the device and QEMU's user network taking a whole datagram (one copy into the NIC buffer included).\n\n";
-    s += "| NIC | read | zero check | 2 copies | CRC-32 | UDP (software) | UDP (offloaded) | driver + device | dump, per packet | raw sender, per packet |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| NIC | read | zero check | 2 copies | CRC-32 | AEAD seal (encrypted) | UDP (software) | UDP (offloaded) | driver + device | dump, per packet | raw sender, per packet |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for n in &r.nics {
         s += &format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             n.nic,
             n.read_us(),
             n.cost_us("zero_check_page") / PACKETS_PER_PAGE,
             n.copies_us(),
             n.cost_us("crc32_1432"),
+            n.cost_us("aead_seal_1432"),
             n.cost_us("udp_emit_1472"),
             n.cost_us("udp_emit_offloaded"),
             n.cost_us("nic_transmit"),
@@ -753,7 +807,13 @@ mod tests {
             latency_stop_and_wait_s: 50.0,
             latency_batch_s: 2.0,
             dump_software_checksum_mb_s: Some(dump_mb_s * 0.8),
-            costs_ns: vec![("crc32_1432".into(), 4000), ("copy_1432".into(), 500), ("read_page".into(), 2800)],
+            dump_encrypted_mb_s: dump_mb_s * 0.5,
+            costs_ns: vec![
+                ("crc32_1432".into(), 4000),
+                ("copy_1432".into(), 500),
+                ("read_page".into(), 2800),
+                ("aead_seal_1432".into(), 9000),
+            ],
         };
         let footprint = FootprintReport {
             core_plus_e1000_text: text,
@@ -773,6 +833,14 @@ mod tests {
             smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
             seconds: 1.0,
         }
+    }
+
+    #[test]
+    fn encryption_s_cost_is_reported_as_a_ratio_and_per_packet() {
+        let md = markdown(&report(30.0, 20_000));
+        assert!(md.contains("| e1000 | 30.0 | 15.0 | 0.50 |"), "{md}");
+        let costs = md.split("Where a packet's time goes").nth(1).expect("a costs section");
+        assert!(costs.contains("| 9.00 |"), "the AEAD's 9 µs per packet: {costs}");
     }
 
     #[test]

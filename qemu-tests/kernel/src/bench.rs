@@ -115,6 +115,13 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(
         let crc = time(&mut |_| {
             black_box(crc32fast::hash(black_box(&slot[..1432])));
         });
+        // Sealing a DATA payload in an encrypted session: ChaCha20-Poly1305 over 1432
+        // bytes with the 24-byte header as associated data.
+        let mut transport = netdump_core::crypto::Transport::from_keys([7; 32], [9; 32], 0);
+        let header = [0x4e_u8; 24];
+        let aead = time(&mut |_| {
+            black_box(transport.seal(&header, black_box(&mut slot[..1432])).ok());
+        });
         let mut frame = [0u8; FRAME_OVERHEAD + RAW_PAYLOAD];
         let udp = time(&mut |_| {
             emit_udp_with(&mut frame, &flow, RAW_PAYLOAD, UdpChecksum::Software, |_| ());
@@ -144,6 +151,7 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(
             ("zero_check_page", zero_check),
             ("copy_1432", copy),
             ("crc32_1432", crc),
+            ("aead_seal_1432", aead),
             ("udp_emit_1472", udp),
             ("udp_emit_offloaded", udp_offloaded),
             ("nic_transmit", nic),
@@ -151,7 +159,7 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(
     });
     match done.flatten() {
         Some(costs) => {
-            let mut line = netdump_core::text::TextBuf::<256>::new();
+            let mut line = netdump_core::text::TextBuf::<320>::new();
             for (name, ns) in costs {
                 let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name}={ns}"));
             }
