@@ -23,3 +23,16 @@ pub fn batch(kernel: &Path, vmcore: &Path, commands: &[&str]) -> Result<String> 
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok(text)
 }
+
+/// gdb's `info registers` output as (name, value): every line whose second word is a hex
+/// number.
+pub fn registers(out: &str) -> Vec<(String, u64)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let value = u64::from_str_radix(words.next()?.strip_prefix("0x")?, 16).ok()?;
+            Some((name.to_string(), value))
+        })
+        .collect()
+}

@@ -127,6 +127,26 @@ pub(crate) fn take_dma() -> Result<DmaRegion, &'static str> {
     Ok(unsafe { DmaRegion::new(virt, virt.as_ptr() as u64, DMA_SIZE) })
 }
 
+/// Memory BAR `bar` of `pci`, assigned, decoding at least `min` bytes and inside the
+/// identity map: its address (virtual = physical) and decoded size.
+pub(crate) fn memory_bar(
+    pci: &mut PciDevice<PortConfigSpace>,
+    bar: usize,
+    min: usize,
+) -> Result<(NonNull<u8>, u64, u64), &'static str> {
+    let base = pci
+        .bar(bar)
+        .map_err(|_| "NIC BAR unreadable")?
+        .and_then(|b| b.memory_address())
+        .ok_or("NIC BAR is not an assigned memory BAR")?;
+    let size = pci.bar_size(bar).map_err(|_| "NIC BAR cannot be sized")?;
+    if size < min as u64 || !mapped(base, size) {
+        return Err("NIC BAR too small or outside the identity map");
+    }
+    let pointer = NonNull::new(base as *mut u8).ok_or("NIC BAR at address 0")?;
+    Ok((pointer, base, size))
+}
+
 /// Whether `base..base + len` lies inside the identity map.
 pub(crate) fn mapped(base: u64, len: u64) -> bool {
     base.checked_add(len).is_some_and(|end| end <= IDENTITY_MAP_END)

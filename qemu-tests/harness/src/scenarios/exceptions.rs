@@ -195,7 +195,7 @@ fn exception(ctx: &Ctx, f: Fault) -> Result<Outcome> {
         let out = gdb::batch(&ctx.artifacts.test_kernel, &vmcore, &["bt 3", "info registers"])?;
         let top = out.lines().find(|l| l.starts_with("#0")).context("gdb printed no frame")?;
         ensure!(top.contains(f.function), "frame #0 is not {}:\n{out}", f.function);
-        let regs = gdb_registers(&out);
+        let regs = gdb::registers(&out);
         for (name, want) in planted(f.seed) {
             let got = regs.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
             ensure!(got == Some(want), "gdb shows {name} = {got:x?}, the kernel planted {want:#x}:\n{out}");
@@ -382,16 +382,4 @@ fn check_extra(dump: &Path, info: &serde_json::Value, seed: u64) -> Result<()> {
     let bytes = info.pointer("/extra_bytes").and_then(|v| v.as_u64());
     ensure!(bytes == Some(text.len() as u64), "info.json extra_bytes {bytes:?}, file {} bytes", text.len());
     Ok(())
-}
-
-/// `info registers` output as (name, value).
-fn gdb_registers(out: &str) -> Vec<(String, u64)> {
-    out.lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let name = words.next()?;
-            let value = u64::from_str_radix(words.next()?.strip_prefix("0x")?, 16).ok()?;
-            Some((name.to_string(), value))
-        })
-        .collect()
 }

@@ -119,21 +119,10 @@ fn gdb_threads(ctx: &Ctx, vmcore: &std::path::Path) -> Result<(String, Vec<Threa
             .and_then(|(pid, _)| pid.trim().parse::<usize>().ok())
             .with_context(|| format!("no LWP in gdb's thread switch:\n{chunk}"))?;
         ensure!(lwp >= 1, "LWP 0 in gdb's output");
-        threads.push(Thread { cpu: lwp - 1, text: chunk.to_string(), regs: gdb_registers(chunk) });
+        threads.push(Thread { cpu: lwp - 1, text: chunk.to_string(), regs: gdb::registers(chunk) });
     }
     ensure!(threads.len() == CPUS, "gdb switched to {} threads, not {CPUS}:\n{out}", threads.len());
     Ok((out, threads))
-}
-
-fn gdb_registers(out: &str) -> Vec<(String, u64)> {
-    out.lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let name = words.next()?;
-            let value = u64::from_str_radix(words.next()?.strip_prefix("0x")?, 16).ok()?;
-            Some((name.to_string(), value))
-        })
-        .collect()
 }
 
 /// A CPU stopped in its counting loop: its function on top, its planted registers, its

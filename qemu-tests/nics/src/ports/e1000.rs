@@ -5,7 +5,7 @@ use core::ptr::NonNull;
 use netdump_e1000::{MmioRegisters, RegisterBlock, regs};
 use netdump_pci::Command;
 
-use crate::{E1000Nic, Found, Note, Port, Probe, Registers, mapped, take_dma};
+use crate::{E1000Nic, Found, Note, Port, Probe, Registers, memory_bar, take_dma};
 
 /// The e1000 configuration: its driver as an integrator builds it.
 pub struct E1000Port(pub E1000Nic);
@@ -22,17 +22,8 @@ impl Port for E1000Port {
         let (mut pci, function) = probe.pci_function(netdump_e1000::SUPPORTED_DEVICES)?;
         let command = pci.command();
         Some((|| {
-            let base = pci
-                .bar(0)
-                .map_err(|_| "e1000 BAR0 unreadable")?
-                .and_then(|bar| bar.memory_address())
-                .ok_or("e1000 BAR0 is not an assigned memory BAR")?;
-            let size = pci.bar_size(0).map_err(|_| "e1000 BAR0 cannot be sized")?;
-            if size < MmioRegisters::SIZE as u64 || !mapped(base, size) {
-                return Err("e1000 BAR0 too small or outside the identity map");
-            }
-            let pointer = NonNull::new(base as *mut u8).ok_or("e1000 BAR0 at address 0")?;
-            // SAFETY: BAR0 is inside the runtime's identity map (checked above) and covers
+            let (pointer, base, size) = memory_bar(&mut pci, 0, MmioRegisters::SIZE)?;
+            // SAFETY: BAR0 is inside the runtime's identity map (`memory_bar` checked) and covers
             // the 128 KiB register window; this driver is its only user. (TCG ignores
             // cacheability; on hardware the PCI hole is uncached by the firmware's MTRRs.)
             let registers = unsafe { MmioRegisters::new(pointer) };

@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 use netdump_e1000e::{E1000e, regs};
 use netdump_pci::{Command, MmioBlock, PortConfigSpace, RegisterBlock, capability_id};
 
-use crate::{Found, Note, Port, Probe, Registers, mapped, take_dma};
+use crate::{Found, Note, Port, Probe, Registers, memory_bar, take_dma};
 
 /// The e1000e driver as the test kernels build it: 32 + 32 descriptors.
 pub type E1000eNic = E1000e<MmioBlock, PortConfigSpace>;
@@ -28,17 +28,8 @@ impl Port for E1000ePort {
         let (mut pci, function) = probe.pci_function(netdump_e1000e::SUPPORTED_DEVICES)?;
         let command = pci.command();
         Some((|| {
-            let base = pci
-                .bar(0)
-                .map_err(|_| "e1000e BAR0 unreadable")?
-                .and_then(|bar| bar.memory_address())
-                .ok_or("e1000e BAR0 is not an assigned memory BAR")?;
-            let size = pci.bar_size(0).map_err(|_| "e1000e BAR0 cannot be sized")?;
-            if size < regs::MMIO_SIZE as u64 || !mapped(base, size) {
-                return Err("e1000e BAR0 too small or outside the identity map");
-            }
-            let pointer = NonNull::new(base as *mut u8).ok_or("e1000e BAR0 at address 0")?;
-            // SAFETY: BAR0 is inside the runtime's identity map (checked above) and covers
+            let (pointer, base, size) = memory_bar(&mut pci, 0, regs::MMIO_SIZE)?;
+            // SAFETY: BAR0 is inside the runtime's identity map (`memory_bar` checked) and covers
             // the 128 KiB register window; this driver is its only user.
             let registers = unsafe { MmioBlock::new(pointer, regs::MMIO_SIZE) };
             let nic = E1000eNic::new(registers, pci, take_dma()?).map_err(|e| match e {

@@ -7,7 +7,7 @@ use netdump_core::nic::PolledNic;
 use netdump_pci::{Command, MmioBlock, PortConfigSpace, RegisterBlock, capability_id};
 use netdump_vmxnet3::{Vmxnet3, regs};
 
-use crate::{Found, Note, Port, Probe, Registers, mapped, take_dma};
+use crate::{Found, Note, Port, Probe, Registers, memory_bar, take_dma};
 
 /// The vmxnet3 driver as the test kernels build it: 32 + 32 descriptors.
 pub type Vmxnet3Nic = Vmxnet3<MmioBlock, PortConfigSpace>;
@@ -26,18 +26,10 @@ impl Port for Vmxnet3Port {
         let command = pci.command();
         Some((|| {
             let mut map = |bar: usize, size: usize| -> Result<(MmioBlock, u64), &'static str> {
-                let base = pci
-                    .bar(bar)
-                    .map_err(|_| "vmxnet3 BAR unreadable")?
-                    .and_then(|b| b.memory_address())
-                    .ok_or("vmxnet3 BAR is not an assigned memory BAR")?;
-                let decoded = pci.bar_size(bar).map_err(|_| "vmxnet3 BAR cannot be sized")?;
-                if decoded < size as u64 || !mapped(base, size as u64) {
-                    return Err("vmxnet3 BAR too small or outside the identity map");
-                }
-                let pointer = NonNull::new(base as *mut u8).ok_or("vmxnet3 BAR at address 0")?;
-                // SAFETY: the BAR is inside the runtime's identity map (checked above) and
-                // decodes `size` bytes of registers; this driver is their only user.
+                let (pointer, base, _) = memory_bar(&mut pci, bar, size)?;
+                // SAFETY: the BAR is inside the runtime's identity map (checked by
+                // `memory_bar`) and decodes `size` bytes of registers; this driver is their
+                // only user.
                 Ok((unsafe { MmioBlock::new(pointer, size) }, base))
             };
             let (pt, pt_base) = map(0, regs::PT_SIZE)?;
