@@ -300,6 +300,12 @@ fn bench(nics: &[String]) -> Result<()> {
     report.ingest = bench::bench_ingest(&env, 4, 64 << 20)?;
     println!("bench: server ingest {:.1} MB/s", report.ingest.aggregate_mb_s);
     report.footprint = bench::footprint(&env.example_kernel)?;
+    report.encryption_text = bench::footprint(&env.test_kernel)?
+        .components
+        .iter()
+        .filter(|(name, _)| name.starts_with("encryption"))
+        .map(|(_, sizes)| sizes[0])
+        .sum();
     report.seconds = started.elapsed().as_secs_f64();
     let out = target_dir().join("bench");
     let md = bench::markdown(&report);

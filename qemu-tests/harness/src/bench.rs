@@ -112,6 +112,8 @@ pub struct SmpStopReport {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// `.text` bytes of the encryption code in the test kernel (which enables it).
+    pub encryption_text: u64,
     pub nics: Vec<NicReport>,
     pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
@@ -500,6 +502,17 @@ fn process_cpu_seconds(pid: u32) -> Result<f64> {
 fn component(symbol: &str) -> Option<&'static str> {
     let s = symbol.trim_start_matches('<');
     for (prefix, name) in [
+        ("netdump_core::crypto::", "encryption (netdump-core crypto)"),
+        ("chacha20poly1305::", "encryption (RustCrypto)"),
+        ("chacha20::", "encryption (RustCrypto)"),
+        ("poly1305::", "encryption (RustCrypto)"),
+        ("universal_hash::", "encryption (RustCrypto)"),
+        ("aead::", "encryption (RustCrypto)"),
+        ("blake2::", "encryption (RustCrypto)"),
+        ("hmac::", "encryption (RustCrypto)"),
+        ("digest::", "encryption (RustCrypto)"),
+        ("x25519_dalek::", "encryption (RustCrypto)"),
+        ("curve25519_dalek::", "encryption (RustCrypto)"),
         ("netdump_core::", "netdump-core"),
         ("smoltcp::", "netdump-core (smoltcp)"),
         ("crc32fast::", "netdump-core (crc32fast)"),
@@ -656,6 +669,12 @@ pub fn markdown(r: &Report) -> String {
         mark(f.preallocated_total <= target::PREALLOCATED_BYTES),
         f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
     );
+    if r.encryption_text > 0 {
+        s += &format!(
+            "\nWith netdump-core's `encryption` feature (the test kernel enables it), the Noise NK handshake and ChaCha20-Poly1305 add **{} bytes** of `.text` (netdump-core's `crypto` and the RustCrypto crates); a kernel without the feature links none of it.\n",
+            r.encryption_text
+        );
+    }
     s += &costs_markdown(r);
     s += &misses_markdown(r);
     s += &format!("\nBench wall time: {:.0} s.\n", r.seconds);
@@ -831,6 +850,7 @@ mod tests {
             },
             footprint,
             smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
+            encryption_text: 40_000,
             seconds: 1.0,
         }
     }
@@ -838,6 +858,7 @@ mod tests {
     #[test]
     fn encryption_s_cost_is_reported_as_a_ratio_and_per_packet() {
         let md = markdown(&report(30.0, 20_000));
+        assert!(md.contains("add **40000 bytes** of `.text`"), "{md}");
         assert!(md.contains("| e1000 | 30.0 | 15.0 | 0.50 |"), "{md}");
         let costs = md.split("Where a packet's time goes").nth(1).expect("a costs section");
         assert!(costs.contains("| 9.00 |"), "the AEAD's 9 µs per packet: {costs}");
