@@ -374,7 +374,23 @@ impl FaultProxy {
 
     /// The datagrams kept since [`record`](Self::record), in arrival order.
     pub fn recorded(&self) -> Vec<(Seen, Vec<u8>)> {
-        self.shared.lock().tape.clone().unwrap_or_default()
+        self.recorded_since(0)
+    }
+
+    /// The datagrams kept from the `from`-th on (what arrived after the tape held `from`),
+    /// without copying the ones before.
+    pub fn recorded_since(&self, from: usize) -> Vec<(Seen, Vec<u8>)> {
+        self.shared.lock().tape.as_ref().map_or_else(Vec::new, |t| t[from.min(t.len())..].to_vec())
+    }
+
+    /// How many datagrams the tape holds.
+    pub fn recorded_len(&self) -> usize {
+        self.shared.lock().tape.as_ref().map_or(0, Vec::len)
+    }
+
+    /// How many events the trace holds so far (without copying it).
+    pub fn event_count(&self) -> usize {
+        self.shared.lock().trace.len()
     }
 
     /// Installs the rule that steers the proxy from now on.

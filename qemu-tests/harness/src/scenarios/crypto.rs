@@ -210,7 +210,7 @@ fn attack(ctx: &Ctx) -> Result<Outcome> {
             crate::proxy::Action::Pass
         }
     });
-    let (trace_base, tape_base) = (proxy.events().len(), proxy.recorded().len());
+    let (trace_base, tape_base) = (proxy.event_count(), proxy.recorded_len());
     let (q, attack) = std::thread::scope(|s| {
         let kernel = s.spawn(|| run.boot(ctx, proxy.port));
         let attack = || -> Result<(usize, usize, usize)> {
@@ -223,7 +223,7 @@ fn attack(ctx: &Ctx) -> Result<Outcome> {
                     this_boot.iter().filter(data).count() >= 500
                 })
                 .with_context(|| format!("waiting for this boot's DATA: {}", proxy.summary()))?;
-            let tape = proxy.recorded().split_off(tape_base);
+            let tape = proxy.recorded_since(tape_base);
             let client = *proxy.clients().last().context("no client behind the proxy")?;
             // Replays of this dump's own DATA: every nonce already seen.
             let mine: Vec<&Vec<u8>> = tape
