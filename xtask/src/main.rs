@@ -54,6 +54,10 @@ enum Cmd {
         /// Only these NICs (e.g. `e1000`); default: every NIC the suite knows.
         #[arg(long)]
         nic: Vec<String>,
+        /// Only these parts of the bench (e.g. `--part nic --part footprint`); default:
+        /// every part. Parts: nic, smp, ingest, footprint.
+        #[arg(long)]
+        part: Vec<String>,
     },
     /// Print the module graph (`crate::` edges between top-level modules) of each crate
     /// and fail if one has a cycle.
@@ -277,7 +281,7 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn bench(nics: &[String]) -> Result<()> {
+fn bench(nics: &[String], parts: &[String]) -> Result<()> {
     use netdump_qemu_harness::bench;
     tools::ensure_qemu_and_gdb()?;
     let a = build()?;
@@ -290,22 +294,31 @@ fn bench(nics: &[String]) -> Result<()> {
     };
     std::fs::create_dir_all(&env.work_dir)?;
     let mut report = bench::Report::default();
+    let part = |name: &str| parts.is_empty() || parts.iter().any(|p| p == name);
     for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
-        report.nics.push(bench::bench_nic(&env, nic, &mut |line| println!("bench: {line}"))?);
+        if part("nic") {
+            report.nics.push(bench::bench_nic(&env, nic, &mut |line| println!("bench: {line}"))?);
+        }
     }
-    report.smp_stop = bench::smp_stop(&env, 3)?;
-    for (target, times) in &report.smp_stop.runs {
-        println!("bench: smp stop ({target}): {times:?} us from the panic to every CPU stopped");
+    if part("smp") {
+        report.smp_stop = bench::smp_stop(&env, 3)?;
+        for (target, times) in &report.smp_stop.runs {
+            println!("bench: smp stop ({target}): {times:?} us from the panic to every CPU stopped");
+        }
     }
-    report.ingest = bench::bench_ingest(&env, 4, 64 << 20)?;
-    println!("bench: server ingest {:.1} MB/s", report.ingest.aggregate_mb_s);
-    report.footprint = bench::footprint(&env.example_kernel)?;
-    report.encryption_text = bench::footprint(&env.test_kernel)?
-        .components
-        .iter()
-        .filter(|(name, _)| name.starts_with("encryption"))
-        .map(|(_, sizes)| sizes[0])
-        .sum();
+    if part("ingest") {
+        report.ingest = bench::bench_ingest(&env, 4, 64 << 20)?;
+        println!("bench: server ingest {:.1} MB/s", report.ingest.aggregate_mb_s);
+    }
+    if part("footprint") {
+        report.footprint = bench::footprint(&env.example_kernel)?;
+        report.encryption_text = bench::footprint(&env.test_kernel)?
+            .components
+            .iter()
+            .filter(|(name, _)| name.starts_with("encryption"))
+            .map(|(_, sizes)| sizes[0])
+            .sum();
+    }
     report.seconds = started.elapsed().as_secs_f64();
     let out = target_dir().join("bench");
     let md = bench::markdown(&report);
@@ -397,7 +410,7 @@ fn main() -> Result<()> {
         }
         Cmd::Lint => lint(),
         Cmd::QemuTest { qemu } => qemu_test(&qemu),
-        Cmd::Bench { nic } => bench(&nic),
+        Cmd::Bench { nic, part } => bench(&nic, &part),
         Cmd::Modgraph { dirs } => modgraph::run(&workspace_root(), &dirs),
         Cmd::Busy => busy(),
     }

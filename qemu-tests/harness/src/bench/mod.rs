@@ -622,18 +622,20 @@ pub fn markdown(r: &Report) -> String {
     }
     let i = &r.ingest;
     let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
-    s += &format!(
-        "\n## Server ingest\n\n{} concurrent host clients (the real client over loopback): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate, {:.2} CPU s per GB in netdumpd; {:.1}× the fastest QEMU client (target ≥ 5) {}\n\nThe clients share the machine's cores with netdumpd; netdumpd's own CPU cost puts its capacity at about **{:.0} MB/s per core** ({:.1}× the fastest QEMU client).\n",
-        i.clients,
-        i.bytes as f64 / (1 << 20) as f64,
-        i.seconds,
-        i.aggregate_mb_s,
-        i.server_cpu_s_per_gb,
-        if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 },
-        mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= target::INGEST_OVER_CLIENT),
-        i.capacity_mb_s_per_core(),
-        if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
-    );
+    if i.clients > 0 {
+        s += &format!(
+            "\n## Server ingest\n\n{} concurrent host clients (the real client over loopback): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate, {:.2} CPU s per GB in netdumpd; {:.1}× the fastest QEMU client (target ≥ 5) {}\n\nThe clients share the machine's cores with netdumpd; netdumpd's own CPU cost puts its capacity at about **{:.0} MB/s per core** ({:.1}× the fastest QEMU client).\n",
+            i.clients,
+            i.bytes as f64 / (1 << 20) as f64,
+            i.seconds,
+            i.aggregate_mb_s,
+            i.server_cpu_s_per_gb,
+            if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 },
+            mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= target::INGEST_OVER_CLIENT),
+            i.capacity_mb_s_per_core(),
+            if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
+        );
+    }
     if !r.smp_stop.runs.is_empty() {
         s += "\n## Stopping the other CPUs (4 CPUs, e1000)\n\nFrom the panic to every other CPU stopped by NMI with its registers saved, µs, each run:\n\n| stop target | runs (µs) | median µs |\n|---|---|---|\n";
         for (target, times) in &r.smp_stop.runs {
@@ -657,18 +659,20 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     let f = &r.footprint;
-    s += "\n## Footprint (example kernel: core + e1000)\n\n| component | .text | .rodata | .data | .bss |\n|---|---|---|---|---|\n";
-    for (n, v) in &f.components {
-        s += &format!("| {n} | {} | {} | {} | {} |\n", v[0], v[1], v[2], v[3]);
+    if !f.components.is_empty() {
+        s += "\n## Footprint (example kernel: core + e1000)\n\n| component | .text | .rodata | .data | .bss |\n|---|---|---|---|---|\n";
+        for (n, v) in &f.components {
+            s += &format!("| {n} | {} | {} | {} | {} |\n", v[0], v[1], v[2], v[3]);
+        }
+        s += &format!(
+            "\ncore + e1000 `.text`: **{} bytes** (target ≤ 32768) {}\n\npreallocated for the crash path: **{} bytes** (target ≤ 262144) {}: {}\n",
+            f.core_plus_e1000_text,
+            mark(f.core_plus_e1000_text <= target::TEXT_BYTES),
+            f.preallocated_total,
+            mark(f.preallocated_total <= target::PREALLOCATED_BYTES),
+            f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
+        );
     }
-    s += &format!(
-        "\ncore + e1000 `.text`: **{} bytes** (target ≤ 32768) {}\n\npreallocated for the crash path: **{} bytes** (target ≤ 262144) {}: {}\n",
-        f.core_plus_e1000_text,
-        mark(f.core_plus_e1000_text <= target::TEXT_BYTES),
-        f.preallocated_total,
-        mark(f.preallocated_total <= target::PREALLOCATED_BYTES),
-        f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
-    );
     if r.encryption_text > 0 {
         s += &format!(
             "\nWith netdump-core's `encryption` feature (the test kernel enables it), the Noise NK handshake and ChaCha20-Poly1305 add **{} bytes** of `.text` (netdump-core's `crypto` and the RustCrypto crates); a kernel without the feature links none of it.\n",
@@ -759,7 +763,7 @@ fn misses_markdown(r: &Report) -> String {
     }
     let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
     let i = &r.ingest;
-    if fastest > 0.0 && i.aggregate_mb_s / fastest < target::INGEST_OVER_CLIENT {
+    if i.clients > 0 && fastest > 0.0 && i.aggregate_mb_s / fastest < target::INGEST_OVER_CLIENT {
         v.push(format!(
             "server ingest {:.1}× the fastest QEMU client (target ≥ 5): the {} host clients run the real client code on the same two cores as netdumpd, so the aggregate measures the clients as much as the server; netdumpd's own cost ({:.2} CPU s per GB) is {:.0} MB/s per core, {:.1}× the fastest client.",
             i.aggregate_mb_s / fastest, i.clients, i.server_cpu_s_per_gb, i.capacity_mb_s_per_core(), i.capacity_mb_s_per_core() / fastest
