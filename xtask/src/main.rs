@@ -2,9 +2,11 @@
 //!
 //! - `cargo xtask demo`      — a QEMU kernel crashes, dumps to a local netdumpd; shows the
 //!   dump directory, its info and gdb's backtrace of the vmcore.
-//! - `cargo xtask test`      — every test: `lint`, `cargo test --workspace`, then the QEMU
-//!   suite.
+//! - `cargo xtask test`      — every test: `lint`, `cargo test --workspace`, `package`,
+//!   then the QEMU suite.
 //! - `cargo xtask lint`      — `cargo fmt --check` and clippy with `-D warnings`.
+//! - `cargo xtask package`   — `cargo package` of the crates meant for crates.io, each
+//!   verified by building it from its `.crate` against the others'.
 //! - `cargo xtask qemu-test` — the QEMU suite only (`--stress`: beside two CPU-bound
 //!   processes, to show its timing does not depend on the host's load).
 //! - `cargo xtask modgraph`  — the module graph of each library crate; fails on a cycle.
@@ -34,8 +36,8 @@ struct Cli {
 enum Cmd {
     /// Boot a kernel that crashes and dumps to a local netdumpd; show the result.
     Demo,
-    /// Run every test: formatting and clippy (`lint`), host unit/integration tests, then
-    /// the QEMU suite.
+    /// Run every test: formatting and clippy (`lint`), host unit/integration tests, the
+    /// packages of the published crates (`package`), then the QEMU suite.
     Test {
         #[command(flatten)]
         qemu: QemuArgs,
@@ -43,6 +45,9 @@ enum Cmd {
     /// Check formatting (`cargo fmt --check`) and run clippy with `-D warnings` on every
     /// crate, the kernels included.
     Lint,
+    /// Package netdump-core, netdump-pci and every driver as `cargo publish` would, and
+    /// build each from its `.crate` (target/package/).
+    Package,
     /// Run the QEMU suite only.
     QemuTest {
         #[command(flatten)]
@@ -398,6 +403,31 @@ fn lint() -> Result<()> {
     run(c)
 }
 
+/// The crates meant for crates.io: the no_std client library, the PCI plumbing and every
+/// NIC driver. (netdumpd, the test kernels and the tools are `publish = false` in effect:
+/// they are not listed here and are never packaged.)
+const PUBLISHED: [&str; 6] =
+    ["netdump-core", "netdump-pci", "netdump-e1000", "netdump-e1000e", "netdump-virtio-net", "netdump-vmxnet3"];
+
+/// `cargo package` of [`PUBLISHED`] in one invocation: cargo puts each `.crate` in a local
+/// registry overlaid on crates.io, so a driver's verification build compiles the
+/// netdump-core and netdump-pci just packaged — not crates.io's unrelated `netdump-core`,
+/// which the exact version requirements in the workspace's Cargo.toml keep out.
+///
+/// `--offline`: the verification resolves only crates already downloaded (and the
+/// workspace's Cargo.lock as the starting point), so the result does not depend on the
+/// network or on what crates.io holds today; `cargo test --workspace` before it has
+/// downloaded everything the packages build with. `--allow-dirty`: this checks that the
+/// crates package and build, uncommitted work included; publishing is a separate step.
+fn package() -> Result<()> {
+    let mut c = cargo();
+    c.args(["package", "--offline", "--allow-dirty"]);
+    for p in PUBLISHED {
+        c.args(["-p", p]);
+    }
+    run(c).context("a published crate does not package or does not build from its package")
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo => demo(),
@@ -406,9 +436,11 @@ fn main() -> Result<()> {
             let mut c = cargo();
             c.args(["test", "--workspace"]);
             run(c)?;
+            package()?;
             qemu_test(&qemu)
         }
         Cmd::Lint => lint(),
+        Cmd::Package => package(),
         Cmd::QemuTest { qemu } => qemu_test(&qemu),
         Cmd::Bench { nic, part } => bench(&nic, &part),
         Cmd::Modgraph { dirs } => modgraph::run(&workspace_root(), &dirs),
