@@ -5,6 +5,155 @@
 //! The NIC answers ARP for the gateway itself, turns every UDP datagram the client sends
 //! to the gateway into a real datagram to `server` (from one socket per client, so the
 //! server sees one address per client), and wraps what comes back in Ethernet/IPv4/UDP.
+//!
+//! # Example: install and dump, on the host
+//!
+//! A kernel's whole use of netdump, with [`UdpSocketNic`] for the NIC, [`SystemClock`] for
+//! the TSC and a vector for RAM. The dump goes to a receiver on a loopback socket written
+//! here in a few lines from [`proto`](crate::proto)'s types — `netdumpd` is the real one;
+//! this one answers every step (HELLO_ACK, DECISION, an ACK per DATA, FINISH_ACK), keeps
+//! the memory image and verifies FINISH's totals. The example checks that what arrived is
+//! the RAM, byte for byte.
+//!
+//! ```
+//! use netdump_core::client::{ClientName, Config};
+//! use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
+//! use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
+//! use netdump_core::proto::{
+//!     Ack, AfterDump, ClientMessage, Data, Decision, DecisionReason, FinishAck, FinishStatus, Header,
+//!     HelloAckV2, HelloStatus, HelloTerms, MAX_DATAGRAM, Message, MessageType, RegisterRecord, Section,
+//!     StreamCrc, Verdict,
+//! };
+//! use netdump_core::{CrashBuffers, CrashInfo, Netdump};
+//! use std::collections::BTreeMap;
+//! use std::net::{SocketAddr, UdpSocket};
+//! use std::time::Duration;
+//!
+//! // The kernel's RAM: 16 pages at 1 MiB, the fifth of them all zeros (never sent).
+//! const BASE: u64 = 0x10_0000;
+//! const PAGES: u64 = 16;
+//! let ram: Vec<u8> = (0..PAGES * 4096).map(|i| if i / 4096 == 4 { 0 } else { (i * 7 % 251) as u8 + 1 }).collect();
+//! struct Ram(Vec<u8>);
+//! impl MemorySource for Ram {
+//!     fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+//!         let at = phys.checked_sub(BASE).ok_or(MemoryError { phys })? as usize;
+//!         out.copy_from_slice(self.0.get(at..at + out.len()).ok_or(MemoryError { phys })?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // The receiver, on a thread; it returns the memory image of a verified dump.
+//! let socket = UdpSocket::bind("127.0.0.1:0")?;
+//! let server: SocketAddr = socket.local_addr()?;
+//! let receiver = std::thread::spawn(move || receive(&socket, (PAGES * 4096) as usize));
+//!
+//! // At boot: the NIC, the buffers (in a kernel, a `static`), what to dump, install.
+//! let nic = UdpSocketNic::new([0x02, 0, 0, 0, 0, 0x15], 1500, server)?;
+//! let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
+//! let map = MemoryMap::new(&[MemoryRange { phys_start: BASE, length: PAGES * 4096, virt_start: BASE }])
+//!     .expect("one page-aligned range");
+//! let config = Config::new(guest_net(server.port()), ClientName::new("doctest").expect("a valid name"));
+//! let mut rng = Counter(0x5eed); // a kernel's entropy: RDRAND (`arch::x86_64::CookieRng`)
+//! let mut netdump = Netdump::install(nic, SystemClock::default(), &mut rng, config, buffers, map)
+//!     .unwrap_or_else(|e| panic!("install failed: {e}"));
+//!
+//! // At the crash: the registers of every CPU (one here), the memory, the console log.
+//! let crash = CrashInfo::panic(0, b"the example panicked on purpose", &[]);
+//! let report = netdump.dump(&crash, &[RegisterRecord::default()], &Ram(ram.clone()), None)
+//!     .unwrap_or_else(|e| panic!("the dump failed: {e}"));
+//! assert_eq!(report.verdict, Verdict::DumpAll);
+//! assert_eq!(report.action, AfterDump::Halt);
+//! assert_eq!((report.memory.pages_sent, report.memory.zero_pages), (PAGES - 1, 1));
+//! let image = receiver.join().expect("the receiver thread ends")?;
+//! assert!(image == ram, "the receiver's image differs from the RAM");
+//!
+//! /// Answers one client's install and dump; the memory image once FINISH verifies.
+//! fn receive(socket: &UdpSocket, ram_len: usize) -> std::io::Result<Vec<u8>> {
+//!     // A bound, so that a client that stops talking fails the example instead of hanging it.
+//!     socket.set_read_timeout(Some(Duration::from_secs(20)))?;
+//!     let mut image = vec![0u8; ram_len];
+//!     let mut data = BTreeMap::<u32, Vec<u8>>::new(); // DATA payloads by sequence number
+//!     let mut datagram = [0u8; MAX_DATAGRAM];
+//!     loop {
+//!         let (n, client) = socket.recv_from(&mut datagram)?;
+//!         let (h, payload) = Header::parse(&datagram[..n]).expect("the client's packets are valid");
+//!         match Message::parse_from_client(&h, payload).expect("a client message") {
+//!             ClientMessage::HelloV2(_) => {
+//!                 let terms = HelloTerms { status: HelloStatus::Registered, max_payload: 1472, features: 0, required: 0 };
+//!                 let ack = HelloAckV2 { terms, handshake: &[] };
+//!                 answer(socket, client, &h, MessageType::HelloAck, h.seq, ack.wire_len(), |p| ack.emit(p))?;
+//!             }
+//!             ClientMessage::Crash(crash) => {
+//!                 assert_eq!(crash.message, b"the example panicked on purpose");
+//!                 let d = Decision { verdict: Verdict::DumpAll, why: DecisionReason::None, max_payload: 1472 };
+//!                 answer(socket, client, &h, MessageType::Decision, h.seq, d.wire_len(), |p| d.emit(p))?;
+//!             }
+//!             ClientMessage::Data(d) => {
+//!                 if d.section == Section::Memory {
+//!                     let at = (d.offset - BASE) as usize;
+//!                     image[at..at + d.data.len()].copy_from_slice(d.data);
+//!                 }
+//!                 data.entry(h.seq).or_insert_with(|| payload.to_vec());
+//!                 // Cumulative: the first DATA missing; bit i: DATA cumulative + 1 + i arrived.
+//!                 let cumulative = (0..).find(|s| !data.contains_key(s)).expect("a gap");
+//!                 let mut bitmap = [0u8; 8];
+//!                 for i in 0..64 {
+//!                     if data.contains_key(&(cumulative + 1 + i)) {
+//!                         bitmap[i as usize / 8] |= 1 << (i % 8);
+//!                     }
+//!                 }
+//!                 let ack = Ack { stop: false, bitmap: &bitmap };
+//!                 answer(socket, client, &h, MessageType::Ack, cumulative, ack.wire_len(), |p| ack.emit(p))?;
+//!             }
+//!             ClientMessage::Finish(f) => {
+//!                 // FINISH's seq is the number of DATA packets; its totals cover them all.
+//!                 let whole = (0..h.seq).all(|s| data.contains_key(&s)) && data.len() == h.seq as usize;
+//!                 let bytes: usize = data.values().map(|p| p.len() - Data::SUBHEADER_LEN).sum();
+//!                 let crc = StreamCrc::of_payloads(data.values().map(|p| &p[..]));
+//!                 let verified = whole && bytes as u64 == f.total_bytes && crc == f.stream_crc;
+//!                 let status = if verified { FinishStatus::Verified } else { FinishStatus::CrcMismatch };
+//!                 let ack = FinishAck { status, action: AfterDump::Halt };
+//!                 answer(socket, client, &h, MessageType::FinishAck, h.seq, ack.wire_len(), |p| ack.emit(p))?;
+//!                 assert!(verified, "FINISH's totals disagree with the DATA received");
+//!                 return Ok(image);
+//!             }
+//!             ClientMessage::Hello(_) | ClientMessage::Abort(_) => panic!("unexpected {:?}", h.msg_type),
+//!         }
+//!     }
+//! }
+//!
+//! /// Sends the server's message `t` to `client`, in the version and session of `to`.
+//! fn answer(
+//!     socket: &UdpSocket,
+//!     client: SocketAddr,
+//!     to: &Header,
+//!     t: MessageType,
+//!     seq: u32,
+//!     len: usize,
+//!     fill: impl FnOnce(&mut [u8]),
+//! ) -> std::io::Result<()> {
+//!     let mut packet = [0u8; 256];
+//!     let header = Header { version: to.version, ..Header::v1(t, 0, to.cookie, seq) };
+//!     let n = header.emit(&mut packet, len, fill).expect("a server message fits 256 bytes");
+//!     socket.send_to(&packet[..n], client).map(drop)
+//! }
+//!
+//! /// Cookies from a counter (a kernel uses its hardware RNG: the cookie guards the session).
+//! struct Counter(u64);
+//! impl rand_core::RngCore for Counter {
+//!     fn next_u32(&mut self) -> u32 {
+//!         self.next_u64() as u32
+//!     }
+//!     fn next_u64(&mut self) -> u64 {
+//!         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+//!         self.0
+//!     }
+//!     fn fill_bytes(&mut self, out: &mut [u8]) {
+//!         out.iter_mut().for_each(|b| *b = self.next_u64() as u8);
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 extern crate std;
 
