@@ -5,9 +5,6 @@
 //! cell and dump. `cargo xtask demo` boots it in QEMU with `-append server_port=N`.
 #![no_std]
 #![no_main]
-// `&mut *(&raw mut STATIC)` is how edition 2024 borrows a `static mut` (a plain
-// `&mut STATIC` is the `static_mut_refs` lint); clippy's `deref_addrof` would undo it.
-#![allow(clippy::deref_addrof)]
 
 use core::fmt::Write;
 use netdump_core::arch::x86_64::{CookieRng, DirectMapMemory, TscClock, capture_registers, read_control_registers};
@@ -21,16 +18,20 @@ use netdump_core::{CrashBuffers, CrashCell, CrashInfo, Netdump};
 use netdump_e1000::{E1000, MmioRegisters};
 use netdump_pci::{DmaRegion, PciDevice, PortConfigSpace};
 use netdump_qemu_runtime::{BootInfo, EXIT_FAILURE, EXIT_SUCCESS, println, qemu_exit};
+use static_cell::ConstStaticCell;
 
 type Nic = E1000<MmioRegisters, PortConfigSpace>;
 
-// Everything the crash path needs is allocated before any crash.
+// Everything the crash path needs is allocated before any crash, as statics. The crash
+// buffers and the NIC's DMA memory are each handed out once, at boot, as `&'static mut`:
+// a `ConstStaticCell` is initialised at compile time (in .bss, no copy on the stack) and
+// its `take` panics on a second call, so no `static mut` and no unsafe borrow is needed.
 static LOG: ConsoleLog<65536> = ConsoleLog::new();
 static NETDUMP: CrashCell<Netdump<Nic, TscClock>> = CrashCell::new();
-static mut BUFFERS: CrashBuffers<64> = CrashBuffers::new();
+static BUFFERS: ConstStaticCell<CrashBuffers<64>> = ConstStaticCell::new(CrashBuffers::new());
 #[repr(C, align(4096))]
 struct Dma([u8; Nic::DMA_SIZE]);
-static mut DMA: Dma = Dma([0; Nic::DMA_SIZE]);
+static DMA: ConstStaticCell<Dma> = ConstStaticCell::new(Dma([0; Nic::DMA_SIZE]));
 
 netdump_qemu_runtime::entry!(kernel_main);
 
@@ -56,8 +57,9 @@ fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
     let bar0 = pci.bar(0).ok().flatten().and_then(|b| b.memory_address()).ok_or("no BAR0")?;
     // SAFETY: BAR0 is identity-mapped by the runtime and used by this driver only.
     let regs = unsafe { MmioRegisters::new(core::ptr::NonNull::new(bar0 as *mut u8).ok_or("BAR0 is 0")?) };
-    let dma = core::ptr::NonNull::new((&raw mut DMA).cast::<u8>()).ok_or("DMA at 0")?;
-    // SAFETY: `DMA` is used by this driver alone; physical == virtual in this kernel.
+    let dma = core::ptr::NonNull::from(&mut DMA.take().0).cast::<u8>();
+    // SAFETY: `take` hands the memory out once, so this driver is its only user from now
+    // on (the `'static` borrow is never used again); physical == virtual in this kernel.
     let dma = unsafe { DmaRegion::new(dma, dma.as_ptr() as u64, Nic::DMA_SIZE) };
     let nic = Nic::new(regs, pci, dma).map_err(|_| "e1000 init failed")?;
 
@@ -79,9 +81,7 @@ fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
     // feature, `server_key: Some(key)` encrypts every packet).
     let config = Config::new(net, ClientName::new("example").ok_or("name")?);
     let mut rng = CookieRng::new(0);
-    // SAFETY: taken once, here, before any crash.
-    let buffers = unsafe { &mut *(&raw mut BUFFERS) };
-    let netdump = Netdump::install(nic, TscClock::calibrate(), &mut rng, config, buffers, map)
+    let netdump = Netdump::install(nic, TscClock::calibrate(), &mut rng, config, BUFFERS.take(), map)
         .map_err(|_| "no answer from the dump server")?;
     NETDUMP.install(netdump).map_err(|_| "installed twice")
 }
