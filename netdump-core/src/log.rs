@@ -30,7 +30,10 @@ impl<const N: usize> ConsoleLog<N> {
         ConsoleLog { bytes: [const { AtomicU8::new(0) }; N], head: AtomicUsize::new(0), frozen: AtomicBool::new(false) }
     }
 
-    /// Appends console output.
+    /// Appends console output. Never waits and never fails: callable from any CPU, from
+    /// an interrupt or from the panic handler, concurrently with other writers (their
+    /// bytes may interleave). Once `N` bytes are held the oldest are overwritten; after
+    /// [`freeze`](Self::freeze) the bytes are dropped.
     pub fn write(&self, data: &[u8]) {
         if self.frozen.load(Ordering::Relaxed) {
             return;
@@ -43,7 +46,8 @@ impl<const N: usize> ConsoleLog<N> {
         }
     }
 
-    /// Stops accepting writes so that the content is stable while it is dumped.
+    /// Stops accepting writes so that the content is stable while it is dumped. One-way:
+    /// nothing unfreezes the ring (the dump calls it through [`LogSource::freeze_len`]).
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
@@ -53,7 +57,8 @@ impl<const N: usize> ConsoleLog<N> {
 pub trait LogSource {
     /// Freezes the log and returns how many bytes it holds (at most its capacity).
     fn freeze_len(&self) -> usize;
-    /// Copies held bytes starting `offset` bytes after the oldest held byte.
+    /// Copies held bytes starting `offset` bytes after the oldest held byte into `out`;
+    /// returns how many were copied (fewer than `out.len()` near the end, 0 past it).
     fn read_at(&self, offset: usize, out: &mut [u8]) -> usize;
 }
 

@@ -18,7 +18,8 @@ impl<const N: usize> TextBuf<N> {
     pub const fn new() -> Self {
         TextBuf { buf: [0; N], len: 0, truncated: false }
     }
-    /// The text collected, UTF-8.
+    /// The text collected, as UTF-8 bytes (a cut never splits a character): what
+    /// [`CrashInfo::panic`](crate::CrashInfo::panic) takes as the panic message.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -31,7 +32,7 @@ impl<const N: usize> TextBuf<N> {
     pub fn is_truncated(&self) -> bool {
         self.truncated
     }
-    /// Empties the buffer.
+    /// Empties the buffer and forgets an earlier cut, to format the next text into it.
     pub fn clear(&mut self) {
         self.len = 0;
         self.truncated = false;
