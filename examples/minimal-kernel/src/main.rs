@@ -29,8 +29,11 @@ type Nic = E1000<MmioRegisters, PortConfigSpace>;
 static LOG: ConsoleLog<65536> = ConsoleLog::new();
 static NETDUMP: CrashCell<Netdump<Nic, TscClock>> = CrashCell::new();
 static BUFFERS: ConstStaticCell<CrashBuffers<64>> = ConstStaticCell::new(CrashBuffers::new());
-#[repr(C, align(4096))]
+// The e1000's rings and buffers need `netdump_e1000::DMA_ALIGN` (128 bytes), not a page:
+// a page-aligned cell would pad its one-byte "taken" flag out to a whole page.
+#[repr(C, align(128))]
 struct Dma([u8; Nic::DMA_SIZE]);
+const _: () = assert!(core::mem::align_of::<Dma>() >= netdump_e1000::DMA_ALIGN);
 static DMA: ConstStaticCell<Dma> = ConstStaticCell::new(Dma([0; Nic::DMA_SIZE]));
 
 netdump_qemu_runtime::entry!(kernel_main);
