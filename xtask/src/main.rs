@@ -404,8 +404,9 @@ fn lint() -> Result<()> {
 }
 
 /// The crates meant for crates.io: the no_std client library, the PCI plumbing and every
-/// NIC driver. (netdumpd, the test kernels and the tools are `publish = false` in effect:
-/// they are not listed here and are never packaged.)
+/// NIC driver. The kernels, the test crates and the tools are `publish = false`; whether
+/// the server, netdumpd, goes to crates.io too is left with the decision on the crate
+/// names (CHANGELOG.md, "Publishing").
 const PUBLISHED: [&str; 6] =
     ["netdump-core", "netdump-pci", "netdump-e1000", "netdump-e1000e", "netdump-virtio-net", "netdump-vmxnet3"];
 
