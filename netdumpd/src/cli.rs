@@ -584,4 +584,128 @@ mod tests {
         let c = Cli::try_parse_from(["netdumpd", "--listen", "127.0.0.1:7001", "run"]).unwrap();
         assert_eq!(c.server_config().unwrap().listen, "127.0.0.1:7001".parse().unwrap());
     }
+
+    /// A sample value for each flag that takes one (a new flag needs one here).
+    fn sample_value(id: &str) -> &'static str {
+        match id {
+            "listen" => "127.0.0.1:7000",
+            "netconsole_listen" => "127.0.0.1:5514",
+            "after_dump" => "halt",
+            "log_format" => "json",
+            "log_level" => "debug",
+            "config" | "dir" | "kernel" | "kernel_builds" | "private_keys" => "/p",
+            id if id.starts_with("hook_") && !id.ends_with("timeout") => "/h",
+            "session_timeout"
+            | "min_free"
+            | "max_sessions"
+            | "max_memory_dumps"
+            | "hook_decision_timeout"
+            | "hook_timeout"
+            | "max_dumps_per_client"
+            | "max_mib_per_client"
+            | "max_total_mib"
+            | "dedup_days" => "3",
+            other => panic!("no sample value for --{other}: add one"),
+        }
+    }
+
+    #[test]
+    fn every_flag_is_accepted_before_and_after_every_subcommand() {
+        let cmd = Cli::command();
+        let globals: Vec<_> = cmd.get_arguments().filter(|a| a.is_global_set()).collect();
+        assert!(globals.len() >= 25, "the server's flags are global");
+        for sub in ["run", "list", "check-config", "show", "keygen"] {
+            let own: &[&str] = match sub {
+                "show" => &["some-dump"],
+                "keygen" => &["--out", "/k"],
+                _ => &[],
+            };
+            for arg in &globals {
+                let flag = format!("--{}", arg.get_long().unwrap());
+                let mut with: Vec<String> = vec![flag.clone()];
+                if arg.get_action().takes_values() {
+                    with.push(sample_value(arg.get_id().as_str()).to_string());
+                }
+                let before: Vec<String> = ["netdumpd".to_string()]
+                    .into_iter()
+                    .chain(with.iter().cloned())
+                    .chain([sub.to_string()])
+                    .chain(own.iter().map(|s| s.to_string()))
+                    .collect();
+                let after: Vec<String> = ["netdumpd".to_string(), sub.to_string()]
+                    .into_iter()
+                    .chain(own.iter().map(|s| s.to_string()))
+                    .chain(with.iter().cloned())
+                    .collect();
+                let a = Cli::try_parse_from(&before).unwrap_or_else(|e| panic!("{before:?}: {e}"));
+                let b = Cli::try_parse_from(&after).unwrap_or_else(|e| panic!("{after:?}: {e}"));
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{flag} before and after {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty()), "{path} {id} has no help");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{path} {} has no help", sub.get_name());
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "netdumpd");
+    }
+
+    #[test]
+    fn the_man_page_names_every_flag_subcommand_and_argument() {
+        let man = String::from_utf8(man_page().unwrap()).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let commands: Vec<&clap::Command> = std::iter::once(&cmd).chain(cmd.get_subcommands()).collect();
+        for c in commands {
+            assert!(man.contains(&c.get_name().replace('-', "\\-")), "the man page lacks {}", c.get_name());
+            for arg in c.get_arguments() {
+                let name = match (arg.get_long(), arg.get_value_names()) {
+                    (Some(long), _) => format!("\\-\\-{}", long.replace('-', "\\-")),
+                    (None, Some(names)) => format!("<\\fI{}\\fR>", names[0]),
+                    (None, None) => continue,
+                };
+                assert!(man.contains(&name), "the man page lacks {name} of {}", c.get_name());
+            }
+        }
+        for (title, entries) in DAEMON_SECTIONS {
+            assert!(man.contains(&format!(".SH \"{title}\"")), "{title}");
+            for (term, _) in *entries {
+                assert!(man.contains(&roff_escape(term)), "{term}");
+            }
+        }
+    }
+
+    #[test]
+    fn completions_generate_for_bash_zsh_and_fish_with_every_flag() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let script = String::from_utf8(completions(shell)).unwrap();
+            for arg in Cli::command().get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    assert!(script.contains(long), "{shell}: no --{long}");
+                }
+            }
+            for sub in ["run", "list", "show", "check-config", "keygen", "man", "completions"] {
+                assert!(script.contains(sub), "{shell}: no {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn roff_text_cannot_start_a_request_or_end_in_an_escape() {
+        assert_eq!(roff_escape(".SH x"), "\\&.SH x");
+        assert_eq!(roff_escape("'x"), "\\&'x");
+        assert_eq!(roff_escape("a-b \\n"), "a\\-b \\en");
+    }
 }
