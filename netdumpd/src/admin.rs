@@ -190,6 +190,8 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
             "listen": c.listen.to_string(),
             "dir": c.dump_dir,
             "session_timeout_s": c.session_timeout.as_secs(),
+            "after_dump": c.after_dump.name(),
+            "progress_interval_s": c.progress_interval.as_secs(),
             "min_free_bytes": c.min_free_bytes,
             "max_sessions": c.max_sessions,
             "max_memory_dumps": c.max_memory_dumps,
@@ -210,6 +212,11 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
             "analysis": {
                 "kernel": opt(&c.analysis.kernel), "kernels": c.analysis.kernels,
                 "builds": opt(&c.analysis.builds), "gdb": c.analysis.gdb,
+                "timeout_s": c.analysis.timeout.as_secs(),
+            },
+            "encryption": {
+                "private_keys": c.encryption.private_keys,
+                "require_encryption": c.encryption.require_encryption,
             },
             "netconsole": {
                 "listen": c.syslog_listen.map(|a| a.to_string()),

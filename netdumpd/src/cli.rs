@@ -1,8 +1,11 @@
 //! Command-line options of the daemon and its admin subcommands.
 //!
 //! `netdumpd [flags]` (or `netdumpd run [flags]`) runs the server; `netdumpd list`,
-//! `show <dump>` and `check-config` look at a dump directory and a configuration. Every
-//! setting comes from a flag, else the `--config` file, else its default.
+//! `show <dump>` and `check-config` look at a dump directory and a configuration;
+//! `keygen` makes a key pair; `man` and `completions` print the manual page and shell
+//! completions, generated from this definition. Every setting comes from a flag, else the
+//! `--config` file, else its default; every flag is accepted before or after the
+//! subcommand.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +16,134 @@ use crate::config::ServerConfig;
 use crate::config::{
     AnalysisSection, ConfigFile, DedupSection, EncryptionSection, HooksSection, NetconsoleSection, RetentionSection,
 };
+use crate::logging::LogFormat;
+
+/// The exit statuses of the daemon and its commands ([`DAEMON_SECTIONS`]).
+pub mod exit {
+    /// Success (`check-config`: nothing wrong).
+    pub const OK: u8 = 0;
+    /// A failure while running: the socket cannot be bound, a file cannot be written,
+    /// `check-config` found a problem, `show` found no such dump.
+    pub const FAILURE: u8 = 1;
+    /// A usage error: an unknown flag or subcommand, a bad value (clap's status).
+    pub const USAGE: u8 = 2;
+    /// The configuration is wrong: the file cannot be read or parsed, a value is out of
+    /// range, a private key does not load (sysexits(3) `EX_CONFIG`).
+    pub const CONFIG: u8 = 78;
+    /// A second SIGINT or SIGTERM ended the shutdown at once.
+    pub const FORCED: u8 = 130;
+}
+
+/// The daemon's conventions, for `--help` and the manual page alike: (section, entries
+/// of (term, text)).
+pub const DAEMON_SECTIONS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "EXIT STATUS",
+        &[
+            ("0", "Success; for check-config: nothing wrong."),
+            (
+                "1",
+                "Failure while running (the socket cannot be bound, a file cannot be written), \
+                 check-config found a problem, or show found no such dump.",
+            ),
+            ("2", "Usage error: unknown flag or subcommand, bad value."),
+            (
+                "78",
+                "Configuration error (EX_CONFIG): the file cannot be read or parsed, a value is out \
+                 of range, a log filter or private key is bad. The shipped unit does not restart on it.",
+            ),
+            ("130", "A second SIGINT or SIGTERM ended the shutdown at once."),
+        ],
+    ),
+    (
+        "SIGNALS",
+        &[
+            (
+                "SIGTERM, SIGINT",
+                "Stop: dumps in progress are marked incomplete, the registry and stats.json written, \
+                 hooks and analyses finish; then exit 0.",
+            ),
+            (
+                "SIGHUP",
+                "Write the registry and stats.json, then read the configuration again (same --config \
+                 file and flags). Applied at once: session_timeout, after_dump, min_free_mib, \
+                 max_sessions, max_memory_dumps, progress_interval, log_level, [hooks], [retention], \
+                 [dedup], [analysis], [encryption], and the [limits] rates, max_dump_gib and \
+                 log_lines_per_second. Logged as needing a restart and left as they run: listen, dir, \
+                 [netconsole], --log-format, and [limits] max_clients, max_retired, \
+                 max_hook_processes, max_queued_jobs. A configuration that does not parse or validate \
+                 is refused as a whole (logged) and the running one kept.",
+            ),
+        ],
+    ),
+    (
+        "LOGGING",
+        &[
+            (
+                "--log-format text",
+                "Lines on stderr; coloured only when stderr is a terminal and NO_COLOR is unset. The \
+                 default, except under systemd.",
+            ),
+            ("--log-format json", "One JSON object a line on stderr: timestamp, level, target, message, fields."),
+            (
+                "--log-format journald",
+                "Straight to the systemd journal, fields as journal fields. The default when stderr is \
+                 the journal ($JOURNAL_STREAM).",
+            ),
+        ],
+    ),
+    (
+        "SYSTEMD",
+        &[(
+            "Type=notify",
+            "READY=1 once the socket is bound; RELOADING=1 then READY=1 around a SIGHUP reload; \
+             STOPPING=1 when the shutdown begins; STATUS= with each ($NOTIFY_SOCKET).",
+        )],
+    ),
+    (
+        "ENVIRONMENT",
+        &[
+            ("RUST_LOG", "The log filter when neither --log-level nor log_level is given."),
+            ("NO_COLOR", "Set and not empty: no colour in text logs."),
+            ("JOURNAL_STREAM", "Set by systemd; when it names stderr, the log goes to the journal."),
+            ("NOTIFY_SOCKET", "Set by systemd for Type=notify; readiness is sent there."),
+        ],
+    ),
+];
+
+/// [`DAEMON_SECTIONS`] as text, after the options of `netdumpd --help`.
+pub fn daemon_help() -> String {
+    let mut out = String::new();
+    for (title, entries) in DAEMON_SECTIONS {
+        out.push_str(&format!("{title}:\n"));
+        for (term, text) in *entries {
+            out.push_str(&format!("  {term}\n"));
+            for line in wrap(text, 76) {
+                out.push_str(&format!("      {line}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("Manual page: `netdumpd man`; completions: `netdumpd completions bash|zsh|fish`.");
+    out
+}
+
+/// `text` in lines of at most `width` characters (words are not broken).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("never empty");
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
 
 /// What a client does once its dump is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,7 +161,7 @@ pub enum AfterDumpArg {
 /// `registers`, `extra`, `info.json` and `analysis.txt`; registered clients are kept in
 /// `<DIR>/clients.json`, the newest dump of each in the link `<DIR>/<client>.last`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "netdumpd", version)]
+#[command(name = "netdumpd", version, after_long_help = daemon_help())]
 pub struct Cli {
     /// Configuration file (TOML; see contrib/netdumpd.toml). Flags override it.
     #[arg(long, value_name = "PATH", global = true)]
@@ -137,6 +268,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub require_encryption: bool,
 
+    /// Log format: text or json on stderr, or journald [default: journald when stderr is
+    /// the systemd journal, else text].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -178,6 +314,68 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Print the manual page, netdumpd(8), in roff: `netdumpd man >
+    /// /usr/local/share/man/man8/netdumpd.8`.
+    Man,
+    /// Print the completion script of SHELL: e.g. `netdumpd completions bash >
+    /// /usr/local/share/bash-completion/completions/netdumpd`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The manual page, netdumpd(8): the options and subcommands from the clap definition,
+/// each subcommand's own options, then [`DAEMON_SECTIONS`].
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone()).section("8").manual("System Administration");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    for sub in cmd.get_subcommands() {
+        // Only the subcommand's own arguments: the global ones are above.
+        if sub.get_arguments().all(|a| a.is_global_set() || a.get_id() == "help") {
+            continue;
+        }
+        let sub = sub.clone().disable_help_flag(true);
+        let mut section = Vec::new();
+        clap_mangen::Man::new(sub.clone()).render_options_section(&mut section)?;
+        let text = String::from_utf8_lossy(&section);
+        let heading = format!(".SH \"NETDUMPD {}\"", sub.get_name().to_uppercase());
+        out.extend_from_slice(text.replacen(".SH OPTIONS", &heading, 1).as_bytes());
+    }
+    for (title, entries) in DAEMON_SECTIONS {
+        out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
+        for (term, text) in *entries {
+            out.extend_from_slice(format!(".TP\n\\fB{}\\fR\n{}\n", roff_escape(term), roff_escape(text)).as_bytes());
+        }
+    }
+    out.extend_from_slice(
+        b".SH \"SEE ALSO\"\nnetdumpd/README.md, contrib/netdumpd.toml and contrib/netdumpd.service in the netdump sources.\n",
+    );
+    man.render_version_section(&mut out)?;
+    Ok(out)
+}
+
+/// Text for a roff paragraph: backslashes and hyphens escaped, no line starting a request.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) { format!("\\&{escaped}") } else { escaped }
+}
+
+/// The completion script of `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "netdumpd", &mut out);
+    out
 }
 
 impl Cli {
@@ -200,6 +398,15 @@ impl Cli {
             Some(path) => Ok(ConfigFile::load(path)?.log_level),
             None => Ok(None),
         }
+    }
+
+    /// The log filter in force: the flag, else the file's `log_level`, else `$RUST_LOG`,
+    /// else `info`.
+    pub fn log_filter(&self) -> anyhow::Result<String> {
+        Ok(match self.log_level()? {
+            Some(level) => level,
+            None => std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".to_string()),
+        })
     }
 
     fn apply_flags(&self, c: &mut ServerConfig) -> anyhow::Result<()> {
@@ -376,5 +583,129 @@ mod tests {
         // And before it, as before.
         let c = Cli::try_parse_from(["netdumpd", "--listen", "127.0.0.1:7001", "run"]).unwrap();
         assert_eq!(c.server_config().unwrap().listen, "127.0.0.1:7001".parse().unwrap());
+    }
+
+    /// A sample value for each flag that takes one (a new flag needs one here).
+    fn sample_value(id: &str) -> &'static str {
+        match id {
+            "listen" => "127.0.0.1:7000",
+            "netconsole_listen" => "127.0.0.1:5514",
+            "after_dump" => "halt",
+            "log_format" => "json",
+            "log_level" => "debug",
+            "config" | "dir" | "kernel" | "kernel_builds" | "private_keys" => "/p",
+            id if id.starts_with("hook_") && !id.ends_with("timeout") => "/h",
+            "session_timeout"
+            | "min_free"
+            | "max_sessions"
+            | "max_memory_dumps"
+            | "hook_decision_timeout"
+            | "hook_timeout"
+            | "max_dumps_per_client"
+            | "max_mib_per_client"
+            | "max_total_mib"
+            | "dedup_days" => "3",
+            other => panic!("no sample value for --{other}: add one"),
+        }
+    }
+
+    #[test]
+    fn every_flag_is_accepted_before_and_after_every_subcommand() {
+        let cmd = Cli::command();
+        let globals: Vec<_> = cmd.get_arguments().filter(|a| a.is_global_set()).collect();
+        assert!(globals.len() >= 25, "the server's flags are global");
+        for sub in ["run", "list", "check-config", "show", "keygen"] {
+            let own: &[&str] = match sub {
+                "show" => &["some-dump"],
+                "keygen" => &["--out", "/k"],
+                _ => &[],
+            };
+            for arg in &globals {
+                let flag = format!("--{}", arg.get_long().unwrap());
+                let mut with: Vec<String> = vec![flag.clone()];
+                if arg.get_action().takes_values() {
+                    with.push(sample_value(arg.get_id().as_str()).to_string());
+                }
+                let before: Vec<String> = ["netdumpd".to_string()]
+                    .into_iter()
+                    .chain(with.iter().cloned())
+                    .chain([sub.to_string()])
+                    .chain(own.iter().map(|s| s.to_string()))
+                    .collect();
+                let after: Vec<String> = ["netdumpd".to_string(), sub.to_string()]
+                    .into_iter()
+                    .chain(own.iter().map(|s| s.to_string()))
+                    .chain(with.iter().cloned())
+                    .collect();
+                let a = Cli::try_parse_from(&before).unwrap_or_else(|e| panic!("{before:?}: {e}"));
+                let b = Cli::try_parse_from(&after).unwrap_or_else(|e| panic!("{after:?}: {e}"));
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{flag} before and after {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty()), "{path} {id} has no help");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{path} {} has no help", sub.get_name());
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "netdumpd");
+    }
+
+    #[test]
+    fn the_man_page_names_every_flag_subcommand_and_argument() {
+        let man = String::from_utf8(man_page().unwrap()).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let commands: Vec<&clap::Command> = std::iter::once(&cmd).chain(cmd.get_subcommands()).collect();
+        for c in commands {
+            assert!(man.contains(&c.get_name().replace('-', "\\-")), "the man page lacks {}", c.get_name());
+            for arg in c.get_arguments() {
+                let name = match (arg.get_long(), arg.get_value_names()) {
+                    (Some(long), _) => format!("\\-\\-{}", long.replace('-', "\\-")),
+                    (None, Some(names)) => format!("<\\fI{}\\fR>", names[0]),
+                    (None, None) => continue,
+                };
+                assert!(man.contains(&name), "the man page lacks {name} of {}", c.get_name());
+            }
+        }
+        for (title, entries) in DAEMON_SECTIONS {
+            assert!(man.contains(&format!(".SH \"{title}\"")), "{title}");
+            for (term, _) in *entries {
+                assert!(man.contains(&roff_escape(term)), "{term}");
+            }
+        }
+    }
+
+    #[test]
+    fn completions_generate_for_bash_zsh_and_fish_with_every_flag() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let script = String::from_utf8(completions(shell)).unwrap();
+            for arg in Cli::command().get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    assert!(script.contains(long), "{shell}: no --{long}");
+                }
+            }
+            for sub in ["run", "list", "show", "check-config", "keygen", "man", "completions"] {
+                assert!(script.contains(sub), "{shell}: no {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn roff_text_cannot_start_a_request_or_end_in_an_escape() {
+        assert_eq!(roff_escape(".SH x"), "\\&.SH x");
+        assert_eq!(roff_escape("'x"), "\\&'x");
+        assert_eq!(roff_escape("a-b \\n"), "a\\-b \\en");
     }
 }

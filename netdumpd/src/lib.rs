@@ -35,7 +35,9 @@
 //! | [`stats`] | drop counters, rate-limited warnings, `stats.json` |
 //! | [`limits`] | the bounds on what strangers can make the server hold, rate budgets |
 //! | [`jobs`] | the bounded pool that runs hooks, analysis and retention after dumps |
-//! | [`logging`] | the server log and its line budget |
+//! | [`logging`] | the server log (stderr text or JSON, or the journal) and its line budget |
+//! | [`notify`] | readiness and state for systemd (`Type=notify`) |
+//! | [`reload`] | SIGHUP: the configuration read again, what applies without a restart |
 //! | [`config`] | the TOML configuration file, merged with the flags |
 //! | [`admission`] | a crash's way to its DECISION: dedup, hooks, memory-dump limit, space |
 //! | [`hooks`] | hook scripts, run with a bound |
@@ -64,11 +66,13 @@ pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod logging;
+pub mod notify;
 pub mod outbox;
 pub mod progress;
 pub mod receive_window;
 pub mod recovery;
 pub mod registry;
+pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod session;

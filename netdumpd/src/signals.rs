@@ -1,8 +1,8 @@
 //! SIGINT and SIGTERM end the server cleanly: the loop sees the flag within its poll
 //! interval and marks dumps still being received incomplete before it returns. A second
-//! signal exits at once. SIGHUP (which would otherwise end the process mid-dump) makes the
-//! loop write the registry and `stats.json` now and say so; the configuration is read at
-//! start only.
+//! signal exits at once (status 130). SIGHUP (which would otherwise end the process
+//! mid-dump) makes the loop write the registry and `stats.json` now and read the
+//! configuration again ([`crate::reload`]).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ extern "C" fn on_hangup(_signal: libc::c_int) {
 extern "C" fn on_termination_signal(_signal: libc::c_int) {
     if TERMINATION_REQUESTED.swap(true, Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe and takes no pointers.
-        unsafe { libc::_exit(130) };
+        unsafe { libc::_exit(crate::cli::exit::FORCED.into()) };
     }
 }
 

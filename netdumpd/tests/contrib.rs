@@ -87,6 +87,16 @@ fn the_unit_runs_unprivileged_and_sandboxed() {
 }
 
 #[test]
+fn the_unit_waits_for_readiness_reloads_by_sighup_and_does_not_restart_a_bad_config() {
+    assert_eq!(unit_values("Type"), ["notify"], "netdumpd sends READY=1 when its socket is bound");
+    assert_eq!(unit_values("NotifyAccess"), ["main"], "hooks may not speak for the daemon");
+    let reload = unit_values("ExecReload");
+    assert_eq!(reload.last().map(String::as_str), Some("/bin/kill -HUP $MAINPID"), "{reload:?}");
+    assert!(reload[0].ends_with("check-config"), "a refused configuration fails the reload first: {reload:?}");
+    assert_eq!(unit_values("RestartPreventExitStatus"), [netdumpd::cli::exit::CONFIG.to_string()]);
+}
+
+#[test]
 fn the_unit_creates_the_dump_directory_the_sample_config_uses() {
     let config = "/etc/netdumpd/netdumpd.toml";
     for exec in unit_values("ExecStartPre").iter().chain(&unit_values("ExecStart")) {

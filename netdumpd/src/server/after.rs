@@ -72,19 +72,4 @@ impl Server {
             }
         }
     }
-
-    /// SIGHUP: writes the registry and `stats.json` now. The configuration is read at
-    /// start only; a restart applies a changed one.
-    pub(super) fn on_hangup(&mut self) {
-        if let Err(e) = self.registry.flush() {
-            tracing::error!("cannot write the client registry: {e}");
-        }
-        let snap = self.stats.snapshot();
-        if let Err(e) = self.write_stats(&snap) {
-            tracing::error!("cannot write {STATS_FILE}: {e}");
-        }
-        tracing::info!(
-            "SIGHUP: registry and stats written; the configuration is read at start only (restart to apply changes)"
-        );
-    }
 }

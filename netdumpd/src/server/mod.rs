@@ -7,14 +7,15 @@
 
 mod after;
 mod crash;
+mod reconfigure;
 mod register;
 mod stream;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -91,6 +92,8 @@ pub struct Server {
     open_buf: Vec<u8>,
     /// The static keys of encrypted sessions (`[encryption] private_keys`).
     keys: ServerKeys,
+    /// The retention limits the job pool's after-drain work reads (SIGHUP changes them).
+    retention: Arc<Mutex<crate::retention::RetentionConfig>>,
 }
 
 fn drop_reason(e: ProtoError) -> DropReason {
@@ -138,11 +141,13 @@ impl Server {
         };
         let stats = outbox_stats;
         stats.set_clients(registry.len());
-        let (root, retention) = (config.dump_dir.clone(), config.retention);
+        let retention = Arc::new(Mutex::new(config.retention));
+        let (root, limits) = (config.dump_dir.clone(), retention.clone());
         let jobs = JobPool::new(
             config.limits.max_hook_processes,
             config.limits.max_queued_jobs,
             Some(Box::new(move || {
+                let retention = *limits.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Err(e) = crate::retention::enforce(&root, &retention) {
                     tracing::error!(dir = %root.display(), "retention failed: {e}");
                 }
@@ -189,6 +194,7 @@ impl Server {
             recv_buf: vec![0; 65536],
             open_buf: vec![0; MAX_DATAGRAM],
             keys,
+            retention,
             config,
         })
     }
@@ -223,6 +229,7 @@ impl Server {
         while !self.stop.load(Ordering::SeqCst) && !crate::signals::termination_requested() {
             self.turn()?;
         }
+        crate::notify::stopping();
         let now = Instant::now();
         for s in self.sessions.values_mut() {
             if s.is_receiving() {
