@@ -25,8 +25,23 @@ use std::time::{Duration, Instant};
 
 /// The console log each simulated client sends.
 const LOG_TEXT: &[u8] = b"replayer client booted\nreplayer client about to crash\n";
-/// Datagrams handed to one `sendmmsg(2)`.
-const BATCH: usize = 64;
+/// GSO buffers handed to one `sendmmsg(2)`.
+const BATCH: usize = 16;
+/// Datagrams in one GSO buffer (44 full ones fit the 64 KiB a UDP send may carry).
+const GSO_SEGMENTS: usize = 40;
+/// `UDP_SEGMENT` (linux/udp.h): the socket option and control message of UDP GSO.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// What one `sendmmsg(2)` needs, reused from call to call.
+#[derive(Default)]
+struct SendBuffers {
+    /// (first seq, datagrams, bytes) of each GSO buffer.
+    groups: Vec<(u32, u32, usize)>,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// One control message (`UDP_SEGMENT`) per buffer, 8-aligned.
+    control: Vec<[u64; 4]>,
+}
 /// Without ACK progress for this long, everything unacknowledged is sent again.
 const RTO: Duration = Duration::from_millis(40);
 /// A packet the selective ack shows missing is resent at most this often.
@@ -146,8 +161,7 @@ impl Fleet {
             c.last_progress = started;
         }
         let mut datagrams = 0u64;
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-        let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+        let mut out = SendBuffers::default();
         let mut buf = vec![0u8; 2048];
         let mut scratch = vec![0u8; self.config.datagram.max(2048)];
         loop {
@@ -159,7 +173,7 @@ impl Fleet {
                 }
                 done = false;
                 busy |= c.read_replies(&mut buf)?;
-                let sent = c.send_new(&mut iov, &mut msgs)?;
+                let sent = c.send_new(&mut out)?;
                 datagrams += sent as u64;
                 busy |= sent > 0;
                 let resent = c.resend(Instant::now(), &mut scratch)?;
@@ -438,52 +452,81 @@ impl Client {
         }
     }
 
-    /// Sends new packets while the window has room, in batches of [`BATCH`] per
-    /// `sendmmsg(2)`; returns how many left.
-    fn send_new(&mut self, iov: &mut Vec<libc::iovec>, msgs: &mut Vec<libc::mmsghdr>) -> Result<usize> {
+    /// Sends new packets while the window has room: consecutive datagrams of full size
+    /// go as one UDP GSO buffer (`UDP_SEGMENT`: the kernel cuts it into the datagrams,
+    /// which arrive at netdumpd one by one as from any client), up to [`BATCH`] buffers per
+    /// `sendmmsg(2)`. Returns how many datagrams left.
+    fn send_new(&mut self, out: &mut SendBuffers) -> Result<usize> {
         let total = self.lens.len() as u32;
         let limit = (self.cumulative + self.window).min(total);
         let mut sent = 0;
         while self.next < limit {
-            let n = ((limit - self.next) as usize).min(BATCH);
-            iov.clear();
-            msgs.clear();
-            for k in 0..n {
-                let seq = self.next as usize + k;
-                let start = seq * self.stride;
-                iov.push(libc::iovec {
-                    iov_base: self.wire[start..].as_ptr() as *mut libc::c_void,
-                    iov_len: self.lens[seq] as usize,
-                });
+            // Group the datagrams: each group is contiguous in `wire`, full-size but for
+            // its last, and within the GSO limits.
+            out.groups.clear();
+            let mut seq = self.next;
+            while seq < limit && out.groups.len() < BATCH {
+                let first = seq;
+                let mut bytes = 0usize;
+                while seq < limit && seq - first < GSO_SEGMENTS as u32 {
+                    let len = self.lens[seq as usize] as usize;
+                    bytes += len;
+                    seq += 1;
+                    if len != self.stride {
+                        break;
+                    }
+                }
+                out.groups.push((first, seq - first, bytes));
             }
-            for v in iov.iter_mut() {
-                // SAFETY: an all-zero msghdr is valid (no name, no control data).
+            let n = out.groups.len();
+            out.iov.clear();
+            for &(first, _, bytes) in &out.groups {
+                let start = first as usize * self.stride;
+                out.iov.push(libc::iovec { iov_base: self.wire[start..].as_ptr() as *mut libc::c_void, iov_len: bytes });
+            }
+            out.control.resize(n, [0; 4]);
+            out.msgs.clear();
+            for (k, v) in out.iov.iter_mut().enumerate() {
+                // SAFETY: an all-zero msghdr is valid (no name, no control data yet).
                 let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 m.msg_hdr.msg_iov = v;
                 m.msg_hdr.msg_iovlen = 1;
-                msgs.push(m);
+                let control = &mut out.control[k];
+                m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE only computes a size.
+                m.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                // SAFETY: the control buffer (32 bytes, 8-aligned) holds CMSG_SPACE(2) bytes,
+                // so CMSG_FIRSTHDR returns a header inside it with room for 2 bytes of data.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), self.stride as u16);
+                }
+                out.msgs.push(m);
             }
-            // SAFETY: `msgs` holds `n` mmsghdrs, each pointing at one iovec that points into
-            // `self.wire`, all alive and unmoved for the call; the socket is connected, so
-            // no address is needed.
+            // SAFETY: `msgs` holds `n` mmsghdrs, each pointing at one iovec into `self.wire`
+            // and at its control buffer, all alive and unmoved for the call; the socket is
+            // connected, so no address is needed.
             let rc = unsafe {
-                libc::sendmmsg(self.socket.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(self.socket.as_raw_fd(), out.msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
                 return match e.kind() {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(sent),
-                    // Loopback reports the server's full buffer as ECONNREFUSED never, but a
-                    // server not yet reading may: the ACK timer resends.
                     _ => Err(e).with_context(|| format!("{}: sendmmsg", self.name)),
                 };
             }
             let now = Instant::now();
-            for k in 0..rc as usize {
-                self.sent_at[self.next as usize + k] = Some(now);
+            for &(first, count, _) in &out.groups[..rc as usize] {
+                for seq in first..first + count {
+                    self.sent_at[seq as usize] = Some(now);
+                }
+                self.next = first + count;
+                sent += count as usize;
             }
-            self.next += rc as u32;
-            sent += rc as usize;
             if (rc as usize) < n {
                 break;
             }
