@@ -59,6 +59,48 @@ impl Outbox {
         self.socket.recv_from(buf)
     }
 
+    /// The datagrams waiting, up to [`RecvBatch::SLOTS`], with one `recvmmsg(2)`; 0 when
+    /// none waits (never `WouldBlock`).
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.received = 0;
+        let slots = RecvBatch::SLOTS;
+        for i in 0..slots {
+            batch.iov[i] = libc::iovec {
+                iov_base: batch.bufs[i * RecvBatch::SLOT_LEN..].as_mut_ptr().cast(),
+                iov_len: RecvBatch::SLOT_LEN,
+            };
+            // SAFETY: an all-zero msghdr is valid; the pointers set below stay valid for
+            // the call (the batch's vectors are not resized while it runs).
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = &mut batch.iov[i];
+            m.msg_hdr.msg_iovlen = 1;
+            batch.msgs[i] = m;
+        }
+        // SAFETY: `msgs` holds `slots` mmsghdrs whose name and iovec pointers point into
+        // the batch's own buffers (each iovec `SLOT_LEN` bytes inside `bufs`), all alive
+        // and unmoved during the call; a null timeout with MSG_DONTWAIT returns at once.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                batch.msgs.as_mut_ptr(),
+                slots as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        batch.received = rc as usize;
+        Ok(batch.received)
+    }
+
     /// Waits at most `timeout` for a datagram (ppoll(2), microsecond resolution); false
     /// when the time passed or a signal came first.
     pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
@@ -112,6 +154,86 @@ impl Outbox {
         if self.take_unsolicited() {
             self.send(to, wire, cookie, seq, reply);
         }
+    }
+}
+
+/// Buffers for [`Outbox::recv_batch`]: a slot per datagram, each one byte longer than
+/// the largest datagram accepted, so that a longer one is seen (and dropped as oversized).
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    iov: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_storage>,
+    msgs: Vec<libc::mmsghdr>,
+    received: usize,
+}
+
+impl RecvBatch {
+    /// Datagrams one `recvmmsg(2)` takes at most.
+    pub const SLOTS: usize = 64;
+    const SLOT_LEN: usize = MAX_DATAGRAM + 1;
+
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![0; Self::SLOTS * Self::SLOT_LEN],
+            iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; Self::SLOTS],
+            // SAFETY: all-zero sockaddr_storage and mmsghdr are valid values.
+            names: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
+            msgs: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
+            received: 0,
+        }
+    }
+
+    /// How many datagrams the last receive brought.
+    pub fn len(&self) -> usize {
+        self.received
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.received == 0
+    }
+
+    /// Datagram `i` of the last receive and its source (`None` for a source that is not
+    /// IPv4 or IPv6). A datagram longer than a slot is cut to the slot, one byte longer
+    /// than any accepted.
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let m = &self.msgs[i];
+        let mut len = (m.msg_len as usize).min(Self::SLOT_LEN);
+        if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            len = Self::SLOT_LEN;
+        }
+        let data = &self.bufs[i * Self::SLOT_LEN..i * Self::SLOT_LEN + len];
+        (data, socket_addr(&self.names[i]))
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The address in a `sockaddr_storage` the kernel filled.
+fn socket_addr(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(sa.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+            // and aligned enough for.
+            let a = unsafe { &*(sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 
