@@ -4,6 +4,8 @@
 //! Every figure that a target compares is a ratio of two measurements taken in the same
 //! run on the same machine, so the report stays meaningful on a loaded or slow host.
 
+pub mod scaling;
+
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, Faults, ProxyConfig};
@@ -137,6 +139,7 @@ pub struct Report {
     pub nics: Vec<NicReport>,
     pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
+    pub scaling: scaling::ScalingReport,
     pub footprint: FootprintReport,
     pub seconds: f64,
 }
@@ -178,13 +181,25 @@ fn timed_dump(
     extra: &str,
     faults: Option<Faults>,
 ) -> Result<(f64, u64)> {
-    timed_dump_encrypted(env, nic, label, memory_mib, pattern, extra, faults, false)
+    timed_dump_encrypted(env, nic, label, memory_mib, pattern, extra, faults, false).map(|r| (r.seconds, r.bytes))
+}
+
+/// What one timed dump measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DumpRun {
+    /// The client's data phase.
+    pub seconds: f64,
+    pub bytes: u64,
+    /// netdumpd's user + system CPU over its whole life (start, the dump, the verification).
+    pub server_cpu_s: f64,
+    /// netdumpd's peak resident set (VmHWM), bytes.
+    pub server_peak_rss: u64,
 }
 
 /// [`timed_dump`], encrypted when `encrypted` (a key made with `netdumpd keygen`, pinned
 /// by the kernel).
 #[allow(clippy::too_many_arguments)]
-fn timed_dump_encrypted(
+pub(crate) fn timed_dump_encrypted(
     env: &BenchEnv,
     nic: NicModel,
     label: &str,
@@ -193,7 +208,7 @@ fn timed_dump_encrypted(
     extra: &str,
     faults: Option<Faults>,
     encrypted: bool,
-) -> Result<(f64, u64)> {
+) -> Result<DumpRun> {
     let dir = env.work_dir.join(format!("{label}-{}", nic.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -236,6 +251,8 @@ fn timed_dump_encrypted(
         capture: None,
     }
     .run()?;
+    let server_cpu_s = process_cpu_seconds(server.pid())?;
+    let server_peak_rss = peak_rss_bytes(server.pid())?;
     let log = server.stop();
     ensure!(
         q.exit_code == Some(0x10),
@@ -253,7 +270,7 @@ fn timed_dump_encrypted(
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse::<u64>().ok())
         .context("no data phase time")?;
-    Ok((us as f64 / 1e6, bytes))
+    Ok(DumpRun { seconds: us as f64 / 1e6, bytes, server_cpu_s, server_peak_rss })
 }
 
 /// Boots the 4-CPU test kernel `runs` times per stop target, the boot CPU panicking while
@@ -432,8 +449,8 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
         r.dump_software_checksum_mb_s = Some(best.1);
         log(&format!("{}: 256 MiB dump with software UDP checksums {:.1} MB/s", nic.name(), best.1));
     }
-    let (s, bytes) = timed_dump_encrypted(env, nic, "dump256-encrypted", 320, full(mib(256)), "", None, true)?;
-    r.dump_encrypted_mb_s = bytes as f64 / s / 1e6;
+    let run = timed_dump_encrypted(env, nic, "dump256-encrypted", 320, full(mib(256)), "", None, true)?;
+    r.dump_encrypted_mb_s = run.bytes as f64 / run.seconds / 1e6;
     log(&format!(
         "{}: 256 MiB encrypted dump {:.1} MB/s ({:.2} of plaintext)",
         nic.name(),
@@ -673,6 +690,7 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += &ingest_markdown(r);
+    s += &scaling::markdown(&r.scaling);
     if !r.smp_stop.runs.is_empty() {
         s += "\n## Stopping the other CPUs (4 CPUs, e1000)\n\nFrom the panic to every other CPU stopped by NMI with its registers saved, µs, each run:\n\n| stop target | runs (µs) | median µs |\n|---|---|---|\n";
         for (target, times) in &r.smp_stop.runs {
@@ -868,6 +886,7 @@ fn misses_markdown(r: &Report) -> String {
             target::PREALLOCATED_BYTES
         ));
     }
+    v.extend(scaling::misses(&r.scaling));
     if v.is_empty() {
         return "\n## Targets\n\nEvery target was met in this run.\n".into();
     }
