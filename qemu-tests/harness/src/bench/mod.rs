@@ -957,6 +957,7 @@ mod tests {
             smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
             encryption_text: 40_000,
             seconds: 1.0,
+            ..Default::default()
         }
     }
 
