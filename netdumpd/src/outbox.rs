@@ -176,8 +176,10 @@ impl RecvBatch {
         RecvBatch {
             bufs: vec![0; Self::SLOTS * Self::SLOT_LEN],
             iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; Self::SLOTS],
-            // SAFETY: all-zero sockaddr_storage and mmsghdr are valid values.
+            // SAFETY: an all-zero sockaddr_storage is a valid value (family AF_UNSPEC).
             names: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
+            // SAFETY: an all-zero mmsghdr is a valid value (null pointers, zero lengths);
+            // `recv_batch` sets every pointer before the call.
             msgs: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
             received: 0,
         }

@@ -12,9 +12,9 @@ use crate::check;
 use crate::vmcore::Vmcore;
 use anyhow::{Context, Result, bail, ensure};
 use netdump_core::proto::{
-    Crash, CrashKind, Data, Finish, FinishStatus, HEADER_LEN, HelloStatus, ProtoError, Header, Hello, MemoryRange, Message, MessageType,
-    REGISTER_RECORD_LEN, REGISTERS_VALID, RangeTable, RegisterRecord, Section, StreamCrc, VERSION_1, Verdict,
-    AddressTable, flags,
+    AddressTable, Crash, CrashKind, Data, Finish, FinishStatus, HEADER_LEN, Header, Hello, HelloStatus, MemoryRange,
+    Message, MessageType, ProtoError, REGISTER_RECORD_LEN, REGISTERS_VALID, RangeTable, RegisterRecord, Section,
+    StreamCrc, VERSION_1, Verdict, flags,
 };
 use netdump_test_pattern::Pattern;
 use std::hash::BuildHasher;
@@ -134,7 +134,8 @@ impl Fleet {
         ensure!(config.datagram > HEADER_LEN + Data::SUBHEADER_LEN, "datagram too small");
         let clients = (0..config.clients)
             .map(|i| {
-                let pattern = Pattern { base: 16 << 20, len: config.per_client, seed: 0x5eed_0000 + i as u64, zero_every: 0 };
+                let pattern =
+                    Pattern { base: 16 << 20, len: config.per_client, seed: 0x5eed_0000 + i as u64, zero_every: 0 };
                 Client::build(format!("fleet-{i}"), fresh_cookie(i), pattern, config, server)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -262,8 +263,12 @@ impl Client {
         sock.set_recv_buffer_size(1 << 20)?;
         let stride = config.datagram;
         let max_data = stride - HEADER_LEN - Data::SUBHEADER_LEN;
-        let mut regs =
-            RegisterRecord { rip: 0xffff_8000_0010_2030, rsp: pattern.base, flags: REGISTERS_VALID, ..Default::default() };
+        let mut regs = RegisterRecord {
+            rip: 0xffff_8000_0010_2030,
+            rsp: pattern.base,
+            flags: REGISTERS_VALID,
+            ..Default::default()
+        };
         regs.cpu = 0;
         let regs = regs.to_bytes();
         // (section, offset, data) of every packet, in seq order.
@@ -304,8 +309,7 @@ impl Client {
             // The last packet asks for an ACK at once; the server acknowledges every 32
             // packets by itself, and half a window is a backstop.
             let ask = last || (seq as u32 + 1).is_multiple_of(config.window.div_ceil(2));
-            let header =
-                Header::v1(MessageType::Data, if ask { flags::ACK_REQUEST } else { 0 }, cookie, seq as u32);
+            let header = Header::v1(MessageType::Data, if ask { flags::ACK_REQUEST } else { 0 }, cookie, seq as u32);
             let slot = &mut wire[seq * stride..(seq + 1) * stride];
             let msg = Message::Data(Data { section, offset, data: &data[..n] });
             let len = proto(header.emit(slot, msg.wire_len(), |p| msg.emit(p)))?;
@@ -384,7 +388,8 @@ impl Client {
     }
 
     fn announce(&mut self) -> Result<()> {
-        let ranges = [MemoryRange { phys_start: self.pattern.base, length: self.pattern.len, virt_start: self.pattern.base }];
+        let ranges =
+            [MemoryRange { phys_start: self.pattern.base, length: self.pattern.len, virt_start: self.pattern.base }];
         let crash = Crash {
             kind: CrashKind::Panic,
             vector: 0,
@@ -412,9 +417,8 @@ impl Client {
         loop {
             // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes and the socket
             // is open; MSG_DONTWAIT makes the call return at once when nothing waits.
-            let n = unsafe {
-                libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
-            };
+            let n =
+                unsafe { libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 return match e.kind() {
@@ -482,7 +486,8 @@ impl Client {
             out.iov.clear();
             for &(first, _, bytes) in &out.groups {
                 let start = first as usize * self.stride;
-                out.iov.push(libc::iovec { iov_base: self.wire[start..].as_ptr() as *mut libc::c_void, iov_len: bytes });
+                out.iov
+                    .push(libc::iovec { iov_base: self.wire[start..].as_ptr() as *mut libc::c_void, iov_len: bytes });
             }
             out.control.resize(n, [0; 4]);
             out.msgs.clear();
@@ -539,7 +544,8 @@ impl Client {
     /// without progress. Returns how many went out.
     fn resend(&mut self, now: Instant, scratch: &mut [u8]) -> Result<u64> {
         let highest_sacked = (self.cumulative as usize..self.next as usize).rev().find(|&s| self.sacked[s]);
-        let timed_out = now.saturating_duration_since(self.rto_from.max(self.last_progress)) >= RTO && self.cumulative < self.next;
+        let timed_out =
+            now.saturating_duration_since(self.rto_from.max(self.last_progress)) >= RTO && self.cumulative < self.next;
         let end = if timed_out { Some(self.next as usize) } else { highest_sacked };
         let Some(end) = end else { return Ok(0) };
         let mut count = 0;

@@ -183,8 +183,7 @@ mod tests {
         assert!(md.contains("slowest ÷ fastest **0.91**"), "{md}");
         assert!(md.contains("**+1.0 MiB**"), "{md}");
 
-        let growing =
-            ScalingReport { nic: "e1000".into(), points: vec![point(64, 60.0, 5), point(4096, 30.0, 4100)] };
+        let growing = ScalingReport { nic: "e1000".into(), points: vec![point(64, 60.0, 5), point(4096, 30.0, 4100)] };
         assert!(!growing.rate_is_flat() && !growing.rss_is_flat());
         let m = misses(&growing);
         assert_eq!(m.len(), 2, "{m:?}");
