@@ -62,30 +62,27 @@ impl Outbox {
     /// The datagrams waiting, up to [`RecvBatch::SLOTS`], with one `recvmmsg(2)`; 0 when
     /// none waits (never `WouldBlock`).
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        const SLOTS: usize = RecvBatch::SLOTS;
         batch.received = 0;
-        let slots = RecvBatch::SLOTS;
-        for i in 0..slots {
-            batch.iov[i] = libc::iovec {
-                iov_base: batch.bufs[i * RecvBatch::SLOT_LEN..].as_mut_ptr().cast(),
-                iov_len: RecvBatch::SLOT_LEN,
-            };
-            // SAFETY: an all-zero msghdr is valid; the pointers set below stay valid for
-            // the call (the batch's vectors are not resized while it runs).
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; SLOTS];
+        // SAFETY: an all-zero mmsghdr is a valid value (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+        let slots = batch.bufs.chunks_exact_mut(RecvBatch::SLOT_LEN);
+        for (((buf, v), m), name) in slots.zip(iov.iter_mut()).zip(msgs.iter_mut()).zip(batch.names.iter_mut()) {
+            *v = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            m.msg_hdr.msg_iov = &mut batch.iov[i];
+            m.msg_hdr.msg_iov = v;
             m.msg_hdr.msg_iovlen = 1;
-            batch.msgs[i] = m;
         }
-        // SAFETY: `msgs` holds `slots` mmsghdrs whose name and iovec pointers point into
-        // the batch's own buffers (each iovec `SLOT_LEN` bytes inside `bufs`), all alive
-        // and unmoved during the call; a null timeout with MSG_DONTWAIT returns at once.
+        // SAFETY: `msgs` holds SLOTS mmsghdrs whose name and iovec pointers point at the
+        // batch's own buffers (each iovec one `SLOT_LEN` slot of `bufs`) and at `iov`, all
+        // alive and unmoved during the call; a null timeout with MSG_DONTWAIT returns at once.
         let rc = unsafe {
             libc::recvmmsg(
                 self.socket.as_raw_fd(),
-                batch.msgs.as_mut_ptr(),
-                slots as libc::c_uint,
+                msgs.as_mut_ptr(),
+                SLOTS as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -98,6 +95,10 @@ impl Outbox {
             };
         }
         batch.received = rc as usize;
+        for (len, m) in batch.lens.iter_mut().zip(&msgs[..batch.received]) {
+            let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            *len = if truncated { RecvBatch::SLOT_LEN } else { (m.msg_len as usize).min(RecvBatch::SLOT_LEN) };
+        }
         Ok(batch.received)
     }
 
@@ -161,9 +162,9 @@ impl Outbox {
 /// the largest datagram accepted, so that a longer one is seen (and dropped as oversized).
 pub struct RecvBatch {
     bufs: Vec<u8>,
-    iov: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
-    msgs: Vec<libc::mmsghdr>,
+    /// Bytes of each datagram received (a slot's length for one cut short).
+    lens: Vec<usize>,
     received: usize,
 }
 
@@ -175,12 +176,9 @@ impl RecvBatch {
     pub fn new() -> RecvBatch {
         RecvBatch {
             bufs: vec![0; Self::SLOTS * Self::SLOT_LEN],
-            iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; Self::SLOTS],
             // SAFETY: an all-zero sockaddr_storage is a valid value (family AF_UNSPEC).
             names: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
-            // SAFETY: an all-zero mmsghdr is a valid value (null pointers, zero lengths);
-            // `recv_batch` sets every pointer before the call.
-            msgs: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
+            lens: vec![0; Self::SLOTS],
             received: 0,
         }
     }
@@ -198,13 +196,8 @@ impl RecvBatch {
     /// IPv4 or IPv6). A datagram longer than a slot is cut to the slot, one byte longer
     /// than any accepted.
     pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
-        let m = &self.msgs[i];
-        let mut len = (m.msg_len as usize).min(Self::SLOT_LEN);
-        if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            len = Self::SLOT_LEN;
-        }
-        let data = &self.bufs[i * Self::SLOT_LEN..i * Self::SLOT_LEN + len];
-        (data, socket_addr(&self.names[i]))
+        let start = i * Self::SLOT_LEN;
+        (&self.bufs[start..start + self.lens[i]], socket_addr(&self.names[i]))
     }
 }
 
