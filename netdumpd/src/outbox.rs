@@ -59,6 +59,49 @@ impl Outbox {
         self.socket.recv_from(buf)
     }
 
+    /// The datagrams waiting, up to [`RecvBatch::SLOTS`], with one `recvmmsg(2)`; 0 when
+    /// none waits (never `WouldBlock`).
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        const SLOTS: usize = RecvBatch::SLOTS;
+        batch.received = 0;
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; SLOTS];
+        // SAFETY: an all-zero mmsghdr is a valid value (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+        let slots = batch.bufs.chunks_exact_mut(RecvBatch::SLOT_LEN);
+        for (((buf, v), m), name) in slots.zip(iov.iter_mut()).zip(msgs.iter_mut()).zip(batch.names.iter_mut()) {
+            *v = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs` holds SLOTS mmsghdrs whose name and iovec pointers point at the
+        // batch's own buffers (each iovec one `SLOT_LEN` slot of `bufs`) and at `iov`, all
+        // alive and unmoved during the call; a null timeout with MSG_DONTWAIT returns at once.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                SLOTS as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        batch.received = rc as usize;
+        for (len, m) in batch.lens.iter_mut().zip(&msgs[..batch.received]) {
+            let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            *len = if truncated { RecvBatch::SLOT_LEN } else { (m.msg_len as usize).min(RecvBatch::SLOT_LEN) };
+        }
+        Ok(batch.received)
+    }
+
     /// Waits at most `timeout` for a datagram (ppoll(2), microsecond resolution); false
     /// when the time passed or a signal came first.
     pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
@@ -112,6 +155,80 @@ impl Outbox {
         if self.take_unsolicited() {
             self.send(to, wire, cookie, seq, reply);
         }
+    }
+}
+
+/// Buffers for [`Outbox::recv_batch`]: a slot per datagram, each one byte longer than
+/// the largest datagram accepted, so that a longer one is seen (and dropped as oversized).
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    /// Bytes of each datagram received (a slot's length for one cut short).
+    lens: Vec<usize>,
+    received: usize,
+}
+
+impl RecvBatch {
+    /// Datagrams one `recvmmsg(2)` takes at most.
+    pub const SLOTS: usize = 64;
+    const SLOT_LEN: usize = MAX_DATAGRAM + 1;
+
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![0; Self::SLOTS * Self::SLOT_LEN],
+            // SAFETY: an all-zero sockaddr_storage is a valid value (family AF_UNSPEC).
+            names: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
+            lens: vec![0; Self::SLOTS],
+            received: 0,
+        }
+    }
+
+    /// How many datagrams the last receive brought.
+    pub fn len(&self) -> usize {
+        self.received
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.received == 0
+    }
+
+    /// Datagram `i` of the last receive and its source (`None` for a source that is not
+    /// IPv4 or IPv6). A datagram longer than a slot is cut to the slot, one byte longer
+    /// than any accepted.
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let start = i * Self::SLOT_LEN;
+        (&self.bufs[start..start + self.lens[i]], socket_addr(&self.names[i]))
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The address in a `sockaddr_storage` the kernel filled.
+fn socket_addr(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(sa.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+            // and aligned enough for.
+            let a = unsafe { &*(sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 

@@ -60,9 +60,12 @@ enum Cmd {
         #[arg(long)]
         nic: Vec<String>,
         /// Only these parts of the bench (e.g. `--part nic --part footprint`); default:
-        /// every part. Parts: nic, smp, ingest, footprint.
+        /// every part. Parts: nic, smp, ingest, scaling, footprint.
         #[arg(long)]
         part: Vec<String>,
+        /// Guest sizes of the scaling part, MiB (default 64, 256, 1024 and 4096).
+        #[arg(long, value_delimiter = ',')]
+        scaling_mib: Vec<u32>,
     },
     /// Print the module graph (`crate::` edges between top-level modules) of each crate
     /// and fail if one has a cycle.
@@ -286,7 +289,7 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn bench(nics: &[String], parts: &[String]) -> Result<()> {
+fn bench(nics: &[String], parts: &[String], scaling_mib: &[u32]) -> Result<()> {
     use netdump_qemu_harness::bench;
     tools::ensure_qemu_and_gdb()?;
     let a = build()?;
@@ -312,8 +315,20 @@ fn bench(nics: &[String], parts: &[String]) -> Result<()> {
         }
     }
     if part("ingest") {
-        report.ingest = bench::bench_ingest(&env, 4, 64 << 20)?;
-        println!("bench: server ingest {:.1} MB/s", report.ingest.aggregate_mb_s);
+        // The ingest part measures a QEMU client itself when no NIC part ran.
+        report.ingest = bench::bench_ingest(&env, bench::FLEET, 4, report.nics.is_empty())?;
+        let i = &report.ingest;
+        println!(
+            "bench: server ingest {:.1} MB/s, {:.2} CPU s per GB ({:.0} MB/s per core), peak RSS {} MiB",
+            i.aggregate_mb_s,
+            i.server_cpu_s_per_gb,
+            i.capacity_mb_s_per_core(),
+            i.server_peak_rss >> 20
+        );
+    }
+    if part("scaling") {
+        let sizes = if scaling_mib.is_empty() { &bench::scaling::SIZES_MIB[..] } else { scaling_mib };
+        report.scaling = bench::scaling::run(&env, NicModel::E1000, sizes, &mut |line| println!("bench: {line}"))?;
     }
     if part("footprint") {
         report.footprint = bench::footprint(&env.example_kernel)?;
@@ -443,7 +458,7 @@ fn main() -> Result<()> {
         Cmd::Lint => lint(),
         Cmd::Package => package(),
         Cmd::QemuTest { qemu } => qemu_test(&qemu),
-        Cmd::Bench { nic, part } => bench(&nic, &part),
+        Cmd::Bench { nic, part, scaling_mib } => bench(&nic, &part, &scaling_mib),
         Cmd::Modgraph { dirs } => modgraph::run(&workspace_root(), &dirs),
         Cmd::Busy => busy(),
     }

@@ -12,7 +12,6 @@ mod register;
 mod stream;
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +30,7 @@ use crate::dedup::DedupIndex;
 use crate::jobs::JobPool;
 use crate::keys::ServerKeys;
 use crate::limits::{RateBudget, SourceBudget};
-use crate::outbox::{Outbox, Wire};
+use crate::outbox::{Outbox, RecvBatch, Wire};
 use crate::registry::{Registry, RegistryLimits};
 use crate::session::Session;
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
@@ -87,7 +86,8 @@ pub struct Server {
     stats: Arc<ServerStats>,
     stop: Arc<AtomicBool>,
     warn: WarnLimiter,
-    recv_buf: Vec<u8>,
+    /// Where `recvmmsg(2)` puts a burst's datagrams.
+    recv_batch: Option<Box<RecvBatch>>,
     /// The plaintext of a sealed packet, once opened.
     open_buf: Vec<u8>,
     /// The static keys of encrypted sessions (`[encryption] private_keys`).
@@ -190,8 +190,7 @@ impl Server {
             stats,
             stop: Arc::new(AtomicBool::new(false)),
             warn: WarnLimiter::new(Duration::from_secs(1)),
-            // One byte more than the largest datagram allowed, so that a longer one is seen.
-            recv_buf: vec![0; 65536],
+            recv_batch: Some(Box::default()),
             open_buf: vec![0; MAX_DATAGRAM],
             keys,
             retention,
@@ -265,12 +264,26 @@ impl Server {
     /// One turn of the loop: wait for a packet (at most the poll interval), drain the
     /// burst, acknowledge, expire.
     fn turn(&mut self) -> anyhow::Result<()> {
-        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut batch = self.recv_batch.take().unwrap_or_default();
         if self.outbox.wait_readable(self.receive_timeout())? {
-            for _ in 0..MAX_BURST {
-                match self.outbox.recv_from(&mut buf) {
-                    Ok((n, from)) => self.handle(&buf[..n], from, Instant::now()),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => break,
+            // Up to MAX_BURST datagrams, a batch of them per recvmmsg(2).
+            let mut taken = 0;
+            while taken < MAX_BURST {
+                match self.outbox.recv_batch(&mut batch) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        taken += n;
+                        let now = Instant::now();
+                        for i in 0..n {
+                            match batch.get(i) {
+                                (datagram, Some(from)) => self.handle(datagram, from, now),
+                                (_, None) => self.stats.packet_received(),
+                            }
+                        }
+                        if n < RecvBatch::SLOTS {
+                            break;
+                        }
+                    }
                     // ICMP errors for earlier sends surface here on some systems; not fatal.
                     Err(e) => {
                         tracing::debug!("receive error: {e}");
@@ -279,7 +292,7 @@ impl Server {
                 }
             }
         }
-        self.recv_buf = buf;
+        self.recv_batch = Some(batch);
         self.after_burst();
         Ok(())
     }

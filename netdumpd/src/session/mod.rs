@@ -367,10 +367,7 @@ impl Session {
                     // spoofs the client's address take the seq a real packet needs.
                     Err(StoreError::OutOfRange) => return self.drop_data(DropReason::OutOfRange, false),
                     Err(StoreError::Io(e)) => {
-                        let what = format!("write error: {e}");
-                        tracing::error!(client = %self.client.name, "dump abandoned: {what}");
-                        self.write_error = Some(what.clone());
-                        self.fail(FinishStatus::WriteError, what, now);
+                        self.write_failed(e, now);
                         return DataOutcome { ack_now: true, dropped: None };
                     }
                 }
@@ -381,6 +378,18 @@ impl Session {
         self.ack_due = true;
         self.ack_owed_since.get_or_insert(now);
         DataOutcome { ack_now: ack_request || self.since_ack >= ACK_EVERY, dropped: None }
+    }
+
+    /// A write to the dump's files failed: the dump is abandoned (FINISH will say
+    /// `WRITE_ERROR`, ACKs say `STOP`).
+    fn write_failed(&mut self, e: std::io::Error, now: Instant) {
+        if self.phase != Phase::Receiving {
+            return;
+        }
+        let what = format!("write error: {e}");
+        tracing::error!(client = %self.client.name, "dump abandoned: {what}");
+        self.write_error = Some(what.clone());
+        self.fail(FinishStatus::WriteError, what, now);
     }
 
     fn drop_data(&mut self, reason: DropReason, ack_now: bool) -> DataOutcome {
@@ -447,8 +456,16 @@ impl Session {
         Some(if self.window.has_gaps() { since } else { since + ACK_DELAY })
     }
 
-    /// The ACK to send now; clears what is owed.
+    /// The ACK to send now; clears what is owed. What the ACK covers is written first
+    /// (the vmcore's gathered bytes, [`DumpFiles::write_vmcore`]): an ACK promises that
+    /// the data is in the dump's file. A write that fails there ends the dump, and the
+    /// ACK says `STOP`.
     pub fn take_ack(&mut self) -> AckReply {
+        if let Some(files) = self.output.as_mut().and_then(|o| o.files.as_mut())
+            && let Err(e) = files.flush()
+        {
+            self.write_failed(e, Instant::now());
+        }
         self.ack_due = false;
         self.ack_owed_since = None;
         self.since_ack = 0;
@@ -509,7 +526,7 @@ impl Session {
         let mut status = status;
         let mut why = why;
         if status == FinishStatus::Verified
-            && let Some(files) = self.output.as_ref().and_then(|o| o.files.as_ref())
+            && let Some(files) = self.output.as_mut().and_then(|o| o.files.as_mut())
             && let Err(e) = files.publish_vmcore()
         {
             status = FinishStatus::WriteError;

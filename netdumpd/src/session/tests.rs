@@ -775,3 +775,65 @@ fn the_log_note_groups_consecutive_cpus_in_one_state() {
     );
     assert_eq!(registers::missing_note(&cpus[4..5]), None);
 }
+
+/// The bytes of the vmcore file that hold `len` bytes of memory at `phys`.
+fn vmcore_memory(s: &Session, phys: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let at = s.output.as_ref().unwrap().layout.memory_offset(phys, len as u64).unwrap();
+    let name = if dump_path(s).join(VMCORE).exists() { VMCORE } else { VMCORE_INCOMPLETE };
+    let f = std::fs::File::open(dump_path(s).join(name)).unwrap();
+    let mut buf = vec![0; len];
+    f.read_exact_at(&mut buf, at).unwrap();
+    buf
+}
+
+/// A page sent in three packets, in order (the writes are gathered), from `seq`.
+fn page_in_pieces(seq: u32, phys: u64, tag: u8) -> Vec<Packet> {
+    let p = page(tag);
+    vec![
+        Packet::new(seq, Section::Memory, phys, p[..1432].to_vec()),
+        Packet::new(seq + 1, Section::Memory, phys + 1432, p[1432..2864].to_vec()),
+        Packet::new(seq + 2, Section::Memory, phys + 2864, p[2864..].to_vec()),
+    ]
+}
+
+#[test]
+fn an_ack_covers_only_data_already_in_the_vmcore() {
+    let dir = TestDir::new("session-ack-written");
+    let mut s = start(&dir, Verdict::DumpAll);
+    for p in page_in_pieces(0, 0x1000, 9) {
+        assert_eq!(p.send(&mut s, 0), DataOutcome { ack_now: false, dropped: None });
+    }
+    let ack = s.take_ack();
+    assert_eq!(ack.cumulative, 3);
+    assert_eq!(vmcore_memory(&s, 0x1000, PAGE), page(9), "acknowledged, so in the file");
+}
+
+#[test]
+fn a_dump_that_ends_without_finish_keeps_what_it_gathered() {
+    let dir = TestDir::new("session-abort-gathered");
+    let mut s = start(&dir, Verdict::DumpAll);
+    for p in page_in_pieces(0, 0x2000, 5) {
+        p.send(&mut s, 0);
+    }
+    s.on_abort(peer(), abort_reason::NIC_ERROR, b"", Instant::now()).unwrap();
+    assert_eq!(vmcore_memory(&s, 0x2000, PAGE), page(5));
+}
+
+#[test]
+fn gathered_and_scattered_writes_land_in_the_order_they_were_made() {
+    let dir = TestDir::new("session-write-order");
+    let mut s = start(&dir, Verdict::DumpAll);
+    // Two packets that continue each other (gathered), then one that overwrites the
+    // middle of both (written elsewhere: what was gathered goes first), then more.
+    let packets = vec![
+        Packet::new(0, Section::Memory, 0x3000, vec![1; 1000]),
+        Packet::new(1, Section::Memory, 0x3000 + 1000, vec![2; 1000]),
+        Packet::new(2, Section::Memory, 0x3000 + 500, vec![3; 1000]),
+        Packet::new(3, Section::Memory, 0x3000 + 1500, vec![4; 1000]),
+    ];
+    send_and_finish(&mut s, &packets);
+    let got = vmcore_memory(&s, 0x3000, 2500);
+    let want: Vec<u8> = [vec![1; 500], vec![3; 1000], vec![4; 1000]].concat();
+    assert_eq!(got, want);
+}

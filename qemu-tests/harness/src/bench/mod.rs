@@ -4,10 +4,13 @@
 //! Every figure that a target compares is a ratio of two measurements taken in the same
 //! run on the same machine, so the report stays meaningful on a loaded or slow host.
 
+pub mod scaling;
+
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, Faults, ProxyConfig};
 use crate::qemu::{NicModel, QemuRun};
+use crate::replayer::{Fleet, FleetConfig, peak_rss_bytes, process_cpu_seconds};
 use anyhow::{Context, Result, bail, ensure};
 use netdump_test_pattern::Pattern;
 use serde::Serialize;
@@ -75,11 +78,30 @@ impl NicReport {
     }
 }
 
+/// The ingest part: simulated clients replaying prebuilt streams into one netdumpd.
 #[derive(Debug, Default, Serialize)]
 pub struct IngestReport {
     pub clients: usize,
     pub bytes: u64,
     pub seconds: f64,
+    pub aggregate_mb_s: f64,
+    /// netdumpd's user + system CPU seconds per GB received.
+    pub server_cpu_s_per_gb: f64,
+    pub datagrams: u64,
+    pub retransmissions: u64,
+    /// netdumpd's peak resident set (VmHWM) at the end of the run, bytes.
+    pub server_peak_rss: u64,
+    /// The real client over loopback, as a secondary line.
+    pub host: Option<HostIngest>,
+    /// A populated 256 MiB e1000 dump in QEMU measured by this part (when no NIC part
+    /// ran, the client rate the aggregate is compared with).
+    pub reference_client_mb_s: f64,
+}
+
+/// Real clients (netdump-core over a UDP socket) dumping at once into one netdumpd.
+#[derive(Debug, Default, Serialize)]
+pub struct HostIngest {
+    pub clients: usize,
     pub aggregate_mb_s: f64,
     pub server_cpu_s_per_gb: f64,
 }
@@ -117,6 +139,7 @@ pub struct Report {
     pub nics: Vec<NicReport>,
     pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
+    pub scaling: scaling::ScalingReport,
     pub footprint: FootprintReport,
     pub seconds: f64,
 }
@@ -133,6 +156,8 @@ mod target {
     pub const OVER_BATCHES: f64 = 3.0;
     /// netdumpd's ingest at least this many times the fastest QEMU client.
     pub const INGEST_OVER_CLIENT: f64 = 5.0;
+    /// netdumpd's ingest per core of its own CPU, MB/s, at least.
+    pub const INGEST_MB_S_PER_CORE: f64 = 500.0;
     /// Bytes of core + e1000 `.text`, and preallocated for the crash path, at most.
     pub const TEXT_BYTES: u64 = 32768;
     pub const PREALLOCATED_BYTES: u64 = 262144;
@@ -156,13 +181,25 @@ fn timed_dump(
     extra: &str,
     faults: Option<Faults>,
 ) -> Result<(f64, u64)> {
-    timed_dump_encrypted(env, nic, label, memory_mib, pattern, extra, faults, false)
+    timed_dump_encrypted(env, nic, label, memory_mib, pattern, extra, faults, false).map(|r| (r.seconds, r.bytes))
+}
+
+/// What one timed dump measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DumpRun {
+    /// The client's data phase.
+    pub seconds: f64,
+    pub bytes: u64,
+    /// netdumpd's user + system CPU over its whole life (start, the dump, the verification).
+    pub server_cpu_s: f64,
+    /// netdumpd's peak resident set (VmHWM), bytes.
+    pub server_peak_rss: u64,
 }
 
 /// [`timed_dump`], encrypted when `encrypted` (a key made with `netdumpd keygen`, pinned
 /// by the kernel).
 #[allow(clippy::too_many_arguments)]
-fn timed_dump_encrypted(
+pub(crate) fn timed_dump_encrypted(
     env: &BenchEnv,
     nic: NicModel,
     label: &str,
@@ -171,7 +208,7 @@ fn timed_dump_encrypted(
     extra: &str,
     faults: Option<Faults>,
     encrypted: bool,
-) -> Result<(f64, u64)> {
+) -> Result<DumpRun> {
     let dir = env.work_dir.join(format!("{label}-{}", nic.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -214,6 +251,8 @@ fn timed_dump_encrypted(
         capture: None,
     }
     .run()?;
+    let server_cpu_s = process_cpu_seconds(server.pid())?;
+    let server_peak_rss = peak_rss_bytes(server.pid())?;
     let log = server.stop();
     ensure!(
         q.exit_code == Some(0x10),
@@ -231,7 +270,7 @@ fn timed_dump_encrypted(
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse::<u64>().ok())
         .context("no data phase time")?;
-    Ok((us as f64 / 1e6, bytes))
+    Ok(DumpRun { seconds: us as f64 / 1e6, bytes, server_cpu_s, server_peak_rss })
 }
 
 /// Boots the 4-CPU test kernel `runs` times per stop target, the boot CPU panicking while
@@ -410,8 +449,8 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
         r.dump_software_checksum_mb_s = Some(best.1);
         log(&format!("{}: 256 MiB dump with software UDP checksums {:.1} MB/s", nic.name(), best.1));
     }
-    let (s, bytes) = timed_dump_encrypted(env, nic, "dump256-encrypted", 320, full(mib(256)), "", None, true)?;
-    r.dump_encrypted_mb_s = bytes as f64 / s / 1e6;
+    let run = timed_dump_encrypted(env, nic, "dump256-encrypted", 320, full(mib(256)), "", None, true)?;
+    r.dump_encrypted_mb_s = run.bytes as f64 / run.seconds / 1e6;
     log(&format!(
         "{}: 256 MiB encrypted dump {:.1} MB/s ({:.2} of plaintext)",
         nic.name(),
@@ -452,9 +491,50 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
     Ok(r)
 }
 
-/// N host clients (the real client over loopback) dump at once into one netdumpd.
-pub fn bench_ingest(env: &BenchEnv, clients: usize, per_client: u64) -> Result<IngestReport> {
+/// The fleet of the ingest part: simulated clients (the replayer) that send prebuilt
+/// streams, so that netdumpd and not the clients is what is measured.
+pub const FLEET: FleetConfig = FleetConfig { clients: 4, per_client: 128 << 20, window: 256, datagram: 1472 };
+
+/// N simulated clients ([`crate::replayer`]) dump at once into one netdumpd; every dump is
+/// then read back and compared with its pattern bit by bit. With `host_clients`, also
+/// that many real clients over loopback (a secondary line: they share the cores with
+/// netdumpd). With `reference`, also one populated 256 MiB e1000 dump in QEMU, the client
+/// rate the aggregate is compared with when no NIC part ran.
+pub fn bench_ingest(env: &BenchEnv, fleet: FleetConfig, host_clients: usize, reference: bool) -> Result<IngestReport> {
     let dir = env.work_dir.join("ingest");
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
+    let mut f = Fleet::build(fleet, server.addr())?;
+    let run = f.run(server.pid())?;
+    f.verify(&server.dir).context("a replayed dump differs from what was sent")?;
+    let peak_rss = peak_rss_bytes(server.pid())?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut r = IngestReport {
+        clients: fleet.clients,
+        bytes: run.bytes,
+        seconds: run.seconds,
+        aggregate_mb_s: run.bytes as f64 / run.seconds / 1e6,
+        server_cpu_s_per_gb: run.server_cpu_s / (run.bytes as f64 / 1e9),
+        datagrams: run.datagrams,
+        retransmissions: run.retransmissions,
+        server_peak_rss: peak_rss,
+        ..Default::default()
+    };
+    if host_clients > 0 {
+        r.host = Some(ingest_host_clients(env, host_clients, 32 << 20)?);
+    }
+    if reference {
+        let full = Pattern { base: mib(32), len: mib(256), seed: 0xbe9c, zero_every: 0 };
+        let (s, bytes) = timed_dump(env, NicModel::E1000, "ingest-reference", 320, full, "", None)?;
+        r.reference_client_mb_s = bytes as f64 / s / 1e6;
+    }
+    Ok(r)
+}
+
+/// N host clients (the real client over loopback) dump at once into one netdumpd.
+fn ingest_host_clients(env: &BenchEnv, clients: usize, per_client: u64) -> Result<HostIngest> {
+    let dir = env.work_dir.join("ingest-host");
     let _ = std::fs::remove_dir_all(&dir);
     let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
     let addr = format!("127.0.0.1:{}", server.port).parse()?;
@@ -478,24 +558,13 @@ pub fn bench_ingest(env: &BenchEnv, clients: usize, per_client: u64) -> Result<I
     let seconds = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds(server.pid())? - cpu_before;
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
     let bytes: u64 = results.into_iter().collect::<Result<Vec<_>>>()?.into_iter().sum();
-    Ok(IngestReport {
+    Ok(HostIngest {
         clients,
-        bytes,
-        seconds,
         aggregate_mb_s: bytes as f64 / seconds / 1e6,
         server_cpu_s_per_gb: cpu / (bytes as f64 / 1e9),
     })
-}
-
-/// utime + stime of a process, from /proc.
-fn process_cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit(')').next().context("bad /proc stat")?;
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok(ticks as f64 / 100.0)
 }
 
 /// Which component a (demangled) symbol belongs to.
@@ -620,22 +689,8 @@ pub fn markdown(r: &Report) -> String {
             mark(n.latency_batch_s / best >= target::OVER_BATCHES),
         );
     }
-    let i = &r.ingest;
-    let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
-    if i.clients > 0 {
-        s += &format!(
-            "\n## Server ingest\n\n{} concurrent host clients (the real client over loopback): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate, {:.2} CPU s per GB in netdumpd; {:.1}× the fastest QEMU client (target ≥ 5) {}\n\nThe clients share the machine's cores with netdumpd; netdumpd's own CPU cost puts its capacity at about **{:.0} MB/s per core** ({:.1}× the fastest QEMU client).\n",
-            i.clients,
-            i.bytes as f64 / (1 << 20) as f64,
-            i.seconds,
-            i.aggregate_mb_s,
-            i.server_cpu_s_per_gb,
-            if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 },
-            mark(fastest > 0.0 && i.aggregate_mb_s / fastest >= target::INGEST_OVER_CLIENT),
-            i.capacity_mb_s_per_core(),
-            if fastest > 0.0 { i.capacity_mb_s_per_core() / fastest } else { 0.0 }
-        );
-    }
+    s += &ingest_markdown(r);
+    s += &scaling::markdown(&r.scaling);
     if !r.smp_stop.runs.is_empty() {
         s += "\n## Stopping the other CPUs (4 CPUs, e1000)\n\nFrom the panic to every other CPU stopped by NMI with its registers saved, µs, each run:\n\n| stop target | runs (µs) | median µs |\n|---|---|---|\n";
         for (target, times) in &r.smp_stop.runs {
@@ -682,6 +737,44 @@ pub fn markdown(r: &Report) -> String {
     s += &costs_markdown(r);
     s += &misses_markdown(r);
     s += &format!("\nBench wall time: {:.0} s.\n", r.seconds);
+    s
+}
+
+/// The fastest QEMU client of this run: the best NIC's 256 MiB dump, or the ingest
+/// part's own e1000 reference when no NIC part ran.
+fn fastest_client_mb_s(r: &Report) -> f64 {
+    r.nics.iter().map(|n| n.dump_mb_s).fold(r.ingest.reference_client_mb_s, f64::max)
+}
+
+fn ingest_markdown(r: &Report) -> String {
+    let i = &r.ingest;
+    if i.clients == 0 {
+        return String::new();
+    }
+    let fastest = fastest_client_mb_s(r);
+    let ratio = if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 };
+    let mut s = format!(
+        "\n## Server ingest\n\n{} simulated clients (the bench's replayer: prebuilt DATA streams sent with `sendmmsg`, ACKs read and what they show missing resent, every dump read back and compared bit by bit): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate; netdumpd used {:.2} CPU s per GB, **{:.0} MB/s per core** of its own CPU (target ≥ 500) {}; {} datagrams, {} resent; netdumpd's peak RSS {:.1} MiB.\n\nAggregate {:.1}× the fastest QEMU client ({:.1} MB/s; target ≥ 5) {}.\n",
+        i.clients,
+        i.bytes as f64 / (1 << 20) as f64,
+        i.seconds,
+        i.aggregate_mb_s,
+        i.server_cpu_s_per_gb,
+        i.capacity_mb_s_per_core(),
+        mark(i.capacity_mb_s_per_core() >= target::INGEST_MB_S_PER_CORE),
+        i.datagrams,
+        i.retransmissions,
+        i.server_peak_rss as f64 / (1 << 20) as f64,
+        ratio,
+        fastest,
+        mark(fastest > 0.0 && ratio >= target::INGEST_OVER_CLIENT),
+    );
+    if let Some(h) = &i.host {
+        s += &format!(
+            "\nWith {} real clients instead (netdump-core's client over loopback, sharing the cores with netdumpd): {:.1} MB/s aggregate, {:.2} CPU s per GB in netdumpd.\n",
+            h.clients, h.aggregate_mb_s, h.server_cpu_s_per_gb
+        );
+    }
     s
 }
 
@@ -761,12 +854,18 @@ fn misses_markdown(r: &Report) -> String {
             ));
         }
     }
-    let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
+    let fastest = fastest_client_mb_s(r);
     let i = &r.ingest;
     if i.clients > 0 && fastest > 0.0 && i.aggregate_mb_s / fastest < target::INGEST_OVER_CLIENT {
         v.push(format!(
-            "server ingest {:.1}× the fastest QEMU client (target ≥ 5): the {} host clients run the real client code on the same two cores as netdumpd, so the aggregate measures the clients as much as the server; netdumpd's own cost ({:.2} CPU s per GB) is {:.0} MB/s per core, {:.1}× the fastest client.",
-            i.aggregate_mb_s / fastest, i.clients, i.server_cpu_s_per_gb, i.capacity_mb_s_per_core(), i.capacity_mb_s_per_core() / fastest
+            "server ingest {:.1}× the fastest QEMU client (target ≥ 5): {:.1} MB/s from {} simulated clients, netdumpd at {:.2} CPU s per GB ({:.0} MB/s per core); the replayer and netdumpd share the machine's cores.",
+            i.aggregate_mb_s / fastest, i.aggregate_mb_s, i.clients, i.server_cpu_s_per_gb, i.capacity_mb_s_per_core()
+        ));
+    }
+    if i.clients > 0 && i.capacity_mb_s_per_core() < target::INGEST_MB_S_PER_CORE {
+        v.push(format!(
+            "netdumpd ingest {:.0} MB/s per core of its own CPU (target ≥ 500): {:.2} CPU s per GB; docs/PERFORMANCE.md has the profile.",
+            i.capacity_mb_s_per_core(), i.server_cpu_s_per_gb
         ));
     }
     let f = &r.footprint;
@@ -787,6 +886,7 @@ fn misses_markdown(r: &Report) -> String {
             target::PREALLOCATED_BYTES
         ));
     }
+    v.extend(scaling::misses(&r.scaling));
     if v.is_empty() {
         return "\n## Targets\n\nEvery target was met in this run.\n".into();
     }
@@ -851,11 +951,13 @@ mod tests {
                 seconds: 1.0,
                 aggregate_mb_s: 1000.0,
                 server_cpu_s_per_gb: 1.0,
+                ..Default::default()
             },
             footprint,
             smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
             encryption_text: 40_000,
             seconds: 1.0,
+            ..Default::default()
         }
     }
 
