@@ -14,7 +14,9 @@
 //!   overflowing a queue instead of finding it by loss.
 //! - **Loss reduces only with evidence of a queue.** A hole reported by selective
 //!   acknowledgement while later packets arrive halves the window only when the queue
-//!   delay is above the threshold, or the hole is a run of at least [`LOSS_RUN`] packets
+//!   delay is above twice the threshold (growth stopped at once the threshold, so a queue
+//!   this high is one that grew anyway: another sender's, or a burst), or the hole is a
+//!   run of at least [`LOSS_RUN`] packets
 //!   lost back to back (what a full drop-tail queue does to a burst). An isolated hole on
 //!   a path without a queue is taken for random loss: the packet is sent again and the
 //!   window stays. At most one reduction per window of data: losses of packets sent
@@ -129,8 +131,14 @@ impl Congestion {
         }
     }
 
+    /// Growth stops above the threshold.
     fn queue_building(&self) -> bool {
         self.queue_delay_us() > self.queue_threshold()
+    }
+
+    /// A loss is congestion above twice the threshold.
+    fn queue_full(&self) -> bool {
+        self.queue_delay_us() > 2 * self.queue_threshold()
     }
 
     /// A round-trip sample of a packet sent once.
@@ -174,7 +182,7 @@ impl Congestion {
             self.stats.losses_in_recovery += loss.holes;
             return false;
         }
-        if loss.longest_run < LOSS_RUN && !self.queue_building() {
+        if loss.longest_run < LOSS_RUN && !self.queue_full() {
             self.stats.random_losses += loss.holes;
             return false;
         }
@@ -281,7 +289,7 @@ mod tests {
         ack_each(&mut c, 100, 1000);
         // RTT grows by 4 ms: a queue this sender filled.
         ack_each(&mut c, 8, 5000);
-        assert!(c.queue_delay_us() > c.queue_threshold());
+        assert!(c.queue_delay_us() > 2 * c.queue_threshold());
         assert!(c.on_loss(isolated(110), 170));
         assert_eq!(c.window(), 32);
     }

@@ -81,6 +81,9 @@ pub struct SackWindow<'a> {
     congestion: Congestion,
     /// Selective acks have reported every loss below this seq to `congestion`.
     losses_known_below: u32,
+    /// Packets in `base..next` already acknowledged (selectively): delivered, so out of
+    /// the network, though their slots stay taken until the hole before them is filled.
+    acked_in_flight: u32,
     /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
 }
@@ -104,6 +107,7 @@ impl<'a> SackWindow<'a> {
             next_due_us: 0,
             congestion: Congestion::new(limit),
             losses_known_below: 0,
+            acked_in_flight: 0,
             retransmissions: 0,
         }
     }
@@ -112,11 +116,21 @@ impl<'a> SackWindow<'a> {
     pub fn in_flight(&self) -> usize {
         (self.next - self.base) as usize
     }
+    /// Packets pushed and not acknowledged at all (cumulatively or selectively).
+    pub fn in_network(&self) -> usize {
+        self.in_flight() - self.acked_in_flight as usize
+    }
     /// True if the mode lets another packet out now: fewer than the congestion window
     /// in flight (sliding), fewer than the limit (fixed), or the batch not yet full (batch).
     pub fn can_push(&self) -> bool {
         match self.mode {
-            WindowMode::Sliding => self.in_flight() < self.congestion.window() as usize,
+            // The congestion window counts what is in the network (RFC 6675's "pipe"):
+            // packets selectively acknowledged past a hole have left it, so a loss does
+            // not stall the sender for the round trips its repair takes, as long as
+            // slots are left.
+            WindowMode::Sliding => {
+                self.in_flight() < self.limit && self.in_network() < self.congestion.window() as usize
+            }
             WindowMode::Fixed => self.in_flight() < self.limit,
             WindowMode::Batch => self.is_empty() || (self.next - self.batch_start) < self.limit as u32,
         }
@@ -220,6 +234,7 @@ impl<'a> SackWindow<'a> {
             }
             slot.acked = true;
             effect.newly_acked += 1;
+            self.acked_in_flight += 1;
             if seq >= cumulative {
                 self.highest_sacked = Some(self.highest_sacked.map_or(seq, |h| h.max(seq)));
             }
@@ -231,6 +246,7 @@ impl<'a> SackWindow<'a> {
         }
         while self.base < self.next && self.slots[self.index(self.base)].acked {
             self.base += 1;
+            self.acked_in_flight -= 1;
         }
         if self.highest_sacked.is_some_and(|h| h < self.base) {
             self.highest_sacked = None;
@@ -533,7 +549,22 @@ mod tests {
         ack(&mut w, now + 4000, cum, &b[..8]);
         assert_eq!(w.congestion_window(), 32);
         assert_eq!(w.congestion_stats().reductions, 1);
-        assert!(!w.can_push(), "more in flight than the halved window");
+        assert_eq!(w.in_network(), 5, "the cumulative point and the run are not acknowledged");
+        assert!(!w.can_push(), "every slot is taken until the holes are repaired");
+    }
+
+    #[test]
+    fn selectively_acknowledged_packets_leave_the_congestion_window() {
+        let mut s = slots(64);
+        let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
+        assert_eq!(fill(&mut w, 0), 10);
+        // Packet 0 is lost, 1..10 arrived: only one is still in the network.
+        let b = bitmap(0, 1..10);
+        ack(&mut w, 1000, 0, &b[..2]);
+        assert_eq!((w.in_flight(), w.in_network()), (10, 1));
+        let more = fill(&mut w, 1000);
+        assert!(more >= 9, "the window keeps sending while the hole is repaired: {more}");
+        assert_eq!(w.in_network(), w.congestion_window());
     }
 
     #[test]
