@@ -4,6 +4,8 @@
 //! Every figure that a target compares is a ratio of two measurements taken in the same
 //! run on the same machine, so the report stays meaningful on a loaded or slow host.
 
+pub mod link;
+
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, Faults, ProxyConfig};
@@ -115,6 +117,8 @@ pub struct Report {
     /// `.text` bytes of the encryption code in the test kernel (which enables it).
     pub encryption_text: u64,
     pub nics: Vec<NicReport>,
+    /// How much of a rate-limited link each NIC's dump fills (`--part link`).
+    pub links: Vec<link::LinkReport>,
     pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
     pub footprint: FootprintReport,
@@ -679,6 +683,7 @@ pub fn markdown(r: &Report) -> String {
             r.encryption_text
         );
     }
+    s += &link::markdown(&r.links);
     s += &costs_markdown(r);
     s += &misses_markdown(r);
     s += &format!("\nBench wall time: {:.0} s.\n", r.seconds);
@@ -761,6 +766,7 @@ fn misses_markdown(r: &Report) -> String {
             ));
         }
     }
+    v.extend(link::misses(&r.links));
     let fastest = r.nics.iter().map(|n| n.dump_mb_s).fold(0.0, f64::max);
     let i = &r.ingest;
     if i.clients > 0 && fastest > 0.0 && i.aggregate_mb_s / fastest < target::INGEST_OVER_CLIENT {
@@ -845,6 +851,7 @@ mod tests {
         };
         Report {
             nics: vec![nic],
+            links: vec![],
             ingest: IngestReport {
                 clients: 4,
                 bytes: 1,
