@@ -514,11 +514,12 @@ mod tests {
     #[test]
     fn the_sliding_window_starts_small_and_grows_to_its_limit() {
         let mut s = slots(64);
-        let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
-        assert_eq!(fill(&mut w, 0), 10, "the initial window");
-        ack(&mut w, 1000, 10, &[]);
-        assert_eq!(fill(&mut w, 1000), 20, "doubled after a round trip");
-        drop(w);
+        {
+            let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
+            assert_eq!(fill(&mut w, 0), 10, "the initial window");
+            ack(&mut w, 1000, 10, &[]);
+            assert_eq!(fill(&mut w, 1000), 20, "doubled after a round trip");
+        }
         let mut w = grown(&mut s, 64);
         assert_eq!(fill(&mut w, 0), 64);
     }
