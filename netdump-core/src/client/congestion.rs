@@ -32,7 +32,7 @@
 /// Packets the window starts with (RFC 6928's initial window).
 pub const INITIAL_WINDOW: u32 = 10;
 /// The window never falls below this many packets (or the cap, if smaller).
-pub const FLOOR: u32 = 2;
+pub const FLOOR: u32 = 4;
 /// Packets lost back to back that mean a queue overflowed, whatever the delay says.
 pub const LOSS_RUN: u32 = 3;
 /// Queue delay below which a delay is taken for the noise of the path and the hosts,
