@@ -5,6 +5,7 @@
 //! dump:    reset NIC → CRASH ⇄ DECISION → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
 //! ```
 
+pub mod congestion;
 mod stream;
 pub mod window;
 

@@ -14,6 +14,7 @@ pub mod netdumpd;
 pub mod proxy;
 pub mod qemu;
 pub mod replayer;
+pub mod rate_limit;
 pub mod scenarios;
 pub mod suite;
 pub mod tools;

@@ -5,6 +5,7 @@
 //! run on the same machine, so the report stays meaningful on a loaded or slow host.
 
 pub mod scaling;
+pub mod link;
 
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
@@ -137,6 +138,8 @@ pub struct Report {
     /// `.text` bytes of the encryption code in the test kernel (which enables it).
     pub encryption_text: u64,
     pub nics: Vec<NicReport>,
+    /// How much of a rate-limited link each NIC's dump fills (`--part link`).
+    pub links: Vec<link::LinkReport>,
     pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
     pub scaling: scaling::ScalingReport,
@@ -231,7 +234,7 @@ pub(crate) fn timed_dump_encrypted(
     let proxy = match faults {
         Some(f) => Some(FaultProxy::start(
             format!("127.0.0.1:{}", server.port).parse()?,
-            ProxyConfig { seed: 6, to_server: f, to_client: f },
+            ProxyConfig { seed: 6, to_server: f, to_client: f, ..Default::default() },
         )?),
         None => None,
     };
@@ -734,6 +737,7 @@ pub fn markdown(r: &Report) -> String {
             r.encryption_text
         );
     }
+    s += &link::markdown(&r.links);
     s += &costs_markdown(r);
     s += &misses_markdown(r);
     s += &format!("\nBench wall time: {:.0} s.\n", r.seconds);
@@ -854,6 +858,7 @@ fn misses_markdown(r: &Report) -> String {
             ));
         }
     }
+    v.extend(link::misses(&r.links));
     let fastest = fastest_client_mb_s(r);
     let i = &r.ingest;
     if i.clients > 0 && fastest > 0.0 && i.aggregate_mb_s / fastest < target::INGEST_OVER_CLIENT {
@@ -945,6 +950,7 @@ mod tests {
         };
         Report {
             nics: vec![nic],
+            links: vec![],
             ingest: IngestReport {
                 clients: 4,
                 bytes: 1,
