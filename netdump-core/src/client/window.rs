@@ -5,7 +5,7 @@
 //! own stack, say) changed meanwhile — the stream CRC depends on it.
 
 pub use crate::config::RtoBounds;
-use crate::proto::Ack;
+use crate::proto::{Ack, Check};
 
 /// Largest DATA payload (sub-header + data) a slot holds: a 1500-byte MTU minus IPv4,
 /// UDP and the protocol header.
@@ -16,7 +16,7 @@ pub const SLOT_PAYLOAD: usize = 1500 - 20 - 8 - crate::proto::HEADER_LEN;
 pub struct PacketSlot {
     seq: u32,
     len: u16,
-    /// CRC-32 of the payload, computed once when the packet is made.
+    /// The payload's check (the window's [`Check`]), computed once when the packet is made.
     crc: u32,
     acked: bool,
     sends: u16,
@@ -73,6 +73,9 @@ pub struct SackWindow<'a> {
     next_due_us: u64,
     /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
+    /// The check each new payload gets (the session's: CRC-32 unless the server granted
+    /// XXH64); its packets must be sent with the header flags of the same check.
+    pub check: Check,
 }
 
 impl<'a> SackWindow<'a> {
@@ -93,6 +96,7 @@ impl<'a> SackWindow<'a> {
             bounds,
             next_due_us: 0,
             retransmissions: 0,
+            check: Check::Crc32,
         }
     }
 
@@ -144,7 +148,7 @@ impl<'a> SackWindow<'a> {
         let len = fill(&mut slot.payload)?.min(SLOT_PAYLOAD);
         slot.seq = seq;
         slot.len = len as u16;
-        slot.crc = crc32fast::hash(&slot.payload[..len]);
+        slot.crc = self.check.of(&slot.payload[..len]);
         slot.acked = false;
         slot.sends = 0;
         slot.sent_at_us = 0;
@@ -164,7 +168,7 @@ impl<'a> SackWindow<'a> {
         self.slots[self.index(seq)].payload()
     }
 
-    /// CRC-32 of `seq`'s payload.
+    /// The check of `seq`'s payload (see [`check`](Self::check)).
     pub fn payload_crc(&self, seq: u32) -> u32 {
         self.slots[self.index(seq)].crc
     }
