@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long)]
         nic: Vec<String>,
         /// Only these parts of the bench (e.g. `--part nic --part footprint`); default:
-        /// every part. Parts: nic, smp, ingest, footprint.
+        /// every part. Parts: nic, sender, smp, ingest, footprint.
         #[arg(long)]
         part: Vec<String>,
     },
@@ -298,6 +298,11 @@ fn bench(nics: &[String], parts: &[String]) -> Result<()> {
     for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
         if part("nic") {
             report.nics.push(bench::bench_nic(&env, nic, &mut |line| println!("bench: {line}"))?);
+        }
+    }
+    for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
+        if part("sender") {
+            report.sender.extend(bench::bench_sender(&env, nic, &mut |line| println!("bench: {line}"))?);
         }
     }
     if part("smp") {
