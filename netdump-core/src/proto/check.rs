@@ -26,9 +26,10 @@ pub enum Check {
 
 impl Check {
     /// The 32-bit check of `bytes`.
+    #[inline(never)]
     pub fn of(self, bytes: &[u8]) -> u32 {
         match self {
-            Check::Crc32 => crc32fast::hash(bytes),
+            Check::Crc32 => crc32::hash(bytes),
             Check::Xxh64 => xxh64(bytes, 0) as u32,
         }
     }
@@ -40,6 +41,75 @@ impl Check {
         buf[..20].copy_from_slice(&header_0_20[..20]);
         buf[20..].copy_from_slice(&payload_check.to_be_bytes());
         self.of(&buf)
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib): crc32fast's with the feature `fast-crc32`
+/// (slicing-by-16 tables, PCLMUL where the CPU has it: the server's choice), else a
+/// byte-at-a-time table of 1 KiB and a few dozen bytes of code (the kernel's: since
+/// XXH64 carries the dump, CRC-32 checks only the server's small replies, and every
+/// packet of a session that did not get XXH64).
+pub mod crc32 {
+    #[cfg(feature = "fast-crc32")]
+    pub use crc32fast::{Hasher, hash};
+
+    #[cfg(not(feature = "fast-crc32"))]
+    pub use compact::{Hasher, hash};
+
+    #[cfg(not(feature = "fast-crc32"))]
+    mod compact {
+        const fn table() -> [u32; 256] {
+            let mut t = [0u32; 256];
+            let mut i = 0;
+            while i < 256 {
+                let mut c = i as u32;
+                let mut k = 0;
+                while k < 8 {
+                    c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                    k += 1;
+                }
+                t[i] = c;
+                i += 1;
+            }
+            t
+        }
+        static TABLE: [u32; 256] = table();
+
+        /// A running CRC-32.
+        #[derive(Debug, Clone)]
+        pub struct Hasher(u32);
+
+        impl Default for Hasher {
+            fn default() -> Self {
+                Hasher(!0)
+            }
+        }
+
+        impl Hasher {
+            /// The CRC-32 of nothing yet.
+            pub fn new() -> Self {
+                Self::default()
+            }
+            /// Appends `bytes`.
+            pub fn update(&mut self, bytes: &[u8]) {
+                let mut c = self.0;
+                for &b in bytes {
+                    c = TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+                }
+                self.0 = c;
+            }
+            /// The CRC-32 of what was appended.
+            pub fn finalize(self) -> u32 {
+                !self.0
+            }
+        }
+
+        /// The CRC-32 of `bytes`.
+        pub fn hash(bytes: &[u8]) -> u32 {
+            let mut h = Hasher::new();
+            h.update(bytes);
+            h.finalize()
+        }
     }
 }
 
@@ -62,6 +132,9 @@ fn merge(acc: u64, val: u64) -> u64 {
 }
 
 /// XXH64 of `data` with `seed`, as the reference implementation (xxHash 0.8) computes it.
+///
+/// Never inlined: one copy serves the payload and the header checks (a kernel's code size).
+#[inline(never)]
 pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     let len = data.len() as u64;
     let mut rest = data;
@@ -69,10 +142,9 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
         let mut v = [seed.wrapping_add(P1).wrapping_add(P2), seed.wrapping_add(P2), seed, seed.wrapping_sub(P1)];
         let mut stripes = data.chunks_exact(32);
         for s in &mut stripes {
-            v[0] = round(v[0], le64(&s[0..8]));
-            v[1] = round(v[1], le64(&s[8..16]));
-            v[2] = round(v[2], le64(&s[16..24]));
-            v[3] = round(v[3], le64(&s[24..32]));
+            for (lane, w) in v.iter_mut().zip(s.chunks_exact(8)) {
+                *lane = round(*lane, le64(w));
+            }
         }
         rest = stripes.remainder();
         let h = v[0]
@@ -139,6 +211,21 @@ mod tests {
         for &(n, seed, want) in cases {
             assert_eq!(xxh64(&counting(n), seed), want, "{n} counting bytes, seed {seed:#x}");
         }
+    }
+
+    // The CRC-32 this build links (compact or crc32fast) against crc32fast, the
+    // reference of the CRC-32 tests, on every length around the table's byte steps.
+    #[test]
+    fn crc32_is_crc32fast() {
+        let data = counting(1500);
+        for n in (0..64).chain([1432, 1500]) {
+            assert_eq!(crc32::hash(&data[..n]), crc32fast::hash(&data[..n]), "{n} bytes");
+        }
+        let mut h = crc32::Hasher::new();
+        h.update(&data[..700]);
+        h.update(&data[700..]);
+        assert_eq!(h.finalize(), crc32fast::hash(&data));
+        assert_eq!(crc32::hash(b"123456789"), 0xcbf43926, "the CRC-32 check value");
     }
 
     #[test]

@@ -1025,7 +1025,7 @@ impl<'a> Ack<'a> {
 /// already hash each payload once (for the header CRC), so the stream CRC costs four
 /// bytes per packet.
 #[derive(Debug, Clone, Default)]
-pub struct StreamCrc(crc32fast::Hasher);
+pub struct StreamCrc(crate::proto::check::crc32::Hasher);
 
 impl StreamCrc {
     /// The stream CRC of no packets.

@@ -7,7 +7,7 @@
 //! every repr has `emit` writing exactly `wire_len()` bytes.
 
 mod bytes;
-mod check;
+pub mod check;
 pub mod field;
 mod header;
 mod messages;
