@@ -338,6 +338,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// server falls back to a version-1 HELLO. With a server key (feature `encryption`)
     /// the ephemeral key of the Noise handshake is drawn from `rng` too, and every packet
     /// after the handshake is sealed.
+    // Called once: never inlined into the caller (a kernel's boot or panic path), so
+    // its code stays netdump's own, and the panic handler stays small.
+    #[inline(never)]
     pub fn install<const W: usize>(
         mut nic: N,
         clock: C,
@@ -653,6 +656,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Dumps: takes the NIC over, announces the crash, streams log, registers, memory
     /// and extra state through the window, and finishes. Every wait is bounded by `Timeouts`.
+    // Called once: never inlined into the caller (a kernel's boot or panic path), so
+    // its code stays netdump's own, and the panic handler stays small.
+    #[inline(never)]
     pub fn dump(
         &mut self,
         crash: &CrashInfo<'_>,
