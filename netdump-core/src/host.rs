@@ -191,6 +191,10 @@ pub fn guest_net(server_port: u16) -> NetConfig {
 /// A loss model applied to frames the client transmits (for tests of the window).
 pub type TxFilter = std::boxed::Box<dyn FnMut(&[u8]) -> bool + Send>;
 
+/// A fault applied to frames the client transmits, before the loss model (tests of the
+/// integrity checks: flip a bit).
+pub type TxMangle = std::boxed::Box<dyn FnMut(&mut [u8]) + Send>;
+
 /// A polled NIC backed by a UDP socket on the host.
 pub struct UdpSocketNic {
     mac: [u8; 6],
@@ -202,6 +206,8 @@ pub struct UdpSocketNic {
     client_port: u16,
     /// Returns false to drop a transmitted frame.
     pub tx_filter: Option<TxFilter>,
+    /// Alters a transmitted frame (before `tx_filter`).
+    pub tx_mangle: Option<TxMangle>,
     /// Frames transmitted, including those `tx_filter` dropped.
     pub frames_sent: u64,
     /// The frame being transmitted, reused (no allocation per frame).
@@ -221,6 +227,7 @@ impl UdpSocketNic {
             rx: VecDeque::new(),
             client_port: 0,
             tx_filter: None,
+            tx_mangle: None,
             frames_sent: 0,
             tx_frame: Vec::new(),
         })
@@ -283,6 +290,9 @@ impl PolledNic for UdpSocketNic {
         frame.resize(len, 0);
         fill(&mut frame);
         self.frames_sent += 1;
+        if let Some(mangle) = self.tx_mangle.as_mut() {
+            mangle(&mut frame);
+        }
         if self.tx_filter.as_mut().is_none_or(|filter| filter(&frame)) {
             self.gateway_frame(&frame);
         }

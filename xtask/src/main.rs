@@ -60,7 +60,7 @@ enum Cmd {
         #[arg(long)]
         nic: Vec<String>,
         /// Only these parts of the bench (e.g. `--part nic --part footprint`); default:
-        /// every part. Parts: nic, link, smp, ingest, scaling, footprint.
+        /// every part. Parts: nic, link, sender, smp, ingest, scaling, footprint.
         #[arg(long)]
         part: Vec<String>,
         /// Guest sizes of the scaling part, MiB (default 64, 256, 1024 and 4096).
@@ -309,6 +309,11 @@ fn bench(nics: &[String], parts: &[String], scaling_mib: &[u32]) -> Result<()> {
         }
         if part("link") {
             report.links.push(bench::link::bench_link(&env, nic, &mut |line| println!("bench: {line}"))?);
+        }
+    }
+    for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
+        if part("sender") {
+            report.sender.extend(bench::bench_sender(&env, nic, &mut |line| println!("bench: {line}"))?);
         }
     }
     if part("smp") {

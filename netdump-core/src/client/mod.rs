@@ -23,7 +23,7 @@ use crate::net::{LinkCounters, NetError, UdpLink};
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
-    Abort, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
+    Abort, Ack, AddressTable, AfterDump, Check, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
     FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello, HelloAck, HelloStatus,
     HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, Repr,
     TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
@@ -317,6 +317,11 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     version: u8,
     /// True while HELLO is being exchanged (a version-1 server's ERROR counts then).
     registering: bool,
+    /// The features the server granted (HELLO_ACK v2 terms; 0 in version 1).
+    granted: u32,
+    /// The integrity check DATA carries: XXH64 when granted, unless the kernel chose
+    /// CRC-32 ([`set_integrity_check`](Self::set_integrity_check)).
+    check: Check,
     #[cfg(feature = "encryption")]
     secure: Option<Secure>,
     window_mode: WindowMode,
@@ -334,6 +339,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// server falls back to a version-1 HELLO. With a server key (feature `encryption`)
     /// the ephemeral key of the Noise handshake is drawn from `rng` too, and every packet
     /// after the handshake is sealed.
+    // Called once: never inlined into the caller (a kernel's boot or panic path), so
+    // its code stays netdump's own, and the panic handler stays small.
+    #[inline(never)]
     pub fn install<const W: usize>(
         mut nic: N,
         clock: C,
@@ -362,6 +370,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             sealing: SealDrops::default(),
             version: VERSION_2,
             registering: true,
+            granted: 0,
+            check: Check::Crc32,
             #[cfg(feature = "encryption")]
             secure: None,
             window_mode: WindowMode::Sliding,
@@ -386,6 +396,29 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// The protocol version of the session: 2, or 1 with a version-1 server.
     pub fn protocol_version(&self) -> u8 {
         self.version
+    }
+
+    /// The features the server granted at registration ([`features`] bits; 0 with a
+    /// version-1 server).
+    pub fn granted_features(&self) -> u32 {
+        self.granted
+    }
+
+    /// The integrity check the dump's DATA packets carry: [`Check::Xxh64`] when the
+    /// server granted [`features::XXH64_CHECK`] (asked for by every unencrypted
+    /// client), [`Check::Crc32`] otherwise.
+    pub fn integrity_check(&self) -> Check {
+        self.check
+    }
+
+    /// Chooses the check DATA packets carry (e.g. CRC-32 to compare, as the bench does).
+    /// XXH64 only if the server granted it: returns false and changes nothing otherwise.
+    pub fn set_integrity_check(&mut self, check: Check) -> bool {
+        if check == Check::Xxh64 && self.granted & features::XXH64_CHECK == 0 {
+            return false;
+        }
+        self.check = check;
+        true
     }
 
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
@@ -419,7 +452,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let encrypting = initiator.is_some();
         #[cfg(not(feature = "encryption"))]
         let encrypting = false;
-        let features = if encrypting { features::ENCRYPTED } else { 0 };
+        // An encrypted session's AEAD tags replace the checks: XXH64 only without.
+        let features = if encrypting { features::ENCRYPTED } else { features::XXH64_CHECK };
         let handshake = if encrypting { &handshake[..] } else { &[][..] };
 
         let mut evidence = HelloEvidence::default();
@@ -465,7 +499,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     }
                     ServerEvent::HelloAckV2 { terms, .. } => {
                         return match terms.status {
-                            HelloStatus::Registered => Ok(terms.max_payload),
+                            HelloStatus::Registered => {
+                                self.granted = terms.features & features::XXH64_CHECK;
+                                if self.granted & features::XXH64_CHECK != 0 {
+                                    self.check = Check::Xxh64;
+                                }
+                                Ok(terms.max_payload)
+                            }
                             HelloStatus::EncryptionRequired => Err(InstallError::EncryptionRequired),
                             _ => Err(InstallError::Refused),
                         };
@@ -617,6 +657,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Dumps: takes the NIC over, announces the crash, streams log, registers, memory
     /// and extra state through the window, and finishes. Every wait is bounded by `Timeouts`.
+    // Called once: never inlined into the caller (a kernel's boot or panic path), so
+    // its code stays netdump's own, and the panic handler stays small.
+    #[inline(never)]
     pub fn dump(
         &mut self,
         crash: &CrashInfo<'_>,
@@ -682,6 +725,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             .with_extra(self.extra);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
+        window.check = if self.encrypted() { Check::Crc32 } else { self.check };
         let mut totals = StreamTotals::default();
         let stream_started = self.clock.now_us();
         if let Err(e) = self.send_stream(&mut window, &mut stream, room, &mut totals) {
@@ -892,6 +936,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let retransmit = window.sends(seq) > 0;
         if retransmit {
             fl |= flags::RETRANSMIT | flags::ACK_REQUEST;
+        }
+        if window.check == Check::Xxh64 {
+            fl |= flags::CHECK_XXH64;
         }
         let header = Header { version: self.version, ..Header::v1(MessageType::Data, fl, self.cookie, seq) };
         let (payload, crc) = (window.payload(seq), window.payload_crc(seq));

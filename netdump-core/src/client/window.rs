@@ -6,7 +6,7 @@
 
 use super::congestion::{Congestion, CongestionStats, LossReport};
 pub use crate::config::RtoBounds;
-use crate::proto::Ack;
+use crate::proto::{Ack, Check};
 
 /// Largest DATA payload (sub-header + data) a slot holds: a 1500-byte MTU minus IPv4,
 /// UDP and the protocol header.
@@ -17,7 +17,7 @@ pub const SLOT_PAYLOAD: usize = 1500 - 20 - 8 - crate::proto::HEADER_LEN;
 pub struct PacketSlot {
     seq: u32,
     len: u16,
-    /// CRC-32 of the payload, computed once when the packet is made.
+    /// The payload's check (the window's [`Check`]), computed once when the packet is made.
     crc: u32,
     acked: bool,
     sends: u16,
@@ -86,6 +86,9 @@ pub struct SackWindow<'a> {
     acked_in_flight: u32,
     /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
+    /// The check each new payload gets (the session's: CRC-32 unless the server granted
+    /// XXH64); its packets must be sent with the header flags of the same check.
+    pub check: Check,
 }
 
 impl<'a> SackWindow<'a> {
@@ -109,6 +112,7 @@ impl<'a> SackWindow<'a> {
             losses_known_below: 0,
             acked_in_flight: 0,
             retransmissions: 0,
+            check: Check::Crc32,
         }
     }
 
@@ -179,7 +183,7 @@ impl<'a> SackWindow<'a> {
         let len = fill(&mut slot.payload)?.min(SLOT_PAYLOAD);
         slot.seq = seq;
         slot.len = len as u16;
-        slot.crc = crc32fast::hash(&slot.payload[..len]);
+        slot.crc = self.check.of(&slot.payload[..len]);
         slot.acked = false;
         slot.sends = 0;
         slot.sent_at_us = 0;
@@ -199,7 +203,7 @@ impl<'a> SackWindow<'a> {
         self.slots[self.index(seq)].payload()
     }
 
-    /// CRC-32 of `seq`'s payload.
+    /// The check of `seq`'s payload (see [`check`](Self::check)).
     pub fn payload_crc(&self, seq: u32) -> u32 {
         self.slots[self.index(seq)].crc
     }

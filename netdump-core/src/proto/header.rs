@@ -1,6 +1,6 @@
 //! The 24-byte header every netdump packet starts with (docs/PROTOCOL.md, "Packet").
 
-use super::{MessageType, ProtoError};
+use super::{Check, MessageType, ProtoError};
 
 /// Field offsets inside the header.
 mod field {
@@ -33,10 +33,15 @@ pub mod flags {
     /// Version 2 only: the payload is sealed (`nonce || ciphertext || tag`, docs/PROTOCOL.md
     /// "Sealed packets"); the CRC field is 0 and not checked, the AEAD tag replaces it.
     pub const SEALED: u16 = 1 << 2;
+    /// Version 2 only, unsealed packets only: the CRC field holds the XXH64 check, not
+    /// CRC-32 ([`Check::Xxh64`](crate::proto::Check), docs/PROTOCOL.md "Integrity
+    /// checks"). A client sets it only when the server granted
+    /// [`features::XXH64_CHECK`](crate::proto::features::XXH64_CHECK).
+    pub const CHECK_XXH64: u16 = 1 << 8;
     /// Every flag version 1 defines.
     pub const ALL: u16 = ACK_REQUEST | RETRANSMIT;
     /// Every flag version 2 defines.
-    pub const ALL_V2: u16 = ALL | SEALED;
+    pub const ALL_V2: u16 = ALL | SEALED | CHECK_XXH64;
 }
 
 /// The decoded header of a packet.
@@ -61,15 +66,21 @@ fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
 }
 
-/// The header's CRC field: CRC-32 of header bytes 0..20 followed by the payload's CRC-32
-/// (big-endian). Two levels, so that the payload is hashed once per packet on each side:
-/// the payload CRC also feeds the stream CRC in FINISH, and a retransmission (whose flags
-/// differ) reuses it.
-fn header_crc(header: &[u8], payload_crc: u32) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&header[..field::CRC.start]);
-    h.update(&payload_crc.to_be_bytes());
-    h.finalize()
+/// The header's CRC field: the packet's [`Check`] of header bytes 0..20 followed by the
+/// payload's check (big-endian). Two levels, so that the payload is hashed once per packet
+/// on each side: the payload check also feeds the stream CRC in FINISH, and a
+/// retransmission (whose flags differ) reuses it.
+fn header_crc(check: Check, header: &[u8], payload_crc: u32) -> u32 {
+    check.header(&header[..field::CRC.start], payload_crc)
+}
+
+/// The check a packet of `version` with `flags` carries (see [`Header::check`]).
+const fn check_of(version: u8, fl: u16) -> Check {
+    if version == VERSION_2 && fl & flags::CHECK_XXH64 != 0 && fl & flags::SEALED == 0 {
+        Check::Xxh64
+    } else {
+        Check::Crc32
+    }
 }
 
 impl Header {
@@ -87,6 +98,14 @@ impl Header {
     /// `nonce || ciphertext || tag` and its CRC field is not checked.
     pub const fn is_sealed(&self) -> bool {
         self.version == VERSION_2 && self.flags & flags::SEALED != 0
+    }
+
+    /// The integrity check of this packet's CRC field, and of its payload check (which
+    /// feeds the stream CRC): XXH64 for an unsealed version-2 packet with
+    /// [`flags::CHECK_XXH64`], CRC-32 otherwise (a sealed packet's payload check, for the
+    /// stream CRC, is CRC-32 too).
+    pub const fn check(&self) -> Check {
+        check_of(self.version, self.flags)
     }
 
     /// Validates a whole datagram and returns its header and payload.
@@ -125,7 +144,8 @@ impl Header {
             }
         } else {
             let crc = u32::from_be_bytes(datagram[field::CRC].try_into().unwrap_or([0; 4]));
-            if crc != header_crc(datagram, crc32fast::hash(payload)) {
+            let check = header.check();
+            if crc != header_crc(check, datagram, check.of(payload)) {
                 return Err(ProtoError::BadCrc);
             }
         }
@@ -141,8 +161,10 @@ impl Header {
         if packet.len() < HEADER_LEN {
             return;
         }
-        let sealed = packet[field::VERSION] == VERSION_2 && be16(&packet[field::FLAGS]) & flags::SEALED != 0;
-        let crc = if sealed { 0 } else { header_crc(packet, crc32fast::hash(&packet[HEADER_LEN..])) };
+        let (version, fl) = (packet[field::VERSION], be16(&packet[field::FLAGS]));
+        let sealed = version == VERSION_2 && fl & flags::SEALED != 0;
+        let check = check_of(version, fl);
+        let crc = if sealed { 0 } else { header_crc(check, packet, check.of(&packet[HEADER_LEN..])) };
         packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
     }
 
@@ -159,8 +181,9 @@ impl Header {
         self.emit_inner(buf, payload_len, None, fill)
     }
 
-    /// As [`emit`](Self::emit) for a payload whose CRC-32 the caller already knows (the
-    /// client's window keeps it per packet): the payload is copied, not hashed again.
+    /// As [`emit`](Self::emit) for a payload whose check ([`Header::check`]) the caller
+    /// already knows (the client's window keeps it per packet): the payload is copied,
+    /// not hashed again.
     pub fn emit_with_payload_crc(&self, buf: &mut [u8], payload: &[u8], payload_crc: u32) -> Result<usize, ProtoError> {
         self.emit_inner(buf, payload.len(), Some(payload_crc), |p| p.copy_from_slice(payload))
     }
@@ -188,8 +211,9 @@ impl Header {
         let crc = if self.is_sealed() {
             0
         } else {
-            let payload_crc = payload_crc.unwrap_or_else(|| crc32fast::hash(&packet[HEADER_LEN..]));
-            header_crc(packet, payload_crc)
+            let check = self.check();
+            let payload_crc = payload_crc.unwrap_or_else(|| check.of(&packet[HEADER_LEN..]));
+            header_crc(check, packet, payload_crc)
         };
         packet[field::CRC].copy_from_slice(&crc.to_be_bytes());
         Ok(total)
@@ -256,7 +280,7 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = sample().emit(&mut buf, 0, |_| {}).unwrap();
         buf[3] = 0x42;
-        let crc = header_crc(&buf[..n], crc32fast::hash(&buf[24..n]));
+        let crc = header_crc(Check::Crc32, &buf[..n], crc32fast::hash(&buf[24..n]));
         buf[20..24].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(Header::parse(&buf[..n]), Err(ProtoError::UnknownType(0x42)));
     }
@@ -330,6 +354,59 @@ mod tests {
         assert_ne!(&buf[20..24], &[0, 0, 0, 0]);
         buf[30] ^= 1;
         assert_eq!(Header::parse(&buf[..n]), Err(ProtoError::BadCrc));
+    }
+
+    // The version-2 HELLO_ACK with CHECK_XXH64: the check field is the low 32 bits of
+    // XXH64 (seed 0) of header bytes 0..20 and the payload's low-32 XXH64, computed
+    // independently with the reference libxxhash through Python ctypes.
+    const HELLO_ACK_XXH64: [u8; 32] = [
+        0x4e, 0x44, 0x02, 0x81, 0x01, 0x00, 0x00, 0x08, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00,
+        0x00, 0x03, 0x4e, 0x17, 0xee, 0x98, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0,
+    ];
+
+    #[test]
+    fn check_xxh64_puts_the_documented_xxh64_check_in_the_crc_field() {
+        let h = Header::v2(MessageType::HelloAck, flags::CHECK_XXH64, 0x0102030405060708, 3);
+        assert_eq!(h.check(), Check::Xxh64);
+        let mut buf = [0u8; 64];
+        let n = h.emit(&mut buf, 8, |p| p.copy_from_slice(&[0, 0, 0, 0, 0, 0, 0x05, 0xc0])).unwrap();
+        assert_eq!(&buf[..n], &HELLO_ACK_XXH64[..]);
+        assert_eq!(Header::parse(&HELLO_ACK_XXH64).unwrap().0, h);
+        let payload_check = Check::Xxh64.of(&HELLO_ACK_XXH64[24..]);
+        let n = h.emit_with_payload_crc(&mut buf, &HELLO_ACK_XXH64[24..], payload_check).unwrap();
+        assert_eq!(&buf[..n], &HELLO_ACK_XXH64[..]);
+        for bit in 0..HELLO_ACK_XXH64.len() * 8 {
+            let mut p = HELLO_ACK_XXH64;
+            p[bit / 8] ^= 1 << (bit % 8);
+            if bit == 5 * 8 + 2 {
+                continue; // SEALED: the tag checks the packet instead.
+            }
+            assert!(Header::parse(&p).is_err(), "bit {bit} flipped was accepted");
+        }
+        // A packet with a CRC-32 where its flag says XXH64, and the other way round.
+        let mut p = HELLO_ACK_V2;
+        p[4] |= 0x01;
+        assert_eq!(Header::parse(&p), Err(ProtoError::BadCrc));
+        Header::set_crc(&mut p);
+        assert_eq!(p, HELLO_ACK_XXH64);
+        let mut p = HELLO_ACK_XXH64;
+        p[4] &= !0x01;
+        assert_eq!(Header::parse(&p), Err(ProtoError::BadCrc));
+    }
+
+    #[test]
+    fn check_xxh64_means_nothing_in_version_1_nor_when_sealed() {
+        let v1 = Header::v1(MessageType::Ack, flags::CHECK_XXH64, 9, 4);
+        assert_eq!(v1.check(), Check::Crc32);
+        let mut buf = [0u8; 64];
+        let n = v1.emit(&mut buf, 8, |p| p.fill(0x5a)).unwrap();
+        let mut crc32 = [0u8; 24];
+        crc32[..20].copy_from_slice(&buf[..20]);
+        crc32[20..].copy_from_slice(&crc32fast::hash(&buf[24..n]).to_be_bytes());
+        assert_eq!(buf[20..24], crc32fast::hash(&crc32).to_be_bytes());
+        assert!(Header::parse(&buf[..n]).is_ok());
+        let sealed = Header::v2(MessageType::Ack, flags::CHECK_XXH64 | flags::SEALED, 9, 4);
+        assert_eq!(sealed.check(), Check::Crc32);
     }
 
     #[test]

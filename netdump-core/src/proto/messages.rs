@@ -403,8 +403,13 @@ pub mod features {
     /// Every packet after the handshake is sealed (Noise NK handshake in HELLO /
     /// HELLO_ACK, ChaCha20-Poly1305 per packet).
     pub const ENCRYPTED: u32 = 1 << 0;
+    /// Unsealed packets may carry the XXH64 check instead of CRC-32
+    /// ([`flags::CHECK_XXH64`](crate::proto::flags::CHECK_XXH64), docs/PROTOCOL.md
+    /// "Integrity checks"). Not asked for in an encrypted session, whose AEAD tags
+    /// replace the checks.
+    pub const XXH64_CHECK: u32 = 1 << 2;
     /// Every bit this version of the code knows.
-    pub const KNOWN: u32 = ENCRYPTED;
+    pub const KNOWN: u32 = ENCRYPTED | XXH64_CHECK;
 }
 
 /// Length of the server key id in HELLO v2: the first bytes of the pinned public key.
@@ -1014,18 +1019,20 @@ impl<'a> Ack<'a> {
     }
 }
 
-/// The stream CRC of FINISH: CRC-32 of the DATA payloads' CRC-32s (big-endian), in `seq`
-/// order. Both ends already hash each payload once (for the header CRC), so the stream
-/// CRC costs four bytes per packet.
+/// The stream CRC of FINISH: CRC-32 of the DATA payloads' checks (big-endian), in `seq`
+/// order — each payload's CRC-32, or its XXH64 check for a packet sent with
+/// [`flags::CHECK_XXH64`](crate::proto::flags::CHECK_XXH64) ([`Header::check`]). Both ends
+/// already hash each payload once (for the header CRC), so the stream CRC costs four
+/// bytes per packet.
 #[derive(Debug, Clone, Default)]
-pub struct StreamCrc(crc32fast::Hasher);
+pub struct StreamCrc(crate::proto::check::crc32::Hasher);
 
 impl StreamCrc {
     /// The stream CRC of no packets.
     pub fn new() -> Self {
         Self::default()
     }
-    /// Appends the next packet, by its payload's CRC-32.
+    /// Appends the next packet, by its payload's check.
     pub fn add(&mut self, payload_crc: u32) {
         self.0.update(&payload_crc.to_be_bytes());
     }
@@ -1035,9 +1042,13 @@ impl StreamCrc {
     }
     /// The stream CRC of whole payloads, in order (for tests and simulators).
     pub fn of_payloads<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+        Self::of_payloads_checked(crate::proto::Check::Crc32, payloads)
+    }
+    /// As [`of_payloads`](Self::of_payloads), for packets sent with `check`.
+    pub fn of_payloads_checked<'a>(check: crate::proto::Check, payloads: impl IntoIterator<Item = &'a [u8]>) -> u32 {
         let mut s = Self::new();
         for p in payloads {
-            s.add(crc32fast::hash(p));
+            s.add(check.of(p));
         }
         s.value()
     }

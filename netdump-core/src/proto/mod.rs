@@ -7,11 +7,13 @@
 //! every repr has `emit` writing exactly `wire_len()` bytes.
 
 mod bytes;
+pub mod check;
 pub mod field;
 mod header;
 mod messages;
 mod regs;
 
+pub use check::{Check, xxh64};
 pub use header::{HEADER_LEN, Header, MAGIC, VERSION_1, VERSION_2, flags};
 pub use messages::*;
 pub use regs::{CPU_STATE_SHIFT, CpuState, REGISTER_RECORD_LEN, REGISTERS_APIC_ID, REGISTERS_VALID, RegisterRecord};

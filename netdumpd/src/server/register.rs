@@ -84,7 +84,9 @@ impl Server {
                 return refuse(self, HelloStatus::EncryptionRequired);
             }
             if self.register_client(header, &hello.hello, from, VERSION_2, None) {
-                let ack = HelloAckV2 { terms: terms(HelloStatus::Registered, 0), handshake: &[] };
+                // The cheaper check (DATA with CHECK_XXH64) is granted to whoever asks.
+                let granted = hello.features & features::XXH64_CHECK;
+                let ack = HelloAckV2 { terms: terms(HelloStatus::Registered, granted), handshake: &[] };
                 self.reply(from, cookie, header.version, header.seq, Message::HelloAckV2(ack));
             }
             return;

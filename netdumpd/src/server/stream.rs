@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use netdump_core::proto::{Ack, Data, Finish, FinishAck, FinishStatus, Header, Message, TextMessage};
+use netdump_core::proto::{Ack, Check, Data, Finish, FinishAck, FinishStatus, Header, Message, TextMessage, flags};
 
 use super::{Server, send_ack};
 use crate::stats::{DropReason, DumpEnd};
@@ -34,7 +34,13 @@ impl Server {
             return;
         };
         let was_receiving = s.is_receiving();
-        let outcome = s.on_data(from, header.flags, header.seq, data, payload, now);
+        // CHECK_XXH64 means something only where the header's check is XXH64 (an
+        // unsealed version-2 packet): the session sees it only there.
+        let flags = match header.check() {
+            Check::Xxh64 => header.flags,
+            Check::Crc32 => header.flags & !flags::CHECK_XXH64,
+        };
+        let outcome = s.on_data(from, flags, header.seq, data, payload, now);
         if outcome.ack_now {
             send_ack(&mut self.outbox, &mut self.registry, s);
         }

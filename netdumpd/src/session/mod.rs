@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    AfterDump, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck, FinishStatus, MAX_DATAGRAM,
-    MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, flags,
+    AfterDump, Check, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck, FinishStatus,
+    MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, flags,
 };
 use time::OffsetDateTime;
 
@@ -371,7 +371,7 @@ impl Session {
                         return DataOutcome { ack_now: true, dropped: None };
                     }
                 }
-                self.window.record(seq, crc32fast::hash(payload), payload.len() as u64);
+                self.window.record(seq, payload_check(header_flags).of(payload), payload.len() as u64);
             }
         }
         self.since_ack += 1;
@@ -711,6 +711,13 @@ impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e)
     }
+}
+
+/// The check a DATA payload was sent with (its header's flags as the server passes them
+/// on: [`flags::CHECK_XXH64`] only where the header's check is XXH64), which the stream
+/// CRC takes.
+fn payload_check(header_flags: u16) -> Check {
+    if header_flags & flags::CHECK_XXH64 != 0 { Check::Xxh64 } else { Check::Crc32 }
 }
 
 fn abort_reason_name(code: u16) -> &'static str {

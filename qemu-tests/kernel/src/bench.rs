@@ -115,6 +115,10 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(
         let crc = time(&mut |_| {
             black_box(crc32fast::hash(black_box(&slot[..1432])));
         });
+        // The cheaper check a server may grant (feature XXH64_CHECK).
+        let xxh64 = time(&mut |_| {
+            black_box(netdump_core::proto::Check::Xxh64.of(black_box(&slot[..1432])));
+        });
         // Sealing a DATA payload in an encrypted session: ChaCha20-Poly1305 over 1432
         // bytes with the 24-byte header as associated data.
         let mut transport = netdump_core::crypto::Transport::from_keys([7; 32], [9; 32], 0);
@@ -151,6 +155,7 @@ pub fn costs<N: PolledNic, C: Clock + Copy>(
             ("zero_check_page", zero_check),
             ("copy_1432", copy),
             ("crc32_1432", crc),
+            ("xxh64_1432", xxh64),
             ("aead_seal_1432", aead),
             ("udp_emit_1472", udp),
             ("udp_emit_offloaded", udp_offloaded),

@@ -160,6 +160,12 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     } else if scenario.fixed_window {
         dumper.set_window_mode(netdump_core::client::WindowMode::Fixed);
     }
+    // `check=crc32`: DATA with CRC-32 even where the server granted XXH64 (the bench's
+    // before/after of the cheaper check).
+    if boot.args().get("check") == Some("crc32") {
+        dumper.set_integrity_check(netdump_core::proto::Check::Crc32);
+    }
+    println!("netdump: integrity check {:?}", dumper.integrity_check());
     netconsole::attach(&boot.args(), &mut dumper, &scenario);
     if NETDUMP.install(dumper).is_err() {
         fail(format_args!("netdump installed twice"));
