@@ -12,13 +12,15 @@
 //!   one (same seed and zero pages), e.g. on both sides of the PCI hole.
 //! - `image=realistic`: the main pattern region holds the realistic image instead
 //!   ([`Realistic`]: code, heap, log text, page cache, user and free pages, from the same
-//!   seed); `image=pattern` (the default) the random pattern.
+//!   seed); `image=pattern` (the default) the random pattern. The dump's memory source
+//!   then classifies the region's pages as the generator says ([`classify`]), for
+//!   `filter=<level>`; every other page is "don't know".
 
 use netdump_core::arch::x86_64::DirectMapMemory;
-use netdump_core::memory::MemoryMap;
+use netdump_core::memory::{MemoryMap, PageClass};
 use netdump_core::proto::ProtoError;
 use netdump_qemu_runtime::{BootInfo, Cmdline, DIRECT_MAP_OFFSET, PhysRange};
-use netdump_test_pattern::{PAGE, Pattern, Realistic};
+use netdump_test_pattern::{Class, PAGE, Pattern, Realistic};
 
 /// Most pattern regions (the main one included).
 const MAX_PATTERNS: usize = 4;
@@ -144,6 +146,38 @@ pub fn reader() -> DirectMapMemory {
     // SAFETY: every RAM range of the memory map is mapped readable at `phys` (the
     // identity map) and at `phys + DIRECT_MAP_OFFSET` (the runtime's direct map).
     unsafe { DirectMapMemory::new(offset) }
+}
+
+/// The realistic image of the installed layout, if it has one.
+pub fn realistic() -> Option<Realistic> {
+    // SAFETY: written once before the crash (`Layout::install`), read-only now.
+    unsafe { (*(&raw const LAYOUT)).and_then(|l| l.realistic) }
+}
+
+/// Most pages one classification covers: the work per call stays bounded (a run is
+/// walked a block at a time).
+const MAX_CLASSIFIED_RUN: u64 = 1024;
+
+/// The class of the page at `phys` and how many pages from it on (at most `pages`) share
+/// it: the generator's class inside the realistic image, "don't know" outside it (up to
+/// the image's start). No allocation, bounded work: the crash path calls it.
+pub fn classify(image: &Realistic, phys: u64, pages: u64) -> (PageClass, u64) {
+    let end = image.base + image.len;
+    if !image.contains(phys) {
+        let before = if phys < image.base { (image.base - phys) / PAGE } else { u64::MAX };
+        return (PageClass::Unknown, pages.min(before).max(1));
+    }
+    let max = pages.min(MAX_CLASSIFIED_RUN).min((end - phys) / PAGE);
+    let (class, run) = image.class_run(phys, max);
+    let class = match class {
+        Class::KernelCode => PageClass::KernelCode,
+        Class::KernelData => PageClass::KernelData,
+        Class::PageCache => PageClass::PageCache,
+        Class::PageCachePrivate => PageClass::PageCachePrivate,
+        Class::User => PageClass::User,
+        Class::Free => PageClass::Free,
+    };
+    (class, run)
 }
 
 /// `r` cut at the edges of `image`: up to three pieces, in order.

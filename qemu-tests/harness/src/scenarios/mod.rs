@@ -5,6 +5,7 @@ mod basic;
 pub mod common;
 mod crypto;
 mod exceptions;
+mod filter;
 mod hostile;
 mod ops;
 mod smp;
@@ -19,6 +20,11 @@ pub fn all() -> Vec<Scenario> {
     let mut v = vec![];
     for &nic in NICS {
         v.extend(basic::scenarios(nic));
+    }
+    // Page filtering changes what the driver carries (fewer, differently spaced pages):
+    // every NIC.
+    for &nic in NICS {
+        v.extend(filter::scenarios(nic));
     }
     // CPU exceptions, memory maps and mappings do not depend on the NIC model.
     v.extend(exceptions::scenarios(NicModel::E1000));
