@@ -2,7 +2,8 @@
 //! realistic image (`image=realistic`) and dumps with makedumpfile's `-d 31`
 //! (`filter=31`). Every kept page must arrive bit for bit, every excluded page must be a
 //! hole, and the vmcore's exclusion note and `info.json`'s counts must list exactly the
-//! pages the generator classified into an excluded class.
+//! pages the generator classified into an excluded class. `filtered-encrypted-dump`
+//! asks for both features at once (the Noise prologue covers the features word).
 
 use super::common::{self, KernelRun, exit, expect_exit, with_server_log};
 use crate::check;
@@ -21,7 +22,13 @@ const NOTE_NAME: &str = "NETDUMP";
 const NT_NETDUMP_EXCLUDED: u32 = 0x4e44_0003;
 
 pub fn scenarios(nic: NicModel) -> Vec<Scenario> {
-    vec![Scenario::new("filtered-dump", nic, |c| filtered_dump(c, 0x5151))]
+    vec![Scenario::new("filtered-dump", nic, |c| filtered_dump(c, 0x5151, false))]
+}
+
+/// Filtering with encryption: the features and the handshake are the protocol's, not a
+/// NIC's (one NIC).
+pub fn single(nic: NicModel) -> Vec<Scenario> {
+    vec![Scenario::new("filtered-encrypted-dump", nic, |c| filtered_dump(c, 0x5152, true))]
 }
 
 /// The realistic image of the default pattern region.
@@ -114,11 +121,18 @@ fn note_runs(core: &Vmcore) -> Result<BTreeMap<u64, u32>> {
     Ok(pages)
 }
 
-fn filtered_dump(ctx: &Ctx, seed: u64) -> Result<Outcome> {
+fn filtered_dump(ctx: &Ctx, seed: u64, encrypted: bool) -> Result<Outcome> {
     let img = image(seed);
     let mut run = KernelRun::new("dump", common::pattern(seed));
     run.extra = format!("image=realistic filter={DUMP_LEVEL}");
-    let srv = common::start_server(ctx, &[])?;
+    let mut server_args = vec![];
+    if encrypted {
+        let (key, public) = super::crypto::keygen(ctx, "server.key")?;
+        run.extra += &format!(" server_key={public}");
+        server_args = super::crypto::server_args(&key);
+        server_args.push("--require-encryption".into());
+    }
+    let srv = common::start_server(ctx, &server_args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let q = run.boot(ctx, srv.port)?;
     with_server_log(srv, |srv| {
         expect_exit(&q, exit::SUCCESS, "the filtered dump should verify")?;
@@ -133,6 +147,7 @@ fn filtered_dump(ctx: &Ctx, seed: u64) -> Result<Outcome> {
         ensure!(vmcore.exists(), "no vmcore in {}", dump.display());
         let info = common::read_info(&dump)?;
         check::info_says_complete(&info)?;
+        ensure!(info["encrypted"] == encrypted, "info.json says encrypted: {}", info["encrypted"]);
         let core = Vmcore::open(&vmcore)?;
         image_matches(&core, &img, DUMP_LEVEL).context("realistic image check")?;
 
@@ -177,7 +192,8 @@ fn filtered_dump(ctx: &Ctx, seed: u64) -> Result<Outcome> {
         let seconds = info.pointer("/duration_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0);
         let pages = img.len / PAGE;
         let detail = format!(
-            "-d {DUMP_LEVEL}: {excluded_total} of {pages} pages excluded ({}), kept pages bit-exact, note and info.json agree, gdb bt ok",
+            "{}-d {DUMP_LEVEL}: {excluded_total} of {pages} pages excluded ({}), kept pages bit-exact, note and info.json agree, gdb bt ok",
+            if encrypted { "encrypted, " } else { "" },
             want.by_class.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
         );
         Ok(Outcome { detail, bytes, seconds })

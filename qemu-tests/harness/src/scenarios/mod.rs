@@ -38,6 +38,7 @@ pub fn all() -> Vec<Scenario> {
         v.extend(crypto::scenarios(nic));
     }
     v.extend(crypto::single(NicModel::E1000));
+    v.extend(filter::single(NicModel::E1000));
     // Unlike the hostile scenarios (e1000 only), the standing attack runs on every NIC: the flood
     // loads netdumpd and the host while the kernel's driver carries the dump, and a
     // driver slowed or starved by it must still get its dump through.
