@@ -2,6 +2,7 @@
 //! the dump client ([`crate::client`], which re-exports it) and netconsole, which takes
 //! the client's name and ARP bounds; it needs neither.
 
+use crate::memory::ExcludeSet;
 use crate::net::NetConfig;
 use crate::proto::{MAX_NAME, valid_name};
 
@@ -107,6 +108,13 @@ pub struct Config {
     pub window: usize,
     /// The bound on every wait.
     pub timeouts: Timeouts,
+    /// The page classes the dump leaves out (makedumpfile's `-d` levels, see
+    /// [`ExcludeSet`]), asked of the memory source's
+    /// [`classify`](crate::memory::MemorySource::classify). Filtering needs a server that
+    /// grants the `FILTER` feature (it records the excluded ranges, so that a reader
+    /// tells them from zero pages); with one that does not, the dump sends every page.
+    /// Default [`ExcludeSet::NONE`].
+    pub exclude: ExcludeSet,
     /// The dump server's public key (feature `encryption`), as `netdumpd keygen` prints
     /// it: with a key the client encrypts every packet after a Noise handshake at install
     /// and never falls back to plaintext; install fails with
@@ -126,6 +134,7 @@ impl Config {
             name,
             window: DEFAULT_WINDOW,
             timeouts: Timeouts::default(),
+            exclude: ExcludeSet::NONE,
             #[cfg(feature = "encryption")]
             server_key: None,
         }

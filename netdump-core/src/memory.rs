@@ -13,11 +13,142 @@ pub struct MemoryError {
     pub phys: u64,
 }
 
+/// What a page holds, as the kernel knows it: makedumpfile's categories. A dump with an
+/// [`ExcludeSet`] leaves out the pages of the classes in it; the kernel's own memory and
+/// pages it cannot classify are always sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PageClass {
+    /// The kernel cannot tell (the default): sent.
+    Unknown = 0,
+    /// Kernel text: always sent.
+    KernelCode = 1,
+    /// Kernel data (slab, stacks, page tables, …): always sent.
+    KernelData = 2,
+    /// Page cache without private data (makedumpfile `-d` bit 2).
+    PageCache = 3,
+    /// Page cache with private data, e.g. buffer heads (`-d` bit 4).
+    PageCachePrivate = 4,
+    /// A user process's memory (`-d` bit 8).
+    User = 5,
+    /// A free page (`-d` bit 16).
+    Free = 6,
+}
+
+impl PageClass {
+    /// The classes a dump may leave out, in wire order.
+    pub const EXCLUDABLE: [PageClass; 4] =
+        [PageClass::PageCache, PageClass::PageCachePrivate, PageClass::User, PageClass::Free];
+
+    /// The makedumpfile dump-level bit that excludes this class; 0 for the classes that
+    /// are always sent.
+    pub const fn dump_level_bit(self) -> u32 {
+        match self {
+            PageClass::PageCache => ExcludeSet::PAGE_CACHE.0,
+            PageClass::PageCachePrivate => ExcludeSet::PAGE_CACHE_PRIVATE.0,
+            PageClass::User => ExcludeSet::USER.0,
+            PageClass::Free => ExcludeSet::FREE.0,
+            PageClass::Unknown | PageClass::KernelCode | PageClass::KernelData => 0,
+        }
+    }
+
+    /// The class of an excluded run's wire code (its dump-level bit), if excludable.
+    pub fn from_dump_level_bit(bit: u32) -> Option<PageClass> {
+        Self::EXCLUDABLE.into_iter().find(|c| c.dump_level_bit() == bit)
+    }
+
+    /// Its name in `info.json` and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PageClass::Unknown => "unknown",
+            PageClass::KernelCode => "kernel_code",
+            PageClass::KernelData => "kernel_data",
+            PageClass::PageCache => "page_cache",
+            PageClass::PageCachePrivate => "page_cache_private",
+            PageClass::User => "user",
+            PageClass::Free => "free",
+        }
+    }
+}
+
+/// The page classes a dump leaves out, numbered like makedumpfile's `-d` dump level:
+///
+/// | bit | value | pages left out |
+/// |---|---|---|
+/// | 0 | 1 | all-zero pages: netdump never sends them, with or without this bit |
+/// | 1 | 2 | page cache without private data |
+/// | 2 | 4 | page cache with private data |
+/// | 3 | 8 | user process pages |
+/// | 4 | 16 | free pages |
+///
+/// `-d 31` ([`ExcludeSet::ALL`]) keeps only the kernel's own memory, as on most Linux
+/// systems. Pages the kernel cannot classify ([`PageClass::Unknown`]) are always sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExcludeSet(u32);
+
+impl ExcludeSet {
+    /// Nothing is left out (but all-zero pages, as always).
+    pub const NONE: ExcludeSet = ExcludeSet(0);
+    /// `-d` bit 1: all-zero pages; the dump skips them anyway.
+    pub const ZERO: ExcludeSet = ExcludeSet(1);
+    /// `-d` bit 2.
+    pub const PAGE_CACHE: ExcludeSet = ExcludeSet(2);
+    /// `-d` bit 4.
+    pub const PAGE_CACHE_PRIVATE: ExcludeSet = ExcludeSet(4);
+    /// `-d` bit 8.
+    pub const USER: ExcludeSet = ExcludeSet(8);
+    /// `-d` bit 16.
+    pub const FREE: ExcludeSet = ExcludeSet(16);
+    /// `-d 31`: every class that can be left out.
+    pub const ALL: ExcludeSet = ExcludeSet(31);
+
+    /// The set of makedumpfile dump level `level` (0..=31), or `None` above 31.
+    pub const fn from_dump_level(level: u32) -> Option<ExcludeSet> {
+        if level <= Self::ALL.0 { Some(ExcludeSet(level)) } else { None }
+    }
+
+    /// The dump level this set is.
+    pub const fn dump_level(self) -> u32 {
+        self.0
+    }
+
+    /// Both sets' classes.
+    pub const fn union(self, other: ExcludeSet) -> ExcludeSet {
+        ExcludeSet(self.0 | other.0)
+    }
+
+    /// Whether pages of `class` are left out.
+    pub const fn excludes(self, class: PageClass) -> bool {
+        self.0 & class.dump_level_bit() != 0
+    }
+
+    /// Whether any page could be left out (bit 1, zero pages, changes nothing).
+    pub const fn filters(self) -> bool {
+        self.0 & !Self::ZERO.0 != 0
+    }
+}
+
 /// Reads physical memory for the dump. Implemented by the kernel (or by
 /// [`crate::arch::x86_64::DirectMapMemory`] when RAM is mapped at a fixed offset).
 pub trait MemorySource {
     /// Fills `out` with the bytes at physical address `phys`.
     fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// The class of the page at `phys` and how many pages from it on (at most `pages`,
+    /// at least 1) share that class, so that a kernel answers per range (a run of free
+    /// pages, a file's cached pages) rather than per page. The dump asks only with a
+    /// non-empty [`ExcludeSet`] in its configuration.
+    ///
+    /// Runs on the crash path, in the panicking context: it must not allocate, lock or
+    /// wait, its work must be bounded, and it must answer the same for a page each time
+    /// it is asked during one dump (the dump asks twice: once to report the excluded
+    /// ranges, once to walk memory). A page it cannot classify is
+    /// [`PageClass::Unknown`] and is sent. A run length of 0 counts as 1, one over `pages`
+    /// as `pages`. The default answers `Unknown` for all `pages`: no filtering.
+    fn classify(&self, phys: u64, pages: u64) -> (PageClass, u64) {
+        let _ = phys;
+        (PageClass::Unknown, pages)
+    }
 }
 
 /// The RAM ranges to dump: at most [`MAX_RANGES`], page-aligned, sorted, disjoint.
@@ -95,6 +226,53 @@ mod tests {
                 MemoryRange { phys_start: 0x100000, length: 0x7f00000, virt_start: 0x100000 },
             ]
         );
+    }
+
+    #[test]
+    fn dump_level_31_excludes_every_excludable_class_and_never_the_kernel() {
+        let all = ExcludeSet::from_dump_level(31).unwrap();
+        assert_eq!(all, ExcludeSet::ALL);
+        for class in PageClass::EXCLUDABLE {
+            assert!(all.excludes(class), "{class:?}");
+        }
+        for class in [PageClass::Unknown, PageClass::KernelCode, PageClass::KernelData] {
+            assert!(!all.excludes(class), "{class:?}");
+        }
+        assert_eq!(ExcludeSet::from_dump_level(32), None);
+    }
+
+    #[test]
+    fn each_dump_level_bit_excludes_its_class_only() {
+        let user = ExcludeSet::from_dump_level(8).unwrap();
+        assert!(user.excludes(PageClass::User));
+        assert!(!user.excludes(PageClass::Free) && !user.excludes(PageClass::PageCache));
+        let cache = ExcludeSet::PAGE_CACHE.union(ExcludeSet::PAGE_CACHE_PRIVATE);
+        assert_eq!(cache.dump_level(), 6);
+        assert!(cache.excludes(PageClass::PageCache) && cache.excludes(PageClass::PageCachePrivate));
+        assert!(!cache.excludes(PageClass::User));
+        // Zero pages are skipped anyway: level 1 filters nothing more.
+        assert!(!ExcludeSet::ZERO.filters() && !ExcludeSet::NONE.filters() && ExcludeSet::FREE.filters());
+    }
+
+    #[test]
+    fn page_classes_round_trip_through_their_dump_level_bits() {
+        for class in PageClass::EXCLUDABLE {
+            assert_eq!(PageClass::from_dump_level_bit(class.dump_level_bit()), Some(class));
+        }
+        for bit in [0, 1, 3, 32] {
+            assert_eq!(PageClass::from_dump_level_bit(bit), None);
+        }
+    }
+
+    #[test]
+    fn a_memory_source_without_classification_answers_unknown_for_the_whole_range() {
+        struct Plain;
+        impl MemorySource for Plain {
+            fn read(&self, _: u64, _: &mut [u8]) -> Result<(), MemoryError> {
+                Ok(())
+            }
+        }
+        assert_eq!(Plain.classify(0x1000, 17), (PageClass::Unknown, 17));
     }
 
     #[test]

@@ -68,4 +68,5 @@ fn every_message_table_matches_the_field_constants() {
     check(&doc, "HELLO v2", field::hello_v2::LAYOUT, Some(field::hello_v2::HANDSHAKE));
     check(&doc, "HELLO_ACK v2", field::hello_ack_v2::LAYOUT, Some(field::hello_ack_v2::HANDSHAKE));
     check(&doc, "Sealed payload", field::sealed::LAYOUT, Some(field::sealed::CIPHERTEXT));
+    check(&doc, "Excluded-run record", field::excluded_run::LAYOUT, None);
 }

@@ -430,6 +430,7 @@ impl Cli {
             max_memory_dumps: self.max_memory_dumps,
             progress_interval: None,
             log_level: self.log_level.clone(),
+            page_filtering: None,
             hooks: HooksSection {
                 register: self.hook_register.clone(),
                 crash: self.hook_crash.clone(),

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Encrypted dumps: the server's keys and whether plaintext clients are refused.
     pub encryption: EncryptionConfig,
+    /// Grant page filtering (feature `FILTER`) to clients that ask: their dumps leave out
+    /// the page classes their kernel excludes. Off: every client sends every page.
+    pub page_filtering: bool,
 }
 
 /// `[encryption]`.
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             progress_interval: Duration::from_secs(10),
             limits: Limits::default(),
             encryption: EncryptionConfig::default(),
+            page_filtering: true,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct ConfigFile {
     /// Seconds between progress lines of a dump in the log.
     pub progress_interval: Option<u64>,
     pub log_level: Option<String>,
+    /// Grant page filtering to clients that ask (default true).
+    pub page_filtering: Option<bool>,
     #[serde(default)]
     pub hooks: HooksSection,
     #[serde(default)]
@@ -291,6 +297,9 @@ impl ConfigFile {
         }
         if let Some(v) = self.progress_interval {
             c.progress_interval = secs(v.max(1));
+        }
+        if let Some(v) = self.page_filtering {
+            c.page_filtering = v;
         }
         let h = &self.hooks;
         let hooks: &mut HookConfig = &mut c.hooks;

@@ -151,6 +151,21 @@ pub struct DumpInfo {
     /// The crash's signature, its occurrence count and the dump it repeats (null until
     /// the server decided).
     pub dedup: Option<DedupInfo>,
+    /// What a filtered dump left out (null when the client was not granted `FILTER`).
+    pub filter: Option<FilterInfo>,
+}
+
+/// The pages a filtered dump left out: holes in the vmcore that were not zero, listed in
+/// its exclusion note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterInfo {
+    /// Excluded runs received.
+    pub runs: u64,
+    /// Pages excluded, all classes.
+    pub excluded_pages: u64,
+    /// Pages excluded per class: `page_cache`, `page_cache_private`, `user`, `free`
+    /// (every class, zeros included).
+    pub pages_by_class: BTreeMap<&'static str, u64>,
 }
 
 /// One CPU of the crash in `info.json`.

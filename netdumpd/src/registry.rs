@@ -72,6 +72,8 @@ pub struct Client {
     pub protocol_version: u8,
     /// Whether its session is encrypted (its channel is in the registry).
     pub encrypted: bool,
+    /// The features its HELLO_ACK granted (version 2; 0 in version 1).
+    pub features: u32,
 }
 
 impl Client {
@@ -166,6 +168,10 @@ struct ClientEntry {
     /// Absent in files written before version 2: 1.
     #[serde(default = "version_1")]
     protocol_version: u8,
+    /// The features granted; absent in files written before filtering: none (a dump
+    /// of such a client sends every page anyway, it was not granted `FILTER`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    features: u32,
     /// The encrypted channel: transport keys, send nonce reservation, handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     channel: Option<ChannelEntry>,
@@ -173,6 +179,10 @@ struct ClientEntry {
 
 fn version_1() -> u8 {
     1
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// On-disk form of one retired cookie.
@@ -207,6 +217,7 @@ impl ClientEntry {
             registered_at: c.registered_at.clone(),
             dump: c.dump.clone(),
             protocol_version: c.protocol_version,
+            features: c.features,
             channel: channel.map(Channel::entry),
         }
     }
@@ -234,6 +245,7 @@ impl ClientEntry {
             dump: e.dump,
             protocol_version: e.protocol_version,
             encrypted: channel.is_some(),
+            features: e.features,
         };
         Ok((client, channel))
     }
@@ -537,6 +549,7 @@ mod tests {
             dump: None,
             protocol_version: 1,
             encrypted: false,
+            features: 0,
         }
     }
 

@@ -8,12 +8,19 @@
 //! The notes are one `NT_PRSTATUS` ("CORE") per CPU, the crashing CPU first so that gdb
 //! selects its thread, then two "NETDUMP" notes: [`NT_NETDUMP_MESSAGE`] (the panic
 //! message) and [`NT_NETDUMP_CRASH`] (reason, vector, error code, fault address).
+//!
+//! A filtered dump (feature `FILTER`) has a second PT_NOTE, right after the first
+//! program header, holding one [`NT_NETDUMP_EXCLUDED`] note: the runs of pages the
+//! client's filter left out. Their number is known only at the end, so the note is
+//! appended after the last memory segment when the dump ends, and its program header
+//! stays `PT_NULL` (ignored by every reader) until then.
 //! The layout is fixed when the crash is announced: the file is created at its full size
 //! (sparse), each memory page is written at its place as it arrives, pages that are never
 //! sent (all-zero pages) stay holes, and a CPU's descriptor is rewritten when its
 //! register record arrives.
 
 use netdump_core::arch::x86_64::Exception;
+use netdump_core::memory::PageClass;
 use netdump_core::proto::{CrashKind, MemoryRange, RegisterRecord};
 
 /// `NT_PRSTATUS`: the registers of one thread (here: one CPU).
@@ -26,6 +33,16 @@ pub const NT_NETDUMP_MESSAGE: u32 = 0x4e44_0001;
 /// 2 CPU exception, 3 requested), `vector` u32, `crashing_cpu` u32, reserved u32,
 /// `error_code` u64, `fault_address` u64.
 pub const NT_NETDUMP_CRASH: u32 = 0x4e44_0002;
+
+/// "NETDUMP" note type: the page runs a filtered dump left out, little-endian:
+/// `version` u32 (1), `page_size` u32, `run_count` u64, then per run (ascending)
+/// `start_pfn` u64, `pages` u64, `class` u32 (its makedumpfile `-d` bit: 2 page cache,
+/// 4 page cache with private data, 8 user, 16 free), reserved u32. A page in a run reads
+/// as zero in the vmcore (a hole) but was not zero: it was not sent.
+pub const NT_NETDUMP_EXCLUDED: u32 = 0x4e44_0003;
+/// Bytes of the [`NT_NETDUMP_EXCLUDED`] descriptor's header and of each of its runs.
+pub const EXCLUDED_HEADER_LEN: usize = 16;
+pub const EXCLUDED_RUN_LEN: usize = 24;
 
 /// Size of the x86_64 `struct elf_prstatus`.
 pub const PRSTATUS_LEN: usize = 336;
@@ -46,6 +63,7 @@ const PHDR_LEN: usize = 56;
 const NOTE_HEADER_LEN: usize = 12;
 const ET_CORE: u16 = 4;
 const EM_X86_64: u16 = 62;
+const PT_NULL: u32 = 0;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const PF_X: u32 = 1;
@@ -129,6 +147,8 @@ pub struct VmcoreLayout {
     notes_offset: u64,
     notes_len: u64,
     file_len: u64,
+    /// A program header is reserved for the exclusion note (a filtered dump).
+    exclusion_note: bool,
 }
 
 fn align_up(v: u64, align: u64) -> Option<u64> {
@@ -144,10 +164,21 @@ impl VmcoreLayout {
     /// memory image is skipped). Ranges must be sorted and non-overlapping, as the
     /// protocol requires of a CRASH.
     pub fn new(cpu_count: u16, crash: CrashNote, ranges: &[MemoryRange]) -> Result<Self, LayoutError> {
+        Self::with_exclusions(cpu_count, crash, ranges, false)
+    }
+
+    /// [`new`](Self::new), with a program header reserved for the exclusion note when
+    /// `exclusion_note` (the client was granted `FILTER`).
+    pub fn with_exclusions(
+        cpu_count: u16,
+        crash: CrashNote,
+        ranges: &[MemoryRange],
+        exclusion_note: bool,
+    ) -> Result<Self, LayoutError> {
         if cpu_count == 0 || crash.crashing_cpu >= cpu_count {
             return Err(LayoutError::BadCpuCount);
         }
-        let headers = ELF_HEADER_LEN + PHDR_LEN * (1 + ranges.len());
+        let headers = ELF_HEADER_LEN + PHDR_LEN * (1 + usize::from(exclusion_note) + ranges.len());
         let notes_len = usize::from(cpu_count) * note_len("CORE", PRSTATUS_LEN)
             + note_len(NETDUMP_NOTE_NAME, crash.message.len())
             + note_len(NETDUMP_NOTE_NAME, 32);
@@ -172,7 +203,36 @@ impl VmcoreLayout {
             notes_offset: headers as u64,
             notes_len: notes_len as u64,
             file_len,
+            exclusion_note,
         })
+    }
+
+    /// Where the exclusion note's program header is (when reserved) and what to write
+    /// there and at the end of the file once the dump ends: `(phdr offset, phdr bytes,
+    /// note offset, note bytes)`. `runs` are ascending: first pfn, pages, class.
+    pub fn exclusion_note(
+        &self,
+        page_size: u32,
+        runs: impl ExactSizeIterator<Item = (u64, u64, PageClass)>,
+    ) -> Option<(u64, Vec<u8>, u64, Vec<u8>)> {
+        if !self.exclusion_note {
+            return None;
+        }
+        let mut desc = Vec::with_capacity(EXCLUDED_HEADER_LEN + runs.len() * EXCLUDED_RUN_LEN);
+        desc.extend_from_slice(&1u32.to_le_bytes());
+        desc.extend_from_slice(&page_size.to_le_bytes());
+        desc.extend_from_slice(&(runs.len() as u64).to_le_bytes());
+        for (start_pfn, pages, class) in runs {
+            desc.extend_from_slice(&start_pfn.to_le_bytes());
+            desc.extend_from_slice(&pages.to_le_bytes());
+            desc.extend_from_slice(&class.dump_level_bit().to_le_bytes());
+            desc.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let mut note = Vec::with_capacity(note_len(NETDUMP_NOTE_NAME, desc.len()));
+        push_note(&mut note, NETDUMP_NOTE_NAME, NT_NETDUMP_EXCLUDED, &desc);
+        let at = self.file_len;
+        let phdr = program_header(PT_NOTE, 0, at, 0, 0, note.len() as u64, 4);
+        Some(((ELF_HEADER_LEN + PHDR_LEN) as u64, phdr.to_vec(), at, note))
     }
 
     /// The file's full length (most of it sparse until memory arrives).
@@ -270,7 +330,7 @@ impl VmcoreLayout {
     /// The ELF header, program headers and notes (registers still zero): everything
     /// before the first memory segment.
     pub fn headers(&self) -> Vec<u8> {
-        let phnum = 1 + self.segments.len();
+        let phnum = 1 + usize::from(self.exclusion_note) + self.segments.len();
         let mut out = Vec::with_capacity(self.notes_offset as usize + self.notes_len as usize);
 
         // ELF header.
@@ -289,17 +349,23 @@ impl VmcoreLayout {
         out.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
 
         // Program headers.
-        let mut phdr = |p_type: u32, flags: u32, offset: u64, vaddr: u64, paddr: u64, size: u64, align: u64| {
-            out.extend_from_slice(&p_type.to_le_bytes());
-            out.extend_from_slice(&flags.to_le_bytes());
-            for v in [offset, vaddr, paddr, size, size, align] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        };
-        phdr(PT_NOTE, 0, self.notes_offset, 0, 0, self.notes_len, 4);
+        out.extend_from_slice(&program_header(PT_NOTE, 0, self.notes_offset, 0, 0, self.notes_len, 4));
+        if self.exclusion_note {
+            // Rewritten as a PT_NOTE when the dump ends (`exclusion_note`).
+            out.extend_from_slice(&program_header(PT_NULL, 0, 0, 0, 0, 0, 0));
+        }
         for s in &self.segments {
             let r = s.range;
-            phdr(PT_LOAD, PF_R | PF_W | PF_X, s.file_offset, r.virt_start, r.phys_start, r.length, SEGMENT_ALIGN);
+            let load = program_header(
+                PT_LOAD,
+                PF_R | PF_W | PF_X,
+                s.file_offset,
+                r.virt_start,
+                r.phys_start,
+                r.length,
+                SEGMENT_ALIGN,
+            );
+            out.extend_from_slice(&load);
         }
 
         // Notes.
@@ -320,6 +386,25 @@ impl VmcoreLayout {
         debug_assert_eq!(out.len() as u64, self.notes_offset + self.notes_len);
         out
     }
+}
+
+/// One ELF64 program header (file and memory size both `size`).
+fn program_header(
+    p_type: u32,
+    flags: u32,
+    offset: u64,
+    vaddr: u64,
+    paddr: u64,
+    size: u64,
+    align: u64,
+) -> [u8; PHDR_LEN] {
+    let mut out = [0u8; PHDR_LEN];
+    out[..4].copy_from_slice(&p_type.to_le_bytes());
+    out[4..8].copy_from_slice(&flags.to_le_bytes());
+    for (i, v) in [offset, vaddr, paddr, size, size, align].iter().enumerate() {
+        out[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 fn push_note(out: &mut Vec<u8>, name: &str, note_type: u32, desc: &[u8]) {
@@ -618,5 +703,41 @@ mod tests {
         assert!(stdout.contains("LWP 1") && stdout.contains("LWP 2"), "gdb stdout:\n{stdout}\nstderr:\n{stderr}");
         // Memory is read through p_vaddr.
         assert!(stdout.contains("0x1122334455667788"), "gdb stdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+
+    #[test]
+    fn a_filtered_dump_gets_its_exclusion_note_in_a_second_pt_note_at_the_end() {
+        let plain = VmcoreLayout::new(1, crash(0), &ranges()).unwrap();
+        assert_eq!(plain.exclusion_note(4096, std::iter::empty()), None);
+        let layout = VmcoreLayout::with_exclusions(1, crash(0), &ranges(), true).unwrap();
+        let mut file = layout.headers();
+        {
+            let core = Core::new(&file);
+            let ph = core.phdrs();
+            assert_eq!(ph.len(), 4);
+            assert_eq!((ph[0].p_type, ph[1].p_type, ph[2].p_type, ph[3].p_type), (PT_NOTE, PT_NULL, PT_LOAD, PT_LOAD));
+            assert!(core.notes().iter().all(|n| n.note_type != NT_NETDUMP_EXCLUDED), "no note before the end");
+        }
+        file.resize(layout.file_len() as usize, 0);
+        let runs = [(0x20, 3, PageClass::User), (0x140, 0x10, PageClass::Free)];
+        let (ph_at, ph, note_at, note) = layout.exclusion_note(4096, runs.into_iter()).unwrap();
+        assert_eq!(note_at, layout.file_len());
+        file[ph_at as usize..ph_at as usize + ph.len()].copy_from_slice(&ph);
+        file.extend_from_slice(&note);
+        let core = Core::new(&file);
+        assert_eq!(core.phdrs()[1].p_type, PT_NOTE);
+        let notes = core.notes();
+        let n = notes.iter().find(|n| n.note_type == NT_NETDUMP_EXCLUDED).expect("the exclusion note");
+        assert_eq!(n.name, NETDUMP_NOTE_NAME.as_bytes());
+        assert_eq!(n.desc.len(), EXCLUDED_HEADER_LEN + 2 * EXCLUDED_RUN_LEN);
+        assert_eq!((u32_at(n.desc, 0), u32_at(n.desc, 4), u64_at(n.desc, 8)), (1, 4096, 2));
+        let run = |i: usize| {
+            let at = EXCLUDED_HEADER_LEN + i * EXCLUDED_RUN_LEN;
+            (u64_at(n.desc, at), u64_at(n.desc, at + 8), u32_at(n.desc, at + 16))
+        };
+        assert_eq!(run(0), (0x20, 3, 8));
+        assert_eq!(run(1), (0x140, 0x10, 16));
+        // The memory segments moved by one program header only.
+        assert_eq!(layout.segments()[0].file_offset, plain.segments()[0].file_offset);
     }
 }

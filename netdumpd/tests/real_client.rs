@@ -195,3 +195,116 @@ fn keepalives_carry_a_long_zero_scan_past_the_servers_silence_limit() {
     assert!(report.is_err(), "the server should have given up during the scan");
     assert_eq!(info.pointer("/status").and_then(|v| v.as_str()), Some("incomplete"));
 }
+
+/// [`FakeRam`] whose kernel classifies page `p` (from `RAM_BASE`): user when `p % 7 == 1`,
+/// free when `p % 7 == 2`, page cache when `p % 7 == 3`, kernel data otherwise; answered
+/// per run.
+struct ClassifiedRam(FakeRam);
+
+fn ram_class(page: u64) -> netdump_core::memory::PageClass {
+    use netdump_core::memory::PageClass;
+    match page % 7 {
+        1 => PageClass::User,
+        2 => PageClass::Free,
+        3 => PageClass::PageCache,
+        _ => PageClass::KernelData,
+    }
+}
+
+impl MemorySource for ClassifiedRam {
+    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        self.0.read(phys, out)
+    }
+    fn classify(&self, phys: u64, pages: u64) -> (netdump_core::memory::PageClass, u64) {
+        let first = (phys - RAM_BASE) / 4096;
+        let class = ram_class(first);
+        (class, (first..first + pages).take_while(|p| ram_class(*p) == class).count() as u64)
+    }
+}
+
+#[test]
+fn a_filtered_dump_leaves_out_the_excluded_classes_and_the_server_records_them() {
+    use netdump_core::memory::{ExcludeSet, PageClass};
+    let dir = TempDir::new("real-filtered");
+    let server = TestServer::start(dir.path());
+    let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 7], 1500, server.addr).unwrap();
+    let ram = ClassifiedRam(FakeRam::new());
+    let pages = ram.0.0.len() as u64 / 4096;
+    let map =
+        MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: pages * 4096, virt_start: RAM_BASE }]).unwrap();
+    let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
+    // User and free pages out (makedumpfile -d 24); the page cache stays.
+    let config = Config { exclude: ExcludeSet::from_dump_level(24).unwrap(), ..config(server.addr.port()) };
+    let mut nd =
+        Netdump::install(nic, SystemClock::default(), &mut CounterRng(7), config, buffers, map).expect("install");
+    assert_eq!(nd.granted_features() & netdump_core::proto::features::FILTER, netdump_core::proto::features::FILTER);
+    let regs = RegisterRecord { rip: 0x1000, flags: REGISTERS_VALID, ..Default::default() };
+    let report = nd.dump(&CrashInfo::panic(0, b"filtered", &[]), &[regs], &ram, None).expect("dump");
+    let excluded = |class| (0..pages).filter(|p| ram_class(*p) == class).count() as u64;
+    let (user, free) = (excluded(PageClass::User), excluded(PageClass::Free));
+    assert_eq!(report.memory.excluded_pages, user + free);
+
+    let dumps = server.dumps();
+    let dump = dumps.iter().find(|d| d.file_name().unwrap().to_string_lossy().starts_with("real-client-")).unwrap();
+    let info = read_info(dump);
+    assert_eq!(info["status"], "complete");
+    assert_eq!(info["filter"]["excluded_pages"], user + free);
+    assert_eq!(info["filter"]["pages_by_class"]["user"], user);
+    assert_eq!(info["filter"]["pages_by_class"]["free"], free);
+    assert_eq!(info["filter"]["pages_by_class"]["page_cache"], 0);
+    let bytes = std::fs::read(dump.join("vmcore")).unwrap();
+    let core = Core::new(&bytes);
+    for p in 0..pages {
+        let got = core.read_phys(RAM_BASE + p * 4096, 4096);
+        let want = &ram.0.0[(p * 4096) as usize..][..4096];
+        match ram_class(p) {
+            PageClass::User | PageClass::Free => {
+                assert!(got.iter().all(|b| *b == 0), "excluded page {p} is not a hole")
+            }
+            _ => assert_eq!(got, want, "kept page {p} differs"),
+        }
+    }
+    let notes = core.notes();
+    let note = notes.iter().find(|n| n.note_type == netdumpd::vmcore::NT_NETDUMP_EXCLUDED).expect("exclusion note");
+    let runs = u64::from_le_bytes(note.desc[8..16].try_into().unwrap());
+    assert_eq!(info["filter"]["runs"], runs);
+    let mut noted = 0;
+    for i in 0..runs as usize {
+        let at = 16 + 24 * i;
+        let start = u64::from_le_bytes(note.desc[at..at + 8].try_into().unwrap());
+        let n = u64::from_le_bytes(note.desc[at + 8..at + 16].try_into().unwrap());
+        let class = u32::from_le_bytes(note.desc[at + 16..at + 20].try_into().unwrap());
+        for pfn in start..start + n {
+            assert_eq!(ram_class(pfn - RAM_BASE / 4096).dump_level_bit(), class, "pfn {pfn:#x}");
+        }
+        noted += n;
+    }
+    assert_eq!(noted, user + free);
+}
+
+#[test]
+fn a_filter_with_a_server_that_does_not_grant_it_sends_every_page() {
+    use netdump_core::memory::ExcludeSet;
+    let dir = TempDir::new("real-filter-refused");
+    // A server that grants nothing of FILTER: every feature bit cleared from its answers
+    // is what a server that predates filtering does (it grants only bits it knows).
+    let server = TestServer::start_with(dir.path(), |c| c.page_filtering = false);
+    let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 8], 1500, server.addr).unwrap();
+    let ram = ClassifiedRam(FakeRam::new());
+    let map =
+        MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.0.len() as u64, virt_start: RAM_BASE }])
+            .unwrap();
+    let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
+    let config = Config { exclude: ExcludeSet::ALL, ..config(server.addr.port()) };
+    let mut nd =
+        Netdump::install(nic, SystemClock::default(), &mut CounterRng(8), config, buffers, map).expect("install");
+    assert_eq!(nd.granted_features(), 0);
+    let report =
+        nd.dump(&CrashInfo::panic(0, b"unfiltered", &[]), &[RegisterRecord::default()], &ram, None).expect("dump");
+    assert_eq!(report.memory.excluded_pages, 0);
+    let dumps = server.dumps();
+    let dump = dumps.iter().find(|d| d.file_name().unwrap().to_string_lossy().starts_with("real-client-")).unwrap();
+    let bytes = std::fs::read(dump.join("vmcore")).unwrap();
+    assert_eq!(Core::new(&bytes).read_virt(RAM_BASE, ram.0.0.len()), &ram.0.0[..], "every page arrived");
+    assert_eq!(read_info(dump)["filter"], serde_json::Value::Null);
+}

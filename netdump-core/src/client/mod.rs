@@ -17,7 +17,7 @@ use crate::clock::{Clock, Deadline};
 #[cfg(feature = "encryption")]
 use crate::crypto::{self, NkInitiator, OpenError, ReplayWindow, Transport};
 use crate::log::LogSource;
-use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
+use crate::memory::{ExcludeSet, MemoryMap, MemorySource, PAGE_SIZE};
 use crate::net::{LinkCounters, NetError, UdpLink};
 #[cfg(feature = "netconsole")]
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
@@ -421,6 +421,19 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         true
     }
 
+    /// The features HELLO asks for: encryption with a server key, page filtering with a
+    /// filter configured, and the XXH64 check when not encrypting (an encrypted session's
+    /// AEAD tags replace the checks).
+    fn features_asked(&self) -> u32 {
+        #[cfg(feature = "encryption")]
+        let encrypting = self.config.server_key.is_some();
+        #[cfg(not(feature = "encryption"))]
+        let encrypting = false;
+        let sealing = if encrypting { features::ENCRYPTED } else { features::XXH64_CHECK };
+        let filter = if self.config.exclude.filters() { features::FILTER } else { 0 };
+        sealing | filter
+    }
+
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
     /// the largest payload the server accepts.
     fn register(&mut self, rng: &mut impl RngCore) -> Result<u32, InstallError> {
@@ -437,7 +450,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     return Err(InstallError::NoEntropy);
                 }
                 let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
-                let hello = HelloV2 { hello: self.hello_v1(), features: features::ENCRYPTED, key_id, handshake: &[] };
+                let hello = HelloV2 { hello: self.hello_v1(), features: self.features_asked(), key_id, handshake: &[] };
                 let n = hello.prologue(self.cookie, &mut prologue);
                 let mut initiator = NkInitiator::new(&key, ephemeral, &prologue[..n]);
                 zeroize::Zeroize::zeroize(&mut ephemeral);
@@ -452,8 +465,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let encrypting = initiator.is_some();
         #[cfg(not(feature = "encryption"))]
         let encrypting = false;
-        // An encrypted session's AEAD tags replace the checks: XXH64 only without.
-        let features = if encrypting { features::ENCRYPTED } else { features::XXH64_CHECK };
+        let features = self.features_asked();
         let handshake = if encrypting { &handshake[..] } else { &[][..] };
 
         let mut evidence = HelloEvidence::default();
@@ -500,7 +512,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     ServerEvent::HelloAckV2 { terms, .. } => {
                         return match terms.status {
                             HelloStatus::Registered => {
-                                self.granted = terms.features & features::XXH64_CHECK;
+                                // A server grants only what was asked; more is not trusted.
+                                self.granted = terms.features & features;
                                 if self.granted & features::XXH64_CHECK != 0 {
                                     self.check = Check::Xxh64;
                                 }
@@ -559,6 +572,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         };
         Some(match terms.status {
             HelloStatus::Registered if terms.features & features::ENCRYPTED != 0 => {
+                self.granted = terms.features & self.features_asked();
                 self.secure = Some(Secure { transport: established.transport, replay: ReplayWindow::new() });
                 Ok(terms.max_payload)
             }
@@ -721,7 +735,11 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let include_memory = decision.verdict == Verdict::DumpAll;
         let overhead = if self.encrypted() { HEADER_LEN + SEAL_OVERHEAD } else { HEADER_LEN };
         let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(overhead));
+        // Filtering only with a server that records the excluded runs (feature FILTER):
+        // with any other, excluded pages would look like zero pages, so all are sent.
+        let exclude = if self.granted & features::FILTER != 0 { self.config.exclude } else { ExcludeSet::NONE };
         let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory)
+            .with_exclude(exclude)
             .with_extra(self.extra);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);

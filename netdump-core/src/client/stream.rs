@@ -1,15 +1,17 @@
-//! The dump's data stream: console log, register records, every non-zero page of
-//! memory, then the kernel's extra state text, cut into DATA payloads (sub-header + data)
-//! in the order PROTOCOL.md gives.
+//! The dump's data stream: console log, register records, the runs of pages the filter
+//! leaves out (with an [`ExcludeSet`]), every other non-zero page of memory, then the
+//! kernel's extra state text, cut into DATA payloads (sub-header + data) in the order
+//! PROTOCOL.md gives.
 
 use crate::log::LogSource;
-use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
-use crate::proto::{Data, REGISTER_RECORD_LEN, RegisterRecord, Section};
+use crate::memory::{ExcludeSet, MemoryMap, MemorySource, PAGE_SIZE, PageClass};
+use crate::proto::{Data, ExcludedRun, REGISTER_RECORD_LEN, RegisterRecord, Section};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Log,
     Registers,
+    Excluded,
     Memory,
     Extra,
     Done,
@@ -58,6 +60,9 @@ pub struct MemoryStats {
     /// Pages the [`MemorySource`](crate::memory::MemorySource) could not read; not sent (the
     /// server's image keeps zeros there).
     pub unreadable_pages: u64,
+    /// Pages the filter left out (their class is in the [`ExcludeSet`]); not read, not
+    /// sent, reported in the `EXCLUDED` section.
+    pub excluded_pages: u64,
 }
 
 /// Cursor over the page currently held in the page buffer.
@@ -84,6 +89,13 @@ pub struct DataStream<'a> {
     cursor: PageCursor,
     /// The last all-zero page the walk found, for keepalive packets.
     last_zero_page: Option<u64>,
+    /// The page classes left out; [`ExcludeSet::NONE`] unless the server granted `FILTER`.
+    exclude: ExcludeSet,
+    /// Next page the `EXCLUDED` section classifies (range index, page index in range).
+    excluded_walk: (usize, u64),
+    /// The memory walk's pages up to this one (range index, page index) are known to be
+    /// kept: the last classification's run, so a run of kept pages is classified once.
+    kept_until: (usize, u64),
     extra: Option<ExtraState>,
     /// The window of extra state held in the page buffer (once the memory walk is over):
     /// the section offset of its first byte and its length.
@@ -114,10 +126,22 @@ impl<'a> DataStream<'a> {
             walk,
             cursor: PageCursor { range: 0, page: 0, used: PAGE_SIZE },
             last_zero_page: None,
+            exclude: ExcludeSet::NONE,
+            // No memory, no runs to report.
+            excluded_walk: walk,
+            kept_until: (0, 0),
             extra: None,
             extra_held: None,
             stats: MemoryStats::default(),
         }
+    }
+
+    /// Leaves out the pages of the classes in `exclude` and reports them in the EXCLUDED
+    /// section. Only when the server granted the `FILTER` feature: an older server would
+    /// drop the EXCLUDED section, and a reader could not tell the holes from zero pages.
+    pub fn with_exclude(mut self, exclude: ExcludeSet) -> Self {
+        self.exclude = if exclude.filters() { exclude } else { ExcludeSet::NONE };
+        self
     }
 
     /// Sends what `extra` writes, after the memory image, as the EXTRA section.
@@ -153,7 +177,7 @@ impl<'a> DataStream<'a> {
                 Stage::Registers => {
                     let total = (self.cpus.len() * REGISTER_RECORD_LEN) as u64;
                     if self.offset >= total {
-                        self.advance(Stage::Memory);
+                        self.advance(Stage::Excluded);
                         continue;
                     }
                     let n = room.min((total - self.offset) as usize);
@@ -170,6 +194,14 @@ impl<'a> DataStream<'a> {
                     }
                     (Section::Registers, self.offset, n)
                 }
+                Stage::Excluded => match self.fill_excluded(&mut out[Data::SUBHEADER_LEN..][..room]) {
+                    MemoryFill::Data(_, n) => (Section::Excluded, self.offset, n),
+                    MemoryFill::Skipped => return None,
+                    MemoryFill::End => {
+                        self.advance(Stage::Memory);
+                        continue;
+                    }
+                },
                 Stage::Memory => match self.fill_memory(&mut out[Data::SUBHEADER_LEN..][..room]) {
                     MemoryFill::Data(phys, n) => (Section::Memory, phys, n),
                     MemoryFill::Skipped => return None,
@@ -250,8 +282,69 @@ impl<'a> DataStream<'a> {
         self.map.ranges()[range].phys_start + page * PAGE_SIZE as u64
     }
 
+    /// The class of page `page` of range `range` and how many pages of the range from it
+    /// on share it: the memory source's answer, held to 1..=the pages left in the range.
+    fn classify(&self, range: usize, page: u64) -> (PageClass, u64) {
+        let left = self.map.ranges()[range].length / PAGE_SIZE as u64 - page;
+        let (class, run) = self.memory.classify(self.phys_of(range, page), left);
+        (class, run.clamp(1, left))
+    }
+
+    /// Fills `out` with whole EXCLUDED records: the runs of excluded pages from
+    /// `excluded_walk` on, adjacent runs of one class merged, at most [`SCAN_BUDGET`]
+    /// classifications per call. The record's offset is the section's byte offset.
+    fn fill_excluded(&mut self, out: &mut [u8]) -> MemoryFill {
+        let ranges = self.map.ranges();
+        let mut len = 0;
+        // The last record written and its range: runs are merged within a range only.
+        let mut last: Option<(usize, ExcludedRun)> = None;
+        if !self.exclude.filters() {
+            return MemoryFill::End;
+        }
+        for _ in 0..SCAN_BUDGET {
+            let (mut r, mut p) = self.excluded_walk;
+            while r < ranges.len() && p * PAGE_SIZE as u64 >= ranges[r].length {
+                (r, p) = (r + 1, 0);
+            }
+            self.excluded_walk = (r, p);
+            if r >= ranges.len() {
+                break;
+            }
+            let (class, run) = self.classify(r, p);
+            let run = run.min(u64::from(u32::MAX));
+            if self.exclude.excludes(class) {
+                let start_pfn = self.phys_of(r, p) / PAGE_SIZE as u64;
+                match &mut last {
+                    Some((lr, l))
+                        if *lr == r
+                            && l.class == class
+                            && l.start_pfn + u64::from(l.pages) == start_pfn
+                            && u64::from(l.pages) + run <= u64::from(u32::MAX) =>
+                    {
+                        l.pages += run as u32;
+                        l.emit(&mut out[len - ExcludedRun::WIRE_LEN..len]);
+                    }
+                    _ if len + ExcludedRun::WIRE_LEN > out.len() => break,
+                    _ => {
+                        let record = ExcludedRun { start_pfn, pages: run as u32, class };
+                        record.emit(&mut out[len..len + ExcludedRun::WIRE_LEN]);
+                        len += ExcludedRun::WIRE_LEN;
+                        last = Some((r, record));
+                    }
+                }
+            }
+            self.excluded_walk = (r, p + run);
+        }
+        match (len, self.excluded_walk.0 >= ranges.len()) {
+            (0, true) => MemoryFill::End,
+            (0, false) => MemoryFill::Skipped,
+            (n, _) => MemoryFill::Data(0, n),
+        }
+    }
+
     /// Loads the next page of the walk into the buffer; returns whether it is non-zero
-    /// (zero and unreadable pages are counted and left unsent). `None` at the end.
+    /// (zero and unreadable pages are counted and left unsent, excluded runs skipped
+    /// whole without being read). `None` at the end.
     fn load_next_page(&mut self) -> Option<bool> {
         let ranges = self.map.ranges();
         let (mut r, mut p) = self.walk;
@@ -265,6 +358,16 @@ impl<'a> DataStream<'a> {
         }
         self.walk = (r, p + 1);
         self.cursor = PageCursor { range: r, page: p, used: 0 };
+        if self.exclude.filters() && (r, p) >= self.kept_until {
+            let (class, run) = self.classify(r, p);
+            if self.exclude.excludes(class) {
+                self.walk = (r, p + run);
+                self.stats.excluded_pages += run;
+                self.cursor.used = PAGE_SIZE;
+                return Some(false);
+            }
+            self.kept_until = (r, p + run);
+        }
         let phys = self.phys_of(r, p);
         if self.memory.read(phys, self.page).is_err() {
             self.stats.unreadable_pages += 1;
@@ -324,12 +427,14 @@ impl<'a> DataStream<'a> {
     }
 }
 
-/// Zero or unreadable pages skipped in one call before it returns to the sender.
+/// Zero, unreadable or excluded pages (an excluded run counts once) skipped in one call
+/// before it returns to the sender; classifications per EXCLUDED packet.
 pub const SCAN_BUDGET: usize = 256;
 
 /// What one step of the memory walk produced.
 enum MemoryFill {
-    /// `len` bytes of contiguous non-zero memory at a physical address.
+    /// `len` bytes of contiguous non-zero memory at a physical address (or of EXCLUDED
+    /// records, address 0).
     Data(u64, usize),
     /// Only skipped pages so far.
     Skipped,
@@ -425,7 +530,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(s.stats, MemoryStats { pages_sent: 7, zero_pages: 2, unreadable_pages: 0 });
+        assert_eq!(s.stats, MemoryStats { pages_sent: 7, zero_pages: 2, unreadable_pages: 0, excluded_pages: 0 });
     }
 
     #[test]
@@ -577,5 +682,204 @@ mod tests {
         let chunks = collect(&mut s, 1448);
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].0, Section::Registers);
+    }
+
+    /// Memory with a class per page (`class(pfn)`) answered one page at a time or per run
+    /// (`runs`), counting the classifications.
+    struct ClassifiedMemory {
+        class: fn(u64) -> PageClass,
+        zero: fn(u64) -> bool,
+        runs: bool,
+        calls: std::cell::Cell<u64>,
+    }
+    impl ClassifiedMemory {
+        fn new(class: fn(u64) -> PageClass, zero: fn(u64) -> bool, runs: bool) -> Self {
+            ClassifiedMemory { class, zero, runs, calls: Default::default() }
+        }
+    }
+    impl MemorySource for ClassifiedMemory {
+        fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+            FakeMemory { zero: self.zero, unreadable: None }.read(phys, out)
+        }
+        fn classify(&self, phys: u64, pages: u64) -> (PageClass, u64) {
+            self.calls.set(self.calls.get() + 1);
+            let pfn = phys / 4096;
+            let class = (self.class)(pfn);
+            let run =
+                if self.runs { (0..pages).take_while(|i| (self.class)(pfn + i) == class).count() as u64 } else { 1 };
+            (class, run)
+        }
+    }
+
+    fn excluded_runs(chunks: &[(Section, u64, Vec<u8>)]) -> Vec<ExcludedRun> {
+        let mut bytes = vec![];
+        for (_, off, data) in chunks.iter().filter(|c| c.0 == Section::Excluded) {
+            assert_eq!(*off, bytes.len() as u64, "EXCLUDED offsets are contiguous");
+            assert_eq!(data.len() % ExcludedRun::WIRE_LEN, 0, "whole records per packet");
+            bytes.extend_from_slice(data);
+        }
+        ExcludedRun::parse_all(&bytes).map(|i| i.map(Result::unwrap).collect()).unwrap_or_default()
+    }
+
+    fn memory_pages(chunks: &[(Section, u64, Vec<u8>)]) -> std::collections::BTreeSet<u64> {
+        let mut pages = std::collections::BTreeSet::new();
+        for (_, off, data) in chunks.iter().filter(|c| c.0 == Section::Memory) {
+            pages.extend(off / 4096..=(off + data.len() as u64 - 1) / 4096);
+        }
+        pages
+    }
+
+    fn classes(p: u64) -> PageClass {
+        match p {
+            1 | 2 => PageClass::User,
+            3 | 4 | 16 | 17 => PageClass::Free,
+            5 => PageClass::PageCache,
+            _ => PageClass::KernelData,
+        }
+    }
+
+    #[test]
+    fn excluded_pages_are_not_sent_and_are_reported_as_runs_between_registers_and_memory() {
+        let mem = ClassifiedMemory::new(classes, |p| p == 6, true);
+        let m = map();
+        let cpus = [RegisterRecord::default()];
+        let mut page = [0u8; PAGE_SIZE];
+        let exclude = ExcludeSet::USER.union(ExcludeSet::FREE);
+        let mut s = DataStream::new(None, 0, &cpus, &m, &mem, &mut page, true).with_exclude(exclude);
+        let chunks = collect(&mut s, 1448);
+        let order: Vec<Section> = chunks.iter().map(|c| c.0).collect();
+        let first_memory = order.iter().position(|s| *s == Section::Memory).unwrap();
+        assert!(order[..first_memory].ends_with(&[Section::Registers, Section::Excluded]), "{order:?}");
+        let run = |start_pfn, pages, class| ExcludedRun { start_pfn, pages, class };
+        // Runs never cross a range: pfn 2 (user) ends range 0, pfn 3 (free) starts range 1.
+        assert_eq!(
+            excluded_runs(&chunks),
+            [run(1, 2, PageClass::User), run(3, 2, PageClass::Free), run(16, 2, PageClass::Free)]
+        );
+        // Page cache is not in the set: page 5 is sent; page 6 is zero.
+        assert_eq!(memory_pages(&chunks).into_iter().collect::<Vec<_>>(), [0, 5]);
+        assert_eq!(s.stats, MemoryStats { pages_sent: 2, zero_pages: 1, unreadable_pages: 0, excluded_pages: 6 });
+    }
+
+    #[test]
+    fn pages_of_unknown_and_kernel_classes_are_sent_whatever_the_set() {
+        let mem = ClassifiedMemory::new(
+            |p| [PageClass::Unknown, PageClass::KernelCode, PageClass::KernelData][p as usize % 3],
+            |_| false,
+            false,
+        );
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_exclude(ExcludeSet::ALL);
+        let chunks = collect(&mut s, 1448);
+        assert!(excluded_runs(&chunks).is_empty());
+        assert!(chunks.iter().all(|c| c.0 != Section::Excluded), "no EXCLUDED packet without a run");
+        assert_eq!(s.stats.pages_sent, 9);
+    }
+
+    #[test]
+    fn without_a_filter_nothing_is_classified_and_no_excluded_section_is_sent() {
+        for exclude in [ExcludeSet::NONE, ExcludeSet::ZERO] {
+            let mem = ClassifiedMemory::new(|_| PageClass::Free, |_| false, true);
+            let m = map();
+            let mut page = [0u8; PAGE_SIZE];
+            let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_exclude(exclude);
+            let chunks = collect(&mut s, 1448);
+            assert_eq!(mem.calls.get(), 0, "{exclude:?}");
+            assert!(chunks.iter().all(|c| c.0 == Section::Memory));
+            assert_eq!(s.stats.pages_sent, 9);
+        }
+    }
+
+    #[test]
+    fn skipping_memory_sends_no_excluded_runs() {
+        let mem = ClassifiedMemory::new(|_| PageClass::Free, |_| false, true);
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, false).with_exclude(ExcludeSet::ALL);
+        assert!(collect(&mut s, 1448).is_empty());
+        assert_eq!(mem.calls.get(), 0);
+    }
+
+    #[test]
+    fn a_run_of_kept_pages_is_classified_once_per_pass() {
+        let mem = ClassifiedMemory::new(|_| PageClass::KernelData, |_| false, true);
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_exclude(ExcludeSet::ALL);
+        collect(&mut s, 1448);
+        // One classification per range in the EXCLUDED pass and one in the memory walk.
+        assert_eq!(mem.calls.get(), 2 * m.ranges().len() as u64);
+        assert_eq!(s.stats.pages_sent, 9);
+    }
+
+    #[test]
+    fn per_page_answers_are_merged_into_runs_and_many_runs_span_packets_and_yields() {
+        // Runs of 3 pages alternating user / free, answered page by page.
+        let pages = 4 * SCAN_BUDGET as u64;
+        let mem = ClassifiedMemory::new(
+            |p| if (p / 3) % 2 == 0 { PageClass::User } else { PageClass::Free },
+            |_| false,
+            false,
+        );
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0, length: pages * 4096, virt_start: 0 }]).unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_exclude(ExcludeSet::ALL);
+        let mut out = [0u8; 1448];
+        let (mut chunks, mut yields) = (vec![], 0);
+        while !s.is_done() {
+            match s.next_payload(&mut out) {
+                Some(n) => {
+                    let d = Data::parse(&out[..n]).unwrap();
+                    chunks.push((d.section, d.offset, d.data.to_vec()));
+                }
+                None => yields += 1,
+            }
+        }
+        // A run may be cut where a packet or a call's budget ends; joined, they are the runs.
+        let packets = chunks.iter().filter(|c| c.0 == Section::Excluded).count();
+        let mut runs: Vec<ExcludedRun> = vec![];
+        for r in excluded_runs(&chunks) {
+            match runs.last_mut() {
+                Some(l) if l.class == r.class && l.start_pfn + u64::from(l.pages) == r.start_pfn => l.pages += r.pages,
+                _ => runs.push(r),
+            }
+        }
+        assert!(excluded_runs(&chunks).len() <= runs.len() + packets + yields, "page answers were not merged");
+        assert_eq!(runs.len() as u64, pages.div_ceil(3));
+        for (i, r) in runs.iter().enumerate() {
+            let class = if i % 2 == 0 { PageClass::User } else { PageClass::Free };
+            assert_eq!((r.start_pfn, r.class), (3 * i as u64, class));
+            assert_eq!(u64::from(r.pages), 3.min(pages - 3 * i as u64));
+        }
+        assert!(packets > 1, "the runs need several packets");
+        assert!(yields > 0, "the memory walk over excluded runs yields to the sender");
+        assert!(chunks.iter().all(|c| c.0 == Section::Excluded));
+        assert_eq!(s.stats.excluded_pages, pages);
+    }
+
+    #[test]
+    fn run_lengths_out_of_bounds_are_held_to_the_range() {
+        struct Wild(u64);
+        impl MemorySource for Wild {
+            fn read(&self, _: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+                out.fill(1);
+                Ok(())
+            }
+            fn classify(&self, _: u64, _: u64) -> (PageClass, u64) {
+                (PageClass::User, self.0)
+            }
+        }
+        let m = map();
+        for answer in [0, u64::MAX] {
+            let mem = Wild(answer);
+            let mut page = [0u8; PAGE_SIZE];
+            let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_exclude(ExcludeSet::USER);
+            let runs = excluded_runs(&collect(&mut s, 1448));
+            let pages: u64 = runs.iter().map(|r| u64::from(r.pages)).sum();
+            assert_eq!(pages, 9, "answer {answer}: every page once");
+            assert_eq!(runs.len(), m.ranges().len(), "answer {answer}: one run per range, merged");
+            assert_eq!(s.stats.excluded_pages, 9);
+        }
     }
 }

@@ -169,7 +169,7 @@ pub mod decision {
 /// DATA.
 pub mod data {
     use super::Field;
-    /// Section: 1 `LOG`, 2 `REGISTERS`, 3 `MEMORY`, 4 `EXTRA`.
+    /// Section: 1 `LOG`, 2 `REGISTERS`, 3 `MEMORY`, 4 `EXTRA`, 5 `EXCLUDED`.
     pub const SECTION: Field = 0..1;
     /// Reserved, 0.
     pub const RESERVED: Field = 1..8;
@@ -213,6 +213,24 @@ pub mod finish {
     pub const LEN: usize = RETRANSMISSIONS.end;
     /// FINISH's fields, in wire order.
     pub const LAYOUT: &[Field] = &[TOTAL_BYTES, STREAM_CRC, FLAGS, ZERO_PAGES, RETRANSMISSIONS];
+}
+
+/// One excluded-run record of the `EXCLUDED` section (feature `FILTER`).
+pub mod excluded_run {
+    use super::Field;
+    /// First page frame number of the run: its physical address / page size (u64).
+    pub const START_PFN: Field = 0..8;
+    /// Pages in the run, at least 1 (u32).
+    pub const PAGES: Field = 8..12;
+    /// The class that left them out, as its makedumpfile dump-level bit: 2 page cache,
+    /// 4 page cache with private data, 8 user, 16 free.
+    pub const CLASS: Field = 12..13;
+    /// Reserved, 0.
+    pub const RESERVED: Field = 13..16;
+    /// Length of one record.
+    pub const LEN: usize = RESERVED.end;
+    /// The record's fields, in wire order.
+    pub const LAYOUT: &[Field] = &[START_PFN, PAGES, CLASS, RESERVED];
 }
 
 /// FINISH_ACK.

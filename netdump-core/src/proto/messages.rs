@@ -408,8 +408,12 @@ pub mod features {
     /// "Integrity checks"). Not asked for in an encrypted session, whose AEAD tags
     /// replace the checks.
     pub const XXH64_CHECK: u32 = 1 << 2;
+    /// Page filtering: the client leaves out pages of the classes its configuration
+    /// excludes and reports them as excluded runs in the `EXCLUDED` section
+    /// ([`ExcludedRun`](super::ExcludedRun)). A client filters only when this is granted.
+    pub const FILTER: u32 = 1 << 3;
     /// Every bit this version of the code knows.
-    pub const KNOWN: u32 = ENCRYPTED | XXH64_CHECK;
+    pub const KNOWN: u32 = ENCRYPTED | XXH64_CHECK | FILTER;
 }
 
 /// Length of the server key id in HELLO v2: the first bytes of the pinned public key.
@@ -924,8 +928,60 @@ wire_enum!(
         Memory = 3 => "memory",
         /// Text the kernel writes after the memory image.
         Extra = 4 => "extra",
+        /// The runs of pages the client's filter left out ([`ExcludedRun`] records), sent
+        /// after the registers and before the memory (feature `FILTER` only).
+        Excluded = 5 => "excluded",
     }
 );
+
+/// A run of pages the client's filter left out (feature `FILTER`): a record of the
+/// `EXCLUDED` section. A DATA packet of that section carries whole records only, at a
+/// section offset that is a multiple of [`ExcludedRun::WIRE_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExcludedRun {
+    /// First page frame number (physical address / page size).
+    pub start_pfn: u64,
+    /// Pages in the run, at least 1.
+    pub pages: u32,
+    /// Why they were left out: one of [`PageClass::EXCLUDABLE`](crate::memory::PageClass).
+    pub class: crate::memory::PageClass,
+}
+
+impl ExcludedRun {
+    /// Bytes of one record.
+    pub const WIRE_LEN: usize = field::excluded_run::LEN;
+
+    /// Parses one record of exactly [`Self::WIRE_LEN`] bytes: a class that cannot be
+    /// excluded, an empty run or non-zero reserved bytes are errors.
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let start_pfn = r.u64()?;
+        let pages = r.u32()?;
+        let class = crate::memory::PageClass::from_dump_level_bit(u32::from(r.u8()?))
+            .ok_or(ProtoError::BadField("excluded class"))?;
+        if r.bytes(3)?.iter().any(|&b| b != 0) {
+            return Err(ProtoError::BadField("excluded reserved"));
+        }
+        r.finish()?;
+        if pages == 0 {
+            return Err(ProtoError::BadField("excluded pages"));
+        }
+        Ok(ExcludedRun { start_pfn, pages, class })
+    }
+
+    /// The records of an `EXCLUDED` DATA packet's data, which must be whole records.
+    pub fn parse_all(data: &[u8]) -> Result<impl Iterator<Item = Result<Self, ProtoError>> + '_, ProtoError> {
+        if data.is_empty() || !data.len().is_multiple_of(Self::WIRE_LEN) {
+            return Err(ProtoError::BadField("excluded length"));
+        }
+        Ok(data.chunks_exact(Self::WIRE_LEN).map(Self::parse))
+    }
+
+    /// Writes the record at the start of `out`, which must hold [`Self::WIRE_LEN`] bytes.
+    pub fn emit(&self, out: &mut [u8]) {
+        Writer::new(out).u64(self.start_pfn).u32(self.pages).u8(self.class.dump_level_bit() as u8).zeros(3);
+    }
+}
 
 /// DATA: a chunk of one section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1847,10 +1903,67 @@ mod tests {
         check(FinishStatus::ALL, FinishStatus::name, |v| v as u8, FinishStatus::try_from);
         check(CrashKind::ALL, CrashKind::name, |v| v as u8, CrashKind::try_from);
         check(Section::ALL, Section::name, |v| v as u8, Section::try_from);
+        assert_eq!(Section::Excluded as u8, 5);
         check(HelloStatus::ALL, HelloStatus::name, |v| v as u8, HelloStatus::try_from);
         assert_eq!(HelloStatus::FeatureUnsupported as u8, 5);
         check(AfterDump::ALL, AfterDump::name, |v| v as u8, AfterDump::try_from);
         assert_eq!(DecisionReason::BadAnnouncement.name(), "bad_announcement");
         assert_eq!(FinishStatus::UnknownSession.name(), "unknown_session");
+    }
+
+    #[test]
+    fn excluded_run_golden_bytes() {
+        use crate::memory::PageClass;
+        #[rustfmt::skip]
+        let bytes = [
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x03, // start pfn 0x2003
+            0x00, 0x00, 0x01, 0x00,                         // pages 256
+            0x08,                                           // class: user (-d bit 8)
+            0x00, 0x00, 0x00,                               // reserved
+        ];
+        let run = ExcludedRun { start_pfn: 0x2003, pages: 256, class: PageClass::User };
+        assert_eq!(ExcludedRun::parse(&bytes), Ok(run));
+        let mut out = [0xffu8; ExcludedRun::WIRE_LEN];
+        run.emit(&mut out);
+        assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn excluded_runs_round_trip_for_every_class() {
+        use crate::memory::PageClass;
+        let runs: Vec<ExcludedRun> = PageClass::EXCLUDABLE
+            .iter()
+            .enumerate()
+            .map(|(i, &class)| ExcludedRun { start_pfn: 1 << (i * 10), pages: u32::MAX >> i, class })
+            .collect();
+        let mut data = vec![0u8; runs.len() * ExcludedRun::WIRE_LEN];
+        for (run, out) in runs.iter().zip(data.chunks_exact_mut(ExcludedRun::WIRE_LEN)) {
+            run.emit(out);
+        }
+        let back: Vec<ExcludedRun> = ExcludedRun::parse_all(&data).unwrap().map(Result::unwrap).collect();
+        assert_eq!(back, runs);
+    }
+
+    #[test]
+    fn bad_excluded_runs_are_rejected_with_the_field_named() {
+        use crate::memory::PageClass;
+        let mut good = [0u8; ExcludedRun::WIRE_LEN];
+        ExcludedRun { start_pfn: 7, pages: 1, class: PageClass::Free }.emit(&mut good);
+        let with = |at: usize, v: u8| {
+            let mut b = good;
+            b[at] = v;
+            ExcludedRun::parse(&b)
+        };
+        assert_eq!(with(field::excluded_run::PAGES.end - 1, 0), Err(ProtoError::BadField("excluded pages")));
+        for class in [0, 1, 3, 32, 0xff] {
+            assert_eq!(with(field::excluded_run::CLASS.start, class), Err(ProtoError::BadField("excluded class")));
+        }
+        assert_eq!(with(field::excluded_run::RESERVED.start, 1), Err(ProtoError::BadField("excluded reserved")));
+        assert_eq!(ExcludedRun::parse(&good[..15]), Err(ProtoError::Truncated));
+        assert!(ExcludedRun::parse_all(&good[..15]).is_err());
+        assert!(ExcludedRun::parse_all(&[]).is_err());
+        let mut two = [good, good].concat();
+        two.push(0);
+        assert!(ExcludedRun::parse_all(&two).is_err(), "a partial record");
     }
 }

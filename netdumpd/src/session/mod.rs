@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
     AfterDump, Check, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck, FinishStatus,
-    MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, flags,
+    MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, features, flags,
 };
 use time::OffsetDateTime;
 
+mod excluded;
 mod registers;
 mod report;
 
+pub use excluded::{ExcludedRuns, ExclusionError, MAX_EXCLUDED_RUNS};
 use registers::RegisterAssembler;
 
 pub use crate::announcement::CrashAnnouncement;
@@ -68,6 +70,8 @@ struct Output {
     /// Whether the directory has a vmcore (the memory image was not skipped).
     with_vmcore: bool,
     layout: VmcoreLayout,
+    /// The exclusion note has been written (a filtered dump, once it ended).
+    exclusion_note_written: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -136,6 +140,8 @@ pub struct Session {
     output: Option<Output>,
     window: ReceiveWindow,
     registers: RegisterAssembler,
+    /// The runs a filtered dump left out (feature `FILTER`).
+    excluded: ExcludedRuns,
     counts: Counts,
     drops: DropCounts,
     started: Instant,
@@ -186,6 +192,7 @@ impl Session {
             phase: Phase::Declined,
             output: None,
             window: ReceiveWindow::new(),
+            excluded: ExcludedRuns::default(),
             counts: Counts::default(),
             drops: DropCounts::default(),
             started: req.now,
@@ -230,7 +237,8 @@ impl Session {
             Verdict::DumpAll => &self.crash.ranges,
             _ => &[],
         };
-        let layout = VmcoreLayout::new(self.crash.cpu_count, self.crash.note(), ranges).map_err(|e| e.to_string())?;
+        let layout = VmcoreLayout::with_exclusions(self.crash.cpu_count, self.crash.note(), ranges, self.filtered())
+            .map_err(|e| e.to_string())?;
         let dir = match dir {
             Some(d) => d.clone(),
             None => DumpDir::create(root, &self.client.name, self.started_utc)
@@ -239,7 +247,18 @@ impl Session {
         let with_vmcore = self.decision.verdict == Verdict::DumpAll;
         let files = DumpFiles::create(dir.clone(), &layout, with_vmcore)
             .map_err(|e| format!("cannot create the files in {}: {e}", dir.path().display()))?;
-        Ok(Output { dir, files: Some(files), with_vmcore, layout })
+        Ok(Output { dir, files: Some(files), with_vmcore, layout, exclusion_note_written: false })
+    }
+
+    /// Whether the client was granted page filtering (its memory image may have
+    /// excluded runs, and its vmcore gets an exclusion note).
+    pub fn filtered(&self) -> bool {
+        self.registration.features & features::FILTER != 0
+    }
+
+    /// The runs a filtered dump left out, so far.
+    pub fn excluded(&self) -> &ExcludedRuns {
+        &self.excluded
     }
 
     pub fn cookie(&self) -> u64 {
@@ -366,6 +385,11 @@ impl Session {
                     // written nor acknowledged. Recording its seq would let a forger who
                     // spoofs the client's address take the seq a real packet needs.
                     Err(StoreError::OutOfRange) => return self.drop_data(DropReason::OutOfRange, false),
+                    // Likewise: a correct client never sends it. Said in words, once per packet.
+                    Err(StoreError::BadExclusion(why)) => {
+                        tracing::warn!(client = %self.client.name, "EXCLUDED packet dropped: {why}");
+                        return self.drop_data(DropReason::BadExclusion, false);
+                    }
                     Err(StoreError::Io(e)) => {
                         self.write_failed(e, now);
                         return DataOutcome { ack_now: true, dropped: None };
@@ -418,6 +442,14 @@ impl Session {
                 let at = layout.memory_offset(data.offset, len).ok_or(StoreError::OutOfRange)?;
                 files.write_vmcore(at, data.data)?;
                 self.counts.memory_bytes += len;
+            }
+            Section::Excluded => {
+                if self.registration.features & features::FILTER == 0 {
+                    return Err(StoreError::BadExclusion(ExclusionError::NotGranted));
+                }
+                let ranges: Vec<MemoryRange> = layout.segments().iter().map(|s| s.range).collect();
+                let page_size = u64::from(self.crash.page_size.max(1));
+                self.excluded.add(data.offset, data.data, &ranges, page_size).map_err(StoreError::BadExclusion)?;
             }
             Section::Extra => {
                 if end > MAX_EXTRA_BYTES {
@@ -525,6 +557,12 @@ impl Session {
         };
         let mut status = status;
         let mut why = why;
+        if status == FinishStatus::Verified
+            && let Err(e) = self.write_exclusion_note()
+        {
+            status = FinishStatus::WriteError;
+            why = format!("cannot write the exclusion note: {e}");
+        }
         if status == FinishStatus::Verified
             && let Some(files) = self.output.as_mut().and_then(|o| o.files.as_mut())
             && let Err(e) = files.publish_vmcore()
@@ -642,7 +680,30 @@ impl Session {
         }
     }
 
+    /// Appends the exclusion note of a filtered dump to its vmcore and points the
+    /// reserved program header at it; once (a verified dump writes it before the vmcore
+    /// is published, any other when it ends).
+    fn write_exclusion_note(&mut self) -> std::io::Result<()> {
+        let page_size = self.crash.page_size;
+        let Some(o) = self.output.as_mut() else { return Ok(()) };
+        let (Some(files), false) = (o.files.as_mut(), o.exclusion_note_written) else { return Ok(()) };
+        if !files.has_vmcore() {
+            return Ok(());
+        }
+        let runs: Vec<_> = self.excluded.runs().collect();
+        let Some((phdr_at, phdr, note_at, note)) = o.layout.exclusion_note(page_size, runs.into_iter()) else {
+            return Ok(());
+        };
+        files.write_vmcore(note_at, &note)?;
+        files.write_vmcore(phdr_at, &phdr)?;
+        o.exclusion_note_written = true;
+        Ok(())
+    }
+
     fn end(&mut self, now: Instant) {
+        if let Err(e) = self.write_exclusion_note() {
+            tracing::error!(client = %self.client.name, "cannot write the exclusion note: {e}");
+        }
         self.ended = Some((now, crate::utc::now()));
         self.write_registers();
         self.write_info();
@@ -704,6 +765,7 @@ impl Session {
 
 enum StoreError {
     OutOfRange,
+    BadExclusion(ExclusionError),
     Io(std::io::Error),
 }
 

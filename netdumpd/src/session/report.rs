@@ -2,11 +2,14 @@
 
 use std::time::{Duration, Instant};
 
+use netdump_core::memory::PageClass;
 use netdump_core::proto::{CrashKind, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED};
 
 use super::{Phase, Session};
 use crate::dumpdir::{VMCORE, VMCORE_INCOMPLETE};
-use crate::info::{CrcInfo, DecisionInfo, DumpInfo, FinishInfo, RangeInfo, ReasonInfo, hex32, hex64, vector_name};
+use crate::info::{
+    CrcInfo, DecisionInfo, DumpInfo, FilterInfo, FinishInfo, RangeInfo, ReasonInfo, hex32, hex64, vector_name,
+};
 
 impl Session {
     pub(super) fn duration(&self) -> Duration {
@@ -94,6 +97,11 @@ impl Session {
                 _ => Some(VMCORE_INCOMPLETE),
             },
             dedup: self.dedup.clone(),
+            filter: self.filtered().then(|| FilterInfo {
+                runs: self.excluded.run_count() as u64,
+                excluded_pages: self.excluded.total_pages(),
+                pages_by_class: PageClass::EXCLUDABLE.iter().map(|c| (c.name(), self.excluded.pages(*c))).collect(),
+            }),
         }
     }
 }

@@ -32,6 +32,7 @@ fn client() -> Client {
         dump: None,
         protocol_version: 1,
         encrypted: false,
+        features: 0,
     }
 }
 
@@ -836,4 +837,106 @@ fn gathered_and_scattered_writes_land_in_the_order_they_were_made() {
     let got = vmcore_memory(&s, 0x3000, 2500);
     let want: Vec<u8> = [vec![1; 500], vec![3; 1000], vec![4; 1000]].concat();
     assert_eq!(got, want);
+}
+
+/// A session of a client granted FILTER.
+fn start_filtered(dir: &TestDir) -> Session {
+    let c = Client { protocol_version: 2, features: features::FILTER, ..client() };
+    let req = StartRequest {
+        cookie: COOKIE,
+        client: &c,
+        peer: peer(),
+        root: dir.path(),
+        verdict: Verdict::DumpAll,
+        why: DecisionReason::None,
+        now: Instant::now(),
+        dir: None,
+    };
+    Session::start(req, crash(1))
+}
+
+fn excluded_records(runs: &[(u64, u32, netdump_core::memory::PageClass)]) -> Vec<u8> {
+    let mut data = vec![0u8; runs.len() * netdump_core::proto::ExcludedRun::WIRE_LEN];
+    for (&(start_pfn, pages, class), out) in runs.iter().zip(data.chunks_exact_mut(16)) {
+        netdump_core::proto::ExcludedRun { start_pfn, pages, class }.emit(out);
+    }
+    data
+}
+
+#[test]
+fn a_filtered_dump_records_its_excluded_runs_in_the_vmcore_note_and_info_json() {
+    use netdump_core::memory::PageClass;
+    let dir = TestDir::new("session-filtered");
+    let mut s = start_filtered(&dir);
+    let packets = vec![
+        Packet::new(0, Section::Registers, 0, registers(0)),
+        // pfns 0x2..0x4 and 0x5 (range 0x1000..0x11000), 0x100..0x104 (range 0x100000..)
+        Packet::new(1, Section::Excluded, 0, excluded_records(&[(2, 2, PageClass::User), (5, 1, PageClass::Free)])),
+        Packet::new(2, Section::Excluded, 32, excluded_records(&[(0x100, 4, PageClass::PageCache)])),
+        Packet::new(3, Section::Memory, 0x1000, page(1)),
+    ];
+    send_and_finish(&mut s, &packets);
+    let info = info_json(&s);
+    assert_eq!(info["status"], "complete");
+    assert_eq!(
+        info["filter"],
+        json!({"runs": 3, "excluded_pages": 7,
+               "pages_by_class": {"page_cache": 4, "page_cache_private": 0, "user": 2, "free": 1}})
+    );
+    let bytes = std::fs::read(dump_path(&s).join(VMCORE)).unwrap();
+    let core = Core::new(&bytes);
+    let notes = core.notes();
+    let note = notes.iter().find(|n| n.note_type == crate::vmcore::NT_NETDUMP_EXCLUDED).expect("exclusion note");
+    let d = note.desc;
+    assert_eq!(u64::from_le_bytes(d[8..16].try_into().unwrap()), 3, "run count");
+    let run = |i: usize| {
+        let at = 16 + 24 * i;
+        let v = |o: usize| u64::from_le_bytes(d[at + o..at + o + 8].try_into().unwrap());
+        (v(0), v(8), u32::from_le_bytes(d[at + 16..at + 20].try_into().unwrap()))
+    };
+    assert_eq!([run(0), run(1), run(2)], [(2, 2, 8), (5, 1, 16), (0x100, 4, 2)]);
+    // The excluded pages are holes; the sent page is there.
+    assert_eq!(core.read_phys(0x2000, PAGE), &[0u8; PAGE][..]);
+    assert_eq!(core.read_phys(0x1000, PAGE), &page(1)[..]);
+    // gdb's view is unchanged: the registers note is still the first.
+    assert_eq!(pr_pid(core.notes()[0].desc), 1);
+}
+
+#[test]
+fn bad_excluded_packets_are_dropped_unacknowledged_with_the_reason_counted() {
+    use netdump_core::memory::PageClass;
+    let dir = TestDir::new("session-bad-excluded");
+    let mut s = start_filtered(&dir);
+    let bad = [
+        Packet::new(0, Section::Excluded, 0, excluded_records(&[(0x11, 1, PageClass::User)])), // past range 0
+        Packet::new(0, Section::Excluded, 8, excluded_records(&[(2, 1, PageClass::User)])),    // misaligned
+        Packet::new(0, Section::Excluded, 0, excluded_records(&[(2, 1, PageClass::User)])[..12].to_vec()),
+    ];
+    for p in &bad {
+        assert_eq!(p.send(&mut s, 0).dropped, Some(DropReason::BadExclusion));
+    }
+    assert_eq!(s.drops().get(DropReason::BadExclusion), 3);
+    assert_eq!(s.take_ack().cumulative, 0, "nothing acknowledged");
+    assert_eq!(s.excluded().run_count(), 0);
+    let good = Packet::new(0, Section::Excluded, 0, excluded_records(&[(2, 1, PageClass::User)]));
+    assert_eq!(good.send(&mut s, 0).dropped, None);
+    let overlapping = Packet::new(1, Section::Excluded, 16, excluded_records(&[(2, 1, PageClass::Free)]));
+    assert_eq!(overlapping.send(&mut s, 0).dropped, Some(DropReason::BadExclusion));
+    assert_eq!(s.excluded().run_count(), 1);
+}
+
+#[test]
+fn a_client_not_granted_filter_may_not_send_excluded_runs_and_has_no_note() {
+    use netdump_core::memory::PageClass;
+    let dir = TestDir::new("session-unfiltered");
+    let mut s = start(&dir, Verdict::DumpAll);
+    assert!(!s.filtered());
+    let p = Packet::new(0, Section::Excluded, 0, excluded_records(&[(2, 1, PageClass::User)]));
+    assert_eq!(p.send(&mut s, 0).dropped, Some(DropReason::BadExclusion));
+    send_and_finish(&mut s, &stream());
+    assert_eq!(info_json(&s)["filter"], serde_json::Value::Null);
+    let bytes = std::fs::read(dump_path(&s).join(VMCORE)).unwrap();
+    let core = Core::new(&bytes);
+    assert!(core.notes().iter().all(|n| n.note_type != crate::vmcore::NT_NETDUMP_EXCLUDED));
+    assert_eq!(core.phdrs().len(), 1 + ranges().len(), "no program header reserved");
 }

@@ -29,7 +29,7 @@ use netdump_core::clock::Clock;
 use netdump_core::cpus::{CrashRole, StopTarget};
 use netdump_core::crash_cell::SeizeError;
 use netdump_core::log::ConsoleLog;
-use netdump_core::memory::{MemoryError, MemorySource};
+use netdump_core::memory::{MemoryError, MemorySource, PageClass};
 use netdump_core::net::NetConfig;
 use netdump_core::proto::RegisterRecord;
 use netdump_core::text::TextBuf;
@@ -91,6 +91,9 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         fail(format_args!("pattern {:#x}+{:#x} is not in free RAM", p.base, p.len));
     }
     layout.fill_patterns();
+    if let Some(image) = layout.realistic {
+        println!("image: realistic at {:#x}..{:#x} seed {:#x}", image.base, image.base + image.len, image.seed);
+    }
     for p in layout.patterns() {
         println!(
             "pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero",
@@ -135,6 +138,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         name: ClientName::new(scenario.name).unwrap_or_else(|| fail(format_args!("bad client name"))),
         window: scenario.window,
         timeouts: scenario.timeouts,
+        exclude: scenario.exclude,
         server_key: scenario.server_key,
     };
     if let Some(key) = config.server_key {
@@ -152,6 +156,14 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         }
     };
     println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
+    if scenario.exclude.filters() {
+        let granted = dumper.granted_features() & netdump_core::proto::features::FILTER != 0;
+        println!(
+            "netdump: filter -d {} {}",
+            scenario.exclude.dump_level(),
+            if granted { "granted" } else { "not granted" }
+        );
+    }
     let mut dumper = dumper;
     extra_state::set_seed(scenario.pattern.seed);
     dumper.set_extra_state(extra_state::write_task_list);
@@ -205,10 +217,12 @@ fn fail(args: core::fmt::Arguments<'_>) -> ! {
 }
 
 /// Reads RAM as the layout maps it; in the nested-panic scenario it panics at one
-/// address, to prove a panic inside the dump ends the dump instead of recursing.
+/// address, to prove a panic inside the dump ends the dump instead of recursing. With
+/// the realistic image it classifies that image's pages as the generator says.
 struct TestMemory {
     inner: DirectMapMemory,
     panic_at: Option<u64>,
+    image: Option<netdump_test_pattern::Realistic>,
 }
 
 impl MemorySource for TestMemory {
@@ -217,6 +231,13 @@ impl MemorySource for TestMemory {
             panic!("injected panic while reading {phys:#x} for the dump");
         }
         self.inner.read(phys, out)
+    }
+
+    fn classify(&self, phys: u64, pages: u64) -> (PageClass, u64) {
+        match &self.image {
+            Some(image) => memory::classify(image, phys, pages),
+            None => (PageClass::Unknown, pages),
+        }
     }
 }
 
@@ -320,7 +341,8 @@ fn dump_after_election(
     };
     // SAFETY: written once before the crash (see kernel_main); read-only now.
     let scenario = unsafe { (*(&raw const SCENARIO)).unwrap_or_else(|| qemu_exit(exit::EXIT_FAILURE)) };
-    let memory = TestMemory { inner: memory::reader(), panic_at: scenario.panic_while_reading };
+    let memory =
+        TestMemory { inner: memory::reader(), panic_at: scenario.panic_while_reading, image: memory::realistic() };
     before(dumper);
     println!("netdump: dumping");
     let started = dumper.clock().now_us();
@@ -329,11 +351,12 @@ fn dump_after_election(
     match result {
         Ok(report) => {
             println!(
-                "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} retransmissions, {} ms (data phase {} us)",
+                "netdump: dump verified: {} packets, {} bytes, {} pages, {} zero pages skipped, {} pages excluded, {} retransmissions, {} ms (data phase {} us)",
                 report.packets,
                 report.bytes,
                 report.memory.pages_sent,
                 report.memory.zero_pages,
+                report.memory.excluded_pages,
                 report.retransmissions,
                 report.elapsed_us / 1000,
                 report.stream_us

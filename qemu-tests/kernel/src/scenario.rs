@@ -3,10 +3,11 @@
 //! `scenario=dump|takeover|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N] [batch=1] [cc=0]
 //!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
-//!  [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
+//!  [image=pattern|realistic] [filter=<makedumpfile -d level, 0..=31>] [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
 use netdump_core::client::{DEFAULT_WINDOW, Timeouts};
 use netdump_core::crash_cell::CrashCell;
+use netdump_core::memory::ExcludeSet;
 use netdump_core::net::{FRAME_OVERHEAD, Ipv4Address, UdpChecksum, UdpFlow, emit_udp_with};
 use netdump_core::nic::PolledNic;
 use netdump_qemu_runtime::{Cmdline, println};
@@ -54,6 +55,8 @@ pub struct Scenario {
     /// The dump server's public key (`server_key=`, 64 hex digits, as `netdumpd keygen`
     /// prints it): the dump is encrypted.
     pub server_key: Option<netdump_core::crypto::PublicKey>,
+    /// The page classes the dump leaves out (`filter=`, makedumpfile's `-d` level).
+    pub exclude: ExcludeSet,
 }
 
 fn ip(s: &str) -> Option<Ipv4Address> {
@@ -116,6 +119,14 @@ impl Scenario {
             panic_while_reading: (kind == Kind::NestedPanic).then_some(pattern.base + 4096),
             frames: args.get_u64("frames").unwrap_or(20_000) as u32,
             raw_port: args.get_u64("raw_port").map_or(server_port.wrapping_add(2), |p| p as u16),
+            exclude: match args.get("filter") {
+                Some(_) => args
+                    .get_u64("filter")
+                    .and_then(|l| u32::try_from(l).ok())
+                    .and_then(ExcludeSet::from_dump_level)
+                    .ok_or("filter wants a level 0..=31")?,
+                None => ExcludeSet::NONE,
+            },
             server_key: match args.get("server_key") {
                 Some(hex) => Some(netdump_core::crypto::PublicKey::from_hex(hex).map_err(|_| "bad server_key")?),
                 None => None,

@@ -4,8 +4,8 @@
 //! Every figure that a target compares is a ratio of two measurements taken in the same
 //! run on the same machine, so the report stays meaningful on a loaded or slow host.
 
-pub mod scaling;
 pub mod link;
+pub mod scaling;
 mod sender;
 pub use sender::{SenderChange, bench_sender};
 
@@ -192,7 +192,7 @@ fn timed_dump(
 }
 
 /// What one timed dump measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct DumpRun {
     /// The client's data phase.
     pub seconds: f64,
@@ -201,6 +201,48 @@ pub(crate) struct DumpRun {
     pub server_cpu_s: f64,
     /// netdumpd's peak resident set (VmHWM), bytes.
     pub server_peak_rss: u64,
+    /// The kernel's "dump verified" line.
+    pub line: String,
+}
+
+/// What a dump of the realistic image sent, from the kernel's report line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageDump {
+    /// The data phase, seconds.
+    pub seconds: f64,
+    /// Data bytes sent (the DATA payloads' data).
+    pub bytes: u64,
+    pub pages_sent: u64,
+    pub zero_pages: u64,
+    /// Pages the filter left out (0 without `filter`).
+    pub pages_excluded: u64,
+}
+
+/// The bench's hook for page filtering and compression: one dump of the realistic image
+/// (`image=realistic`, the 16 MiB at 32 MiB of the default pattern region, from `seed`)
+/// in a guest of `memory_mib`, with makedumpfile dump level `filter` when given and
+/// `extra` kernel arguments (e.g. a compression switch).
+pub fn realistic_dump(
+    env: &BenchEnv,
+    nic: NicModel,
+    label: &str,
+    memory_mib: u32,
+    seed: u64,
+    filter: Option<u32>,
+    extra: &str,
+) -> Result<ImageDump> {
+    let pattern = Pattern { base: mib(32), len: mib(16), seed, zero_every: 0 };
+    let filter = filter.map(|level| format!(" filter={level}")).unwrap_or_default();
+    let extra = format!("image=realistic{filter} {extra}");
+    let DumpRun { seconds, bytes, line, .. } =
+        timed_dump_encrypted(env, nic, label, memory_mib, pattern, &extra, None, false)?;
+    Ok(ImageDump {
+        seconds,
+        bytes,
+        pages_sent: number_before(&line, " pages,")?,
+        zero_pages: number_before(&line, " zero pages")?,
+        pages_excluded: number_before(&line, " pages excluded")?,
+    })
 }
 
 /// [`timed_dump`], encrypted when `encrypted` (a key made with `netdumpd keygen`, pinned
@@ -277,7 +319,7 @@ pub(crate) fn timed_dump_encrypted(
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse::<u64>().ok())
         .context("no data phase time")?;
-    Ok(DumpRun { seconds: us as f64 / 1e6, bytes, server_cpu_s, server_peak_rss })
+    Ok(DumpRun { seconds: us as f64 / 1e6, bytes, server_cpu_s, server_peak_rss, line: line.to_string() })
 }
 
 /// Boots the 4-CPU test kernel `runs` times per stop target, the boot CPU panicking while
@@ -921,6 +963,16 @@ fn mark(ok: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dump_report_line_gives_sent_zero_and_excluded_pages() {
+        let line = "netdump: dump verified: 9000 packets, 8000000 bytes, 1900 pages, 120 zero pages skipped, \
+                    2076 pages excluded, 0 retransmissions, 5000 ms (data phase 4000 us)";
+        assert_eq!(number_before(line, " bytes").unwrap(), 8_000_000);
+        assert_eq!(number_before(line, " pages,").unwrap(), 1900);
+        assert_eq!(number_before(line, " zero pages").unwrap(), 120);
+        assert_eq!(number_before(line, " pages excluded").unwrap(), 2076);
+    }
 
     #[test]
     fn the_costs_line_parses_and_a_broken_one_does_not() {

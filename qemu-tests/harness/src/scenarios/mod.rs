@@ -5,6 +5,7 @@ mod basic;
 pub mod common;
 mod crypto;
 mod exceptions;
+mod filter;
 mod hostile;
 mod link;
 mod ops;
@@ -21,6 +22,11 @@ pub fn all() -> Vec<Scenario> {
     for &nic in NICS {
         v.extend(basic::scenarios(nic));
     }
+    // Page filtering changes what the driver carries (fewer, differently spaced pages):
+    // every NIC.
+    for &nic in NICS {
+        v.extend(filter::scenarios(nic));
+    }
     // CPU exceptions, memory maps and mappings do not depend on the NIC model.
     v.extend(exceptions::scenarios(NicModel::E1000));
     // Server operations and netconsole do not depend on the NIC model.
@@ -33,6 +39,7 @@ pub fn all() -> Vec<Scenario> {
         v.extend(crypto::scenarios(nic));
     }
     v.extend(crypto::single(NicModel::E1000));
+    v.extend(filter::single(NicModel::E1000));
     // Unlike the hostile scenarios (e1000 only), the standing attack runs on every NIC: the flood
     // loads netdumpd and the host while the kernel's driver carries the dump, and a
     // driver slowed or starved by it must still get its dump through.
