@@ -233,6 +233,7 @@ mod tests {
             dump: None,
             protocol_version: 1,
             encrypted: false,
+            features: 0,
         };
         let crash = CrashAnnouncement {
             kind: CrashKind::Panic,

@@ -72,6 +72,8 @@ pub struct Client {
     pub protocol_version: u8,
     /// Whether its session is encrypted (its channel is in the registry).
     pub encrypted: bool,
+    /// The feature bits granted in its HELLO_ACK v2 (`proto::features`); 0 in version 1.
+    pub features: u32,
 }
 
 impl Client {
@@ -91,6 +93,7 @@ impl Client {
             && self.memory_bytes == other.memory_bytes
             && self.protocol_version == other.protocol_version
             && self.encrypted == other.encrypted
+            && self.features == other.features
     }
 }
 
@@ -169,6 +172,10 @@ struct ClientEntry {
     /// The encrypted channel: transport keys, send nonce reservation, handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     channel: Option<ChannelEntry>,
+    /// The feature bits granted. Absent in files written before features other than
+    /// encryption: `ENCRYPTED` when there is a channel, else none.
+    #[serde(default)]
+    features: u32,
 }
 
 fn version_1() -> u8 {
@@ -208,6 +215,7 @@ impl ClientEntry {
             dump: c.dump.clone(),
             protocol_version: c.protocol_version,
             channel: channel.map(Channel::entry),
+            features: c.features,
         }
     }
 }
@@ -234,6 +242,7 @@ impl ClientEntry {
             dump: e.dump,
             protocol_version: e.protocol_version,
             encrypted: channel.is_some(),
+            features: e.features | if channel.is_some() { netdump_core::proto::features::ENCRYPTED } else { 0 },
         };
         Ok((client, channel))
     }
@@ -537,6 +546,7 @@ mod tests {
             dump: None,
             protocol_version: 1,
             encrypted: false,
+            features: 0,
         }
     }
 
@@ -559,7 +569,12 @@ mod tests {
         use crate::channel::NONCE_RESERVATION;
         let dir = TestDir::new("registry-channel");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        let encrypted = Client { protocol_version: 2, encrypted: true, ..client(1, "alpha") };
+        let encrypted = Client {
+            protocol_version: 2,
+            encrypted: true,
+            features: netdump_core::proto::features::ENCRYPTED,
+            ..client(1, "alpha")
+        };
         r.register(encrypted.clone(), Some(channel(0x11))).unwrap();
         r.flush().unwrap();
         let text = std::fs::read_to_string(dir.path().join(REGISTRY_FILE)).unwrap();

@@ -54,10 +54,13 @@ pub enum DropReason {
     /// A HELLO for a registered cookie with another handshake than the one it
     /// registered with, or asking for encryption where it registered without.
     HandshakeMismatch,
+    /// DATA whose LZ4 block does not decode, decodes to another length than announced,
+    /// or comes from a client not granted `COMPRESSED`.
+    BadBlock,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Oversized,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -80,6 +83,7 @@ impl DropReason {
         DropReason::BadTag,
         DropReason::ReplayedNonce,
         DropReason::HandshakeMismatch,
+        DropReason::BadBlock,
     ];
 
     /// The name used in logs and in `info.json`.
@@ -107,6 +111,7 @@ impl DropReason {
             DropReason::BadTag => "bad_tag",
             DropReason::ReplayedNonce => "replayed_nonce",
             DropReason::HandshakeMismatch => "handshake_mismatch",
+            DropReason::BadBlock => "bad_block",
         }
     }
 

@@ -5,8 +5,13 @@
 //! dump:    reset NIC → CRASH ⇄ DECISION → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
 //! ```
 
+#[cfg(feature = "compression")]
+mod compress;
 mod stream;
 pub mod window;
+
+#[cfg(feature = "compression")]
+pub use compress::{LZ4_SCRATCH, Lz4Scratch};
 
 pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
 pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
@@ -32,11 +37,20 @@ use stream::DataStream;
 use window::SackWindow;
 
 /// The memory the crash path needs, allocated by the kernel before any crash (usually a
-/// `static`): a page buffer and `W` packet slots (the window's copies).
+/// `static`): a page buffer and `W` packet slots (the window's copies); with
+/// `compression`, the LZ4 encoder's hash table and output buffer too.
 pub struct CrashBuffers<const W: usize> {
     page: [u8; PAGE_SIZE],
     slots: [PacketSlot; W],
+    #[cfg(feature = "compression")]
+    lz4: Lz4Scratch,
 }
+
+/// The features this build asks for besides `ENCRYPTED`.
+#[cfg(feature = "compression")]
+const ASKED: u32 = features::COMPRESSED;
+#[cfg(not(feature = "compression"))]
+const ASKED: u32 = 0;
 
 impl<const W: usize> Default for CrashBuffers<W> {
     fn default() -> Self {
@@ -47,7 +61,12 @@ impl<const W: usize> Default for CrashBuffers<W> {
 impl<const W: usize> CrashBuffers<W> {
     /// Zeroed buffers, usable in a `static`.
     pub const fn new() -> Self {
-        CrashBuffers { page: [0; PAGE_SIZE], slots: [PacketSlot::EMPTY; W] }
+        CrashBuffers {
+            page: [0; PAGE_SIZE],
+            slots: [PacketSlot::EMPTY; W],
+            #[cfg(feature = "compression")]
+            lz4: Lz4Scratch::new(),
+        }
     }
     /// Bytes this buffer set occupies.
     pub const SIZE: usize = core::mem::size_of::<Self>();
@@ -214,6 +233,9 @@ pub struct DumpReport {
     pub version: u8,
     /// Whether every packet after the handshake was sealed.
     pub encrypted: bool,
+    /// Whether memory went as LZ4 blocks where they paid (feature `compression`, granted
+    /// and not turned off); [`MemoryStats`] counts them.
+    pub compressed: bool,
 }
 
 /// Server packets an encrypted client dropped, by why (all also counted in
@@ -310,6 +332,12 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     memory_map: MemoryMap,
     max_payload: usize,
     buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
+    #[cfg(feature = "compression")]
+    lz4: Option<&'static mut Lz4Scratch>,
+    /// The features the server granted (HELLO_ACK v2); 0 in version 1.
+    granted: u32,
+    /// Whether to compress when `COMPRESSED` is granted ([`Netdump::set_compression`]).
+    compress: bool,
     rejected: u64,
     sealing: SealDrops,
     /// The protocol version of the session: 2, or 1 with a version-1 server.
@@ -357,6 +385,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             memory_map,
             max_payload,
             buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
+            #[cfg(feature = "compression")]
+            lz4: Some(&mut buffers.lz4),
+            granted: 0,
+            compress: true,
             rejected: 0,
             sealing: SealDrops::default(),
             version: VERSION_2,
@@ -387,6 +419,24 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         self.version
     }
 
+    /// The features the server granted at install ([`features`]); 0 in version 1.
+    pub fn granted_features(&self) -> u32 {
+        self.granted
+    }
+
+    /// Whether the dump will send LZ4 blocks: built with `compression`, granted by the
+    /// server, and not turned off.
+    pub fn compressing(&self) -> bool {
+        cfg!(feature = "compression") && self.compress && self.granted & features::COMPRESSED != 0
+    }
+
+    /// Turns compression off (or on again) for the dump; it is on by default when the
+    /// server granted it. An uncompressed dump of a kernel built with `compression` is
+    /// byte for byte what a kernel without it sends.
+    pub fn set_compression(&mut self, on: bool) {
+        self.compress = on;
+    }
+
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
     /// the largest payload the server accepts.
     fn register(&mut self, rng: &mut impl RngCore) -> Result<u32, InstallError> {
@@ -403,7 +453,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     return Err(InstallError::NoEntropy);
                 }
                 let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
-                let hello = HelloV2 { hello: self.hello_v1(), features: features::ENCRYPTED, key_id, handshake: &[] };
+                let hello =
+                    HelloV2 { hello: self.hello_v1(), features: features::ENCRYPTED | ASKED, key_id, handshake: &[] };
                 let n = hello.prologue(self.cookie, &mut prologue);
                 let mut initiator = NkInitiator::new(&key, ephemeral, &prologue[..n]);
                 zeroize::Zeroize::zeroize(&mut ephemeral);
@@ -418,7 +469,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let encrypting = initiator.is_some();
         #[cfg(not(feature = "encryption"))]
         let encrypting = false;
-        let features = if encrypting { features::ENCRYPTED } else { 0 };
+        let features = if encrypting { features::ENCRYPTED | ASKED } else { ASKED };
         let handshake = if encrypting { &handshake[..] } else { &[][..] };
 
         let mut evidence = HelloEvidence::default();
@@ -464,7 +515,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     }
                     ServerEvent::HelloAckV2 { terms, .. } => {
                         return match terms.status {
-                            HelloStatus::Registered => Ok(terms.max_payload),
+                            HelloStatus::Registered => {
+                                self.granted = terms.features & features;
+                                Ok(terms.max_payload)
+                            }
                             HelloStatus::EncryptionRequired => Err(InstallError::EncryptionRequired),
                             _ => Err(InstallError::Refused),
                         };
@@ -519,6 +573,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         Some(match terms.status {
             HelloStatus::Registered if terms.features & features::ENCRYPTED != 0 => {
                 self.secure = Some(Secure { transport: established.transport, replay: ReplayWindow::new() });
+                self.granted = terms.features & (features::ENCRYPTED | ASKED);
                 Ok(terms.max_payload)
             }
             HelloStatus::Registered => Err(InstallError::Insecure),
@@ -677,8 +732,15 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let include_memory = decision.verdict == Verdict::DumpAll;
         let overhead = if self.encrypted() { HEADER_LEN + SEAL_OVERHEAD } else { HEADER_LEN };
         let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(overhead));
+        let compressed = self.compressing();
+        #[cfg_attr(not(feature = "compression"), allow(unused_mut))]
         let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory)
             .with_extra(self.extra);
+        #[cfg(feature = "compression")]
+        {
+            let lz4 = self.lz4.take();
+            stream = stream.with_lz4(lz4.filter(|_| compressed));
+        }
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
         let mut totals = StreamTotals::default();
@@ -747,6 +809,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             sealing: self.sealing,
             version: self.version,
             encrypted: self.encrypted(),
+            compressed,
         })
     }
 

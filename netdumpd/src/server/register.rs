@@ -35,7 +35,7 @@ impl Server {
             let ack = HelloAck { status: HelloStatus::Refused, max_payload };
             return self.reply(from, cookie, header.version, header.seq, Message::HelloAck(ack));
         }
-        if self.register_client(header, hello, from, VERSION_1, None) {
+        if self.register_client(header, hello, from, VERSION_1, 0, None) {
             let ack = HelloAck { status: HelloStatus::Registered, max_payload };
             self.reply(from, cookie, header.version, header.seq, Message::HelloAck(ack));
         }
@@ -57,6 +57,8 @@ impl Server {
             return;
         }
         let asks_encryption = hello.features & features::ENCRYPTED != 0;
+        // Compression needs nothing of the server but its decoder: granted when asked.
+        let granted = hello.features & features::COMPRESSED;
         if let Some(channel) = self.registry.channel(cookie) {
             if !channel.is_handshake_of(hello) {
                 let detail = format_args!("HELLO for cookie {cookie:016x} with another handshake than it registered");
@@ -65,7 +67,7 @@ impl Server {
             // A repeated HELLO: its HELLO_ACK was lost. The same answer again.
             let ack = channel.hello_ack.clone();
             if let Ok(ack) = HelloAckV2::parse(&ack) {
-                self.register_client(header, &hello.hello, from, VERSION_2, None);
+                self.register_client(header, &hello.hello, from, VERSION_2, features::ENCRYPTED | granted, None);
                 self.reply(from, cookie, header.version, header.seq, Message::HelloAckV2(ack));
             }
             return;
@@ -83,8 +85,8 @@ impl Server {
                 self.refuse_plaintext(hello.hello.name, from, "a HELLO without the ENCRYPTED feature");
                 return refuse(self, HelloStatus::EncryptionRequired);
             }
-            if self.register_client(header, &hello.hello, from, VERSION_2, None) {
-                let ack = HelloAckV2 { terms: terms(HelloStatus::Registered, 0), handshake: &[] };
+            if self.register_client(header, &hello.hello, from, VERSION_2, granted, None) {
+                let ack = HelloAckV2 { terms: terms(HelloStatus::Registered, granted), handshake: &[] };
                 self.reply(from, cookie, header.version, header.seq, Message::HelloAckV2(ack));
             }
             return;
@@ -99,7 +101,8 @@ impl Server {
             tracing::warn!(client = %name, %from, key_id = %id, "HELLO names a server key this server does not hold: refused (unknown_key)");
             return refuse(self, HelloStatus::UnknownKey);
         };
-        let channel = match Channel::accept(key, cookie, hello, terms(HelloStatus::Registered, features::ENCRYPTED)) {
+        let granted = features::ENCRYPTED | granted;
+        let channel = match Channel::accept(key, cookie, hello, terms(HelloStatus::Registered, granted)) {
             Ok(c) => c,
             Err(_) => {
                 self.drop_packet(
@@ -112,7 +115,7 @@ impl Server {
             }
         };
         let ack = channel.hello_ack.clone();
-        if self.register_client(header, &hello.hello, from, VERSION_2, Some(channel))
+        if self.register_client(header, &hello.hello, from, VERSION_2, granted, Some(channel))
             && let Ok(ack) = HelloAckV2::parse(&ack)
         {
             self.reply(from, cookie, header.version, header.seq, Message::HelloAckV2(ack));
@@ -175,6 +178,7 @@ impl Server {
         hello: &Hello<'_>,
         from: SocketAddr,
         protocol_version: u8,
+        features: u32,
         channel: Option<Channel>,
     ) -> bool {
         let cookie = header.cookie;
@@ -192,6 +196,7 @@ impl Server {
             dump: None,
             protocol_version,
             encrypted,
+            features,
         };
         let name = client.name.clone();
         let for_hook = client.clone();
