@@ -11,7 +11,7 @@ mod stream;
 pub mod window;
 
 #[cfg(feature = "compression")]
-pub use compress::{LZ4_SCRATCH, Lz4Scratch};
+pub use compress::{Block, LZ4_SCRATCH, Lz4Scratch};
 
 pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
 pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
