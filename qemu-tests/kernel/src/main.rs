@@ -91,6 +91,9 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         fail(format_args!("pattern {:#x}+{:#x} is not in free RAM", p.base, p.len));
     }
     layout.fill_patterns();
+    if let Some(image) = layout.realistic {
+        println!("image: realistic at {:#x}..{:#x} seed {:#x}", image.base, image.base + image.len, image.seed);
+    }
     for p in layout.patterns() {
         println!(
             "pattern: {:#x}..{:#x} seed {:#x}, every {}th page zero",

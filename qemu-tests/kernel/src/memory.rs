@@ -10,12 +10,15 @@
 //!   symbols use and the rest of RAM at higher-half addresses.
 //! - `extra_pattern=BASE+LEN` (repeatable): pattern regions besides the scenario's main
 //!   one (same seed and zero pages), e.g. on both sides of the PCI hole.
+//! - `image=realistic`: the main pattern region holds the realistic image instead
+//!   ([`Realistic`]: code, heap, log text, page cache, user and free pages, from the same
+//!   seed); `image=pattern` (the default) the random pattern.
 
 use netdump_core::arch::x86_64::DirectMapMemory;
 use netdump_core::memory::MemoryMap;
 use netdump_core::proto::ProtoError;
 use netdump_qemu_runtime::{BootInfo, Cmdline, DIRECT_MAP_OFFSET, PhysRange};
-use netdump_test_pattern::Pattern;
+use netdump_test_pattern::{PAGE, Pattern, Realistic};
 
 /// Most pattern regions (the main one included).
 const MAX_PATTERNS: usize = 4;
@@ -26,6 +29,8 @@ pub struct Layout {
     pub direct_map: bool,
     patterns: [Pattern; MAX_PATTERNS],
     pattern_count: usize,
+    /// The realistic image, in the main pattern's place (`image=realistic`).
+    pub realistic: Option<Realistic>,
 }
 
 /// Set once in `kernel_main`, before the crash; read by the crash path.
@@ -34,8 +39,13 @@ static mut LAYOUT: Option<Layout> = None;
 impl Layout {
     /// Reads `direct_map` and every `extra_pattern=BASE+LEN` next to the main pattern.
     pub fn from_args(args: &Cmdline<'_>, main: Pattern) -> Result<Self, &'static str> {
+        let realistic = match args.get("image").unwrap_or("pattern") {
+            "pattern" => None,
+            "realistic" => Some(Realistic { base: main.base, len: main.len, seed: main.seed }),
+            _ => return Err("image wants pattern or realistic"),
+        };
         let mut layout =
-            Layout { direct_map: args.has("direct_map"), patterns: [main; MAX_PATTERNS], pattern_count: 1 };
+            Layout { direct_map: args.has("direct_map"), patterns: [main; MAX_PATTERNS], pattern_count: 1, realistic };
         for (key, value) in args.iter() {
             if key != "extra_pattern" {
                 continue;
@@ -87,10 +97,14 @@ impl Layout {
         Ok(())
     }
 
-    /// Writes every pattern, through the mapping the dump reads (the direct map or the
-    /// identity map).
+    /// Writes every pattern (the realistic image in the main one's place when chosen),
+    /// through the mapping the dump reads (the direct map or the identity map).
     pub fn fill_patterns(&self) {
-        for p in self.patterns() {
+        for (i, p) in self.patterns().iter().enumerate() {
+            if let (0, Some(image)) = (i, self.realistic) {
+                self.fill_realistic(&image);
+                continue;
+            }
             let mut addr = p.base;
             while addr < p.base + p.len {
                 // SAFETY: `check` found the region in free RAM above the kernel image,
@@ -99,6 +113,19 @@ impl Layout {
                 unsafe { core::ptr::write_volatile(self.virt(addr) as *mut u64, p.word(addr)) };
                 addr += 8;
             }
+        }
+    }
+
+    fn fill_realistic(&self, image: &Realistic) {
+        let mut page = [0u8; PAGE as usize];
+        let mut addr = image.base;
+        while addr < image.base + image.len {
+            image.fill_page(addr, &mut page);
+            // SAFETY: as in `fill_patterns`: the region (the main pattern's) is free RAM
+            // above the kernel image, mapped at `virt`, used by nothing else; `addr` is
+            // page-aligned and the page lies inside the region.
+            unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), self.virt(addr) as *mut u8, page.len()) };
+            addr += PAGE;
         }
     }
 

@@ -4,7 +4,13 @@
 //! that lands at the wrong address, a stale page or a page from another run is caught.
 //! Inside the pattern region, every `zero_every`-th page is left all-zero (to exercise
 //! the protocol's zero-page skipping); those pages must read back as zero.
+//!
+//! [`Realistic`] is the other image: what a kernel's RAM looks like (code, heap, log
+//! text, page cache, user and free pages), for page filtering and compression.
 #![cfg_attr(not(test), no_std)]
+
+mod realistic;
+pub use realistic::{BLOCK_PAGES, Class, Content, Realistic};
 
 pub const PAGE: u64 = 4096;
 
