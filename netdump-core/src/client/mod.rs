@@ -7,6 +7,7 @@
 
 #[cfg(feature = "compression")]
 mod compress;
+pub mod congestion;
 mod stream;
 pub mod window;
 

@@ -4,6 +4,7 @@
 //! retransmission is byte-identical to the first send even if memory (the dump path's
 //! own stack, say) changed meanwhile — the stream CRC depends on it.
 
+use super::congestion::{Congestion, CongestionStats, LossReport};
 pub use crate::config::RtoBounds;
 use crate::proto::Ack;
 
@@ -45,9 +46,14 @@ pub struct AckEffect {
 /// How new packets are released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WindowMode {
-    /// Keep up to `window` packets in flight; each ACK lets more out (the default).
+    /// Keep up to the congestion window in flight, at most `window` packets; each ACK
+    /// lets more out (the default; [`super::congestion`]).
     #[default]
     Sliding,
+    /// Keep `window` packets in flight whatever the losses say: the sliding window
+    /// without congestion control, as before it had one (kept for comparison in
+    /// `cargo xtask bench`).
+    Fixed,
     /// Send `window` packets, then wait until all are acknowledged before the next batch
     /// (FreeBSD netdump's discipline; kept for comparison in `cargo xtask bench`).
     Batch,
@@ -71,6 +77,13 @@ pub struct SackWindow<'a> {
     /// No packet is due before this time (a lower bound from the last scan of
     /// [`due`](Self::due)); 0 when something changed that can make one due sooner.
     next_due_us: u64,
+    /// The congestion window ([`WindowMode::Sliding`] obeys it).
+    congestion: Congestion,
+    /// Selective acks have reported every loss below this seq to `congestion`.
+    losses_known_below: u32,
+    /// Packets in `base..next` already acknowledged (selectively): delivered, so out of
+    /// the network, though their slots stay taken until the hole before them is filled.
+    acked_in_flight: u32,
     /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
 }
@@ -92,6 +105,9 @@ impl<'a> SackWindow<'a> {
             rto_us: bounds.initial_us,
             bounds,
             next_due_us: 0,
+            congestion: Congestion::new(limit),
+            losses_known_below: 0,
+            acked_in_flight: 0,
             retransmissions: 0,
         }
     }
@@ -100,11 +116,22 @@ impl<'a> SackWindow<'a> {
     pub fn in_flight(&self) -> usize {
         (self.next - self.base) as usize
     }
-    /// True if the mode lets another packet out now: fewer than the limit in flight
-    /// (sliding), or the batch not yet full (batch).
+    /// Packets pushed and not acknowledged at all (cumulatively or selectively).
+    pub fn in_network(&self) -> usize {
+        self.in_flight() - self.acked_in_flight as usize
+    }
+    /// True if the mode lets another packet out now: fewer than the congestion window
+    /// in flight (sliding), fewer than the limit (fixed), or the batch not yet full (batch).
     pub fn can_push(&self) -> bool {
         match self.mode {
-            WindowMode::Sliding => self.in_flight() < self.limit,
+            // The congestion window counts what is in the network (RFC 6675's "pipe"):
+            // packets selectively acknowledged past a hole have left it, so a loss does
+            // not stall the sender for the round trips its repair takes, as long as
+            // slots are left.
+            WindowMode::Sliding => {
+                self.in_flight() < self.limit && self.in_network() < self.congestion.window() as usize
+            }
+            WindowMode::Fixed => self.in_flight() < self.limit,
             WindowMode::Batch => self.is_empty() || (self.next - self.batch_start) < self.limit as u32,
         }
     }
@@ -124,6 +151,14 @@ impl<'a> SackWindow<'a> {
     /// The current retransmission timeout, microseconds, within the [`RtoBounds`].
     pub fn rto_us(&self) -> u64 {
         self.rto_us
+    }
+    /// Packets the congestion controller lets be in flight now (at most the limit).
+    pub fn congestion_window(&self) -> usize {
+        self.congestion.window() as usize
+    }
+    /// What congestion control did so far.
+    pub fn congestion_stats(&self) -> CongestionStats {
+        self.congestion.stats()
     }
 
     fn index(&self, seq: u32) -> usize {
@@ -199,6 +234,7 @@ impl<'a> SackWindow<'a> {
             }
             slot.acked = true;
             effect.newly_acked += 1;
+            self.acked_in_flight += 1;
             if seq >= cumulative {
                 self.highest_sacked = Some(self.highest_sacked.map_or(seq, |h| h.max(seq)));
             }
@@ -210,14 +246,42 @@ impl<'a> SackWindow<'a> {
         }
         while self.base < self.next && self.slots[self.index(self.base)].acked {
             self.base += 1;
+            self.acked_in_flight -= 1;
         }
         if self.highest_sacked.is_some_and(|h| h < self.base) {
             self.highest_sacked = None;
         }
         if let Some(sample) = rtt_sample {
             self.update_rto(sample);
+            self.congestion.on_rtt_sample(sample);
+        }
+        self.congestion.on_ack(effect.newly_acked);
+        if let Some(h) = self.highest_sacked {
+            let loss = self.new_losses(h);
+            self.congestion.on_loss(loss, self.next);
         }
         effect
+    }
+
+    /// The packets below `highest_sacked` not acknowledged and sent once, that no earlier
+    /// ACK reported: lost on their first send (the path keeps order; a reordered packet
+    /// counts as lost, which only lets the controller see a loss it may ignore).
+    fn new_losses(&mut self, highest_sacked: u32) -> LossReport {
+        let mut loss = LossReport::default();
+        let mut run = 0;
+        for seq in self.losses_known_below.max(self.base)..highest_sacked {
+            let slot = &self.slots[self.index(seq)];
+            if slot.acked || slot.sends != 1 {
+                run = 0;
+                continue;
+            }
+            run += 1;
+            loss.holes += 1;
+            loss.newest = seq;
+            loss.longest_run = loss.longest_run.max(run);
+        }
+        self.losses_known_below = self.losses_known_below.max(highest_sacked + 1);
+        loss
     }
 
     fn update_rto(&mut self, sample: u64) {
@@ -270,6 +334,7 @@ impl<'a> SackWindow<'a> {
     pub fn back_off(&mut self) {
         self.next_due_us = 0;
         self.rto_us = (self.rto_us * 2).min(self.bounds.max_us);
+        self.congestion.on_timeout(self.next);
     }
 }
 
@@ -411,6 +476,109 @@ mod tests {
         assert!(w.can_push());
         push_n(&mut w, 4, 30);
         assert!(!w.can_push());
+    }
+
+    /// Pushes and sends packets until the window refuses; returns how many.
+    fn fill(w: &mut SackWindow, now: u64) -> u32 {
+        let mut n = 0;
+        while w.can_push() {
+            push_n(w, 1, now);
+            n += 1;
+        }
+        n
+    }
+
+    /// A SACK bitmap (after cumulative point `cum`) marking every seq in `got`.
+    fn bitmap(cum: u32, got: impl Iterator<Item = u32>) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        for seq in got {
+            let i = (seq - cum - 1) as usize;
+            b[i / 8] |= 1 << (i % 8);
+        }
+        b
+    }
+
+    /// Grows a window of `limit` packets to its cap over a 1 ms path.
+    fn grown(s: &mut [PacketSlot], limit: usize) -> SackWindow<'_> {
+        let mut w = SackWindow::new(s, limit, RtoBounds::default());
+        let mut now = 0;
+        while w.congestion_window() < limit {
+            fill(&mut w, now);
+            now += 1000;
+            let next = w.next_seq();
+            ack(&mut w, now, next, &[]);
+        }
+        w
+    }
+
+    #[test]
+    fn the_sliding_window_starts_small_and_grows_to_its_limit() {
+        let mut s = slots(64);
+        let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
+        assert_eq!(fill(&mut w, 0), 10, "the initial window");
+        ack(&mut w, 1000, 10, &[]);
+        assert_eq!(fill(&mut w, 1000), 20, "doubled after a round trip");
+        drop(w);
+        let mut w = grown(&mut s, 64);
+        assert_eq!(fill(&mut w, 0), 64);
+    }
+
+    #[test]
+    fn isolated_holes_keep_the_window_and_a_run_of_holes_halves_it() {
+        let mut s = slots(64);
+        let mut w = grown(&mut s, 64);
+        let now = 100_000;
+        let base = w.next_seq();
+        assert_eq!(fill(&mut w, now), 64);
+        // Two isolated holes (random loss), every other packet of the window arrived.
+        let got = (base..base + 64).filter(|&q| q != base + 5 && q != base + 20);
+        let b = bitmap(base, got.filter(|&q| q > base));
+        ack(&mut w, now + 1000, base, &b[..8]);
+        assert_eq!(w.congestion_window(), 64);
+        assert_eq!(w.congestion_stats().random_losses, 3, "seq {base} (cumulative point), +5, +20");
+        assert_eq!(w.congestion_stats().reductions, 0);
+        // The next window loses a run of four back to back: a queue overflowed.
+        let cum = base + 64;
+        for seq in [base, base + 5, base + 20] {
+            w.mark_sent(seq, now + 2000);
+        }
+        ack(&mut w, now + 3000, cum, &[]);
+        assert_eq!(fill(&mut w, now + 3000), 64);
+        let got = (cum + 1..cum + 64).filter(|&q| !(cum + 30..cum + 34).contains(&q));
+        let b = bitmap(cum, got);
+        ack(&mut w, now + 4000, cum, &b[..8]);
+        assert_eq!(w.congestion_window(), 32);
+        assert_eq!(w.congestion_stats().reductions, 1);
+        assert_eq!(w.in_network(), 5, "the cumulative point and the run are not acknowledged");
+        assert!(!w.can_push(), "every slot is taken until the holes are repaired");
+    }
+
+    #[test]
+    fn selectively_acknowledged_packets_leave_the_congestion_window() {
+        let mut s = slots(64);
+        let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
+        assert_eq!(fill(&mut w, 0), 10);
+        // Packet 0 is lost, 1..10 arrived: only one is still in the network.
+        let b = bitmap(0, 1..10);
+        ack(&mut w, 1000, 0, &b[..2]);
+        assert_eq!((w.in_flight(), w.in_network()), (10, 1));
+        let more = fill(&mut w, 1000);
+        assert!(more >= 9, "the window keeps sending while the hole is repaired: {more}");
+        assert_eq!(w.in_network(), w.congestion_window());
+    }
+
+    #[test]
+    fn the_fixed_mode_ignores_congestion() {
+        let mut s = slots(16);
+        let mut w = SackWindow::new(&mut s, 16, RtoBounds::default());
+        w.set_mode(WindowMode::Fixed);
+        assert_eq!(fill(&mut w, 0), 16, "the whole window at once");
+        let b = bitmap(0, 8..16);
+        ack(&mut w, 1000, 0, &b[..2]);
+        assert!(w.congestion_stats().reductions > 0, "the controller saw the run of losses");
+        assert!(w.congestion_window() < 16);
+        ack(&mut w, 2000, 16, &[]);
+        assert_eq!(fill(&mut w, 2000), 16, "and the fixed window did not care");
     }
 
     #[test]

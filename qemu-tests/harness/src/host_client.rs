@@ -3,7 +3,7 @@
 //! [`Pattern`] as its RAM. Loopback tests push the proxy's faults through it in
 //! milliseconds; QEMU scenarios use it as a second client of the same netdumpd.
 
-use netdump_core::client::{ClientName, Config, Timeouts};
+use netdump_core::client::{ClientName, Config, Timeouts, WindowMode};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
@@ -48,6 +48,8 @@ pub struct HostClient {
     pub name: String,
     pub pattern: Pattern,
     pub window: usize,
+    /// How the window releases packets (congestion-controlled sliding by default).
+    pub mode: WindowMode,
     pub timeouts: Timeouts,
     pub message: String,
 }
@@ -84,6 +86,7 @@ impl HostClient {
             name: name.into(),
             pattern,
             window: netdump_core::client::DEFAULT_WINDOW,
+            mode: WindowMode::default(),
             timeouts: Timeouts::default(),
             message: format!("host client panic ({name})"),
         }
@@ -105,6 +108,7 @@ impl HostClient {
         let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
         let mut rng = HashRng(p.seed);
         let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config, buffers, map)?;
+        nd.set_window_mode(self.mode);
         let log = ConsoleLog::<4096>::new();
         log.write(HOST_LOG);
         let regs =

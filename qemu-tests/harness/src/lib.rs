@@ -13,6 +13,7 @@ pub mod host_client;
 pub mod netdumpd;
 pub mod proxy;
 pub mod qemu;
+pub mod rate_limit;
 pub mod scenarios;
 pub mod suite;
 pub mod tools;

@@ -17,7 +17,15 @@
 //! seed replays the same decisions for the same sequence of packets. A scenario can also
 //! steer by protocol events with a [`Rule`] (a server that falls silent at FINISH), watch
 //! the [`Event`] trace, and inject forged datagrams in either direction.
+//!
+//! Each direction may also be a link of limited rate ([`RateLimit`]): a token bucket with
+//! a bounded drop-tail queue in front of it, like a switch port. A datagram that survives
+//! the random faults enters the queue, leaves it at the link's rate (its wire size counts
+//! Ethernet, IPv4 and UDP headers), then takes the direction's delay; one that finds the
+//! queue full is dropped ([`Fate::QueueFull`], [`FaultProxy::link_stats`]).
 
+use crate::rate_limit::LinkQueue;
+pub use crate::rate_limit::{LinkStats, QueueDepth, RateLimit, WIRE_OVERHEAD};
 use anyhow::{Context, Result};
 use netdump_core::proto::{HEADER_LEN, Header, MessageType};
 use std::cmp::Reverse;
@@ -103,6 +111,11 @@ pub struct ProxyConfig {
     pub seed: u64,
     pub to_server: Faults,
     pub to_client: Faults,
+    /// The guest's uplink: a rate and a queue depth for what goes to netdumpd (`None`:
+    /// as fast as loopback takes it).
+    pub to_server_rate: Option<RateLimit>,
+    /// The same for what netdumpd sends to the guests.
+    pub to_client_rate: Option<RateLimit>,
 }
 
 /// What the proxy knows about a datagram when a [`Rule`] looks at it.
@@ -157,6 +170,8 @@ pub enum Fate {
     /// Kept by the rule until released; its release is traced as a fate of its own
     /// (forwarded, lost, ...) at the moment it goes on.
     Held,
+    /// Dropped by the rate limit: its queue was full (a congested link).
+    QueueFull,
 }
 
 /// One line of the proxy's trace.
@@ -287,6 +302,9 @@ struct HeldByRule {
 
 struct State {
     queue: BinaryHeap<Reverse<Pending>>,
+    /// The rate limit of each direction, if any; its clock counts from `epoch`.
+    links: [Option<LinkQueue>; 2],
+    epoch: Instant,
     held: [Vec<Held>; 2],
     rng: [Rng; 2],
     faults: [Faults; 2],
@@ -341,6 +359,8 @@ impl FaultProxy {
         let seed = config.seed;
         let state = State {
             queue: BinaryHeap::new(),
+            links: [config.to_server_rate.map(LinkQueue::new), config.to_client_rate.map(LinkQueue::new)],
+            epoch: Instant::now(),
             held: [vec![], vec![]],
             rng: [Rng(seed ^ 0x5EED_0000_0000_0001), Rng(seed ^ 0x5EED_0000_0000_0002)],
             faults: [config.to_server, config.to_client],
@@ -501,12 +521,21 @@ impl FaultProxy {
         self.shared.lock().trace.push(Event { at: Instant::now(), seen, fate: Fate::Injected });
     }
 
+    /// What the rate limit of a direction did so far (`None` without one): datagrams
+    /// accepted, dropped by a full queue, the deepest the queue got.
+    pub fn link_stats(&self, dir: Direction) -> Option<LinkStats> {
+        self.shared.lock().links[dir.index()].as_ref().map(LinkQueue::stats)
+    }
+
     /// Counts of the trace, for a scenario's summary line.
     pub fn summary(&self) -> String {
         let f = |dir, fate| self.count(dir, fate);
         let d = |dir| {
+            let link = self.link_stats(dir).map_or(String::new(), |s| {
+                format!(", {} dropped by a full queue (deepest {} packets)", s.dropped, s.max_queued_packets)
+            });
             format!(
-                "{} lost, {} dup, {} reordered, {} flipped",
+                "{} lost, {} dup, {} reordered, {} flipped{link}",
                 f(dir, Fate::Lost),
                 f(dir, Fate::Duplicated),
                 f(dir, Fate::Reordered),
@@ -607,10 +636,20 @@ fn deliver(
 ) {
     let d = dir.index();
     let faults = st.faults[d];
-    let mut record = |fate| st.trace.push(Event { at: now, seen, fate });
     if draw.lose {
-        return record(Fate::Lost);
+        return st.trace.push(Event { at: now, seen, fate: Fate::Lost });
     }
+    // Through the link's queue, if it has one: the datagram leaves it at `sent`.
+    let mut sent = now;
+    if let Some(link) = st.links[d].as_mut() {
+        let since = |t: Instant| t.saturating_duration_since(st.epoch).as_nanos() as u64;
+        let wire = (bytes.len() + WIRE_OVERHEAD) as u64;
+        match link.offer(since(now), wire) {
+            Some(at) => sent = st.epoch + Duration::from_nanos(at),
+            None => return st.trace.push(Event { at: now, seen, fate: Fate::QueueFull }),
+        }
+    }
+    let mut record = |fate| st.trace.push(Event { at: now, seen, fate });
     let mut bytes = bytes.to_vec();
     if draw.corrupt && !bytes.is_empty() {
         let bits = bytes.len() as u64 * 8;
@@ -620,7 +659,7 @@ fn deliver(
         }
         record(Fate::Corrupted);
     }
-    let at = now + faults.delay + draw.jitter;
+    let at = sent + faults.delay + draw.jitter;
     if draw.duplicate {
         record(Fate::Duplicated);
     }
@@ -781,7 +820,7 @@ mod tests {
     fn a_seed_replays_the_same_faults_and_another_seed_does_not() {
         let faults = Faults { loss: 0.3, duplicate: 0.1, corrupt: 0.1, ..Default::default() };
         let run = |seed| {
-            let rig = Rig::new(ProxyConfig { seed, to_server: faults, to_client: faults });
+            let rig = Rig::new(ProxyConfig { seed, to_server: faults, to_client: faults, ..Default::default() });
             let arrived = rig.send_numbered(200);
             (fates(&rig.proxy), arrived.len())
         };

@@ -3,12 +3,15 @@
 //! suite, the silent servers and the rogue sender, in seconds instead of minutes.
 
 use netdump_core::DumpError;
+use netdump_core::client::WindowMode;
 use netdump_core::client::{Phase, Timeouts};
 use netdump_core::proto::MessageType;
 use netdump_qemu_harness::check;
 use netdump_qemu_harness::forgery::{Holds, Rogue};
 use netdump_qemu_harness::host_client::{HostClient, HostRun};
-use netdump_qemu_harness::proxy::{Action, Direction, Fate, FaultProxy, Faults, Forger, ProxyConfig, Seen};
+use netdump_qemu_harness::proxy::{
+    Action, Direction, Fate, FaultProxy, Faults, Forger, ProxyConfig, QueueDepth, RateLimit, Seen,
+};
 use netdump_qemu_harness::vmcore::Vmcore;
 use netdump_test_pattern::Pattern;
 use netdumpd::{DropReason, Server, ServerConfig, ShutdownHandle};
@@ -125,7 +128,11 @@ fn check_bit_exact(server: &TestServer, name: &str, p: &Pattern) {
 /// Dumps `mib` MiB through a proxy with `faults` both ways; returns the run and the proxy.
 fn dump_through(label: &str, faults: Faults, seed: u64, mib: u64) -> (TestServer, FaultProxy, HostRun, Pattern) {
     let server = TestServer::start(label);
-    let proxy = FaultProxy::start(server.addr, ProxyConfig { seed, to_server: faults, to_client: faults }).unwrap();
+    let proxy = FaultProxy::start(
+        server.addr,
+        ProxyConfig { seed, to_server: faults, to_client: faults, ..Default::default() },
+    )
+    .unwrap();
     let p = pattern(seed, mib);
     let run = client(label, p).run(SocketAddr::from(([127, 0, 0, 1], proxy.port))).expect("install");
     (server, proxy, run, p)
@@ -166,6 +173,37 @@ fn flipped_bits_are_dropped_by_the_crc_on_both_sides() {
     assert_eq!(dropped, to_server as u64, "every corrupted packet, and nothing else, dropped: {snap:?}");
     let rejected = run.result.unwrap().rejected;
     assert!(rejected >= to_client as u64, "client rejected {rejected} of {to_client} corrupted packets");
+}
+
+/// Dumps 4 MiB through a 40 Mbit/s link with 8 packets of queue (the window is 64) in
+/// `mode`; returns the proxy after checking the dump bit for bit.
+fn through_a_shallow_queue(label: &str, mode: WindowMode) -> FaultProxy {
+    let server = TestServer::start(label);
+    let rate = RateLimit::mbit_s(40.0, QueueDepth::Packets(8));
+    let config = ProxyConfig { seed: 0x11C, to_server_rate: Some(rate), ..Default::default() };
+    let proxy = FaultProxy::start(server.addr, config).unwrap();
+    let p = pattern(0x11C, 4);
+    let mut c = client(label, p);
+    c.mode = mode;
+    let run = c.run(SocketAddr::from(([127, 0, 0, 1], proxy.port))).expect("install");
+    let report = run.result.unwrap_or_else(|e| panic!("{label}: {e} ({})", proxy.summary()));
+    check_bit_exact(&server, label, &p);
+    println!("{label}: {} retransmissions; {}", report.retransmissions, proxy.summary());
+    let stats = proxy.link_stats(Direction::ToServer).unwrap();
+    assert_eq!(stats.dropped as usize, proxy.count(Direction::ToServer, Fate::QueueFull));
+    assert!(stats.max_queued_packets <= 8, "{stats:?}");
+    assert!(report.retransmissions >= stats.dropped.min(1), "every drop was recovered by a retransmission");
+    proxy
+}
+
+#[test]
+fn congestion_control_overflows_a_shallow_queue_far_less_than_a_fixed_window() {
+    let fixed = through_a_shallow_queue("queue-fixed", WindowMode::Fixed);
+    let controlled = through_a_shallow_queue("queue-cc", WindowMode::Sliding);
+    let (f, c) =
+        (fixed.count(Direction::ToServer, Fate::QueueFull), controlled.count(Direction::ToServer, Fate::QueueFull));
+    assert!(f > 0, "a fixed window of 64 must overflow a queue of 8: {}", fixed.summary());
+    assert!(c * 4 < f, "queue drops: {c} with congestion control, {f} with a fixed window");
 }
 
 #[test]
@@ -249,7 +287,11 @@ fn forged_packets_in_both_directions_change_nothing() {
     let earlier = client("rogue-earlier", pattern(0xE, 1)).run(server.addr).expect("install");
     earlier.result.as_ref().expect("the earlier dump");
     let faults = Faults { delay: Duration::from_millis(1), ..Default::default() };
-    let proxy = FaultProxy::start(server.addr, ProxyConfig { seed: 1, to_server: faults, to_client: faults }).unwrap();
+    let proxy = FaultProxy::start(
+        server.addr,
+        ProxyConfig { seed: 1, to_server: faults, to_client: faults, ..Default::default() },
+    )
+    .unwrap();
     let p = pattern(0x0F, 8);
     let live = client("rogue-live", p);
     let to = SocketAddr::from(([127, 0, 0, 1], proxy.port));

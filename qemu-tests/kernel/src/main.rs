@@ -160,6 +160,8 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     dumper.set_extra_state(extra_state::write_task_list);
     if scenario.batch {
         dumper.set_window_mode(netdump_core::client::WindowMode::Batch);
+    } else if scenario.fixed_window {
+        dumper.set_window_mode(netdump_core::client::WindowMode::Fixed);
     }
     netconsole::attach(&boot.args(), &mut dumper, &scenario);
     if NETDUMP.install(dumper).is_err() {

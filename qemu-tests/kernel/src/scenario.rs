@@ -1,7 +1,7 @@
 //! What the harness asks of a run, from the kernel command line:
 //!
 //! `scenario=dump|takeover|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
-//!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N]
+//!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N] [batch=1] [cc=0]
 //!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
 //!  [image=pattern|realistic] [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
@@ -43,6 +43,8 @@ pub struct Scenario {
     pub window: usize,
     /// Release packets in batches of `window` (FreeBSD's discipline; `batch=1`).
     pub batch: bool,
+    /// Keep `window` packets in flight without congestion control (`cc=0`), to compare.
+    pub fixed_window: bool,
     pub timeouts: Timeouts,
     /// Physical page whose read panics (nested-panic scenario).
     pub panic_while_reading: Option<u64>,
@@ -109,6 +111,7 @@ impl Scenario {
             pattern,
             window: args.get_u64("window").map_or(DEFAULT_WINDOW, |w| w as usize),
             batch: args.get_u64("batch") == Some(1),
+            fixed_window: args.get_u64("cc") == Some(0),
             timeouts,
             panic_while_reading: (kind == Kind::NestedPanic).then_some(pattern.base + 4096),
             frames: args.get_u64("frames").unwrap_or(20_000) as u32,

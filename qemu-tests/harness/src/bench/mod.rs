@@ -194,7 +194,7 @@ fn timed_dump_encrypted(
     let proxy = match faults {
         Some(f) => Some(FaultProxy::start(
             format!("127.0.0.1:{}", server.port).parse()?,
-            ProxyConfig { seed: 6, to_server: f, to_client: f },
+            ProxyConfig { seed: 6, to_server: f, to_client: f, ..Default::default() },
         )?),
         None => None,
     };

@@ -97,7 +97,7 @@ fn faults_happened(proxy: &FaultProxy, faults: &Faults) -> Result<()> {
 fn through_proxy(ctx: &Ctx, seed: u64, faults: Faults) -> Result<Outcome> {
     let run = KernelRun::new("dump", common::pattern(seed));
     let srv = common::start_server(ctx, &[])?;
-    let config = ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults };
+    let config = ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults, ..Default::default() };
     let proxy = FaultProxy::start(srv.addr(), config)?;
     let q = run.boot(ctx, proxy.port)?;
     with_server_log(srv, |srv| {
@@ -471,8 +471,10 @@ fn concurrent(ctx: &Ctx) -> Result<Outcome> {
     let seed = 0xc0c0;
     let srv = common::start_server(ctx, &[])?;
     let faults = Faults::loss(0.02);
-    let proxy =
-        FaultProxy::start(srv.addr(), ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults })?;
+    let proxy = FaultProxy::start(
+        srv.addr(),
+        ProxyConfig { seed: proxy_seed(seed), to_server: faults, to_client: faults, ..Default::default() },
+    )?;
     // Every CRASH waits in the proxy until all four kernels have announced theirs; then
     // they all go on at once, and the four dump together.
     let announced: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();

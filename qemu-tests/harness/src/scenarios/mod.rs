@@ -6,6 +6,7 @@ pub mod common;
 mod crypto;
 mod exceptions;
 mod hostile;
+mod link;
 mod ops;
 mod smp;
 
@@ -37,6 +38,12 @@ pub fn all() -> Vec<Scenario> {
     // driver slowed or starved by it must still get its dump through.
     for &nic in NICS {
         v.extend(attack::scenarios(nic));
+    }
+    // A link slower than the client with a queue shallower than its window: the queue
+    // drops what the client sends too fast, and how fast each NIC's driver sends (a
+    // burst after an ACK) is what fills it, so every NIC.
+    for &nic in NICS {
+        v.extend(link::scenarios(nic));
     }
     // Stopping the other CPUs happens beside the NIC, but the dump from an AP drives the
     // NIC from that AP, and the stop must leave every driver's NIC usable: every NIC.
