@@ -43,8 +43,13 @@ impl Lz4Scratch {
 /// What the encoder made of the bytes offered for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Block {
-    /// `raw_len` input bytes encoded in the first `wire_len` bytes of the packet's data.
-    Lz4 { raw_len: usize, wire_len: usize },
+    /// A block in the first `wire_len` bytes of the packet's data.
+    Lz4 {
+        /// Input bytes the block encodes (a prefix of the input).
+        raw_len: usize,
+        /// Bytes of the block.
+        wire_len: usize,
+    },
     /// A block would carry no more than raw bytes in this packet: send raw.
     Raw,
     /// The whole input does not shrink (random or encrypted memory): send the rest of

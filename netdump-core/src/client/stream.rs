@@ -2,10 +2,10 @@
 //! memory, then the kernel's extra state text, cut into DATA payloads (sub-header + data)
 //! in the order PROTOCOL.md gives.
 
-use crate::log::LogSource;
-use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
 #[cfg(feature = "compression")]
 use super::compress::{Block, Lz4Scratch};
+use crate::log::LogSource;
+use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
 use crate::proto::{Data, Encoding, REGISTER_RECORD_LEN, RegisterRecord, Section};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,7 +412,11 @@ enum MemoryFill {
     Data(u64, usize),
     /// An LZ4 block of `wire_len` bytes decoding to `raw_len` bytes of memory at `phys`.
     #[cfg_attr(not(feature = "compression"), allow(dead_code))]
-    Lz4 { phys: u64, raw_len: usize, wire_len: usize },
+    Lz4 {
+        phys: u64,
+        raw_len: usize,
+        wire_len: usize,
+    },
     /// Only skipped pages so far.
     Skipped,
     End,

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    AfterDump, Data, Decision, DecisionReason, Encoding, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck, FinishStatus, MAX_DATAGRAM,
-    MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, features, flags,
+    AfterDump, Data, Decision, DecisionReason, Encoding, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck, FinishStatus,
+    MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, features, flags,
 };
 use time::OffsetDateTime;
 

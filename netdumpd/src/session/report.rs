@@ -6,7 +6,9 @@ use netdump_core::proto::{CrashKind, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKI
 
 use super::{Phase, Session};
 use crate::dumpdir::{VMCORE, VMCORE_INCOMPLETE};
-use crate::info::{CompressionInfo, CrcInfo, DecisionInfo, DumpInfo, FinishInfo, RangeInfo, ReasonInfo, hex32, hex64, vector_name};
+use crate::info::{
+    CompressionInfo, CrcInfo, DecisionInfo, DumpInfo, FinishInfo, RangeInfo, ReasonInfo, hex32, hex64, vector_name,
+};
 
 impl Session {
     pub(super) fn duration(&self) -> Duration {

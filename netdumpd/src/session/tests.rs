@@ -856,7 +856,10 @@ fn rejected_then_resent(name: &str, bad: Packet, good_index: usize) {
 #[test]
 fn a_block_that_decodes_to_the_wrong_length_is_dropped_and_taken_when_resent() {
     let good = Packet::new(4, Section::Memory, 0x1000, page(1)).lz4();
-    let bad = Packet { encoding: Encoding::Lz4 { raw_len: PAGE as u32 - 1 }, ..Packet::new(4, Section::Memory, 0x1000, good.data.clone()) };
+    let bad = Packet {
+        encoding: Encoding::Lz4 { raw_len: PAGE as u32 - 1 },
+        ..Packet::new(4, Section::Memory, 0x1000, good.data.clone())
+    };
     rejected_then_resent("session-lz4-length", bad, 4);
 }
 

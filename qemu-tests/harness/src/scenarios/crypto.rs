@@ -50,7 +50,7 @@ fn panic_message(seed: u64) -> String {
 
 /// `netdumpd keygen` into the scenario's directory: the private key file and the public
 /// key's hex, as the kernel's `server_key=` takes it.
-fn keygen(ctx: &Ctx, name: &str) -> Result<(PathBuf, String)> {
+pub(super) fn keygen(ctx: &Ctx, name: &str) -> Result<(PathBuf, String)> {
     let path = ctx.dir.join(name);
     let out = Command::new(&ctx.artifacts.netdumpd).arg("keygen").arg("--out").arg(&path).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -64,7 +64,7 @@ fn keygen(ctx: &Ctx, name: &str) -> Result<(PathBuf, String)> {
     Ok((path, public))
 }
 
-fn server_args(key: &Path) -> Vec<String> {
+pub(super) fn server_args(key: &Path) -> Vec<String> {
     vec!["--private-key".into(), key.display().to_string()]
 }
 
