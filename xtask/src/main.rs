@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long)]
         nic: Vec<String>,
         /// Only these parts of the bench (e.g. `--part nic --part footprint`); default:
-        /// every part. Parts: nic, smp, ingest, footprint.
+        /// every part. Parts: nic, smp, ingest, footprint, bytes.
         #[arg(long)]
         part: Vec<String>,
     },
@@ -299,6 +299,9 @@ fn bench(nics: &[String], parts: &[String]) -> Result<()> {
         if part("nic") {
             report.nics.push(bench::bench_nic(&env, nic, &mut |line| println!("bench: {line}"))?);
         }
+        if part("bytes") {
+            report.bytes.push(bench::bytes::bench_bytes(&env, nic, &mut |line| println!("bench: {line}"))?);
+        }
     }
     if part("smp") {
         report.smp_stop = bench::smp_stop(&env, 3)?;
@@ -316,6 +319,12 @@ fn bench(nics: &[String], parts: &[String]) -> Result<()> {
             .components
             .iter()
             .filter(|(name, _)| name.starts_with("encryption"))
+            .map(|(_, sizes)| sizes[0])
+            .sum();
+        report.compression_text = bench::footprint(&env.test_kernel)?
+            .components
+            .iter()
+            .filter(|(name, _)| name.starts_with("compression"))
             .map(|(_, sizes)| sizes[0])
             .sum();
     }

@@ -4,6 +4,8 @@
 //! Every figure that a target compares is a ratio of two measurements taken in the same
 //! run on the same machine, so the report stays meaningful on a loaded or slow host.
 
+pub mod bytes;
+
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, Faults, ProxyConfig};
@@ -118,6 +120,10 @@ pub struct Report {
     pub smp_stop: SmpStopReport,
     pub ingest: IngestReport,
     pub footprint: FootprintReport,
+    /// Part `bytes`: compression's bytes on the wire and dump times, per NIC.
+    pub bytes: Vec<bytes::BytesReport>,
+    /// `.text` bytes of the compression code in the test kernel (which enables it).
+    pub compression_text: u64,
     pub seconds: f64,
 }
 
@@ -513,6 +519,8 @@ fn component(symbol: &str) -> Option<&'static str> {
         ("digest::", "encryption (RustCrypto)"),
         ("x25519_dalek::", "encryption (RustCrypto)"),
         ("curve25519_dalek::", "encryption (RustCrypto)"),
+        ("netdump_core::client::compress::", "compression (netdump-core compress)"),
+        ("lz4_flex::", "compression (lz4_flex)"),
         ("netdump_core::", "netdump-core"),
         ("smoltcp::", "netdump-core (smoltcp)"),
         ("crc32fast::", "netdump-core (crc32fast)"),
@@ -679,6 +687,7 @@ pub fn markdown(r: &Report) -> String {
             r.encryption_text
         );
     }
+    s += &bytes::markdown(&r.bytes, r.compression_text);
     s += &costs_markdown(r);
     s += &misses_markdown(r);
     s += &format!("\nBench wall time: {:.0} s.\n", r.seconds);
@@ -855,6 +864,8 @@ mod tests {
             footprint,
             smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
             encryption_text: 40_000,
+            bytes: vec![],
+            compression_text: 0,
             seconds: 1.0,
         }
     }
