@@ -689,12 +689,12 @@ mod tests {
         }
     }
 
-    /// Every payload with its encoding; memory decoded (by the reference decoder) into a
-    /// map of bytes, each byte sent once.
     /// Each memory packet's (offset, encoding, data bytes), and memory rebuilt byte by byte.
     #[cfg(feature = "compression")]
     type Decoded = (Vec<(u64, Encoding, usize)>, BTreeMap<u64, u8>);
 
+    /// Every payload with its encoding; memory decoded (by the reference decoder) into a
+    /// map of bytes, each byte sent once.
     #[cfg(feature = "compression")]
     fn collect_decoded(stream: &mut DataStream, room: usize) -> Decoded {
         let mut out = vec![0u8; room];
