@@ -92,6 +92,21 @@ pub struct AbortInfo {
     pub text: String,
 }
 
+/// What compression did to a dump: `bytes_received` (on the wire) against the section
+/// bytes it carried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompressionInfo {
+    /// Distinct DATA packets that carried an LZ4 block.
+    pub blocks: u64,
+    /// Their data bytes, as on the wire.
+    pub block_bytes: u64,
+    /// The section bytes they decoded to.
+    pub decoded_bytes: u64,
+    /// Section bytes received (`memory_bytes` + log, registers, extra) per data byte on
+    /// the wire: 1.0 when nothing was compressed.
+    pub ratio: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DumpInfo {
     pub status: DumpStatus,
@@ -102,6 +117,10 @@ pub struct DumpInfo {
     pub protocol_version: u8,
     /// Whether every packet of the dump after the handshake was sealed.
     pub encrypted: bool,
+    /// Whether any of the dump's DATA carried an LZ4 block (feature `COMPRESSED`).
+    pub compressed: bool,
+    /// The LZ4 blocks received, when the client was granted compression.
+    pub compression: Option<CompressionInfo>,
     pub reason: ReasonInfo,
     pub message: String,
     pub cpu_count: u16,

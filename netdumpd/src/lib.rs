@@ -23,6 +23,7 @@
 //! | [`outbox`] | the socket: bounded waits, sending, the budget of unsolicited replies |
 //! | [`announcement`] | a crash announcement, owned |
 //! | [`session`] | one dump: state machine, positioned writes, FINISH verification |
+//! | [`blocks`] | compressed DATA: the LZ4 decoder and its checks |
 //! | [`receive_window`] | cumulative/selective ack and the stream CRC by CRC-32 combine |
 //! | [`recovery`] | dumps an earlier netdumpd left receiving, marked incomplete at start-up |
 //! | [`registry`] | registered clients, `clients.json` |
@@ -53,6 +54,7 @@ pub mod admin;
 pub mod admission;
 pub mod analysis;
 pub mod announcement;
+pub mod blocks;
 pub mod catalog;
 pub mod channel;
 pub mod cli;

@@ -93,6 +93,7 @@ impl Client {
             && self.memory_bytes == other.memory_bytes
             && self.protocol_version == other.protocol_version
             && self.encrypted == other.encrypted
+            && self.features == other.features
     }
 }
 
@@ -245,7 +246,7 @@ impl ClientEntry {
             dump: e.dump,
             protocol_version: e.protocol_version,
             encrypted: channel.is_some(),
-            features: e.features,
+            features: e.features | if channel.is_some() { netdump_core::proto::features::ENCRYPTED } else { 0 },
         };
         Ok((client, channel))
     }
@@ -572,7 +573,12 @@ mod tests {
         use crate::channel::NONCE_RESERVATION;
         let dir = TestDir::new("registry-channel");
         let mut r = Registry::load(dir.path(), RegistryLimits::default()).unwrap();
-        let encrypted = Client { protocol_version: 2, encrypted: true, ..client(1, "alpha") };
+        let encrypted = Client {
+            protocol_version: 2,
+            encrypted: true,
+            features: netdump_core::proto::features::ENCRYPTED,
+            ..client(1, "alpha")
+        };
         r.register(encrypted.clone(), Some(channel(0x11))).unwrap();
         r.flush().unwrap();
         let text = std::fs::read_to_string(dir.path().join(REGISTRY_FILE)).unwrap();

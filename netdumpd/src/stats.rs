@@ -57,10 +57,13 @@ pub enum DropReason {
     /// EXCLUDED data that is malformed, outside the announced ranges, overlapping an
     /// earlier run, or from a client not granted `FILTER`.
     BadExclusion,
+    /// DATA whose LZ4 block does not decode, decodes to another length than announced,
+    /// or comes from a client not granted `COMPRESSED`.
+    BadBlock,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Oversized,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -84,6 +87,7 @@ impl DropReason {
         DropReason::ReplayedNonce,
         DropReason::HandshakeMismatch,
         DropReason::BadExclusion,
+        DropReason::BadBlock,
     ];
 
     /// The name used in logs and in `info.json`.
@@ -112,6 +116,7 @@ impl DropReason {
             DropReason::ReplayedNonce => "replayed_nonce",
             DropReason::HandshakeMismatch => "handshake_mismatch",
             DropReason::BadExclusion => "bad_exclusion",
+            DropReason::BadBlock => "bad_block",
         }
     }
 

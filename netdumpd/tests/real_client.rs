@@ -66,6 +66,15 @@ fn lcg(state: &mut u64) -> u64 {
 }
 
 fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::DumpReport, DumpError> {
+    dump_compressed(nic, server, true)
+}
+
+/// [`dump_through`] with compression on (the default when granted) or off.
+fn dump_compressed(
+    nic: UdpSocketNic,
+    server: &TestServer,
+    compress: bool,
+) -> Result<netdump_core::DumpReport, DumpError> {
     let ram = FakeRam::new();
     let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }])
         .unwrap();
@@ -74,6 +83,8 @@ fn dump_through(nic: UdpSocketNic, server: &TestServer) -> Result<netdump_core::
     let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config(server.addr.port()), buffers, map)
         .expect("install");
     nd.set_extra_state(task_list);
+    nd.set_compression(compress);
+    assert_eq!(nd.compressing(), compress, "netdumpd grants COMPRESSED");
     let log = ConsoleLog::<4096>::new();
     log.write(b"booted\nabout to crash\n");
     let regs =
@@ -108,6 +119,32 @@ fn clean_link_dump_arrives_bit_exact() {
     let report = dump_through(nic, &server).expect("dump");
     assert_eq!(report.memory.zero_pages, (0..512u64).filter(|p| p % 5 == 4).count() as u64);
     assert_eq!(report.retransmissions, 0);
+    assert!(report.compressed);
+    // Every non-zero page of the pattern shrinks: one block per page.
+    assert_eq!(report.memory.lz4_blocks, report.memory.pages_sent);
+    assert_eq!(report.memory.lz4_raw_bytes, report.memory.pages_sent * 4096);
+}
+
+#[test]
+fn compressed_and_uncompressed_dumps_write_the_same_vmcore() {
+    let mut cores = vec![];
+    let mut wire = vec![];
+    for compress in [false, true] {
+        let dir = TempDir::new(if compress { "real-lz4-on" } else { "real-lz4-off" });
+        let server = TestServer::start(dir.path());
+        let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 5], 1500, server.addr).unwrap();
+        let report = dump_compressed(nic, &server, compress).expect("dump");
+        assert_eq!(report.compressed, compress);
+        let dumps = server.dumps();
+        let d = dumps.iter().find(|d| d.file_name().unwrap().to_string_lossy().starts_with("real-client-")).unwrap();
+        let info = read_info(d);
+        assert_eq!(info["compressed"], compress);
+        assert_eq!(info["bytes_received"], report.bytes);
+        cores.push(std::fs::read(d.join("vmcore")).unwrap());
+        wire.push(report.bytes);
+    }
+    assert_eq!(cores[0], cores[1], "the two vmcores differ");
+    assert!(wire[1] * 4 < wire[0], "compressed {} bytes against {} raw", wire[1], wire[0]);
 }
 
 #[test]

@@ -60,7 +60,7 @@ enum Cmd {
         #[arg(long)]
         nic: Vec<String>,
         /// Only these parts of the bench (e.g. `--part nic --part footprint`); default:
-        /// every part. Parts: nic, link, sender, smp, ingest, scaling, footprint.
+        /// every part. Parts: nic, link, sender, bytes, smp, ingest, scaling, footprint.
         #[arg(long)]
         part: Vec<String>,
         /// Guest sizes of the scaling part, MiB (default 64, 256, 1024 and 4096).
@@ -310,10 +310,11 @@ fn bench(nics: &[String], parts: &[String], scaling_mib: &[u32]) -> Result<()> {
         if part("link") {
             report.links.push(bench::link::bench_link(&env, nic, &mut |line| println!("bench: {line}"))?);
         }
-    }
-    for &nic in scenarios::NICS.iter().filter(|n| nics.is_empty() || nics.iter().any(|w| w == n.name())) {
         if part("sender") {
             report.sender.extend(bench::bench_sender(&env, nic, &mut |line| println!("bench: {line}"))?);
+        }
+        if part("bytes") {
+            report.bytes.push(bench::bytes::bench_bytes(&env, nic, &mut |line| println!("bench: {line}"))?);
         }
     }
     if part("smp") {
@@ -344,6 +345,12 @@ fn bench(nics: &[String], parts: &[String], scaling_mib: &[u32]) -> Result<()> {
             .components
             .iter()
             .filter(|(name, _)| name.starts_with("encryption"))
+            .map(|(_, sizes)| sizes[0])
+            .sum();
+        report.compression_text = bench::footprint(&env.test_kernel)?
+            .components
+            .iter()
+            .filter(|(name, _)| name.starts_with("compression"))
             .map(|(_, sizes)| sizes[0])
             .sum();
     }

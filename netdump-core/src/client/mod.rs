@@ -5,9 +5,14 @@
 //! dump:    reset NIC → CRASH ⇄ DECISION → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
 //! ```
 
+#[cfg(feature = "compression")]
+mod compress;
 pub mod congestion;
 mod stream;
 pub mod window;
+
+#[cfg(feature = "compression")]
+pub use compress::{Block, LZ4_SCRATCH, Lz4Scratch};
 
 pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
 pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
@@ -33,11 +38,20 @@ use stream::DataStream;
 use window::SackWindow;
 
 /// The memory the crash path needs, allocated by the kernel before any crash (usually a
-/// `static`): a page buffer and `W` packet slots (the window's copies).
+/// `static`): a page buffer and `W` packet slots (the window's copies); with
+/// `compression`, the LZ4 encoder's hash table and output buffer too.
 pub struct CrashBuffers<const W: usize> {
     page: [u8; PAGE_SIZE],
     slots: [PacketSlot; W],
+    #[cfg(feature = "compression")]
+    lz4: Lz4Scratch,
 }
+
+/// The features this build asks for besides those of its configuration.
+#[cfg(feature = "compression")]
+const ASKED: u32 = features::COMPRESSED;
+#[cfg(not(feature = "compression"))]
+const ASKED: u32 = 0;
 
 impl<const W: usize> Default for CrashBuffers<W> {
     fn default() -> Self {
@@ -48,7 +62,12 @@ impl<const W: usize> Default for CrashBuffers<W> {
 impl<const W: usize> CrashBuffers<W> {
     /// Zeroed buffers, usable in a `static`.
     pub const fn new() -> Self {
-        CrashBuffers { page: [0; PAGE_SIZE], slots: [PacketSlot::EMPTY; W] }
+        CrashBuffers {
+            page: [0; PAGE_SIZE],
+            slots: [PacketSlot::EMPTY; W],
+            #[cfg(feature = "compression")]
+            lz4: Lz4Scratch::new(),
+        }
     }
     /// Bytes this buffer set occupies.
     pub const SIZE: usize = core::mem::size_of::<Self>();
@@ -215,6 +234,9 @@ pub struct DumpReport {
     pub version: u8,
     /// Whether every packet after the handshake was sealed.
     pub encrypted: bool,
+    /// Whether memory went as LZ4 blocks where they paid (feature `compression`, granted
+    /// and not turned off); [`MemoryStats`] counts them.
+    pub compressed: bool,
 }
 
 /// Server packets an encrypted client dropped, by why (all also counted in
@@ -311,6 +333,10 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     memory_map: MemoryMap,
     max_payload: usize,
     buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
+    #[cfg(feature = "compression")]
+    lz4: Option<&'static mut Lz4Scratch>,
+    /// Whether to compress when `COMPRESSED` is granted ([`Netdump::set_compression`]).
+    compress: bool,
     rejected: u64,
     sealing: SealDrops,
     /// The protocol version of the session: 2, or 1 with a version-1 server.
@@ -366,6 +392,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             memory_map,
             max_payload,
             buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
+            #[cfg(feature = "compression")]
+            lz4: Some(&mut buffers.lz4),
+            compress: true,
             rejected: 0,
             sealing: SealDrops::default(),
             version: VERSION_2,
@@ -431,7 +460,20 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let encrypting = false;
         let sealing = if encrypting { features::ENCRYPTED } else { features::XXH64_CHECK };
         let filter = if self.config.exclude.filters() { features::FILTER } else { 0 };
-        sealing | filter
+        sealing | filter | ASKED
+    }
+
+    /// Whether the dump will send LZ4 blocks: built with `compression`, granted by the
+    /// server, and not turned off.
+    pub fn compressing(&self) -> bool {
+        cfg!(feature = "compression") && self.compress && self.granted & features::COMPRESSED != 0
+    }
+
+    /// Turns compression off (or on again) for the dump; it is on by default when the
+    /// server granted it. An uncompressed dump of a kernel built with `compression` is
+    /// byte for byte what a kernel without it sends.
+    pub fn set_compression(&mut self, on: bool) {
+        self.compress = on;
     }
 
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
@@ -738,9 +780,16 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         // Filtering only with a server that records the excluded runs (feature FILTER):
         // with any other, excluded pages would look like zero pages, so all are sent.
         let exclude = if self.granted & features::FILTER != 0 { self.config.exclude } else { ExcludeSet::NONE };
+        let compressed = self.compressing();
+        #[cfg_attr(not(feature = "compression"), allow(unused_mut))]
         let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory)
             .with_exclude(exclude)
             .with_extra(self.extra);
+        #[cfg(feature = "compression")]
+        {
+            let lz4 = self.lz4.take();
+            stream = stream.with_lz4(lz4.filter(|_| compressed));
+        }
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
         window.check = if self.encrypted() { Check::Crc32 } else { self.check };
@@ -810,6 +859,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             sealing: self.sealing,
             version: self.version,
             encrypted: self.encrypted(),
+            compressed,
         })
     }
 

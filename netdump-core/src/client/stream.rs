@@ -3,9 +3,11 @@
 //! kernel's extra state text, cut into DATA payloads (sub-header + data) in the order
 //! PROTOCOL.md gives.
 
+#[cfg(feature = "compression")]
+use super::compress::{Block, Lz4Scratch};
 use crate::log::LogSource;
 use crate::memory::{ExcludeSet, MemoryMap, MemorySource, PAGE_SIZE, PageClass};
-use crate::proto::{Data, ExcludedRun, REGISTER_RECORD_LEN, RegisterRecord, Section};
+use crate::proto::{Data, Encoding, ExcludedRun, REGISTER_RECORD_LEN, RegisterRecord, Section};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -63,6 +65,12 @@ pub struct MemoryStats {
     /// Pages the filter left out (their class is in the [`ExcludeSet`]); not read, not
     /// sent, reported in the `EXCLUDED` section.
     pub excluded_pages: u64,
+    /// DATA packets whose memory went as an LZ4 block (feature `compression`).
+    pub lz4_blocks: u64,
+    /// Memory bytes those blocks decode to.
+    pub lz4_raw_bytes: u64,
+    /// Bytes of those blocks on the wire.
+    pub lz4_wire_bytes: u64,
 }
 
 /// Cursor over the page currently held in the page buffer.
@@ -100,6 +108,12 @@ pub struct DataStream<'a> {
     /// The window of extra state held in the page buffer (once the memory walk is over):
     /// the section offset of its first byte and its length.
     extra_held: Option<(u64, usize)>,
+    /// The LZ4 encoder, when the server granted `COMPRESSED`.
+    #[cfg(feature = "compression")]
+    lz4: Option<&'a mut Lz4Scratch>,
+    /// The page (range, page index) whose block did not shrink: the rest of it goes raw.
+    #[cfg(feature = "compression")]
+    incompressible: Option<(usize, u64)>,
     pub stats: MemoryStats,
 }
 
@@ -132,6 +146,10 @@ impl<'a> DataStream<'a> {
             kept_until: (0, 0),
             extra: None,
             extra_held: None,
+            #[cfg(feature = "compression")]
+            lz4: None,
+            #[cfg(feature = "compression")]
+            incompressible: None,
             stats: MemoryStats::default(),
         }
     }
@@ -141,6 +159,14 @@ impl<'a> DataStream<'a> {
     /// drop the EXCLUDED section, and a reader could not tell the holes from zero pages.
     pub fn with_exclude(mut self, exclude: ExcludeSet) -> Self {
         self.exclude = if exclude.filters() { exclude } else { ExcludeSet::NONE };
+        self
+    }
+
+    /// Sends memory as LZ4 blocks where they carry more than raw bytes (the server
+    /// granted `COMPRESSED`).
+    #[cfg(feature = "compression")]
+    pub fn with_lz4(mut self, lz4: Option<&'a mut Lz4Scratch>) -> Self {
+        self.lz4 = lz4;
         self
     }
 
@@ -159,6 +185,7 @@ impl<'a> DataStream<'a> {
     pub fn next_payload(&mut self, out: &mut [u8]) -> Option<usize> {
         let room = out.len().checked_sub(Data::SUBHEADER_LEN).filter(|&r| r > 0)?;
         loop {
+            let mut encoding = Encoding::Raw;
             let (section, offset, len) = match self.stage {
                 Stage::Log => {
                     let n = match self.log {
@@ -196,14 +223,19 @@ impl<'a> DataStream<'a> {
                 }
                 Stage::Excluded => match self.fill_excluded(&mut out[Data::SUBHEADER_LEN..][..room]) {
                     MemoryFill::Data(_, n) => (Section::Excluded, self.offset, n),
-                    MemoryFill::Skipped => return None,
+                    // EXCLUDED records are never compressed: nothing to send this call.
+                    MemoryFill::Skipped | MemoryFill::Lz4 { .. } => return None,
                     MemoryFill::End => {
                         self.advance(Stage::Memory);
                         continue;
                     }
                 },
-                Stage::Memory => match self.fill_memory(&mut out[Data::SUBHEADER_LEN..][..room]) {
+                Stage::Memory => match self.next_memory(&mut out[Data::SUBHEADER_LEN..][..room]) {
                     MemoryFill::Data(phys, n) => (Section::Memory, phys, n),
+                    MemoryFill::Lz4 { phys, raw_len, wire_len } => {
+                        encoding = Encoding::Lz4 { raw_len: raw_len as u32 };
+                        (Section::Memory, phys, wire_len)
+                    }
                     MemoryFill::Skipped => return None,
                     MemoryFill::End => {
                         self.advance(Stage::Extra);
@@ -221,6 +253,7 @@ impl<'a> DataStream<'a> {
                 Stage::Done => return None,
             };
             Data::emit_subheader(section, offset, out);
+            encoding.emit(out);
             if section != Section::Memory {
                 self.offset += len as u64;
             }
@@ -276,6 +309,60 @@ impl<'a> DataStream<'a> {
         let n = out.len().min(held - from);
         out[..n].copy_from_slice(&self.page[from..from + n]);
         n
+    }
+
+    /// The next memory payload: an LZ4 block of the held page when the encoder is on and
+    /// the block pays, else raw bytes ([`fill_memory`](Self::fill_memory)).
+    fn next_memory(&mut self, out: &mut [u8]) -> MemoryFill {
+        #[cfg(feature = "compression")]
+        if self.lz4.is_some() {
+            if self.cursor.used == PAGE_SIZE {
+                match self.load_data_page() {
+                    MemoryFill::Data(..) => {}
+                    other => return other,
+                }
+            }
+            let held = (self.cursor.range, self.cursor.page);
+            if self.incompressible != Some(held)
+                && let Some(lz4) = self.lz4.as_deref_mut()
+            {
+                match lz4.encode(&self.page[self.cursor.used..], out) {
+                    Block::Lz4 { raw_len, wire_len } => {
+                        let phys = self.phys_of(held.0, held.1) + self.cursor.used as u64;
+                        self.cursor.used += raw_len;
+                        self.stats.lz4_blocks += 1;
+                        self.stats.lz4_raw_bytes += raw_len as u64;
+                        self.stats.lz4_wire_bytes += wire_len as u64;
+                        return MemoryFill::Lz4 { phys, raw_len, wire_len };
+                    }
+                    Block::Incompressible => self.incompressible = Some(held),
+                    Block::Raw => {}
+                }
+            }
+            // Raw: this packet only, within the page, so that the next page gets its try.
+            let n = out.len().min(PAGE_SIZE - self.cursor.used);
+            let phys = self.phys_of(held.0, held.1) + self.cursor.used as u64;
+            if self.incompressible != Some(held) {
+                out[..n].copy_from_slice(&self.page[self.cursor.used..self.cursor.used + n]);
+                self.cursor.used += n;
+                return MemoryFill::Data(phys, n);
+            }
+        }
+        self.fill_memory(out)
+    }
+
+    /// Loads pages until one with data (`Data(..)`, the page held with nothing sent),
+    /// the end, or [`SCAN_BUDGET`] skipped pages.
+    fn load_data_page(&mut self) -> MemoryFill {
+        let mut skipped = 0;
+        loop {
+            match self.load_next_page() {
+                None => return MemoryFill::End,
+                Some(true) => return MemoryFill::Data(0, 0),
+                Some(false) if skipped + 1 >= SCAN_BUDGET => return MemoryFill::Skipped,
+                Some(false) => skipped += 1,
+            }
+        }
     }
 
     fn phys_of(&self, range: usize, page: u64) -> u64 {
@@ -400,17 +487,10 @@ impl<'a> DataStream<'a> {
                             break;
                         }
                     }
-                    None => {
-                        let mut skipped = 0;
-                        loop {
-                            match self.load_next_page() {
-                                None => return MemoryFill::End,
-                                Some(true) => break,
-                                Some(false) if skipped + 1 >= SCAN_BUDGET => return MemoryFill::Skipped,
-                                Some(false) => skipped += 1,
-                            }
-                        }
-                    }
+                    None => match self.load_data_page() {
+                        MemoryFill::Data(..) => {}
+                        other => return other,
+                    },
                 }
             }
             let here = self.phys_of(self.cursor.range, self.cursor.page) + self.cursor.used as u64;
@@ -436,6 +516,13 @@ enum MemoryFill {
     /// `len` bytes of contiguous non-zero memory at a physical address (or of EXCLUDED
     /// records, address 0).
     Data(u64, usize),
+    /// An LZ4 block of `wire_len` bytes decoding to `raw_len` bytes of memory at `phys`.
+    #[cfg_attr(not(feature = "compression"), allow(dead_code))]
+    Lz4 {
+        phys: u64,
+        raw_len: usize,
+        wire_len: usize,
+    },
     /// Only skipped pages so far.
     Skipped,
     End,
@@ -530,7 +617,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(s.stats, MemoryStats { pages_sent: 7, zero_pages: 2, unreadable_pages: 0, excluded_pages: 0 });
+        assert_eq!(s.stats, MemoryStats { pages_sent: 7, zero_pages: 2, unreadable_pages: 0, ..Default::default() });
     }
 
     #[test]
@@ -758,7 +845,10 @@ mod tests {
         );
         // Page cache is not in the set: page 5 is sent; page 6 is zero.
         assert_eq!(memory_pages(&chunks).into_iter().collect::<Vec<_>>(), [0, 5]);
-        assert_eq!(s.stats, MemoryStats { pages_sent: 2, zero_pages: 1, unreadable_pages: 0, excluded_pages: 6 });
+        assert_eq!(
+            s.stats,
+            MemoryStats { pages_sent: 2, zero_pages: 1, unreadable_pages: 0, excluded_pages: 6, ..Default::default() }
+        );
     }
 
     #[test]
@@ -880,6 +970,131 @@ mod tests {
             assert_eq!(pages, 9, "answer {answer}: every page once");
             assert_eq!(runs.len(), m.ranges().len(), "answer {answer}: one run per range, merged");
             assert_eq!(s.stats.excluded_pages, 9);
+        }
+    }
+
+    /// Memory whose page `p` is random bytes when `random(p)`, else the pattern of
+    /// [`FakeMemory`] (which compresses well).
+    #[cfg(feature = "compression")]
+    struct MixedMemory {
+        random: fn(u64) -> bool,
+    }
+    #[cfg(feature = "compression")]
+    impl MemorySource for MixedMemory {
+        fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+            for (i, b) in out.iter_mut().enumerate() {
+                let a = phys + i as u64;
+                *b = if (self.random)(a / 4096) {
+                    let mut x = a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555;
+                    x ^= x >> 29;
+                    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    (x >> 32) as u8
+                } else {
+                    (a % 251) as u8 | 1
+                };
+            }
+            Ok(())
+        }
+    }
+
+    /// Each memory packet's (offset, encoding, data bytes), and memory rebuilt byte by byte.
+    #[cfg(feature = "compression")]
+    type Decoded = (Vec<(u64, Encoding, usize)>, BTreeMap<u64, u8>);
+
+    /// Every payload with its encoding; memory decoded (by the reference decoder) into a
+    /// map of bytes, each byte sent once.
+    #[cfg(feature = "compression")]
+    fn collect_decoded(stream: &mut DataStream, room: usize) -> Decoded {
+        let mut out = vec![0u8; room];
+        let (mut packets, mut memory) = (vec![], BTreeMap::new());
+        while !stream.is_done() {
+            let Some(n) = stream.next_payload(&mut out) else { continue };
+            let d = Data::parse(&out[..n]).unwrap();
+            let e = Encoding::parse(&out[..n]).unwrap();
+            if d.section != Section::Memory {
+                assert_eq!(e, Encoding::Raw, "only memory is compressed");
+                continue;
+            }
+            let bytes = match e {
+                Encoding::Raw => d.data.to_vec(),
+                Encoding::Lz4 { raw_len } => {
+                    let mut b = vec![0u8; raw_len as usize];
+                    assert_eq!(lz4_flex::block::decompress_into(d.data, &mut b).unwrap(), raw_len as usize);
+                    b
+                }
+            };
+            for (i, b) in bytes.iter().enumerate() {
+                assert!(memory.insert(d.offset + i as u64, *b).is_none(), "byte sent twice");
+            }
+            packets.push((d.offset, e, d.data.len()));
+        }
+        (packets, memory)
+    }
+
+    #[cfg(feature = "compression")]
+    fn assert_same_memory(m: &MemoryMap, mem: &dyn MemorySource, rebuilt: &BTreeMap<u64, u8>) {
+        for r in m.ranges() {
+            for a in r.phys_start..r.phys_end() {
+                let mut b = [0u8];
+                mem.read(a, &mut b).unwrap();
+                assert_eq!(rebuilt.get(&a).copied(), Some(b[0]), "at {a:#x}");
+            }
+        }
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn compressed_memory_decodes_to_the_same_bytes_in_fewer_packets() {
+        let mem = FakeMemory { zero: |_| false, unreadable: None };
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut plain = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        let raw_packets = collect(&mut plain, 1448).len();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut lz4 = crate::client::Lz4Scratch::new();
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_lz4(Some(&mut lz4));
+        let (packets, rebuilt) = collect_decoded(&mut s, 1448);
+        assert_same_memory(&m, &mem, &rebuilt);
+        assert!(packets.iter().all(|p| matches!(p.1, Encoding::Lz4 { raw_len: 4096 })), "{packets:?}");
+        assert_eq!(packets.len(), 9, "one block per page");
+        assert!(packets.len() * 3 <= raw_packets, "{} blocks against {raw_packets} raw packets", packets.len());
+        assert_eq!(s.stats.lz4_blocks, 9);
+        assert_eq!(s.stats.lz4_raw_bytes, 9 * 4096);
+        assert_eq!(s.stats.lz4_wire_bytes, packets.iter().map(|p| p.2 as u64).sum::<u64>());
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn incompressible_pages_go_raw_in_as_many_packets_as_without_compression() {
+        let mem = MixedMemory { random: |_| true };
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut plain = DataStream::new(None, 0, &[], &m, &mem, &mut page, true);
+        let raw: Vec<(u64, usize)> = collect(&mut plain, 1448).iter().map(|c| (c.1, c.2.len())).collect();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut lz4 = crate::client::Lz4Scratch::new();
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_lz4(Some(&mut lz4));
+        let (packets, rebuilt) = collect_decoded(&mut s, 1448);
+        assert_same_memory(&m, &mem, &rebuilt);
+        assert!(packets.iter().all(|p| p.1 == Encoding::Raw));
+        let sent: Vec<(u64, usize)> = packets.iter().map(|p| (p.0, p.2)).collect();
+        assert_eq!(sent, raw, "the same raw packets as an uncompressed stream");
+        assert_eq!(s.stats.lz4_blocks, 0);
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn mixed_memory_compresses_the_compressible_pages_only() {
+        let mem = MixedMemory { random: |p| p % 2 == 0 };
+        let m = map();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut lz4 = crate::client::Lz4Scratch::new();
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_lz4(Some(&mut lz4));
+        let (packets, rebuilt) = collect_decoded(&mut s, 1448);
+        assert_same_memory(&m, &mem, &rebuilt);
+        for (offset, e, _) in packets {
+            let random = (offset / 4096) % 2 == 0;
+            assert_eq!(matches!(e, Encoding::Lz4 { .. }), !random, "page at {offset:#x}");
         }
     }
 }

@@ -171,14 +171,18 @@ pub mod data {
     use super::Field;
     /// Section: 1 `LOG`, 2 `REGISTERS`, 3 `MEMORY`, 4 `EXTRA`, 5 `EXCLUDED`.
     pub const SECTION: Field = 0..1;
+    /// Encoding of the data: 0 raw, 1 an LZ4 block (feature `COMPRESSED` only).
+    pub const ENCODING: Field = 1..2;
     /// Reserved, 0.
-    pub const RESERVED: Field = 1..8;
+    pub const RESERVED: Field = 2..4;
+    /// Length of the section bytes an LZ4 block decodes to (u32); 0 when raw.
+    pub const RAW_LEN: Field = 4..8;
     /// Byte offset of the data in its section; for `MEMORY`, the physical address (u64).
     pub const OFFSET: Field = 8..16;
     /// Start of the data (at least one byte).
     pub const DATA: usize = OFFSET.end;
     /// DATA's sub-header, in wire order.
-    pub const LAYOUT: &[Field] = &[SECTION, RESERVED, OFFSET];
+    pub const LAYOUT: &[Field] = &[SECTION, ENCODING, RESERVED, RAW_LEN, OFFSET];
 }
 
 /// ACK.

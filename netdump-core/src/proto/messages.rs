@@ -403,6 +403,9 @@ pub mod features {
     /// Every packet after the handshake is sealed (Noise NK handshake in HELLO /
     /// HELLO_ACK, ChaCha20-Poly1305 per packet).
     pub const ENCRYPTED: u32 = 1 << 0;
+    /// DATA may carry LZ4 blocks ([`Encoding::Lz4`](super::Encoding::Lz4)): asked for by a
+    /// client built with `compression`, granted by every server that knows it.
+    pub const COMPRESSED: u32 = 1 << 1;
     /// Unsealed packets may carry the XXH64 check instead of CRC-32
     /// ([`flags::CHECK_XXH64`](crate::proto::flags::CHECK_XXH64), docs/PROTOCOL.md
     /// "Integrity checks"). Not asked for in an encrypted session, whose AEAD tags
@@ -413,7 +416,7 @@ pub mod features {
     /// ([`ExcludedRun`](super::ExcludedRun)). A client filters only when this is granted.
     pub const FILTER: u32 = 1 << 3;
     /// Every bit this version of the code knows.
-    pub const KNOWN: u32 = ENCRYPTED | XXH64_CHECK | FILTER;
+    pub const KNOWN: u32 = ENCRYPTED | COMPRESSED | XXH64_CHECK | FILTER;
 }
 
 /// Length of the server key id in HELLO v2: the first bytes of the pinned public key.
@@ -1026,6 +1029,62 @@ impl<'a> Data<'a> {
     pub fn emit(&self, out: &mut [u8]) {
         Self::emit_subheader(self.section, self.offset, out);
         out[Self::SUBHEADER_LEN..Self::SUBHEADER_LEN + self.data.len()].copy_from_slice(self.data);
+    }
+}
+
+/// Most section bytes one LZ4 block of a DATA packet decodes to.
+pub const MAX_BLOCK: usize = 65536;
+
+/// How a DATA packet's data encodes its section bytes: sub-header bytes 1..8
+/// (`encoding`, reserved, `raw_len`). Read beside [`Data`], which carries the data as it
+/// is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The data are the section bytes (`encoding` 0, `raw_len` 0): every version.
+    Raw,
+    /// The data are one LZ4 block (block format, no frame) that decodes to exactly
+    /// `raw_len` section bytes, 1..=[`MAX_BLOCK`] (`encoding` 1, feature
+    /// [`features::COMPRESSED`]).
+    Lz4 {
+        /// Section bytes the block decodes to.
+        raw_len: u32,
+    },
+}
+
+impl Encoding {
+    const RAW: u8 = 0;
+    const LZ4: u8 = 1;
+
+    /// Reads the encoding of a DATA payload (its sub-header).
+    pub fn parse(payload: &[u8]) -> Result<Self, ProtoError> {
+        let sub = payload.get(..field::data::DATA).ok_or(ProtoError::Truncated)?;
+        let raw_len = u32::from_be_bytes(sub[field::data::RAW_LEN].try_into().expect("4-byte field"));
+        match sub[field::data::ENCODING.start] {
+            Self::RAW if raw_len == 0 => Ok(Encoding::Raw),
+            Self::LZ4 if raw_len != 0 && raw_len as usize <= MAX_BLOCK => Ok(Encoding::Lz4 { raw_len }),
+            Self::RAW | Self::LZ4 => Err(ProtoError::BadField("raw_len")),
+            _ => Err(ProtoError::BadField("encoding")),
+        }
+    }
+
+    /// Writes the encoding into the sub-header at the start of `payload` (after
+    /// [`Data::emit_subheader`], which leaves it raw).
+    pub fn emit(&self, payload: &mut [u8]) {
+        let (code, raw_len) = match *self {
+            Encoding::Raw => (Self::RAW, 0),
+            Encoding::Lz4 { raw_len } => (Self::LZ4, raw_len),
+        };
+        payload[field::data::ENCODING.start] = code;
+        payload[field::data::RESERVED].fill(0);
+        payload[field::data::RAW_LEN].copy_from_slice(&raw_len.to_be_bytes());
+    }
+
+    /// Section bytes a DATA packet with `data_len` bytes of data covers.
+    pub fn section_len(&self, data_len: usize) -> usize {
+        match *self {
+            Encoding::Raw => data_len,
+            Encoding::Lz4 { raw_len } => raw_len as usize,
+        }
     }
 }
 
@@ -1800,6 +1859,42 @@ mod tests {
         let m = Data { section: Section::Memory, offset: 0x1000, data: &[0xde, 0xad] };
         // Any length from one data byte on is a (shorter) DATA.
         golden(m, &bytes, field::data::DATA + 1, |a, b| a == b);
+    }
+
+    #[test]
+    fn data_lz4_encoding_golden_bytes() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, // MEMORY, LZ4, reserved, raw_len 4096
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, // offset 0x2000
+            0x1f, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, // an LZ4 block
+        ];
+        assert_eq!(Encoding::parse(&bytes), Ok(Encoding::Lz4 { raw_len: 4096 }));
+        let mut out = [0xa5u8; 24];
+        out.copy_from_slice(&bytes);
+        out[1..8].fill(0xa5);
+        Encoding::Lz4 { raw_len: 4096 }.emit(&mut out);
+        assert_eq!(out, bytes);
+        // A raw sub-header, as every version-1 client writes it.
+        Data::emit_subheader(Section::Memory, 0x2000, &mut out);
+        assert_eq!(Encoding::parse(&out), Ok(Encoding::Raw));
+        assert_eq!(Encoding::parse(&out[..field::data::DATA - 1]), Err(ProtoError::Truncated));
+    }
+
+    #[test]
+    fn data_encoding_rejects_unknown_codes_and_bad_lengths() {
+        let mut p = [0u8; 17];
+        Data::emit_subheader(Section::Memory, 0, &mut p);
+        p[1] = 2;
+        assert_eq!(Encoding::parse(&p), Err(ProtoError::BadField("encoding")));
+        // Raw with a length, LZ4 without one or past the largest block.
+        for (code, len) in [(0u8, 1u32), (1, 0), (1, MAX_BLOCK as u32 + 1)] {
+            p[1] = code;
+            p[4..8].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(Encoding::parse(&p), Err(ProtoError::BadField("raw_len")), "code {code} len {len}");
+        }
+        p[4..8].copy_from_slice(&(MAX_BLOCK as u32).to_be_bytes());
+        assert_eq!(Encoding::parse(&p), Ok(Encoding::Lz4 { raw_len: MAX_BLOCK as u32 }));
     }
 
     #[test]

@@ -58,8 +58,10 @@ impl Server {
         }
         let asks_encryption = hello.features & features::ENCRYPTED != 0;
         // Filtering is granted to whoever asks (the server records the excluded runs),
-        // unless the configuration says every page must come.
+        // unless the configuration says every page must come; compression needs nothing
+        // of the server but its decoder: granted when asked.
         let filter = if self.config.page_filtering { hello.features & features::FILTER } else { 0 };
+        let optional = filter | (hello.features & features::COMPRESSED);
         if let Some(channel) = self.registry.channel(cookie) {
             if !channel.is_handshake_of(hello) {
                 let detail = format_args!("HELLO for cookie {cookie:016x} with another handshake than it registered");
@@ -86,9 +88,9 @@ impl Server {
                 self.refuse_plaintext(hello.hello.name, from, "a HELLO without the ENCRYPTED feature");
                 return refuse(self, HelloStatus::EncryptionRequired);
             }
-            if self.register_client(header, &hello.hello, from, VERSION_2, filter, None) {
-                // The cheaper check (DATA with CHECK_XXH64) is granted to whoever asks.
-                let granted = filter | (hello.features & features::XXH64_CHECK);
+            // The cheaper check (DATA with CHECK_XXH64) is granted to whoever asks.
+            let granted = optional | (hello.features & features::XXH64_CHECK);
+            if self.register_client(header, &hello.hello, from, VERSION_2, granted, None) {
                 let ack = HelloAckV2 { terms: terms(HelloStatus::Registered, granted), handshake: &[] };
                 self.reply(from, cookie, header.version, header.seq, Message::HelloAckV2(ack));
             }
@@ -104,7 +106,7 @@ impl Server {
             tracing::warn!(client = %name, %from, key_id = %id, "HELLO names a server key this server does not hold: refused (unknown_key)");
             return refuse(self, HelloStatus::UnknownKey);
         };
-        let granted = features::ENCRYPTED | filter;
+        let granted = features::ENCRYPTED | optional;
         let channel = match Channel::accept(key, cookie, hello, terms(HelloStatus::Registered, granted)) {
             Ok(c) => c,
             Err(_) => {

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netdump_core::proto::{
-    AfterDump, Check, Data, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck, FinishStatus,
-    MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, features, flags,
+    AfterDump, Check, Data, Decision, DecisionReason, Encoding, FINISH_MEMORY_INCOMPLETE, Finish, FinishAck,
+    FinishStatus, MAX_DATAGRAM, MAX_SACK_BYTES, MemoryRange, Section, Verdict, abort_reason, features, flags,
 };
 use time::OffsetDateTime;
 
@@ -30,6 +30,7 @@ pub use excluded::{ExcludedRuns, ExclusionError, MAX_EXCLUDED_RUNS};
 use registers::RegisterAssembler;
 
 pub use crate::announcement::CrashAnnouncement;
+use crate::blocks::BlockDecoder;
 use crate::dedup::DedupInfo;
 use crate::dumpdir::{DumpDir, DumpFiles, REGISTERS, VMCORE, VMCORE_INCOMPLETE};
 use crate::info::{AbortInfo, ClientInfo, DumpStatus, hex32};
@@ -83,6 +84,11 @@ struct Counts {
     log_bytes: u64,
     memory_bytes: u64,
     extra_bytes: u64,
+    /// Distinct DATA packets that carried an LZ4 block, their data bytes, and the
+    /// section bytes they decoded to.
+    lz4_blocks: u64,
+    lz4_wire_bytes: u64,
+    lz4_raw_bytes: u64,
 }
 
 /// What the server should do after a DATA packet.
@@ -166,6 +172,8 @@ pub struct Session {
     dedup: Option<DedupInfo>,
     /// Set when the dump ends, taken once by the server (hooks, analysis, retention).
     end_event: bool,
+    /// Decodes compressed DATA.
+    blocks: BlockDecoder,
 }
 
 impl Session {
@@ -210,6 +218,7 @@ impl Session {
             info_unwritten: Default::default(),
             dedup: None,
             end_event: false,
+            blocks: BlockDecoder::default(),
         };
         if req.verdict == Verdict::Abort {
             session.ended = Some((req.now, session.started_utc));
@@ -376,9 +385,37 @@ impl Session {
             SeqStatus::TooFarAhead => return self.drop_data(DropReason::OutOfWindow, false),
             SeqStatus::Duplicate => self.counts.duplicates += 1,
             SeqStatus::New => {
-                match self.store(data) {
+                let Ok(encoding) = Encoding::parse(payload) else {
+                    return self.drop_data(DropReason::BadField, false);
+                };
+                let granted = self.registration.features & features::COMPRESSED != 0;
+                let bytes = match self.blocks.section_bytes(encoding, data.data, granted) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        // Neither written nor acknowledged: the client sends it again.
+                        tracing::debug!(client = %self.client.name, seq, offset = data.offset, "DATA dropped: {e}");
+                        return self.drop_data(DropReason::BadBlock, false);
+                    }
+                };
+                let section = Data { section: data.section, offset: data.offset, data: bytes };
+                let filtered = self.registration.features & features::FILTER != 0;
+                let stored = Self::store_in(
+                    self.output.as_mut(),
+                    &self.crash,
+                    &mut self.registers,
+                    &mut self.counts,
+                    &self.client,
+                    filtered.then_some(&mut self.excluded),
+                    &section,
+                );
+                match stored {
                     Ok(()) => {
                         self.counts.data_bytes += data.data.len() as u64;
+                        if let Encoding::Lz4 { raw_len } = encoding {
+                            self.counts.lz4_blocks += 1;
+                            self.counts.lz4_wire_bytes += data.data.len() as u64;
+                            self.counts.lz4_raw_bytes += u64::from(raw_len);
+                        }
                         self.last_progress = now;
                     }
                     // Out of bounds: a correct client never sends it, so it is neither
@@ -421,8 +458,19 @@ impl Session {
         DataOutcome { ack_now, dropped: Some(reason) }
     }
 
-    fn store(&mut self, data: &Data<'_>) -> Result<(), StoreError> {
-        let Some(output) = self.output.as_mut() else {
+    /// Writes section bytes where they belong (fields of `self` apart, so that the bytes
+    /// may be borrowed from the session's block decoder). `excluded`: the runs of a
+    /// client granted `FILTER`, `None` for any other.
+    fn store_in(
+        output: Option<&mut Output>,
+        crash: &CrashAnnouncement,
+        registers: &mut RegisterAssembler,
+        counts: &mut Counts,
+        client: &ClientInfo,
+        excluded: Option<&mut ExcludedRuns>,
+        data: &Data<'_>,
+    ) -> Result<(), StoreError> {
+        let Some(output) = output else {
             return Err(StoreError::OutOfRange);
         };
         let (Some(files), layout) = (output.files.as_mut(), &output.layout) else {
@@ -432,38 +480,38 @@ impl Session {
         let end = data.offset.checked_add(len).ok_or(StoreError::OutOfRange)?;
         match data.section {
             Section::Log => {
-                if end > self.crash.log_len {
+                if end > crash.log_len {
                     return Err(StoreError::OutOfRange);
                 }
                 files.write_log(data.offset, data.data)?;
-                self.counts.log_bytes += len;
+                counts.log_bytes += len;
             }
             Section::Memory => {
                 let at = layout.memory_offset(data.offset, len).ok_or(StoreError::OutOfRange)?;
                 files.write_vmcore(at, data.data)?;
-                self.counts.memory_bytes += len;
+                counts.memory_bytes += len;
             }
             Section::Excluded => {
-                if self.registration.features & features::FILTER == 0 {
+                let Some(excluded) = excluded else {
                     return Err(StoreError::BadExclusion(ExclusionError::NotGranted));
-                }
+                };
                 let ranges: Vec<MemoryRange> = layout.segments().iter().map(|s| s.range).collect();
-                let page_size = u64::from(self.crash.page_size.max(1));
-                self.excluded.add(data.offset, data.data, &ranges, page_size).map_err(StoreError::BadExclusion)?;
+                let page_size = u64::from(crash.page_size.max(1));
+                excluded.add(data.offset, data.data, &ranges, page_size).map_err(StoreError::BadExclusion)?;
             }
             Section::Extra => {
                 if end > MAX_EXTRA_BYTES {
                     return Err(StoreError::OutOfRange);
                 }
                 files.write_extra(data.offset, data.data)?;
-                self.counts.extra_bytes += len;
+                counts.extra_bytes += len;
             }
             Section::Registers => {
-                let done = self.registers.write(data.offset, data.data).ok_or(StoreError::OutOfRange)?;
+                let done = registers.write(data.offset, data.data).ok_or(StoreError::OutOfRange)?;
                 for cpu in done {
-                    let Some(record) = self.registers.record(cpu) else { continue };
+                    let Some(record) = registers.record(cpu) else { continue };
                     if record.cpu != u64::from(cpu) {
-                        tracing::debug!(client = %self.client.name, cpu, record_cpu = record.cpu, "register record names another CPU");
+                        tracing::debug!(client = %client.name, cpu, record_cpu = record.cpu, "register record names another CPU");
                     }
                     if let Some(at) = layout.prstatus_offset(cpu) {
                         files.write_vmcore(at, &layout.prstatus(cpu, Some(&record)))?;

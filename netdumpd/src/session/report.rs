@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use netdump_core::memory::PageClass;
-use netdump_core::proto::{CrashKind, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED};
+use netdump_core::proto::{CrashKind, FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, features};
 
 use super::{Phase, Session};
 use crate::dumpdir::{VMCORE, VMCORE_INCOMPLETE};
 use crate::info::{
-    CrcInfo, DecisionInfo, DumpInfo, FilterInfo, FinishInfo, RangeInfo, ReasonInfo, hex32, hex64, vector_name,
+    CompressionInfo, CrcInfo, DecisionInfo, DumpInfo, FilterInfo, FinishInfo, RangeInfo, ReasonInfo, hex32, hex64,
+    vector_name,
 };
 
 impl Session {
@@ -43,6 +44,18 @@ impl Session {
             client: self.client.clone(),
             protocol_version: self.registration.protocol_version,
             encrypted: self.registration.encrypted,
+            compressed: self.counts.lz4_blocks > 0,
+            compression: (self.registration.features & features::COMPRESSED != 0).then(|| {
+                let n = &self.counts;
+                let wire = n.data_bytes;
+                let section = wire - n.lz4_wire_bytes + n.lz4_raw_bytes;
+                CompressionInfo {
+                    blocks: n.lz4_blocks,
+                    block_bytes: n.lz4_wire_bytes,
+                    decoded_bytes: n.lz4_raw_bytes,
+                    ratio: if wire > 0 { section as f64 / wire as f64 } else { 1.0 },
+                }
+            }),
             reason: ReasonInfo {
                 kind: c.kind.name(),
                 vector: c.vector,

@@ -70,7 +70,10 @@ fn start(dir: &TestDir, verdict: Verdict) -> Session {
 }
 
 fn start_crash(dir: &TestDir, verdict: Verdict, crash: CrashAnnouncement) -> Session {
-    let c = client();
+    start_for(dir, verdict, crash, client())
+}
+
+fn start_for(dir: &TestDir, verdict: Verdict, crash: CrashAnnouncement, c: Client) -> Session {
     let req = StartRequest {
         cookie: COOKIE,
         client: &c,
@@ -90,16 +93,26 @@ struct Packet {
     section: Section,
     offset: u64,
     data: Vec<u8>,
+    encoding: Encoding,
 }
 
 impl Packet {
     fn new(seq: u32, section: Section, offset: u64, data: Vec<u8>) -> Self {
-        Packet { seq, section, offset, data }
+        Packet { seq, section, offset, data, encoding: Encoding::Raw }
+    }
+    /// The same section bytes as one LZ4 block.
+    fn lz4(self) -> Self {
+        let mut out = vec![0; lz4_flex::block::get_maximum_output_size(self.data.len())];
+        let mut table = lz4_flex::block::CompressTable::large();
+        let n = lz4_flex::block::compress_into_with_table(&self.data, &mut out, &mut table).unwrap();
+        out.truncate(n);
+        Packet { encoding: Encoding::Lz4 { raw_len: self.data.len() as u32 }, data: out, ..self }
     }
     fn payload(&self) -> Vec<u8> {
         let d = Data { section: self.section, offset: self.offset, data: &self.data };
         let mut p = vec![0; d.wire_len()];
         d.emit(&mut p);
+        self.encoding.emit(&mut p);
         p
     }
     fn send(&self, s: &mut Session, flags: u16) -> DataOutcome {
@@ -939,4 +952,109 @@ fn a_client_not_granted_filter_may_not_send_excluded_runs_and_has_no_note() {
     let core = Core::new(&bytes);
     assert!(core.notes().iter().all(|n| n.note_type != crate::vmcore::NT_NETDUMP_EXCLUDED));
     assert_eq!(core.phdrs().len(), 1 + ranges().len(), "no program header reserved");
+}
+
+/// A client granted compression in its HELLO_ACK.
+fn compressing_client() -> Client {
+    Client { protocol_version: 2, features: netdump_core::proto::features::COMPRESSED, ..client() }
+}
+
+/// [`stream`] with its memory (and log) packets as LZ4 blocks.
+fn compressed_stream() -> Vec<Packet> {
+    stream()
+        .into_iter()
+        .map(|p| if matches!(p.section, Section::Memory | Section::Log) { p.lz4() } else { p })
+        .collect()
+}
+
+#[test]
+fn a_compressed_dump_writes_the_same_vmcore_as_an_uncompressed_one() {
+    let dir = TestDir::new("session-lz4-same");
+    let mut raw = start(&dir, Verdict::DumpAll);
+    send_and_finish(&mut raw, &stream());
+    let dir2 = TestDir::new("session-lz4-same-2");
+    let mut lz4 = start_for(&dir2, Verdict::DumpAll, crash(2), compressing_client());
+    let packets = compressed_stream();
+    assert!(packets[4].data.len() < PAGE / 4, "the memory page shrank: {}", packets[4].data.len());
+    send_and_finish(&mut lz4, &packets);
+    let (a, b) = (dump_path(&raw), dump_path(&lz4));
+    assert_eq!(std::fs::read(a.join(VMCORE)).unwrap(), std::fs::read(b.join(VMCORE)).unwrap());
+    assert_eq!(std::fs::read(a.join(LOG)).unwrap(), std::fs::read(b.join(LOG)).unwrap());
+
+    let info = info_json(&lz4);
+    assert_eq!(info["status"], "complete");
+    assert_eq!(info["compressed"], true);
+    assert_eq!(info["compression"]["blocks"], 4);
+    let wire: u64 = packets.iter().map(|p| p.data.len() as u64).sum();
+    assert_eq!(info["bytes_received"], wire);
+    assert_eq!(info["compression"]["decoded_bytes"], 100 + 3 * PAGE as u64);
+    assert!(info["compression"]["ratio"].as_f64().unwrap() > 2.0, "{}", info["compression"]);
+    assert_eq!(info["memory_bytes"], 3 * PAGE as u64);
+    let plain = info_json(&raw);
+    assert_eq!(plain["compressed"], false);
+    assert_eq!(plain["compression"], serde_json::Value::Null, "not granted: no compression report");
+}
+
+/// Sends `bad` for the seq of `good`: dropped as `bad_block`, not acknowledged, nothing
+/// written; then `good` (the retransmission) completes the dump.
+fn rejected_then_resent(name: &str, bad: Packet, good_index: usize) {
+    let dir = TestDir::new(name);
+    let mut s = start_for(&dir, Verdict::DumpAll, crash(2), compressing_client());
+    let packets = compressed_stream();
+    let out = bad.send(&mut s, flags::ACK_REQUEST);
+    assert_eq!(out.dropped, Some(DropReason::BadBlock));
+    assert_eq!(s.counts.memory_bytes, 0, "nothing of a bad block is written");
+    for (i, p) in packets.iter().enumerate().filter(|(i, _)| *i != good_index) {
+        assert_eq!(p.send(&mut s, 0).dropped, None, "packet {i}");
+    }
+    let ack = s.take_ack();
+    assert_eq!(ack.cumulative, good_index as u32, "the bad block's seq is not acknowledged");
+    assert_eq!(packets[good_index].send(&mut s, flags::RETRANSMIT).dropped, None);
+    let answer = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Halt, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::Verified);
+    let core_bytes = std::fs::read(dump_path(&s).join(VMCORE)).unwrap();
+    assert_eq!(Core::new(&core_bytes).read_virt(0xffff_8000_0000_1000, PAGE), &page(1)[..]);
+    assert_eq!(info_json(&s)["drops"]["bad_block"], 1);
+}
+
+#[test]
+fn a_block_that_decodes_to_the_wrong_length_is_dropped_and_taken_when_resent() {
+    let good = Packet::new(4, Section::Memory, 0x1000, page(1)).lz4();
+    let bad = Packet {
+        encoding: Encoding::Lz4 { raw_len: PAGE as u32 - 1 },
+        ..Packet::new(4, Section::Memory, 0x1000, good.data.clone())
+    };
+    rejected_then_resent("session-lz4-length", bad, 4);
+}
+
+#[test]
+fn a_corrupt_block_is_dropped_and_taken_when_resent() {
+    let good = Packet::new(4, Section::Memory, 0x1000, page(1)).lz4();
+    let mut data = good.data.clone();
+    // The first token's match offset, pointed before the start of the output.
+    let cut = data.len() - 8;
+    data.truncate(cut);
+    let bad = Packet { encoding: good.encoding, ..Packet::new(4, Section::Memory, 0x1000, data) };
+    rejected_then_resent("session-lz4-corrupt", bad, 4);
+}
+
+#[test]
+fn a_block_from_a_client_not_granted_compression_is_dropped() {
+    let dir = TestDir::new("session-lz4-not-granted");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let p = Packet::new(0, Section::Memory, 0x1000, page(1)).lz4();
+    assert_eq!(p.send(&mut s, 0).dropped, Some(DropReason::BadBlock));
+    assert_eq!(s.counts.memory_bytes, 0);
+}
+
+#[test]
+fn an_unknown_encoding_is_a_bad_field() {
+    let dir = TestDir::new("session-lz4-encoding");
+    let mut s = start_for(&dir, Verdict::DumpAll, crash(2), compressing_client());
+    let p = Packet::new(0, Section::Memory, 0x1000, page(1));
+    let mut payload = p.payload();
+    payload[1] = 7;
+    let d = Data { section: p.section, offset: p.offset, data: &p.data };
+    let out = s.on_data(peer(), 0, 0, &d, &payload, Instant::now());
+    assert_eq!(out.dropped, Some(DropReason::BadField));
 }

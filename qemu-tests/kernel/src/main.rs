@@ -178,6 +178,8 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         dumper.set_integrity_check(netdump_core::proto::Check::Crc32);
     }
     println!("netdump: integrity check {:?}", dumper.integrity_check());
+    dumper.set_compression(scenario.compress);
+    println!("netdump: compression {}", if dumper.compressing() { "on" } else { "off" });
     netconsole::attach(&boot.args(), &mut dumper, &scenario);
     if NETDUMP.install(dumper).is_err() {
         fail(format_args!("netdump installed twice"));
@@ -360,6 +362,13 @@ fn dump_after_election(
                 report.retransmissions,
                 report.elapsed_us / 1000,
                 report.stream_us
+            );
+            println!(
+                "netdump: compression {}: {} blocks, {} memory bytes in {} bytes",
+                if report.compressed { "on" } else { "off" },
+                report.memory.lz4_blocks,
+                report.memory.lz4_raw_bytes,
+                report.memory.lz4_wire_bytes
             );
             println!(
                 "netdump: dropped {} server packets (bad CRC, cookie or type), {} from a wrong address, port or MAC",

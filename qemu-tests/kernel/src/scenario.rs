@@ -3,7 +3,7 @@
 //! `scenario=dump|takeover|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N] [batch=1] [cc=0]
 //!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
-//!  [image=pattern|realistic] [filter=<makedumpfile -d level, 0..=31>] [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
+//!  [image=pattern|realistic] [filter=<makedumpfile -d level, 0..=31>] [compress=on|off] [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
 use netdump_core::client::{DEFAULT_WINDOW, Timeouts};
 use netdump_core::crash_cell::CrashCell;
@@ -57,6 +57,8 @@ pub struct Scenario {
     pub server_key: Option<netdump_core::crypto::PublicKey>,
     /// The page classes the dump leaves out (`filter=`, makedumpfile's `-d` level).
     pub exclude: ExcludeSet,
+    /// Send memory as LZ4 blocks when the server grants it (`compress=off`: never).
+    pub compress: bool,
 }
 
 fn ip(s: &str) -> Option<Ipv4Address> {
@@ -130,6 +132,11 @@ impl Scenario {
             server_key: match args.get("server_key") {
                 Some(hex) => Some(netdump_core::crypto::PublicKey::from_hex(hex).map_err(|_| "bad server_key")?),
                 None => None,
+            },
+            compress: match args.get("compress").unwrap_or("on") {
+                "on" => true,
+                "off" => false,
+                _ => return Err("compress wants on or off"),
             },
         })
     }

@@ -8,6 +8,7 @@ pub mod link;
 pub mod scaling;
 mod sender;
 pub use sender::{SenderChange, bench_sender};
+pub mod bytes;
 
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
@@ -148,6 +149,10 @@ pub struct Report {
     pub footprint: FootprintReport,
     /// The `sender` part: each change to the sender measured on its own.
     pub sender: Vec<SenderChange>,
+    /// Part `bytes`: compression's bytes on the wire and dump times, per NIC.
+    pub bytes: Vec<bytes::BytesReport>,
+    /// `.text` bytes of the compression code in the test kernel (which enables it).
+    pub compression_text: u64,
     pub seconds: f64,
 }
 
@@ -631,6 +636,8 @@ fn component(symbol: &str) -> Option<&'static str> {
         ("digest::", "encryption (RustCrypto)"),
         ("x25519_dalek::", "encryption (RustCrypto)"),
         ("curve25519_dalek::", "encryption (RustCrypto)"),
+        ("netdump_core::client::compress::", "compression (netdump-core compress)"),
+        ("lz4_flex::", "compression (lz4_flex)"),
         ("netdump_core::", "netdump-core"),
         ("smoltcp::", "netdump-core (smoltcp)"),
         ("crc32fast::", "netdump-core (crc32fast)"),
@@ -784,6 +791,7 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += &link::markdown(&r.links);
+    s += &bytes::markdown(&r.bytes, r.compression_text);
     s += &costs_markdown(r);
     s += &sender::markdown(&r.sender);
     s += &misses_markdown(r);
@@ -1027,6 +1035,8 @@ mod tests {
             smp_stop: SmpStopReport { runs: vec![("all-but-self".into(), vec![900, 700, 800])] },
             encryption_text: 40_000,
             sender: vec![],
+            bytes: vec![],
+            compression_text: 0,
             seconds: 1.0,
             ..Default::default()
         }

@@ -3,6 +3,7 @@
 mod attack;
 mod basic;
 pub mod common;
+mod compress;
 mod crypto;
 mod exceptions;
 mod filter;
@@ -27,6 +28,12 @@ pub fn all() -> Vec<Scenario> {
     for &nic in NICS {
         v.extend(filter::scenarios(nic));
     }
+    // Compressed dumps of the realistic image, against uncompressed ones: every NIC
+    // carries the blocks; the bad blocks and encryption are the protocol's (e1000).
+    for &nic in NICS {
+        v.extend(compress::scenarios(nic));
+    }
+    v.extend(compress::single(NicModel::E1000));
     // CPU exceptions, memory maps and mappings do not depend on the NIC model.
     v.extend(exceptions::scenarios(NicModel::E1000));
     // Server operations and netconsole do not depend on the NIC model.
