@@ -4,7 +4,9 @@
 
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
-use crate::proto::{Data, REGISTER_RECORD_LEN, RegisterRecord, Section};
+use crate::proto::{CpuRegisters, Data, MAX_RECORD_LEN, Section};
+#[cfg(test)]
+use crate::proto::RegisterRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -75,7 +77,7 @@ pub struct DataStream<'a> {
     offset: u64,
     log: Option<&'a dyn LogSource>,
     log_len: u64,
-    cpus: &'a [RegisterRecord],
+    cpus: CpuRegisters<'a>,
     map: &'a MemoryMap,
     memory: &'a dyn MemorySource,
     page: &'a mut [u8; PAGE_SIZE],
@@ -95,7 +97,7 @@ impl<'a> DataStream<'a> {
     pub fn new(
         log: Option<&'a dyn LogSource>,
         log_len: u64,
-        cpus: &'a [RegisterRecord],
+        cpus: impl Into<CpuRegisters<'a>>,
         map: &'a MemoryMap,
         memory: &'a dyn MemorySource,
         page: &'a mut [u8; PAGE_SIZE],
@@ -107,7 +109,7 @@ impl<'a> DataStream<'a> {
             offset: 0,
             log,
             log_len,
-            cpus,
+            cpus: cpus.into(),
             map,
             memory,
             page,
@@ -151,7 +153,8 @@ impl<'a> DataStream<'a> {
                     (Section::Log, self.offset, n)
                 }
                 Stage::Registers => {
-                    let total = (self.cpus.len() * REGISTER_RECORD_LEN) as u64;
+                    let record_len = self.cpus.machine().record_len();
+                    let total = (self.cpus.len() * record_len) as u64;
                     if self.offset >= total {
                         self.advance(Stage::Memory);
                         continue;
@@ -162,9 +165,10 @@ impl<'a> DataStream<'a> {
                     while done < n {
                         // Records are serialised one at a time: no buffer for all CPUs.
                         let pos = self.offset as usize + done;
-                        let record = self.cpus[pos / REGISTER_RECORD_LEN].to_bytes();
-                        let from = pos % REGISTER_RECORD_LEN;
-                        let k = (REGISTER_RECORD_LEN - from).min(n - done);
+                        let mut record = [0u8; MAX_RECORD_LEN];
+                        self.cpus.record_bytes(pos / record_len, &mut record);
+                        let from = pos % record_len;
+                        let k = (record_len - from).min(n - done);
                         dst[done..done + k].copy_from_slice(&record[from..from + k]);
                         done += k;
                     }

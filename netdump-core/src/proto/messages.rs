@@ -5,7 +5,7 @@
 use super::bytes::{Reader, Writer};
 use super::field;
 use super::{
-    Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError, VERSION_1,
+    Header, MAX_CPUS, Machine, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError, VERSION_1,
     VERSION_2,
 };
 
@@ -743,6 +743,10 @@ pub struct Crash<'a> {
     pub fault_address: u64,
     /// The client's page size, bytes: a power of two; every range is aligned to it.
     pub page_size: u32,
+    /// The client's architecture: the layout of its register records and the vmcore's
+    /// `e_machine`. Sent as its `e_machine` byte; 0 from clients before the field, read
+    /// as x86_64.
+    pub machine: Machine,
     /// Bytes of console log the LOG section will carry.
     pub log_len: u64,
     /// The RAM ranges to dump: 1..=[`MAX_RANGES`], page-aligned, sorted, non-overlapping
@@ -775,7 +779,7 @@ impl<'a> Crash<'a> {
         let page_size = r.u32()?;
         let message_len = r.u16()? as usize;
         let frame_count = r.u8()? as usize;
-        r.bytes(1)?;
+        let machine = Machine::from_wire(r.u8()?).ok_or(ProtoError::BadField("machine"))?;
         let log_len = r.u64()?;
         let ranges = RangeTable::Wire(r.bytes(range_count * MemoryRange::WIRE_LEN)?);
         let frames = AddressTable::Wire(r.bytes(frame_count * field::crash::FRAME_LEN)?);
@@ -799,6 +803,7 @@ impl<'a> Crash<'a> {
             error_code,
             fault_address,
             page_size,
+            machine,
             log_len,
             ranges,
             frames,
@@ -831,7 +836,7 @@ impl<'a> Crash<'a> {
             .u32(self.page_size)
             .u16(message.len() as u16)
             .u8(self.frames.len() as u8)
-            .zeros(1)
+            .u8(self.machine.wire())
             .u64(self.log_len);
         for r in self.ranges.iter() {
             w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
