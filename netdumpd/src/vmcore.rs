@@ -489,6 +489,7 @@ mod tests {
             error_code: 2,
             fault_address: 0xdead_0000,
             message: "page fault in a test".into(),
+            machine: Machine::X86_64,
         }
     }
 
