@@ -1267,6 +1267,7 @@ mod tests {
             error_code: 2,
             fault_address: 0xdead000,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 777,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&[0x10_2345, 0x10_0abc]),
@@ -1293,6 +1294,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 0,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&many),
@@ -1328,6 +1330,7 @@ mod tests {
                 error_code: 0,
                 fault_address: 0,
                 page_size: 4096,
+                machine: Machine::X86_64,
                 log_len: 0,
                 ranges: RangeTable::Ranges(ranges),
                 frames: AddressTable::EMPTY,
@@ -1350,6 +1353,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 0,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::EMPTY,
@@ -1446,6 +1450,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 0,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&[0x1000]),
@@ -1671,7 +1676,7 @@ mod tests {
             0x02, 0x0e, 0x00, 0x02, 0x00, 0x01, 0x00, 0x01, // kind, vector, cpus, crashing, ranges
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // error code
             0x00, 0x00, 0x00, 0x00, 0x0d, 0xea, 0xd0, 0x00, // fault address
-            0x00, 0x00, 0x10, 0x00, 0x00, 0x02, 0x01, 0x00, // page size, message_len, frame_count, reserved
+            0x00, 0x00, 0x10, 0x00, 0x00, 0x02, 0x01, 0x3e, // page size, message_len, frame_count, machine
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x09, // log bytes 777
             0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, // range: phys_start
             0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, //        length
@@ -1688,6 +1693,7 @@ mod tests {
             error_code: 2,
             fault_address: 0xdead000,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 777,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&[0x10_2345]),
@@ -1703,6 +1709,7 @@ mod tests {
                 a.error_code,
                 a.fault_address,
                 a.page_size,
+                a.machine,
                 a.log_len,
                 a.message,
             ) == (
@@ -1713,11 +1720,21 @@ mod tests {
                 b.error_code,
                 b.fault_address,
                 b.page_size,
+                b.machine,
                 b.log_len,
                 b.message,
             ) && a.ranges.iter().eq(b.ranges.iter())
                 && a.frames.iter().eq(b.frames.iter())
         });
+        // A client from before the machine byte sends 0 there: x86_64. An AArch64
+        // client sends 183; a machine this version does not know is refused.
+        let mut old = bytes;
+        old[field::crash::MACHINE.start] = 0;
+        assert_eq!(Crash::parse(&old).unwrap().machine, Machine::X86_64);
+        old[field::crash::MACHINE.start] = 183;
+        assert_eq!(Crash::parse(&old).unwrap().machine, Machine::Aarch64);
+        old[field::crash::MACHINE.start] = 40;
+        assert_eq!(Crash::parse(&old).err(), Some(ProtoError::BadField("machine")));
     }
 
     #[test]
