@@ -145,9 +145,15 @@ fn a_prepared_client_without_a_server_fails_at_the_crash_within_its_bounds() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let nic = UdpSocketNic::new([2, 0, 0, 0, 0, 0x62], 1500, port).unwrap();
     let ram = Ram::new(16 * 1024);
-    let mut nd =
-        Netdump::prepare(nic, SystemClock::default(), &mut CounterRng(12), config(port.port(), "nobody"), leak_buffers(), ram.map())
-            .unwrap();
+    let mut nd = Netdump::prepare(
+        nic,
+        SystemClock::default(),
+        &mut CounterRng(12),
+        config(port.port(), "nobody"),
+        leak_buffers(),
+        ram.map(),
+    )
+    .unwrap();
     let err = nd.dump(&CrashInfo::panic(0, b"x", &[]), &[RegisterRecord::EMPTY], &ram, None).unwrap_err();
     assert_eq!(err, DumpError::NotRegistered(InstallError::ServerSilent));
     assert_eq!(nd.dump(&CrashInfo::panic(0, b"x", &[]), &[], &ram, None), Err(DumpError::AlreadyDumped));
@@ -162,11 +168,17 @@ fn a_failed_install_gives_back_the_nic_and_buffers_for_a_retry() {
     let ram = Ram::new(64 * 1024);
     let buffers = leak_buffers();
     let buffers_at = buffers as *const CrashBuffers<64>;
-    let failure =
-        match Netdump::install(nic, SystemClock::default(), &mut CounterRng(13), config(dead.port(), "retry"), buffers, ram.map()) {
-            Ok(_) => panic!("install succeeded without a server"),
-            Err(f) => f,
-        };
+    let failure = match Netdump::install(
+        nic,
+        SystemClock::default(),
+        &mut CounterRng(13),
+        config(dead.port(), "retry"),
+        buffers,
+        ram.map(),
+    ) {
+        Ok(_) => panic!("install succeeded without a server"),
+        Err(f) => f,
+    };
     assert_eq!(failure.error, InstallError::ServerSilent);
     assert!(failure.nic.frames_sent > 0, "install did try the server");
     assert_eq!(failure.buffers as *const CrashBuffers<64>, buffers_at, "the same buffers come back");
@@ -248,6 +260,7 @@ fn an_aarch64_client_with_16k_pages_gives_a_vmcore_gdb_multiarch_opens_with_its_
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dump.join("info.json")).unwrap()).unwrap();
     assert_eq!(info["page_size"], 16384, "info.json: {info}");
+    assert_eq!(info["machine"], "aarch64", "info.json: {info}");
 
     // gdb selects the crashing CPU (1): its thread's registers.
     let out = gdb_multiarch(&dump.join("vmcore"), &["info registers", "info threads"]);

@@ -25,11 +25,10 @@ use crate::net::{LinkCounters, NetError, UdpLink};
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
-    Abort, Ack, AddressTable, AfterDump, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
-    FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello, HelloAck, HelloStatus,
-    CpuRegisters, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable,
-    RegisterRecord, Repr,
-    TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
+    Abort, Ack, AddressTable, AfterDump, CpuRegisters, Crash, CrashKind, Decision, DecisionReason,
+    FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello,
+    HelloAck, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable,
+    RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -843,8 +842,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let include_memory = decision.verdict == Verdict::DumpAll;
         let overhead = if self.encrypted() { HEADER_LEN + SEAL_OVERHEAD } else { HEADER_LEN };
         let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(overhead));
-        let mut stream = DataStream::new(log, log_len, cpus.first(cpu_count as usize), &map, memory, page, include_memory)
-            .with_extra(self.extra);
+        let mut stream =
+            DataStream::new(log, log_len, cpus.first(cpu_count as usize), &map, memory, page, include_memory)
+                .with_extra(self.extra);
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
         let mut totals = StreamTotals::default();

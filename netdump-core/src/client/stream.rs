@@ -4,9 +4,9 @@
 
 use crate::log::LogSource;
 use crate::memory::{MemoryMap, MemorySource, PAGE_SIZE};
-use crate::proto::{CpuRegisters, Data, MAX_RECORD_LEN, Section};
 #[cfg(test)]
 use crate::proto::RegisterRecord;
+use crate::proto::{CpuRegisters, Data, MAX_RECORD_LEN, Section};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {

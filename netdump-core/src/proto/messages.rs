@@ -5,8 +5,8 @@
 use super::bytes::{Reader, Writer};
 use super::field;
 use super::{
-    Header, MAX_CPUS, Machine, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError, VERSION_1,
-    VERSION_2,
+    Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, Machine, MessageType, ProtoError,
+    VERSION_1, VERSION_2,
 };
 
 /// A message body: its type, its length on the wire, how it is written and read.

@@ -15,11 +15,12 @@ fn is_root() -> bool {
 /// netdumpd/tests/deferred.rs) exist: installs them with apt-get when running as root,
 /// else fails with the command to run.
 pub fn ensure_qemu_and_gdb() -> Result<()> {
-    let missing: Vec<&str> = [("qemu-system-x86_64", "qemu-system-x86"), ("gdb", "gdb"), ("gdb-multiarch", "gdb-multiarch")]
-        .into_iter()
-        .filter(|(cmd, _)| !present(cmd))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let missing: Vec<&str> =
+        [("qemu-system-x86_64", "qemu-system-x86"), ("gdb", "gdb"), ("gdb-multiarch", "gdb-multiarch")]
+            .into_iter()
+            .filter(|(cmd, _)| !present(cmd))
+            .map(|(_, pkg)| pkg)
+            .collect();
     if missing.is_empty() {
         return Ok(());
     }
