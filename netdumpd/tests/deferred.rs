@@ -91,7 +91,7 @@ fn only_vmcore(server: &TestServer) -> Vec<u8> {
 }
 
 /// The bytes of the vmcore's PT_LOAD segment for physical address `phys`.
-fn segment<'a>(vmcore: &'a [u8], phys: u64, len: usize) -> &'a [u8] {
+fn segment(vmcore: &[u8], phys: u64, len: usize) -> &[u8] {
     let u16_at = |at: usize| u16::from_le_bytes(vmcore[at..at + 2].try_into().unwrap());
     let u64_at = |at: usize| u64::from_le_bytes(vmcore[at..at + 8].try_into().unwrap());
     let (phoff, phnum) = (u64_at(32) as usize, u16_at(56) as usize);
