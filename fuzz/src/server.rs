@@ -248,6 +248,7 @@ fn conversation(src: u8, slot: u8, abort: bool) -> Vec<(u8, Vec<u8>)> {
         error_code: 0,
         fault_address: 0,
         page_size: 4096,
+        machine: netdump_core::proto::Machine::X86_64,
         log_len: log.len() as u64,
         ranges: RangeTable::Ranges(&ranges),
         frames: AddressTable::Addresses(&[0xffff_8000_0010_2000]),

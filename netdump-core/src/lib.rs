@@ -37,5 +37,5 @@ pub mod nic;
 pub mod proto;
 pub mod text;
 
-pub use client::{CrashBuffers, CrashInfo, DumpError, DumpReport, InstallError, Netdump};
+pub use client::{CrashBuffers, CrashInfo, DumpError, DumpReport, InstallError, InstallFailure, Netdump};
 pub use crash_cell::CrashCell;

@@ -243,6 +243,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: netdump_core::proto::Machine::X86_64,
             log_len: 10,
             ranges: vec![],
             frames: vec![],

@@ -1,7 +1,7 @@
 //! A crash announcement as the server keeps it: owned, so that it outlives the CRASH
 //! packet it came in. Admission, deduplication and the session all read it.
 
-use netdump_core::proto::{Crash, CrashKind, MemoryRange};
+use netdump_core::proto::{Crash, CrashKind, Machine, MemoryRange};
 
 use crate::vmcore::CrashNote;
 
@@ -15,6 +15,8 @@ pub struct CrashAnnouncement {
     pub error_code: u64,
     pub fault_address: u64,
     pub page_size: u32,
+    /// The client's architecture (x86_64 for clients that do not say).
+    pub machine: Machine,
     pub log_len: u64,
     pub ranges: Vec<MemoryRange>,
     /// Code addresses of the crashing stack, innermost first (the faulting `rip` of an
@@ -34,6 +36,7 @@ impl CrashAnnouncement {
             error_code: c.error_code,
             fault_address: c.fault_address,
             page_size: c.page_size,
+            machine: c.machine,
             log_len: c.log_len,
             ranges: c.ranges.iter().collect(),
             frames: c.frames.iter().collect(),
@@ -55,6 +58,7 @@ impl CrashAnnouncement {
             error_code: self.error_code,
             fault_address: self.fault_address,
             message: self.message.clone(),
+            machine: self.machine,
         }
     }
 }

@@ -181,6 +181,7 @@ mod tests {
             error_code: 7,
             fault_address: 0x1000,
             page_size: 4096,
+            machine: netdump_core::proto::Machine::X86_64,
             log_len: 10,
             ranges: vec![],
             frames: vec![],

@@ -233,6 +233,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             message: "test".into(),
+            machine: netdump_core::proto::Machine::X86_64,
         };
         VmcoreLayout::new(1, crash, &[MemoryRange { phys_start: 0, length: 64 << 20, virt_start: 0 }]).unwrap()
     }

@@ -125,6 +125,8 @@ pub struct DumpInfo {
     pub message: String,
     pub cpu_count: u16,
     pub crashing_cpu: u16,
+    /// The client's architecture (`x86_64`, `aarch64`): the vmcore's `e_machine`.
+    pub machine: &'static str,
     pub page_size: u32,
     pub memory_ranges: Vec<RangeInfo>,
     /// Sum of the announced ranges.

@@ -1,5 +1,6 @@
-//! The vmcore: an ELF64 `ET_CORE` file for x86_64 laid out like Linux kdump's
-//! `/proc/vmcore`, so `gdb kernel.elf vmcore` and other core-file tools open it.
+//! The vmcore: an ELF64 `ET_CORE` file laid out like Linux kdump's `/proc/vmcore`, so
+//! `gdb kernel.elf vmcore` and other core-file tools open it. `e_machine` and the
+//! `NT_PRSTATUS` layout follow the machine the CRASH announcement names (x86_64, AArch64).
 //!
 //! ```text
 //! ELF header | program headers: PT_NOTE, PT_LOAD × ranges | notes | pad to 4 KiB | range 0 | range 1 | …
@@ -21,7 +22,7 @@
 
 use netdump_core::arch::x86_64::Exception;
 use netdump_core::memory::PageClass;
-use netdump_core::proto::{CrashKind, MemoryRange, RegisterRecord};
+use netdump_core::proto::{Aarch64Record, CpuState, CrashKind, Machine, MemoryRange, RegisterRecord};
 
 /// `NT_PRSTATUS`: the registers of one thread (here: one CPU).
 pub const NT_PRSTATUS: u32 = 1;
@@ -46,6 +47,9 @@ pub const EXCLUDED_RUN_LEN: usize = 24;
 
 /// Size of the x86_64 `struct elf_prstatus`.
 pub const PRSTATUS_LEN: usize = 336;
+/// Size of the AArch64 `struct elf_prstatus`: the same header, 34 registers
+/// (`struct user_pt_regs`), `pr_fpvalid` and padding.
+pub const AARCH64_PRSTATUS_LEN: usize = 392;
 /// Offset of `pr_reg` in `struct elf_prstatus`.
 const PR_REG_OFFSET: usize = 112;
 /// Offset of `pr_pid`.
@@ -62,7 +66,6 @@ const ELF_HEADER_LEN: usize = 64;
 const PHDR_LEN: usize = 56;
 const NOTE_HEADER_LEN: usize = 12;
 const ET_CORE: u16 = 4;
-const EM_X86_64: u16 = 62;
 const PT_NULL: u32 = 0;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
@@ -87,6 +90,94 @@ pub struct CrashNote {
     pub error_code: u64,
     pub fault_address: u64,
     pub message: String,
+    /// The client's architecture: `e_machine` and the `NT_PRSTATUS` layout.
+    pub machine: Machine,
+}
+
+/// One CPU's register record, in its machine's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuRecord {
+    X86_64(RegisterRecord),
+    Aarch64(Aarch64Record),
+}
+
+impl CpuRecord {
+    /// Parses a record of `machine` from exactly its length of bytes.
+    pub fn parse(machine: Machine, bytes: &[u8]) -> Option<Self> {
+        match machine {
+            Machine::X86_64 => RegisterRecord::parse(bytes).ok().map(CpuRecord::X86_64),
+            Machine::Aarch64 => Aarch64Record::parse(bytes).ok().map(CpuRecord::Aarch64),
+        }
+    }
+
+    fn flags(&self) -> u64 {
+        match self {
+            CpuRecord::X86_64(r) => r.flags,
+            CpuRecord::Aarch64(r) => r.flags,
+        }
+    }
+
+    /// The CPU index the record names.
+    pub fn cpu(&self) -> u64 {
+        match self {
+            CpuRecord::X86_64(r) => r.cpu,
+            CpuRecord::Aarch64(r) => r.cpu,
+        }
+    }
+
+    /// Whether the record holds captured values.
+    pub fn is_valid(&self) -> bool {
+        self.flags() & netdump_core::proto::REGISTERS_VALID != 0
+    }
+
+    /// The hardware CPU id (x86_64: the local APIC id; AArch64: the MPIDR affinity).
+    pub fn apic_id(&self) -> Option<u32> {
+        let f = self.flags();
+        (f & netdump_core::proto::REGISTERS_APIC_ID != 0).then_some((f >> 32) as u32)
+    }
+
+    /// The raw CPU state code.
+    pub fn state_code(&self) -> u8 {
+        (self.flags() >> netdump_core::proto::CPU_STATE_SHIFT) as u8
+    }
+
+    /// The CPU's state at the dump; `None` for an unknown code.
+    pub fn state(&self) -> Option<CpuState> {
+        CpuState::from_code(self.state_code())
+    }
+
+    /// The instruction pointer (`rip`, `pc`).
+    pub fn pc(&self) -> u64 {
+        match self {
+            CpuRecord::X86_64(r) => r.rip,
+            CpuRecord::Aarch64(r) => r.pc,
+        }
+    }
+
+    /// The registers with their names, in wire order.
+    pub fn named(&self) -> Vec<(String, u64)> {
+        match self {
+            CpuRecord::X86_64(r) => {
+                const NAMES: [&str; 30] = [
+                    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+                    "r14", "r15", "rip", "rflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base", "cr0",
+                    "cr2", "cr3", "cr4",
+                ];
+                NAMES.iter().zip(r.to_words()).map(|(n, v)| (n.to_string(), v)).collect()
+            }
+            CpuRecord::Aarch64(r) => {
+                let mut v: Vec<(String, u64)> = r.x.iter().enumerate().map(|(i, x)| (format!("x{i}"), *x)).collect();
+                v.extend([
+                    ("sp".to_string(), r.sp),
+                    ("pc".to_string(), r.pc),
+                    ("pstate".to_string(), r.pstate),
+                    ("esr".to_string(), r.esr),
+                    ("far".to_string(), r.far),
+                ]);
+                v
+            }
+        }
+    }
 }
 
 impl CrashNote {
@@ -94,6 +185,9 @@ impl CrashNote {
     /// "Program terminated with signal …".
     pub fn signal(&self) -> u16 {
         match self.kind {
+            // The vector is an x86_64 exception vector; other machines' exceptions are
+            // reported as a fault.
+            CrashKind::Exception if self.machine != Machine::X86_64 => SIGSEGV,
             CrashKind::Panic => SIGABRT,
             CrashKind::Requested => SIGQUIT,
             CrashKind::Exception => match Exception::from_vector(self.vector) {
@@ -179,7 +273,7 @@ impl VmcoreLayout {
             return Err(LayoutError::BadCpuCount);
         }
         let headers = ELF_HEADER_LEN + PHDR_LEN * (1 + usize::from(exclusion_note) + ranges.len());
-        let notes_len = usize::from(cpu_count) * note_len("CORE", PRSTATUS_LEN)
+        let notes_len = usize::from(cpu_count) * note_len("CORE", prstatus_len(crash.machine))
             + note_len(NETDUMP_NOTE_NAME, crash.message.len())
             + note_len(NETDUMP_NOTE_NAME, 32);
         let mut offset = align_up((headers + notes_len) as u64, SEGMENT_ALIGN).ok_or(LayoutError::TooLarge)?;
@@ -274,11 +368,48 @@ impl VmcoreLayout {
         }
         let slot = u64::from(self.prstatus_slot(cpu));
         let header = (NOTE_HEADER_LEN + "CORE\0".len().next_multiple_of(4)) as u64;
-        Some(self.notes_offset + slot * note_len("CORE", PRSTATUS_LEN) as u64 + header)
+        Some(self.notes_offset + slot * note_len("CORE", self.prstatus_len()) as u64 + header)
     }
 
-    /// CPU `cpu`'s `elf_prstatus` descriptor: pid `cpu + 1` (gdb shows one thread per
-    /// CPU), the crash signal on the crashing CPU, and the registers when the record
+    /// Bytes of one `elf_prstatus` descriptor of this vmcore's machine.
+    pub fn prstatus_len(&self) -> usize {
+        prstatus_len(self.crash.machine)
+    }
+
+    /// CPU `cpu`'s `elf_prstatus` descriptor for a record of any machine (see
+    /// [`prstatus`](Self::prstatus)); a record of another machine than the vmcore's
+    /// leaves the registers zero.
+    pub fn prstatus_record(&self, cpu: u16, regs: Option<&CpuRecord>) -> Vec<u8> {
+        match (self.crash.machine, regs) {
+            (Machine::X86_64, Some(CpuRecord::X86_64(r))) => self.prstatus(cpu, Some(r)).to_vec(),
+            (Machine::X86_64, _) => self.prstatus(cpu, None).to_vec(),
+            (Machine::Aarch64, r) => {
+                let mut d = vec![0u8; AARCH64_PRSTATUS_LEN];
+                self.prstatus_header(cpu, &mut d);
+                if let Some(CpuRecord::Aarch64(r)) = r.filter(|r| r.is_valid()) {
+                    // `struct user_pt_regs`: x0–x30, sp, pc, pstate.
+                    for (i, v) in r.user_pt_regs().iter().enumerate() {
+                        let at = PR_REG_OFFSET + i * 8;
+                        d[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                d
+            }
+        }
+    }
+
+    /// The machine-independent head of `elf_prstatus`: signal and pid.
+    fn prstatus_header(&self, cpu: u16, d: &mut [u8]) {
+        if cpu == self.crash.crashing_cpu {
+            let sig = self.crash.signal();
+            d[SI_SIGNO_OFFSET..SI_SIGNO_OFFSET + 4].copy_from_slice(&u32::from(sig).to_le_bytes());
+            d[PR_CURSIG_OFFSET..PR_CURSIG_OFFSET + 2].copy_from_slice(&sig.to_le_bytes());
+        }
+        d[PR_PID_OFFSET..PR_PID_OFFSET + 4].copy_from_slice(&(u32::from(cpu) + 1).to_le_bytes());
+    }
+
+    /// CPU `cpu`'s x86_64 `elf_prstatus` descriptor: pid `cpu + 1` (gdb shows one thread
+    /// per CPU), the crash signal on the crashing CPU, and the registers when the record
     /// holds captured values (zeros otherwise).
     pub fn prstatus(&self, cpu: u16, regs: Option<&RegisterRecord>) -> [u8; PRSTATUS_LEN] {
         let mut d = [0u8; PRSTATUS_LEN];
@@ -337,7 +468,7 @@ impl VmcoreLayout {
         out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]); // 64-bit, LE, v1, SysV
         out.extend_from_slice(&[0; 8]);
         out.extend_from_slice(&ET_CORE.to_le_bytes());
-        out.extend_from_slice(&EM_X86_64.to_le_bytes());
+        out.extend_from_slice(&self.crash.machine.elf_machine().to_le_bytes());
         out.extend_from_slice(&1u32.to_le_bytes()); // e_version
         out.extend_from_slice(&0u64.to_le_bytes()); // e_entry
         out.extend_from_slice(&(ELF_HEADER_LEN as u64).to_le_bytes()); // e_phoff
@@ -372,7 +503,7 @@ impl VmcoreLayout {
         let mut order: Vec<u16> = (0..self.cpu_count).collect();
         order.sort_by_key(|cpu| self.prstatus_slot(*cpu));
         for cpu in order {
-            push_note(&mut out, "CORE", NT_PRSTATUS, &self.prstatus(cpu, None));
+            push_note(&mut out, "CORE", NT_PRSTATUS, &self.prstatus_record(cpu, None));
         }
         push_note(&mut out, NETDUMP_NOTE_NAME, NT_NETDUMP_MESSAGE, self.crash.message.as_bytes());
         let mut crash = Vec::with_capacity(32);
@@ -407,6 +538,14 @@ fn program_header(
     out
 }
 
+/// Bytes of `elf_prstatus` on `machine`.
+fn prstatus_len(machine: Machine) -> usize {
+    match machine {
+        Machine::X86_64 => PRSTATUS_LEN,
+        Machine::Aarch64 => AARCH64_PRSTATUS_LEN,
+    }
+}
+
 fn push_note(out: &mut Vec<u8>, name: &str, note_type: u32, desc: &[u8]) {
     out.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
     out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
@@ -435,6 +574,7 @@ mod tests {
             error_code: 2,
             fault_address: 0xdead_0000,
             message: "page fault in a test".into(),
+            machine: Machine::X86_64,
         }
     }
 

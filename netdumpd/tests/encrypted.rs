@@ -97,7 +97,7 @@ fn install(nic: UdpSocketNic, config: Config, seed: u64) -> Result<Netdump<UdpSo
     let map =
         MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: RAM_LEN as u64, virt_start: RAM_BASE }]).unwrap();
     let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
-    Netdump::install(nic, SystemClock::default(), &mut CounterRng(seed), config, buffers, map)
+    Netdump::install(nic, SystemClock::default(), &mut CounterRng(seed), config, buffers, map).map_err(|f| f.error)
 }
 
 fn dump(nd: &mut Netdump<UdpSocketNic, SystemClock>, ram: &Ram) -> Result<DumpReport, DumpError> {

@@ -463,6 +463,8 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo => demo(),
         Cmd::Test { qemu } => {
+            // The host tests need gdb-multiarch too (the AArch64 vmcore).
+            tools::ensure_qemu_and_gdb()?;
             lint()?;
             let mut c = cargo();
             c.args(["test", "--workspace"]);

@@ -1,8 +1,12 @@
 //! The smallest kernel that uses netdump: what a porter copies.
 //!
-//! At boot: bring up the NIC from static DMA memory, install netdump (ARP + HELLO to the
-//! server), keep it in a `CrashCell`. In the panic handler: capture registers, seize the
-//! cell and dump. `cargo xtask demo` boots it in QEMU with `-append server_port=N`.
+//! At boot: bring up the NIC from static DMA memory, prepare netdump (nothing on the wire:
+//! the kernel's own driver may own the NIC until the crash), keep it in a `CrashCell`. In
+//! the panic handler: capture registers, seize the cell and dump — the dump takes the NIC
+//! over, resolves the server's MAC, registers (HELLO) and announces the crash. A kernel
+//! that wants to know at boot that the server is there calls `Netdump::install` instead
+//! (ARP + HELLO at boot; on failure it gets the NIC and buffers back to retry).
+//! `cargo xtask demo` boots it in QEMU with `-append server_port=N`.
 #![no_std]
 #![no_main]
 
@@ -40,11 +44,11 @@ netdump_qemu_runtime::entry!(kernel_main);
 
 fn kernel_main(boot: &'static BootInfo) -> ! {
     netdump_qemu_runtime::set_console_tee(|bytes| LOG.write(bytes));
-    println!("example kernel: installing netdump");
+    println!("example kernel: preparing netdump");
     match install(boot) {
-        Ok(()) => println!("netdump installed; now crashing on purpose"),
+        Ok(()) => println!("netdump prepared (nothing sent yet); now crashing on purpose"),
         Err(e) => {
-            println!("netdump install failed: {e}");
+            println!("netdump prepare failed: {e}");
             qemu_exit(EXIT_FAILURE)
         }
     }
@@ -84,8 +88,10 @@ fn install(boot: &'static BootInfo) -> Result<(), &'static str> {
     // feature, `server_key: Some(key)` encrypts every packet).
     let config = Config::new(net, ClientName::new("example").ok_or("name")?);
     let mut rng = CookieRng::new(0);
-    let netdump = Netdump::install(nic, TscClock::calibrate(), &mut rng, config, BUFFERS.take(), map)
-        .map_err(|_| "no answer from the dump server")?;
+    // `prepare` sends nothing: the server is contacted at the crash, within the ARP and
+    // HELLO bounds of `config.timeouts`. It fails only without entropy for the cookie.
+    let netdump = Netdump::prepare(nic, TscClock::calibrate(), &mut rng, config, BUFFERS.take(), map)
+        .map_err(|_| "no entropy for the cookie")?;
     NETDUMP.install(netdump).map_err(|_| "installed twice")
 }
 

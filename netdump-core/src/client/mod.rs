@@ -1,8 +1,11 @@
-//! The crashing kernel's side: install at boot (ARP + HELLO), dump at crash time.
+//! The crashing kernel's side: install at boot (ARP + HELLO), dump at crash time; or
+//! prepare at boot without touching the NIC and do all of it at crash time.
 //!
 //! ```text
 //! install: reset NIC → ARP next hop (cached for good) → HELLO ⇄ HELLO_ACK
-//! dump:    reset NIC → CRASH ⇄ DECISION → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
+//! prepare: nothing on the wire (cookie and handshake key drawn, buffers taken)
+//! dump:    reset NIC → [prepared: ARP → HELLO ⇄ HELLO_ACK] → CRASH ⇄ DECISION
+//!          → DATA window (SACK, RTO) → FINISH ⇄ FINISH_ACK
 //! ```
 
 #[cfg(feature = "compression")]
@@ -28,10 +31,10 @@ use crate::net::{LinkCounters, NetError, UdpLink};
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
 use crate::proto::{
-    Abort, Ack, AddressTable, AfterDump, Check, Crash, CrashKind, Decision, DecisionReason, FINISH_MEMORY_INCOMPLETE,
-    FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello, HelloAck, HelloStatus,
-    HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable, RegisterRecord, Repr,
-    TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
+    Abort, Ack, AddressTable, AfterDump, Check, CpuRegisters, Crash, CrashKind, Decision, DecisionReason,
+    FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello,
+    HelloAck, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable,
+    RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -113,6 +116,32 @@ impl core::fmt::Display for InstallError {
     }
 }
 
+/// A failed [`Netdump::install`] (or a [`Netdump::prepare`] without entropy): the error,
+/// and everything install was given back, so that the kernel can keep using the NIC
+/// and retry later (e.g. once the server is up) or [`prepare`](Netdump::prepare) instead.
+pub struct InstallFailure<N, C, const W: usize> {
+    /// Why install failed.
+    pub error: InstallError,
+    /// The NIC, as install left it (reset, when the failure came after the reset).
+    pub nic: N,
+    /// The clock.
+    pub clock: C,
+    /// The crash buffers, unused.
+    pub buffers: &'static mut CrashBuffers<W>,
+}
+
+impl<N, C, const W: usize> core::fmt::Debug for InstallFailure<N, C, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?}", self.error)
+    }
+}
+
+impl<N, C, const W: usize> core::fmt::Display for InstallFailure<N, C, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
 impl From<NetError> for InstallError {
     fn from(e: NetError) -> Self {
         InstallError::Net(e)
@@ -150,6 +179,9 @@ pub enum DumpError {
     /// An encrypted session used up its send nonces (2^64 - 1 packets): it cannot send
     /// another packet without reusing one.
     NoncesExhausted,
+    /// A [prepared](Netdump::prepare) client could not register at crash time (no ARP
+    /// reply, no HELLO_ACK, refused, …): nothing was announced.
+    NotRegistered(InstallError),
 }
 
 impl From<NicError> for DumpError {
@@ -169,6 +201,7 @@ impl core::fmt::Display for DumpError {
             DumpError::NotVerified(s) => write!(f, "server did not verify the dump ({s:?})"),
             DumpError::ServerError(c) => write!(f, "server error code {c}"),
             DumpError::NoncesExhausted => f.write_str("the session's nonces are used up"),
+            DumpError::NotRegistered(e) => write!(f, "registration at crash time failed: {e}"),
         }
     }
 }
@@ -341,12 +374,20 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     sealing: SealDrops,
     /// The protocol version of the session: 2, or 1 with a version-1 server.
     version: u8,
+    /// Whether the server registered the client: at install, or (prepared) at crash time.
+    registered: bool,
+    /// The page size HELLO and CRASH announce (see [`Netdump::set_page_size`]).
+    page_size: u32,
+    /// The handshake's ephemeral key, drawn before the HELLO that uses it (zero once used,
+    /// and without a server key).
+    #[cfg(feature = "encryption")]
+    ephemeral: [u8; crypto::KEY_LEN],
     /// True while HELLO is being exchanged (a version-1 server's ERROR counts then).
     registering: bool,
     /// The features the server granted (HELLO_ACK v2 terms; 0 in version 1).
     granted: u32,
-    /// The integrity check DATA carries: XXH64 when granted, unless the kernel chose
-    /// CRC-32 ([`set_integrity_check`](Self::set_integrity_check)).
+    /// The integrity check the kernel wants DATA to carry: XXH64 unless it chose CRC-32
+    /// ([`set_integrity_check`](Self::set_integrity_check)); XXH64 only where granted.
     check: Check,
     #[cfg(feature = "encryption")]
     secure: Option<Secure>,
@@ -365,25 +406,93 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// server falls back to a version-1 HELLO. With a server key (feature `encryption`)
     /// the ephemeral key of the Noise handshake is drawn from `rng` too, and every packet
     /// after the handshake is sealed.
+    ///
+    /// On failure the NIC, the clock and the buffers come back in the [`InstallFailure`]:
+    /// the kernel may retry later, or [`prepare`](Self::prepare) instead.
     // Called once: never inlined into the caller (a kernel's boot or panic path), so
     // its code stays netdump's own, and the panic handler stays small.
     #[inline(never)]
     pub fn install<const W: usize>(
-        mut nic: N,
+        nic: N,
         clock: C,
         rng: &mut impl RngCore,
         config: Config,
         buffers: &'static mut CrashBuffers<W>,
         memory_map: MemoryMap,
-    ) -> Result<Self, InstallError> {
-        nic.reset().map_err(InstallError::Nic)?;
-        let mut link = UdpLink::new(config.net, nic.mac_address());
-        let t = config.timeouts;
-        link.resolve(&mut nic, &clock, t.arp_retry_us, t.arp_attempts)?;
-        let cookie =
-            (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX).ok_or(InstallError::NoEntropy)?;
+    ) -> Result<Self, InstallFailure<N, C, W>> {
+        let mut me = match Self::new_client(nic, clock, rng, config, memory_map) {
+            Ok(me) => me,
+            Err((error, nic, clock)) => return Err(InstallFailure { error, nic, clock, buffers }),
+        };
+        let connected = me.nic.reset().map_err(InstallError::Nic).and_then(|()| me.connect());
+        match connected {
+            Ok(()) => {
+                me.take_buffers(buffers);
+                Ok(me)
+            }
+            Err(error) => {
+                let Netdump { nic, clock, .. } = me;
+                Err(InstallFailure { error, nic, clock, buffers })
+            }
+        }
+    }
+
+    /// Prepares netdump at boot without touching the NIC: draws the cookie (and, with a
+    /// server key, the handshake's ephemeral key) from `rng` and takes the buffers. No
+    /// frame is sent or received and no NIC method but `mac_address` and `mtu` is called
+    /// until [`dump`](Self::dump), which then takes the NIC over (reset), resolves the
+    /// next hop's MAC (unless [`set_next_hop_mac`](Self::set_next_hop_mac) gave it),
+    /// registers (HELLO, with the Noise handshake when encrypting) and announces the
+    /// crash. For a kernel whose own driver owns the NIC until the crash (FreeBSD's
+    /// netdump contacts its server only at panic time, too).
+    ///
+    /// Bounds at crash time, before the announcement: `arp_attempts × arp_retry_us` for
+    /// ARP (none when the MAC is known) and `hello_attempts × hello_retry_us` for HELLO.
+    /// Fails only without entropy ([`InstallError::NoEntropy`]).
+    // Called once: never inlined into the caller (see `install`).
+    #[inline(never)]
+    pub fn prepare<const W: usize>(
+        nic: N,
+        clock: C,
+        rng: &mut impl RngCore,
+        config: Config,
+        buffers: &'static mut CrashBuffers<W>,
+        memory_map: MemoryMap,
+    ) -> Result<Self, InstallFailure<N, C, W>> {
+        match Self::new_client(nic, clock, rng, config, memory_map) {
+            Ok(mut me) => {
+                me.take_buffers(buffers);
+                Ok(me)
+            }
+            Err((error, nic, clock)) => Err(InstallFailure { error, nic, clock, buffers }),
+        }
+    }
+
+    /// A client that has not touched the NIC: the cookie and ephemeral key drawn, no
+    /// buffers yet.
+    #[allow(clippy::result_large_err)]
+    fn new_client(
+        nic: N,
+        clock: C,
+        rng: &mut impl RngCore,
+        config: Config,
+        memory_map: MemoryMap,
+    ) -> Result<Self, (InstallError, N, C)> {
+        let Some(cookie) = (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX) else {
+            return Err((InstallError::NoEntropy, nic, clock));
+        };
+        #[cfg(feature = "encryption")]
+        let mut ephemeral = [0u8; crypto::KEY_LEN];
+        #[cfg(feature = "encryption")]
+        if config.server_key.is_some() {
+            rng.fill_bytes(&mut ephemeral);
+            if ephemeral == [0; crypto::KEY_LEN] {
+                return Err((InstallError::NoEntropy, nic, clock));
+            }
+        }
+        let link = UdpLink::new(config.net, nic.mac_address());
         let max_payload = link.max_payload(&nic);
-        let mut me = Netdump {
+        Ok(Netdump {
             nic,
             clock,
             link,
@@ -391,27 +500,79 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             config,
             memory_map,
             max_payload,
-            buffers: Some((&mut buffers.page, &mut buffers.slots[..])),
+            buffers: None,
             #[cfg(feature = "compression")]
-            lz4: Some(&mut buffers.lz4),
+            lz4: None,
             compress: true,
             rejected: 0,
             sealing: SealDrops::default(),
             version: VERSION_2,
+            registered: false,
+            page_size: PAGE_SIZE as u32,
+            #[cfg(feature = "encryption")]
+            ephemeral,
             registering: true,
             granted: 0,
-            check: Check::Crc32,
+            check: Check::Xxh64,
             #[cfg(feature = "encryption")]
             secure: None,
             window_mode: WindowMode::Sliding,
             extra: None,
             #[cfg(feature = "netconsole")]
             netconsole: None,
-        };
-        let max_payload = me.register(rng)?;
-        me.registering = false;
-        me.max_payload = me.max_payload.min(max_payload as usize);
-        Ok(me)
+        })
+    }
+
+    /// Keeps the crash buffers for the dump: the page buffer, the window's slots and (with
+    /// `compression`) the LZ4 encoder's scratch.
+    fn take_buffers<const W: usize>(&mut self, buffers: &'static mut CrashBuffers<W>) {
+        let CrashBuffers { page, slots, .. } = buffers;
+        self.buffers = Some((page, &mut slots[..]));
+        #[cfg(feature = "compression")]
+        {
+            self.lz4 = Some(&mut buffers.lz4);
+        }
+    }
+
+    /// On a NIC just reset: resolves the next hop (unless known) and registers.
+    fn connect(&mut self) -> Result<(), InstallError> {
+        if self.link.peer_mac().is_none() {
+            let t = self.config.timeouts;
+            self.link.resolve(&mut self.nic, &self.clock, t.arp_retry_us, t.arp_attempts)?;
+        }
+        self.registering = true;
+        let result = self.register();
+        self.registering = false;
+        let max_payload = result?;
+        self.max_payload = self.max_payload.min(max_payload as usize);
+        self.registered = true;
+        Ok(())
+    }
+
+    /// Whether the server has registered this client (false for a
+    /// [prepared](Self::prepare) client until its crash).
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Gives the next hop's MAC address (the server's, or the gateway's), where the
+    /// kernel knows it (from its own ARP cache): a [prepared](Self::prepare) client then
+    /// sends no ARP request at crash time.
+    pub fn set_next_hop_mac(&mut self, mac: [u8; 6]) {
+        self.link.set_peer_mac(crate::net::EthernetAddress(mac));
+    }
+
+    /// The page size HELLO and CRASH announce, bytes: [`PAGE_SIZE`] unless changed
+    /// (e.g. 16 KiB on an AArch64 kernel with 16 KiB pages). Memory still travels in
+    /// [`PAGE_SIZE`] pieces; every range of the memory map must be aligned to the
+    /// announced size. Refused (false) unless a power of two of at least [`PAGE_SIZE`]
+    /// bytes, or once registered at a size already announced.
+    pub fn set_page_size(&mut self, bytes: u32) -> bool {
+        let ok = bytes.is_power_of_two() && bytes as usize >= PAGE_SIZE && !self.registered;
+        if ok {
+            self.page_size = bytes;
+        }
+        ok
     }
 
     /// Whether the session is encrypted (every packet after the handshake sealed).
@@ -433,21 +594,21 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         self.granted
     }
 
-    /// The integrity check the dump's DATA packets carry: [`Check::Xxh64`] when the
-    /// server granted [`features::XXH64_CHECK`] (asked for by every unencrypted
-    /// client), [`Check::Crc32`] otherwise.
+    /// The integrity check the dump's DATA packets carry, with what the server granted so
+    /// far: [`Check::Xxh64`] when it granted [`features::XXH64_CHECK`] (asked for by every
+    /// unencrypted client) and the kernel did not choose CRC-32, [`Check::Crc32`]
+    /// otherwise. A [prepared](Self::prepare) client learns what is granted at the crash.
     pub fn integrity_check(&self) -> Check {
-        self.check
+        let granted = self.granted & features::XXH64_CHECK != 0 && !self.encrypted();
+        if granted { self.check } else { Check::Crc32 }
     }
 
-    /// Chooses the check DATA packets carry (e.g. CRC-32 to compare, as the bench does).
-    /// XXH64 only if the server granted it: returns false and changes nothing otherwise.
+    /// Chooses the check DATA packets carry where the server grants XXH64 (e.g. CRC-32
+    /// to compare, as the bench does); without the grant they carry CRC-32 whatever the
+    /// choice. Returns whether DATA carries `check` with what is granted so far.
     pub fn set_integrity_check(&mut self, check: Check) -> bool {
-        if check == Check::Xxh64 && self.granted & features::XXH64_CHECK == 0 {
-            return false;
-        }
         self.check = check;
-        true
+        self.integrity_check() == check
     }
 
     /// The features HELLO asks for: encryption with a server key, page filtering with a
@@ -478,7 +639,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
     /// the largest payload the server accepts.
-    fn register(&mut self, rng: &mut impl RngCore) -> Result<u32, InstallError> {
+    fn register(&mut self) -> Result<u32, InstallError> {
         let t = self.config.timeouts;
         #[cfg_attr(not(feature = "encryption"), allow(unused_mut))]
         let (mut handshake, mut key_id) = ([0u8; MESSAGE_1_LEN], [0u8; KEY_ID_LEN]);
@@ -486,9 +647,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let initiator = match self.config.server_key {
             Some(key) => {
                 key_id = key.key_id();
-                let mut ephemeral = [0u8; crypto::KEY_LEN];
-                rng.fill_bytes(&mut ephemeral);
+                let mut ephemeral = self.ephemeral;
+                zeroize::Zeroize::zeroize(&mut self.ephemeral);
                 if ephemeral == [0; crypto::KEY_LEN] {
+                    // Used up by an earlier registration, or never drawn.
                     return Err(InstallError::NoEntropy);
                 }
                 let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
@@ -501,8 +663,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             }
             None => None,
         };
-        #[cfg(not(feature = "encryption"))]
-        let _ = rng;
         #[cfg(feature = "encryption")]
         let encrypting = initiator.is_some();
         #[cfg(not(feature = "encryption"))]
@@ -556,9 +716,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                             HelloStatus::Registered => {
                                 // A server grants only what was asked; more is not trusted.
                                 self.granted = terms.features & features;
-                                if self.granted & features::XXH64_CHECK != 0 {
-                                    self.check = Check::Xxh64;
-                                }
                                 Ok(terms.max_payload)
                             }
                             HelloStatus::EncryptionRequired => Err(InstallError::EncryptionRequired),
@@ -711,8 +868,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         self.extra = Some(extra);
     }
 
-    /// Dumps: takes the NIC over, announces the crash, streams log, registers, memory
-    /// and extra state through the window, and finishes. Every wait is bounded by `Timeouts`.
+    /// Dumps: takes the NIC over, registers if [prepared](Self::prepare), announces the
+    /// crash, streams log, registers, memory and extra state through the window, and
+    /// finishes. Every wait is bounded by `Timeouts`. x86_64 register records; see
+    /// [`dump_registers`](Self::dump_registers) for other machines.
     // Called once: never inlined into the caller (a kernel's boot or panic path), so
     // its code stays netdump's own, and the panic handler stays small.
     #[inline(never)]
@@ -723,9 +882,24 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         memory: &dyn MemorySource,
         log: Option<&dyn LogSource>,
     ) -> Result<DumpReport, DumpError> {
+        self.dump_registers(crash, CpuRegisters::X86_64(cpus), memory, log)
+    }
+
+    /// [`dump`](Self::dump) with the register records of any machine: the CRASH
+    /// announcement names the machine, and the server lays the vmcore out for it.
+    pub fn dump_registers(
+        &mut self,
+        crash: &CrashInfo<'_>,
+        cpus: CpuRegisters<'_>,
+        memory: &dyn MemorySource,
+        log: Option<&dyn LogSource>,
+    ) -> Result<DumpReport, DumpError> {
         let started = self.clock.now_us();
         let (page, slots) = self.buffers.take().ok_or(DumpError::AlreadyDumped)?;
         self.nic.reset()?;
+        if !self.registered {
+            self.connect().map_err(DumpError::NotRegistered)?;
+        }
         let log_len = log.map_or(0, |l| l.freeze_len() as u64);
         let t = self.config.timeouts;
 
@@ -738,7 +912,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             crashing_cpu: crash.crashing_cpu.min(cpu_count - 1),
             error_code: crash.error_code,
             fault_address: crash.fault_address,
-            page_size: PAGE_SIZE as u32,
+            page_size: self.page_size,
+            machine: cpus.machine(),
             log_len,
             ranges: RangeTable::Ranges(map.ranges()),
             frames: AddressTable::Addresses(crash.frames),
@@ -782,9 +957,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let exclude = if self.granted & features::FILTER != 0 { self.config.exclude } else { ExcludeSet::NONE };
         let compressed = self.compressing();
         #[cfg_attr(not(feature = "compression"), allow(unused_mut))]
-        let mut stream = DataStream::new(log, log_len, &cpus[..cpu_count as usize], &map, memory, page, include_memory)
-            .with_exclude(exclude)
-            .with_extra(self.extra);
+        let mut stream =
+            DataStream::new(log, log_len, cpus.first(cpu_count as usize), &map, memory, page, include_memory)
+                .with_exclude(exclude)
+                .with_extra(self.extra);
         #[cfg(feature = "compression")]
         {
             let lz4 = self.lz4.take();
@@ -792,7 +968,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
         let mut window = SackWindow::new(slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
-        window.check = if self.encrypted() { Check::Crc32 } else { self.check };
+        window.check = self.integrity_check();
         let mut totals = StreamTotals::default();
         let stream_started = self.clock.now_us();
         if let Err(e) = self.send_stream(&mut window, &mut stream, room, &mut totals) {
@@ -874,7 +1050,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             mac: self.nic.mac_address(),
             mtu: self.nic.mtu() as u16,
             ip: self.config.net.ip.octets(),
-            page_size: PAGE_SIZE as u32,
+            page_size: self.page_size,
             memory_bytes: self.memory_map.total_bytes(),
             name: self.config.name.as_bytes(),
         }

@@ -7,7 +7,9 @@
 use super::compress::{Block, Lz4Scratch};
 use crate::log::LogSource;
 use crate::memory::{ExcludeSet, MemoryMap, MemorySource, PAGE_SIZE, PageClass};
-use crate::proto::{Data, Encoding, ExcludedRun, REGISTER_RECORD_LEN, RegisterRecord, Section};
+#[cfg(test)]
+use crate::proto::RegisterRecord;
+use crate::proto::{CpuRegisters, Data, Encoding, ExcludedRun, MAX_RECORD_LEN, Section};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -88,7 +90,7 @@ pub struct DataStream<'a> {
     offset: u64,
     log: Option<&'a dyn LogSource>,
     log_len: u64,
-    cpus: &'a [RegisterRecord],
+    cpus: CpuRegisters<'a>,
     map: &'a MemoryMap,
     memory: &'a dyn MemorySource,
     page: &'a mut [u8; PAGE_SIZE],
@@ -121,7 +123,7 @@ impl<'a> DataStream<'a> {
     pub fn new(
         log: Option<&'a dyn LogSource>,
         log_len: u64,
-        cpus: &'a [RegisterRecord],
+        cpus: impl Into<CpuRegisters<'a>>,
         map: &'a MemoryMap,
         memory: &'a dyn MemorySource,
         page: &'a mut [u8; PAGE_SIZE],
@@ -133,7 +135,7 @@ impl<'a> DataStream<'a> {
             offset: 0,
             log,
             log_len,
-            cpus,
+            cpus: cpus.into(),
             map,
             memory,
             page,
@@ -202,7 +204,8 @@ impl<'a> DataStream<'a> {
                     (Section::Log, self.offset, n)
                 }
                 Stage::Registers => {
-                    let total = (self.cpus.len() * REGISTER_RECORD_LEN) as u64;
+                    let record_len = self.cpus.machine().record_len();
+                    let total = (self.cpus.len() * record_len) as u64;
                     if self.offset >= total {
                         self.advance(Stage::Excluded);
                         continue;
@@ -213,9 +216,10 @@ impl<'a> DataStream<'a> {
                     while done < n {
                         // Records are serialised one at a time: no buffer for all CPUs.
                         let pos = self.offset as usize + done;
-                        let record = self.cpus[pos / REGISTER_RECORD_LEN].to_bytes();
-                        let from = pos % REGISTER_RECORD_LEN;
-                        let k = (REGISTER_RECORD_LEN - from).min(n - done);
+                        let mut record = [0u8; MAX_RECORD_LEN];
+                        self.cpus.record_bytes(pos / record_len, &mut record);
+                        let from = pos % record_len;
+                        let k = (record_len - from).min(n - done);
                         dst[done..done + k].copy_from_slice(&record[from..from + k]);
                         done += k;
                     }

@@ -109,6 +109,11 @@ impl UdpLink {
         self.peer_mac
     }
 
+    /// Sets the next hop's MAC address where it is known without ARP.
+    pub fn set_peer_mac(&mut self, mac: EthernetAddress) {
+        self.peer_mac = Some(mac);
+    }
+
     /// Largest UDP payload this link can send on `nic`.
     pub fn max_payload(&self, nic: &dyn PolledNic) -> usize {
         nic.mtu().saturating_sub(FRAME_OVERHEAD - 14).min(crate::proto::MAX_DATAGRAM)

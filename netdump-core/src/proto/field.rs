@@ -121,8 +121,9 @@ pub mod crash {
     pub const MESSAGE_LEN: Field = 28..30;
     /// Code addresses of the crashing stack that follow the ranges, 0..=16.
     pub const FRAME_COUNT: Field = 30..31;
-    /// Reserved, 0.
-    pub const RESERVED: Field = 31..32;
+    /// The client's architecture, its ELF `e_machine` (62 x86_64, 183 AArch64); 0 (clients
+    /// before the field): x86_64.
+    pub const MACHINE: Field = 31..32;
     /// Console log bytes the LOG section will carry (u64).
     pub const LOG_LEN: Field = 32..40;
     /// Start of the RAM ranges; then the frames, then the message.
@@ -143,7 +144,7 @@ pub mod crash {
         PAGE_SIZE,
         MESSAGE_LEN,
         FRAME_COUNT,
-        RESERVED,
+        MACHINE,
         LOG_LEN,
     ];
 }

@@ -5,8 +5,8 @@
 use super::bytes::{Reader, Writer};
 use super::field;
 use super::{
-    Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, MessageType, ProtoError, VERSION_1,
-    VERSION_2,
+    Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, Machine, MessageType, ProtoError,
+    VERSION_1, VERSION_2,
 };
 
 /// A message body: its type, its length on the wire, how it is written and read.
@@ -755,6 +755,10 @@ pub struct Crash<'a> {
     pub fault_address: u64,
     /// The client's page size, bytes: a power of two; every range is aligned to it.
     pub page_size: u32,
+    /// The client's architecture: the layout of its register records and the vmcore's
+    /// `e_machine`. Sent as its `e_machine` byte; 0 from clients before the field, read
+    /// as x86_64.
+    pub machine: Machine,
     /// Bytes of console log the LOG section will carry.
     pub log_len: u64,
     /// The RAM ranges to dump: 1..=[`MAX_RANGES`], page-aligned, sorted, non-overlapping
@@ -787,7 +791,7 @@ impl<'a> Crash<'a> {
         let page_size = r.u32()?;
         let message_len = r.u16()? as usize;
         let frame_count = r.u8()? as usize;
-        r.bytes(1)?;
+        let machine = Machine::from_wire(r.u8()?).ok_or(ProtoError::BadField("machine"))?;
         let log_len = r.u64()?;
         let ranges = RangeTable::Wire(r.bytes(range_count * MemoryRange::WIRE_LEN)?);
         let frames = AddressTable::Wire(r.bytes(frame_count * field::crash::FRAME_LEN)?);
@@ -811,6 +815,7 @@ impl<'a> Crash<'a> {
             error_code,
             fault_address,
             page_size,
+            machine,
             log_len,
             ranges,
             frames,
@@ -843,7 +848,7 @@ impl<'a> Crash<'a> {
             .u32(self.page_size)
             .u16(message.len() as u16)
             .u8(self.frames.len() as u8)
-            .zeros(1)
+            .u8(self.machine.wire())
             .u64(self.log_len);
         for r in self.ranges.iter() {
             w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
@@ -1388,6 +1393,7 @@ mod tests {
             error_code: 2,
             fault_address: 0xdead000,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 777,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&[0x10_2345, 0x10_0abc]),
@@ -1414,6 +1420,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 0,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&many),
@@ -1449,6 +1456,7 @@ mod tests {
                 error_code: 0,
                 fault_address: 0,
                 page_size: 4096,
+                machine: Machine::X86_64,
                 log_len: 0,
                 ranges: RangeTable::Ranges(ranges),
                 frames: AddressTable::EMPTY,
@@ -1471,6 +1479,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 0,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::EMPTY,
@@ -1567,6 +1576,7 @@ mod tests {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 0,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&[0x1000]),
@@ -1792,7 +1802,7 @@ mod tests {
             0x02, 0x0e, 0x00, 0x02, 0x00, 0x01, 0x00, 0x01, // kind, vector, cpus, crashing, ranges
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // error code
             0x00, 0x00, 0x00, 0x00, 0x0d, 0xea, 0xd0, 0x00, // fault address
-            0x00, 0x00, 0x10, 0x00, 0x00, 0x02, 0x01, 0x00, // page size, message_len, frame_count, reserved
+            0x00, 0x00, 0x10, 0x00, 0x00, 0x02, 0x01, 0x3e, // page size, message_len, frame_count, machine
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x09, // log bytes 777
             0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, // range: phys_start
             0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, //        length
@@ -1809,6 +1819,7 @@ mod tests {
             error_code: 2,
             fault_address: 0xdead000,
             page_size: 4096,
+            machine: Machine::X86_64,
             log_len: 777,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::Addresses(&[0x10_2345]),
@@ -1824,6 +1835,7 @@ mod tests {
                 a.error_code,
                 a.fault_address,
                 a.page_size,
+                a.machine,
                 a.log_len,
                 a.message,
             ) == (
@@ -1834,11 +1846,21 @@ mod tests {
                 b.error_code,
                 b.fault_address,
                 b.page_size,
+                b.machine,
                 b.log_len,
                 b.message,
             ) && a.ranges.iter().eq(b.ranges.iter())
                 && a.frames.iter().eq(b.frames.iter())
         });
+        // A client from before the machine byte sends 0 there: x86_64. An AArch64
+        // client sends 183; a machine this version does not know is refused.
+        let mut old = bytes;
+        old[field::crash::MACHINE.start] = 0;
+        assert_eq!(Crash::parse(&old).unwrap().machine, Machine::X86_64);
+        old[field::crash::MACHINE.start] = 183;
+        assert_eq!(Crash::parse(&old).unwrap().machine, Machine::Aarch64);
+        old[field::crash::MACHINE.start] = 40;
+        assert_eq!(Crash::parse(&old).err(), Some(ProtoError::BadField("machine")));
     }
 
     #[test]

@@ -16,7 +16,10 @@ mod regs;
 pub use check::{Check, xxh64};
 pub use header::{HEADER_LEN, Header, MAGIC, VERSION_1, VERSION_2, flags};
 pub use messages::*;
-pub use regs::{CPU_STATE_SHIFT, CpuState, REGISTER_RECORD_LEN, REGISTERS_APIC_ID, REGISTERS_VALID, RegisterRecord};
+pub use regs::{
+    AARCH64_RECORD_LEN, Aarch64Record, CPU_STATE_SHIFT, CpuRegisters, CpuState, MAX_RECORD_LEN, Machine,
+    REGISTER_RECORD_LEN, REGISTERS_APIC_ID, REGISTERS_VALID, RegisterRecord,
+};
 
 /// Default UDP port of the server.
 pub const SERVER_PORT: u16 = 6666;

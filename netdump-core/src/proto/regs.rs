@@ -319,6 +319,213 @@ impl RegisterRecord {
     }
 }
 
+/// The architecture of a client, as its ELF `e_machine` value: what the CRASH
+/// announcement's `machine` byte carries and the vmcore's `e_machine` becomes. It decides
+/// the register record's layout (docs/PROTOCOL.md, "Register records").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Machine {
+    /// x86_64 (`EM_X86_64`): [`RegisterRecord`], 256 bytes.
+    X86_64 = 62,
+    /// AArch64 (`EM_AARCH64`): [`Aarch64Record`], 320 bytes.
+    Aarch64 = 183,
+}
+
+impl Machine {
+    /// The ELF `e_machine` value.
+    pub const fn elf_machine(self) -> u16 {
+        self as u16
+    }
+
+    /// The CRASH `machine` byte: the `e_machine` value (each fits in a byte).
+    pub const fn wire(self) -> u8 {
+        self as u16 as u8
+    }
+
+    /// The machine of a CRASH `machine` byte: 0 (a client from before the field) is
+    /// x86_64; `None` for a machine this version does not know.
+    pub const fn from_wire(b: u8) -> Option<Self> {
+        match b {
+            0 | 62 => Some(Machine::X86_64),
+            183 => Some(Machine::Aarch64),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one register record of this machine.
+    pub const fn record_len(self) -> usize {
+        match self {
+            Machine::X86_64 => REGISTER_RECORD_LEN,
+            Machine::Aarch64 => AARCH64_RECORD_LEN,
+        }
+    }
+
+    /// The name reports use: `x86_64`, `aarch64`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Machine::X86_64 => "x86_64",
+            Machine::Aarch64 => "aarch64",
+        }
+    }
+}
+
+/// Length of one AArch64 register record on the wire: 40 big-endian u64 words.
+pub const AARCH64_RECORD_LEN: usize = 320;
+/// The longest register record of any machine.
+pub const MAX_RECORD_LEN: usize = AARCH64_RECORD_LEN;
+
+/// The registers of one AArch64 CPU at the crash site (docs/PROTOCOL.md): words 0–30
+/// `x0`–`x30`, 31 `sp`, 32 `pc`, 33 `pstate` (Linux's `struct user_pt_regs` order, which
+/// the vmcore's `NT_PRSTATUS` takes as it is), 34 `ESR_EL1`, 35 `FAR_EL1`, 36–37
+/// reserved (0), 38 the CPU index, 39 `flags` with the bits of [`RegisterRecord::flags`]
+/// (bit 0 valid, bit 1 `flags >> 32` is a hardware CPU id — the MPIDR affinity —, bits
+/// 8–15 the [`CpuState`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Aarch64Record {
+    /// `x0`–`x30` (`x29` the frame pointer, `x30` the link register).
+    pub x: [u64; 31],
+    /// The stack pointer of the captured context.
+    pub sp: u64,
+    /// The program counter of the captured context.
+    pub pc: u64,
+    /// `PSTATE` as `SPSR_EL1` saves it.
+    pub pstate: u64,
+    /// `ESR_EL1`: the exception syndrome (0 for a panic).
+    pub esr: u64,
+    /// `FAR_EL1`: the faulting address (0 for a panic).
+    pub far: u64,
+    /// Index of the CPU the record describes.
+    pub cpu: u64,
+    /// As [`RegisterRecord::flags`].
+    pub flags: u64,
+}
+
+impl Aarch64Record {
+    /// All zero: no registers.
+    pub const EMPTY: Self = Aarch64Record { x: [0; 31], sp: 0, pc: 0, pstate: 0, esr: 0, far: 0, cpu: 0, flags: 0 };
+
+    /// The 40 words in wire order.
+    pub fn to_words(&self) -> [u64; 40] {
+        let mut w = [0u64; 40];
+        w[..31].copy_from_slice(&self.x);
+        w[31] = self.sp;
+        w[32] = self.pc;
+        w[33] = self.pstate;
+        w[34] = self.esr;
+        w[35] = self.far;
+        w[38] = self.cpu;
+        w[39] = self.flags;
+        w
+    }
+
+    /// Writes the record in wire order: 40 big-endian u64 words.
+    pub fn emit(&self, out: &mut [u8; AARCH64_RECORD_LEN]) {
+        let mut w = Writer::new(out);
+        for v in self.to_words() {
+            w.u64(v);
+        }
+    }
+
+    /// Reads a record from exactly [`AARCH64_RECORD_LEN`] bytes.
+    pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let mut w = [0u64; 40];
+        for v in w.iter_mut() {
+            *v = r.u64()?;
+        }
+        r.finish()?;
+        let mut x = [0u64; 31];
+        x.copy_from_slice(&w[..31]);
+        Ok(Aarch64Record { x, sp: w[31], pc: w[32], pstate: w[33], esr: w[34], far: w[35], cpu: w[38], flags: w[39] })
+    }
+
+    /// The `user_pt_regs` of the record: `x0`–`x30`, `sp`, `pc`, `pstate`.
+    pub fn user_pt_regs(&self) -> [u64; 34] {
+        let mut r = [0u64; 34];
+        r[..31].copy_from_slice(&self.x);
+        r[31] = self.sp;
+        r[32] = self.pc;
+        r[33] = self.pstate;
+        r
+    }
+}
+
+/// The register records of a dump, one per CPU, in the crashing kernel's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuRegisters<'a> {
+    /// x86_64 records.
+    X86_64(&'a [RegisterRecord]),
+    /// AArch64 records.
+    Aarch64(&'a [Aarch64Record]),
+}
+
+impl<'a> From<&'a [RegisterRecord]> for CpuRegisters<'a> {
+    fn from(r: &'a [RegisterRecord]) -> Self {
+        CpuRegisters::X86_64(r)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [RegisterRecord; N]> for CpuRegisters<'a> {
+    fn from(r: &'a [RegisterRecord; N]) -> Self {
+        CpuRegisters::X86_64(r)
+    }
+}
+
+impl<'a> From<&'a [Aarch64Record]> for CpuRegisters<'a> {
+    fn from(r: &'a [Aarch64Record]) -> Self {
+        CpuRegisters::Aarch64(r)
+    }
+}
+
+impl<'a> CpuRegisters<'a> {
+    /// The machine the records belong to.
+    pub fn machine(&self) -> Machine {
+        match self {
+            CpuRegisters::X86_64(_) => Machine::X86_64,
+            CpuRegisters::Aarch64(_) => Machine::Aarch64,
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        match self {
+            CpuRegisters::X86_64(r) => r.len(),
+            CpuRegisters::Aarch64(r) => r.len(),
+        }
+    }
+
+    /// Whether there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` records (all of them when there are fewer).
+    pub fn first(&self, n: usize) -> Self {
+        match *self {
+            CpuRegisters::X86_64(r) => CpuRegisters::X86_64(&r[..n.min(r.len())]),
+            CpuRegisters::Aarch64(r) => CpuRegisters::Aarch64(&r[..n.min(r.len())]),
+        }
+    }
+
+    /// Record `i` in wire order at the start of `out`; its length is the machine's
+    /// [`record_len`](Machine::record_len).
+    pub fn record_bytes(&self, i: usize, out: &mut [u8; MAX_RECORD_LEN]) -> usize {
+        match self {
+            CpuRegisters::X86_64(r) => {
+                let rec = r[i].to_bytes();
+                out[..REGISTER_RECORD_LEN].copy_from_slice(&rec);
+                REGISTER_RECORD_LEN
+            }
+            CpuRegisters::Aarch64(r) => {
+                let mut rec = [0u8; AARCH64_RECORD_LEN];
+                r[i].emit(&mut rec);
+                out.copy_from_slice(&rec);
+                AARCH64_RECORD_LEN
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +560,35 @@ mod tests {
         for (code, s) in CpuState::ALL.iter().enumerate() {
             assert_eq!(CpuState::from_code(code as u8), Some(*s));
         }
+    }
+
+    #[test]
+    fn aarch64_record_layout_matches_protocol_table() {
+        let mut x = [0u64; 31];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = 0x100 + i as u64;
+        }
+        let r = Aarch64Record { x, sp: 0x1f, pc: 0x20, pstate: 0x21, esr: 0x22, far: 0x23, cpu: 5, flags: 1 };
+        let mut b = [0u8; AARCH64_RECORD_LEN];
+        r.emit(&mut b);
+        let word = |i: usize| u64::from_be_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!((word(0), word(30), word(31), word(32), word(33)), (0x100, 0x11e, 0x1f, 0x20, 0x21));
+        assert_eq!((word(34), word(35), word(36), word(37), word(38), word(39)), (0x22, 0x23, 0, 0, 5, 1));
+        assert_eq!(Aarch64Record::parse(&b).unwrap(), r);
+        assert_eq!(Aarch64Record::parse(&b[..319]), Err(ProtoError::Truncated));
+        let regs = [r];
+        let mut out = [0u8; MAX_RECORD_LEN];
+        assert_eq!(CpuRegisters::Aarch64(&regs).record_bytes(0, &mut out), AARCH64_RECORD_LEN);
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn machine_bytes_old_clients_mean_x86_64() {
+        assert_eq!(Machine::from_wire(0), Some(Machine::X86_64));
+        assert_eq!(Machine::from_wire(Machine::X86_64.wire()), Some(Machine::X86_64));
+        assert_eq!(Machine::from_wire(Machine::Aarch64.wire()), Some(Machine::Aarch64));
+        assert_eq!(Machine::from_wire(40), None);
+        assert_eq!((Machine::X86_64.elf_machine(), Machine::Aarch64.elf_machine()), (62, 183));
     }
 
     #[test]

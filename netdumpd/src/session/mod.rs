@@ -194,7 +194,10 @@ impl Session {
             peer: req.peer,
             registration: req.client.clone(),
             // Declined sessions receive no registers: no buffer for them.
-            registers: RegisterAssembler::new(if req.verdict == Verdict::Abort { 0 } else { crash.cpu_count }),
+            registers: RegisterAssembler::new(
+                if req.verdict == Verdict::Abort { 0 } else { crash.cpu_count },
+                crash.machine,
+            ),
             crash,
             decision: Decision { verdict: req.verdict, why: req.why, max_payload: MAX_DATAGRAM as u32 },
             phase: Phase::Declined,
@@ -234,7 +237,7 @@ impl Session {
                 tracing::error!(client = %session.client.name, "cannot start dump: {why}");
                 session.decision.verdict = Verdict::Abort;
                 session.decision.why = DecisionReason::NoSpace;
-                session.registers = RegisterAssembler::new(0);
+                session.registers = RegisterAssembler::new(0, session.crash.machine);
                 session.ended = Some((req.now, session.started_utc));
             }
         }
@@ -510,11 +513,11 @@ impl Session {
                 let done = registers.write(data.offset, data.data).ok_or(StoreError::OutOfRange)?;
                 for cpu in done {
                     let Some(record) = registers.record(cpu) else { continue };
-                    if record.cpu != u64::from(cpu) {
-                        tracing::debug!(client = %client.name, cpu, record_cpu = record.cpu, "register record names another CPU");
+                    if record.cpu() != u64::from(cpu) {
+                        tracing::debug!(client = %client.name, cpu, record_cpu = record.cpu(), "register record names another CPU");
                     }
                     if let Some(at) = layout.prstatus_offset(cpu) {
-                        files.write_vmcore(at, &layout.prstatus(cpu, Some(&record)))?;
+                        files.write_vmcore(at, &layout.prstatus_record(cpu, Some(&record)))?;
                     }
                 }
             }

@@ -1,9 +1,10 @@
 //! The REGISTERS section reassembled from DATA packets that may split a record
 //! anywhere, and the records as the `registers` text file shows them.
 
-use netdump_core::proto::{CpuState, REGISTER_RECORD_LEN, RegisterRecord};
+use netdump_core::proto::{CpuState, Machine};
 
 use crate::info::{CpuInfo, NOT_RECEIVED, hex64};
+use crate::vmcore::CpuRecord;
 
 /// Reassembles the REGISTERS section, whose packets may split a record anywhere.
 #[derive(Debug, Clone)]
@@ -11,12 +12,22 @@ pub(super) struct RegisterAssembler {
     pub(super) bytes: Vec<u8>,
     have: Vec<bool>,
     complete: Vec<bool>,
+    machine: Machine,
+    record_len: usize,
 }
 
 impl RegisterAssembler {
-    pub(super) fn new(cpu_count: u16) -> Self {
-        let len = usize::from(cpu_count) * REGISTER_RECORD_LEN;
-        RegisterAssembler { bytes: vec![0; len], have: vec![false; len], complete: vec![false; usize::from(cpu_count)] }
+    /// The section of `cpu_count` records of `machine`'s layout.
+    pub(super) fn new(cpu_count: u16, machine: Machine) -> Self {
+        let record_len = machine.record_len();
+        let len = usize::from(cpu_count) * record_len;
+        RegisterAssembler {
+            bytes: vec![0; len],
+            have: vec![false; len],
+            complete: vec![false; usize::from(cpu_count)],
+            machine,
+            record_len,
+        }
     }
 
     /// Stores `data` at `offset` of the section; returns the CPUs whose record this
@@ -26,11 +37,11 @@ impl RegisterAssembler {
         let end = start.checked_add(data.len()).filter(|end| *end <= self.bytes.len())?;
         self.bytes[start..end].copy_from_slice(data);
         self.have[start..end].fill(true);
-        let first = start / REGISTER_RECORD_LEN;
-        let last = (end - 1) / REGISTER_RECORD_LEN;
+        let first = start / self.record_len;
+        let last = (end - 1) / self.record_len;
         let mut done = Vec::new();
         for cpu in first..=last {
-            let rec = cpu * REGISTER_RECORD_LEN..(cpu + 1) * REGISTER_RECORD_LEN;
+            let rec = cpu * self.record_len..(cpu + 1) * self.record_len;
             if !self.complete[cpu] && self.have[rec].iter().all(|h| *h) {
                 self.complete[cpu] = true;
                 done.push(cpu as u16);
@@ -39,9 +50,9 @@ impl RegisterAssembler {
         Some(done)
     }
 
-    pub(super) fn record(&self, cpu: u16) -> Option<RegisterRecord> {
-        let at = usize::from(cpu) * REGISTER_RECORD_LEN;
-        RegisterRecord::parse(self.bytes.get(at..at + REGISTER_RECORD_LEN)?).ok()
+    pub(super) fn record(&self, cpu: u16) -> Option<CpuRecord> {
+        let at = usize::from(cpu) * self.record_len;
+        CpuRecord::parse(self.machine, self.bytes.get(at..at + self.record_len)?)
     }
 
     pub(super) fn complete_count(&self) -> u16 {
@@ -49,7 +60,7 @@ impl RegisterAssembler {
     }
 
     /// CPU `cpu`'s record, once all of it arrived.
-    pub(super) fn received(&self, cpu: u16) -> Option<RegisterRecord> {
+    pub(super) fn received(&self, cpu: u16) -> Option<CpuRecord> {
         self.complete.get(usize::from(cpu)).filter(|c| **c)?;
         self.record(cpu)
     }
@@ -65,7 +76,7 @@ impl RegisterAssembler {
                     apic_id: record.and_then(|r| r.apic_id()),
                     state: record.map_or_else(|| NOT_RECEIVED.to_string(), |r| state_name(&r)),
                     registers: valid.is_some(),
-                    rip: valid.map(|r| hex64(r.rip)),
+                    rip: valid.map(|r| hex64(r.pc())),
                     crashed: index == crashing,
                 }
             })
@@ -98,7 +109,7 @@ impl RegisterAssembler {
                 continue;
             };
             text.push_str(&format!("cpu {cpu}{notes}\n"));
-            for (name, v) in named_registers(&r) {
+            for (name, v) in r.named() {
                 text.push_str(&format!("  {name:<8} {v:#018x}\n"));
             }
         }
@@ -108,7 +119,7 @@ impl RegisterAssembler {
 
 /// The name of a record's CPU state: [`CpuState::name`], or `unknown_<code>` for a code
 /// this server does not know.
-pub(super) fn state_name(r: &RegisterRecord) -> String {
+pub(super) fn state_name(r: &CpuRecord) -> String {
     match r.state() {
         Some(state) => state.name().to_string(),
         None => format!("unknown_{}", r.state_code()),
@@ -131,40 +142,4 @@ pub(super) fn missing_note(cpus: &[CpuInfo]) -> Option<String> {
     };
     let runs: Vec<String> = runs.into_iter().map(run).collect();
     (!runs.is_empty()).then(|| runs.join(", "))
-}
-
-/// The registers of a record with their x86_64 names, in wire order.
-fn named_registers(r: &RegisterRecord) -> [(&'static str, u64); 30] {
-    [
-        ("rax", r.rax),
-        ("rbx", r.rbx),
-        ("rcx", r.rcx),
-        ("rdx", r.rdx),
-        ("rsi", r.rsi),
-        ("rdi", r.rdi),
-        ("rbp", r.rbp),
-        ("rsp", r.rsp),
-        ("r8", r.r8),
-        ("r9", r.r9),
-        ("r10", r.r10),
-        ("r11", r.r11),
-        ("r12", r.r12),
-        ("r13", r.r13),
-        ("r14", r.r14),
-        ("r15", r.r15),
-        ("rip", r.rip),
-        ("rflags", r.rflags),
-        ("cs", r.cs),
-        ("ss", r.ss),
-        ("ds", r.ds),
-        ("es", r.es),
-        ("fs", r.fs),
-        ("gs", r.gs),
-        ("fs_base", r.fs_base),
-        ("gs_base", r.gs_base),
-        ("cr0", r.cr0),
-        ("cr2", r.cr2),
-        ("cr3", r.cr3),
-        ("cr4", r.cr4),
-    ]
 }

@@ -67,6 +67,7 @@ impl Session {
             message: c.message.clone(),
             cpu_count: c.cpu_count,
             crashing_cpu: c.crashing_cpu,
+            machine: c.machine.name(),
             page_size: c.page_size,
             memory_ranges: c
                 .ranges

@@ -57,6 +57,7 @@ fn crash_on(cpu_count: u16, crashing_cpu: u16) -> CrashAnnouncement {
         error_code: 0,
         fault_address: 0,
         page_size: PAGE as u32,
+        machine: netdump_core::proto::Machine::X86_64,
         log_len: 100,
         ranges: RangeTable::Ranges(&ranges),
         frames: AddressTable::Addresses(&[0x10_2345, 0x10_1000]),
@@ -617,7 +618,7 @@ fn outstanding_bytes_shrink_as_memory_arrives() {
 
 #[test]
 fn registers_split_anywhere_complete_each_record_once() {
-    let mut r = RegisterAssembler::new(2);
+    let mut r = RegisterAssembler::new(2, netdump_core::proto::Machine::X86_64);
     let bytes = [registers(0), registers(1)].concat();
     assert_eq!(r.write(0, &bytes[..255]), Some(vec![]));
     assert_eq!(r.write(255, &bytes[255..257]), Some(vec![0]));
@@ -625,7 +626,7 @@ fn registers_split_anywhere_complete_each_record_once() {
     assert_eq!(r.write(0, &bytes[..10]), Some(vec![]), "already complete");
     assert_eq!(r.write(511, &[0, 0]), None);
     assert_eq!(r.write(u64::MAX, &[0]), None);
-    assert_eq!(r.record(1).unwrap().rip, 0xffff_ffff_8000_0001);
+    assert_eq!(r.record(1).unwrap().pc(), 0xffff_ffff_8000_0001);
     assert_eq!(r.complete_count(), 2);
 }
 
@@ -760,7 +761,7 @@ fn an_old_single_cpu_record_is_one_cpu_in_state_unknown_with_registers() {
 /// why, and a state that adds to "crashing" is shown beside it.
 #[test]
 fn the_crashing_cpu_is_first_in_the_registers_file_with_or_without_registers() {
-    let mut r = RegisterAssembler::new(2);
+    let mut r = RegisterAssembler::new(2, netdump_core::proto::Machine::X86_64);
     r.write(256, &smp_record(1, CpuState::Stopped, 1).to_bytes()).unwrap();
     assert_eq!(
         register_headers(&r.text(0, 2)),
@@ -779,7 +780,7 @@ fn the_crashing_cpu_is_first_in_the_registers_file_with_or_without_registers() {
 
 #[test]
 fn the_log_note_groups_consecutive_cpus_in_one_state() {
-    let mut r = RegisterAssembler::new(64);
+    let mut r = RegisterAssembler::new(64, netdump_core::proto::Machine::X86_64);
     r.write(3 * 256, &RegisterRecord::absent(3, CpuState::NoAnswer, None).to_bytes()).unwrap();
     r.write(4 * 256, &smp_record(4, CpuState::Stopped, 4).to_bytes()).unwrap();
     let cpus = r.cpus(4, 64);

@@ -393,6 +393,7 @@ impl Machine {
             error_code: 2,
             fault_address: 0xdead_b000,
             page_size: PAGE as u32,
+            machine: netdump_core::proto::Machine::X86_64,
             log_len: self.log.len() as u64,
             ranges: RangeTable::Ranges(&self.ranges),
             frames: AddressTable::Addresses(&[0x10_2345, 0x10_1000]),

@@ -254,6 +254,7 @@ pub fn crash(cookie: u64, memory: u64, message: &[u8]) -> Vec<u8> {
         error_code: 0,
         fault_address: 0,
         page_size: 4096,
+        machine: netdump_core::proto::Machine::X86_64,
         log_len: 64,
         ranges: RangeTable::Ranges(&ranges),
         frames: AddressTable::Addresses(&[0xffff_8000_0010_2030]),

@@ -85,6 +85,7 @@ fn crash(cookie: u64, pattern: &Pattern) -> Vec<u8> {
         error_code: 0,
         fault_address: 0,
         page_size: 4096,
+        machine: netdump_core::proto::Machine::X86_64,
         log_len: 0,
         ranges: RangeTable::Ranges(&ranges),
         frames: AddressTable::Addresses(&[]),

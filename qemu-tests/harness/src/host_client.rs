@@ -107,7 +107,8 @@ impl HostClient {
         // The crash path's buffers live for the program, as a kernel's statics do.
         let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
         let mut rng = HashRng(p.seed);
-        let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config, buffers, map)?;
+        let mut nd =
+            Netdump::install(nic, SystemClock::default(), &mut rng, config, buffers, map).map_err(|f| f.error)?;
         nd.set_window_mode(self.mode);
         let log = ConsoleLog::<4096>::new();
         log.write(HOST_LOG);

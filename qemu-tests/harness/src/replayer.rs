@@ -398,6 +398,7 @@ impl Client {
             error_code: 0,
             fault_address: 0,
             page_size: 4096,
+            machine: netdump_core::proto::Machine::X86_64,
             log_len: LOG_TEXT.len() as u64,
             ranges: RangeTable::Ranges(&ranges),
             frames: AddressTable::EMPTY,

@@ -11,14 +11,16 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Makes sure `qemu-system-x86_64` and `gdb` exist: installs them with apt-get when
-/// running as root, else fails with the command to run.
+/// Makes sure `qemu-system-x86_64`, `gdb` and `gdb-multiarch` (the AArch64 vmcore test in
+/// netdumpd/tests/deferred.rs) exist: installs them with apt-get when running as root,
+/// else fails with the command to run.
 pub fn ensure_qemu_and_gdb() -> Result<()> {
-    let missing: Vec<&str> = [("qemu-system-x86_64", "qemu-system-x86"), ("gdb", "gdb")]
-        .into_iter()
-        .filter(|(cmd, _)| !present(cmd))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let missing: Vec<&str> =
+        [("qemu-system-x86_64", "qemu-system-x86"), ("gdb", "gdb"), ("gdb-multiarch", "gdb-multiarch")]
+            .into_iter()
+            .filter(|(cmd, _)| !present(cmd))
+            .map(|(_, pkg)| pkg)
+            .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -28,7 +30,7 @@ pub fn ensure_qemu_and_gdb() -> Result<()> {
     }
     eprintln!("installing {} (apt-get)", missing.join(", "));
     let ok = Command::new("sh").arg("-c").arg(&install).env("DEBIAN_FRONTEND", "noninteractive").status()?.success();
-    if !ok || !present("qemu-system-x86_64") || !present("gdb") {
+    if !ok || !present("qemu-system-x86_64") || !present("gdb") || !present("gdb-multiarch") {
         bail!("`{install}` failed; install them and try again");
     }
     Ok(())

@@ -49,7 +49,7 @@ pub mod exit {
     pub const NESTED_PANIC: u32 = 0x14;
 }
 
-type Dumper = Netdump<nic::Nic, TscClock>;
+type Dumper = Netdump<nic::Counted, TscClock>;
 
 /// The console's last 64 KiB, sent with the dump.
 static CONSOLE_LOG: ConsoleLog<65536> = ConsoleLog::new();
@@ -122,7 +122,17 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         clock.source,
         clock.uncertainty_ppm
     );
-    let nic = netconsole::without_dump_server(&boot.args(), nic, clock, &scenario);
+    let nic = nic::Counted(netconsole::without_dump_server(&boot.args(), nic, clock, &scenario));
+    // The deferred scenario: the kernel's own driver, a second instance on the same device
+    // with DMA memory of its own, owns the NIC from boot; netdump's instance stays idle.
+    let own_nic = (scenario.kind == Kind::Deferred).then(|| {
+        let mut own = nic::bring_up(boot.args(), boot.args().get("checksum_offload") != Some("off"))
+            .unwrap_or_else(|e| fail(format_args!("the kernel's own NIC driver: {e}")));
+        if let Err(e) = netdump_core::nic::PolledNic::reset(&mut own) {
+            fail(format_args!("the kernel's own NIC driver: {e}"));
+        }
+        own
+    });
     let mac = netdump_core::nic::PolledNic::mac_address(&nic);
     let mut rng = CookieRng::new(u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 15, 0]));
     println!("cookie source: {:?}", rng.source());
@@ -147,7 +157,12 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     // SAFETY: taken once, here, before any crash; nothing else refers to it.
     let buffers = unsafe { &mut *(&raw mut CRASH_BUFFERS) };
     let started = clock.now_us();
-    let dumper = match Netdump::install(nic, clock, &mut rng, config, buffers, map) {
+    let net = config.net;
+    let installed = match own_nic {
+        Some(_) => Netdump::prepare(nic, clock, &mut rng, config, buffers, map),
+        None => Netdump::install(nic, clock, &mut rng, config, buffers, map),
+    };
+    let dumper = match installed {
         Ok(d) => d,
         Err(e) => {
             let waited_ms = (clock.now_us() - started) / 1000;
@@ -155,8 +170,16 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
             qemu_exit(exit::INSTALL_FAILED)
         }
     };
-    println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
-    if scenario.exclude.filters() {
+    if dumper.registered() {
+        println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
+    } else {
+        println!(
+            "netdump: prepared, cookie {:#018x}; {} device calls, nothing sent before the crash",
+            dumper.cookie(),
+            nic::device_calls()
+        );
+    }
+    if scenario.exclude.filters() && dumper.registered() {
         let granted = dumper.granted_features() & netdump_core::proto::features::FILTER != 0;
         println!(
             "netdump: filter -d {} {}",
@@ -192,6 +215,10 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     println!("console line before the crash: 2");
     match scenario.kind {
         Kind::Takeover => scenario::traffic_until_panic(&NETDUMP, &scenario),
+        Kind::Deferred => match own_nic {
+            Some(own) => scenario::own_traffic_until_panic(own, net, &clock, &scenario),
+            None => fail(format_args!("no NIC driver of the kernel's own")),
+        },
         Kind::RawTx => bench::raw_tx(&NETDUMP, &scenario, scenario.frames),
         Kind::Costs => bench::costs(&NETDUMP, &scenario, &memory::reader()),
         Kind::Smp(case) => smp::run(case, scenario.pattern.seed, &clock),
@@ -346,7 +373,7 @@ fn dump_after_election(
     let memory =
         TestMemory { inner: memory::reader(), panic_at: scenario.panic_while_reading, image: memory::realistic() };
     before(dumper);
-    println!("netdump: dumping");
+    println!("netdump: dumping; {} device calls by netdump's NIC instance before the dump", nic::device_calls());
     let started = dumper.clock().now_us();
     let result = dumper.dump(&crash, records, &memory, Some(&CONSOLE_LOG));
     netconsole::after_dump(dumper);

@@ -1,6 +1,6 @@
 //! What the harness asks of a run, from the kernel command line:
 //!
-//! `scenario=dump|takeover|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
+//! `scenario=dump|takeover|deferred|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N] [batch=1] [cc=0]
 //!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
 //!  [image=pattern|realistic] [filter=<makedumpfile -d level, 0..=31>] [compress=on|off] [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
@@ -19,6 +19,9 @@ pub enum Kind {
     Dump,
     /// Ordinary UDP traffic through the same NIC right up to a panic raised mid-send.
     Takeover,
+    /// netdump prepared, not installed: the kernel's own driver instance owns the NIC and
+    /// sends ordinary traffic up to the panic; netdump touches the device only then.
+    Deferred,
     /// Install against a port where nothing listens: install must fail within its bound.
     NoServer,
     /// A panic inside the dump path (while reading memory).
@@ -75,6 +78,7 @@ impl Scenario {
         let kind = match args.get("scenario").unwrap_or("dump") {
             "dump" => Kind::Dump,
             "takeover" => Kind::Takeover,
+            "deferred" => Kind::Deferred,
             "no-server" => Kind::NoServer,
             "nested-panic" => Kind::NestedPanic,
             "exception" => Kind::Exception,
@@ -182,4 +186,53 @@ pub fn traffic_until_panic<N: PolledNic, C: netdump_core::clock::Clock>(
         unreachable!()
     });
     panic!("netdump was busy or seized before the traffic started")
+}
+
+/// The kernel's own network driver at work, netdump only prepared: resolves the gateway
+/// with its own ARP, floods UDP to the server's port + 1 through its own instance of the
+/// driver and panics mid-burst, with its transmit descriptors still owned by the device.
+/// netdump's idle instance must take the device over from that at the crash.
+pub fn own_traffic_until_panic(
+    mut nic: crate::nic::Nic,
+    net: netdump_core::net::NetConfig,
+    clock: &dyn netdump_core::clock::Clock,
+    s: &Scenario,
+) -> ! {
+    let port = s.server_port.wrapping_add(1);
+    let mut link = netdump_core::net::UdpLink::new(net, nic.mac_address());
+    let t = s.timeouts;
+    let server_mac = match link.resolve(&mut nic, clock, t.arp_retry_us, t.arp_attempts) {
+        Ok(mac) => mac,
+        Err(e) => panic!("the kernel's own ARP failed: {e:?}"),
+    };
+    let flow = UdpFlow {
+        src_mac: netdump_core::net::EthernetAddress(nic.mac_address()),
+        dst_mac: server_mac,
+        src_ip: s.client_ip,
+        dst_ip: s.server_ip,
+        src_port: 7778,
+        dst_port: port,
+    };
+    let payload = 1024;
+    let checksum = UdpChecksum::of(&nic);
+    let mut sent = 0u32;
+    for i in 0u32.. {
+        let r = nic.transmit(FRAME_OVERHEAD + payload, &mut |f| {
+            emit_udp_with(f, &flow, payload, checksum, |p| p.fill(i as u8));
+        });
+        match r {
+            Ok(()) => sent += 1,
+            Err(_) => {
+                nic.poll_transmit();
+            }
+        }
+        if sent == 3000 {
+            println!(
+                "ordinary traffic: {sent} frames sent to port {port} by the kernel's own driver; netdump made {} device calls; panicking mid-burst",
+                crate::nic::device_calls()
+            );
+            crate::netdump_test_crash_site(s.pattern.seed);
+        }
+    }
+    unreachable!()
 }

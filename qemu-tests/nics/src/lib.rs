@@ -13,7 +13,7 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use netdump_core::nic::{NicError, PolledNic};
 use netdump_core::text::TextBuf;
@@ -111,19 +111,27 @@ const DMA_SIZE: usize = max(
 #[repr(C, align(4096))]
 struct DmaMemory([u8; DMA_SIZE]);
 
-/// The driver's rings and buffers, in `.bss`: identity-mapped, so physical == virtual.
-static mut DMA: DmaMemory = DmaMemory([0; DMA_SIZE]);
-static DMA_TAKEN: AtomicBool = AtomicBool::new(false);
+/// Driver instances the static DMA memory has room for: netdump's, and the kernel's own
+/// driver on the same device (the test kernel's `deferred` scenario).
+pub const MAX_INSTANCES: usize = 2;
 
-/// The static DMA memory, once.
+/// The drivers' rings and buffers, in `.bss`: identity-mapped, so physical == virtual.
+static mut DMA: [DmaMemory; MAX_INSTANCES] = [const { DmaMemory([0; DMA_SIZE]) }; MAX_INSTANCES];
+/// How many of the regions of `DMA` were handed out.
+static DMA_TAKEN: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the static DMA regions, each at most once.
 pub(crate) fn take_dma() -> Result<DmaRegion, &'static str> {
-    if DMA_TAKEN.swap(true, Ordering::SeqCst) {
+    let index = DMA_TAKEN.fetch_add(1, Ordering::SeqCst);
+    if index >= MAX_INSTANCES {
         return Err("the DMA memory is already in use");
     }
-    let virt = NonNull::new((&raw mut DMA).cast::<u8>()).ok_or("DMA memory at address 0")?;
-    // SAFETY: `DMA` is referenced only here, and DMA_TAKEN hands it out once, so the region
-    // owns it; the kernel image is identity-mapped (physical == virtual); x86 DMA is
-    // cache-coherent.
+    // SAFETY: only the address of element `index` is taken, no reference is formed.
+    let region = unsafe { (&raw mut DMA).cast::<DmaMemory>().add(index) };
+    let virt = NonNull::new(region.cast::<u8>()).ok_or("DMA memory at address 0")?;
+    // SAFETY: element `index` of `DMA` is referenced only here, and DMA_TAKEN hands each
+    // index out once, so the region owns it; the kernel image is identity-mapped
+    // (physical == virtual); x86 DMA is cache-coherent.
     Ok(unsafe { DmaRegion::new(virt, virt.as_ptr() as u64, DMA_SIZE) })
 }
 
@@ -217,7 +225,8 @@ macro_rules! nic_table {
         }
 
         /// Finds the first configured NIC the machine has and builds its driver (not yet
-        /// reset). Call once.
+        /// reset). Call at most [`MAX_INSTANCES`] times: each instance has DMA memory of
+        /// its own (a kernel's own driver and netdump's, on the same device).
         pub fn bring_up(cmdline: Cmdline<'static>) -> Result<(Nic, Found), &'static str> {
             let probe = Probe { cmdline };
             $(

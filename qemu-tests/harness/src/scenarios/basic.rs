@@ -19,6 +19,7 @@ pub fn scenarios(nic: NicModel) -> Vec<Scenario> {
     vec![
         Scenario::new("dump", nic, |c| panic_dump(c, "dump", 0x1111)),
         Scenario::new("takeover", nic, |c| panic_dump(c, "takeover", 0x2222)),
+        Scenario::new("deferred", nic, |c| panic_dump(c, "deferred", 0x2323)),
         Scenario::new("no-server", nic, no_server),
         Scenario::new("nested-panic", nic, nested_panic),
         Scenario::new("conformance", nic, conformance),
@@ -26,7 +27,9 @@ pub fn scenarios(nic: NicModel) -> Vec<Scenario> {
 }
 
 /// Panic → complete, bit-exact dump. The `dump` scenario also runs the negative control
-/// on its vmcore; `takeover` first floods ordinary traffic through the same NIC.
+/// on its vmcore; `takeover` first floods ordinary traffic through the same NIC;
+/// `deferred` prepares netdump without touching the NIC, and the kernel's own driver
+/// instance floods through it up to the panic.
 fn panic_dump(ctx: &Ctx, scenario: &'static str, seed: u64) -> Result<Outcome> {
     let run = KernelRun::new(scenario, common::pattern(seed));
     let srv = common::start_server(ctx, &[])?;
@@ -42,6 +45,9 @@ fn panic_dump(ctx: &Ctx, scenario: &'static str, seed: u64) -> Result<Outcome> {
                 "the kernel did not send its ordinary traffic before the panic"
             );
             outcome.detail += ", NIC taken over mid-traffic";
+        } else if scenario == "deferred" {
+            deferred_checks(&q.serial)?;
+            outcome.detail += ", netdump off the NIC until the panic, then took it over from the kernel's driver";
         } else {
             common::negative_control(&run.pattern, &dump.join("vmcore"), &ctx.dir.join("negative-control.vmcore"))?;
             outcome.detail += ", one flipped byte is caught";
@@ -107,4 +113,31 @@ fn conformance(ctx: &Ctx) -> Result<Outcome> {
     let checks = q.serial.lines().filter(|l| l.starts_with("CHECK")).count();
     ensure!(checks > 0, "the conformance kernel reported no checks:\n{}", q.serial);
     Ok(Outcome { detail: format!("{checks} checks passed; host received {}", arrived?), ..Default::default() })
+}
+
+/// What the `deferred` kernel's console must show: netdump prepared (not installed), the
+/// kernel's own driver's traffic, netdump's NIC instance with no device call before the
+/// panic (its counter at the prepare, at the last ordinary frame and as the dump starts),
+/// and the order prepare → traffic → panic → dump.
+fn deferred_checks(serial: &str) -> Result<()> {
+    let at = |needle: &str| serial.find(needle).with_context(|| format!("no {needle:?} on the console:\n{serial}"));
+    let prepared = at("netdump: prepared, cookie ")?;
+    ensure!(!serial.contains("netdump: installed"), "netdump registered at boot");
+    let traffic = at("ordinary traffic: 3000 frames sent to port ")?;
+    let panic = at("panic: ")?;
+    let dumping = at("netdump: dumping; ")?;
+    ensure!(prepared < traffic && traffic < panic && panic < dumping, "out of order:\n{serial}");
+    for (needle, what) in [
+        ("netdump: prepared, cookie ", "at the prepare"),
+        ("ordinary traffic: 3000 frames", "during the kernel's own traffic"),
+        ("netdump: dumping; ", "before the dump"),
+    ] {
+        let line = serial[at(needle)?..].lines().next().unwrap_or_default();
+        ensure!(
+            line.contains(" 0 device calls") || line.contains("made 0 device calls"),
+            "netdump touched the NIC {what}: {line}"
+        );
+    }
+    ensure!(serial[traffic..].contains("by the kernel's own driver"), "the traffic did not use the kernel's driver");
+    Ok(())
 }
