@@ -24,7 +24,8 @@ const LINK_QUEUE: usize = 512;
 /// One measured dump.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BytesRun {
-    /// `raw` or `compressed` (of the realistic image), `random on`/`random off`.
+    /// `raw`, `filtered`, `compressed` or `both` (of the realistic image), `random
+    /// on`/`random off`.
     pub label: String,
     /// `unconstrained` or the rate limit.
     pub link: String,
@@ -65,6 +66,13 @@ impl BytesReport {
     pub fn wire_ratio(&self) -> Option<f64> {
         Some(self.run("compressed", false)?.wire_bytes as f64 / self.run("raw", false)?.wire_bytes.max(1) as f64)
     }
+    /// Wire bytes of `label` ÷ raw (unconstrained), and dump time of `label` ÷ raw at
+    /// 100 Mbit/s: how filtering, and filtering with compression, compare.
+    pub fn against_raw(&self, label: &str) -> Option<(f64, f64)> {
+        let wire = self.run(label, false)?.wire_bytes as f64 / self.run("raw", false)?.wire_bytes.max(1) as f64;
+        let time = self.run(label, true)?.seconds / self.run("raw", true)?.seconds.max(f64::MIN_POSITIVE);
+        Some((wire, time))
+    }
     /// Compressed ÷ raw dump time of the image at 100 Mbit/s.
     pub fn time_ratio_100m(&self) -> Option<f64> {
         Some(self.run("compressed", true)?.seconds / self.run("raw", true)?.seconds.max(f64::MIN_POSITIVE))
@@ -75,16 +83,21 @@ impl BytesReport {
     }
 }
 
-/// Runs the part on `nic`: four dumps of the image (raw and compressed, unconstrained and
-/// at 100 Mbit/s) and two of the random pattern (compression on and off).
+/// Runs the part on `nic`: eight dumps of the image (raw, filtered with makedumpfile's
+/// `-d 31`, compressed, and both; unconstrained and at 100 Mbit/s) and two of the random
+/// pattern (compression on and off).
 pub fn bench_bytes(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Result<BytesReport> {
     let rate = RateLimit::mbit_s(LINK_MBIT_S, QueueDepth::Packets(LINK_QUEUE));
     let mut report = BytesReport { nic: nic.name().to_string(), runs: vec![] };
-    let cases: [(&str, &str, Option<RateLimit>); 6] = [
+    let cases: [(&str, &str, Option<RateLimit>); 10] = [
         ("raw", "image=realistic compress=off", None),
+        ("filtered", "image=realistic compress=off filter=31", None),
         ("compressed", "image=realistic compress=on", None),
+        ("both", "image=realistic compress=on filter=31", None),
         ("raw", "image=realistic compress=off", Some(rate)),
+        ("filtered", "image=realistic compress=off filter=31", Some(rate)),
         ("compressed", "image=realistic compress=on", Some(rate)),
+        ("both", "image=realistic compress=on filter=31", Some(rate)),
         ("random off", "compress=off", None),
         ("random on", "compress=on", None),
     ];
@@ -183,7 +196,7 @@ pub fn markdown(reports: &[BytesReport], compression_text: u64) -> String {
     }
     s += "\n## Bytes on the wire (issue 15: compression)\n\n";
     s += &format!(
-        "The realistic image ({} MiB in a {MEMORY_MIB} MiB guest), raw and LZ4-compressed, on the emulated NIC unconstrained and through the proxy's rate limit ({LINK_MBIT_S:.0} Mbit/s, queue {LINK_QUEUE} packets); the random pattern with compression on and off. Wire bytes: DATA frames (data, sub-header, header, UDP/IPv4/Ethernet).\n\n",
+        "The realistic image ({} MiB in a {MEMORY_MIB} MiB guest), raw, filtered (`-d 31`), LZ4-compressed and both, on the emulated NIC unconstrained and through the proxy's rate limit ({LINK_MBIT_S:.0} Mbit/s, queue {LINK_QUEUE} packets); the random pattern with compression on and off. Wire bytes: DATA frames (data, sub-header, header, UDP/IPv4/Ethernet).\n\n",
         IMAGE.len >> 20
     );
     s += "| NIC | dump | link | packets | wire bytes | s | LZ4 memory bytes → bytes |\n|---|---|---|---|---|---|---|\n";
@@ -219,6 +232,14 @@ pub fn markdown(reports: &[BytesReport], compression_text: u64) -> String {
             target::RANDOM_RATE,
             ok(q, &|x| x >= target::RANDOM_RATE),
         );
+        for label in ["filtered", "both"] {
+            if let Some((wire, time)) = r.against_raw(label) {
+                s += &format!(
+                    "{}: {label} ÷ raw: wire bytes **{wire:.2}**, dump time at {LINK_MBIT_S:.0} Mbit/s **{time:.2}**\n",
+                    r.nic
+                );
+            }
+        }
     }
     if compression_text > 0 {
         s += &format!(
