@@ -61,6 +61,7 @@ pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod dumpdir;
+pub mod exit;
 pub mod files;
 pub mod hooks;
 pub mod info;

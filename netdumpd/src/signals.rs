@@ -17,7 +17,7 @@ extern "C" fn on_hangup(_signal: libc::c_int) {
 extern "C" fn on_termination_signal(_signal: libc::c_int) {
     if TERMINATION_REQUESTED.swap(true, Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe and takes no pointers.
-        unsafe { libc::_exit(crate::cli::exit::FORCED.into()) };
+        unsafe { libc::_exit(crate::exit::FORCED.into()) };
     }
 }
 

@@ -951,8 +951,8 @@ pub struct ExcludedRun {
     pub start_pfn: u64,
     /// Pages in the run, at least 1.
     pub pages: u32,
-    /// Why they were left out: one of [`PageClass::EXCLUDABLE`](crate::memory::PageClass).
-    pub class: crate::memory::PageClass,
+    /// Why they were left out: one of [`PageClass::EXCLUDABLE`](crate::proto::PageClass).
+    pub class: crate::proto::PageClass,
 }
 
 impl ExcludedRun {
@@ -965,7 +965,7 @@ impl ExcludedRun {
         let mut r = Reader::new(p);
         let start_pfn = r.u64()?;
         let pages = r.u32()?;
-        let class = crate::memory::PageClass::from_dump_level_bit(u32::from(r.u8()?))
+        let class = crate::proto::PageClass::from_dump_level_bit(u32::from(r.u8()?))
             .ok_or(ProtoError::BadField("excluded class"))?;
         if r.bytes(3)?.iter().any(|&b| b != 0) {
             return Err(ProtoError::BadField("excluded reserved"));
@@ -2030,7 +2030,7 @@ mod tests {
 
     #[test]
     fn excluded_run_golden_bytes() {
-        use crate::memory::PageClass;
+        use crate::proto::PageClass;
         #[rustfmt::skip]
         let bytes = [
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x03, // start pfn 0x2003
@@ -2047,7 +2047,7 @@ mod tests {
 
     #[test]
     fn excluded_runs_round_trip_for_every_class() {
-        use crate::memory::PageClass;
+        use crate::proto::PageClass;
         let runs: Vec<ExcludedRun> = PageClass::EXCLUDABLE
             .iter()
             .enumerate()
@@ -2063,7 +2063,7 @@ mod tests {
 
     #[test]
     fn bad_excluded_runs_are_rejected_with_the_field_named() {
-        use crate::memory::PageClass;
+        use crate::proto::PageClass;
         let mut good = [0u8; ExcludedRun::WIRE_LEN];
         ExcludedRun { start_pfn: 7, pages: 1, class: PageClass::Free }.emit(&mut good);
         let with = |at: usize, v: u8| {

@@ -8,12 +8,14 @@
 
 mod bytes;
 pub mod check;
+mod classes;
 pub mod field;
 mod header;
 mod messages;
 mod regs;
 
 pub use check::{Check, xxh64};
+pub use classes::{ExcludeSet, PageClass};
 pub use header::{HEADER_LEN, Header, MAGIC, VERSION_1, VERSION_2, flags};
 pub use messages::*;
 pub use regs::{
