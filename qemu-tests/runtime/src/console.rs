@@ -8,7 +8,9 @@
 //! - normally a writer waits a bounded number of spins, then takes the lock over anyway;
 //! - in crash mode ([`enter_crash_mode`], entered by the exception dispatcher and
 //!   [`default_panic`](crate::default_panic); a kernel's own panic handler should call
-//!   it first) a writer tries once and then takes the lock over.
+//!   it first) a writer waits far less ([`CRASH_LOCK_SPINS`]: long enough for another
+//!   CPU's message in flight, as when two CPUs panic at once) and then takes the lock
+//!   over.
 //!
 //! Taking over can interleave two messages; it never deadlocks and never drops output.
 
@@ -20,6 +22,11 @@ use crate::serial;
 /// Spins before a writer assumes the lock holder will never finish. Far longer than any
 /// message takes to print, short enough not to be noticed if it ever happens.
 const MAX_LOCK_SPINS: u32 = 1 << 22;
+
+/// Spins in crash mode: a few milliseconds at most under emulation, enough for a panic
+/// message another CPU is printing to finish whole, short enough that a CPU that died
+/// holding the lock delays the crash path by nothing that matters.
+const CRASH_LOCK_SPINS: u32 = 1 << 16;
 
 static LOCKED: AtomicBool = AtomicBool::new(false);
 static CRASH_MODE: AtomicBool = AtomicBool::new(false);
@@ -56,7 +63,7 @@ pub fn _print(args: fmt::Arguments<'_>) {
 
 /// Runs `print` holding the console lock, or having taken it over (see the module docs).
 fn locked(print: impl FnOnce()) {
-    let spins = if CRASH_MODE.load(Ordering::Acquire) { 1 } else { MAX_LOCK_SPINS };
+    let spins = if CRASH_MODE.load(Ordering::Acquire) { CRASH_LOCK_SPINS } else { MAX_LOCK_SPINS };
     for _ in 0..spins {
         if LOCKED.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             break;

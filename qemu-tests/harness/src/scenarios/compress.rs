@@ -218,11 +218,20 @@ fn bad_blocks(ctx: &Ctx) -> Result<Outcome> {
         // server's counters (stats.json), not the session's, have it.
         let server_drops =
             |r: &str| srv.stats().and_then(|s| s.pointer(&format!("/drops/{r}")).and_then(|v| v.as_u64())).unwrap_or(0);
-        let caught: u64 =
+        let caught_now = || -> u64 {
             ["bad_crc", "bad_magic", "truncated", "length_mismatch", "unsupported_version", "unknown_type"]
                 .iter()
                 .map(|r| server_drops(r))
-                .sum();
+                .sum()
+        };
+        // stats.json is rewritten at most every 2 s while the counters change: wait for
+        // the write that follows the dump, a bounded while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+        let mut caught = caught_now();
+        while flipped > 0 && caught == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            caught = caught_now();
+        }
         if flipped > 0 {
             ensure!(caught > 0, "{flipped} flipped packets, none dropped");
             ensure!(retransmitted > 0, "{flipped} packets flipped on the way, none resent");
