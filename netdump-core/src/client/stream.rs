@@ -73,7 +73,16 @@ pub struct MemoryStats {
     pub lz4_raw_bytes: u64,
     /// Bytes of those blocks on the wire.
     pub lz4_wire_bytes: u64,
+    /// Pages offered to the LZ4 encoder (the rest of a run of incompressible pages is
+    /// not: see [`MAX_LZ4_SKIP`]).
+    pub lz4_tries: u64,
 }
+
+/// The most pages sent raw untried after a run of pages that did not shrink (random or
+/// encrypted memory): the encoder backs off, 1, 2, 4, … pages after the third
+/// incompressible page in a row, up to this, so that incompressible memory costs about
+/// one try in this many pages, and compressible memory after it waits at most this long.
+pub const MAX_LZ4_SKIP: u32 = 64;
 
 /// Cursor over the page currently held in the page buffer.
 struct PageCursor {
@@ -116,6 +125,14 @@ pub struct DataStream<'a> {
     /// The page (range, page index) whose block did not shrink: the rest of it goes raw.
     #[cfg(feature = "compression")]
     incompressible: Option<(usize, u64)>,
+    /// Incompressible pages in a row, and pages still to send raw untried.
+    #[cfg(feature = "compression")]
+    lz4_misses: u32,
+    #[cfg(feature = "compression")]
+    lz4_skip: u32,
+    /// The page the back-off last decided on (tried, or skipped).
+    #[cfg(feature = "compression")]
+    lz4_page: Option<(usize, u64)>,
     pub stats: MemoryStats,
 }
 
@@ -152,6 +169,12 @@ impl<'a> DataStream<'a> {
             lz4: None,
             #[cfg(feature = "compression")]
             incompressible: None,
+            #[cfg(feature = "compression")]
+            lz4_misses: 0,
+            #[cfg(feature = "compression")]
+            lz4_skip: 0,
+            #[cfg(feature = "compression")]
+            lz4_page: None,
             stats: MemoryStats::default(),
         }
     }
@@ -327,6 +350,17 @@ impl<'a> DataStream<'a> {
                 }
             }
             let held = (self.cursor.range, self.cursor.page);
+            if self.lz4_page != Some(held) {
+                // A page new to the encoder (raw packets may have walked into it).
+                self.lz4_page = Some(held);
+                if self.lz4_skip > 0 {
+                    // Backing off after incompressible pages: this one goes raw untried.
+                    self.lz4_skip -= 1;
+                    self.incompressible = Some(held);
+                } else {
+                    self.stats.lz4_tries += 1;
+                }
+            }
             if self.incompressible != Some(held)
                 && let Some(lz4) = self.lz4.as_deref_mut()
             {
@@ -337,9 +371,16 @@ impl<'a> DataStream<'a> {
                         self.stats.lz4_blocks += 1;
                         self.stats.lz4_raw_bytes += raw_len as u64;
                         self.stats.lz4_wire_bytes += wire_len as u64;
+                        self.lz4_misses = 0;
                         return MemoryFill::Lz4 { phys, raw_len, wire_len };
                     }
-                    Block::Incompressible => self.incompressible = Some(held),
+                    Block::Incompressible => {
+                        self.incompressible = Some(held);
+                        self.lz4_misses = self.lz4_misses.saturating_add(1);
+                        if self.lz4_misses >= 3 {
+                            self.lz4_skip = (1u32 << (self.lz4_misses - 3).min(6)).min(MAX_LZ4_SKIP);
+                        }
+                    }
                     Block::Raw => {}
                 }
             }
@@ -1084,6 +1125,34 @@ mod tests {
         let sent: Vec<(u64, usize)> = packets.iter().map(|p| (p.0, p.2)).collect();
         assert_eq!(sent, raw, "the same raw packets as an uncompressed stream");
         assert_eq!(s.stats.lz4_blocks, 0);
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn runs_of_incompressible_pages_are_tried_less_and_less_often() {
+        // 200 random pages: tried at pages 1, 2, 3, 5, 8, 13, 22, 39, 72, 137 (back-off 1,
+        // 2, 4, … 64 pages after the third miss in a row), the rest sent raw untried.
+        let mem = MixedMemory { random: |_| true };
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0x10_0000, length: 200 * 4096, virt_start: 0x10_0000 }])
+            .unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut lz4 = crate::client::Lz4Scratch::new();
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_lz4(Some(&mut lz4));
+        let (packets, rebuilt) = collect_decoded(&mut s, 1448);
+        assert_same_memory(&m, &mem, &rebuilt);
+        assert!(packets.iter().all(|p| p.1 == Encoding::Raw));
+        assert_eq!(s.stats.lz4_tries, 10);
+        // A compressible page after the run is tried again once the back-off ends.
+        let mem = MixedMemory { random: |p| p < 0x100 + 20 };
+        let m = MemoryMap::new(&[MemoryRange { phys_start: 0x10_0000, length: 120 * 4096, virt_start: 0x10_0000 }])
+            .unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_lz4(Some(&mut lz4));
+        let (packets, rebuilt) = collect_decoded(&mut s, 1448);
+        assert_same_memory(&m, &mem, &rebuilt);
+        let first_block = packets.iter().find(|p| p.1 != Encoding::Raw).map(|p| p.0 / 4096);
+        assert!(first_block.is_some_and(|pfn| pfn < 0x100 + 20 + 16), "first block at {first_block:?}");
+        assert!(s.stats.lz4_blocks >= 90, "{} blocks", s.stats.lz4_blocks);
     }
 
     #[cfg(feature = "compression")]
