@@ -3,11 +3,11 @@
 //! proxy's rate limit at 100 Mbit/s; the random pattern's dump rate with compression on
 //! against off (what a page that does not shrink costs).
 
-use super::{BenchEnv, number_before, tail};
+use super::{BenchEnv, number_before, verified_dump};
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, ProxyConfig, QueueDepth, RateLimit, WIRE_OVERHEAD};
 use crate::qemu::{NicModel, QemuRun};
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use netdump_core::proto::{Data, HEADER_LEN};
 use netdump_test_pattern::Pattern;
 use serde::Serialize;
@@ -149,24 +149,9 @@ fn dump_once(env: &BenchEnv, nic: NicModel, label: &str, extra: &str, rate: Opti
     }
     .run()?;
     let server_log = server.stop();
-    ensure!(
-        q.exit_code == Some(0x10),
-        "bytes {label} on {}: the dump did not verify (exit {:?}); serial tail:\n{}\nserver log tail:\n{}",
-        nic.name(),
-        q.exit_code,
-        tail(&q.serial, 8),
-        tail(&server_log, 8)
-    );
-    let line = q.serial.lines().find(|l| l.contains("dump verified")).context("no dump report")?;
+    let (line, seconds) = verified_dump(&q, &format!("bytes {label}"), nic, &server_log)?;
     let packets = number_before(line, " packets")?;
     let data_bytes = number_before(line, " bytes")?;
-    let seconds = line
-        .split("data phase ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .context("no data phase time")? as f64
-        / 1e6;
     let lz4 = q.serial.lines().find(|l| l.starts_with("netdump: compression ") && l.contains("blocks"));
     let (lz4_raw_bytes, lz4_wire_bytes) = match lz4 {
         Some(l) => {

@@ -18,11 +18,11 @@
 //! and not the emulated CPU is the bottleneck, by a margin the run-to-run noise of a
 //! shared machine does not eat.
 
-use super::{BenchEnv, mark, number_before, tail};
+use super::{BenchEnv, mark, number_before, verified_dump};
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{Direction, FaultProxy, Faults, ProxyConfig, QueueDepth, RateLimit, WIRE_OVERHEAD};
 use crate::qemu::{NicModel, QemuRun};
-use anyhow::{Context, Result, ensure};
+use anyhow::Result;
 use netdump_core::client::SLOT_PAYLOAD;
 use netdump_core::proto::{Data, HEADER_LEN};
 use netdump_test_pattern::Pattern;
@@ -179,24 +179,9 @@ fn link_dump(env: &BenchEnv, nic: NicModel, label: &str, mbit: Option<f64>, loss
     }
     .run()?;
     let log = server.stop();
-    ensure!(
-        q.exit_code == Some(0x10),
-        "{label} on {}: the dump did not verify (exit {:?}); serial tail:\n{}\nserver log tail:\n{}",
-        nic.name(),
-        q.exit_code,
-        tail(&q.serial, 8),
-        tail(&log, 8)
-    );
-    let line = q.serial.lines().find(|l| l.contains("dump verified")).context("no dump report")?;
+    let (line, seconds) = verified_dump(&q, label, nic, &log)?;
     let bytes = number_before(line, " bytes")?;
     let retransmissions = number_before(line, " retransmissions")?;
-    let us = line
-        .split("data phase ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .context("no data phase time")?;
-    let seconds = us as f64 / 1e6;
     let fill = mbit.map_or(0.0, |m| bytes as f64 / seconds / payload_capacity(m));
     let queue_drops = proxy.link_stats(Direction::ToServer).map_or(0, |s| s.dropped);
     Ok(LinkRun {

@@ -13,7 +13,7 @@ pub mod bytes;
 use crate::host_client::HostClient;
 use crate::netdumpd::Netdumpd;
 use crate::proxy::{FaultProxy, Faults, ProxyConfig};
-use crate::qemu::{NicModel, QemuRun};
+use crate::qemu::{NicModel, QemuOutcome, QemuRun};
 use crate::replayer::{Fleet, FleetConfig, peak_rss_bytes, process_cpu_seconds};
 use anyhow::{Context, Result, bail, ensure};
 use netdump_test_pattern::Pattern;
@@ -308,23 +308,36 @@ pub(crate) fn timed_dump_encrypted(
     let server_cpu_s = process_cpu_seconds(server.pid())?;
     let server_peak_rss = peak_rss_bytes(server.pid())?;
     let log = server.stop();
+    let (line, seconds) = verified_dump(&q, label, nic, &log)?;
+    let bytes = number_before(line, " bytes")?;
+    Ok(DumpRun { seconds, bytes, server_cpu_s, server_peak_rss, line: line.to_string() })
+}
+
+/// The kernel's "dump verified" line of a run that must have exited verified, and the
+/// data phase it reports, in seconds; otherwise an error naming `label`, the NIC and
+/// the tails of the serial and server logs.
+pub(crate) fn verified_dump<'a>(
+    q: &'a QemuOutcome,
+    label: &str,
+    nic: NicModel,
+    server_log: &str,
+) -> Result<(&'a str, f64)> {
     ensure!(
         q.exit_code == Some(0x10),
         "{label} on {}: the dump did not verify (exit {:?}); serial tail:\n{}\nserver log tail:\n{}",
         nic.name(),
         q.exit_code,
         tail(&q.serial, 8),
-        tail(&log, 8)
+        tail(server_log, 8)
     );
     let line = q.serial.lines().find(|l| l.contains("dump verified")).context("no dump report")?;
-    let bytes = number_before(line, " bytes")?;
     let us = line
         .split("data phase ")
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse::<u64>().ok())
         .context("no data phase time")?;
-    Ok(DumpRun { seconds: us as f64 / 1e6, bytes, server_cpu_s, server_peak_rss, line: line.to_string() })
+    Ok((line, us as f64 / 1e6))
 }
 
 /// Boots the 4-CPU test kernel `runs` times per stop target, the boot CPU panicking while
