@@ -371,8 +371,8 @@ struct HelloEvidence {
 }
 
 /// What the client keeps per dump server, so that moving on to the next server at
-/// crash time needs no new registration with one registered at install: about 60 bytes
-/// (with `encryption` about 330: the ephemeral key, the session's keys and its replay
+/// crash time needs no new registration with one registered at install: about 40 bytes
+/// (with `encryption` about 450: the ephemeral key, the session's keys and its replay
 /// window), [`MAX_SERVERS`] of them in [`Netdump`].
 struct Session {
     server: Server,
@@ -1651,5 +1651,56 @@ impl StreamTotals {
     fn add(&mut self, payload_len: usize, payload_crc: u32) {
         self.data_bytes += payload_len.saturating_sub(crate::proto::Data::SUBHEADER_LEN) as u64;
         self.crc.add(payload_crc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_session_stays_small() {
+        // What failover costs per listed server, preallocated in `Netdump` (PORTING.md,
+        // PROTOCOL.md "Failover" say about 40 bytes, about 450 with `encryption`).
+        let size = core::mem::size_of::<Session>();
+        std::println!("Session: {size} bytes");
+        let bound = if cfg!(feature = "encryption") { 480 } else { 48 };
+        assert!(size <= bound, "a server's session takes {size} bytes, more than {bound}");
+    }
+
+    #[test]
+    fn only_capacity_refusals_and_server_failures_send_the_dump_elsewhere() {
+        use DecisionReason as R;
+        for (why, moves) in [
+            (R::TryElsewhere, true),
+            (R::Busy, true),
+            (R::NoSpace, true),
+            (R::Hook, false),
+            (R::Duplicate, false),
+            (R::BadAnnouncement, false),
+            (R::None, false),
+        ] {
+            assert_eq!(worth_another_server(&DumpError::Refused(why)), moves, "{why:?}");
+        }
+        for e in [
+            DumpError::ServerSilent(Phase::Announce),
+            DumpError::ServerSilent(Phase::Data),
+            DumpError::ServerSilent(Phase::Finish),
+            DumpError::StoppedByServer,
+            DumpError::ServerError(1),
+            DumpError::NotVerified(FinishStatus::CrcMismatch),
+            DumpError::NoncesExhausted,
+            DumpError::NotRegistered(InstallError::ServerSilent),
+            DumpError::NotRegistered(InstallError::Net(NetError::ArpTimeout(Ipv4Address::new(10, 0, 2, 2)))),
+        ] {
+            assert!(worth_another_server(&e), "{e:?}");
+        }
+        for e in [
+            DumpError::AlreadyDumped,
+            DumpError::Nic(NicError::LinkDown),
+            DumpError::NotRegistered(InstallError::Nic(NicError::LinkDown)),
+        ] {
+            assert!(!worth_another_server(&e), "{e:?}");
+        }
     }
 }
