@@ -5,6 +5,8 @@
 //! The NIC answers ARP for the gateway itself, turns every UDP datagram the client sends
 //! to the gateway into a real datagram to `server` (from one socket per client, so the
 //! server sees one address per client), and wraps what comes back in Ethernet/IPv4/UDP.
+//! [`UdpSocketNic::route`] sends datagrams for other server addresses and ports to
+//! other real sockets (a client with several servers, for failover).
 //!
 //! # Example: install and dump, on the host
 //!

@@ -336,3 +336,68 @@ fn an_unknown_decision_reason_never_breaks_a_client() {
         server.join().unwrap();
     }
 }
+
+#[test]
+fn each_server_has_its_own_key_and_the_dump_is_sealed_to_the_second() {
+    let keys = TempDir::new("failover-keys");
+    let key = |name: &str| {
+        let path = keys.path().join(name);
+        let text = netdumpd::keys::keygen(&path).unwrap();
+        let public: netdump_core::crypto::PublicKey =
+            text.lines().find_map(|l| l.strip_prefix("public key: ")).unwrap().parse().unwrap();
+        (path, public)
+    };
+    let ((file_a, key_a), (file_b, key_b)) = (key("a.key"), key("b.key"));
+    let dir_a = TempDir::new("failover-sealed-a");
+    let dir_b = TempDir::new("failover-sealed-b");
+    let a = TestServer::start_with(dir_a.path(), |c| c.encryption.private_keys = vec![file_a]);
+    let b = TestServer::start_with(dir_b.path(), |c| c.encryption.private_keys = vec![file_b]);
+    let ram = Ram::new(10);
+    let mut cfg = config("fo-sealed", &[guest(1), guest(2)]);
+    cfg.server_key = Some(key_a);
+    cfg.fallbacks[0].as_mut().unwrap().key = Some(key_b);
+    let mut nd = install(nic(10, &[(guest(1), a.addr), (guest(2), b.addr)]), cfg, &ram).expect("install");
+    // Two handshakes, each with its server's key: both registered, the first active.
+    assert!(nd.server_registered(0) && nd.server_registered(1));
+    assert!(nd.encrypted());
+    a.stop();
+    let report = dump(&mut nd, &ram).expect("a sealed dump to the second server");
+    assert_eq!(report.server, 1);
+    assert_eq!(report.attempts.left(0), Some(DumpError::ServerSilent(Phase::Announce)));
+    assert!(report.encrypted, "the second server's own session seals the dump");
+    assert_eq!(report.sealing, Default::default(), "nothing dropped");
+    assert_complete_dump(&b, "fo-sealed", &ram);
+    assert_eq!(read_info(&dumps_of(&b, "fo-sealed")[0])["encrypted"], true);
+}
+
+#[test]
+fn a_server_failing_midway_hands_the_whole_dump_to_the_next() {
+    let dir_a = TempDir::new("failover-midway-a");
+    let dir_b = TempDir::new("failover-midway-b");
+    let a = TestServer::start(dir_a.path());
+    let b = TestServer::start(dir_b.path());
+    let ram = Ram::new(11);
+    let cfg = config("fo-midway", &[guest(1), guest(2)]);
+    let mut nic = nic(11, &[(guest(1), a.addr), (guest(2), b.addr)]);
+    // The link to server 1 breaks after 40 DATA packets: from then on nothing the client
+    // sends to it arrives (CRASH and DATA to server 2 pass).
+    let mut data_to_a = 0u32;
+    nic.tx_filter = Some(Box::new(move |frame| {
+        let to_a = frame.len() > 42 && frame[30..34] == guest(1).0.octets();
+        let data = frame.len() > 42 + 3 && frame[42 + 3] == MessageType::Data as u8;
+        if to_a && data {
+            data_to_a += 1;
+        }
+        !(to_a && data_to_a > 40)
+    }));
+    let mut nd = install(nic, cfg, &ram).expect("install");
+    let report = dump(&mut nd, &ram).expect("the whole dump on the second server");
+    assert_eq!(report.server, 1);
+    assert_eq!(report.attempts.left(0), Some(DumpError::ServerSilent(Phase::Data)));
+    assert_complete_dump(&b, "fo-midway", &ram);
+    // The first server keeps what it got, marked incomplete once the client's ABORT or
+    // its own timeout ends the session — never a verified vmcore.
+    let on_a = dumps_of(&a, "fo-midway");
+    assert_eq!(on_a.len(), 1, "{on_a:?}");
+    assert!(!on_a[0].join("vmcore").exists(), "the interrupted dump is not a vmcore");
+}
