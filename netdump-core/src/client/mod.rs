@@ -511,6 +511,12 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// the ephemeral key of the Noise handshake is drawn from `rng` too, and every packet
     /// after the handshake is sealed.
     ///
+    /// With several servers ([`Config::fallbacks`]) it registers with each in turn (each
+    /// within its own ARP and HELLO bounds) and succeeds when at least one registered the
+    /// client ([`server_registered`](Self::server_registered) says which); one that did not
+    /// is tried again at the crash. It fails, with the first server's error, only when
+    /// none did.
+    ///
     /// On failure the NIC, the clock and the buffers come back in the [`InstallFailure`]:
     /// the kernel may retry later, or [`prepare`](Self::prepare) instead.
     // Called once: never inlined into the caller (a kernel's boot or panic path), so
