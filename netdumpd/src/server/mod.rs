@@ -266,18 +266,22 @@ impl Server {
     fn turn(&mut self) -> anyhow::Result<()> {
         let mut batch = self.recv_batch.take().unwrap_or_default();
         if self.outbox.wait_readable(self.receive_timeout())? {
-            // Up to MAX_BURST datagrams, a batch of them per recvmmsg(2).
+            // Up to MAX_BURST datagrams (and what the last receive brought), a batch of
+            // them per recvmmsg(2).
             let mut taken = 0;
             while taken < MAX_BURST {
                 match self.outbox.recv_batch(&mut batch) {
                     Ok(0) => break,
                     Ok(n) => {
-                        taken += n;
                         let now = Instant::now();
                         for i in 0..n {
-                            match batch.get(i) {
-                                (datagram, Some(from)) => self.handle(datagram, from, now),
-                                (_, None) => self.stats.packet_received(),
+                            let (datagrams, from) = batch.slot(i);
+                            for datagram in datagrams {
+                                taken += 1;
+                                match from {
+                                    Some(from) => self.handle(datagram, from, now),
+                                    None => self.stats.packet_received(),
+                                }
                             }
                         }
                         if n < RecvBatch::SLOTS {
