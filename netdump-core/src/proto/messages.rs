@@ -850,11 +850,22 @@ impl<'a> Crash<'a> {
             .u8(self.frames.len() as u8)
             .u8(self.machine.wire())
             .u64(self.log_len);
-        for r in self.ranges.iter() {
-            w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+        // Tables parsed from the wire are in wire order already.
+        match self.ranges {
+            RangeTable::Wire(b) => _ = w.bytes(b),
+            RangeTable::Ranges(ranges) => {
+                for r in ranges {
+                    w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+                }
+            }
         }
-        for a in self.frames.iter() {
-            w.u64(a);
+        match self.frames {
+            AddressTable::Wire(b) => _ = w.bytes(b),
+            AddressTable::Addresses(a) => {
+                for &a in &a[..a.len().min(MAX_FRAMES)] {
+                    w.u64(a);
+                }
+            }
         }
         w.bytes(message);
     }
