@@ -805,6 +805,10 @@ pub fn markdown(r: &Report) -> String {
             f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", "),
             f.preallocated_in_data
         );
+        s += &format!(
+            "\nThe largest functions of core + e1000, bytes of `.text`: {}.\n",
+            f.largest_text.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
+        );
     }
     if r.encryption_text > 0 {
         s += &format!(
@@ -1093,6 +1097,25 @@ mod tests {
             "{misses}"
         );
         assert!(md.contains("with the device computing UDP checksums and 16.0 MB/s with the core computing them (+25%; best of two each, interleaved)"), "{md}");
+    }
+
+    #[test]
+    fn the_footprint_lists_its_largest_functions_and_what_is_in_data_when_met_too() {
+        let mut r = report(95.0, 30_000);
+        r.footprint.components = vec![("netdump-core".into(), [30_000, 1024, 0, 0])];
+        r.footprint.preallocated = vec![("BUFFERS".into(), 98_312)];
+        r.footprint.preallocated_total = 98_312;
+        r.footprint.preallocated_in_data = 4096;
+        let md = markdown(&r);
+        let footprint = md.split("## Footprint").nth(1).expect("a footprint section");
+        assert!(footprint.contains("**30000 bytes** (target ≤ 32768) ✓"), "{footprint}");
+        assert!(footprint.contains("rather than `.bss`: 4096 bytes"), "{footprint}");
+        assert!(
+            footprint.contains(
+                "largest functions of core + e1000, bytes of `.text`: `netdump_core::client::Netdump::dump` 6600."
+            ),
+            "{footprint}"
+        );
     }
 
     #[test]
