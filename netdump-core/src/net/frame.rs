@@ -87,20 +87,12 @@ fn ipv4_at(b: &[u8], at: usize) -> Ipv4Address {
 }
 
 /// The RFC 1071 sum of `data` as big-endian 16-bit words (an odd last byte padded with
-/// zero), not yet folded: 32-bit words at a time, which folds to the same sum. One
-/// out-of-line copy serves every header and payload (a call per header is nothing next
-/// to the loop's code, inlined five times).
-#[inline(never)]
+/// zero): smoltcp's, folded to 16 bits, which sums add to as they are. Of the loops
+/// measured for a 1432-byte payload (the software UDP checksum is per packet on a NIC
+/// without offload), its 16-bit words, unrolled 32 bytes at a time, were the fastest —
+/// about twice 32-bit words — for 100 bytes more code.
 fn sum_words(data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(4);
-    let mut sum = 0u64;
-    for w in &mut words {
-        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let mut last = [0u8; 4];
-    let rest = words.remainder();
-    last[..rest.len()].copy_from_slice(rest);
-    sum + u64::from(u32::from_be_bytes(last))
+    u64::from(smoltcp::wire::checksum::data(data))
 }
 
 /// A sum folded to 16 bits with end-around carries.
