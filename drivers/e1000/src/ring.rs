@@ -146,14 +146,7 @@ const UDP_CHECKSUM: usize = UDP_HEADER + 6;
 fn complete_udp_checksum(frame: &mut [u8]) {
     let ip_len = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
     let end = (14 + ip_len).min(frame.len());
-    let mut sum = 0u32;
-    for pair in frame[UDP_HEADER..end].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum >> 16) + (sum & 0xffff);
-    }
-    let checksum = match !(sum as u16) {
+    let checksum = match netdump_core::net::internet_checksum(frame.get(UDP_HEADER..end).unwrap_or_default()) {
         0 => 0xffff,
         c => c,
     };

@@ -27,8 +27,10 @@ pub struct PacketSlot {
 
 impl PacketSlot {
     /// A free slot, for initialising arrays of them (e.g. in [`CrashBuffers`](crate::CrashBuffers)).
+    /// All zero, so that a `static` of them is in `.bss`, not 1.5 KB of the kernel image
+    /// per slot: `acked` is read only for packets pushed (`base..next`), which set it.
     pub const EMPTY: PacketSlot =
-        PacketSlot { seq: 0, len: 0, crc: 0, acked: true, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
+        PacketSlot { seq: 0, len: 0, crc: 0, acked: false, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
 
     /// The packet's payload, as it was first made.
     pub fn payload(&self) -> &[u8] {

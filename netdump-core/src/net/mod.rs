@@ -1,4 +1,5 @@
-//! The minimal ARP/IPv4/UDP subset the dump path speaks, on `smoltcp::wire`.
+//! The minimal ARP/IPv4/UDP subset the dump path speaks, on `smoltcp::wire`'s address
+//! types.
 //!
 //! It answers ARP for its own address, resolves the next hop towards the server once at
 //! install time and never relearns it (the spoof guard of the original netdump), and
@@ -8,6 +9,9 @@
 pub(crate) mod frame;
 mod link;
 
-pub use frame::{FRAME_OVERHEAD, Ignored, Inbound, UdpChecksum, UdpFlow, classify, emit_arp, emit_udp, emit_udp_with};
+pub use frame::{
+    FRAME_OVERHEAD, Ignored, Inbound, UdpChecksum, UdpFlow, classify, emit_arp, emit_udp, emit_udp_with,
+    internet_checksum,
+};
 pub use link::{LinkCounters, NetConfig, NetError, UdpLink};
 pub use smoltcp::wire::{EthernetAddress, Ipv4Address};

@@ -48,19 +48,30 @@ impl<'a> Reader<'a> {
 }
 
 /// Writer over a buffer the caller sized with the repr's `wire_len()`; writing past
-/// the end is a programming error caught by slice indexing in tests.
+/// the end is a programming error, caught by a debug assertion in tests. In a release
+/// build such a write is left out rather than a panic: every field would otherwise carry
+/// a bounds check that calls the panic machinery, in every encoder the crash path links
+/// (docs/PERFORMANCE.md, "Footprint").
 pub(crate) struct Writer<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
+    /// What is left to write.
+    rest: &'a mut [u8],
 }
 
 impl<'a> Writer<'a> {
     pub fn new(buf: &'a mut [u8]) -> Self {
-        Writer { buf, pos: 0 }
+        Writer { rest: buf }
+    }
+    /// The next `n` bytes, advancing past them; `None` when they do not fit.
+    fn take(&mut self, n: usize) -> Option<&'a mut [u8]> {
+        debug_assert!(n <= self.rest.len(), "{n} bytes written with {} left", self.rest.len());
+        let (head, tail) = core::mem::take(&mut self.rest).split_at_mut_checked(n)?;
+        self.rest = tail;
+        Some(head)
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
-        self.pos += b.len();
+        if let Some(out) = self.take(b.len()) {
+            out.copy_from_slice(b);
+        }
         self
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -76,8 +87,28 @@ impl<'a> Writer<'a> {
         self.bytes(&v.to_be_bytes())
     }
     pub fn zeros(&mut self, n: usize) -> &mut Self {
-        self.buf[self.pos..self.pos + n].fill(0);
-        self.pos += n;
+        if let Some(out) = self.take(n) {
+            out.fill(0);
+        }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_writes_fields_big_endian_in_order() {
+        let mut out = [0xa5u8; 17];
+        Writer::new(&mut out).u8(1).u16(0x0203).u32(0x0405_0607).u64(0x0809_0a0b_0c0d_0e0f).zeros(1).bytes(&[0x10]);
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0x10]);
+    }
+
+    #[test]
+    #[should_panic(expected = "written with 3 left")]
+    fn writing_past_the_end_is_caught_in_tests() {
+        let mut out = [0u8; 7];
+        Writer::new(&mut out).u32(1).u32(2);
     }
 }

@@ -119,6 +119,9 @@ const P3: u64 = 0x1656_67B1_9E37_79F9;
 const P4: u64 = 0x85EB_CA77_C2B2_AE63;
 const P5: u64 = 0x27D4_EB2F_1656_67C5;
 
+// Always inlined: XXH64 is per packet, and a call per word (what one codegen unit chose
+// for the tail loop) also costs 300 bytes.
+#[inline(always)]
 fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }

@@ -194,22 +194,29 @@ impl Header {
     /// CRC (0 when the header [is sealed](Self::is_sealed): the caller seals the payload
     /// in place, with the header as written as associated data). Returns the packet length.
     pub fn emit(&self, buf: &mut [u8], payload_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize, ProtoError> {
-        self.emit_inner(buf, payload_len, None, fill)
+        let mut fill = Some(fill);
+        self.emit_inner(buf, payload_len, None, &mut |p| {
+            if let Some(f) = fill.take() {
+                f(p)
+            }
+        })
     }
 
     /// As [`emit`](Self::emit) for a payload whose check ([`Header::check`]) the caller
     /// already knows (the client's window keeps it per packet): the payload is copied,
     /// not hashed again.
     pub fn emit_with_payload_crc(&self, buf: &mut [u8], payload: &[u8], payload_crc: u32) -> Result<usize, ProtoError> {
-        self.emit_inner(buf, payload.len(), Some(payload_crc), |p| p.copy_from_slice(payload))
+        self.emit_inner(buf, payload.len(), Some(payload_crc), &mut |p| p.copy_from_slice(payload))
     }
 
+    /// The one instance of the packet writer: callers' payload writers come through
+    /// `dyn`, so that a client does not carry a copy of it per message type.
     fn emit_inner(
         &self,
         buf: &mut [u8],
         payload_len: usize,
         payload_crc: Option<u32>,
-        fill: impl FnOnce(&mut [u8]),
+        fill: &mut dyn FnMut(&mut [u8]),
     ) -> Result<usize, ProtoError> {
         let total = HEADER_LEN + payload_len;
         if payload_len > u16::MAX as usize || buf.len() < total {

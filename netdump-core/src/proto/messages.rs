@@ -363,14 +363,17 @@ impl<'a> Hello<'a> {
     /// [`wire_len`](Self::wire_len) bytes. `name` must be at most 255 bytes (its length is
     /// one byte on the wire); [`MAX_NAME`] keeps it well below.
     pub fn emit(&self, out: &mut [u8]) {
-        Writer::new(out)
+        // The fixed fields into an array of their size first: every bounds check of the
+        // writer is then decided at compile time.
+        let mut fixed = [0u8; field::hello::NAME];
+        Writer::new(&mut fixed)
             .bytes(&self.mac)
             .u16(self.mtu)
             .bytes(&self.ip)
             .u32(self.page_size)
             .u64(self.memory_bytes)
-            .u8(self.name.len() as u8)
-            .bytes(self.name);
+            .u8(self.name.len() as u8);
+        Writer::new(out).bytes(&fixed).bytes(self.name);
     }
 }
 
@@ -844,8 +847,11 @@ impl<'a> Crash<'a> {
     /// [`parse`](Self::parse) checks; only the message and the frames are cut to fit.
     pub fn emit(&self, out: &mut [u8]) {
         let message = &self.message[..self.message.len().min(MAX_TEXT)];
-        let mut w = Writer::new(out);
-        w.u8(self.kind as u8)
+        // The fixed fields into an array of their size first: every bounds check of the
+        // writer is then decided at compile time.
+        let mut fixed = [0u8; Self::FIXED_LEN];
+        Writer::new(&mut fixed)
+            .u8(self.kind as u8)
             .u8(self.vector)
             .u16(self.cpu_count)
             .u16(self.crashing_cpu)
@@ -857,11 +863,24 @@ impl<'a> Crash<'a> {
             .u8(self.frames.len() as u8)
             .u8(self.machine.wire())
             .u64(self.log_len);
-        for r in self.ranges.iter() {
-            w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+        let mut w = Writer::new(out);
+        w.bytes(&fixed);
+        // Tables parsed from the wire are in wire order already.
+        match self.ranges {
+            RangeTable::Wire(b) => _ = w.bytes(b),
+            RangeTable::Ranges(ranges) => {
+                for r in ranges {
+                    w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+                }
+            }
         }
-        for a in self.frames.iter() {
-            w.u64(a);
+        match self.frames {
+            AddressTable::Wire(b) => _ = w.bytes(b),
+            AddressTable::Addresses(a) => {
+                for &a in &a[..a.len().min(MAX_FRAMES)] {
+                    w.u64(a);
+                }
+            }
         }
         w.bytes(message);
     }

@@ -1,7 +1,7 @@
 //! The 256-byte register record of the REGISTERS section (docs/PROTOCOL.md).
 
 use super::ProtoError;
-use super::bytes::{Reader, Writer};
+use super::bytes::Reader;
 
 /// Length of one register record on the wire.
 pub const REGISTER_RECORD_LEN: usize = 256;
@@ -253,10 +253,7 @@ impl RegisterRecord {
 
     /// Writes the record in wire order: 32 big-endian u64 words.
     pub fn emit(&self, out: &mut [u8; REGISTER_RECORD_LEN]) {
-        let mut w = Writer::new(out);
-        for v in self.to_words() {
-            w.u64(v);
-        }
+        put_words(&self.to_words(), out);
     }
 
     /// The record in wire order, as [`emit`](Self::emit) writes it.
@@ -420,10 +417,7 @@ impl Aarch64Record {
 
     /// Writes the record in wire order: 40 big-endian u64 words.
     pub fn emit(&self, out: &mut [u8; AARCH64_RECORD_LEN]) {
-        let mut w = Writer::new(out);
-        for v in self.to_words() {
-            w.u64(v);
-        }
+        put_words(&self.to_words(), out);
     }
 
     /// Reads a record from exactly [`AARCH64_RECORD_LEN`] bytes.
@@ -447,6 +441,16 @@ impl Aarch64Record {
         r[32] = self.pc;
         r[33] = self.pstate;
         r
+    }
+}
+
+/// Writes `words` big-endian at the start of `out`, as many as fit: the one loop behind
+/// every record layout, out of line so that no caller gets it unrolled into 32 or 40
+/// stores (docs/PERFORMANCE.md, "Footprint"). Records are written once per dump.
+#[inline(never)]
+fn put_words(words: &[u64], out: &mut [u8]) {
+    for (bytes, word) in out.chunks_exact_mut(8).zip(words) {
+        bytes.copy_from_slice(&word.to_be_bytes());
     }
 }
 
@@ -512,14 +516,11 @@ impl<'a> CpuRegisters<'a> {
     pub fn record_bytes(&self, i: usize, out: &mut [u8; MAX_RECORD_LEN]) -> usize {
         match self {
             CpuRegisters::X86_64(r) => {
-                let rec = r[i].to_bytes();
-                out[..REGISTER_RECORD_LEN].copy_from_slice(&rec);
+                put_words(&r[i].to_words(), out);
                 REGISTER_RECORD_LEN
             }
             CpuRegisters::Aarch64(r) => {
-                let mut rec = [0u8; AARCH64_RECORD_LEN];
-                r[i].emit(&mut rec);
-                out.copy_from_slice(&rec);
+                put_words(&r[i].to_words(), out);
                 AARCH64_RECORD_LEN
             }
         }

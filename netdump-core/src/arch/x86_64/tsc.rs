@@ -144,25 +144,8 @@ impl TscClock {
     /// update-in-progress bit to the next (the RTC raises it once a second, 244 µs
     /// before it updates), or `None` when it never rises within a bound.
     fn measure_rtc_second() -> Option<Interval> {
-        const UIP: u8 = 0x80;
-        let rise = || {
-            let mut last_low = rdtsc();
-            let mut was_high = true;
-            for _ in 0..MAX_POLLS {
-                let before = rdtsc();
-                let high = cmos_read(0x0a) & UIP != 0;
-                if high && !was_high {
-                    return Some((last_low, rdtsc()));
-                }
-                if !high {
-                    last_low = before;
-                }
-                was_high = high;
-            }
-            None
-        };
-        let (load_before, load_after) = rise()?;
-        let (last_low, first_high) = rise()?;
+        let (load_before, load_after) = rtc_update_rise()?;
+        let (last_low, first_high) = rtc_update_rise()?;
         Some(Interval { load_before, load_after, last_low, first_high })
     }
 
@@ -211,6 +194,28 @@ impl TscClock {
     pub fn ticks_per_us(&self) -> u64 {
         self.ticks_per_us
     }
+}
+
+/// The next rise of the RTC's update-in-progress bit (register A), in TSC ticks: the
+/// last poll that read it low and the first that read it high; `None` when it does not
+/// rise within [`MAX_POLLS`]. Out of line: [`TscClock::measure_rtc_second`] waits for two.
+#[inline(never)]
+fn rtc_update_rise() -> Option<(u64, u64)> {
+    const UIP: u8 = 0x80;
+    let mut last_low = rdtsc();
+    let mut was_high = true;
+    for _ in 0..MAX_POLLS {
+        let before = rdtsc();
+        let high = cmos_read(0x0a) & UIP != 0;
+        if high && !was_high {
+            return Some((last_low, rdtsc()));
+        }
+        if !high {
+            last_low = before;
+        }
+        was_high = high;
+    }
+    None
 }
 
 /// The TSC's frequency from CPUID: leaf 0x15 (crystal Hz × numerator ÷ denominator) when

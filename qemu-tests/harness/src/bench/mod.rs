@@ -125,6 +125,9 @@ pub struct FootprintReport {
     /// Statics the crash path uses (window copies, page buffer, driver DMA memory).
     pub preallocated: Vec<(String, u64)>,
     pub preallocated_total: u64,
+    /// Bytes of those statics in `.data` (initialised: carried in the kernel image)
+    /// rather than `.bss`.
+    pub preallocated_in_data: u64,
     /// The largest functions of core + e1000, for what limits `.text`.
     pub largest_text: Vec<(String, u64)>,
 }
@@ -682,6 +685,7 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
     ensure!(out.status.success(), "nm failed");
     let mut comps: Vec<(String, [u64; 4])> = vec![];
     let mut prealloc = vec![];
+    let mut prealloc_in_data = 0;
     let mut largest_text = vec![];
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut parts = line.splitn(4, ' ');
@@ -700,6 +704,9 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
         };
         if name.contains("BUFFERS") || name.ends_with("::DMA") || name.contains("DMA_MEMORY") {
             prealloc.push((name.to_string(), size));
+            if section == 2 {
+                prealloc_in_data += size;
+            }
         }
         let Some(c) = component(name) else { continue };
         if section == 0 && in_core_plus_e1000(c) {
@@ -725,6 +732,7 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
         core_plus_e1000_text,
         preallocated: prealloc,
         preallocated_total,
+        preallocated_in_data: prealloc_in_data,
         largest_text,
     })
 }
@@ -789,12 +797,17 @@ pub fn markdown(r: &Report) -> String {
             s += &format!("| {n} | {} | {} | {} | {} |\n", v[0], v[1], v[2], v[3]);
         }
         s += &format!(
-            "\ncore + e1000 `.text`: **{} bytes** (target ≤ 32768) {}\n\npreallocated for the crash path: **{} bytes** (target ≤ 262144) {}: {}\n",
+            "\ncore + e1000 `.text`: **{} bytes** (target ≤ 32768) {}\n\npreallocated for the crash path: **{} bytes** (target ≤ 262144) {}: {}; of it in `.data` (initialised, carried in the kernel image) rather than `.bss`: {} bytes\n",
             f.core_plus_e1000_text,
             mark(f.core_plus_e1000_text <= target::TEXT_BYTES),
             f.preallocated_total,
             mark(f.preallocated_total <= target::PREALLOCATED_BYTES),
-            f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
+            f.preallocated.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", "),
+            f.preallocated_in_data
+        );
+        s += &format!(
+            "\nThe largest functions of core + e1000, bytes of `.text`: {}.\n",
+            f.largest_text.iter().map(|(n, b)| format!("`{n}` {b}")).collect::<Vec<_>>().join(", ")
         );
     }
     if r.encryption_text > 0 {
@@ -1084,6 +1097,25 @@ mod tests {
             "{misses}"
         );
         assert!(md.contains("with the device computing UDP checksums and 16.0 MB/s with the core computing them (+25%; best of two each, interleaved)"), "{md}");
+    }
+
+    #[test]
+    fn the_footprint_lists_its_largest_functions_and_what_is_in_data_when_met_too() {
+        let mut r = report(95.0, 30_000);
+        r.footprint.components = vec![("netdump-core".into(), [30_000, 1024, 0, 0])];
+        r.footprint.preallocated = vec![("BUFFERS".into(), 98_312)];
+        r.footprint.preallocated_total = 98_312;
+        r.footprint.preallocated_in_data = 4096;
+        let md = markdown(&r);
+        let footprint = md.split("## Footprint").nth(1).expect("a footprint section");
+        assert!(footprint.contains("**30000 bytes** (target ≤ 32768) ✓"), "{footprint}");
+        assert!(footprint.contains("rather than `.bss`: 4096 bytes"), "{footprint}");
+        assert!(
+            footprint.contains(
+                "largest functions of core + e1000, bytes of `.text`: `netdump_core::client::Netdump::dump` 6600."
+            ),
+            "{footprint}"
+        );
     }
 
     #[test]
