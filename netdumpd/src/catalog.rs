@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::dumpdir::INFO;
+use crate::upload::marker::UploadStatus;
 
 /// One dump directory.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct DumpEntry {
     /// Bytes on disk of every file in it.
     pub disk_bytes: u64,
     pub info: Value,
+    /// Its upload's status (`upload.json`), when it has a marker.
+    pub upload: Option<UploadStatus>,
 }
 
 impl DumpEntry {
@@ -50,6 +53,7 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<DumpEntry>> {
             start_time: get("/start_time"),
             status: get("/status"),
             disk_bytes: disk_usage(&path),
+            upload: crate::upload::marker::status(&path),
             path,
             info,
         });
