@@ -2,14 +2,13 @@
 //! limit on the bytes of all dumps; the oldest go first. Each client's newest dump and
 //! every dump still being received are kept whatever the limits say. After pruning, each
 //! client's `<client>.last` link points to its newest dump. With uploads configured, a
-//! dump is removed only once its upload is verified ([`crate::upload::marker`]).
+//! dump is removed only once its upload is verified (its `upload.json` says `done`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
 
 use crate::catalog::{DumpEntry, last_link_name, scan};
-use crate::upload::marker::UploadStatus;
 
 /// Limits; `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,7 +41,7 @@ pub fn enforce(root: &Path, limits: &RetentionConfig) -> io::Result<Vec<Removed>
     let mut removed = Vec::new();
     for (i, why) in victims {
         let d = &dumps[i];
-        if limits.keep_until_uploaded && d.upload != Some(UploadStatus::Done) {
+        if limits.keep_until_uploaded && d.upload.as_deref() != Some("done") {
             tracing::info!(
                 client = %d.client,
                 dump = %d.name,
@@ -220,7 +219,7 @@ mod tests {
         let a: Vec<String> = (1..=4).map(|n| dump(dir.path(), "a", n, 4096, "complete")).collect();
         // a1 uploaded, a2 pending, a3 without a marker; a4 the newest.
         let mut done = Marker::pending("b", "k");
-        done.status = UploadStatus::Done;
+        done.status = crate::upload::marker::UploadStatus::Done;
         done.write(&dir.path().join(&a[0])).unwrap();
         Marker::pending("b", "k").write(&dir.path().join(&a[1])).unwrap();
         let limits = RetentionConfig { max_dumps_per_client: Some(1), keep_until_uploaded: true, ..Default::default() };

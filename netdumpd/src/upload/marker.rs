@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// The marker's name in a dump directory.
-pub const MARKER: &str = "upload.json";
+pub const MARKER: &str = crate::dumpdir::UPLOAD;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

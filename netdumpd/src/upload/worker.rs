@@ -172,9 +172,9 @@ impl Worker {
             if d.status == "receiving" || self.due.contains_key(&d.path) {
                 continue;
             }
-            let pending = match d.upload {
-                Some(UploadStatus::Pending) => true,
-                Some(UploadStatus::Done) => false,
+            let pending = match d.upload.as_deref() {
+                Some("done") => false,
+                Some(_) => true,
                 None if at_start => mark_pending(&self.config, &d.path).is_some(),
                 None => false,
             };
