@@ -109,19 +109,43 @@ pub fn show(root: &Path, what: &str, lines: usize, as_json: bool) -> anyhow::Res
     let dir = resolve_dump(root, what)?;
     let info: Value = serde_json::from_slice(&std::fs::read(dir.join(INFO))?).context("parse info.json")?;
     let log = std::fs::read(dir.join(LOG)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let log_lines: Vec<&str> = log.lines().collect();
-    let tail = &log_lines[log_lines.len().saturating_sub(lines)..];
     let analysis = std::fs::read_to_string(dir.join(ANALYSIS)).ok();
     let files: Vec<String> =
         std::fs::read_dir(&dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let upload = crate::upload::marker::Marker::read(&dir);
+    let shown = Shown { place: dir.display().to_string(), info, log, analysis, files, upload: json!(upload) };
+    render_show(&shown, lines, as_json, json!({ "path": dir }))
+}
+
+/// What `show` shows of a dump, wherever it is.
+struct Shown {
+    /// Its path, or its place in the bucket.
+    place: String,
+    info: Value,
+    log: String,
+    analysis: Option<String>,
+    files: Vec<String>,
+    /// `upload.json` (local) or the bucket's index.
+    upload: Value,
+}
+
+fn render_show(d: &Shown, lines: usize, as_json: bool, mut head: Value) -> anyhow::Result<String> {
+    let (info, analysis, dir) = (&d.info, &d.analysis, &d.place);
+    let log_lines: Vec<&str> = d.log.lines().collect();
+    let tail = &log_lines[log_lines.len().saturating_sub(lines)..];
+    let files = d.files.clone();
     if as_json {
-        let v = json!({ "path": dir, "files": files, "info": info, "log_tail": tail, "analysis": analysis });
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+        let fields =
+            json!({ "files": files, "info": info, "log_tail": tail, "analysis": analysis, "upload": d.upload });
+        if let (Some(h), Value::Object(f)) = (head.as_object_mut(), fields) {
+            h.extend(f);
+        }
+        return Ok(serde_json::to_string_pretty(&head)? + "\n");
     }
     let f =
         |p: &str| info.pointer(p).map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).unwrap_or_default();
     let mut out = String::new();
-    out.push_str(&format!("dump      {}\n", dir.display()));
+    out.push_str(&format!("dump      {dir}\n"));
     out.push_str(&format!("client    {} ({}, {})\n", f("/client/name"), f("/client/ip"), f("/client/mac")));
     out.push_str(&format!("status    {}{}\n", f("/status"), paren(&f("/status_reason"))));
     let mut reason = f("/reason/kind");
@@ -160,6 +184,19 @@ pub fn show(root: &Path, what: &str, lines: usize, as_json: bool) -> anyhow::Res
     let mut files = files;
     files.sort();
     out.push_str(&format!("files     {}\n", files.join(" ")));
+    if let Some(at) = d.upload.get("uploaded_at").and_then(Value::as_str) {
+        let server = d.upload.get("server").and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!("upload    from server {server} at {at}\n"));
+    } else if let Some(status) = d.upload.get("status").and_then(Value::as_str) {
+        let key = d.upload.get("key").and_then(Value::as_str).unwrap_or("");
+        let error = d
+            .upload
+            .get("last_error")
+            .and_then(Value::as_str)
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        out.push_str(&format!("upload    {status} {key}{error}\n"));
+    }
     out.push_str(&format!("\n--- log (last {} lines) ---\n", tail.len()));
     for l in tail {
         out.push_str(l);
@@ -168,6 +205,95 @@ pub fn show(root: &Path, what: &str, lines: usize, as_json: bool) -> anyhow::Res
     match analysis {
         Some(a) => out.push_str(&format!("\n--- {ANALYSIS} ---\n{a}")),
         None => out.push_str("\n(no analysis: configure [analysis] kernel for this client)\n"),
+    }
+    Ok(out)
+}
+
+/// The `[upload]` settings, for the commands that read the bucket.
+pub fn bucket_config(c: &ServerConfig) -> anyhow::Result<crate::upload::UploadConfig> {
+    match &c.upload {
+        Some(u) => Ok(u.clone()),
+        None => bail!("no [upload] section in the configuration (--config): which bucket?"),
+    }
+}
+
+/// `list --bucket`: every server's dumps in the bucket, oldest first.
+pub fn list_bucket(u: &crate::upload::UploadConfig, as_json: bool) -> anyhow::Result<String> {
+    let bucket = crate::upload::bucket::Bucket::open(u)?;
+    let dumps = bucket.dumps()?;
+    let now = crate::utc::now();
+    if as_json {
+        let rows: Vec<Value> = dumps
+            .iter()
+            .map(|i| {
+                json!({
+                    "client": i.client, "dump": i.dump, "server": i.server, "id": i.id(), "key": i.key,
+                    "status": i.status, "stored_bytes": i.stored_bytes(), "signature": i.signature,
+                    "start_time": i.start_time, "age_seconds": age(&i.start_time, now), "message": i.message,
+                    "uploaded_at": i.uploaded_at,
+                    "files": i.files.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&rows)? + "\n");
+    }
+    if dumps.is_empty() {
+        return Ok(format!("no dumps in {}\n", bucket.url()));
+    }
+    let mut out = format!(
+        "{:<16} {:<48} {:<11} {:>10} {:>8}  {}\n",
+        "CLIENT", "DUMP@SERVER", "STATUS", "STORED", "AGE", "MESSAGE"
+    );
+    for i in &dumps {
+        out.push_str(&format!(
+            "{:<16} {:<48} {:<11} {:>10} {:>8}  {}\n",
+            i.client,
+            i.id(),
+            i.status,
+            human_bytes(i.stored_bytes()),
+            age(&i.start_time, now).map_or_else(|| "?".into(), human_age),
+            i.message.chars().take(60).collect::<String>()
+        ));
+    }
+    Ok(out)
+}
+
+/// `show --bucket`: a dump in the bucket, as `show` shows a local one.
+pub fn show_bucket(u: &crate::upload::UploadConfig, what: &str, lines: usize, as_json: bool) -> anyhow::Result<String> {
+    let bucket = crate::upload::bucket::Bucket::open(u)?;
+    let index = bucket.find(what)?;
+    let text = |name: &str| -> anyhow::Result<Option<String>> {
+        Ok(bucket.read_file(&index, name)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    };
+    let info: Value = match text(INFO)? {
+        Some(t) => serde_json::from_str(&t).context("parse info.json")?,
+        None => Value::Null,
+    };
+    let shown = Shown {
+        place: format!("s3://{}/{}", u.bucket, index.key),
+        info,
+        log: text(LOG)?.unwrap_or_default(),
+        analysis: text(ANALYSIS)?,
+        files: index.files.iter().map(|f| f.name.clone()).collect(),
+        upload: json!(index),
+    };
+    render_show(&shown, lines, as_json, json!({ "id": index.id(), "key": index.key, "server": index.server }))
+}
+
+/// `fetch`: restores a dump from the bucket into `to` (default `./<dump>@<server>`).
+pub fn fetch(u: &crate::upload::UploadConfig, what: &str, to: Option<&Path>) -> anyhow::Result<String> {
+    let bucket = crate::upload::bucket::Bucket::open(u)?;
+    let index = bucket.find(what)?;
+    let to = to.map_or_else(|| PathBuf::from(index.id()), Path::to_path_buf);
+    let files = bucket.fetch(&index, &to)?;
+    let mut out = format!("fetched s3://{}/{} into {}\n", u.bucket, index.key, to.display());
+    for (f, path) in index.files.iter().zip(&files) {
+        let how = if f.manifest.is_some() {
+            format!("{} ({} stored, sparse, extents checked)", human_bytes(f.size), human_bytes(f.stored))
+        } else {
+            human_bytes(f.size)
+        };
+        out.push_str(&format!("  {:<20} {how}\n", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     }
     Ok(out)
 }
@@ -234,6 +360,11 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
                 "max_queued_jobs": c.limits.max_queued_jobs,
                 "log_lines_per_second": c.limits.log_lines_per_second,
             },
+            "upload": c.upload.as_ref().map(|u| json!({
+                "endpoint": u.endpoint, "bucket": u.bucket, "prefix": u.prefix, "region": u.region,
+                "server_name": u.server_name, "credentials_file": u.credentials_file,
+                "allow_http": u.allow_http, "part_size": u.part_size,
+            })),
         });
         return Ok((serde_json::to_string_pretty(&v)? + "\n", ok));
     }
@@ -267,6 +398,16 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
         DedupPolicy::SkipMemoryWithin(d) => format!("dedup         skip-memory within {} days\n", d.as_secs() / 86400),
     });
     out.push_str(&format!("analysis      {}\n", opt(&c.analysis.kernel).unwrap_or_else(|| "-".into())));
+    match &c.upload {
+        Some(u) => out.push_str(&format!(
+            "upload        s3://{}/{} at {} as server {}; local copies kept until uploaded\n",
+            u.bucket,
+            u.prefix,
+            u.endpoint.as_deref().unwrap_or("AWS"),
+            u.server_name
+        )),
+        None => out.push_str("upload        -\n"),
+    }
     if let Some(b) = &c.analysis.builds {
         out.push_str(&format!("  builds by build ID: {}\n", b.display()));
     }

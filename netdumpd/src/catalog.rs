@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::dumpdir::INFO;
+use crate::dumpdir::{INFO, UPLOAD};
 
 /// One dump directory.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct DumpEntry {
     /// Bytes on disk of every file in it.
     pub disk_bytes: u64,
     pub info: Value,
+    /// Its upload's status, `pending` or `done`, when it has an `upload.json`.
+    pub upload: Option<String>,
 }
 
 impl DumpEntry {
@@ -50,12 +52,19 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<DumpEntry>> {
             start_time: get("/start_time"),
             status: get("/status"),
             disk_bytes: disk_usage(&path),
+            upload: upload_status(&path),
             path,
             info,
         });
     }
     out.sort_by(|a, b| (&a.start_time, &a.name).cmp(&(&b.start_time, &b.name)));
     Ok(out)
+}
+
+/// The `status` of a dump directory's `upload.json`, if it has a readable one.
+pub fn upload_status(dir: &Path) -> Option<String> {
+    let v: Value = serde_json::from_slice(&std::fs::read(dir.join(UPLOAD)).ok()?).ok()?;
+    v.get("status").and_then(Value::as_str).map(String::from)
 }
 
 /// Bytes the files of a directory (one level) occupy on disk.

@@ -1,7 +1,8 @@
 //! Command-line options of the daemon and its admin subcommands.
 //!
 //! `netdumpd [flags]` (or `netdumpd run [flags]`) runs the server; `netdumpd list`,
-//! `show <dump>` and `check-config` look at a dump directory and a configuration;
+//! `show <dump>` and `check-config` look at a dump directory and a configuration (`list`
+//! and `show` at the object storage too, with `--bucket`); `fetch` restores a dump from it;
 //! `keygen` makes a key pair; `man` and `completions` print the manual page and shell
 //! completions, generated from this definition. Every setting comes from a flag, else the
 //! `--config` file, else its default; every flag is accepted before or after the
@@ -56,7 +57,7 @@ pub const DAEMON_SECTIONS: &[(&str, &[(&str, &str)])] = &[
                  max_sessions, max_memory_dumps, progress_interval, log_level, [hooks], [retention], \
                  [dedup], [analysis], [encryption], and the [limits] rates, max_dump_gib and \
                  log_lines_per_second. Logged as needing a restart and left as they run: listen, dir, \
-                 [netconsole], --log-format, and [limits] max_clients, max_retired, \
+                 [netconsole], [upload], --log-format, and [limits] max_clients, max_retired, \
                  max_hook_processes, max_queued_jobs. A configuration that does not parse or validate \
                  is refused as a whole (logged) and the running one kept.",
             ),
@@ -267,11 +268,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Run,
-    /// List the dumps: client, dump, status, size, signature, age.
+    /// List the dumps: client, dump, status, size, signature, age. With --bucket, the
+    /// dumps in the object storage of [upload], every server's.
     List {
         /// Machine-readable output (a JSON array, one object per dump).
         #[arg(long)]
         json: bool,
+        /// Read the bucket of the configuration's [upload] instead of the dump directory.
+        #[arg(long)]
+        bucket: bool,
     },
     /// Show one dump: its info, the tail of its log, its analysis. DUMP is a directory
     /// name, a path, or a client name (its newest dump).
@@ -284,6 +289,20 @@ pub enum Command {
         /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
+        /// Read the dump from the bucket of the configuration's [upload]: DUMP is then
+        /// `<dump>@<server>`, a dump name, or a client name.
+        #[arg(long)]
+        bucket: bool,
+    },
+    /// Restore a dump from the bucket of [upload]: every file, the vmcore sparse and
+    /// checked against its manifest's CRC-32s, ready for `gdb kernel vmcore`.
+    Fetch {
+        /// `<client>/<dump>@<server>`, `<dump>@<server>`, a dump name, or a client name
+        /// (its newest dump).
+        dump: String,
+        /// The directory to create for the files [default: ./<dump>@<server>].
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
     },
     /// Check the configuration: parse it, resolve it with the flags, and look at every
     /// hook, kernel and directory it names. Exits 1 when something is wrong.
@@ -442,6 +461,7 @@ impl Cli {
                 private_keys: self.private_keys.clone(),
                 require_encryption: self.require_encryption.then_some(true),
             },
+            upload: Default::default(),
         }
     }
 }
@@ -545,7 +565,9 @@ mod tests {
         assert_eq!(cli.log_level().unwrap().as_deref(), Some("warn"));
         // Subcommands take the global options after them too.
         let cli = Cli::parse_from(["netdumpd", "list", "--config", path, "--json"]);
-        assert!(matches!(cli.command, Some(Command::List { json: true })));
+        assert!(matches!(cli.command, Some(Command::List { json: true, bucket: false })));
+        let show = Cli::parse_from(["netdumpd", "show", "--bucket", "node-1"]);
+        assert!(matches!(show.command, Some(Command::Show { bucket: true, ref dump, .. }) if dump == "node-1"));
         assert_eq!(cli.server_config().unwrap().dump_dir, PathBuf::from("/from/file"));
     }
 
@@ -601,9 +623,9 @@ mod tests {
         let cmd = Cli::command();
         let globals: Vec<_> = cmd.get_arguments().filter(|a| a.is_global_set()).collect();
         assert!(globals.len() >= 25, "the server's flags are global");
-        for sub in ["run", "list", "check-config", "show", "keygen"] {
+        for sub in ["run", "list", "check-config", "show", "keygen", "fetch"] {
             let own: &[&str] = match sub {
-                "show" => &["some-dump"],
+                "show" | "fetch" => &["some-dump"],
                 "keygen" => &["--out", "/k"],
                 _ => &[],
             };
@@ -683,7 +705,7 @@ mod tests {
                     assert!(script.contains(long), "{shell}: no --{long}");
                 }
             }
-            for sub in ["run", "list", "show", "check-config", "keygen", "man", "completions"] {
+            for sub in ["run", "list", "show", "check-config", "keygen", "fetch", "man", "completions"] {
                 assert!(script.contains(sub), "{shell}: no {sub}");
             }
         }

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// Grant page filtering (feature `FILTER`) to clients that ask: their dumps leave out
     /// the page classes their kernel excludes. Off: every client sends every page.
     pub page_filtering: bool,
+    /// Finished dumps shipped to object storage (`[upload]`), when configured.
+    pub upload: Option<crate::upload::UploadConfig>,
 }
 
 /// `[encryption]`.
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             encryption: EncryptionConfig::default(),
             page_filtering: true,
+            upload: None,
         }
     }
 }
@@ -130,6 +133,94 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub encryption: EncryptionSection,
+    #[serde(default)]
+    pub upload: UploadSection,
+}
+
+/// `[upload]`: finished dumps shipped to an S3-compatible bucket ([`crate::upload`]).
+/// Any key set needs `bucket`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSection {
+    /// `https://s3.example.net`, `http://127.0.0.1:9000`; none: AWS by region.
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    /// Keys start `<prefix>/` (default `netdump`; `""` for none).
+    pub prefix: Option<String>,
+    /// Default `us-east-1`.
+    pub region: Option<String>,
+    /// This server's name in the keys (default: the host name).
+    pub server_name: Option<String>,
+    /// TOML with `access_key_id` and `secret_access_key`, mode 0600; none: the
+    /// environment's `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub credentials_file: Option<PathBuf>,
+    /// Allow a plain `http://` endpoint (default false).
+    pub allow_http: Option<bool>,
+    /// Multipart part size, at least 5 (default 8).
+    pub part_size_mib: Option<u64>,
+    /// Longest wait between attempts at a dump's upload (default 300).
+    pub max_backoff_seconds: Option<u64>,
+    /// How long each request is retried before the attempt fails (default 60).
+    pub retry_timeout_seconds: Option<u64>,
+    /// How often pending uploads are looked for in the dump directory (default 60).
+    pub rescan_seconds: Option<u64>,
+}
+
+impl UploadSection {
+    fn is_empty(&self) -> bool {
+        *self == UploadSection::default()
+    }
+
+    fn apply(&self, c: &mut ServerConfig) -> anyhow::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let bucket = match (&self.bucket, &c.upload) {
+            (Some(b), _) => b.clone(),
+            (None, Some(u)) => u.bucket.clone(),
+            (None, None) => anyhow::bail!("upload.bucket is required in [upload]"),
+        };
+        anyhow::ensure!(!bucket.is_empty(), "upload.bucket must not be empty");
+        let mut u = c.upload.take().unwrap_or_else(|| crate::upload::UploadConfig::new(&bucket));
+        u.bucket = bucket;
+        if self.endpoint.is_some() {
+            u.endpoint.clone_from(&self.endpoint);
+        }
+        if let Some(v) = &self.prefix {
+            u.prefix = v.trim_matches('/').to_string();
+        }
+        if let Some(v) = &self.region {
+            u.region = v.clone();
+        }
+        if let Some(v) = &self.server_name {
+            anyhow::ensure!(
+                crate::upload::settings::valid_part(v),
+                "upload.server_name {v:?}: letters, digits, - _ . only"
+            );
+            u.server_name = v.clone();
+        }
+        if self.credentials_file.is_some() {
+            u.credentials_file.clone_from(&self.credentials_file);
+        }
+        if let Some(v) = self.allow_http {
+            u.allow_http = v;
+        }
+        if let Some(v) = self.part_size_mib {
+            anyhow::ensure!((5..=4096).contains(&v), "upload.part_size_mib must be 5..=4096");
+            u.part_size = (v << 20) as usize;
+        }
+        if let Some(v) = self.max_backoff_seconds {
+            u.max_backoff = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.retry_timeout_seconds {
+            u.request_retry_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.rescan_seconds {
+            u.rescan_interval = Duration::from_secs(v.max(1));
+        }
+        c.upload = Some(u);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -364,6 +455,8 @@ impl ConfigFile {
         if let Some(v) = self.encryption.require_encryption {
             c.encryption.require_encryption = v;
         }
+        self.upload.apply(c)?;
+        c.retention.keep_until_uploaded = c.upload.is_some();
         Ok(())
     }
 }
@@ -433,6 +526,9 @@ pub fn problems(c: &ServerConfig) -> Vec<String> {
     }
     if c.encryption.require_encryption && c.encryption.private_keys.is_empty() {
         out.push(REQUIRE_WITHOUT_KEYS.to_string());
+    }
+    if let Some(u) = &c.upload {
+        out.extend(u.problems());
     }
     if c.max_memory_dumps > c.max_sessions {
         out.push(format!("max_memory_dumps ({}) exceeds max_sessions ({})", c.max_memory_dumps, c.max_sessions));
@@ -521,6 +617,34 @@ mod tests {
         };
         assert!(problems(&c).iter().any(|p| p == REQUIRE_WITHOUT_KEYS));
         assert!(ConfigFile::parse("[encryption]\nprivate_key = \"/k\"\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_upload_section_needs_a_bucket_and_keeps_dumps_until_uploaded() {
+        assert!(
+            ConfigFile::parse("[upload]\nendpoint = \"http://h:1\"\n")
+                .unwrap()
+                .apply(&mut ServerConfig::default())
+                .is_err()
+        );
+        let text = "[upload]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"dumps\"\nprefix = \"/fleet/a/\"\n\
+                    server_name = \"srv-2\"\nallow_http = true\npart_size_mib = 16\n";
+        let mut c = ServerConfig::default();
+        ConfigFile::parse(text).unwrap().apply(&mut c).unwrap();
+        let u = c.upload.as_ref().unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str(), u.server_name.as_str()), ("dumps", "fleet/a", "srv-2"));
+        assert_eq!(u.part_size, 16 << 20);
+        assert!(u.allow_http);
+        assert!(c.retention.keep_until_uploaded);
+        for bad in ["part_size_mib = 1", "server_name = \"a/b\"", "bucket = \"\"", "no_such_key = 1"] {
+            let text = format!("[upload]\nbucket = \"b\"\n{bad}\n");
+            let bad_config = ConfigFile::parse(&text).and_then(|f| f.apply(&mut ServerConfig::default()));
+            assert!(bad_config.is_err(), "{bad}");
+        }
+        // An empty section is no upload.
+        let mut c = ServerConfig::default();
+        ConfigFile::parse("[upload]\n").unwrap().apply(&mut c).unwrap();
+        assert!(c.upload.is_none() && !c.retention.keep_until_uploaded);
     }
 
     #[test]

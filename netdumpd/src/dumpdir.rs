@@ -9,6 +9,7 @@
 //! | `extra` | the EXTRA section (text the kernel wrote after the image), if any |
 //! | `registers` | each CPU's registers as text, written when the dump ends |
 //! | `info.json` | what is known about the crash and the transfer ([`crate::info`]) |
+//! | `upload.json` | with `[upload]`: the upload's state ([`crate::upload::marker`]) |
 //!
 //! A dump holds the memory of the machine that crashed: every directory netdumpd
 //! creates is 0700 and every file 0600, whatever the umask ([`crate::files::create_private_dir_all`],
@@ -33,6 +34,8 @@ pub const LOG: &str = "log";
 pub const EXTRA: &str = "extra";
 pub const INFO: &str = "info.json";
 pub const REGISTERS: &str = "registers";
+/// With `[upload]`: the upload's state (`pending` or `done`).
+pub const UPLOAD: &str = "upload.json";
 
 /// A crash's directory, created empty and unique.
 #[derive(Debug, Clone)]

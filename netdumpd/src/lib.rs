@@ -49,6 +49,7 @@
 //! | [`admin`] | `netdumpd list`, `show`, `check-config` |
 //! | [`progress`] | progress of a dump in the server log |
 //! | [`syslog`] | netconsole lines received as syslog, appended to each client's console log |
+//! | [`upload`] | finished dumps shipped to S3-compatible object storage, and read back |
 
 pub mod admin;
 pub mod admission;
@@ -82,6 +83,7 @@ pub mod session;
 pub mod signals;
 pub mod stats;
 pub mod syslog;
+pub mod upload;
 pub mod utc;
 pub mod vmcore;
 

@@ -52,13 +52,25 @@ fn print(bytes: &[u8]) -> Result<u8, Failure> {
 fn run(cli: &Cli) -> Result<u8, Failure> {
     match &cli.command {
         None | Some(Command::Run) => {}
-        Some(Command::List { json }) => {
+        Some(Command::List { json, bucket: true }) => {
+            let u = netdumpd::admin::bucket_config(&cli.server_config().status(exit::CONFIG)?).status(exit::CONFIG)?;
+            return print(netdumpd::admin::list_bucket(&u, *json).status(exit::FAILURE)?.as_bytes());
+        }
+        Some(Command::List { json, bucket: false }) => {
             let dir = cli.server_config().status(exit::CONFIG)?.dump_dir;
             return print(netdumpd::admin::list(&dir, *json).status(exit::FAILURE)?.as_bytes());
         }
-        Some(Command::Show { dump, lines, json }) => {
+        Some(Command::Show { dump, lines, json, bucket: true }) => {
+            let u = netdumpd::admin::bucket_config(&cli.server_config().status(exit::CONFIG)?).status(exit::CONFIG)?;
+            return print(netdumpd::admin::show_bucket(&u, dump, *lines, *json).status(exit::FAILURE)?.as_bytes());
+        }
+        Some(Command::Show { dump, lines, json, bucket: false }) => {
             let dir = cli.server_config().status(exit::CONFIG)?.dump_dir;
             return print(netdumpd::admin::show(&dir, dump, *lines, *json).status(exit::FAILURE)?.as_bytes());
+        }
+        Some(Command::Fetch { dump, to }) => {
+            let u = netdumpd::admin::bucket_config(&cli.server_config().status(exit::CONFIG)?).status(exit::CONFIG)?;
+            return print(netdumpd::admin::fetch(&u, dump, to.as_deref()).status(exit::FAILURE)?.as_bytes());
         }
         Some(Command::Keygen { out }) => {
             return print(netdumpd::keys::keygen(out).status(exit::FAILURE)?.as_bytes());

@@ -13,6 +13,7 @@
 //! | `[encryption]` `private_keys`, `require_encryption` | applied to new handshakes (sessions in progress keep theirs); a key that does not load refuses the reload |
 //! | `listen`, `dir`, `[netconsole]`, `--log-format` | needs a restart |
 //! | `[limits]` `max_clients`, `max_retired`, `max_hook_processes`, `max_queued_jobs` | needs a restart |
+//! | `[upload]` | needs a restart |
 
 use std::sync::OnceLock;
 
@@ -81,6 +82,9 @@ pub fn plan(running: &ServerConfig, new: ServerConfig) -> Plan {
     restart!(limits.max_retired, "limits.max_retired");
     restart!(limits.max_hook_processes, "limits.max_hook_processes");
     restart!(limits.max_queued_jobs, "limits.max_queued_jobs");
+    restart!(upload, "upload");
+    // Follows `[upload]`, which needs a restart.
+    next.retention.keep_until_uploaded = running.retention.keep_until_uploaded;
     live!(session_timeout, "session_timeout");
     live!(after_dump, "after_dump");
     live!(min_free_bytes, "min_free_mib");

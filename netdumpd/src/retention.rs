@@ -1,7 +1,8 @@
 //! Retention: per-client limits on the number of dumps and the bytes they take, and a
 //! limit on the bytes of all dumps; the oldest go first. Each client's newest dump and
 //! every dump still being received are kept whatever the limits say. After pruning, each
-//! client's `<client>.last` link points to its newest dump.
+//! client's `<client>.last` link points to its newest dump. With uploads configured, a
+//! dump is removed only once its upload is verified (its `upload.json` says `done`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -15,6 +16,9 @@ pub struct RetentionConfig {
     pub max_dumps_per_client: Option<usize>,
     pub max_bytes_per_client: Option<u64>,
     pub max_total_bytes: Option<u64>,
+    /// Uploads are configured: a dump goes only once its upload is verified
+    /// (`upload.json` says done); until then it is kept, and the log says so.
+    pub keep_until_uploaded: bool,
 }
 
 /// A dump retention removed.
@@ -28,11 +32,24 @@ pub struct Removed {
 
 /// Removes the oldest dumps beyond the limits, then updates the `last` links.
 pub fn enforce(root: &Path, limits: &RetentionConfig) -> io::Result<Vec<Removed>> {
+    // The job pool and the uploader both run it: one at a time, or both would remove
+    // the same dump.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dumps = scan(root)?;
     let victims = choose(&dumps, limits);
     let mut removed = Vec::new();
     for (i, why) in victims {
         let d = &dumps[i];
+        if limits.keep_until_uploaded && d.upload.as_deref() != Some("done") {
+            tracing::info!(
+                client = %d.client,
+                dump = %d.name,
+                bytes = d.disk_bytes,
+                "retention keeps dump until its upload is verified: {why}"
+            );
+            continue;
+        }
         match std::fs::remove_dir_all(&d.path) {
             Ok(()) => {
                 tracing::info!(client = %d.client, dump = %d.name, bytes = d.disk_bytes, "retention removed dump: {why}");
@@ -193,6 +210,26 @@ mod tests {
         let limits = RetentionConfig { max_dumps_per_client: Some(1), ..Default::default() };
         enforce(dir.path(), &limits).unwrap();
         assert_eq!(names(dir.path()), [old, newest]);
+    }
+
+    #[test]
+    fn with_uploads_configured_only_verified_uploads_are_removed() {
+        use crate::upload::marker::Marker;
+        let dir = TestDir::new("retention-upload");
+        let a: Vec<String> = (1..=4).map(|n| dump(dir.path(), "a", n, 4096, "complete")).collect();
+        // a1 uploaded, a2 pending, a3 without a marker; a4 the newest.
+        let mut done = Marker::pending("b", "k");
+        done.status = crate::upload::marker::UploadStatus::Done;
+        done.write(&dir.path().join(&a[0])).unwrap();
+        Marker::pending("b", "k").write(&dir.path().join(&a[1])).unwrap();
+        let limits = RetentionConfig { max_dumps_per_client: Some(1), keep_until_uploaded: true, ..Default::default() };
+        let removed = enforce(dir.path(), &limits).unwrap();
+        assert_eq!(removed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), [&a[0]]);
+        assert_eq!(names(dir.path()), [a[1].clone(), a[2].clone(), a[3].clone()]);
+        // Without uploads, the same limits remove all but the newest.
+        let limits = RetentionConfig { keep_until_uploaded: false, ..limits };
+        enforce(dir.path(), &limits).unwrap();
+        assert_eq!(names(dir.path()), [a[3].clone()]);
     }
 
     #[test]

@@ -199,6 +199,7 @@ fn build() -> Result<suite::Artifacts> {
 
 fn qemu_test(args: &QemuArgs) -> Result<()> {
     tools::ensure_qemu_and_gdb()?;
+    tools::ensure_s3s_fs()?;
     let artifacts = build()?;
     let scenarios: Vec<_> = scenarios::all()
         .into_iter()
@@ -465,6 +466,8 @@ fn main() -> Result<()> {
         Cmd::Test { qemu } => {
             // The host tests need gdb-multiarch too (the AArch64 vmcore).
             tools::ensure_qemu_and_gdb()?;
+            // The upload tests' S3 server (netdumpd/tests/upload.rs, the upload scenario).
+            tools::ensure_s3s_fs()?;
             lint()?;
             let mut c = cargo();
             c.args(["test", "--workspace"]);

@@ -1,4 +1,5 @@
-//! What follows a dump (analysis, the finished hook, retention, on the job pool) and the
+//! What follows a dump (analysis, the finished hook, its upload, retention, on the job
+//! pool) and the
 //! server-wide counters written to `stats.json`.
 
 use std::io;
@@ -53,6 +54,8 @@ impl Server {
                 DumpStatus::Incomplete | DumpStatus::Receiving => "incomplete",
             };
             let (hooks, analysis) = (self.config.hooks.clone(), self.config.analysis.clone());
+            let upload = self.uploader.as_ref().map(crate::upload::Uploader::handle);
+            let upload_dir = dir.clone();
             let queued = self.jobs.submit(true, move || {
                 let analysed = crate::analysis::analyse(&dir, &client.name, &analysis);
                 let mut env = dump_env(&client, &dir);
@@ -65,8 +68,15 @@ impl Server {
                 if let Some(call) = hooks.call(HookEvent::Finished, args, env) {
                     call.run();
                 }
+                // Last: the upload takes the analysis with it.
+                if let Some(u) = &upload {
+                    u.queue(&dir);
+                }
             });
             if queued.is_err() {
+                if let Some(u) = &self.uploader {
+                    u.handle().queue(&upload_dir);
+                }
                 self.stats.job_skipped();
                 tracing::warn!(client = %s.client_name(), dir = s.dir_name().unwrap_or(""), "work queue full: finished hook and analysis skipped");
             }

@@ -94,6 +94,8 @@ pub struct Server {
     keys: ServerKeys,
     /// The retention limits the job pool's after-drain work reads (SIGHUP changes them).
     retention: Arc<Mutex<crate::retention::RetentionConfig>>,
+    /// Ships ended dumps to object storage (`[upload]`), off this thread.
+    uploader: Option<crate::upload::Uploader>,
 }
 
 fn drop_reason(e: ProtoError) -> DropReason {
@@ -142,6 +144,23 @@ impl Server {
         let stats = outbox_stats;
         stats.set_clients(registry.len());
         let retention = Arc::new(Mutex::new(config.retention));
+        let uploader = match &config.upload {
+            Some(u) => {
+                // A verified upload may free a dump retention had to keep: it runs again.
+                let (root, limits) = (config.dump_dir.clone(), retention.clone());
+                let after_upload: Box<dyn Fn() + Send> = Box::new(move || {
+                    let retention = *limits.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Err(e) = crate::retention::enforce(&root, &retention) {
+                        tracing::error!(dir = %root.display(), "retention failed: {e}");
+                    }
+                });
+                Some(
+                    crate::upload::Uploader::start(u.clone(), config.dump_dir.clone(), Some(after_upload))
+                        .context("cannot start uploading to object storage")?,
+                )
+            }
+            None => None,
+        };
         let (root, limits) = (config.dump_dir.clone(), retention.clone());
         let jobs = JobPool::new(
             config.limits.max_hook_processes,
@@ -194,6 +213,7 @@ impl Server {
             open_buf: vec![0; MAX_DATAGRAM],
             keys,
             retention,
+            uploader,
             config,
         })
     }
@@ -242,6 +262,10 @@ impl Server {
         }
         // Hooks and analyses have their own bounds; let them end.
         self.jobs.finish();
+        // An upload in progress stays pending in its marker and resumes at the next start.
+        if let Some(mut u) = self.uploader.take() {
+            u.stop();
+        }
         if let Some(t) = syslog {
             self.stop.store(true, Ordering::SeqCst);
             let _ = t.join();

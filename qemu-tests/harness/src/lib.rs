@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod qemu;
 pub mod rate_limit;
 pub mod replayer;
+pub mod s3;
 pub mod scenarios;
 pub mod suite;
 pub mod tools;

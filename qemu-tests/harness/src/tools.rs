@@ -35,3 +35,39 @@ pub fn ensure_qemu_and_gdb() -> Result<()> {
     }
     Ok(())
 }
+
+/// The S3-compatible server of the upload tests (netdumpd/tests/upload.rs and the
+/// `upload` scenario): `s3s-fs`, from crates.io. The version is the newest that builds
+/// with the workspace's rust-version.
+pub const S3S_FS_INSTALL: &str = "cargo install s3s-fs --version 0.14.1 --features binary --locked";
+
+/// Where `s3s-fs` is: `$S3S_FS`, else on `$PATH`, else in cargo's bin directory.
+pub fn s3s_fs() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os("S3S_FS") {
+        return Some(PathBuf::from(p));
+    }
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join("s3s-fs")).find(|p| p.is_file())
+}
+
+/// Makes sure `s3s-fs` is installed: runs [`S3S_FS_INSTALL`] when it is not (no root
+/// needed), or fails with that command.
+pub fn ensure_s3s_fs() -> Result<()> {
+    if s3s_fs().is_some() {
+        return Ok(());
+    }
+    eprintln!("installing s3s-fs, the S3 server of the upload tests: {S3S_FS_INSTALL}");
+    let ok = Command::new("sh").arg("-c").arg(S3S_FS_INSTALL).status().is_ok_and(|s| s.success());
+    if !ok || s3s_fs().is_none() {
+        bail!("s3s-fs is missing and `{S3S_FS_INSTALL}` failed: run it and try again");
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ mod hostile;
 mod link;
 mod ops;
 mod smp;
+mod upload;
 
 use crate::qemu::NicModel;
 use crate::suite::Scenario;
@@ -39,6 +40,8 @@ pub fn all() -> Vec<Scenario> {
     v.extend(exceptions::scenarios(NicModel::E1000));
     // Server operations and netconsole do not depend on the NIC model.
     v.extend(ops::scenarios(NicModel::E1000));
+    // Shipping dumps to object storage is the server's feature, not the NIC's: e1000.
+    v.extend(upload::scenarios(NicModel::E1000));
     // The network and the server fail under the protocol, not under a NIC driver.
     v.extend(hostile::scenarios(NicModel::E1000));
     // Encrypted dumps cross every NIC; the attacker, the keys and the control that proves
