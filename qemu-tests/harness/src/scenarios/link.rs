@@ -67,12 +67,15 @@ fn dropped_data(events: &[Event]) -> Vec<(u32, usize)> {
         .collect()
 }
 
-/// Dropped DATA packets with no delivery of the same seq after the drop.
+/// Dropped DATA packets with no delivery of the same seq after the drop, nor before it: a
+/// copy dropped after the packet had arrived (a retransmission sent while the ACK that
+/// covered the first copy was still on its way, common at the queue's first overflow)
+/// needed no resend.
 fn unrecovered(events: &[Event], dropped: &[(u32, usize)]) -> Vec<u32> {
     dropped
         .iter()
         .filter(|&&(seq, at)| {
-            !events[at + 1..].iter().any(|e| {
+            !events[..at].iter().chain(&events[at + 1..]).any(|e| {
                 e.seen.dir == Direction::ToServer
                     && e.delivered()
                     && e.seen.is(MessageType::Data)
