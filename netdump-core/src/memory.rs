@@ -34,6 +34,27 @@ pub trait MemorySource {
         let _ = phys;
         (PageClass::Unknown, pages)
     }
+
+    /// Whether the `len` bytes at `phys` are all zero (the dump's zero-page test), an
+    /// error where [`read`](Self::read) would fail. The dump asks before it reads a page
+    /// (without LZ4 compression) and then reads the page straight into its packets, so
+    /// an implementation that checks in place, without a copy, saves reading each page
+    /// twice ([`DirectMapMemory`](crate::arch::x86_64::DirectMapMemory) does). The default
+    /// reads 256 bytes at a time onto the stack and stops at the first non-zero byte.
+    fn is_zero(&self, phys: u64, len: usize) -> Result<bool, MemoryError> {
+        let mut chunk = [0u8; 256];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(chunk.len());
+            let here = phys.checked_add(at as u64).ok_or(MemoryError { phys })?;
+            self.read(here, &mut chunk[..n])?;
+            if chunk[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n;
+        }
+        Ok(true)
+    }
 }
 
 /// The RAM ranges to dump: at most [`MAX_RANGES`], page-aligned, sorted, disjoint.

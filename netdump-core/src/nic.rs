@@ -112,6 +112,21 @@ pub trait PolledNic {
     /// [`check_frame_len`] decides).
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError>;
 
+    /// Queues one frame as [`transmit`](Self::transmit) does, but may leave the doorbell
+    /// (the tail register write, the queue notification) for
+    /// [`flush_transmit`](Self::flush_transmit) or the next `transmit`, so that a burst of
+    /// frames costs one doorbell instead of one each. The device may not send the frame
+    /// before then: a caller that uses this calls `flush_transmit` before it waits for
+    /// anything. The default is `transmit`.
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.transmit(len, fill)
+    }
+
+    /// Hands the device every frame [`transmit_deferred`](Self::transmit_deferred) queued
+    /// since the last doorbell, with one doorbell; nothing when there are none. The
+    /// default does nothing (its `transmit_deferred` rings at once).
+    fn flush_transmit(&mut self) {}
+
     /// Reclaims descriptors the device has finished sending; returns how many were freed.
     fn poll_transmit(&mut self) -> usize;
 

@@ -134,6 +134,8 @@ pub struct E1000<R: RegisterBlock, C: ConfigSpace, const TX: usize = 32, const R
     udp_checksum_offload: bool,
     /// When `transmit` reads STATUS (device present, link up).
     status: StatusPacer,
+    /// The tail of frames queued by `transmit_deferred` and not yet written to TDT.
+    unflushed_tail: Option<usize>,
 }
 
 impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C, TX, RX> {
@@ -176,6 +178,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R
             mac,
             udp_checksum_offload: true,
             status: StatusPacer::default(),
+            unflushed_tail: None,
         })
     }
 
@@ -325,6 +328,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
             return Err(NicError::DeviceGone);
         }
         self.status.reset();
+        self.unflushed_tail = None;
         self.reset_device()?;
 
         // Link up, speed and duplex resolved by the PHY ("General Configuration"), no VLAN
@@ -390,23 +394,24 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
     /// Builds the frame in place in the next transmit buffer, zero-pads it to 60 bytes and
     /// moves TDT. Never waits. Reads STATUS as [`StatusPacer`] says.
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        check_frame_len(len, MTU)?;
-        let full = self.tx.is_full();
-        if self.status.due(full) {
-            let status = self.regs.read_u32(regs::STATUS);
-            if status == u32::MAX {
-                return Err(NicError::DeviceGone);
-            }
-            if !Status::from_bits_retain(status).contains(Status::LU) {
-                return Err(NicError::LinkDown);
-            }
-        }
-        if full {
-            return Err(NicError::RingFull);
-        }
-        let tail = self.tx.push(len, fill)?;
+        let tail = self.queue(len, fill)?;
+        self.unflushed_tail = None;
         self.regs.write_u32(regs::TDT, tail as u32);
         Ok(())
+    }
+
+    /// As `transmit`, leaving TDT for [`flush_transmit`](PolledNic::flush_transmit): one
+    /// register write per burst. Under QEMU each TDT write is a trip through the device
+    /// model, which then walks the ring; on hardware a posted write and a descriptor fetch.
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.unflushed_tail = Some(self.queue(len, fill)?);
+        Ok(())
+    }
+
+    fn flush_transmit(&mut self) {
+        if let Some(tail) = self.unflushed_tail.take() {
+            self.regs.write_u32(regs::TDT, tail as u32);
+        }
     }
 
     fn poll_transmit(&mut self) -> usize {
@@ -421,5 +426,27 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
                 Ok(true)
             }
         }
+    }
+}
+
+impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> E1000<R, C, TX, RX> {
+    /// Checks the length (and the status, as [`StatusPacer`] says), builds the frame in
+    /// the next transmit buffer and queues its descriptor; returns the new tail for TDT.
+    fn queue(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, NicError> {
+        check_frame_len(len, MTU)?;
+        let full = self.tx.is_full();
+        if self.status.due(full) {
+            let status = self.regs.read_u32(regs::STATUS);
+            if status == u32::MAX {
+                return Err(NicError::DeviceGone);
+            }
+            if !Status::from_bits_retain(status).contains(Status::LU) {
+                return Err(NicError::LinkDown);
+            }
+        }
+        if full {
+            return Err(NicError::RingFull);
+        }
+        self.tx.push(len, fill)
     }
 }

@@ -547,3 +547,43 @@ fn udp_frames_leave_with_the_checksum_software_would_have_computed() {
         assert_eq!(sent.next().unwrap(), &frame(60, 0x42));
     }
 }
+
+#[test]
+fn deferred_frames_leave_with_one_tdt_write_at_the_flush() {
+    let (mut nic, device) = started::<8, 8>();
+    let writes_before = device.borrow().writes.iter().filter(|w| w.0 == regs::TDT).count();
+    for i in 0..5 {
+        nic.transmit_deferred(64, &mut |buf| buf.copy_from_slice(&frame(64, i))).unwrap();
+    }
+    assert!(device.borrow().sent.is_empty(), "nothing leaves before the doorbell");
+    nic.flush_transmit();
+    nic.flush_transmit();
+    let d = device.borrow();
+    let tdt: Vec<u32> = d.writes.iter().filter(|w| w.0 == regs::TDT).skip(writes_before).map(|w| w.1).collect();
+    assert_eq!(tdt, [5], "one TDT write for the burst, none for an empty flush");
+    let tags: Vec<u8> = d.sent.iter().map(|f| f[20]).collect();
+    assert_eq!(tags, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_transmit_after_deferred_frames_hands_over_all_of_them() {
+    let (mut nic, device) = started::<8, 8>();
+    device.borrow_mut().auto_complete_tx = false;
+    for i in 0..7 {
+        nic.transmit_deferred(64, &mut |buf| buf.copy_from_slice(&frame(64, i))).unwrap();
+    }
+    assert_eq!(nic.transmit_deferred(64, &mut |_| {}), Err(NicError::RingFull), "unflushed frames fill the ring");
+    nic.flush_transmit();
+    assert_eq!(device.borrow_mut().complete_tx(usize::MAX), 7);
+    assert_eq!(nic.poll_transmit(), 7);
+    nic.transmit_deferred(64, &mut |buf| buf.copy_from_slice(&frame(64, 7))).unwrap();
+    send(&mut nic, &frame(64, 8)).unwrap();
+    assert_eq!(device.borrow_mut().complete_tx(usize::MAX), 2);
+    let tags: Vec<u8> = device.borrow().sent.iter().map(|f| f[20]).collect();
+    assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    // A reset forgets what was queued and not flushed.
+    nic.transmit_deferred(64, &mut |buf| buf.copy_from_slice(&frame(64, 9))).unwrap();
+    nic.reset().unwrap();
+    nic.flush_transmit();
+    assert_eq!(device.borrow().get(regs::TDT), 0);
+}

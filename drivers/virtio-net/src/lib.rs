@@ -171,6 +171,8 @@ pub struct VirtioNet<T: Transport, const TX: usize = 32, const RX: usize = 32> {
     negotiated: Negotiated,
     /// When `transmit` reads the device status and the link.
     health: StatusPacer,
+    /// Frames were made available by `transmit_deferred` since the last notification.
+    unnotified: bool,
 }
 
 impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
@@ -211,6 +213,7 @@ impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
             mac,
             negotiated,
             health: StatusPacer::default(),
+            unnotified: false,
         })
     }
 
@@ -397,6 +400,7 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
             return Err(NicError::DeviceGone);
         }
         self.health.reset();
+        self.unnotified = false;
         self.reset_device()?;
         self.initialise()
     }
@@ -404,6 +408,52 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
     /// Builds the frame in place behind its header and makes it available; notifies the
     /// device unless it said it is already processing the queue. Never waits.
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.queue(len, fill)?;
+        self.unnotified = false;
+        if self.tx.device_wants_notification() {
+            self.transport.notify(TX_QUEUE);
+        }
+        Ok(())
+    }
+
+    /// As `transmit`, but the notification waits for
+    /// [`flush_transmit`](PolledNic::flush_transmit): each frame is made available at
+    /// once (a device already processing the queue takes it), and a burst costs at most
+    /// one notification (an I/O port or MMIO write, a trip to the device's thread under
+    /// QEMU) instead of one per frame the device was idle for.
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.queue(len, fill)?;
+        self.unnotified = true;
+        Ok(())
+    }
+
+    fn flush_transmit(&mut self) {
+        if core::mem::take(&mut self.unnotified) && self.tx.device_wants_notification() {
+            self.transport.notify(TX_QUEUE);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> usize {
+        self.tx.reclaim()
+    }
+
+    fn poll_receive(&mut self, handler: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
+        match self.rx.poll(handler) {
+            None => Ok(false),
+            Some(_) => {
+                if self.rx.device_wants_notification() {
+                    self.transport.notify(RX_QUEUE);
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl<T: Transport, const TX: usize, const RX: usize> VirtioNet<T, TX, RX> {
+    /// Checks the length (and the device, as [`StatusPacer`] says), builds the frame in a
+    /// free buffer and makes it available, without notifying.
+    fn queue(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         check_frame_len(len, self.mtu())?;
         let full = self.tx.is_full();
         if self.health.due(full) {
@@ -421,26 +471,6 @@ impl<T: Transport, const TX: usize, const RX: usize> PolledNic for VirtioNet<T, 
         if full {
             return Err(NicError::RingFull);
         }
-        self.tx.push(len, fill)?;
-        if self.tx.device_wants_notification() {
-            self.transport.notify(TX_QUEUE);
-        }
-        Ok(())
-    }
-
-    fn poll_transmit(&mut self) -> usize {
-        self.tx.reclaim()
-    }
-
-    fn poll_receive(&mut self, handler: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
-        match self.rx.poll(handler) {
-            None => Ok(false),
-            Some(_) => {
-                if self.rx.device_wants_notification() {
-                    self.transport.notify(RX_QUEUE);
-                }
-                Ok(true)
-            }
-        }
+        self.tx.push(len, fill)
     }
 }

@@ -594,6 +594,30 @@ fn transmit_skips_the_notification_the_device_does_not_want() {
     }
 }
 
+#[test]
+fn deferred_frames_are_available_at_once_and_notified_once_at_the_flush() {
+    for (mut nic, device) in both::<8, 8>() {
+        device.borrow_mut().auto_complete_tx = false;
+        let before = device.borrow().notifications[1];
+        for i in 0..4 {
+            nic.transmit_deferred(64, &mut |buf| buf.copy_from_slice(&frame(64, i))).unwrap();
+        }
+        assert_eq!(device.borrow().notifications[1], before, "no notification per frame");
+        nic.flush_transmit();
+        nic.flush_transmit();
+        assert_eq!(device.borrow().notifications[1], before + 1, "one for the burst, none for an empty flush");
+        // A device already processing the queue (NO_NOTIFY) takes deferred frames without one.
+        device.borrow_mut().suppress_notifications = true;
+        device.borrow_mut().process_tx(usize::MAX);
+        nic.transmit_deferred(64, &mut |buf| buf.copy_from_slice(&frame(64, 4))).unwrap();
+        nic.flush_transmit();
+        assert_eq!(device.borrow().notifications[1], before + 1);
+        device.borrow_mut().process_tx(usize::MAX);
+        let tags: Vec<Vec<u8>> = device.borrow().sent.clone();
+        assert_eq!(tags, (0..5).map(|i| frame(64, i)).collect::<Vec<_>>());
+    }
+}
+
 /// Sends (the device taking every frame) until `transmit` fails: how many frames went
 /// first, and the error. The status is read once per `StatusPacer::INTERVAL` frames.
 fn frames_until_error<const TX: usize, const RX: usize>(nic: &mut Nic<TX, RX>, device: &Device) -> (u32, NicError) {

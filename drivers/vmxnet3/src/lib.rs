@@ -149,6 +149,9 @@ pub struct Vmxnet3<R: RegisterBlock, C: ConfigSpace, const TX: usize = 32, const
     mac: [u8; 6],
     /// When `transmit` asks for the link (device present? link up?).
     status: StatusPacer,
+    /// The fill index of frames queued by `transmit_deferred` and not yet written to
+    /// TXPROD.
+    unflushed_fill: Option<usize>,
 }
 
 impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> Vmxnet3<R, C, TX, RX> {
@@ -207,6 +210,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> Vmxnet3
             rx: RxQueue::new(rx_ring0, rx_ring1, rx_comp, rx_buffers),
             mac,
             status: StatusPacer::default(),
+            unflushed_fill: None,
         })
     }
 
@@ -382,6 +386,7 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
             return Err(NicError::DeviceGone);
         }
         self.status.reset();
+        self.unflushed_fill = None;
         self.mask_interrupts();
         // Acknowledges interrupt 0 if the OS left it asserted.
         self.vd.read_u32(regs::ICR);
@@ -433,23 +438,23 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
     /// hands its descriptor over with the generation bit and writes TXPROD. Never waits.
     /// Asks for the link (`GET_LINK`) as [`StatusPacer`] says.
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
-        check_frame_len(len, MTU)?;
-        let full = self.tx.is_full();
-        if self.status.due(full) {
-            let link = command_result(&mut self.vd, regs::cmd::GET_LINK);
-            if link == u32::MAX {
-                return Err(NicError::DeviceGone);
-            }
-            if link & regs::LINK_UP == 0 {
-                return Err(NicError::LinkDown);
-            }
-        }
-        if full {
-            return Err(NicError::RingFull);
-        }
-        let fill_index = self.tx.push(len, fill)?;
+        let fill_index = self.queue(len, fill)?;
+        self.unflushed_fill = None;
         self.pt.write_u32(regs::TXPROD, fill_index as u32);
         Ok(())
+    }
+
+    /// As `transmit`, leaving TXPROD for [`flush_transmit`](PolledNic::flush_transmit):
+    /// one register write per burst.
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.unflushed_fill = Some(self.queue(len, fill)?);
+        Ok(())
+    }
+
+    fn flush_transmit(&mut self) {
+        if let Some(fill_index) = self.unflushed_fill.take() {
+            self.pt.write_u32(regs::TXPROD, fill_index as u32);
+        }
     }
 
     fn poll_transmit(&mut self) -> usize {
@@ -468,5 +473,28 @@ impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> PolledN
                 Ok(true)
             }
         }
+    }
+}
+
+impl<R: RegisterBlock, C: ConfigSpace, const TX: usize, const RX: usize> Vmxnet3<R, C, TX, RX> {
+    /// Checks the length (and the link, as [`StatusPacer`] says), builds the frame in the
+    /// next transmit buffer and hands its descriptor over; returns the fill index for
+    /// TXPROD.
+    fn queue(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, NicError> {
+        check_frame_len(len, MTU)?;
+        let full = self.tx.is_full();
+        if self.status.due(full) {
+            let link = command_result(&mut self.vd, regs::cmd::GET_LINK);
+            if link == u32::MAX {
+                return Err(NicError::DeviceGone);
+            }
+            if link & regs::LINK_UP == 0 {
+                return Err(NicError::LinkDown);
+            }
+        }
+        if full {
+            return Err(NicError::RingFull);
+        }
+        self.tx.push(len, fill)
     }
 }

@@ -503,6 +503,10 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     /// ([`set_integrity_check`](Self::set_integrity_check)); XXH64 only where granted.
     check: Check,
     window_mode: WindowMode,
+    /// DATA bursts ring the NIC's doorbell once ([`Netdump::set_batched_doorbells`]).
+    batched_doorbells: bool,
+    /// Memory is read in place ([`Netdump::set_read_in_place`]).
+    read_in_place: bool,
     extra: Option<ExtraState>,
     /// Console lines as syslog on the same NIC, when attached.
     #[cfg(feature = "netconsole")]
@@ -643,6 +647,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             registering: true,
             check: Check::Xxh64,
             window_mode: WindowMode::Sliding,
+            batched_doorbells: true,
+            read_in_place: true,
             extra: None,
             #[cfg(feature = "netconsole")]
             netconsole: None,
@@ -1026,6 +1032,19 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     pub fn set_window_mode(&mut self, mode: WindowMode) {
         self.window_mode = mode;
     }
+    /// Whether a burst of DATA rings the NIC's doorbell once, after its last frame
+    /// ([`PolledNic::transmit_deferred`]; the default), or once per frame (off: for
+    /// comparison in `cargo xtask bench`, or for a driver whose deferred path misbehaves).
+    pub fn set_batched_doorbells(&mut self, on: bool) {
+        self.batched_doorbells = on;
+    }
+    /// Whether the dump tests each page for zeros where it is and reads it straight into
+    /// its packets ([`MemorySource::is_zero`]; the default), or loads it into the page
+    /// buffer first (off: for comparison in `cargo xtask bench`). LZ4 compression always
+    /// encodes from the page buffer.
+    pub fn set_read_in_place(&mut self, on: bool) {
+        self.read_in_place = on;
+    }
 
     #[cfg(feature = "netconsole")]
     /// Sends console lines to a syslog collector too, on this NIC ([`crate::netconsole`]):
@@ -1247,7 +1266,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             include_memory,
         )
         .with_exclude(exclude)
-        .with_extra(self.extra);
+        .with_extra(self.extra)
+        .with_in_place(self.read_in_place);
         #[cfg(feature = "compression")]
         {
             let lz4 = buffers.lz4.as_deref_mut();
@@ -1485,6 +1505,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let (payload, crc) = (window.payload(seq), window.payload_crc(seq));
         let sent = if self.encrypted() {
             self.send_message(header, payload.len(), |p| p.copy_from_slice(payload))
+        } else if self.batched_doorbells {
+            // The send loop reclaims and flushes once per burst.
+            self.link
+                .send_deferred(&mut self.nic, HEADER_LEN + payload.len(), |buf| {
+                    // The buffer is sized from the payload, so emit cannot fail.
+                    let _ = header.emit_with_payload_crc(buf, payload, crc);
+                })
+                .map_err(DumpError::Nic)
         } else {
             self.nic.poll_transmit();
             self.link
@@ -1582,6 +1610,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     break;
                 }
             }
+            // One doorbell for the burst (retransmissions and new packets).
+            self.nic.flush_transmit();
             if exhausted && window.is_empty() {
                 return Ok(());
             }

@@ -133,6 +133,9 @@ pub struct DataStream<'a> {
     /// The page the back-off last decided on (tried, or skipped).
     #[cfg(feature = "compression")]
     lz4_page: Option<(usize, u64)>,
+    /// Pages are tested for zeros where they are and read straight into the packets,
+    /// not loaded into the page buffer first (without LZ4, which encodes from the buffer).
+    in_place: bool,
     pub stats: MemoryStats,
 }
 
@@ -175,8 +178,27 @@ impl<'a> DataStream<'a> {
             lz4_skip: 0,
             #[cfg(feature = "compression")]
             lz4_page: None,
+            in_place: true,
             stats: MemoryStats::default(),
         }
+    }
+
+    /// Whether memory is read in place ([`MemorySource::is_zero`], then straight into the
+    /// packet: one copy of each byte) or through the page buffer (a copy into it, the
+    /// zero test over it, a copy out of it). In place is the default; LZ4 always uses the
+    /// buffer.
+    pub fn with_in_place(mut self, on: bool) -> Self {
+        self.in_place = on;
+        self
+    }
+
+    /// Whether this stream reads memory in place (see [`with_in_place`](Self::with_in_place)).
+    fn reads_in_place(&self) -> bool {
+        #[cfg(feature = "compression")]
+        if self.lz4.is_some() {
+            return false;
+        }
+        self.in_place
     }
 
     /// Leaves out the pages of the classes in `exclude` and reports them in the EXCLUDED
@@ -501,6 +523,21 @@ impl<'a> DataStream<'a> {
             self.kept_until = (r, p + run);
         }
         let phys = self.phys_of(r, p);
+        if self.reads_in_place() {
+            match self.memory.is_zero(phys, PAGE_SIZE) {
+                Ok(false) => {
+                    self.stats.pages_sent += 1;
+                    return Some(true);
+                }
+                Ok(true) => {
+                    self.stats.zero_pages += 1;
+                    self.last_zero_page = Some(phys);
+                }
+                Err(_) => self.stats.unreadable_pages += 1,
+            }
+            self.cursor.used = PAGE_SIZE;
+            return Some(false);
+        }
         if self.memory.read(phys, self.page).is_err() {
             self.stats.unreadable_pages += 1;
             self.cursor.used = PAGE_SIZE;
@@ -541,7 +578,16 @@ impl<'a> DataStream<'a> {
             let here = self.phys_of(self.cursor.range, self.cursor.page) + self.cursor.used as u64;
             start.get_or_insert(here);
             let n = (out.len() - len).min(PAGE_SIZE - self.cursor.used);
-            out[len..len + n].copy_from_slice(&self.page[self.cursor.used..self.cursor.used + n]);
+            if self.reads_in_place() {
+                if self.memory.read(here, &mut out[len..len + n]).is_err() {
+                    // Its zero test read it a moment ago: zeros go in its place, and the
+                    // dump is reported incomplete rather than the packet lost.
+                    out[len..len + n].fill(0);
+                    self.stats.unreadable_pages += 1;
+                }
+            } else {
+                out[len..len + n].copy_from_slice(&self.page[self.cursor.used..self.cursor.used + n]);
+            }
             self.cursor.used += n;
             len += n;
         }
@@ -663,6 +709,44 @@ mod tests {
             }
         }
         assert_eq!(s.stats, MemoryStats { pages_sent: 7, zero_pages: 2, unreadable_pages: 0, ..Default::default() });
+    }
+
+    #[test]
+    fn memory_read_in_place_is_the_stream_read_through_the_page_buffer() {
+        // A page whose only non-zero byte is its last, and an unreadable one: the zero test
+        // in place must see both as the buffered walk does.
+        struct Edges(FakeMemory);
+        impl MemorySource for Edges {
+            fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+                self.0.read(phys, out)?;
+                for (i, b) in out.iter_mut().enumerate() {
+                    let a = phys + i as u64;
+                    if a / 4096 == 16 {
+                        *b = u8::from(a % 4096 == 4095);
+                    }
+                }
+                Ok(())
+            }
+        }
+        let mem = Edges(FakeMemory { zero: |p| p == 1 || p == 5, unreadable: Some(4 * 4096) });
+        let m = map();
+        let streams: Vec<_> = [true, false]
+            .into_iter()
+            .map(|in_place| {
+                let mut page = [0u8; PAGE_SIZE];
+                let mut s = DataStream::new(None, 0, &[], &m, &mem, &mut page, true).with_in_place(in_place);
+                (collect(&mut s, 1448), s.stats)
+            })
+            .collect();
+        assert_eq!(streams[0], streams[1]);
+        assert_eq!(
+            streams[0].1,
+            MemoryStats { pages_sent: 6, zero_pages: 2, unreadable_pages: 1, ..Default::default() }
+        );
+        let last = 16 * 4096 + 4095;
+        let covers = |(_, off, d): &&(Section, u64, Vec<u8>)| (*off..off + d.len() as u64).contains(&last);
+        let (_, off, d) = streams[0].0.iter().find(covers).expect("page 16 was sent");
+        assert_eq!(d[(last - off) as usize], 1);
     }
 
     #[test]

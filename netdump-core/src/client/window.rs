@@ -518,16 +518,17 @@ mod tests {
     }
 
     #[test]
-    fn the_sliding_window_starts_small_and_grows_to_its_limit() {
+    fn the_sliding_window_starts_at_its_limit_and_grows_past_the_initial_window() {
         let mut s = slots(64);
         {
             let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
-            assert_eq!(fill(&mut w, 0), 10, "the initial window");
-            ack(&mut w, 1000, 10, &[]);
-            assert_eq!(fill(&mut w, 1000), 20, "doubled after a round trip");
+            assert_eq!(fill(&mut w, 0), 64, "the configured window at once");
         }
-        let mut w = grown(&mut s, 64);
-        assert_eq!(fill(&mut w, 0), 64);
+        let mut s = slots(512);
+        let mut w = SackWindow::new(&mut s, 512, RtoBounds::default());
+        assert_eq!(fill(&mut w, 0), 256, "at most the initial window");
+        ack(&mut w, 1000, 256, &[]);
+        assert_eq!(fill(&mut w, 1000), 512, "doubled after a round trip");
     }
 
     #[test]
@@ -562,16 +563,16 @@ mod tests {
 
     #[test]
     fn selectively_acknowledged_packets_leave_the_congestion_window() {
-        let mut s = slots(64);
-        let mut w = SackWindow::new(&mut s, 64, RtoBounds::default());
-        assert_eq!(fill(&mut w, 0), 10);
-        // Packet 0 is lost, 1..10 arrived: only one is still in the network.
-        let b = bitmap(0, 1..10);
-        ack(&mut w, 1000, 0, &b[..2]);
-        assert_eq!((w.in_flight(), w.in_network()), (10, 1));
+        let mut s = slots(512);
+        let mut w = SackWindow::new(&mut s, 512, RtoBounds::default());
+        assert_eq!(fill(&mut w, 0), 256);
+        // Packet 0 is lost, 1..256 arrived: only one is still in the network.
+        let b = bitmap(0, 1..256);
+        ack(&mut w, 1000, 0, &b[..32]);
+        assert_eq!((w.in_flight(), w.in_network()), (256, 1));
         let more = fill(&mut w, 1000);
-        assert!(more >= 9, "the window keeps sending while the hole is repaired: {more}");
-        assert_eq!(w.in_network(), w.congestion_window());
+        assert_eq!(more, 256, "the window keeps sending while the hole is repaired, up to its slots");
+        assert_eq!(w.in_network(), 257);
     }
 
     #[test]

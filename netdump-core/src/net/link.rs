@@ -186,7 +186,23 @@ impl UdpLink {
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), NicError> {
         let mut fill = Some(fill);
-        self.send_dyn(nic, payload_len, &mut |payload| {
+        self.send_dyn(nic, payload_len, false, &mut |payload| {
+            if let Some(f) = fill.take() {
+                f(payload)
+            }
+        })
+    }
+
+    /// [`send`](Self::send) through [`PolledNic::transmit_deferred`]: the caller flushes
+    /// the NIC ([`PolledNic::flush_transmit`]) after the burst, before it waits.
+    pub fn send_deferred(
+        &mut self,
+        nic: &mut dyn PolledNic,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), NicError> {
+        let mut fill = Some(fill);
+        self.send_dyn(nic, payload_len, true, &mut |payload| {
             if let Some(f) = fill.take() {
                 f(payload)
             }
@@ -198,6 +214,7 @@ impl UdpLink {
         &mut self,
         nic: &mut dyn PolledNic,
         payload_len: usize,
+        deferred: bool,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> Result<(), NicError> {
         let Some(dst_mac) = self.peer_mac else { return Err(NicError::LinkDown) };
@@ -211,10 +228,11 @@ impl UdpLink {
         };
         let checksum = UdpChecksum::of(nic);
         let len = (FRAME_OVERHEAD + payload_len).max(MIN_FRAME);
-        nic.transmit(len, &mut |frame| {
+        let mut build = |frame: &mut [u8]| {
             frame[FRAME_OVERHEAD + payload_len..].fill(0);
             emit_udp_dyn(frame, &flow, payload_len, checksum, fill);
-        })?;
+        };
+        if deferred { nic.transmit_deferred(len, &mut build) } else { nic.transmit(len, &mut build) }?;
         self.counters.frames_sent += 1;
         Ok(())
     }

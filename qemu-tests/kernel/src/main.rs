@@ -209,6 +209,17 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     if boot.args().get("check") == Some("crc32") {
         dumper.set_integrity_check(netdump_core::proto::Check::Crc32);
     }
+    // `doorbell=each`: a doorbell per DATA frame instead of per burst (the bench's before).
+    if boot.args().get("doorbell") == Some("each") {
+        dumper.set_batched_doorbells(false);
+        println!("netdump: a doorbell per frame");
+    }
+    // `inplace=0`: pages loaded into the page buffer, zero-tested there and copied out
+    // (the bench's before of reading memory in place).
+    if boot.args().get_u64("inplace") == Some(0) {
+        dumper.set_read_in_place(false);
+        println!("netdump: memory through the page buffer");
+    }
     println!("netdump: integrity check {:?}", dumper.integrity_check());
     dumper.set_compression(scenario.compress);
     println!("netdump: compression {}", if dumper.compressing() { "on" } else { "off" });
@@ -269,6 +280,13 @@ impl MemorySource for TestMemory {
             panic!("injected panic while reading {phys:#x} for the dump");
         }
         self.inner.read(phys, out)
+    }
+
+    fn is_zero(&self, phys: u64, len: usize) -> Result<bool, MemoryError> {
+        if self.panic_at == Some(phys) {
+            panic!("injected panic while reading {phys:#x} for the dump");
+        }
+        self.inner.is_zero(phys, len)
     }
 
     fn classify(&self, phys: u64, pages: u64) -> (PageClass, u64) {

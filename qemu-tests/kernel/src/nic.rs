@@ -73,6 +73,14 @@ impl PolledNic for Counted {
         count();
         self.0.transmit(len, fill)
     }
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        count();
+        self.0.transmit_deferred(len, fill)
+    }
+    fn flush_transmit(&mut self) {
+        count();
+        self.0.flush_transmit()
+    }
     fn poll_transmit(&mut self) -> usize {
         count();
         self.0.poll_transmit()

@@ -35,6 +35,12 @@ impl PolledNic for UnderTest {
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         self.nic.transmit(len, fill)
     }
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.nic.transmit_deferred(len, fill)
+    }
+    fn flush_transmit(&mut self) {
+        self.nic.flush_transmit()
+    }
     fn poll_transmit(&mut self) -> usize {
         self.nic.poll_transmit()
     }

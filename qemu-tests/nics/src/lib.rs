@@ -298,6 +298,12 @@ impl PolledNic for Nic {
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         each!(self, n => n.transmit(len, fill))
     }
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        each!(self, n => n.transmit_deferred(len, fill))
+    }
+    fn flush_transmit(&mut self) {
+        each!(self, n => n.flush_transmit())
+    }
     fn poll_transmit(&mut self) -> usize {
         each!(self, n => n.poll_transmit())
     }

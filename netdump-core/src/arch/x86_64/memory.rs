@@ -32,6 +32,18 @@ impl MemorySource for DirectMapMemory {
         unsafe { super::copy_forward(out.as_mut_ptr(), src as *const u8, out.len()) };
         Ok(())
     }
+
+    /// In place, through the direct map: no copy, and a page holding data is usually
+    /// told by its first word.
+    fn is_zero(&self, phys: u64, len: usize) -> Result<bool, MemoryError> {
+        let src = phys.checked_add(self.offset).ok_or(MemoryError { phys })?;
+        if src.checked_add(len as u64).is_none() {
+            return Err(MemoryError { phys });
+        }
+        // SAFETY: `new`'s contract says this range is mapped and readable, and it does not
+        // wrap (checked above); the check is assembly for the same reason as the copy.
+        Ok(unsafe { super::is_zero_forward(src as *const u8, len) })
+    }
 }
 
 #[cfg(test)]
@@ -53,6 +65,26 @@ mod tests {
             let mut out = vec![0u8; len];
             mem.read(0x1000 + 3, &mut out).unwrap();
             assert_eq!(&out[..], &data[3..3 + len]);
+        }
+    }
+
+    #[test]
+    fn tells_zero_memory_in_place_to_the_last_byte() {
+        let mut data = vec![0u8; 4096 + 13];
+        let offset = data.as_ptr() as u64 - 0x1000;
+        for len in [0usize, 1, 7, 8, 9, 4096, 4096 + 13] {
+            // SAFETY: the only addresses read are inside `data`.
+            let mem = unsafe { DirectMapMemory::new(data.as_ptr() as u64 - 0x1000) };
+            assert_eq!(mem.is_zero(0x1000, len), Ok(true), "{len} zero bytes");
+        }
+        // A non-zero byte anywhere, words and tail alike, is seen; one past the end is not.
+        for at in [0usize, 5, 8, 4095, 4096, 4096 + 12] {
+            data[at] = 0x80;
+            // SAFETY: as above.
+            let mem = unsafe { DirectMapMemory::new(offset) };
+            assert_eq!(mem.is_zero(0x1000, data.len()), Ok(false), "byte {at}");
+            assert_eq!(mem.is_zero(0x1000, at), Ok(true), "the {at} bytes before it");
+            data[at] = 0;
         }
     }
 }

@@ -37,7 +37,7 @@ mod tsc;
 #[cfg(target_arch = "x86_64")]
 pub use apic::{ApicMode, LocalApic, icr_nmi_low, park_this_cpu, x2apic_icr_nmi, xapic_icr_nmi_high};
 #[cfg(target_arch = "x86_64")]
-pub use copy::copy_forward;
+pub use copy::{copy_forward, is_zero_forward};
 #[cfg(target_arch = "x86_64")]
 pub use exception::{ExceptionCrash, ExceptionRegisters};
 #[cfg(target_arch = "x86_64")]

@@ -32,6 +32,16 @@ macro_rules! polled_nic_through_field {
             ) -> Result<(), netdump_core::nic::NicError> {
                 self.0.transmit(len, fill)
             }
+            fn transmit_deferred(
+                &mut self,
+                len: usize,
+                fill: &mut dyn FnMut(&mut [u8]),
+            ) -> Result<(), netdump_core::nic::NicError> {
+                self.0.transmit_deferred(len, fill)
+            }
+            fn flush_transmit(&mut self) {
+                self.0.flush_transmit()
+            }
             fn poll_transmit(&mut self) -> usize {
                 self.0.poll_transmit()
             }
