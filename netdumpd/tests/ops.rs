@@ -363,6 +363,12 @@ fn check_config_accepts_the_sample_and_names_what_is_missing() {
     assert_eq!(v["dedup"], serde_json::json!({ "policy": "keep-all" }));
     assert_eq!(v["limits"]["hellos_per_second"], 200);
     assert_eq!(v["netconsole"]["max_clients"], 1024);
+    // The memory bound of this configuration, as the library computes it.
+    let mut c = netdumpd::ServerConfig::default();
+    netdumpd::config::ConfigFile::load(&good).unwrap().apply(&mut c).unwrap();
+    let bound = netdumpd::budget::bound(&c, netdump_core::proto::MAX_CPUS as u16, 0).total();
+    assert_eq!(v["memory_bound_bytes"], bound);
+    assert_eq!(v["limits"]["max_receive_bytes"], 1u64 << 30);
 }
 
 /// The function the analysis test "crashes" in: its address goes into the registers.

@@ -9,7 +9,9 @@
 //! refusal the client was told (its `DumpError::Refused`); nothing else. Each server's
 //! peak RSS (`VmHWM`) is reported and checked against the bound its configuration
 //! gives (`netdumpd::budget::bound`) above its RSS once started. The numbers are printed
-//! (`cargo test -p netdumpd --test storm -- --nocapture`); no timing is asserted.
+//! (`cargo test -p netdumpd --test storm -- --nocapture`); no timing is asserted. With
+//! `STORM_SMAPS=<path>` each server's `/proc/<pid>/smaps` is copied to `<path>.<n>` after
+//! the storm, to see where its memory went.
 
 mod common;
 
