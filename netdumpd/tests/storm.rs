@@ -433,7 +433,22 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
             limit >> 10
         );
         bounds.push(limit);
+        let log = daemons[s].log_text();
+        println!(
+            "storm: server {s} log: {} × receive memory budget spent, {} × too many memory dumps, {} × too many dumps (lines are rate-limited: lower bounds)",
+            log.matches("receive memory budget spent").count(),
+            log.matches("too many memory dumps at once").count(),
+            log.matches("too many dumps at once").count(),
+        );
     }
+    let sum = |f: fn(&Tally) -> usize| tally.iter().map(f).sum::<usize>();
+    println!(
+        "storm: in all {} complete, {} duplicate, {} shed, {} refused of {CLIENTS}",
+        sum(|t| t.complete),
+        sum(|t| t.duplicate),
+        sum(|t| t.shed),
+        sum(|t| t.refused)
+    );
     assert!(unaccounted.is_empty(), "{} clients unaccounted for:\n{}", unaccounted.len(), unaccounted.join("\n"));
     for (s, t) in tally.iter().enumerate() {
         assert!(
