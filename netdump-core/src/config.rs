@@ -3,7 +3,7 @@
 //! the client's name and ARP bounds; it needs neither.
 
 use crate::memory::ExcludeSet;
-use crate::net::NetConfig;
+use crate::net::{Ipv4Address, NetConfig};
 use crate::proto::{MAX_NAME, valid_name};
 
 /// Every wait of the client has one of these bounds (microseconds).
@@ -97,6 +97,35 @@ impl ClientName {
 /// Packets in flight by default: 64 × 1.4 KiB ≈ 92 KiB of window.
 pub const DEFAULT_WINDOW: usize = 64;
 
+/// Most dump servers a [`Config`] lists: the first (in [`Config::net`]) and up to three
+/// [`fallbacks`](Config::fallbacks).
+pub const MAX_SERVERS: usize = 4;
+
+/// A dump server the client may send its dump to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Server {
+    /// Its IPv4 address (reached through [`NetConfig::gateway`] when off-link).
+    pub ip: Ipv4Address,
+    /// Its UDP port.
+    pub port: u16,
+    /// Its public key (feature `encryption`), as `netdumpd keygen` prints it: as
+    /// [`Config::server_key`] is for the first server. `None`: plaintext to this server.
+    #[cfg(feature = "encryption")]
+    pub key: Option<crate::crypto::PublicKey>,
+}
+
+impl Server {
+    /// A server at `ip:port` (and, with feature `encryption`, no key: plaintext).
+    pub const fn new(ip: Ipv4Address, port: u16) -> Self {
+        Server {
+            ip,
+            port,
+            #[cfg(feature = "encryption")]
+            key: None,
+        }
+    }
+}
+
 /// The client's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -123,6 +152,14 @@ pub struct Config {
     /// when it would register the client only in plaintext. `None`: plaintext.
     #[cfg(feature = "encryption")]
     pub server_key: Option<crate::crypto::PublicKey>,
+    /// The servers to fail over to, in order, after the first ([`NetConfig::server_ip`]
+    /// and [`NetConfig::server_port`], with [`server_key`](Self::server_key)); `None`s are
+    /// skipped. Default: none, one server, and the client behaves exactly as one
+    /// without failover (it does not even ask for [`features::FAILOVER`]).
+    /// [`add_server`](Self::add_server) fills the first free entry.
+    ///
+    /// [`features::FAILOVER`]: crate::proto::features::FAILOVER
+    pub fallbacks: [Option<Server>; MAX_SERVERS - 1],
 }
 
 impl Config {
@@ -137,6 +174,74 @@ impl Config {
             exclude: ExcludeSet::NONE,
             #[cfg(feature = "encryption")]
             server_key: None,
+            fallbacks: [None; MAX_SERVERS - 1],
         }
+    }
+
+    /// Appends `server` to the servers tried after the first; false (and nothing
+    /// changed) when [`MAX_SERVERS`] are listed already.
+    pub fn add_server(&mut self, server: Server) -> bool {
+        match self.fallbacks.iter_mut().find(|s| s.is_none()) {
+            Some(free) => {
+                *free = Some(server);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The first server: [`NetConfig::server_ip`], [`NetConfig::server_port`] and
+    /// [`server_key`](Self::server_key).
+    pub fn first_server(&self) -> Server {
+        Server {
+            ip: self.net.server_ip,
+            port: self.net.server_port,
+            #[cfg(feature = "encryption")]
+            key: self.server_key,
+        }
+    }
+
+    /// The `index`th server in the order they are tried (0: the first), if listed.
+    pub fn server(&self, index: usize) -> Option<Server> {
+        match index {
+            0 => Some(self.first_server()),
+            _ => self.fallbacks.iter().flatten().nth(index - 1).copied(),
+        }
+    }
+
+    /// How many servers are listed: 1..=[`MAX_SERVERS`].
+    pub fn server_count(&self) -> usize {
+        1 + self.fallbacks.iter().flatten().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_the_first_then_the_fallbacks_in_order() {
+        let net = NetConfig {
+            ip: Ipv4Address::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
+            server_ip: Ipv4Address::new(10, 0, 2, 2),
+            server_port: 6666,
+            client_port: 6665,
+        };
+        let mut c = Config::new(net, ClientName::new("a").unwrap());
+        assert_eq!(c.server_count(), 1);
+        assert_eq!(c.server(0).map(|s| (s.ip, s.port)), Some((net.server_ip, 6666)));
+        assert_eq!(c.server(1), None);
+        for port in [1, 2, 3] {
+            assert!(c.add_server(Server::new(Ipv4Address::new(192, 0, 2, port as u8), port)));
+        }
+        assert!(!c.add_server(Server::new(Ipv4Address::new(192, 0, 2, 9), 9)), "a fifth server");
+        assert_eq!(c.server_count(), MAX_SERVERS);
+        c.fallbacks[0] = None;
+        assert_eq!(c.server_count(), 3);
+        assert_eq!(c.server(1).map(|s| s.port), Some(2));
+        assert_eq!(c.server(2).map(|s| s.port), Some(3));
+        assert_eq!(c.server(3), None);
     }
 }

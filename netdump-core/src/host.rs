@@ -5,6 +5,8 @@
 //! The NIC answers ARP for the gateway itself, turns every UDP datagram the client sends
 //! to the gateway into a real datagram to `server` (from one socket per client, so the
 //! server sees one address per client), and wraps what comes back in Ethernet/IPv4/UDP.
+//! [`UdpSocketNic::route`] sends datagrams for other server addresses and ports to
+//! other real sockets (a client with several servers, for failover).
 //!
 //! # Example: install and dump, on the host
 //!
@@ -212,6 +214,9 @@ pub struct UdpSocketNic {
     pub frames_sent: u64,
     /// The frame being transmitted, reused (no allocation per frame).
     tx_frame: Vec<u8>,
+    /// Further servers: a guest-side address and port, and the real socket datagrams to
+    /// it go to (and whose answers come back from it).
+    routes: Vec<((Ipv4Address, u16), SocketAddr)>,
 }
 
 impl UdpSocketNic {
@@ -230,7 +235,18 @@ impl UdpSocketNic {
             tx_mangle: None,
             frames_sent: 0,
             tx_frame: Vec::new(),
+            routes: Vec::new(),
         })
+    }
+
+    /// Routes UDP to `guest` (an address and port as the client's configuration names
+    /// a server) to the real socket `real`, and makes what `real` sends back arrive from
+    /// `guest`: several servers for one client (failover). Without a route, datagrams
+    /// to the gateway's address go to `server`'s address at the datagram's port, and
+    /// datagrams to any other address are lost (a server that is not there).
+    pub fn route(&mut self, guest: (Ipv4Address, u16), real: SocketAddr) {
+        self.routes.retain(|(g, _)| *g != guest);
+        self.routes.push((guest, real));
     }
 
     /// The host address the server sees for this client.
@@ -255,13 +271,21 @@ impl UdpSocketNic {
                     return;
                 }
                 let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return };
-                if ip.next_header() != IpProtocol::Udp || ip.dst_addr() != GATEWAY_IP {
+                if ip.next_header() != IpProtocol::Udp {
                     return;
                 }
                 let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return };
+                let routed = self.routes.iter().find(|(g, _)| *g == (ip.dst_addr(), udp.dst_port()));
+                let to = match routed {
+                    Some((_, real)) => *real,
+                    None if ip.dst_addr() == GATEWAY_IP => {
+                        let mut to = self.server;
+                        to.set_port(udp.dst_port());
+                        to
+                    }
+                    None => return,
+                };
                 self.client_port = udp.src_port();
-                let mut to = self.server;
-                to.set_port(udp.dst_port());
                 let _ = self.socket.send_to(udp.payload(), to);
             }
         }
@@ -306,12 +330,14 @@ impl PolledNic for UdpSocketNic {
         if self.rx.is_empty() {
             let mut buf = [0u8; 9000];
             if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+                let (src_ip, src_port) =
+                    self.routes.iter().find(|(_, real)| *real == from).map_or((GATEWAY_IP, from.port()), |(g, _)| *g);
                 let flow = UdpFlow {
                     src_mac: GATEWAY_MAC,
                     dst_mac: EthernetAddress(self.mac),
-                    src_ip: GATEWAY_IP,
+                    src_ip,
                     dst_ip: GUEST_IP,
-                    src_port: from.port(),
+                    src_port,
                     dst_port: self.client_port,
                 };
                 let mut frame = std::vec![0u8; FRAME_OVERHEAD + n];

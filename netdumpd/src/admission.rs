@@ -75,6 +75,10 @@ pub struct PendingCrash {
     verdict: Verdict,
     why: DecisionReason,
     nospace_hook_ran: bool,
+    /// The client may go to another server (it was granted FAILOVER and its CRASH is not
+    /// for its last server): a lack of capacity aborts with `TryElsewhere` instead of
+    /// lowering the verdict ([`PendingCrash::may_go_elsewhere`]).
+    elsewhere: bool,
     stage: Stage,
 }
 
@@ -101,7 +105,28 @@ impl PendingCrash {
             Some(c) => Stage::CrashHook(c.spawn()),
             None => Stage::Space,
         };
-        PendingCrash { cookie, client, crash, peer, seq, dir, dedup, verdict, why, nospace_hook_ran: false, stage }
+        PendingCrash {
+            cookie,
+            client,
+            crash,
+            peer,
+            seq,
+            dir,
+            dedup,
+            verdict,
+            why,
+            nospace_hook_ran: false,
+            elsewhere: false,
+            stage,
+        }
+    }
+
+    /// The client has another server to go to: where this server lacks the capacity for
+    /// the whole dump (too many memory dumps at once, not enough space), the DECISION is
+    /// ABORT `TryElsewhere` rather than log and registers only (or nothing), so that the
+    /// next server may take all of it.
+    pub fn may_go_elsewhere(&mut self) {
+        self.elsewhere = true;
     }
 
     /// Lowers the verdict to `verdict` (never raises it), for `why`.
@@ -134,6 +159,12 @@ impl PendingCrash {
                 }
                 Stage::Space => {
                     if self.verdict == Verdict::DumpAll && !ctx.memory_slot_free(&self.crash, &self.client) {
+                        if self.elsewhere {
+                            tracing::warn!(client = %self.client.name, "too many memory dumps at once: try another server");
+                            (self.verdict, self.why) = (Verdict::Abort, DecisionReason::TryElsewhere);
+                            self.stage = Stage::Decided;
+                            continue;
+                        }
                         tracing::warn!(client = %self.client.name, "too many memory dumps at once: log and registers only");
                         (self.verdict, self.why) = (Verdict::SkipMemory, DecisionReason::Busy);
                     }
@@ -154,6 +185,9 @@ impl PendingCrash {
                     }
                     match fit {
                         _ if fits => {}
+                        _ if self.elsewhere => {
+                            (self.verdict, self.why) = (Verdict::Abort, DecisionReason::TryElsewhere)
+                        }
                         SpaceFit::LogOnly => (self.verdict, self.why) = (Verdict::SkipMemory, DecisionReason::NoSpace),
                         _ => (self.verdict, self.why) = (Verdict::Abort, DecisionReason::NoSpace),
                     }
@@ -315,6 +349,31 @@ mod tests {
         assert_eq!(
             p.advance(&hooks, &ctx(SpaceFit::Everything, false)),
             Some((Verdict::SkipMemory, DecisionReason::Busy))
+        );
+    }
+
+    #[test]
+    fn a_client_that_can_go_elsewhere_is_sent_there_instead_of_losing_memory() {
+        let dir = TestDir::new("admit-elsewhere");
+        let hooks = HookConfig::default();
+        let elsewhere = |fit, slot_free| {
+            let mut p = pending(&dir, &hooks, None);
+            p.may_go_elsewhere();
+            p.advance(&hooks, &ctx(fit, slot_free))
+        };
+        let try_elsewhere = Some((Verdict::Abort, DecisionReason::TryElsewhere));
+        // Too many memory dumps at once, not enough space for memory, nor for anything.
+        assert_eq!(elsewhere(SpaceFit::Everything, false), try_elsewhere);
+        assert_eq!(elsewhere(SpaceFit::LogOnly, true), try_elsewhere);
+        assert_eq!(elsewhere(SpaceFit::Nothing, true), try_elsewhere);
+        // Room for everything: the dump stays here.
+        assert_eq!(elsewhere(SpaceFit::Everything, true), Some((Verdict::DumpAll, DecisionReason::None)));
+        // A duplicate needs no memory slot and fits with the log alone: it stays too.
+        let mut p = pending(&dir, &hooks, Some("node-earlier"));
+        p.may_go_elsewhere();
+        assert_eq!(
+            p.advance(&hooks, &ctx(SpaceFit::LogOnly, false)),
+            Some((Verdict::SkipMemory, DecisionReason::Duplicate))
         );
     }
 

@@ -59,7 +59,8 @@ pub struct RangeInfo {
 pub struct DecisionInfo {
     /// `dump_all`, `skip_memory` or `abort`.
     pub verdict: &'static str,
-    /// `none`, `hook`, `no_space`, `duplicate`, `busy` or `bad_announcement`.
+    /// `none`, `hook`, `no_space`, `duplicate`, `busy`, `bad_announcement` or
+    /// `try_elsewhere`.
     pub why: &'static str,
 }
 

@@ -17,7 +17,7 @@ pub mod window;
 #[cfg(feature = "compression")]
 pub use compress::{Block, LZ4_SCRATCH, Lz4Scratch};
 
-pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, Timeouts};
+pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, MAX_SERVERS, Server, Timeouts};
 pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
 pub use window::{PacketSlot, RtoBounds, SLOT_PAYLOAD, WindowMode};
 
@@ -26,7 +26,7 @@ use crate::clock::{Clock, Deadline};
 use crate::crypto::{self, NkInitiator, OpenError, ReplayWindow, Transport};
 use crate::log::LogSource;
 use crate::memory::{ExcludeSet, MemoryMap, MemorySource, PAGE_SIZE};
-use crate::net::{LinkCounters, NetError, UdpLink};
+use crate::net::{EthernetAddress, Ipv4Address, LinkCounters, NetError, UdpLink};
 #[cfg(feature = "netconsole")]
 use crate::netconsole::{Netconsole, NetconsoleConfig, Severity};
 use crate::nic::{NicError, PolledNic};
@@ -48,6 +48,14 @@ pub struct CrashBuffers<const W: usize> {
     slots: [PacketSlot; W],
     #[cfg(feature = "compression")]
     lz4: Lz4Scratch,
+}
+
+/// The crash buffers, lent to one server's attempt at the dump.
+struct StreamBuffers<'b> {
+    page: &'b mut [u8; PAGE_SIZE],
+    slots: &'b mut [PacketSlot],
+    #[cfg(feature = "compression")]
+    lz4: Option<&'b mut Lz4Scratch>,
 }
 
 /// The features this build asks for besides those of its configuration.
@@ -270,6 +278,13 @@ pub struct DumpReport {
     /// Whether memory went as LZ4 blocks where they paid (feature `compression`, granted
     /// and not turned off); [`MemoryStats`] counts them.
     pub compressed: bool,
+    /// Index of the server that took the dump ([`Config::server`]'s order; 0 unless it
+    /// failed over), and its address and port.
+    pub server: usize,
+    /// Its address and UDP port.
+    pub server_addr: (Ipv4Address, u16),
+    /// The servers tried before it and why each was left.
+    pub attempts: Attempts,
 }
 
 /// Server packets an encrypted client dropped, by why (all also counted in
@@ -355,16 +370,117 @@ struct HelloEvidence {
     refused: bool,
 }
 
+/// What the client keeps per dump server, so that moving on to the next server at
+/// crash time needs no new registration with one registered at install: about 40 bytes
+/// (with `encryption` about 450: the ephemeral key, the session's keys and its replay
+/// window), [`MAX_SERVERS`] of them in [`Netdump`].
+struct Session {
+    server: Server,
+    /// The cookie registered with this server (one drawn per server: a server learns no
+    /// cookie another one could be sent).
+    cookie: u64,
+    /// The protocol version: 2, or 1 with a version-1 server.
+    version: u8,
+    /// Whether the server registered the client: at install, or at crash time.
+    registered: bool,
+    /// The features the server granted (HELLO_ACK v2 terms; 0 in version 1).
+    granted: u32,
+    /// Largest UDP payload for this server: the link's, lowered by HELLO_ACK and DECISION.
+    max_payload: usize,
+    /// The MAC of this server's next hop, once known.
+    peer_mac: Option<EthernetAddress>,
+    /// The handshake's ephemeral key, drawn before the HELLO that uses it (zero once
+    /// used, and without a server key).
+    #[cfg(feature = "encryption")]
+    ephemeral: [u8; crypto::KEY_LEN],
+    #[cfg(feature = "encryption")]
+    secure: Option<Secure>,
+}
+
+impl Session {
+    fn new(server: Server, cookie: u64, max_payload: usize) -> Self {
+        Session {
+            server,
+            cookie,
+            version: VERSION_2,
+            registered: false,
+            granted: 0,
+            max_payload,
+            peer_mac: None,
+            #[cfg(feature = "encryption")]
+            ephemeral: [0; crypto::KEY_LEN],
+            #[cfg(feature = "encryption")]
+            secure: None,
+        }
+    }
+}
+
+/// Why each server a dump tried was left, in the order tried (the configuration's):
+/// every server before the one that took the dump, or all of them when none did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attempts {
+    left: [Option<DumpError>; MAX_SERVERS],
+    tried: usize,
+}
+
+impl Attempts {
+    /// Servers tried (the one that took the dump included).
+    pub fn tried(&self) -> usize {
+        self.tried
+    }
+    /// Why server `index` was left; `None` for the one that took the dump, and for one
+    /// not tried.
+    pub fn left(&self, index: usize) -> Option<DumpError> {
+        self.left.get(index).copied().flatten()
+    }
+    /// The servers left, with why, in the order tried.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, DumpError)> + '_ {
+        self.left.iter().enumerate().take(self.tried).filter_map(|(i, e)| e.map(|e| (i, e)))
+    }
+    fn record(&mut self, index: usize, error: Option<DumpError>) {
+        if let Some(slot) = self.left.get_mut(index) {
+            *slot = error;
+            self.tried = self.tried.max(index + 1);
+        }
+    }
+}
+
+/// Whether a dump that failed with `e` on one server should go to the next one: yes
+/// when the server was silent, could not register the client, refused for want of
+/// capacity (try elsewhere, busy, no space), stopped or failed the dump midway; no for
+/// a verdict another server would repeat (a hook's, a duplicate, a bad announcement)
+/// and when the NIC itself failed.
+fn worth_another_server(e: &DumpError) -> bool {
+    match e {
+        DumpError::AlreadyDumped | DumpError::Nic(_) => false,
+        DumpError::NotRegistered(
+            InstallError::Nic(_) | InstallError::Net(NetError::Nic(_)) | InstallError::NoEntropy,
+        ) => false,
+        DumpError::Refused(why) => {
+            matches!(why, DecisionReason::TryElsewhere | DecisionReason::Busy | DecisionReason::NoSpace)
+        }
+        _ => true,
+    }
+}
+
 /// The installed client: a NIC, a clock, the server's cached MAC, the cookie and the
 /// crash buffers. Keep it in a [`crate::crash_cell::CrashCell`].
 pub struct Netdump<N: PolledNic, C: Clock> {
     nic: N,
     clock: C,
+    /// The UDP link, aimed at the active server (its address, port and next hop's MAC).
     link: UdpLink,
-    cookie: u64,
     config: Config,
     memory_map: MemoryMap,
-    max_payload: usize,
+    /// The active server's session.
+    session: Session,
+    /// Index of the active server in [`Config::server`]'s order.
+    active: usize,
+    /// The other servers' sessions, by index; the active server's entry is a stale
+    /// placeholder while its session is in `session`.
+    parked: [Session; MAX_SERVERS],
+    /// Why each server the last dump tried was left.
+    attempts: Attempts,
     buffers: Option<(&'static mut [u8; PAGE_SIZE], &'static mut [PacketSlot])>,
     #[cfg(feature = "compression")]
     lz4: Option<&'static mut Lz4Scratch>,
@@ -372,25 +488,13 @@ pub struct Netdump<N: PolledNic, C: Clock> {
     compress: bool,
     rejected: u64,
     sealing: SealDrops,
-    /// The protocol version of the session: 2, or 1 with a version-1 server.
-    version: u8,
-    /// Whether the server registered the client: at install, or (prepared) at crash time.
-    registered: bool,
     /// The page size HELLO and CRASH announce (see [`Netdump::set_page_size`]).
     page_size: u32,
-    /// The handshake's ephemeral key, drawn before the HELLO that uses it (zero once used,
-    /// and without a server key).
-    #[cfg(feature = "encryption")]
-    ephemeral: [u8; crypto::KEY_LEN],
     /// True while HELLO is being exchanged (a version-1 server's ERROR counts then).
     registering: bool,
-    /// The features the server granted (HELLO_ACK v2 terms; 0 in version 1).
-    granted: u32,
     /// The integrity check the kernel wants DATA to carry: XXH64 unless it chose CRC-32
     /// ([`set_integrity_check`](Self::set_integrity_check)); XXH64 only where granted.
     check: Check,
-    #[cfg(feature = "encryption")]
-    secure: Option<Secure>,
     window_mode: WindowMode,
     extra: Option<ExtraState>,
     /// Console lines as syslog on the same NIC, when attached.
@@ -406,6 +510,12 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// server falls back to a version-1 HELLO. With a server key (feature `encryption`)
     /// the ephemeral key of the Noise handshake is drawn from `rng` too, and every packet
     /// after the handshake is sealed.
+    ///
+    /// With several servers ([`Config::fallbacks`]) it registers with each in turn (each
+    /// within its own ARP and HELLO bounds) and succeeds when at least one registered the
+    /// client ([`server_registered`](Self::server_registered) says which); one that did not
+    /// is tried again at the crash. It fails, with the first server's error, only when
+    /// none did.
     ///
     /// On failure the NIC, the clock and the buffers come back in the [`InstallFailure`]:
     /// the kernel may retry later, or [`prepare`](Self::prepare) instead.
@@ -424,7 +534,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             Ok(me) => me,
             Err((error, nic, clock)) => return Err(InstallFailure { error, nic, clock, buffers }),
         };
-        let connected = me.nic.reset().map_err(InstallError::Nic).and_then(|()| me.connect());
+        let connected = me.nic.reset().map_err(InstallError::Nic).and_then(|()| me.connect_all());
         match connected {
             Ok(()) => {
                 me.take_buffers(buffers);
@@ -478,44 +588,45 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         config: Config,
         memory_map: MemoryMap,
     ) -> Result<Self, (InstallError, N, C)> {
-        let Some(cookie) = (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX) else {
-            return Err((InstallError::NoEntropy, nic, clock));
-        };
-        #[cfg(feature = "encryption")]
-        let mut ephemeral = [0u8; crypto::KEY_LEN];
-        #[cfg(feature = "encryption")]
-        if config.server_key.is_some() {
-            rng.fill_bytes(&mut ephemeral);
-            if ephemeral == [0; crypto::KEY_LEN] {
-                return Err((InstallError::NoEntropy, nic, clock));
-            }
-        }
         let link = UdpLink::new(config.net, nic.mac_address());
         let max_payload = link.max_payload(&nic);
+        let mut parked: [Session; MAX_SERVERS] =
+            core::array::from_fn(|_| Session::new(config.first_server(), 0, max_payload));
+        for (i, session) in parked.iter_mut().enumerate().take(config.server_count()) {
+            let Some(server) = config.server(i) else { break };
+            // Per server: a cookie, then (with its key) the handshake's ephemeral key.
+            let Some(cookie) = (0..4).map(|_| rng.next_u64()).find(|&c| c != 0 && c != u64::MAX) else {
+                return Err((InstallError::NoEntropy, nic, clock));
+            };
+            *session = Session::new(server, cookie, max_payload);
+            #[cfg(feature = "encryption")]
+            if server.key.is_some() {
+                rng.fill_bytes(&mut session.ephemeral);
+                if session.ephemeral == [0; crypto::KEY_LEN] {
+                    return Err((InstallError::NoEntropy, nic, clock));
+                }
+            }
+        }
+        let session = core::mem::replace(&mut parked[0], Session::new(config.first_server(), 0, max_payload));
         Ok(Netdump {
             nic,
             clock,
             link,
-            cookie,
             config,
             memory_map,
-            max_payload,
+            session,
+            active: 0,
+            parked,
+            attempts: Attempts::default(),
             buffers: None,
             #[cfg(feature = "compression")]
             lz4: None,
             compress: true,
             rejected: 0,
             sealing: SealDrops::default(),
-            version: VERSION_2,
-            registered: false,
             page_size: PAGE_SIZE as u32,
-            #[cfg(feature = "encryption")]
-            ephemeral,
             registering: true,
-            granted: 0,
             check: Check::Xxh64,
-            #[cfg(feature = "encryption")]
-            secure: None,
             window_mode: WindowMode::Sliding,
             extra: None,
             #[cfg(feature = "netconsole")]
@@ -534,32 +645,128 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
     }
 
-    /// On a NIC just reset: resolves the next hop (unless known) and registers.
+    /// On a NIC just reset: resolves the active server's next hop (unless known, also
+    /// from another server with the same next hop) and registers.
     fn connect(&mut self) -> Result<(), InstallError> {
         if self.link.peer_mac().is_none() {
-            let t = self.config.timeouts;
-            self.link.resolve(&mut self.nic, &self.clock, t.arp_retry_us, t.arp_attempts)?;
+            let hop = self.link.config().next_hop()?;
+            let known = (0..self.config.server_count())
+                .filter(|&i| i != self.active)
+                .filter(|&i| self.next_hop_of(&self.parked[i].server) == Ok(hop))
+                .find_map(|i| self.parked[i].peer_mac);
+            match known {
+                Some(mac) => self.link.set_peer_mac(mac),
+                None => {
+                    let t = self.config.timeouts;
+                    self.link.resolve(&mut self.nic, &self.clock, t.arp_retry_us, t.arp_attempts)?;
+                }
+            }
         }
         self.registering = true;
         let result = self.register();
         self.registering = false;
         let max_payload = result?;
-        self.max_payload = self.max_payload.min(max_payload as usize);
-        self.registered = true;
+        self.session.max_payload = self.session.max_payload.min(max_payload as usize);
+        self.session.registered = true;
         Ok(())
     }
 
-    /// Whether the server has registered this client (false for a
+    /// Registers with every listed server, in order (each bounded as one server's
+    /// install is); ends on the first that registered the client. Fails, with the first
+    /// server's error, only when none did. One that did not answer is tried again at the
+    /// crash.
+    fn connect_all(&mut self) -> Result<(), InstallError> {
+        let mut first_error = None;
+        let mut registered = None;
+        for i in 0..self.config.server_count() {
+            self.select(i);
+            match self.connect() {
+                Ok(()) => {
+                    registered.get_or_insert(i);
+                }
+                Err(InstallError::Nic(e)) => return Err(InstallError::Nic(e)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match registered {
+            Some(i) => {
+                self.select(i);
+                Ok(())
+            }
+            None => {
+                self.select(0);
+                Err(first_error.unwrap_or(InstallError::ServerSilent))
+            }
+        }
+    }
+
+    /// The next hop towards `server`: the server on-link, else the gateway.
+    fn next_hop_of(&self, server: &Server) -> Result<Ipv4Address, NetError> {
+        crate::net::NetConfig { server_ip: server.ip, server_port: server.port, ..self.config.net }.next_hop()
+    }
+
+    /// Makes server `index` the active one: its session, its address and its next hop's
+    /// MAC on the link. The one left keeps its session for later.
+    fn select(&mut self, index: usize) {
+        if index == self.active || index >= self.config.server_count() {
+            return;
+        }
+        self.session.peer_mac = self.link.peer_mac();
+        core::mem::swap(&mut self.session, &mut self.parked[self.active]);
+        core::mem::swap(&mut self.session, &mut self.parked[index]);
+        self.active = index;
+        let server = self.session.server;
+        self.link.retarget(server.ip, server.port, self.session.peer_mac);
+    }
+
+    /// Whether a server has registered this client (false for a
     /// [prepared](Self::prepare) client until its crash).
     pub fn registered(&self) -> bool {
-        self.registered
+        self.session.registered
+            || (0..self.config.server_count()).any(|i| i != self.active && self.parked[i].registered)
+    }
+
+    /// Whether server `index` ([`Config::server`]'s order) has registered this client.
+    pub fn server_registered(&self, index: usize) -> bool {
+        match index {
+            _ if index == self.active => self.session.registered,
+            _ if index < self.config.server_count() => self.parked[index].registered,
+            _ => false,
+        }
+    }
+
+    /// The configuration installed.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Why each server the last [`dump`](Self::dump) tried was left (also in
+    /// [`DumpReport::attempts`]); after a failed dump, the last one's error is the one
+    /// returned.
+    pub fn attempts(&self) -> &Attempts {
+        &self.attempts
     }
 
     /// Gives the next hop's MAC address (the server's, or the gateway's), where the
     /// kernel knows it (from its own ARP cache): a [prepared](Self::prepare) client then
-    /// sends no ARP request at crash time.
+    /// sends no ARP request at crash time. It is the first server's next hop, and that of
+    /// every other server with the same next hop (all of them, behind a gateway).
     pub fn set_next_hop_mac(&mut self, mac: [u8; 6]) {
-        self.link.set_peer_mac(crate::net::EthernetAddress(mac));
+        let mac = EthernetAddress(mac);
+        let Some(first) = self.config.server(0) else { return };
+        let hop = self.next_hop_of(&first);
+        for i in 0..self.config.server_count() {
+            let server = if i == self.active { self.session.server } else { self.parked[i].server };
+            if hop.is_ok() && self.next_hop_of(&server) == hop {
+                if i == self.active {
+                    self.link.set_peer_mac(mac);
+                } else {
+                    self.parked[i].peer_mac = Some(mac);
+                }
+            }
+        }
     }
 
     /// The page size HELLO and CRASH announce, bytes: [`PAGE_SIZE`] unless changed
@@ -568,7 +775,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// announced size. Refused (false) unless a power of two of at least [`PAGE_SIZE`]
     /// bytes, or once registered at a size already announced.
     pub fn set_page_size(&mut self, bytes: u32) -> bool {
-        let ok = bytes.is_power_of_two() && bytes as usize >= PAGE_SIZE && !self.registered;
+        let ok = bytes.is_power_of_two() && bytes as usize >= PAGE_SIZE && !self.registered();
         if ok {
             self.page_size = bytes;
         }
@@ -578,20 +785,20 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// Whether the session is encrypted (every packet after the handshake sealed).
     pub fn encrypted(&self) -> bool {
         #[cfg(feature = "encryption")]
-        return self.secure.is_some();
+        return self.session.secure.is_some();
         #[cfg(not(feature = "encryption"))]
         false
     }
 
     /// The protocol version of the session: 2, or 1 with a version-1 server.
     pub fn protocol_version(&self) -> u8 {
-        self.version
+        self.session.version
     }
 
     /// The features the server granted at registration ([`features`] bits; 0 with a
     /// version-1 server).
     pub fn granted_features(&self) -> u32 {
-        self.granted
+        self.session.granted
     }
 
     /// The integrity check the dump's DATA packets carry, with what the server granted so
@@ -599,7 +806,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// unencrypted client) and the kernel did not choose CRC-32, [`Check::Crc32`]
     /// otherwise. A [prepared](Self::prepare) client learns what is granted at the crash.
     pub fn integrity_check(&self) -> Check {
-        let granted = self.granted & features::XXH64_CHECK != 0 && !self.encrypted();
+        let granted = self.session.granted & features::XXH64_CHECK != 0 && !self.encrypted();
         if granted { self.check } else { Check::Crc32 }
     }
 
@@ -612,22 +819,23 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     }
 
     /// The features HELLO asks for: encryption with a server key, page filtering with a
-    /// filter configured, and the XXH64 check when not encrypting (an encrypted session's
-    /// AEAD tags replace the checks).
+    /// filter configured, failover with more than one server, and the XXH64 check when
+    /// not encrypting (an encrypted session's AEAD tags replace the checks).
     fn features_asked(&self) -> u32 {
         #[cfg(feature = "encryption")]
-        let encrypting = self.config.server_key.is_some();
+        let encrypting = self.session.server.key.is_some();
         #[cfg(not(feature = "encryption"))]
         let encrypting = false;
         let sealing = if encrypting { features::ENCRYPTED } else { features::XXH64_CHECK };
         let filter = if self.config.exclude.filters() { features::FILTER } else { 0 };
-        sealing | filter | ASKED
+        let failover = if self.config.server_count() > 1 { features::FAILOVER } else { 0 };
+        sealing | filter | failover | ASKED
     }
 
     /// Whether the dump will send LZ4 blocks: built with `compression`, granted by the
     /// server, and not turned off.
     pub fn compressing(&self) -> bool {
-        cfg!(feature = "compression") && self.compress && self.granted & features::COMPRESSED != 0
+        cfg!(feature = "compression") && self.compress && self.session.granted & features::COMPRESSED != 0
     }
 
     /// Turns compression off (or on again) for the dump; it is on by default when the
@@ -644,18 +852,18 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         #[cfg_attr(not(feature = "encryption"), allow(unused_mut))]
         let (mut handshake, mut key_id) = ([0u8; MESSAGE_1_LEN], [0u8; KEY_ID_LEN]);
         #[cfg(feature = "encryption")]
-        let initiator = match self.config.server_key {
+        let initiator = match self.session.server.key {
             Some(key) => {
                 key_id = key.key_id();
-                let mut ephemeral = self.ephemeral;
-                zeroize::Zeroize::zeroize(&mut self.ephemeral);
+                let mut ephemeral = self.session.ephemeral;
+                zeroize::Zeroize::zeroize(&mut self.session.ephemeral);
                 if ephemeral == [0; crypto::KEY_LEN] {
                     // Used up by an earlier registration, or never drawn.
                     return Err(InstallError::NoEntropy);
                 }
                 let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
                 let hello = HelloV2 { hello: self.hello_v1(), features: self.features_asked(), key_id, handshake: &[] };
-                let n = hello.prologue(self.cookie, &mut prologue);
+                let n = hello.prologue(self.session.cookie, &mut prologue);
                 let mut initiator = NkInitiator::new(&key, ephemeral, &prologue[..n]);
                 zeroize::Zeroize::zeroize(&mut ephemeral);
                 initiator.write_message_1(&[], &mut handshake).map_err(|_| InstallError::ServerKeyMismatch)?;
@@ -673,14 +881,15 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let mut evidence = HelloEvidence::default();
         for attempt in 0..t.hello_attempts {
             let mut payload = [0u8; HELLO_V2_MAX];
-            let len = if self.version == VERSION_2 {
+            let len = if self.session.version == VERSION_2 {
                 self.hello_payload(features, key_id, handshake, &mut payload).len()
             } else {
                 let hello = self.hello_v1();
                 hello.emit(&mut payload);
                 hello.wire_len()
             };
-            let header = Header { version: self.version, ..Header::v1(MessageType::Hello, 0, self.cookie, attempt) };
+            let (version, cookie) = (self.session.version, self.session.cookie);
+            let header = Header { version, ..Header::v1(MessageType::Hello, 0, cookie, attempt) };
             match self.send_message(header, len, |p| p.copy_from_slice(&payload[..len])) {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(DumpError::Nic(e)) => return Err(InstallError::Nic(e)),
@@ -693,10 +902,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     ServerEvent::VersionRefused if encrypting => evidence.insecure = true,
                     ServerEvent::VersionRefused => {
                         // A version-1 server: say HELLO in its version, at once.
-                        self.version = VERSION_1;
+                        self.session.version = VERSION_1;
                         break;
                     }
-                    ServerEvent::HelloAck(ack) if self.version == VERSION_1 => {
+                    ServerEvent::HelloAck(ack) if self.session.version == VERSION_1 => {
                         return match ack.status {
                             HelloStatus::Registered => Ok(ack.max_payload),
                             _ => Err(InstallError::Refused),
@@ -715,7 +924,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                         return match terms.status {
                             HelloStatus::Registered => {
                                 // A server grants only what was asked; more is not trusted.
-                                self.granted = terms.features & features;
+                                self.session.granted = terms.features & features;
                                 Ok(terms.max_payload)
                             }
                             HelloStatus::EncryptionRequired => Err(InstallError::EncryptionRequired),
@@ -771,8 +980,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         };
         Some(match terms.status {
             HelloStatus::Registered if terms.features & features::ENCRYPTED != 0 => {
-                self.granted = terms.features & self.features_asked();
-                self.secure = Some(Secure { transport: established.transport, replay: ReplayWindow::new() });
+                self.session.granted = terms.features & self.features_asked();
+                self.session.secure = Some(Secure { transport: established.transport, replay: ReplayWindow::new() });
                 Ok(terms.max_payload)
             }
             HelloStatus::Registered => Err(InstallError::Insecure),
@@ -780,9 +989,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         })
     }
 
-    /// The 64-bit cookie this client registered with; every packet carries it.
+    /// The 64-bit cookie this client registered with (with the active server: after
+    /// install the first that registered it); every packet carries it.
     pub fn cookie(&self) -> u64 {
-        self.cookie
+        self.session.cookie
     }
     /// The UDP link to the server, with its counters.
     pub fn link(&self) -> &UdpLink {
@@ -887,6 +1097,12 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// [`dump`](Self::dump) with the register records of any machine: the CRASH
     /// announcement names the machine, and the server lays the vmcore out for it.
+    ///
+    /// With several servers ([`Config::fallbacks`]) the dump goes to the first; it moves
+    /// on to the next when a server cannot register the client, is silent within its
+    /// bound, refuses for want of capacity, or stops or fails the dump midway (which then
+    /// starts again from the beginning on the next). The error of a dump no server took
+    /// is the last server's; [`attempts`](Self::attempts) says why each was left.
     pub fn dump_registers(
         &mut self,
         crash: &CrashInfo<'_>,
@@ -896,8 +1112,55 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     ) -> Result<DumpReport, DumpError> {
         let started = self.clock.now_us();
         let (page, slots) = self.buffers.take().ok_or(DumpError::AlreadyDumped)?;
+        #[cfg(feature = "compression")]
+        let mut lz4 = self.lz4.take();
+        self.attempts = Attempts::default();
         self.nic.reset()?;
-        if !self.registered {
+        let servers = self.config.server_count();
+        let mut result = Err(DumpError::ServerSilent(Phase::Announce));
+        for index in 0..servers {
+            self.select(index);
+            let last = index + 1 == servers;
+            let mut buffers = StreamBuffers {
+                page: &mut *page,
+                slots: &mut *slots,
+                #[cfg(feature = "compression")]
+                lz4: lz4.as_deref_mut(),
+            };
+            result = self.dump_to_active(crash, cpus, memory, log, &mut buffers, last);
+            match result {
+                Ok(ref mut report) => {
+                    self.attempts.record(index, None);
+                    report.elapsed_us = self.clock.now_us().saturating_sub(started);
+                    report.server = index;
+                    report.server_addr = (self.session.server.ip, self.session.server.port);
+                    report.attempts = self.attempts;
+                    break;
+                }
+                Err(e) => {
+                    self.attempts.record(index, Some(e));
+                    if !worth_another_server(&e) {
+                        break;
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// The dump to the active server: registers if it has not, announces the crash,
+    /// streams and finishes. `last`: no server is left after this one (CRASH says so to a
+    /// server that granted failover).
+    fn dump_to_active(
+        &mut self,
+        crash: &CrashInfo<'_>,
+        cpus: CpuRegisters<'_>,
+        memory: &dyn MemorySource,
+        log: Option<&dyn LogSource>,
+        buffers: &mut StreamBuffers<'_>,
+        last: bool,
+    ) -> Result<DumpReport, DumpError> {
+        if !self.session.registered {
             self.connect().map_err(DumpError::NotRegistered)?;
         }
         let log_len = log.map_or(0, |l| l.freeze_len() as u64);
@@ -919,12 +1182,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             frames: AddressTable::Addresses(crash.frames),
             message: crash.message,
         };
+        let announce_flags =
+            if last && self.session.granted & features::FAILOVER != 0 { flags::LAST_SERVER } else { 0 };
         let decision = self
             .exchange(
                 t.announce_retry_us,
                 t.announce_timeout_us,
                 u32::MAX,
-                |me, seq| me.send_repr(seq, &announce),
+                |me, seq| me.send_repr_flagged(seq, announce_flags, &announce),
                 |e| match e {
                     ServerEvent::Decision(d) => Some(*d),
                     _ => None,
@@ -933,10 +1198,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             .ok_or(DumpError::ServerSilent(Phase::Announce))
             // Best effort: a server that hears us but is not heard learns why at once.
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
-        self.max_payload = self.max_payload.min(decision.max_payload as usize);
+        self.session.max_payload = self.session.max_payload.min(decision.max_payload as usize);
         #[cfg(feature = "netconsole")]
         {
-            let server = (self.config.net.server_ip, self.config.net.server_port);
+            let server = (self.session.server.ip, self.session.server.port);
             self.dump_note(
                 Severity::Critical,
                 format_args!(
@@ -951,22 +1216,29 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
         let include_memory = decision.verdict == Verdict::DumpAll;
         let overhead = if self.encrypted() { HEADER_LEN + SEAL_OVERHEAD } else { HEADER_LEN };
-        let room = SLOT_PAYLOAD.min(self.max_payload.saturating_sub(overhead));
+        let room = SLOT_PAYLOAD.min(self.session.max_payload.saturating_sub(overhead));
         // Filtering only with a server that records the excluded runs (feature FILTER):
         // with any other, excluded pages would look like zero pages, so all are sent.
-        let exclude = if self.granted & features::FILTER != 0 { self.config.exclude } else { ExcludeSet::NONE };
+        let exclude = if self.session.granted & features::FILTER != 0 { self.config.exclude } else { ExcludeSet::NONE };
         let compressed = self.compressing();
         #[cfg_attr(not(feature = "compression"), allow(unused_mut))]
-        let mut stream =
-            DataStream::new(log, log_len, cpus.first(cpu_count as usize), &map, memory, page, include_memory)
-                .with_exclude(exclude)
-                .with_extra(self.extra);
+        let mut stream = DataStream::new(
+            log,
+            log_len,
+            cpus.first(cpu_count as usize),
+            &map,
+            memory,
+            &mut *buffers.page,
+            include_memory,
+        )
+        .with_exclude(exclude)
+        .with_extra(self.extra);
         #[cfg(feature = "compression")]
         {
-            let lz4 = self.lz4.take();
+            let lz4 = buffers.lz4.as_deref_mut();
             stream = stream.with_lz4(lz4.filter(|_| compressed));
         }
-        let mut window = SackWindow::new(slots, self.config.window, t.rto);
+        let mut window = SackWindow::new(&mut *buffers.slots, self.config.window, t.rto);
         window.set_mode(self.window_mode);
         window.check = self.integrity_check();
         let mut totals = StreamTotals::default();
@@ -1028,14 +1300,17 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             bytes: totals.data_bytes,
             retransmissions: window.retransmissions,
             memory: stream.stats,
-            elapsed_us: self.clock.now_us().saturating_sub(started),
+            elapsed_us: 0,
             stream_us,
             link: self.link.counters,
             rejected: self.rejected,
             sealing: self.sealing,
-            version: self.version,
+            version: self.session.version,
             encrypted: self.encrypted(),
             compressed,
+            server: self.active,
+            server_addr: (self.session.server.ip, self.session.server.port),
+            attempts: Attempts::default(),
         })
     }
 
@@ -1072,7 +1347,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Sends one message of the client's (its type from its [`Repr`]).
     fn send_repr<'r, R: Repr<'r>>(&mut self, seq: u32, repr: &R) -> Result<(), DumpError> {
-        let header = Header { version: self.version, ..Header::v1(R::TYPE, 0, self.cookie, seq) };
+        self.send_repr_flagged(seq, 0, repr)
+    }
+
+    /// [`send_repr`](Self::send_repr) with header flags.
+    fn send_repr_flagged<'r, R: Repr<'r>>(&mut self, seq: u32, fl: u16, repr: &R) -> Result<(), DumpError> {
+        let (version, cookie) = (self.session.version, self.session.cookie);
+        let header = Header { version, ..Header::v1(R::TYPE, fl, cookie, seq) };
         self.send_message(header, repr.wire_len(), |p| repr.emit(p))
     }
 
@@ -1086,7 +1367,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     ) -> Result<(), DumpError> {
         self.nic.poll_transmit();
         #[cfg(feature = "encryption")]
-        if let Some(secure) = self.secure.as_mut() {
+        if let Some(secure) = self.session.secure.as_mut() {
             if secure.transport.next_send_nonce() == u64::MAX {
                 return Err(DumpError::NoncesExhausted);
             }
@@ -1109,10 +1390,10 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Receives at most one frame and returns a validated server event, if it was one.
     fn poll_server(&mut self) -> Result<Polled, NicError> {
-        let (cookie, version, registering) = (self.cookie, self.version, self.registering);
+        let (cookie, version, registering) = (self.session.cookie, self.session.version, self.registering);
         let mut outcome = None;
         #[cfg(feature = "encryption")]
-        let secure = &mut self.secure;
+        let secure = &mut self.session.secure;
         let got = self.link.poll(&mut self.nic, &mut |datagram| {
             #[cfg(feature = "encryption")]
             if let Some(s) = secure.as_mut() {
@@ -1184,7 +1465,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         if window.check == Check::Xxh64 {
             fl |= flags::CHECK_XXH64;
         }
-        let header = Header { version: self.version, ..Header::v1(MessageType::Data, fl, self.cookie, seq) };
+        let (version, cookie) = (self.session.version, self.session.cookie);
+        let header = Header { version, ..Header::v1(MessageType::Data, fl, cookie, seq) };
         let (payload, crc) = (window.payload(seq), window.payload_crc(seq));
         let sent = if self.encrypted() {
             self.send_message(header, payload.len(), |p| p.copy_from_slice(payload))
@@ -1375,5 +1657,56 @@ impl StreamTotals {
     fn add(&mut self, payload_len: usize, payload_crc: u32) {
         self.data_bytes += payload_len.saturating_sub(crate::proto::Data::SUBHEADER_LEN) as u64;
         self.crc.add(payload_crc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_session_stays_small() {
+        // What failover costs per listed server, preallocated in `Netdump` (PORTING.md,
+        // PROTOCOL.md "Failover" say about 40 bytes, about 450 with `encryption`).
+        let size = core::mem::size_of::<Session>();
+        std::println!("Session: {size} bytes");
+        let bound = if cfg!(feature = "encryption") { 480 } else { 48 };
+        assert!(size <= bound, "a server's session takes {size} bytes, more than {bound}");
+    }
+
+    #[test]
+    fn only_capacity_refusals_and_server_failures_send_the_dump_elsewhere() {
+        use DecisionReason as R;
+        for (why, moves) in [
+            (R::TryElsewhere, true),
+            (R::Busy, true),
+            (R::NoSpace, true),
+            (R::Hook, false),
+            (R::Duplicate, false),
+            (R::BadAnnouncement, false),
+            (R::None, false),
+        ] {
+            assert_eq!(worth_another_server(&DumpError::Refused(why)), moves, "{why:?}");
+        }
+        for e in [
+            DumpError::ServerSilent(Phase::Announce),
+            DumpError::ServerSilent(Phase::Data),
+            DumpError::ServerSilent(Phase::Finish),
+            DumpError::StoppedByServer,
+            DumpError::ServerError(1),
+            DumpError::NotVerified(FinishStatus::CrcMismatch),
+            DumpError::NoncesExhausted,
+            DumpError::NotRegistered(InstallError::ServerSilent),
+            DumpError::NotRegistered(InstallError::Net(NetError::ArpTimeout(Ipv4Address::new(10, 0, 2, 2)))),
+        ] {
+            assert!(worth_another_server(&e), "{e:?}");
+        }
+        for e in [
+            DumpError::AlreadyDumped,
+            DumpError::Nic(NicError::LinkDown),
+            DumpError::NotRegistered(InstallError::Nic(NicError::LinkDown)),
+        ] {
+            assert!(!worth_another_server(&e), "{e:?}");
+        }
     }
 }

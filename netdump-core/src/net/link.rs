@@ -114,6 +114,15 @@ impl UdpLink {
         self.peer_mac = Some(mac);
     }
 
+    /// Aims the link at another server (failover): its address and port, and its next
+    /// hop's MAC when known (`None`: unknown until [`resolve`](Self::resolve)). The
+    /// counters carry on.
+    pub fn retarget(&mut self, server_ip: Ipv4Address, server_port: u16, peer_mac: Option<EthernetAddress>) {
+        self.config.server_ip = server_ip;
+        self.config.server_port = server_port;
+        self.peer_mac = peer_mac;
+    }
+
     /// Largest UDP payload this link can send on `nic`.
     pub fn max_payload(&self, nic: &dyn PolledNic) -> usize {
         nic.mtu().saturating_sub(FRAME_OVERHEAD - 14).min(crate::proto::MAX_DATAGRAM)

@@ -38,10 +38,15 @@ pub mod flags {
     /// checks"). A client sets it only when the server granted
     /// [`features::XXH64_CHECK`](crate::proto::features::XXH64_CHECK).
     pub const CHECK_XXH64: u16 = 1 << 8;
+    /// Version 2 only, on CRASH, from a client granted
+    /// [`features::FAILOVER`](crate::proto::features::FAILOVER): this is the last server
+    /// the client tries, so the server answers as it would a client without failover
+    /// (never [`DecisionReason::TryElsewhere`](crate::proto::DecisionReason::TryElsewhere)).
+    pub const LAST_SERVER: u16 = 1 << 3;
     /// Every flag version 1 defines.
     pub const ALL: u16 = ACK_REQUEST | RETRANSMIT;
     /// Every flag version 2 defines.
-    pub const ALL_V2: u16 = ALL | SEALED | CHECK_XXH64;
+    pub const ALL_V2: u16 = ALL | SEALED | LAST_SERVER | CHECK_XXH64;
 }
 
 /// The decoded header of a packet.
@@ -392,6 +397,21 @@ mod tests {
         let mut p = HELLO_ACK_XXH64;
         p[4] &= !0x01;
         assert_eq!(Header::parse(&p), Err(ProtoError::BadCrc));
+    }
+
+    #[test]
+    fn last_server_is_flag_bit_3_of_version_2() {
+        assert_eq!(flags::LAST_SERVER, 0x0008);
+        assert_eq!(flags::ALL_V2 & flags::LAST_SERVER, flags::LAST_SERVER);
+        assert_eq!(flags::ALL & flags::LAST_SERVER, 0);
+        let h = Header::v2(MessageType::Crash, flags::LAST_SERVER, 0x0102030405060708, 0);
+        let mut buf = [0u8; 64];
+        let n = h.emit(&mut buf, 4, |p| p.fill(0)).unwrap();
+        // Bytes 4..6: the flags, big-endian.
+        assert_eq!(&buf[..8], &[0x4e, 0x44, 0x02, 0x02, 0x00, 0x08, 0x00, 0x04]);
+        assert_eq!(Header::parse(&buf[..n]).unwrap().0.flags, flags::LAST_SERVER);
+        // It does not change the check: CRC-32 as for flags 0.
+        assert_eq!(Header::parse(&buf[..n]).unwrap().0.check(), Check::Crc32);
     }
 
     #[test]

@@ -415,8 +415,15 @@ pub mod features {
     /// excludes and reports them as excluded runs in the `EXCLUDED` section
     /// ([`ExcludedRun`](super::ExcludedRun)). A client filters only when this is granted.
     pub const FILTER: u32 = 1 << 3;
+    /// Failover: the client lists further dump servers and moves on to the next when
+    /// this one is silent or cannot take its dump; the server may then answer CRASH with
+    /// [`Verdict::Abort`](super::Verdict::Abort) and
+    /// [`DecisionReason::TryElsewhere`](super::DecisionReason::TryElsewhere) (unless the
+    /// CRASH carries [`LAST_SERVER`](crate::proto::flags::LAST_SERVER)) where it would
+    /// otherwise take part of the dump or none.
+    pub const FAILOVER: u32 = 1 << 4;
     /// Every bit this version of the code knows.
-    pub const KNOWN: u32 = ENCRYPTED | COMPRESSED | XXH64_CHECK | FILTER;
+    pub const KNOWN: u32 = ENCRYPTED | COMPRESSED | XXH64_CHECK | FILTER | FAILOVER;
 }
 
 /// Length of the server key id in HELLO v2: the first bytes of the pinned public key.
@@ -888,6 +895,11 @@ wire_enum!(
         /// The announcement broke a server limit (memory larger than HELLO declared, an
         /// oversized log).
         BadAnnouncement = 5 => "bad_announcement",
+        /// With [`Verdict::Abort`]: this server cannot take the dump now (too many dumps at
+        /// once, not enough space) and another one may: the client moves on to its next
+        /// server. Sent only to a client granted [`features::FAILOVER`] whose CRASH did not
+        /// say [`LAST_SERVER`](crate::proto::flags::LAST_SERVER).
+        TryElsewhere = 6 => "try_elsewhere",
     }
 );
 
@@ -909,7 +921,9 @@ impl Decision {
     pub fn parse(p: &[u8]) -> Result<Self, ProtoError> {
         let mut r = Reader::new(p);
         let verdict = Verdict::try_from(r.u8()?)?;
-        let why = DecisionReason::try_from(r.u8()?)?;
+        // A reason this version does not know reads as `None`: the verdict is what the
+        // client acts on, and a later server's new reason must not make it drop DECISION.
+        let why = DecisionReason::try_from(r.u8()?).unwrap_or(DecisionReason::None);
         r.bytes(2)?;
         let d = Decision { verdict, why, max_payload: r.u32()? };
         r.finish()?;
@@ -1868,6 +1882,49 @@ mod tests {
         let bytes = [0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0];
         let m = Decision { verdict: Verdict::SkipMemory, why: DecisionReason::NoSpace, max_payload: 1472 };
         golden(m, &bytes, bytes.len(), |a, b| a == b);
+    }
+
+    #[test]
+    fn decision_try_elsewhere_golden_bytes() {
+        // ABORT (2), reason try_elsewhere (6), reserved, max payload 1472.
+        let bytes = [0x02, 0x06, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0];
+        let m = Decision { verdict: Verdict::Abort, why: DecisionReason::TryElsewhere, max_payload: 1472 };
+        golden(m, &bytes, bytes.len(), |a, b| a == b);
+        assert_eq!(DecisionReason::TryElsewhere.name(), "try_elsewhere");
+    }
+
+    #[test]
+    fn a_decision_reason_this_version_does_not_know_reads_as_none() {
+        // A later server's reason must not make a client drop the DECISION: the verdict
+        // still counts.
+        for (verdict, reason) in [(0u8, 7u8), (2, 0x80), (1, 0xff)] {
+            let bytes = [verdict, reason, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0];
+            let d = Decision::parse(&bytes).unwrap();
+            assert_eq!(d.why, DecisionReason::None);
+            assert_eq!(d.verdict as u8, verdict);
+            assert_eq!(d.max_payload, 1472);
+        }
+        // An unknown verdict is still refused.
+        assert_eq!(Decision::parse(&[3, 0, 0, 0, 0, 0, 5, 0xc0]).err(), Some(ProtoError::BadField("Verdict")));
+    }
+
+    #[test]
+    fn failover_is_feature_bit_4() {
+        assert_eq!(features::FAILOVER, 0x10);
+        assert_eq!(features::KNOWN & features::FAILOVER, features::FAILOVER);
+        // HELLO_ACK terms granting it: status registered, max payload 1472, granted
+        // FAILOVER | XXH64_CHECK, nothing required.
+        let bytes = [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc0, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00];
+        let terms = HelloTerms {
+            status: HelloStatus::Registered,
+            max_payload: 1472,
+            features: features::FAILOVER | features::XXH64_CHECK,
+            required: 0,
+        };
+        assert_eq!(HelloTerms::parse(&bytes), Ok(terms));
+        let mut out = [0u8; HelloTerms::WIRE_LEN];
+        terms.emit(&mut out);
+        assert_eq!(out, bytes);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use netdump_core::proto::{
-    Crash, Decision, DecisionReason, Header, MAX_DATAGRAM, Message, TextMessage, VERSION_1, Verdict, error_code,
-    features,
+    Crash, Decision, DecisionReason, Header, MAX_DATAGRAM, Message, TextMessage, VERSION_1, VERSION_2, Verdict,
+    error_code, features, flags,
 };
 
 use super::{NON_MEMORY_ALLOWANCE, Server};
@@ -161,6 +161,12 @@ impl Server {
             return self.drop_packet(DropReason::RateLimited, from, None, &"CRASH beyond the crash budget");
         }
         let crash = CrashAnnouncement::from_wire(crash);
+        // A client granted failover whose CRASH is not for its last server is sent on where
+        // this server lacks capacity; every other client gets the answers it always got.
+        let elsewhere = header.version == VERSION_2
+            && client.features & features::FAILOVER != 0
+            && header.flags & flags::LAST_SERVER == 0;
+        let lacking = |why| if elsewhere { DecisionReason::TryElsewhere } else { why };
         if crash.log_len > MAX_LOG_BYTES {
             let detail = format_args!("CRASH from {} announcing a {} byte log", client.name, crash.log_len);
             self.drop_packet(DropReason::BadField, from, None, &detail);
@@ -181,7 +187,7 @@ impl Server {
                 peer: from,
                 root: &self.config.dump_dir,
                 verdict: Verdict::Abort,
-                why: DecisionReason::Busy,
+                why: lacking(DecisionReason::Busy),
                 now,
                 dir: None,
             };
@@ -198,7 +204,7 @@ impl Server {
                 tracing::error!(client = %client.name, dir = %self.config.dump_dir.display(), "cannot create a dump directory: {e}");
                 let decision = Decision {
                     verdict: Verdict::Abort,
-                    why: DecisionReason::NoSpace,
+                    why: lacking(DecisionReason::NoSpace),
                     max_payload: MAX_DATAGRAM as u32,
                 };
                 self.reply(from, cookie, header.version, header.seq, Message::Decision(decision));
@@ -221,6 +227,9 @@ impl Server {
         let occurrence = self.dedup.get(&signature).map_or(0, |e| e.count) + 1;
         let dedup = DedupInfo { signature, occurrence, duplicate_of };
         let mut pending = PendingCrash::start(cookie, client, crash, from, header.seq, dir, dedup, &self.config.hooks);
+        if elsewhere {
+            pending.may_go_elsewhere();
+        }
         if let Some((why, limit)) = cap {
             let name = &pending.client.name;
             tracing::warn!(client = %name, announced = memory, limit, "crash announces more memory than allowed: log and registers only");

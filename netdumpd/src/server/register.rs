@@ -61,7 +61,8 @@ impl Server {
         // unless the configuration says every page must come; compression needs nothing
         // of the server but its decoder: granted when asked.
         let filter = if self.config.page_filtering { hello.features & features::FILTER } else { 0 };
-        let optional = filter | (hello.features & features::COMPRESSED);
+        // Failover too: a client that lists other servers may be sent on to them.
+        let optional = filter | (hello.features & (features::COMPRESSED | features::FAILOVER));
         if let Some(channel) = self.registry.channel(cookie) {
             if !channel.is_handshake_of(hello) {
                 let detail = format_args!("HELLO for cookie {cookie:016x} with another handshake than it registered");

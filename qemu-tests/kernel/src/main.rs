@@ -150,6 +150,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         timeouts: scenario.timeouts,
         exclude: scenario.exclude,
         server_key: scenario.server_key,
+        fallbacks: scenario.fallbacks,
     };
     if let Some(key) = config.server_key {
         println!("netdump: encrypting to the server key {key}");
@@ -170,6 +171,14 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
             qemu_exit(exit::INSTALL_FAILED)
         }
     };
+    if dumper.config().server_count() > 1 {
+        for i in 0..dumper.config().server_count() {
+            if let Some(s) = dumper.config().server(i) {
+                let state = if dumper.server_registered(i) { "registered" } else { "not registered" };
+                println!("netdump: server {i} {}:{} {state}", s.ip, s.port);
+            }
+        }
+    }
     if dumper.registered() {
         println!("netdump: installed, cookie {:#018x}, server MAC {:?}", dumper.cookie(), dumper.link().peer_mac());
     } else {
@@ -377,6 +386,15 @@ fn dump_after_election(
     let started = dumper.clock().now_us();
     let result = dumper.dump(&crash, records, &memory, Some(&CONSOLE_LOG));
     netconsole::after_dump(dumper);
+    for (i, why) in dumper.attempts().iter() {
+        println!("netdump: server {i} left: {why}");
+    }
+    if let Ok(report) = &result
+        && dumper.config().server_count() > 1
+    {
+        let (ip, port) = report.server_addr;
+        println!("netdump: dump taken by server {} {ip}:{port}", report.server);
+    }
     match result {
         Ok(report) => {
             println!(

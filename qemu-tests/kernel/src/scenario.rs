@@ -3,7 +3,8 @@
 //! `scenario=dump|takeover|deferred|no-server|nested-panic|exception|smp server_port=N [server_ip=A.B.C.D]
 //!  [name=N] [pattern_base=ADDR pattern_len=BYTES seed=N zero_every=N] [window=N] [batch=1] [cc=0]
 //!  [smp_case=bsp-panic|ap-panic|double-panic|missing-cpu stop_target=all|each stop_ms=N]
-//!  [image=pattern|realistic] [filter=<makedumpfile -d level, 0..=31>] [compress=on|off] [server_key=<64 hex digits>] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
+//!  [image=pattern|realistic] [filter=<makedumpfile -d level, 0..=31>] [compress=on|off] [server_key=<64 hex digits>]
+//!  [fallbacks=A.B.C.D:PORT,…] [hello_attempts=N hello_retry_ms=N announce_ms=N silence_ms=N finish_ms=N]`
 
 use netdump_core::client::{DEFAULT_WINDOW, Timeouts};
 use netdump_core::crash_cell::CrashCell;
@@ -62,6 +63,28 @@ pub struct Scenario {
     pub exclude: ExcludeSet,
     /// Send memory as LZ4 blocks when the server grants it (`compress=off`: never).
     pub compress: bool,
+    /// The servers to fail over to after the first (`fallbacks=A.B.C.D:PORT,…`, at most
+    /// three), in order.
+    pub fallbacks: [Option<netdump_core::client::Server>; netdump_core::client::MAX_SERVERS - 1],
+}
+
+/// `A.B.C.D:PORT,…`: at most three servers.
+fn fallbacks(
+    list: Option<&str>,
+) -> Result<[Option<netdump_core::client::Server>; netdump_core::client::MAX_SERVERS - 1], &'static str> {
+    let mut out = [None; netdump_core::client::MAX_SERVERS - 1];
+    let Some(list) = list else { return Ok(out) };
+    let mut entries = list.split(',');
+    for slot in out.iter_mut() {
+        let Some(entry) = entries.next() else { break };
+        let (addr, port) = entry.split_once(':').ok_or("fallbacks wants A.B.C.D:PORT,…")?;
+        let port = port.parse().map_err(|_| "bad fallback port")?;
+        *slot = Some(netdump_core::client::Server::new(ip(addr).ok_or("bad fallback address")?, port));
+    }
+    if entries.next().is_some() {
+        return Err("at most three fallbacks");
+    }
+    Ok(out)
 }
 
 fn ip(s: &str) -> Option<Ipv4Address> {
@@ -142,6 +165,7 @@ impl Scenario {
                 "off" => false,
                 _ => return Err("compress wants on or off"),
             },
+            fallbacks: fallbacks(args.get("fallbacks"))?,
         })
     }
 }

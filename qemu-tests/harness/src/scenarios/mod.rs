@@ -6,6 +6,7 @@ pub mod common;
 mod compress;
 mod crypto;
 mod exceptions;
+mod failover;
 mod filter;
 mod hostile;
 mod link;
@@ -63,6 +64,11 @@ pub fn all() -> Vec<Scenario> {
     // NIC from that AP, and the stop must leave every driver's NIC usable: every NIC.
     for &nic in NICS {
         v.extend(smp::scenarios(nic));
+    }
+    // Failover is the client's, but its dump goes out after a server switch on the
+    // driver that registered with all of them: every NIC.
+    for &nic in NICS {
+        v.extend(failover::scenarios(nic));
     }
     v
 }
