@@ -1,12 +1,17 @@
 //! A crash storm: 1 000 clients — the real netdump-core client over UDP on loopback
 //! (`netdump_core::host`) — register with three `netdumpd` processes, then crash within
-//! a few seconds of each other. Each server runs with a modest limit on dumps at once,
-//! on memory images at once and on the memory its receive buffers may reserve, so that
-//! it sheds load; many clients share a crash signature, so that dedup works under load.
+//! a few seconds of each other. Each client lists all three servers, starting with its
+//! own (client `i` with server `i % 3`), and fails over. Each server runs with a modest
+//! limit on dumps at once, on memory images at once and on the memory its receive
+//! buffers may reserve, so that it sheds load — "try elsewhere" to a client with another
+//! server to go to, log and registers only or a refusal to one at its last server; many
+//! clients share a crash signature, so that dedup works under load.
 //!
 //! Afterwards every client is accounted for: a complete dump whose vmcore holds its
-//! memory image bit for bit, or a log-and-registers dump (duplicate, or shed), or a
-//! refusal the client was told (its `DumpError::Refused`); nothing else. Each server's
+//! memory image bit for bit, or a log-and-registers dump (duplicate, or shed), on some
+//! server, or a refusal the client was told by its last server (its
+//! `DumpError::Refused`); nothing else, and nothing on a server but these (and dumps a
+//! client abandoned midway to finish elsewhere, marked incomplete). Each server's
 //! peak RSS (`VmHWM`) is reported and checked against the bound its configuration
 //! gives (`netdumpd::budget::bound`) above its RSS once started. The numbers are printed
 //! (`cargo test -p netdumpd --test storm -- --nocapture`); no timing is asserted. With
@@ -22,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use common::core_reader::Core;
 use common::{CounterRng, Daemon, TempDir, read_info};
-use netdump_core::client::{ClientName, Config};
+use netdump_core::client::{ClientName, Config, Server as DumpServer};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
+use netdump_core::net::Ipv4Address;
 use netdump_core::nic::{NicError, PolledNic};
 use netdump_core::proto::{DecisionReason, REGISTERS_VALID, RegisterRecord, Verdict};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, DumpReport, Netdump};
@@ -188,19 +194,33 @@ impl PolledNic for YieldingNic {
     }
 }
 
-/// What became of one client.
+/// What became of one client; `server` is the storm's server index, `left` the servers
+/// the dump tried and left, with why.
 #[derive(Debug)]
 enum Outcome {
-    /// Install failed (the server never registered it).
+    /// Install failed (no server registered it).
     NotInstalled(String),
     Dumped {
         server: usize,
-        report: DumpReport,
+        report: Box<DumpReport>,
+        left: Vec<(usize, DumpError)>,
     },
     Failed {
         server: usize,
         error: DumpError,
+        left: Vec<(usize, DumpError)>,
     },
+}
+
+/// Server `s` as the clients address it: off-link, behind the host NIC's gateway, each
+/// routed to its real socket.
+fn guest(s: usize) -> (Ipv4Address, u16) {
+    (Ipv4Address::new(192, 0, 2, 1 + s as u8), 6666)
+}
+
+/// Client `i`'s servers, in its configuration's order: its own first.
+fn servers_of(i: usize) -> [usize; SERVERS] {
+    std::array::from_fn(|k| (i + k) % SERVERS)
 }
 
 fn log_text(i: usize) -> String {
@@ -222,32 +242,46 @@ fn run_client_thread(t: usize, servers: &[std::net::SocketAddr], start: &Barrier
     let mut installed = Vec::new();
     let mut out = Vec::new();
     for &i in &mine {
-        let server = i % SERVERS;
+        let order = servers_of(i);
         let image = Image { client: i as u64, pages: pages_of(i) };
         let mac = [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
-        let nic = YieldingNic { inner: UdpSocketNic::new(mac, 1500, servers[server]).unwrap(), empty_polls: 0 };
+        let mut inner = UdpSocketNic::new(mac, 1500, servers[order[0]]).unwrap();
+        for (s, real) in servers.iter().enumerate() {
+            inner.route(guest(s), *real);
+        }
+        let nic = YieldingNic { inner, empty_polls: 0 };
         let map =
             MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: image.pages * PAGE, virt_start: RAM_BASE }])
                 .unwrap();
         let buffers: &'static mut CrashBuffers<WINDOW> = Box::leak(Box::new(CrashBuffers::new()));
-        let config = Config::new(guest_net(servers[server].port()), ClientName::new(&name(i)).unwrap());
+        let (ip, port) = guest(order[0]);
+        let mut net = guest_net(port);
+        net.server_ip = ip;
+        let mut config = Config::new(net, ClientName::new(&name(i)).unwrap());
+        for &s in &order[1..] {
+            let (ip, port) = guest(s);
+            assert!(config.add_server(DumpServer::new(ip, port)));
+        }
         let mut rng = CounterRng(0x5eed_0000 + i as u64 * 0x1_0001);
         match Netdump::install(nic, SystemClock::default(), &mut rng, config, buffers, map) {
-            Ok(nd) => installed.push((i, server, image, nd)),
+            Ok(nd) => installed.push((i, order, image, nd)),
             Err(e) => out.push((i, Outcome::NotInstalled(e.to_string()))),
         }
     }
     // Every client of every thread is registered: now they all crash.
     start.wait();
-    for (i, server, image, mut nd) in installed {
+    for (i, order, image, mut nd) in installed {
         let log = ConsoleLog::<1024>::new();
         log.write(log_text(i).as_bytes());
         let message = message(i);
         let frames = frames(i);
         let crash = CrashInfo::panic(0, message.as_bytes(), &frames);
-        let outcome = match nd.dump(&crash, &[registers(i)], &image, Some(&log)) {
-            Ok(report) => Outcome::Dumped { server, report },
-            Err(error) => Outcome::Failed { server, error },
+        let result = nd.dump(&crash, &[registers(i)], &image, Some(&log));
+        let attempts = nd.attempts();
+        let left: Vec<(usize, DumpError)> = attempts.iter().map(|(k, e)| (order[k], e)).collect();
+        let outcome = match result {
+            Ok(report) => Outcome::Dumped { server: order[report.server], report: Box::new(report), left },
+            Err(error) => Outcome::Failed { server: order[attempts.tried().max(1) - 1], error, left },
         };
         out.push((i, outcome));
     }
@@ -292,6 +326,10 @@ struct Tally {
     duplicate: usize,
     shed: usize,
     refused: usize,
+    /// Crashes this server sent on ("try elsewhere"), and dumps it took from clients
+    /// whose own server was another.
+    sent_on: usize,
+    took_over: usize,
     bytes: u64,
 }
 
@@ -343,14 +381,23 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
     let mut full_dumps: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     for (i, outcome) in &results {
         let i = *i;
+        if let Outcome::Dumped { left, .. } | Outcome::Failed { left, .. } = outcome {
+            for (s, why) in left {
+                if *why == DumpError::Refused(DecisionReason::TryElsewhere) {
+                    tally[*s].sent_on += 1;
+                }
+            }
+        }
         let (server, report) = match outcome {
-            Outcome::Dumped { server, report } => (*server, report),
-            Outcome::Failed { server, error: DumpError::Refused(why) } => {
+            Outcome::Dumped { server, report, .. } => (*server, report),
+            // Told by its last server, which the client's CRASH said it was.
+            Outcome::Failed { server, error: DumpError::Refused(why), left } => {
                 assert!(
                     matches!(why, DecisionReason::Busy | DecisionReason::NoSpace),
-                    "client {i} refused for {why:?}"
+                    "client {i} refused for {why:?} (left {left:?})"
                 );
-                assert!(!on_disk[*server].contains_key(&name(i)), "refused client {i} has a dump directory");
+                assert_eq!(left.len(), SERVERS, "client {i} refused before it tried every server: {left:?}");
+                assert!(on_disk.iter().all(|d| !d.contains_key(&name(i))), "refused client {i} has a dump directory");
                 tally[*server].refused += 1;
                 continue;
             }
@@ -358,13 +405,16 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
                 unaccounted.push(format!("{}: install failed: {e}", name(i)));
                 continue;
             }
-            Outcome::Failed { server, error } => {
-                unaccounted.push(format!("{} (server {server}): {error}", name(i)));
+            Outcome::Failed { server, error, left } => {
+                unaccounted.push(format!("{} (server {server}, after {left:?}): {error}", name(i)));
                 continue;
             }
         };
         let t = &mut tally[server];
         t.bytes += report.bytes;
+        if server != servers_of(i)[0] {
+            t.took_over += 1;
+        }
         let dirs = on_disk[server].get(&name(i)).unwrap_or_else(|| panic!("no dump of {} on server {server}", name(i)));
         assert_eq!(dirs.len(), 1, "{} has {} dumps", name(i), dirs.len());
         let dir = &dirs[0];
@@ -398,12 +448,24 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
             Verdict::Abort => unreachable!("an ABORT is an error"),
         }
     }
-    // Nothing on a server that no client knows of.
+    // Nothing on a server that no client knows of: besides the dumps above, only dumps a
+    // client left midway (the server stopped or failed it) to finish elsewhere.
+    let mut abandoned = 0;
     for (s, dumps) in on_disk.iter().enumerate() {
         for (client, dirs) in dumps {
             let i: usize = client["storm-".len()..].parse().unwrap();
-            let known = matches!(&results[i].1, Outcome::Dumped { server, .. } if *server == s);
-            assert!(known, "server {s} holds {dirs:?}, which its client does not know of");
+            if matches!(&results[i].1, Outcome::Dumped { server, .. } if *server == s) {
+                continue;
+            }
+            let left_here = match &results[i].1 {
+                Outcome::Dumped { left, .. } | Outcome::Failed { left, .. } => left.iter().any(|(k, _)| *k == s),
+                Outcome::NotInstalled(_) => false,
+            };
+            assert!(left_here, "server {s} holds {dirs:?}, which its client does not know of");
+            for d in dirs {
+                assert_eq!(read_info(d)["status"], "incomplete", "{} left midway", d.display());
+                abandoned += 1;
+            }
         }
     }
 
@@ -422,11 +484,13 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
         let bound = netdumpd::budget::bound(&config, 1, on_disk[s].len() as u64);
         let limit = started_rss[s] + bound.total() + PROGRAM_SLACK;
         println!(
-            "storm: server {s}: {} complete, {} duplicate (log only), {} shed (log only), {} refused; {} bytes; RSS {} KiB at start, peak {} KiB; bound {} KiB ({bound:?})",
+            "storm: server {s}: {} complete, {} duplicate (log only), {} shed (log only), {} refused; {} sent elsewhere, {} taken from other servers' clients; {} bytes; RSS {} KiB at start, peak {} KiB; bound {} KiB ({bound:?})",
             t.complete,
             t.duplicate,
             t.shed,
             t.refused,
+            t.sent_on,
+            t.took_over,
             t.bytes,
             started_rss[s] >> 10,
             peak[s] >> 10,
@@ -442,8 +506,12 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
         );
     }
     let sum = |f: fn(&Tally) -> usize| tally.iter().map(f).sum::<usize>();
+    let failed_over = results
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Dumped { left, .. } | Outcome::Failed { left, .. } if !left.is_empty()))
+        .count();
     println!(
-        "storm: in all {} complete, {} duplicate, {} shed, {} refused of {CLIENTS}",
+        "storm: in all {} complete, {} duplicate, {} shed, {} refused of {CLIENTS}; {failed_over} clients failed over, {abandoned} dumps abandoned midway",
         sum(|t| t.complete),
         sum(|t| t.duplicate),
         sum(|t| t.shed),
@@ -466,6 +534,9 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
         assert!(t.duplicate > 0, "server {s}: no crash was recognised as a duplicate");
     }
     // The limits shed load: some crashes went without memory, or were refused.
-    let shed: usize = tally.iter().map(|t| t.shed + t.refused).sum();
+    let shed: usize = tally.iter().map(|t| t.shed + t.refused + t.sent_on).sum();
     assert!(shed > 0, "no server shed any load: the limits were never reached");
+    // And clients went where there was room: a refusal is final only at the last server.
+    assert!(failed_over > 0, "no client failed over");
+    assert!(tally.iter().all(|t| t.took_over > 0), "a server took no other server's client");
 }
