@@ -110,6 +110,9 @@ pub struct Server {
     pub port: u16,
     /// Its public key (feature `encryption`), as `netdumpd keygen` prints it: as
     /// [`Config::server_key`] is for the first server. `None`: plaintext to this server.
+    /// Every listed server has a key or none has: install refuses a mix
+    /// ([`InstallError::MixedEncryption`](crate::InstallError::MixedEncryption)), so a
+    /// failover never sends in plaintext what a key protects.
     #[cfg(feature = "encryption")]
     pub key: Option<crate::crypto::PublicKey>,
 }

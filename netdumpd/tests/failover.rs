@@ -371,6 +371,25 @@ fn each_server_has_its_own_key_and_the_dump_is_sealed_to_the_second() {
 }
 
 #[test]
+fn a_keyed_server_list_with_a_keyless_fallback_is_refused_at_install() {
+    let keys = TempDir::new("failover-mixed-keys");
+    let text = netdumpd::keys::keygen(&keys.path().join("a.key")).unwrap();
+    let key: netdump_core::crypto::PublicKey =
+        text.lines().find_map(|l| l.strip_prefix("public key: ")).unwrap().parse().unwrap();
+    let ram = Ram::new(12);
+    // Nothing listens: the refusal comes before any frame is sent.
+    let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut cfg = config("fo-mixed", &[guest(1), guest(2)]);
+    cfg.server_key = Some(key);
+    let routes = [(guest(1), dead), (guest(2), dead)];
+    assert_eq!(install(nic(12, &routes), cfg, &ram).err(), Some(InstallError::MixedEncryption));
+    // The other way round too: a keyless first server and a keyed fallback.
+    let mut cfg = config("fo-mixed", &[guest(1), guest(2)]);
+    cfg.fallbacks[0].as_mut().unwrap().key = Some(key);
+    assert_eq!(install(nic(12, &routes), cfg, &ram).err(), Some(InstallError::MixedEncryption));
+}
+
+#[test]
 fn a_server_failing_midway_hands_the_whole_dump_to_the_next() {
     let dir_a = TempDir::new("failover-midway-a");
     let dir_b = TempDir::new("failover-midway-b");

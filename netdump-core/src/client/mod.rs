@@ -107,6 +107,10 @@ pub enum InstallError {
     /// With a server key: the server would register this client only without encryption
     /// (it speaks version 1 only, or has no keys). The client never falls back.
     Insecure,
+    /// The configuration lists servers with a key and servers without one: a dump that
+    /// failed over from an encrypted server to a plaintext one would send in the clear
+    /// what the key was there to protect. Give every server a key, or none.
+    MixedEncryption,
 }
 
 impl core::fmt::Display for InstallError {
@@ -120,6 +124,9 @@ impl core::fmt::Display for InstallError {
             InstallError::EncryptionRequired => f.write_str("the server requires encryption: configure its key"),
             InstallError::ServerKeyMismatch => f.write_str("the server did not prove it holds the pinned key"),
             InstallError::Insecure => f.write_str("the server would register this client only in plaintext"),
+            InstallError::MixedEncryption => {
+                f.write_str("some servers have a key and some none: give every server a key, or none")
+            }
         }
     }
 }
@@ -588,6 +595,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         config: Config,
         memory_map: MemoryMap,
     ) -> Result<Self, (InstallError, N, C)> {
+        #[cfg(feature = "encryption")]
+        {
+            let servers = config.server_count();
+            let keyed = (0..servers).filter_map(|i| config.server(i)).filter(|s| s.key.is_some()).count();
+            if keyed != 0 && keyed != servers {
+                return Err((InstallError::MixedEncryption, nic, clock));
+            }
+        }
         let link = UdpLink::new(config.net, nic.mac_address());
         let max_payload = link.max_payload(&nic);
         let mut parked: [Session; MAX_SERVERS] =

@@ -121,6 +121,14 @@ impl Header {
     /// and message type. A wrong version is reported before the CRC is checked so that a
     /// server can tell a peer it speaks another version.
     pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), ProtoError> {
+        Self::parse_with_check(datagram).map(|(header, payload, _)| (header, payload))
+    }
+
+    /// As [`parse`](Self::parse), and also returns the payload's check ([`Header::check`]
+    /// of the payload) that the CRC field was verified with — `None` for a sealed packet,
+    /// whose CRC field is not checked. A receiver that needs the payload check too (a
+    /// server's stream CRC) takes it from here instead of hashing the payload twice.
+    pub fn parse_with_check(datagram: &[u8]) -> Result<(Header, &[u8], Option<u32>), ProtoError> {
         if datagram.len() < HEADER_LEN {
             return Err(ProtoError::Truncated);
         }
@@ -143,19 +151,22 @@ impl Header {
             seq: u32::from_be_bytes(datagram[field::SEQ].try_into().unwrap_or([0; 4])),
         };
         let payload = &datagram[HEADER_LEN..];
-        if header.is_sealed() {
+        let payload_check = if header.is_sealed() {
             if payload.len() < super::field::sealed::OVERHEAD {
                 return Err(ProtoError::Truncated);
             }
+            None
         } else {
             let crc = u32::from_be_bytes(datagram[field::CRC].try_into().unwrap_or([0; 4]));
             let check = header.check();
-            if crc != header_crc(check, datagram, check.of(payload)) {
+            let payload_check = check.of(payload);
+            if crc != header_crc(check, datagram, payload_check) {
                 return Err(ProtoError::BadCrc);
             }
-        }
+            Some(payload_check)
+        };
         let msg_type = MessageType::try_from(datagram[field::TYPE])?;
-        Ok((Header { msg_type, ..header }, payload))
+        Ok((Header { msg_type, ..header }, payload, payload_check))
     }
 
     /// Rewrites the CRC field of `packet` (header + payload) to what the protocol
@@ -427,6 +438,23 @@ mod tests {
         assert!(Header::parse(&buf[..n]).is_ok());
         let sealed = Header::v2(MessageType::Ack, flags::CHECK_XXH64 | flags::SEALED, 9, 4);
         assert_eq!(sealed.check(), Check::Crc32);
+    }
+
+    #[test]
+    fn parse_with_check_returns_the_payload_check_the_crc_was_verified_with() {
+        let (h, payload, check) = Header::parse_with_check(&HELLO_ACK).unwrap();
+        assert_eq!((h, payload), Header::parse(&HELLO_ACK).unwrap());
+        assert_eq!(check, Some(crc32fast::hash(&HELLO_ACK[24..])));
+        let (_, _, check) = Header::parse_with_check(&HELLO_ACK_XXH64).unwrap();
+        assert_eq!(check, Some(Check::Xxh64.of(&HELLO_ACK_XXH64[24..])));
+        assert_ne!(check, Some(crc32fast::hash(&HELLO_ACK_XXH64[24..])));
+        let sealed = Header::v2(MessageType::Ack, flags::SEALED, 9, 4);
+        let mut buf = [0u8; 64];
+        let n = sealed.emit(&mut buf, 24, |p| p.fill(0x5a)).unwrap();
+        assert_eq!(Header::parse_with_check(&buf[..n]).unwrap().2, None, "a sealed packet's CRC is not checked");
+        let mut bad = HELLO_ACK;
+        bad[31] ^= 1;
+        assert_eq!(Header::parse_with_check(&bad), Err(ProtoError::BadCrc));
     }
 
     #[test]

@@ -264,18 +264,22 @@ impl Server {
     fn turn(&mut self) -> anyhow::Result<()> {
         let mut batch = self.recv_batch.take().unwrap_or_default();
         if self.outbox.wait_readable(self.receive_timeout())? {
-            // Up to MAX_BURST datagrams, a batch of them per recvmmsg(2).
+            // Up to MAX_BURST datagrams (and what the last receive brought), a batch of
+            // them per recvmmsg(2).
             let mut taken = 0;
             while taken < MAX_BURST {
                 match self.outbox.recv_batch(&mut batch) {
                     Ok(0) => break,
                     Ok(n) => {
-                        taken += n;
                         let now = Instant::now();
                         for i in 0..n {
-                            match batch.get(i) {
-                                (datagram, Some(from)) => self.handle(datagram, from, now),
-                                (_, None) => self.stats.packet_received(),
+                            let (datagrams, from) = batch.slot(i);
+                            for datagram in datagrams {
+                                taken += 1;
+                                match from {
+                                    Some(from) => self.handle(datagram, from, now),
+                                    None => self.stats.packet_received(),
+                                }
                             }
                         }
                         if n < RecvBatch::SLOTS {
@@ -404,7 +408,9 @@ impl Server {
         if datagram.len() > MAX_DATAGRAM {
             return self.drop_packet(DropReason::Oversized, from, None, &format_args!("{} bytes", datagram.len()));
         }
-        let (header, payload) = match Header::parse(datagram) {
+        // The payload's check, computed once here for the header's CRC, is the one the
+        // stream CRC takes too (None for a sealed packet: its plaintext is hashed later).
+        let (header, payload, payload_check) = match Header::parse_with_check(datagram) {
             Ok(parsed) => parsed,
             Err(e @ ProtoError::UnsupportedVersion(_)) => {
                 self.drop_packet(DropReason::UnsupportedVersion, from, None, &e);
@@ -423,7 +429,8 @@ impl Server {
         }
         let mut open_buf = std::mem::take(&mut self.open_buf);
         if let Some(payload) = self.unseal(&header, datagram, payload, from, &mut open_buf) {
-            self.dispatch(&header, payload, from, now);
+            let payload_check = payload_check.filter(|_| !header.is_sealed());
+            self.dispatch(&header, payload, payload_check, from, now);
         }
         self.open_buf = open_buf;
     }
@@ -481,7 +488,16 @@ impl Server {
     }
 
     /// A packet that passed every check of its header (and its tag): its message.
-    fn dispatch(&mut self, header: &Header, payload: &[u8], from: SocketAddr, now: Instant) {
+    /// `payload_check`: the payload's [`Header::check`] when the header's CRC check
+    /// already computed it.
+    fn dispatch(
+        &mut self,
+        header: &Header,
+        payload: &[u8],
+        payload_check: Option<u32>,
+        from: SocketAddr,
+        now: Instant,
+    ) {
         let cookie = header.cookie;
         let message = match Message::parse_from_client(header, payload) {
             Ok(m) => m,
@@ -492,7 +508,7 @@ impl Server {
             ClientMessage::Hello(hello) => self.on_hello(header, &hello, from, now),
             ClientMessage::HelloV2(hello) => self.on_hello_v2(header, &hello, from, now),
             ClientMessage::Crash(crash) => self.on_crash(header, &crash, from, now),
-            ClientMessage::Data(data) => self.on_data(header, &data, payload, from, now),
+            ClientMessage::Data(data) => self.on_data(header, &data, payload, payload_check, from, now),
             ClientMessage::Finish(finish) => self.on_finish(header, &finish, from, now),
             ClientMessage::Abort(abort) => self.on_abort(header, &abort, from, now),
         }

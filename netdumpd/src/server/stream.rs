@@ -9,7 +9,15 @@ use super::{Server, send_ack};
 use crate::stats::{DropReason, DumpEnd};
 
 impl Server {
-    pub(super) fn on_data(&mut self, header: &Header, data: &Data<'_>, payload: &[u8], from: SocketAddr, now: Instant) {
+    pub(super) fn on_data(
+        &mut self,
+        header: &Header,
+        data: &Data<'_>,
+        payload: &[u8],
+        payload_check: Option<u32>,
+        from: SocketAddr,
+        now: Instant,
+    ) {
         let cookie = header.cookie;
         let Some(s) = self.sessions.get_mut(&cookie) else {
             if self.registry.get(cookie).is_some() {
@@ -40,7 +48,7 @@ impl Server {
             Check::Xxh64 => header.flags,
             Check::Crc32 => header.flags & !flags::CHECK_XXH64,
         };
-        let outcome = s.on_data(from, flags, header.seq, data, payload, now);
+        let outcome = s.on_data_checked(from, flags, header.seq, data, payload, payload_check, now);
         if outcome.ack_now {
             send_ack(&mut self.outbox, &mut self.registry, s);
         }

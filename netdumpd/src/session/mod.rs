@@ -358,6 +358,9 @@ impl Session {
         Err(reason)
     }
 
+    /// A DATA packet: `header_flags` as the server passes them on (`CHECK_XXH64` only
+    /// where the header's check is XXH64), `payload` the message's bytes (sub-header
+    /// included), which the stream CRC takes by their check.
     pub fn on_data(
         &mut self,
         from: SocketAddr,
@@ -365,6 +368,26 @@ impl Session {
         seq: u32,
         data: &Data<'_>,
         payload: &[u8],
+        now: Instant,
+    ) -> DataOutcome {
+        self.on_data_checked(from, header_flags, seq, data, payload, None, now)
+    }
+
+    /// As [`on_data`](Self::on_data), with the payload's check when the caller already
+    /// computed it (the header's CRC check covers it: [`Header::parse_with_check`]), so
+    /// that a packet is hashed once. It must be the check `header_flags` name (XXH64
+    /// with `CHECK_XXH64`, else CRC-32); `None`: computed here.
+    ///
+    /// [`Header::parse_with_check`]: netdump_core::proto::Header::parse_with_check
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_data_checked(
+        &mut self,
+        from: SocketAddr,
+        header_flags: u16,
+        seq: u32,
+        data: &Data<'_>,
+        payload: &[u8],
+        payload_check: Option<u32>,
         now: Instant,
     ) -> DataOutcome {
         if from != self.peer {
@@ -435,7 +458,8 @@ impl Session {
                         return DataOutcome { ack_now: true, dropped: None };
                     }
                 }
-                self.window.record(seq, payload_check(header_flags).of(payload), payload.len() as u64);
+                let check = payload_check.unwrap_or_else(|| check_of(header_flags).of(payload));
+                self.window.record(seq, check, payload.len() as u64);
             }
         }
         self.since_ack += 1;
@@ -856,7 +880,7 @@ impl From<std::io::Error> for StoreError {
 /// The check a DATA payload was sent with (its header's flags as the server passes them
 /// on: [`flags::CHECK_XXH64`] only where the header's check is XXH64), which the stream
 /// CRC takes.
-fn payload_check(header_flags: u16) -> Check {
+fn check_of(header_flags: u16) -> Check {
     if header_flags & flags::CHECK_XXH64 != 0 { Check::Xxh64 } else { Check::Crc32 }
 }
 

@@ -292,6 +292,31 @@ fn a_crc_mismatch_leaves_vmcore_incomplete_and_says_so() {
 }
 
 #[test]
+fn a_check_the_server_already_computed_is_the_one_the_stream_crc_takes() {
+    let packets = stream();
+    let send_all = |s: &mut Session, check: &dyn Fn(&[u8]) -> u32| {
+        for p in &packets {
+            let d = Data { section: p.section, offset: p.offset, data: &p.data };
+            let payload = p.payload();
+            let out = s.on_data_checked(peer(), 0, p.seq, &d, &payload, Some(check(&payload)), Instant::now());
+            assert_eq!(out.dropped, None);
+        }
+    };
+    // The header's CRC check computed the payloads' CRC-32: the dump verifies.
+    let dir = TestDir::new("session-check-given");
+    let mut s = start(&dir, Verdict::DumpAll);
+    send_all(&mut s, &|p| crc32fast::hash(p));
+    let answer = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Halt, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::Verified);
+    // A given check is not computed again: one that differs makes the stream CRC differ.
+    let dir = TestDir::new("session-check-given-wrong");
+    let mut s = start(&dir, Verdict::DumpAll);
+    send_all(&mut s, &|p| crc32fast::hash(p) ^ 1);
+    let answer = s.on_finish(peer(), 7, &finish_for(&packets), AfterDump::Halt, Instant::now()).unwrap();
+    assert_eq!(answer.status, FinishStatus::CrcMismatch);
+}
+
+#[test]
 fn a_missing_packet_is_missing_data() {
     let dir = TestDir::new("session-missing");
     let mut s = start(&dir, Verdict::DumpAll);

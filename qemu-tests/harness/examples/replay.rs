@@ -1,5 +1,8 @@
 //! Replays a fleet into a netdumpd binary and prints what netdumpd cost: for profiling
 //! the server (`replay <netdumpd> <clients> <MiB per client> [netdumpd args...]`).
+//! `<netdumpd>` may be a script that execs netdumpd under a profiler, e.g.
+//! `exec valgrind --tool=callgrind --callgrind-out-file=cg.out path/to/netdumpd "$@"`:
+//! instruction counts do not depend on the machine's load, where CPU seconds do.
 
 use netdump_qemu_harness::netdumpd::Netdumpd;
 use netdump_qemu_harness::replayer::{Fleet, FleetConfig, peak_rss_bytes};
@@ -18,7 +21,9 @@ fn main() -> anyhow::Result<()> {
     let run = fleet.run(server.pid())?;
     fleet.verify(&server.dir)?;
     let rss = peak_rss_bytes(server.pid())?;
-    drop(server);
+    // SIGTERM, not a kill: a profiler wrapping netdumpd (valgrind's callgrind) writes
+    // its output as netdumpd exits.
+    server.terminate()?;
     let _ = std::fs::remove_dir_all(&dir);
     let gb = run.bytes as f64 / 1e9;
     println!(
