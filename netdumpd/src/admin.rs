@@ -304,6 +304,11 @@ fn paren(s: &str) -> String {
 
 /// `check-config`: the resolved configuration and what is wrong with it; `Ok(false)` in
 /// the second element when anything is.
+/// The bound on the server's memory for any client (64 CPUs), retention's scan aside.
+fn memory_bound(c: &ServerConfig) -> u64 {
+    crate::budget::bound(c, netdump_core::proto::MAX_CPUS as u16, 0).total()
+}
+
 pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> anyhow::Result<(String, bool)> {
     let problems = crate::config::problems(c);
     let ok = problems.is_empty();
@@ -359,12 +364,16 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
                 "max_hook_processes": c.limits.max_hook_processes,
                 "max_queued_jobs": c.limits.max_queued_jobs,
                 "log_lines_per_second": c.limits.log_lines_per_second,
+                "max_signatures": c.limits.max_signatures,
+                "max_excluded_runs": c.limits.max_excluded_runs,
+                "max_receive_bytes": c.limits.max_receive_bytes,
             },
             "upload": c.upload.as_ref().map(|u| json!({
                 "endpoint": u.endpoint, "bucket": u.bucket, "prefix": u.prefix, "region": u.region,
                 "server_name": u.server_name, "credentials_file": u.credentials_file,
                 "allow_http": u.allow_http, "part_size": u.part_size,
             })),
+            "memory_bound_bytes": memory_bound(c),
         });
         return Ok((serde_json::to_string_pretty(&v)? + "\n", ok));
     }
@@ -377,6 +386,10 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
     out.push_str(&format!("dir           {}\n", c.dump_dir.display()));
     out.push_str(&format!("reserve       {}\n", human_bytes(c.min_free_bytes)));
     out.push_str(&format!("dumps at once {} ({} with memory)\n", c.max_sessions, c.max_memory_dumps));
+    out.push_str(&format!(
+        "memory        at most {} beyond the program (README, \"Memory\")\n",
+        human_bytes(memory_bound(c))
+    ));
     for (name, p) in [
         ("register", &c.hooks.register),
         ("crash", &c.hooks.crash),

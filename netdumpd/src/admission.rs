@@ -48,8 +48,10 @@ impl SpaceFit {
 pub trait AdmissionContext {
     /// How the dump fits in the free space now.
     fn space_fit(&self, crash: &CrashAnnouncement) -> SpaceFit;
-    /// Whether another memory image may be taken now (the concurrent-memory-dump limit).
-    fn memory_slot_free(&self) -> bool;
+    /// Whether the memory image of `crash` from `client` may be taken now: within the
+    /// concurrent-memory-dump limit, and its reservation within the receive budget
+    /// (`limits.max_receive_mib`).
+    fn memory_slot_free(&self, crash: &CrashAnnouncement, client: &Client) -> bool;
 }
 
 enum Stage {
@@ -156,7 +158,7 @@ impl PendingCrash {
                     self.stage = Stage::Space;
                 }
                 Stage::Space => {
-                    if self.verdict == Verdict::DumpAll && !ctx.memory_slot_free() {
+                    if self.verdict == Verdict::DumpAll && !ctx.memory_slot_free(&self.crash, &self.client) {
                         if self.elsewhere {
                             tracing::warn!(client = %self.client.name, "too many memory dumps at once: try another server");
                             (self.verdict, self.why) = (Verdict::Abort, DecisionReason::TryElsewhere);
@@ -244,7 +246,7 @@ mod tests {
             self.asked.set(self.asked.get() + 1);
             self.fits.get()
         }
-        fn memory_slot_free(&self) -> bool {
+        fn memory_slot_free(&self, _: &CrashAnnouncement, _: &Client) -> bool {
             self.slot
         }
     }

@@ -36,6 +36,11 @@ pub struct BlockDecoder {
 }
 
 impl BlockDecoder {
+    /// Frees the buffer (the dump ended); a later block would allocate it again.
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+    }
+
     /// The section bytes of a DATA packet whose data is `data`: `data` itself when raw,
     /// the decoded block when LZ4 (`granted`: the session may send blocks).
     pub fn section_bytes<'a>(

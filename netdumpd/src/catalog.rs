@@ -35,6 +35,17 @@ impl DumpEntry {
 /// Every dump under `root`, oldest first (by start time, then name). Symbolic links
 /// (the `last` links) and directories without a readable `info.json` are skipped.
 pub fn scan(root: &Path) -> std::io::Result<Vec<DumpEntry>> {
+    scan_entries(root, true)
+}
+
+/// [`scan`] without each dump's `info` (null): what retention needs, at a few hundred
+/// bytes a dump instead of the whole parsed `info.json`, so that scanning a directory of
+/// many dumps costs the server little memory.
+pub fn scan_summaries(root: &Path) -> std::io::Result<Vec<DumpEntry>> {
+    scan_entries(root, false)
+}
+
+fn scan_entries(root: &Path, keep_info: bool) -> std::io::Result<Vec<DumpEntry>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let Ok(entry) = entry else { continue };
@@ -54,7 +65,7 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<DumpEntry>> {
             disk_bytes: disk_usage(&path),
             upload: upload_status(&path),
             path,
-            info,
+            info: if keep_info { info } else { Value::Null },
         });
     }
     out.sort_by(|a, b| (&a.start_time, &a.name).cmp(&(&b.start_time, &b.name)));

@@ -55,9 +55,10 @@ pub const DAEMON_SECTIONS: &[(&str, &[(&str, &str)])] = &[
                 "Write the registry and stats.json, then read the configuration again (same --config \
                  file and flags). Applied at once: session_timeout, after_dump, min_free_mib, \
                  max_sessions, max_memory_dumps, progress_interval, log_level, [hooks], [retention], \
-                 [dedup], [analysis], [encryption], and the [limits] rates, max_dump_gib and \
-                 log_lines_per_second. Logged as needing a restart and left as they run: listen, dir, \
-                 [netconsole], [upload], --log-format, and [limits] max_clients, max_retired, \
+                 [dedup], [analysis], [encryption], and the [limits] rates, max_dump_gib, \
+                 log_lines_per_second, max_signatures, max_excluded_runs and max_receive_mib. Logged \
+                 as needing a restart and left as they run: listen, dir, [netconsole], [upload], \
+                 --log-format, and [limits] max_clients, max_retired, \
                  max_hook_processes, max_queued_jobs. A configuration that does not parse or validate \
                  is refused as a whole (logged) and the running one kept.",
             ),

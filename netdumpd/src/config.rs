@@ -301,6 +301,9 @@ pub struct LimitsSection {
     pub max_hook_processes: Option<u64>,
     pub max_queued_jobs: Option<u64>,
     pub log_lines_per_second: Option<u32>,
+    pub max_signatures: Option<u64>,
+    pub max_excluded_runs: Option<u64>,
+    pub max_receive_mib: Option<u64>,
 }
 
 impl LimitsSection {
@@ -344,6 +347,15 @@ impl LimitsSection {
         }
         if let Some(v) = rate("log_lines_per_second", self.log_lines_per_second)? {
             l.log_lines_per_second = v;
+        }
+        if let Some(v) = count("max_signatures", self.max_signatures, 1..=1 << 20)? {
+            l.max_signatures = v;
+        }
+        if let Some(v) = count("max_excluded_runs", self.max_excluded_runs, 1..=1 << 24)? {
+            l.max_excluded_runs = v;
+        }
+        if let Some(v) = count("max_receive_mib", self.max_receive_mib, 1..=1 << 20)? {
+            l.max_receive_bytes = (v as u64) << 20;
         }
         Ok(())
     }
@@ -595,7 +607,7 @@ mod tests {
         assert_eq!(c.limits, crate::limits::Limits::default());
         assert_eq!(text.matches("\n[limits]").count(), 1);
         let keys = text.split("\n[limits]").nth(1).unwrap().lines().filter(|l| l.contains(" = ")).count();
-        assert_eq!(keys, 9, "one line per field of Limits");
+        assert_eq!(keys, 12, "one line per field of Limits");
         // Encryption is shown, commented out (a key file must exist to pass check-config).
         assert_eq!(c.encryption, EncryptionConfig::default());
         assert!(text.contains("# private_keys = [") && text.contains("# require_encryption = false"));

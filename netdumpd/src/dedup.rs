@@ -22,6 +22,7 @@ use crate::announcement::CrashAnnouncement;
 use crate::dumpdir::INFO;
 use crate::files::write_atomic;
 pub use crate::info::DedupInfo;
+use crate::limits::Limits;
 
 pub const SIGNATURES_FILE: &str = "signatures.json";
 
@@ -84,7 +85,8 @@ pub struct SignatureEntry {
     pub first_seen: String,
     pub last_seen: String,
     pub message: String,
-    /// The most recent occurrences (at most [`KEPT_OCCURRENCES`]).
+    /// The most recent occurrences (at most [`KEPT_OCCURRENCES`]), and always the latest
+    /// one that took the memory image.
     pub occurrences: Vec<Occurrence>,
 }
 
@@ -103,6 +105,8 @@ pub struct DedupIndex {
     path: PathBuf,
     root: PathBuf,
     file: IndexFile,
+    /// Signatures kept at most (`limits.max_signatures`).
+    max_signatures: usize,
 }
 
 impl DedupIndex {
@@ -117,7 +121,23 @@ impl DedupIndex {
             }),
             Err(_) => IndexFile::default(),
         };
-        DedupIndex { path, root: root.to_path_buf(), file }
+        DedupIndex { path, root: root.to_path_buf(), file, max_signatures: Limits::default().max_signatures }
+    }
+
+    /// Keeps at most `n` signatures from the next [`record`](Self::record) on: beyond,
+    /// the least recently seen are forgotten (their count with them), so that crashes
+    /// with ever new signatures cannot grow the index, and its file, without bound.
+    pub fn set_max_signatures(&mut self, n: usize) {
+        self.max_signatures = n.max(1);
+    }
+
+    /// Signatures in the index.
+    pub fn len(&self) -> usize {
+        self.file.signatures.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.file.signatures.is_empty()
     }
 
     pub fn get(&self, signature: &str) -> Option<&SignatureEntry> {
@@ -156,9 +176,25 @@ impl DedupIndex {
         entry.count += 1;
         entry.last_seen = occurrence.time.clone();
         entry.occurrences.push(occurrence);
-        let excess = entry.occurrences.len().saturating_sub(KEPT_OCCURRENCES);
-        entry.occurrences.drain(..excess);
+        // The oldest go first, but never the latest one with memory: it is what makes a
+        // storm of repeats duplicates, however many of them came since.
+        while entry.occurrences.len() > KEPT_OCCURRENCES {
+            let keep = entry.occurrences.iter().rposition(|o| o.memory);
+            entry.occurrences.remove(if keep == Some(0) { 1 } else { 0 });
+        }
         let count = entry.count;
+        while self.file.signatures.len() > self.max_signatures {
+            // The least recently seen other than this one (RFC 3339 UTC sorts as time).
+            let oldest = self
+                .file
+                .signatures
+                .iter()
+                .filter(|(s, _)| s.as_str() != signature)
+                .min_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen))
+                .map(|(s, _)| s.clone());
+            let Some(oldest) = oldest else { break };
+            self.file.signatures.remove(&oldest);
+        }
         self.file.version = 1;
         let mut text = serde_json::to_vec_pretty(&self.file).map_err(io::Error::other)?;
         text.push(b'\n');
@@ -263,6 +299,43 @@ mod tests {
         assert_eq!(e.occurrences.len(), KEPT_OCCURRENCES);
         assert_eq!(e.occurrences.last().unwrap().dump, "d39");
         assert_eq!(e.message, "boom");
+    }
+
+    #[test]
+    fn beyond_its_limit_the_least_recently_seen_signature_is_forgotten() {
+        let dir = TestDir::new("dedup-limit");
+        let mut index = DedupIndex::load(dir.path());
+        index.set_max_signatures(3);
+        for (i, s) in ["a", "b", "c"].iter().enumerate() {
+            index.record(s, "boom", occ(&format!("d{i}"), &format!("2026-01-0{}T00:00:00Z", i + 1), true)).unwrap();
+        }
+        // "a" seen again: "b" is now the least recently seen.
+        index.record("a", "boom", occ("d3", "2026-01-04T00:00:00Z", true)).unwrap();
+        index.record("d", "boom", occ("d4", "2026-01-05T00:00:00Z", true)).unwrap();
+        assert_eq!(index.len(), 3);
+        assert!(index.get("b").is_none(), "the least recently seen goes");
+        assert_eq!(index.get("a").unwrap().count, 2);
+        let again = DedupIndex::load(dir.path());
+        assert_eq!(again.len(), 3, "the file holds what the index holds");
+        assert!(again.get("c").is_some() && again.get("d").is_some());
+    }
+
+    #[test]
+    fn the_latest_dump_with_memory_outlives_any_number_of_repeats() {
+        let dir = TestDir::new("dedup-storm");
+        let mut index = DedupIndex::load(dir.path());
+        write_info(dir.path(), "first", "dump_all", "complete");
+        index.record("s", "boom", occ("first", "2026-01-01T00:00:00Z", true)).unwrap();
+        for i in 0..3 * KEPT_OCCURRENCES {
+            index.record("s", "boom", occ(&format!("repeat{i}"), "2026-01-01T00:00:01Z", false)).unwrap();
+        }
+        let e = index.get("s").unwrap();
+        assert_eq!(e.occurrences.len(), KEPT_OCCURRENCES);
+        assert_eq!(e.occurrences[0].dump, "first");
+        assert_eq!(e.occurrences.last().unwrap().dump, format!("repeat{}", 3 * KEPT_OCCURRENCES - 1));
+        let t = OffsetDateTime::parse("2026-01-01T00:01:00Z", &Rfc3339).unwrap();
+        let policy = DedupPolicy::SkipMemoryWithin(Duration::from_secs(86400));
+        assert_eq!(index.duplicate_of("s", policy, t).as_deref(), Some("first"));
     }
 
     #[test]

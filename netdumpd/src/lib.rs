@@ -35,6 +35,7 @@
 //! | [`info`] | `info.json` |
 //! | [`stats`] | drop counters, rate-limited warnings, `stats.json` |
 //! | [`limits`] | the bounds on what strangers can make the server hold, rate budgets |
+//! | [`budget`] | the memory a dump reserves, and the bound on the server's memory |
 //! | [`jobs`] | the bounded pool that runs hooks, analysis and retention after dumps |
 //! | [`logging`] | the server log (stderr text or JSON, or the journal) and its line budget |
 //! | [`notify`] | readiness and state for systemd (`Type=notify`) |
@@ -56,6 +57,7 @@ pub mod admission;
 pub mod analysis;
 pub mod announcement;
 pub mod blocks;
+pub mod budget;
 pub mod catalog;
 pub mod channel;
 pub mod cli;

@@ -34,6 +34,17 @@ pub struct Limits {
     /// Lines netdumpd writes to its log per second; the rest are counted and the count
     /// is logged once a second.
     pub log_lines_per_second: u32,
+    /// Crash signatures the dedup index remembers; beyond, the least recently seen one
+    /// is forgotten (its next crash counts as a first occurrence).
+    pub max_signatures: usize,
+    /// Excluded runs one filtered dump may report (`EXCLUDED` section); more are
+    /// refused as a bad exclusion.
+    pub max_excluded_runs: usize,
+    /// What the dumps being received may hold in memory at once, in bytes: every dump
+    /// reserves its worst case at admission (netdumpd/README.md, "Memory"), and a memory image
+    /// whose reservation does not fit beside the others is shed like one beyond
+    /// `max_memory_dumps`.
+    pub max_receive_bytes: u64,
 }
 
 impl Default for Limits {
@@ -48,6 +59,9 @@ impl Default for Limits {
             max_hook_processes: 4,
             max_queued_jobs: 256,
             log_lines_per_second: 100,
+            max_signatures: 4096,
+            max_excluded_runs: 1 << 20,
+            max_receive_bytes: 1 << 30,
         }
     }
 }

@@ -190,7 +190,8 @@ pub struct RecvBatch {
 impl RecvBatch {
     /// Slots one `recvmmsg(2)` fills at most.
     pub const SLOTS: usize = 64;
-    const SLOT_LEN: usize = 64 << 10;
+    /// Bytes of one slot: a run of datagrams with `UDP_GRO`.
+    pub const SLOT_LEN: usize = 64 << 10;
 
     pub fn new() -> RecvBatch {
         RecvBatch {

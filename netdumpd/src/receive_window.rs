@@ -32,6 +32,8 @@ pub struct ReceiveWindow {
     ahead: BTreeMap<u64, u32>,
     /// Payload bytes of every distinct packet received.
     payload_bytes: u64,
+    /// Packets beyond the cumulative point forgotten by [`release`](Self::release).
+    released: u64,
 }
 
 impl Default for ReceiveWindow {
@@ -48,7 +50,7 @@ impl ReceiveWindow {
     pub const SACK_BITS: usize = 64 * 8;
 
     pub fn new() -> Self {
-        ReceiveWindow { cumulative: 0, prefix: StreamCrc::new(), ahead: BTreeMap::new(), payload_bytes: 0 }
+        ReceiveWindow { cumulative: 0, prefix: StreamCrc::new(), ahead: BTreeMap::new(), payload_bytes: 0, released: 0 }
     }
 
     pub fn status(&self, seq: u32) -> SeqStatus {
@@ -99,7 +101,14 @@ impl ReceiveWindow {
 
     /// Number of distinct packets received.
     pub fn packets(&self) -> u64 {
-        self.cumulative + self.ahead.len() as u64
+        self.cumulative + self.ahead.len() as u64 + self.released
+    }
+
+    /// Forgets the packets beyond the cumulative point once the dump has ended (nothing
+    /// more is taken), keeping their count.
+    pub fn release(&mut self) {
+        self.released += self.ahead.len() as u64;
+        self.ahead = BTreeMap::new();
     }
 
     /// Payload bytes of every distinct packet received.

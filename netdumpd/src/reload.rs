@@ -9,7 +9,7 @@
 //! | `session_timeout`, `after_dump`, `min_free_mib`, `max_sessions`, `max_memory_dumps`, `progress_interval` | applied |
 //! | `log_level` | applied |
 //! | `[hooks]`, `[retention]`, `[dedup]`, `[analysis]` | applied (to crashes and dumps that begin or end after it) |
-//! | `[limits]` `hellos_per_second`, `hellos_per_source_per_second`, `crashes_per_second`, `max_dump_gib`, `log_lines_per_second` | applied |
+//! | `[limits]` `hellos_per_second`, `hellos_per_source_per_second`, `crashes_per_second`, `max_dump_gib`, `log_lines_per_second`, `max_signatures`, `max_excluded_runs` (dumps that begin after it), `max_receive_mib` | applied |
 //! | `[encryption]` `private_keys`, `require_encryption` | applied to new handshakes (sessions in progress keep theirs); a key that does not load refuses the reload |
 //! | `listen`, `dir`, `[netconsole]`, `--log-format` | needs a restart |
 //! | `[limits]` `max_clients`, `max_retired`, `max_hook_processes`, `max_queued_jobs` | needs a restart |
@@ -100,6 +100,9 @@ pub fn plan(running: &ServerConfig, new: ServerConfig) -> Plan {
     live!(limits.crashes_per_second, "limits.crashes_per_second");
     live!(limits.max_dump_bytes, "limits.max_dump_gib");
     live!(limits.log_lines_per_second, "limits.log_lines_per_second");
+    live!(limits.max_signatures, "limits.max_signatures");
+    live!(limits.max_excluded_runs, "limits.max_excluded_runs");
+    live!(limits.max_receive_bytes, "limits.max_receive_mib");
     live!(encryption.private_keys, "encryption.private_keys");
     live!(encryption.require_encryption, "encryption.require_encryption");
     Plan { config: next, applied, needs_restart }

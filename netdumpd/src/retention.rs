@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
 
-use crate::catalog::{DumpEntry, last_link_name, scan};
+use crate::catalog::{DumpEntry, last_link_name, scan_summaries};
 
 /// Limits; `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub fn enforce(root: &Path, limits: &RetentionConfig) -> io::Result<Vec<Removed>
     // the same dump.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dumps = scan(root)?;
+    let dumps = scan_summaries(root)?;
     let victims = choose(&dumps, limits);
     let mut removed = Vec::new();
     for (i, why) in victims {
@@ -115,7 +115,7 @@ pub fn choose(dumps: &[DumpEntry], limits: &RetentionConfig) -> Vec<(usize, &'st
 /// Points `<root>/<client>.last` at each client's newest dump; removes links of clients
 /// with no dump left.
 pub fn update_last_links(root: &Path) -> io::Result<()> {
-    let dumps = scan(root)?;
+    let dumps = scan_summaries(root)?;
     let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
     for d in &dumps {
         newest.insert(&d.client, &d.name);
@@ -164,7 +164,7 @@ mod tests {
     }
 
     fn names(root: &Path) -> Vec<String> {
-        scan(root).unwrap().into_iter().map(|d| d.name).collect()
+        scan_summaries(root).unwrap().into_iter().map(|d| d.name).collect()
     }
 
     #[test]
@@ -185,7 +185,7 @@ mod tests {
         let dir = TestDir::new("retention-bytes");
         let a: Vec<String> = (1..=3).map(|n| dump(dir.path(), "a", n, 40960, "complete")).collect();
         let b: Vec<String> = (4..=5).map(|n| dump(dir.path(), "b", n, 40960, "complete")).collect();
-        let one = scan(dir.path()).unwrap()[0].disk_bytes;
+        let one = scan_summaries(dir.path()).unwrap()[0].disk_bytes;
         // a may keep two dumps' worth; all dumps together three.
         let limits = RetentionConfig {
             max_bytes_per_client: Some(2 * one),

@@ -178,6 +178,27 @@ fn beyond_the_memory_dump_limit_a_crash_sends_log_and_registers_only() {
 }
 
 #[test]
+fn beyond_the_receive_memory_budget_a_crash_sends_log_and_registers_only() {
+    let dir = TempDir::new("ops-receive-budget");
+    // Room for one memory image's reservation (a 1-CPU x86_64 dump: its buffers and
+    // gathered vmcore bytes) and a log-only dump's beside it, not for a second image.
+    let one = netdumpd::budget::receiving_bytes(1, netdump_core::proto::Machine::X86_64, true, false, false, 0);
+    let server = TestServer::start_with(dir.path(), |c| c.limits.max_receive_bytes = one + one / 4);
+    let a = Machine::small("node-budget-a");
+    let (first, d) = crash(&server, &a, 0x735);
+    assert_eq!(d.verdict, Verdict::DumpAll);
+    let b = Machine::small("node-budget-b");
+    let (second, d) = crash(&server, &b, 0x736);
+    assert_eq!((d.verdict, d.why), (Verdict::SkipMemory, DecisionReason::Busy));
+    assert_eq!(send_dump(&second, &b, false), FinishStatus::Verified);
+    // The first dump ends: its reservation is free again, and the next image fits.
+    assert_eq!(send_dump(&first, &a, true), FinishStatus::Verified);
+    let c = Machine::small("node-budget-c");
+    let (_third, d) = crash(&server, &c, 0x737);
+    assert_eq!(d.verdict, Verdict::DumpAll);
+}
+
+#[test]
 fn a_repeated_crash_skips_its_memory_and_is_counted() {
     let dir = TempDir::new("ops-dedup");
     let server = TestServer::start_with(dir.path(), |c| {
@@ -342,6 +363,12 @@ fn check_config_accepts_the_sample_and_names_what_is_missing() {
     assert_eq!(v["dedup"], serde_json::json!({ "policy": "keep-all" }));
     assert_eq!(v["limits"]["hellos_per_second"], 200);
     assert_eq!(v["netconsole"]["max_clients"], 1024);
+    // The memory bound of this configuration, as the library computes it.
+    let mut c = netdumpd::ServerConfig::default();
+    netdumpd::config::ConfigFile::load(&good).unwrap().apply(&mut c).unwrap();
+    let bound = netdumpd::budget::bound(&c, netdump_core::proto::MAX_CPUS as u16, 0).total();
+    assert_eq!(v["memory_bound_bytes"], bound);
+    assert_eq!(v["limits"]["max_receive_bytes"], 1u64 << 30);
 }
 
 /// The function the analysis test "crashes" in: its address goes into the registers.

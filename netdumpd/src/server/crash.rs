@@ -16,6 +16,7 @@ use crate::announcement::CrashAnnouncement;
 use crate::dedup::{DedupInfo, Occurrence};
 use crate::dumpdir::{DumpDir, available_bytes};
 use crate::limits::MAX_LOG_BYTES;
+use crate::registry::Client;
 use crate::session::{Session, StartRequest};
 use crate::stats::DropReason;
 
@@ -54,6 +55,7 @@ impl Server {
             dir: Some(&p.dir),
         };
         let mut session = Session::start(request, p.crash.clone());
+        session.set_max_excluded_runs(self.config.limits.max_excluded_runs);
         let decision = session.decision();
         if verdict != Verdict::Abort && session.dir_name().is_none() {
             // Its files could not be created: leave no empty directory behind.
@@ -69,6 +71,7 @@ impl Server {
                     memory: decision.verdict == Verdict::DumpAll,
                 };
                 let mut dedup = p.dedup.clone();
+                self.dedup.set_max_signatures(self.config.limits.max_signatures);
                 match self.dedup.record(&dedup.signature, &p.crash.message, occurrence) {
                     Ok(n) => dedup.occurrence = n,
                     Err(e) => tracing::error!(client = %p.client.name, "cannot record the crash signature: {e}"),
@@ -245,10 +248,28 @@ impl AdmissionContext for ServerView<'_> {
         self.0.space_fit(crash)
     }
 
-    fn memory_slot_free(&self) -> bool {
-        let memory_dumps =
-            self.0.sessions.values().filter(|s| s.is_receiving() && s.decision().verdict == Verdict::DumpAll).count();
-        memory_dumps < self.0.config.max_memory_dumps
+    fn memory_slot_free(&self, crash: &CrashAnnouncement, client: &Client) -> bool {
+        let server = self.0;
+        let receiving = || server.sessions.values().filter(|s| s.is_receiving());
+        let memory_dumps = receiving().filter(|s| s.decision().verdict == Verdict::DumpAll).count();
+        if memory_dumps >= server.config.max_memory_dumps {
+            return false;
+        }
+        let limits = &server.config.limits;
+        let reserved: u64 = receiving().map(Session::reserved_bytes).sum();
+        let needed = crate::budget::receiving_bytes(
+            crash.cpu_count,
+            crash.machine,
+            true,
+            client.features & features::COMPRESSED != 0,
+            client.features & features::FILTER != 0,
+            limits.max_excluded_runs,
+        );
+        let fits = reserved.saturating_add(needed) <= limits.max_receive_bytes;
+        if !fits {
+            tracing::warn!(client = %client.name, reserved, needed, budget = limits.max_receive_bytes, "receive memory budget spent");
+        }
+        fits
     }
 }
 

@@ -36,9 +36,7 @@ use crate::session::Session;
 use crate::stats::{DropReason, DumpEnd, ServerStats, WarnLimiter};
 use crate::syslog::SyslogReceiver;
 
-/// How long an ended session is remembered, to answer a repeated FINISH or CRASH
-/// (the protocol promises at least 60 s).
-pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(120);
+pub use crate::budget::ENDED_SESSION_MEMORY;
 /// How often `info.json` of a dump in progress is rewritten.
 const INFO_REFRESH: Duration = Duration::from_secs(5);
 /// How often `stats.json` is rewritten while the counters change.

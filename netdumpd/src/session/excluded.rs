@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use netdump_core::memory::PageClass;
 use netdump_core::proto::{ExcludedRun, MemoryRange, ProtoError};
 
-/// Most runs one dump may report: a hostile client must not grow the server's memory
-/// without bound (a run costs about 40 bytes here; 2^20 runs, 40 MiB).
+/// Most runs one dump may report unless configured (`limits.max_excluded_runs`): a
+/// hostile client must not grow the server's memory without bound (a run costs about
+/// 40 bytes here, twice that while the note is built; 2^20 runs, 40 MiB).
 pub const MAX_EXCLUDED_RUNS: usize = 1 << 20;
 
 /// Why an EXCLUDED packet was refused.
@@ -28,7 +29,7 @@ pub enum ExclusionError {
     OutsideRanges { start_pfn: u64, pages: u32 },
     /// A run overlaps another (of this packet or an earlier one).
     Overlaps { start_pfn: u64, pages: u32 },
-    /// More runs than [`MAX_EXCLUDED_RUNS`].
+    /// More runs than the limit (`limits.max_excluded_runs`).
     TooMany,
 }
 
@@ -44,7 +45,7 @@ impl std::fmt::Display for ExclusionError {
             ExclusionError::Overlaps { start_pfn, pages } => {
                 write!(f, "excluded run pfn {start_pfn:#x}+{pages} overlaps another excluded run")
             }
-            ExclusionError::TooMany => write!(f, "more than {MAX_EXCLUDED_RUNS} excluded runs"),
+            ExclusionError::TooMany => f.write_str("more excluded runs than limits.max_excluded_runs"),
         }
     }
 }
@@ -54,6 +55,10 @@ impl std::fmt::Display for ExclusionError {
 pub struct ExcludedRuns {
     runs: BTreeMap<u64, (u64, PageClass)>,
     pages: [u64; PageClass::EXCLUDABLE.len()],
+    /// Runs taken at most; 0 is [`MAX_EXCLUDED_RUNS`].
+    limit: usize,
+    /// Runs received and since released ([`release`](Self::release)).
+    released: usize,
 }
 
 impl ExcludedRuns {
@@ -73,7 +78,7 @@ impl ExcludedRuns {
             .map_err(ExclusionError::Record)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(ExclusionError::Record)?;
-        if self.runs.len() + records.len() > MAX_EXCLUDED_RUNS {
+        if self.runs.len() + records.len() > self.limit() {
             return Err(ExclusionError::TooMany);
         }
         records.sort_by_key(|r| r.start_pfn);
@@ -111,7 +116,23 @@ impl ExcludedRuns {
     }
 
     pub fn run_count(&self) -> usize {
-        self.runs.len()
+        self.runs.len() + self.released
+    }
+
+    /// Runs taken at most (`limits.max_excluded_runs`).
+    pub fn limit(&self) -> usize {
+        if self.limit == 0 { MAX_EXCLUDED_RUNS } else { self.limit }
+    }
+
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+    }
+
+    /// Forgets the runs once the dump has ended (the note is written), keeping their
+    /// counts for `info.json`.
+    pub fn release(&mut self) {
+        self.released += self.runs.len();
+        self.runs = BTreeMap::new();
     }
 
     /// The runs, ascending: first page frame number, pages, class.

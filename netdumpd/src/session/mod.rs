@@ -786,6 +786,33 @@ impl Session {
         if let Some(o) = &mut self.output {
             o.files = None;
         }
+        // Remembered a while to answer repeats: only what info.json needs stays.
+        self.blocks.release();
+        self.window.release();
+        self.excluded.release();
+        self.registers.release();
+    }
+
+    /// Runs a filtered dump may report at most (`limits.max_excluded_runs`).
+    pub fn set_max_excluded_runs(&mut self, n: usize) {
+        self.excluded.set_limit(n);
+    }
+
+    /// What the session may hold in memory: its reservation while it receives
+    /// ([`crate::budget::receiving_bytes`]), what it keeps once ended after.
+    pub fn reserved_bytes(&self) -> u64 {
+        let (cpus, machine) = (self.crash.cpu_count, self.crash.machine);
+        if self.phase != Phase::Receiving {
+            return crate::budget::ended_bytes(cpus, machine);
+        }
+        crate::budget::receiving_bytes(
+            cpus,
+            machine,
+            self.decision.verdict == Verdict::DumpAll,
+            self.registration.features & features::COMPRESSED != 0,
+            self.filtered(),
+            self.excluded.limit(),
+        )
     }
 
     /// True once after a dump with a directory ended (verified or not).

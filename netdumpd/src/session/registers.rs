@@ -34,7 +34,7 @@ impl RegisterAssembler {
     /// completed, or `None` when the bytes lie outside the section.
     pub(super) fn write(&mut self, offset: u64, data: &[u8]) -> Option<Vec<u16>> {
         let start = usize::try_from(offset).ok()?;
-        let end = start.checked_add(data.len()).filter(|end| *end <= self.bytes.len())?;
+        let end = start.checked_add(data.len()).filter(|end| *end <= self.have.len())?;
         self.bytes[start..end].copy_from_slice(data);
         self.have[start..end].fill(true);
         let first = start / self.record_len;
@@ -48,6 +48,12 @@ impl RegisterAssembler {
             }
         }
         Some(done)
+    }
+
+    /// Forgets which bytes arrived, once the dump has ended (no more are taken): the
+    /// records stay for `info.json`.
+    pub(super) fn release(&mut self) {
+        self.have = Vec::new();
     }
 
     pub(super) fn record(&self, cpu: u16) -> Option<CpuRecord> {

@@ -511,6 +511,23 @@ fn an_ended_dump_holds_no_open_files() {
 }
 
 #[test]
+fn an_ended_dump_releases_its_buffers_and_keeps_its_counts() {
+    let dir = TestDir::new("session-released");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let receiving = s.reserved_bytes();
+    assert!(receiving >= crate::dumpdir::GATHER_LIMIT as u64, "a memory image reserves its gathered bytes");
+    // A gap: packet 1 arrives before 0, and stays beyond the cumulative point.
+    let packets = stream();
+    assert_eq!(packets[1].send(&mut s, 0).dropped, None);
+    assert!(s.window.has_gaps());
+    s.on_abort(peer(), 0, b"bye", Instant::now()).unwrap();
+    assert!(s.reserved_bytes() < receiving / 8, "an ended dump keeps {} bytes", s.reserved_bytes());
+    assert!(!s.window.has_gaps(), "the packets beyond the gap are forgotten");
+    assert_eq!(s.window.packets(), 1, "but counted");
+    assert_eq!(info_json(&s)["packets_received"], 1);
+}
+
+#[test]
 fn a_declined_crash_keeps_no_register_buffer() {
     let dir = TestDir::new("session-declined-buffer");
     let s = start(&dir, Verdict::Abort);
