@@ -2,16 +2,28 @@
 //! against byte arrays.
 //!
 //! The few header layouts the dump path needs — Ethernet II, IPv4 without options, UDP,
-//! ARP for IPv4 over Ethernet — are read and written here field by field, on
-//! `smoltcp::wire`'s address types: smoltcp's general `Repr` parsers and emitters (options,
-//! checksum capabilities, every address family) cost the crash path about 2 KB of code
-//! (docs/PERFORMANCE.md, "Footprint"). The tests check both directions against smoltcp's.
+//! ARP for IPv4 over Ethernet — are read and written through `smoltcp::wire`'s zero-copy
+//! accessors (`EthernetFrame`, `Ipv4Packet`, `UdpPacket`, `ArpPacket`: `new_checked`, then
+//! field getters and setters), with smoltcp's RFC 1071 sum (`checksum::data`, `combine`).
+//! smoltcp's `Repr` parsers and emitters are left out: their generality (options, checksum
+//! capabilities, every address family) cost the crash path about 2 KB of code
+//! (docs/PERFORMANCE.md, "Footprint"). Headers are written through accessors over
+//! fixed-size arrays, so that every field's bounds check is decided at compile time; where
+//! an accessor would check again at run time what `new_checked` has checked (`payload()`,
+//! `fill_checksum`), a panic site the compiler cannot remove, the same bytes are taken with
+//! `get`. The tests check both directions against the `Repr`s, byte for byte and verdict
+//! for verdict.
 
-use smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
+use smoltcp::wire::{
+    ArpHardware, ArpOperation, ArpPacket, ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol,
+    IPV4_HEADER_LEN, IpProtocol, Ipv4Address, Ipv4Packet, UDP_HEADER_LEN, UdpPacket, checksum,
+};
 
 /// Ethernet (14) + IPv4 (20) + UDP (8) header bytes in front of every datagram.
-pub const FRAME_OVERHEAD: usize = 14 + 20 + 8;
-const ARP_FRAME_LEN: usize = 14 + 28;
+pub const FRAME_OVERHEAD: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+/// An ARP packet for IPv4 over Ethernet: 8 fixed bytes, two MAC and two IPv4 addresses.
+const ARP_LEN: usize = 8 + 2 * 6 + 2 * 4;
+const ARP_FRAME_LEN: usize = ETHERNET_HEADER_LEN + ARP_LEN;
 
 /// What an incoming frame means to the dump path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,130 +68,113 @@ pub enum Ignored {
     Fragment,
 }
 
-/// Where the IPv4 header starts (after Ethernet II), and the UDP header (after IPv4
-/// without options).
-const IP: usize = 14;
-const UDP: usize = IP + 20;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
-const PROTOCOL_UDP: u8 = 17;
-/// ARP's hardware type (Ethernet), protocol type (IPv4) and their address lengths.
-const ARP_ETHERNET_IPV4: [u8; 6] = [0x00, 0x01, 0x08, 0x00, 6, 4];
-
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
-fn mac_at(b: &[u8], at: usize) -> EthernetAddress {
-    let mut mac = [0; 6];
-    if let Some(m) = b.get(at..at + 6) {
-        mac.copy_from_slice(m);
-    }
-    EthernetAddress(mac)
-}
-
-fn ipv4_at(b: &[u8], at: usize) -> Ipv4Address {
-    let mut ip = [0; 4];
-    if let Some(a) = b.get(at..at + 4) {
-        ip.copy_from_slice(a);
-    }
-    Ipv4Address::from(ip)
-}
-
-/// The RFC 1071 sum of `data` as big-endian 16-bit words (an odd last byte padded with
-/// zero): smoltcp's, folded to 16 bits, which sums add to as they are. Of the loops
-/// measured for a 1432-byte payload (the software UDP checksum is per packet on a NIC
-/// without offload), its 16-bit words, unrolled 32 bytes at a time, were the fastest —
-/// about twice 32-bit words — for 100 bytes more code.
-fn sum_words(data: &[u8]) -> u64 {
-    u64::from(smoltcp::wire::checksum::data(data))
-}
-
-/// A sum folded to 16 bits with end-around carries.
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
+const MALFORMED: Inbound<'static> = Inbound::Ignored(Ignored::Malformed);
+const NOT_FOR_US: Inbound<'static> = Inbound::Ignored(Ignored::NotForUs);
 
 /// The Internet checksum (RFC 1071) of `data`: the complement of the one's-complement sum
 /// of its big-endian 16-bit words. Over a UDP header whose checksum field holds the
 /// pseudo-header sum (as [`UdpChecksum::Device`] leaves it) and the payload, this is the
 /// datagram's checksum, what a checksum-offloading device writes (a 0 is sent as 0xffff):
 /// for a driver that completes it in software.
+///
+/// The sum is smoltcp's `checksum::data`. Of the loops measured for a 1432-byte payload
+/// (the software UDP checksum is per packet on a NIC without offload), its 16-bit words
+/// were the fastest — about twice 32-bit words — for 100 bytes more code.
 pub fn internet_checksum(data: &[u8]) -> u16 {
-    !fold(sum_words(data))
+    !checksum::data(data)
 }
 
-/// The UDP pseudo-header's sum: addresses, protocol and UDP length.
-fn pseudo_header_sum(src: Ipv4Address, dst: Ipv4Address, udp_len: usize) -> u64 {
-    u64::from(u32::from(src)) + u64::from(u32::from(dst)) + u64::from(PROTOCOL_UDP) + udp_len as u64
+/// The sum of the UDP pseudo-header (RFC 768: addresses, zero, protocol, UDP length) as
+/// the 12 bytes it is. smoltcp's `checksum::pseudo_header_v4` gives the same sum, but it
+/// sums each part in a call of its own, outlined: 0.2 KB more of the crash path.
+fn pseudo_header_sum(src: Ipv4Address, dst: Ipv4Address, udp_len: usize) -> u16 {
+    let mut header = [0; 12];
+    header[..4].copy_from_slice(&src.octets());
+    header[4..8].copy_from_slice(&dst.octets());
+    header[9] = IpProtocol::Udp.into();
+    header[10..].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    checksum::data(&header)
 }
 
 /// Classifies a received frame for the interface `mac`/`ip` listening on UDP `port`.
 pub fn classify(frame: &[u8], mac: EthernetAddress, ip: Ipv4Address, port: u16) -> Inbound<'_> {
-    let Some((eth, payload)) = frame.split_first_chunk::<IP>() else { return Inbound::Ignored(Ignored::Malformed) };
-    let dst = mac_at(eth, 0);
+    let Ok(eth) = EthernetFrame::new_checked(frame) else { return MALFORMED };
+    let dst = eth.dst_addr();
     if dst != mac && !dst.is_broadcast() {
-        return Inbound::Ignored(Ignored::NotForUs);
+        return NOT_FOR_US;
     }
-    match [eth[12], eth[13]] {
-        ETHERTYPE_ARP => classify_arp(payload, ip),
-        ETHERTYPE_IPV4 if dst == mac => classify_ipv4(mac_at(eth, 6), payload, ip, port),
-        _ => Inbound::Ignored(Ignored::NotForUs),
+    match eth.ethertype() {
+        EthernetProtocol::Arp => classify_arp(eth.payload(), ip),
+        EthernetProtocol::Ipv4 if dst == mac => classify_ipv4(eth.src_addr(), eth.payload(), ip, port),
+        _ => NOT_FOR_US,
     }
 }
 
 fn classify_arp(payload: &[u8], ip: Ipv4Address) -> Inbound<'_> {
-    let Some(arp) = payload.first_chunk::<28>() else { return Inbound::Ignored(Ignored::Malformed) };
-    if arp[..6] != ARP_ETHERNET_IPV4 {
-        return Inbound::Ignored(Ignored::Malformed);
+    // Only IPv4 over Ethernet; its addresses then have fixed places in the first 28 bytes.
+    let Some(arp) = payload.first_chunk::<ARP_LEN>() else { return MALFORMED };
+    let arp = ArpPacket::new_unchecked(arp);
+    if arp.hardware_type() != ArpHardware::Ethernet
+        || arp.protocol_type() != EthernetProtocol::Ipv4
+        || arp.hardware_len() != 6
+        || arp.protocol_len() != 4
+    {
+        return MALFORMED;
     }
-    let (mac, sender) = (mac_at(arp, 8), ipv4_at(arp, 14));
-    match ArpOperation::from(be16([arp[6], arp[7]])) {
-        ArpOperation::Request if ipv4_at(arp, 24) == ip => Inbound::ArpRequest { mac, ip: sender },
+    let mac = EthernetAddress::from_bytes(arp.source_hardware_addr());
+    let sender = ipv4(arp.source_protocol_addr());
+    match arp.operation() {
+        ArpOperation::Request if ipv4(arp.target_protocol_addr()) == ip => Inbound::ArpRequest { mac, ip: sender },
         ArpOperation::Reply => Inbound::ArpReply { mac, ip: sender },
-        _ => Inbound::Ignored(Ignored::NotForUs),
+        _ => NOT_FOR_US,
     }
 }
 
-fn classify_ipv4(src_mac: EthernetAddress, packet: &[u8], ip: Ipv4Address, port: u16) -> Inbound<'_> {
-    const MALFORMED: Inbound<'static> = Inbound::Ignored(Ignored::Malformed);
-    let Some(h) = packet.first_chunk::<20>() else { return MALFORMED };
-    let header_len = usize::from(h[0] & 0x0f) * 4;
-    let total_len = usize::from(be16([h[2], h[3]]));
-    let (Some(header), Some(datagram)) = (packet.get(..header_len), packet.get(header_len..total_len)) else {
-        return MALFORMED;
-    };
-    if header_len < 20 {
-        return MALFORMED;
+/// An IPv4 address from the four bytes an accessor returns.
+fn ipv4(octets: &[u8]) -> Ipv4Address {
+    let mut ip = [0; 4];
+    if let Some(a) = octets.first_chunk::<4>() {
+        ip = *a;
     }
-    if h[6] & 0x20 != 0 || be16([h[6], h[7]]) & 0x1fff != 0 {
+    Ipv4Address::from(ip)
+}
+
+fn classify_ipv4(src_mac: EthernetAddress, bytes: &[u8], ip: Ipv4Address, port: u16) -> Inbound<'_> {
+    // The header's and total lengths fit the buffer and each other.
+    let Ok(packet) = Ipv4Packet::new_checked(bytes) else { return MALFORMED };
+    if packet.more_frags() || packet.frag_offset() != 0 {
         return Inbound::Ignored(Ignored::Fragment);
     }
-    if h[0] >> 4 != 4 || fold(sum_words(header)) != 0xffff {
+    // Slices are taken with `get` where smoltcp's `payload()` would index again what
+    // `new_checked` has checked, into a panic site the compiler cannot remove.
+    let (header_len, total_len) = (usize::from(packet.header_len()), usize::from(packet.total_len()));
+    // `verify_checksum` is not used: it passes everything when smoltcp is built for
+    // fuzzing, and the fuzz targets must see the checksums the crash path checks.
+    if packet.version() != 4 || checksum::data(bytes.get(..header_len).unwrap_or_default()) != !0 {
         return MALFORMED;
     }
-    let (src_ip, dst_ip) = (ipv4_at(h, 12), ipv4_at(h, 16));
-    if dst_ip != ip || h[9] != PROTOCOL_UDP {
-        return Inbound::Ignored(Ignored::NotForUs);
+    let (src_ip, dst_ip) = (packet.src_addr(), packet.dst_addr());
+    if dst_ip != ip || packet.next_header() != IpProtocol::Udp {
+        return NOT_FOR_US;
     }
-    let Some(u) = datagram.first_chunk::<8>() else { return MALFORMED };
-    let udp_len = usize::from(be16([u[4], u[5]]));
-    let dst_port = be16([u[2], u[3]]);
-    let Some(udp) = datagram.get(..udp_len) else { return MALFORMED };
-    if udp_len < 8 || dst_port == 0 {
+    // The UDP length fits the IPv4 payload and covers the header.
+    let datagram = bytes.get(header_len..total_len).unwrap_or_default();
+    let Ok(udp) = UdpPacket::new_checked(datagram) else { return MALFORMED };
+    if udp.dst_port() == 0 {
         return MALFORMED;
     }
+    let datagram = datagram.get(..usize::from(udp.len())).unwrap_or_default();
     // A zero checksum field: the sender computed none (allowed over IPv4).
-    if be16([u[6], u[7]]) != 0 && fold(pseudo_header_sum(src_ip, dst_ip, udp_len) + sum_words(udp)) != 0xffff {
+    if udp.checksum() != 0
+        && checksum::combine(&[pseudo_header_sum(src_ip, dst_ip, datagram.len()), checksum::data(datagram)]) != !0
+    {
         return MALFORMED;
     }
-    if dst_port != port {
-        return Inbound::Ignored(Ignored::NotForUs);
+    if udp.dst_port() != port {
+        return NOT_FOR_US;
     }
-    Inbound::Udp { src_mac, src_ip, src_port: be16([u[0], u[1]]), payload: udp.get(8..).unwrap_or_default() }
+    let payload = datagram.get(UDP_HEADER_LEN..).unwrap_or_default();
+    Inbound::Udp { src_mac, src_ip, src_port: udp.src_port(), payload }
 }
 
 /// Addresses of one UDP flow.
@@ -239,6 +234,19 @@ pub fn emit_udp_with(
     })
 }
 
+/// Writes an Ethernet II header into its 14 bytes.
+fn emit_ethernet(
+    header: &mut [u8; ETHERNET_HEADER_LEN],
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ty: EthernetProtocol,
+) {
+    let mut eth = EthernetFrame::new_unchecked(header);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
+    eth.set_ethertype(ty);
+}
+
 /// The one instance of the frame builder: callers' closures come through `dyn`, so the
 /// code exists once in a kernel however many kinds of datagram it sends.
 pub(crate) fn emit_udp_dyn(
@@ -248,40 +256,50 @@ pub(crate) fn emit_udp_dyn(
     checksum: UdpChecksum,
     fill: &mut dyn FnMut(&mut [u8]),
 ) {
-    let udp_len = 8 + payload_len;
+    let udp_len = UDP_HEADER_LEN + payload_len;
     let frame = frame.get_mut(..FRAME_OVERHEAD + payload_len);
     debug_assert!(frame.is_some(), "a frame buffer shorter than its datagram");
-    let Some((h, payload)) = frame.and_then(|f| f.split_first_chunk_mut::<FRAME_OVERHEAD>()) else { return };
-    h[..6].copy_from_slice(&flow.dst_mac.0);
-    h[6..12].copy_from_slice(&flow.src_mac.0);
-    h[12..14].copy_from_slice(&ETHERTYPE_IPV4);
-    // IPv4: version 4, 20-byte header, no DSCP/ECN, total length, id 0, don't fragment,
-    // TTL 64, UDP, header checksum, addresses.
-    h[IP..IP + 2].copy_from_slice(&[0x45, 0]);
-    h[IP + 2..IP + 4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-    h[IP + 4..IP + 10].copy_from_slice(&[0, 0, 0x40, 0, 64, PROTOCOL_UDP]);
-    h[IP + 10..IP + 12].fill(0);
-    h[IP + 12..IP + 16].copy_from_slice(&flow.src_ip.octets());
-    h[IP + 16..IP + 20].copy_from_slice(&flow.dst_ip.octets());
-    let ip_checksum = !fold(sum_words(&h[IP..UDP]));
-    h[IP + 10..IP + 12].copy_from_slice(&ip_checksum.to_be_bytes());
-    // UDP: ports, length, checksum.
-    h[UDP..UDP + 2].copy_from_slice(&flow.src_port.to_be_bytes());
-    h[UDP + 2..UDP + 4].copy_from_slice(&flow.dst_port.to_be_bytes());
-    h[UDP + 4..UDP + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    h[UDP + 6..UDP + 8].fill(0);
+    let Some((eth, packet)) = frame.and_then(|f| f.split_first_chunk_mut::<ETHERNET_HEADER_LEN>()) else { return };
+    emit_ethernet(eth, flow.src_mac, flow.dst_mac, EthernetProtocol::Ipv4);
+    let Some((ip, datagram)) = packet.split_first_chunk_mut::<IPV4_HEADER_LEN>() else { return };
+    // IPv4: 20-byte header, no DSCP/ECN, id 0, don't fragment, TTL 64.
+    let mut ip = Ipv4Packet::new_unchecked(ip);
+    ip.set_version(4);
+    ip.set_header_len(IPV4_HEADER_LEN as u8);
+    ip.set_dscp(0);
+    ip.set_ecn(0);
+    ip.set_total_len((IPV4_HEADER_LEN + udp_len) as u16);
+    ip.set_ident(0);
+    ip.clear_flags();
+    ip.set_dont_frag(true);
+    ip.set_frag_offset(0);
+    ip.set_hop_limit(64);
+    ip.set_next_header(IpProtocol::Udp);
+    ip.set_src_addr(flow.src_ip);
+    ip.set_dst_addr(flow.dst_ip);
+    // `fill_checksum`, with the header's length known: smoltcp's reads it back from the
+    // buffer and bounds-checks it into a panic site.
+    ip.set_checksum(0);
+    ip.set_checksum(!checksum::data(ip.as_ref()));
+    let Some((udp, payload)) = datagram.split_first_chunk_mut::<UDP_HEADER_LEN>() else { return };
+    let mut udp = UdpPacket::new_unchecked(udp);
+    udp.set_src_port(flow.src_port);
+    udp.set_dst_port(flow.dst_port);
+    udp.set_len(udp_len as u16);
+    udp.set_checksum(0);
     fill(payload);
     let pseudo = pseudo_header_sum(flow.src_ip, flow.dst_ip, udp_len);
-    let udp_checksum = match checksum {
+    udp.set_checksum(match checksum {
         // The device adds the header and payload and complements.
-        UdpChecksum::Device => fold(pseudo),
+        UdpChecksum::Device => pseudo,
         // 0 means "no checksum": a sum of zero is sent as all ones (RFC 768).
-        UdpChecksum::Software => match !fold(pseudo + sum_words(&h[UDP..]) + sum_words(payload)) {
-            0 => 0xffff,
-            c => c,
-        },
-    };
-    h[UDP + 6..UDP + 8].copy_from_slice(&udp_checksum.to_be_bytes());
+        UdpChecksum::Software => {
+            match !checksum::combine(&[pseudo, checksum::data(udp.as_ref()), checksum::data(payload)]) {
+                0 => 0xffff,
+                c => c,
+            }
+        }
+    });
 }
 
 /// Length of an ARP frame (before padding to the Ethernet minimum).
@@ -299,16 +317,19 @@ pub fn emit_arp(
     target_ip: Ipv4Address,
 ) {
     debug_assert!(frame.len() >= ARP_FRAME_LEN, "a frame buffer shorter than ARP");
-    let Some(f) = frame.first_chunk_mut::<ARP_FRAME_LEN>() else { return };
-    f[..6].copy_from_slice(&target_mac.unwrap_or(EthernetAddress::BROADCAST).0);
-    f[6..12].copy_from_slice(&our_mac.0);
-    f[12..14].copy_from_slice(&ETHERTYPE_ARP);
-    f[14..20].copy_from_slice(&ARP_ETHERNET_IPV4);
-    f[20..22].copy_from_slice(&u16::from(op).to_be_bytes());
-    f[22..28].copy_from_slice(&our_mac.0);
-    f[28..32].copy_from_slice(&our_ip.octets());
-    f[32..38].copy_from_slice(&target_mac.map_or([0; 6], |m| m.0));
-    f[38..42].copy_from_slice(&target_ip.octets());
+    let Some((eth, arp)) = frame.split_first_chunk_mut::<ETHERNET_HEADER_LEN>() else { return };
+    emit_ethernet(eth, our_mac, target_mac.unwrap_or(EthernetAddress::BROADCAST), EthernetProtocol::Arp);
+    let Some(arp) = arp.first_chunk_mut::<ARP_LEN>() else { return };
+    let mut arp = ArpPacket::new_unchecked(arp);
+    arp.set_hardware_type(ArpHardware::Ethernet);
+    arp.set_protocol_type(EthernetProtocol::Ipv4);
+    arp.set_hardware_len(6);
+    arp.set_protocol_len(4);
+    arp.set_operation(op);
+    arp.set_source_hardware_addr(our_mac.as_bytes());
+    arp.set_source_protocol_addr(&our_ip.octets());
+    arp.set_target_hardware_addr(target_mac.unwrap_or(EthernetAddress([0; 6])).as_bytes());
+    arp.set_target_protocol_addr(&target_ip.octets());
 }
 
 #[cfg(test)]

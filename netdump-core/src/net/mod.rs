@@ -1,5 +1,5 @@
-//! The minimal ARP/IPv4/UDP subset the dump path speaks, on `smoltcp::wire`'s address
-//! types.
+//! The minimal ARP/IPv4/UDP subset the dump path speaks, on `smoltcp::wire`'s packet
+//! accessors and address types.
 //!
 //! It answers ARP for its own address, resolves the next hop towards the server once at
 //! install time and never relearns it (the spoof guard of the original netdump), and
