@@ -82,6 +82,7 @@ pub struct MemoryStats {
 /// encrypted memory): the encoder backs off, 1, 2, 4, … pages after the third
 /// incompressible page in a row, up to this, so that incompressible memory costs about
 /// one try in this many pages, and compressible memory after it waits at most this long.
+#[cfg_attr(not(feature = "compression"), allow(dead_code))]
 pub const MAX_LZ4_SKIP: u32 = 64;
 
 /// Cursor over the page currently held in the page buffer.
