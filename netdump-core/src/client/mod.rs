@@ -343,6 +343,15 @@ enum ServerEvent {
     Error(u16),
 }
 
+/// What an [`exchange`](Netdump::exchange) at crash time sends, again until answered.
+#[derive(Clone, Copy)]
+enum Request<'r> {
+    /// The announcement, with its header flags (its sequence number the attempt's).
+    Crash(&'r Crash<'r>, u16),
+    /// FINISH, with the packets sent as its sequence number.
+    Finish(u32, &'r Finish),
+}
+
 enum Polled {
     Idle,
     Other,
@@ -909,9 +918,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 hello.emit(&mut payload);
                 hello.wire_len()
             };
-            let (version, cookie) = (self.session.version, self.session.cookie);
-            let header = Header { version, ..Header::v1(MessageType::Hello, 0, cookie, attempt) };
-            match self.send_message(header, len, |p| p.copy_from_slice(&payload[..len])) {
+            match self.send_control(MessageType::Hello, attempt, 0, len, &|p| p.copy_from_slice(&payload[..len])) {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(DumpError::Nic(e)) => return Err(InstallError::Nic(e)),
                 Err(_) => return Err(InstallError::Refused),
@@ -1218,20 +1225,17 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         };
         let announce_flags =
             if last && self.session.granted & features::FAILOVER != 0 { flags::LAST_SERVER } else { 0 };
-        let decision = self
-            .exchange(
-                t.announce_retry_us,
-                t.announce_timeout_us,
-                u32::MAX,
-                |me, seq| me.send_repr_flagged(seq, announce_flags, &announce),
-                |e| match e {
-                    ServerEvent::Decision(d) => Some(*d),
-                    _ => None,
-                },
-            )?
-            .ok_or(DumpError::ServerSilent(Phase::Announce))
-            // Best effort: a server that hears us but is not heard learns why at once.
-            .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
+        let decision = match self.exchange(
+            t.announce_retry_us,
+            t.announce_timeout_us,
+            Request::Crash(&announce, announce_flags),
+            |e| matches!(e, ServerEvent::Decision(_)),
+        )? {
+            Some(ServerEvent::Decision(d)) => Ok(d),
+            _ => Err(DumpError::ServerSilent(Phase::Announce)),
+        }
+        // Best effort: a server that hears us but is not heard learns why at once.
+        .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
         self.session.max_payload = self.session.max_payload.min(decision.max_payload as usize);
         #[cfg(feature = "netconsole")]
         {
@@ -1307,18 +1311,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             retransmissions: window.retransmissions,
         };
         let packets = window.next_seq();
-        let ack = self
-            .exchange(
-                t.finish_retry_us,
-                t.finish_timeout_us,
-                u32::MAX,
-                |me, _| me.send_repr(packets, &finish),
-                |e| match e {
-                    ServerEvent::FinishAck(a) => Some(*a),
-                    _ => None,
-                },
-            )?
-            .ok_or(DumpError::ServerSilent(Phase::Finish))
+        let ack =
+            match self.exchange(t.finish_retry_us, t.finish_timeout_us, Request::Finish(packets, &finish), |e| {
+                matches!(e, ServerEvent::FinishAck(_))
+            })? {
+                Some(ServerEvent::FinishAck(a)) => Ok(a),
+                _ => Err(DumpError::ServerSilent(Phase::Finish)),
+            }
             .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
         #[cfg(feature = "netconsole")]
         self.dump_note(
@@ -1387,9 +1386,26 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// [`send_repr`](Self::send_repr) with header flags.
     fn send_repr_flagged<'r, R: Repr<'r>>(&mut self, seq: u32, fl: u16, repr: &R) -> Result<(), DumpError> {
+        self.send_control(R::TYPE, seq, fl, repr.wire_len(), &|p| repr.emit(p))
+    }
+
+    /// Sends one control message (not DATA, which has its own path): a `ty` header and
+    /// the `payload_len` bytes `fill` writes.
+    // The fill through `dyn`: one instance for every message type the client sends
+    // (CRASH, FINISH, ABORT, HELLO), where a generic one was a copy of the header, the
+    // link's send and its closure per type.
+    #[inline(never)]
+    fn send_control(
+        &mut self,
+        ty: MessageType,
+        seq: u32,
+        fl: u16,
+        payload_len: usize,
+        fill: &dyn Fn(&mut [u8]),
+    ) -> Result<(), DumpError> {
         let (version, cookie) = (self.session.version, self.session.cookie);
-        let header = Header { version, ..Header::v1(R::TYPE, fl, cookie, seq) };
-        self.send_message(header, repr.wire_len(), |p| repr.emit(p))
+        let header = Header { version, ..Header::v1(ty, fl, cookie, seq) };
+        self.send_message(header, payload_len, fill)
     }
 
     /// Sends one packet: `header` and the `payload_len` bytes `fill` writes, sealed in an
@@ -1454,31 +1470,39 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         })
     }
 
-    /// Request/response with retries: sends with `send(attempt)` every `retry_us`, until
-    /// `accept` takes an answer, `attempts` sends were made, or `total_us` passed.
-    /// An ERROR from the server ends the exchange at once.
-    fn exchange<T>(
+    /// Request/response with retries: sends `request` every `retry_us` until `wanted`
+    /// takes an answer (returned) or `total_us` passed (`None`). An ERROR from the server
+    /// ends the exchange at once.
+    // One instance for the announcement and FINISH (once per dump each): a generic
+    // sender and acceptor made one copy of this loop per call site.
+    #[inline(never)]
+    fn exchange(
         &mut self,
         retry_us: u64,
         total_us: u64,
-        attempts: u32,
-        mut send: impl FnMut(&mut Self, u32) -> Result<(), DumpError>,
-        mut accept: impl FnMut(&ServerEvent) -> Option<T>,
-    ) -> Result<Option<T>, DumpError> {
+        request: Request<'_>,
+        wanted: fn(&ServerEvent) -> bool,
+    ) -> Result<Option<ServerEvent>, DumpError> {
         let overall = Deadline::after(&self.clock, total_us);
-        for attempt in 0..attempts {
-            match send(self, attempt) {
+        let mut attempt = 0u32;
+        loop {
+            let sent = match request {
+                Request::Crash(crash, fl) => self.send_repr_flagged(attempt, fl, crash),
+                Request::Finish(packets, finish) => self.send_repr(packets, finish),
+            };
+            match sent {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(e) => return Err(e),
             }
+            attempt = attempt.wrapping_add(1);
             let retry = Deadline::after(&self.clock, retry_us);
             while !retry.passed(&self.clock) {
                 if let Polled::Event(e) = self.poll_server()? {
                     if let ServerEvent::Error(code) = e {
                         return Err(DumpError::ServerError(code));
                     }
-                    if let Some(t) = accept(&e) {
-                        return Ok(Some(t));
+                    if wanted(&e) {
+                        return Ok(Some(e));
                     }
                 }
                 if overall.passed(&self.clock) {
@@ -1486,7 +1510,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 }
             }
         }
-        Ok(None)
     }
 
     /// Sends a stored DATA packet (first send or retransmission; in an encrypted
