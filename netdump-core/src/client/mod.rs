@@ -326,6 +326,9 @@ enum ServerEvent {
     #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     HelloAckV2 {
         terms: HelloTerms,
+        // Only an encrypting client reads it: without `encryption` every event (the ACKs
+        // of the send loop among them) would carry these bytes.
+        #[cfg(feature = "encryption")]
         handshake: [u8; MAX_MESSAGE_2],
         len: usize,
     },
@@ -739,6 +742,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Makes server `index` the active one: its session, its address and its next hop's
     /// MAC on the link. The one left keeps its session for later.
+    // Out of line: smaller in the dump, once per server tried.
+    #[inline(never)]
     fn select(&mut self, index: usize) {
         if index == self.active || index >= self.config.server_count() {
             return;
@@ -1192,6 +1197,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// The dump to the active server: registers if it has not, announces the crash,
     /// streams and finishes. `last`: no server is left after this one (CRASH says so to a
     /// server that granted failover).
+    // Not inlined into `dump_registers`' loop over the servers: smaller (the crash-time
+    // registration, the stream and FINISH keep their own frame).
+    #[inline(never)]
     fn dump_to_active(
         &mut self,
         crash: &CrashInfo<'_>,
@@ -1349,6 +1357,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     }
 
     /// Sends one best-effort ABORT; the server marks the dump incomplete.
+    // Four call sites in the dump, all on its way out: one call each.
+    #[inline(never)]
     pub fn send_abort(&mut self, reason: u16, text: &[u8]) {
         let _ = self.send_repr(0, &Abort(TextMessage { code: reason, text }));
     }
@@ -1696,10 +1706,22 @@ fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
     Ok(match msg {
         Message::HelloAck(a) => ServerEvent::HelloAck(a),
         Message::HelloAckV2(a) => {
-            let mut handshake = [0; MAX_MESSAGE_2];
             let len = a.handshake.len();
-            handshake.get_mut(..len).ok_or(Reject::Checks)?.copy_from_slice(a.handshake);
-            ServerEvent::HelloAckV2 { terms: a.terms, handshake, len }
+            if len > MAX_MESSAGE_2 {
+                return Err(Reject::Checks);
+            }
+            #[cfg(feature = "encryption")]
+            let handshake = {
+                let mut handshake = [0; MAX_MESSAGE_2];
+                handshake[..len].copy_from_slice(a.handshake);
+                handshake
+            };
+            ServerEvent::HelloAckV2 {
+                terms: a.terms,
+                #[cfg(feature = "encryption")]
+                handshake,
+                len,
+            }
         }
         Message::Decision(d) => ServerEvent::Decision(d),
         Message::Ack(a) => {
