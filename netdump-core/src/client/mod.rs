@@ -469,6 +469,8 @@ impl Attempts {
 /// capacity (try elsewhere, busy, no space), stopped or failed the dump midway; no for
 /// a verdict another server would repeat (a hook's, a duplicate, a bad announcement)
 /// and when the NIC itself failed.
+// Out of line: smaller in the dump, once per server left.
+#[inline(never)]
 fn worth_another_server(e: &DumpError) -> bool {
     match e {
         DumpError::AlreadyDumped | DumpError::Nic(_) => false,
@@ -1213,7 +1215,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             self.connect().map_err(DumpError::NotRegistered)?;
         }
         let log_len = log.map_or(0, |l| l.freeze_len() as u64);
-        let t = self.config.timeouts;
 
         let map = self.memory_map;
         let cpu_count = cpus.len().clamp(1, crate::proto::MAX_CPUS) as u16;
@@ -1234,8 +1235,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let announce_flags =
             if last && self.session.granted & features::FAILOVER != 0 { flags::LAST_SERVER } else { 0 };
         let decision = match self.exchange(
-            t.announce_retry_us,
-            t.announce_timeout_us,
+            self.config.timeouts.announce_retry_us,
+            self.config.timeouts.announce_timeout_us,
             Request::Crash(&announce, announce_flags),
             |e| matches!(e, ServerEvent::Decision(_)),
         )? {
@@ -1285,7 +1286,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             let lz4 = buffers.lz4.as_deref_mut();
             stream = stream.with_lz4(lz4.filter(|_| compressed));
         }
-        let mut window = SackWindow::new(&mut *buffers.slots, self.config.window, t.rto);
+        let mut window = SackWindow::new(&mut *buffers.slots, self.config.window, self.config.timeouts.rto);
         window.set_mode(self.window_mode);
         window.check = self.integrity_check();
         let mut totals = StreamTotals::default();
@@ -1319,14 +1320,16 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             retransmissions: window.retransmissions,
         };
         let packets = window.next_seq();
-        let ack =
-            match self.exchange(t.finish_retry_us, t.finish_timeout_us, Request::Finish(packets, &finish), |e| {
-                matches!(e, ServerEvent::FinishAck(_))
-            })? {
-                Some(ServerEvent::FinishAck(a)) => Ok(a),
-                _ => Err(DumpError::ServerSilent(Phase::Finish)),
-            }
-            .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
+        let ack = match self.exchange(
+            self.config.timeouts.finish_retry_us,
+            self.config.timeouts.finish_timeout_us,
+            Request::Finish(packets, &finish),
+            |e| matches!(e, ServerEvent::FinishAck(_)),
+        )? {
+            Some(ServerEvent::FinishAck(a)) => Ok(a),
+            _ => Err(DumpError::ServerSilent(Phase::Finish)),
+        }
+        .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
         #[cfg(feature = "netconsole")]
         self.dump_note(
             Severity::Critical,
