@@ -605,6 +605,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// A client that has not touched the NIC: the cookie and ephemeral key drawn, no
     /// buffers yet.
+    // One copy for `install` and `prepare` (a kernel may link both).
+    #[inline(never)]
     #[allow(clippy::result_large_err)]
     fn new_client(
         nic: N,
