@@ -10,16 +10,18 @@ pub enum NicError {
     /// Every transmit descriptor is owned by the device; poll completions and retry.
     RingFull,
     /// The frame is longer than `mtu() + 14` bytes (Ethernet header, no FCS).
+    // u32 lengths (saturated; see `too_large`): with usize ones the error took 24 bytes,
+    // and every `Result<(), NicError>` of the transmit path went through memory.
     FrameTooLarge {
-        /// The frame's length, bytes.
-        len: usize,
+        /// The frame's length, bytes (`u32::MAX` for a longer one).
+        len: u32,
         /// The largest frame the NIC sends, bytes: `mtu() + 14`.
-        max: usize,
+        max: u32,
     },
     /// The frame is shorter than an Ethernet header.
     FrameTooShort {
         /// The frame's length, bytes.
-        len: usize,
+        len: u32,
     },
     /// The device did not come out of reset within the driver's bound.
     ResetTimeout,
@@ -27,6 +29,23 @@ pub enum NicError {
     LinkDown,
     /// The device is in a state the driver cannot recover from (e.g. reads all-ones).
     DeviceGone,
+}
+
+impl NicError {
+    /// [`FrameTooLarge`](Self::FrameTooLarge) for a `len`-byte frame on a NIC that sends
+    /// at most `max` (lengths past `u32::MAX` saturate).
+    pub fn too_large(len: usize, max: usize) -> Self {
+        NicError::FrameTooLarge { len: saturate(len), max: saturate(max) }
+    }
+
+    /// [`FrameTooShort`](Self::FrameTooShort) for a `len`-byte frame.
+    pub fn too_short(len: usize) -> Self {
+        NicError::FrameTooShort { len: saturate(len) }
+    }
+}
+
+fn saturate(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 impl core::fmt::Display for NicError {
@@ -55,10 +74,10 @@ pub const ETHERNET_HEADER_LEN: usize = 14;
 pub fn check_frame_len(len: usize, mtu: usize) -> Result<(), NicError> {
     let max = mtu + ETHERNET_HEADER_LEN;
     if len > max {
-        return Err(NicError::FrameTooLarge { len, max });
+        return Err(NicError::too_large(len, max));
     }
     if len < ETHERNET_HEADER_LEN {
-        return Err(NicError::FrameTooShort { len });
+        return Err(NicError::too_short(len));
     }
     Ok(())
 }

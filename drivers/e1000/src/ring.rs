@@ -250,7 +250,7 @@ impl<const N: usize> TxRing<N> {
     /// Returns the new tail, which the caller writes to TDT to hand the frame over.
     pub fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, NicError> {
         if len > TX_BUFFER_SIZE {
-            return Err(NicError::FrameTooLarge { len, max: TX_BUFFER_SIZE });
+            return Err(NicError::too_large(len, TX_BUFFER_SIZE));
         }
         if self.is_full() {
             return Err(NicError::RingFull);

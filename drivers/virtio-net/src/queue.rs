@@ -296,7 +296,7 @@ impl<const N: usize> TxQueue<N> {
     /// makes it available to the device. The caller checks `len` against the MTU.
     pub fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
         if len > FRAME_CAPACITY {
-            return Err(NicError::FrameTooLarge { len, max: FRAME_CAPACITY });
+            return Err(NicError::too_large(len, FRAME_CAPACITY));
         }
         if self.free_count == 0 {
             return Err(NicError::RingFull);

@@ -117,7 +117,7 @@ impl<const N: usize> TxQueue<N> {
     /// requested). Returns the new fill index, which the caller writes to TXPROD.
     pub fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, NicError> {
         if len > TX_BUFFER_SIZE {
-            return Err(NicError::FrameTooLarge { len, max: TX_BUFFER_SIZE });
+            return Err(NicError::too_large(len, TX_BUFFER_SIZE));
         }
         if self.is_full() {
             return Err(NicError::RingFull);
@@ -129,7 +129,7 @@ impl<const N: usize> TxQueue<N> {
         // the descriptor's previous use, which `reclaim` saw. The device will not look at
         // it again until its generation bit is written below, after this loan ends.
         let Some(frame) = (unsafe { self.buffers.bytes_mut(index * TX_BUFFER_SIZE, wire_len) }) else {
-            return Err(NicError::FrameTooLarge { len, max: TX_BUFFER_SIZE });
+            return Err(NicError::too_large(len, TX_BUFFER_SIZE));
         };
         frame[len..].fill(0);
         fill(&mut frame[..len]);

@@ -326,6 +326,9 @@ enum ServerEvent {
     #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     HelloAckV2 {
         terms: HelloTerms,
+        // Only an encrypting client reads it: without `encryption` every event (the ACKs
+        // of the send loop among them) would carry these bytes.
+        #[cfg(feature = "encryption")]
         handshake: [u8; MAX_MESSAGE_2],
         len: usize,
     },
@@ -341,6 +344,15 @@ enum ServerEvent {
     },
     FinishAck(FinishAck),
     Error(u16),
+}
+
+/// What an [`exchange`](Netdump::exchange) at crash time sends, again until answered.
+#[derive(Clone, Copy)]
+enum Request<'r> {
+    /// The announcement, with its header flags (its sequence number the attempt's).
+    Crash(&'r Crash<'r>, u16),
+    /// FINISH, with the packets sent as its sequence number.
+    Finish(u32, &'r Finish),
 }
 
 enum Polled {
@@ -457,6 +469,8 @@ impl Attempts {
 /// capacity (try elsewhere, busy, no space), stopped or failed the dump midway; no for
 /// a verdict another server would repeat (a hook's, a duplicate, a bad announcement)
 /// and when the NIC itself failed.
+// Out of line: smaller in the dump, once per server left.
+#[inline(never)]
 fn worth_another_server(e: &DumpError) -> bool {
     match e {
         DumpError::AlreadyDumped | DumpError::Nic(_) => false,
@@ -591,6 +605,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// A client that has not touched the NIC: the cookie and ephemeral key drawn, no
     /// buffers yet.
+    // One copy for `install` and `prepare` (a kernel may link both).
+    #[inline(never)]
     #[allow(clippy::result_large_err)]
     fn new_client(
         nic: N,
@@ -730,6 +746,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Makes server `index` the active one: its session, its address and its next hop's
     /// MAC on the link. The one left keeps its session for later.
+    // Out of line: smaller in the dump, once per server tried.
+    #[inline(never)]
     fn select(&mut self, index: usize) {
         if index == self.active || index >= self.config.server_count() {
             return;
@@ -909,9 +927,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 hello.emit(&mut payload);
                 hello.wire_len()
             };
-            let (version, cookie) = (self.session.version, self.session.cookie);
-            let header = Header { version, ..Header::v1(MessageType::Hello, 0, cookie, attempt) };
-            match self.send_message(header, len, |p| p.copy_from_slice(&payload[..len])) {
+            match self.send_control(MessageType::Hello, attempt, 0, len, &|p| p.copy_from_slice(&payload[..len])) {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(DumpError::Nic(e)) => return Err(InstallError::Nic(e)),
                 Err(_) => return Err(InstallError::Refused),
@@ -1185,6 +1201,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// The dump to the active server: registers if it has not, announces the crash,
     /// streams and finishes. `last`: no server is left after this one (CRASH says so to a
     /// server that granted failover).
+    // Not inlined into `dump_registers`' loop over the servers: smaller (the crash-time
+    // registration, the stream and FINISH keep their own frame).
+    #[inline(never)]
     fn dump_to_active(
         &mut self,
         crash: &CrashInfo<'_>,
@@ -1198,7 +1217,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             self.connect().map_err(DumpError::NotRegistered)?;
         }
         let log_len = log.map_or(0, |l| l.freeze_len() as u64);
-        let t = self.config.timeouts;
 
         let map = self.memory_map;
         let cpu_count = cpus.len().clamp(1, crate::proto::MAX_CPUS) as u16;
@@ -1218,20 +1236,17 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         };
         let announce_flags =
             if last && self.session.granted & features::FAILOVER != 0 { flags::LAST_SERVER } else { 0 };
-        let decision = self
-            .exchange(
-                t.announce_retry_us,
-                t.announce_timeout_us,
-                u32::MAX,
-                |me, seq| me.send_repr_flagged(seq, announce_flags, &announce),
-                |e| match e {
-                    ServerEvent::Decision(d) => Some(*d),
-                    _ => None,
-                },
-            )?
-            .ok_or(DumpError::ServerSilent(Phase::Announce))
-            // Best effort: a server that hears us but is not heard learns why at once.
-            .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
+        let decision = match self.exchange(
+            self.config.timeouts.announce_retry_us,
+            self.config.timeouts.announce_timeout_us,
+            Request::Crash(&announce, announce_flags),
+            |e| matches!(e, ServerEvent::Decision(_)),
+        )? {
+            Some(ServerEvent::Decision(d)) => Ok(d),
+            _ => Err(DumpError::ServerSilent(Phase::Announce)),
+        }
+        // Best effort: a server that hears us but is not heard learns why at once.
+        .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no DECISION"))?;
         self.session.max_payload = self.session.max_payload.min(decision.max_payload as usize);
         #[cfg(feature = "netconsole")]
         {
@@ -1273,7 +1288,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             let lz4 = buffers.lz4.as_deref_mut();
             stream = stream.with_lz4(lz4.filter(|_| compressed));
         }
-        let mut window = SackWindow::new(&mut *buffers.slots, self.config.window, t.rto);
+        let mut window = SackWindow::new(&mut *buffers.slots, self.config.window, self.config.timeouts.rto);
         window.set_mode(self.window_mode);
         window.check = self.integrity_check();
         let mut totals = StreamTotals::default();
@@ -1307,19 +1322,16 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             retransmissions: window.retransmissions,
         };
         let packets = window.next_seq();
-        let ack = self
-            .exchange(
-                t.finish_retry_us,
-                t.finish_timeout_us,
-                u32::MAX,
-                |me, _| me.send_repr(packets, &finish),
-                |e| match e {
-                    ServerEvent::FinishAck(a) => Some(*a),
-                    _ => None,
-                },
-            )?
-            .ok_or(DumpError::ServerSilent(Phase::Finish))
-            .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
+        let ack = match self.exchange(
+            self.config.timeouts.finish_retry_us,
+            self.config.timeouts.finish_timeout_us,
+            Request::Finish(packets, &finish),
+            |e| matches!(e, ServerEvent::FinishAck(_)),
+        )? {
+            Some(ServerEvent::FinishAck(a)) => Ok(a),
+            _ => Err(DumpError::ServerSilent(Phase::Finish)),
+        }
+        .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
         #[cfg(feature = "netconsole")]
         self.dump_note(
             Severity::Critical,
@@ -1350,6 +1362,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     }
 
     /// Sends one best-effort ABORT; the server marks the dump incomplete.
+    // Four call sites in the dump, all on its way out: one call each.
+    #[inline(never)]
     pub fn send_abort(&mut self, reason: u16, text: &[u8]) {
         let _ = self.send_repr(0, &Abort(TextMessage { code: reason, text }));
     }
@@ -1387,9 +1401,26 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// [`send_repr`](Self::send_repr) with header flags.
     fn send_repr_flagged<'r, R: Repr<'r>>(&mut self, seq: u32, fl: u16, repr: &R) -> Result<(), DumpError> {
+        self.send_control(R::TYPE, seq, fl, repr.wire_len(), &|p| repr.emit(p))
+    }
+
+    /// Sends one control message (not DATA, which has its own path): a `ty` header and
+    /// the `payload_len` bytes `fill` writes.
+    // The fill through `dyn`: one instance for every message type the client sends
+    // (CRASH, FINISH, ABORT, HELLO), where a generic one was a copy of the header, the
+    // link's send and its closure per type.
+    #[inline(never)]
+    fn send_control(
+        &mut self,
+        ty: MessageType,
+        seq: u32,
+        fl: u16,
+        payload_len: usize,
+        fill: &dyn Fn(&mut [u8]),
+    ) -> Result<(), DumpError> {
         let (version, cookie) = (self.session.version, self.session.cookie);
-        let header = Header { version, ..Header::v1(R::TYPE, fl, cookie, seq) };
-        self.send_message(header, repr.wire_len(), |p| repr.emit(p))
+        let header = Header { version, ..Header::v1(ty, fl, cookie, seq) };
+        self.send_message(header, payload_len, fill)
     }
 
     /// Sends one packet: `header` and the `payload_len` bytes `fill` writes, sealed in an
@@ -1454,31 +1485,39 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         })
     }
 
-    /// Request/response with retries: sends with `send(attempt)` every `retry_us`, until
-    /// `accept` takes an answer, `attempts` sends were made, or `total_us` passed.
-    /// An ERROR from the server ends the exchange at once.
-    fn exchange<T>(
+    /// Request/response with retries: sends `request` every `retry_us` until `wanted`
+    /// takes an answer (returned) or `total_us` passed (`None`). An ERROR from the server
+    /// ends the exchange at once.
+    // One instance for the announcement and FINISH (once per dump each): a generic
+    // sender and acceptor made one copy of this loop per call site.
+    #[inline(never)]
+    fn exchange(
         &mut self,
         retry_us: u64,
         total_us: u64,
-        attempts: u32,
-        mut send: impl FnMut(&mut Self, u32) -> Result<(), DumpError>,
-        mut accept: impl FnMut(&ServerEvent) -> Option<T>,
-    ) -> Result<Option<T>, DumpError> {
+        request: Request<'_>,
+        wanted: fn(&ServerEvent) -> bool,
+    ) -> Result<Option<ServerEvent>, DumpError> {
         let overall = Deadline::after(&self.clock, total_us);
-        for attempt in 0..attempts {
-            match send(self, attempt) {
+        let mut attempt = 0u32;
+        loop {
+            let sent = match request {
+                Request::Crash(crash, fl) => self.send_repr_flagged(attempt, fl, crash),
+                Request::Finish(packets, finish) => self.send_repr(packets, finish),
+            };
+            match sent {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(e) => return Err(e),
             }
+            attempt = attempt.wrapping_add(1);
             let retry = Deadline::after(&self.clock, retry_us);
             while !retry.passed(&self.clock) {
                 if let Polled::Event(e) = self.poll_server()? {
                     if let ServerEvent::Error(code) = e {
                         return Err(DumpError::ServerError(code));
                     }
-                    if let Some(t) = accept(&e) {
-                        return Ok(Some(t));
+                    if wanted(&e) {
+                        return Ok(Some(e));
                     }
                 }
                 if overall.passed(&self.clock) {
@@ -1486,7 +1525,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 }
             }
         }
-        Ok(None)
     }
 
     /// Sends a stored DATA packet (first send or retransmission; in an encrypted
@@ -1673,10 +1711,22 @@ fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
     Ok(match msg {
         Message::HelloAck(a) => ServerEvent::HelloAck(a),
         Message::HelloAckV2(a) => {
-            let mut handshake = [0; MAX_MESSAGE_2];
             let len = a.handshake.len();
-            handshake.get_mut(..len).ok_or(Reject::Checks)?.copy_from_slice(a.handshake);
-            ServerEvent::HelloAckV2 { terms: a.terms, handshake, len }
+            if len > MAX_MESSAGE_2 {
+                return Err(Reject::Checks);
+            }
+            #[cfg(feature = "encryption")]
+            let handshake = {
+                let mut handshake = [0; MAX_MESSAGE_2];
+                handshake[..len].copy_from_slice(a.handshake);
+                handshake
+            };
+            ServerEvent::HelloAckV2 {
+                terms: a.terms,
+                #[cfg(feature = "encryption")]
+                handshake,
+                len,
+            }
         }
         Message::Decision(d) => ServerEvent::Decision(d),
         Message::Ack(a) => {

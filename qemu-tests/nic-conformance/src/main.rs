@@ -439,11 +439,11 @@ fn frame_length_limits(nic: &mut impl DeviceUnderTest, clock: &TscClock, flow: &
     let mut filled = false;
     let max = nic.mtu() + ETHERNET_HEADER_LEN;
     let too_large = nic.transmit(max + 1, &mut |_| filled = true);
-    if too_large != Err(NicError::FrameTooLarge { len: max + 1, max }) || filled {
+    if too_large != Err(NicError::too_large(max + 1, max)) || filled {
         return Err(note!("{}-byte frame: {too_large:?}, fill called: {filled}", max + 1));
     }
     let too_short = nic.transmit(13, &mut |_| filled = true);
-    if too_short != Err(NicError::FrameTooShort { len: 13 }) || filled {
+    if too_short != Err(NicError::too_short(13)) || filled {
         return Err(note!("13-byte frame: {too_short:?}, fill called: {filled}"));
     }
     let largest = send_tagged(nic, flow, MAX_UDP_PAYLOAD, 4, 0, 1);
