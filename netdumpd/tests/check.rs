@@ -15,7 +15,7 @@ use common::core_reader::Core;
 use common::*;
 use netdump_core::client::{ClientName, Config, Timeouts};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
-use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
+use netdump_core::memory::{MemoryMap, MemoryRange};
 use netdump_core::proto::{
     Check, HEADER_LEN, Header, HelloAck, HelloAckV2, HelloStatus, HelloTerms, Message, MessageType, REGISTERS_VALID,
     RegisterRecord, TextMessage, VERSION_1, VERSION_2, error_code, features, flags,
@@ -23,13 +23,10 @@ use netdump_core::proto::{
 use netdump_core::{CrashBuffers, CrashInfo, DumpReport, Netdump};
 use netdumpd::DropReason;
 
-const RAM_BASE: u64 = 0x10_0000;
 /// Ethernet, IPv4 and UDP headers: where the protocol's header starts in a frame.
 const UDP_PAYLOAD_AT: usize = 14 + 20 + 8;
 
 /// 512 KiB of RAM: every 6th page zero, the others a byte pattern.
-struct Ram(Vec<u8>);
-
 impl Ram {
     fn new() -> Self {
         let mut v = vec![0u8; 512 << 10];
@@ -39,14 +36,6 @@ impl Ram {
             }
         }
         Ram(v)
-    }
-}
-
-impl MemorySource for Ram {
-    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
-        let at = phys.checked_sub(RAM_BASE).ok_or(MemoryError { phys })? as usize;
-        out.copy_from_slice(self.0.get(at..at + out.len()).ok_or(MemoryError { phys })?);
-        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use common::*;
 use netdump_core::client::{Attempts, ClientName, Config, Phase, Server, Timeouts};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
-use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
+use netdump_core::memory::{MemoryMap, MemoryRange};
 use netdump_core::net::Ipv4Address;
 use netdump_core::proto::{
     DecisionReason, Header, Message, MessageType, REGISTERS_VALID, RegisterRecord, Verdict, features,
@@ -22,23 +22,12 @@ use std::time::{Duration, Instant};
 
 /// 1 MiB of "RAM" at physical 1 MiB: every 6th page zero, the rest a pattern that
 /// differs per client.
-struct Ram(Vec<u8>);
-const RAM_BASE: u64 = 0x10_0000;
-
 impl Ram {
     fn new(seed: u8) -> Self {
         let v = (0..1usize << 20)
             .map(|i| if (i / 4096) % 6 == 5 { 0 } else { ((i * 13 + i / 4096 + seed as usize) % 251) as u8 | 1 })
             .collect();
         Ram(v)
-    }
-}
-
-impl MemorySource for Ram {
-    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
-        let at = phys.checked_sub(RAM_BASE).ok_or(MemoryError { phys })? as usize;
-        out.copy_from_slice(self.0.get(at..at + out.len()).ok_or(MemoryError { phys })?);
-        Ok(())
     }
 }
 

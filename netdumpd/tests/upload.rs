@@ -17,7 +17,7 @@ use common::*;
 use netdump_core::client::{ClientName, Config, Timeouts};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
-use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
+use netdump_core::memory::{MemoryMap, MemoryRange};
 use netdump_core::proto::{REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 use netdumpd::ServerConfig;
@@ -26,12 +26,8 @@ use netdumpd::upload::extents::data_runs;
 use netdumpd::upload::marker::{Marker, UploadStatus};
 use s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
 
-const RAM_BASE: u64 = 0x10_0000;
-
 /// RAM of `mib` MiB: every third 256 KiB block zero (a hole in the vmcore), the rest a
 /// pattern that differs per page and per `seed`.
-struct Ram(Vec<u8>);
-
 impl Ram {
     fn new(mib: usize, seed: u8) -> Ram {
         let mut v = vec![0u8; mib << 20];
@@ -41,14 +37,6 @@ impl Ram {
             }
         }
         Ram(v)
-    }
-}
-
-impl MemorySource for Ram {
-    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), MemoryError> {
-        let at = phys.checked_sub(RAM_BASE).ok_or(MemoryError { phys })? as usize;
-        out.copy_from_slice(self.0.get(at..at + out.len()).ok_or(MemoryError { phys })?);
-        Ok(())
     }
 }
 

@@ -567,3 +567,19 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Where the host clients' test RAM sits in physical (and virtual) memory.
+pub const RAM_BASE: u64 = 0x10_0000;
+
+/// A host client's "RAM": the bytes at [`RAM_BASE`]; each test fills it with its own
+/// pattern (an inherent `new` in the test file).
+pub struct Ram(pub Vec<u8>);
+
+impl netdump_core::memory::MemorySource for Ram {
+    fn read(&self, phys: u64, out: &mut [u8]) -> Result<(), netdump_core::memory::MemoryError> {
+        use netdump_core::memory::MemoryError;
+        let at = phys.checked_sub(RAM_BASE).ok_or(MemoryError { phys })? as usize;
+        out.copy_from_slice(self.0.get(at..at + out.len()).ok_or(MemoryError { phys })?);
+        Ok(())
+    }
+}
