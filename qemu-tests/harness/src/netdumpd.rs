@@ -114,6 +114,21 @@ impl Netdumpd {
         serde_json::from_str(&text).ok()
     }
 
+    /// Waits for `stats.json` to satisfy `done`, polling a bounded while: netdumpd rewrites
+    /// it at most every 2 s, so counters lag what the log already says. Returns the last
+    /// counters read (which may still fail `done` when the bound ran out; the caller's
+    /// check then reports the real numbers).
+    pub fn stats_when(&self, done: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+        loop {
+            let stats = self.stats();
+            if stats.as_ref().is_some_and(&done) || std::time::Instant::now() >= deadline {
+                return stats;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// The dump directories of client `name`, oldest first.
     pub fn dumps_of(&self, name: &str) -> Vec<PathBuf> {
         let prefix = format!("{name}-");

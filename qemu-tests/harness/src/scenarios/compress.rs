@@ -216,22 +216,14 @@ fn bad_blocks(ctx: &Ctx) -> Result<Outcome> {
         let retransmitted = info["retransmissions"].as_u64().unwrap_or(0);
         // A flipped packet fails its header checks before it reaches a session: the
         // server's counters (stats.json), not the session's, have it.
-        let server_drops =
-            |r: &str| srv.stats().and_then(|s| s.pointer(&format!("/drops/{r}")).and_then(|v| v.as_u64())).unwrap_or(0);
-        let caught_now = || -> u64 {
+        let caught_in = |s: &serde_json::Value| -> u64 {
             ["bad_crc", "bad_magic", "truncated", "length_mismatch", "unsupported_version", "unknown_type"]
                 .iter()
-                .map(|r| server_drops(r))
+                .map(|r| common::drops(s, r))
                 .sum()
         };
-        // stats.json is rewritten at most every 2 s while the counters change: wait for
-        // the write that follows the dump, a bounded while.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
-        let mut caught = caught_now();
-        while flipped > 0 && caught == 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            caught = caught_now();
-        }
+        // stats.json lags the log by up to 2 s: wait for the write that follows the dump.
+        let caught = srv.stats_when(|s| flipped == 0 || caught_in(s) > 0).map_or(0, |s| caught_in(&s));
         if flipped > 0 {
             ensure!(caught > 0, "{flipped} flipped packets, none dropped");
             ensure!(retransmitted > 0, "{flipped} packets flipped on the way, none resent");

@@ -164,11 +164,6 @@ fn require_encryption(ctx: &Ctx) -> Result<Outcome> {
     })
 }
 
-/// Drops by `reason` in netdumpd's `stats.json`.
-fn stat_drops(srv: &crate::netdumpd::Netdumpd, reason: &str) -> u64 {
-    srv.stats().map_or(0, |s| s.pointer(&format!("/drops/{reason}")).and_then(|v| v.as_u64()).unwrap_or(0))
-}
-
 fn attack(ctx: &Ctx) -> Result<Outcome> {
     let seed = 0xc0de_0005;
     let (key, public) = keygen(ctx, "server.key")?;
@@ -198,7 +193,8 @@ fn attack(ctx: &Ctx) -> Result<Outcome> {
     proxy.set_faults(Direction::ToClient, faults);
     let mut run = KernelRun::new("dump", common::pattern(seed ^ 1));
     run.extra = format!("server_key={public}");
-    let before = |r| stat_drops(&srv, r);
+    let before = srv.stats().unwrap_or_default();
+    let before = |r| common::drops(&before, r);
     let (unsealed0, replayed0, tag0) = (before("unsealed"), before("replayed_nonce"), before("bad_tag"));
     // The FINISH waits until the attack is over, so that it happens during the data phase.
     let attacking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -269,12 +265,21 @@ fn attack(ctx: &Ctx) -> Result<Outcome> {
         let (_, mut outcome) =
             common::check_complete_dump_in(ctx, dump.clone(), &run.pattern, &panic_message(seed ^ 1), CRASH_SITE)?;
         info_says_encrypted(&common::read_info(&dump)?)?;
-        let after = |r| stat_drops(srv, r);
-        let (unsealed, replayed, tag) =
-            (after("unsealed") - unsealed0, after("replayed_nonce") - replayed0, after("bad_tag") - tag0);
+        let flipped = proxy.count(Direction::ToServer, Fate::Corrupted);
+        let counted = |s: &serde_json::Value| {
+            let after = |r| common::drops(s, r);
+            (after("unsealed") - unsealed0, after("replayed_nonce") - replayed0, after("bad_tag") - tag0)
+        };
+        // stats.json lags the log by up to 2 s: wait for the write that has the attack.
+        let after = srv
+            .stats_when(|s| {
+                let (u, r, t) = counted(s);
+                u >= forged as u64 && r >= mine as u64 && (flipped == 0 || t > 0)
+            })
+            .unwrap_or_default();
+        let (unsealed, replayed, tag) = counted(&after);
         ensure!(unsealed >= forged as u64, "netdumpd counted {unsealed} unsealed packets; {forged} were forged");
         ensure!(replayed >= mine as u64, "netdumpd counted {replayed} replayed nonces; {mine} were replayed");
-        let flipped = proxy.count(Direction::ToServer, Fate::Corrupted);
         ensure!(flipped == 0 || tag > 0, "{flipped} packets had bits flipped, netdumpd counted no bad tag");
         outcome.detail = format!(
             "{}; replayed {mine} of this dump's and {old} of an earlier boot's packets, forged {forged} unsealed each way, {flipped} flipped in flight: netdumpd dropped {unsealed} unsealed, {replayed} replayed nonces, {tag} bad tags; {}",
