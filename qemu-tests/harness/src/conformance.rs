@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Phases whose datagrams must all arrive.
-pub const COUNTED_PHASES: [(u8, &str); 4] =
-    [(1, "flood"), (2, "after takeover"), (3, "between resets"), (4, "largest frame")];
+pub const COUNTED_PHASES: [(u8, &str); 5] =
+    [(1, "flood"), (2, "after takeover"), (3, "between resets"), (4, "largest frame"), (5, "deferred bursts")];
 
 #[derive(Default)]
 struct Seen {

@@ -7,7 +7,8 @@
 //! host's 127.0.0.1:<port>) and `frames=<n>` (default 5000).
 //!
 //! Every UDP payload starts with a 16-byte header: magic `NDNC` ([`TAG`]), phase (1 flood,
-//! 2 after the takeover reset, 3 between repeated resets, 4 the largest frame, 8 frames in
+//! 2 after the takeover reset, 3 between repeated resets, 4 the largest frame, 5 deferred
+//! bursts (`transmit_deferred` + one `flush_transmit` per burst), 8 frames in
 //! flight at a repeated reset, 9 frames queued before the takeover), 3 zero bytes, the sequence number within the phase and the
 //! number of frames the phase sends (u32 big-endian each; 0 when not known up front). A host
 //! listener counts them (`qemu-tests/harness/src/conformance.rs`). Phases 8 and 9 are not
@@ -195,6 +196,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
         dst_port: port,
     };
     report.check("udp-flood", udp_flood(&mut nic, &clock, &flow, flood_frames));
+    report.check("deferred-bursts", deferred_bursts(&mut nic, &clock, &flow, flood_frames / 2));
     report.check("rx-frame-sizes", rx_frame_sizes(&mut nic, &clock, mac, gateway));
     report.check("frame-length-limits", frame_length_limits(&mut nic, &clock, &flow));
     report.check("takeover-reset", takeover(&mut nic, &clock, &flow, gateway));
@@ -285,17 +287,76 @@ fn send_tagged(
 ) -> Result<(), NicError> {
     let checksum = UdpChecksum::of(&*nic);
     nic.transmit(udp_frame_len(payload_len), &mut |frame| {
-        emit_udp_with(frame, flow, payload_len, checksum, |payload| {
-            payload[..4].copy_from_slice(TAG);
-            payload[4] = phase;
-            payload[5..8].fill(0);
-            payload[8..12].copy_from_slice(&seq.to_be_bytes());
-            payload[12..16].copy_from_slice(&total.to_be_bytes());
-            for (i, byte) in payload[TAG_LEN..].iter_mut().enumerate() {
-                *byte = (seq as usize + i) as u8;
-            }
-        })
+        tagged_payload(frame, flow, payload_len, checksum, phase, seq, total);
     })
+}
+
+/// Builds the tagged datagram `seq` of `phase` in `frame`.
+fn tagged_payload(
+    frame: &mut [u8],
+    flow: &UdpFlow,
+    payload_len: usize,
+    checksum: UdpChecksum,
+    phase: u8,
+    seq: u32,
+    total: u32,
+) {
+    emit_udp_with(frame, flow, payload_len, checksum, |payload| {
+        payload[..4].copy_from_slice(TAG);
+        payload[4] = phase;
+        payload[5..8].fill(0);
+        payload[8..12].copy_from_slice(&seq.to_be_bytes());
+        payload[12..16].copy_from_slice(&total.to_be_bytes());
+        for (i, byte) in payload[TAG_LEN..].iter_mut().enumerate() {
+            *byte = (seq as usize + i) as u8;
+        }
+    });
+}
+
+/// Frames of one deferred burst: not a divisor of any ring size here, so bursts straddle
+/// the ring's wrap.
+const BURST: u32 = 7;
+
+/// Sends `total` frames of phase 5 with `transmit_deferred`, `BURST` at a time, each burst
+/// followed by one `flush_transmit` (and a flush before waiting on a full ring, as the
+/// contract asks): the send loop's way of ringing the doorbell once per burst. Every frame
+/// must reach the host (counted there), and a flush with nothing queued must be harmless.
+fn deferred_bursts(nic: &mut impl DeviceUnderTest, clock: &TscClock, flow: &UdpFlow, total: u32) -> Result<Note, Note> {
+    let checksum = UdpChecksum::of(&*nic);
+    let mut ring_full = 0;
+    nic.flush_transmit();
+    for seq in 0..total {
+        let payload_len = PAYLOAD_SIZES[seq as usize % PAYLOAD_SIZES.len()];
+        loop {
+            let sent = nic.transmit_deferred(udp_frame_len(payload_len), &mut |frame| {
+                tagged_payload(frame, flow, payload_len, checksum, 5, seq, total);
+            });
+            match sent {
+                Ok(()) => break,
+                Err(NicError::RingFull) => {
+                    ring_full += 1;
+                    nic.flush_transmit();
+                    reclaim_some(nic, clock)?;
+                }
+                Err(e) => return Err(note!("deferred frame {seq}: {e}")),
+            }
+        }
+        if seq % BURST == BURST - 1 {
+            nic.flush_transmit();
+        }
+        if seq % 64 == 0 {
+            let _ = nic.poll_receive(&mut |_| {});
+        }
+    }
+    nic.flush_transmit();
+    nic.flush_transmit();
+    drain_transmit(nic, clock)?;
+    if ring_full == 0 {
+        return Err(note!("{total} deferred frames sent but the ring never reported RingFull"));
+    }
+    Ok(note!(
+        "{total} frames in bursts of {BURST}, one doorbell each; {ring_full} RingFull recovered by flush and poll_transmit"
+    ))
 }
 
 /// Waits (bounded) until `poll_transmit` frees at least one descriptor.
