@@ -5,11 +5,22 @@
 pub trait Clock {
     /// Microseconds since an arbitrary fixed point (boot, say); never decreases.
     fn now_us(&self) -> u64;
+    /// Nanoseconds on the same scale, for measuring steps shorter than a microsecond (only
+    /// with the `profile` feature, so that a kernel without it links nothing more); the
+    /// default is [`now_us`](Self::now_us) × 1000.
+    #[cfg(feature = "profile")]
+    fn now_ns(&self) -> u64 {
+        self.now_us().saturating_mul(1000)
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for &C {
     fn now_us(&self) -> u64 {
         (**self).now_us()
+    }
+    #[cfg(feature = "profile")]
+    fn now_ns(&self) -> u64 {
+        (**self).now_ns()
     }
 }
 

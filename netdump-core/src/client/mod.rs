@@ -11,11 +11,15 @@
 #[cfg(feature = "compression")]
 mod compress;
 pub mod congestion;
+#[cfg(feature = "profile")]
+mod profile;
 mod stream;
 pub mod window;
 
 #[cfg(feature = "compression")]
 pub use compress::{Block, LZ4_SCRATCH, Lz4Scratch};
+#[cfg(feature = "profile")]
+pub use profile::SendProfile;
 
 pub use crate::config::{ClientName, Config, DEFAULT_WINDOW, MAX_SERVERS, Server, Timeouts};
 pub use stream::{ExtraState, MAX_EXTRA_BYTES, MemoryStats};
@@ -292,6 +296,9 @@ pub struct DumpReport {
     pub server_addr: (Ipv4Address, u16),
     /// The servers tried before it and why each was left.
     pub attempts: Attempts,
+    /// Where the data phase's time went, by step (feature `profile`).
+    #[cfg(feature = "profile")]
+    pub profile: SendProfile,
 }
 
 /// Server packets an encrypted client dropped, by why (all also counted in
@@ -1358,6 +1365,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             server: self.active,
             server_addr: (self.session.server.ip, self.session.server.port),
             attempts: Attempts::default(),
+            #[cfg(feature = "profile")]
+            profile: totals.profile,
         })
     }
 
@@ -1583,6 +1592,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let mut last_sent = last_progress;
         let mut exhausted = false;
         loop {
+            #[cfg(feature = "profile")]
+            let mut round = profile::Round::start(self.clock.now_ns());
             self.nic.poll_transmit();
             // Drain what the server sent.
             for _ in 0..64 {
@@ -1590,6 +1601,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     Polled::Idle => break,
                     Polled::Other => {}
                     Polled::Event(ServerEvent::Ack { cumulative, stop, bitmap, len }) => {
+                        #[cfg(feature = "profile")]
+                        round.busy();
                         if stop {
                             return Err(DumpError::StoppedByServer);
                         }
@@ -1603,6 +1616,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     Polled::Event(..) => {}
                 }
             }
+            #[cfg(feature = "profile")]
+            round.lap(self.clock.now_ns(), profile::Step::Receive);
             let now = self.clock.now_us();
             // Silence means no ACK progress while packets are outstanding, judged right
             // after reading what arrived; a window emptied by a long zero-page scan is not
@@ -1635,21 +1650,35 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     // A long zero-page scan: tell the server the dump is alive.
                     pushed = window.try_push(|slot| stream.keepalive_payload(&mut slot[..room]));
                 }
+                #[cfg(feature = "profile")]
+                round.lap(self.clock.now_ns(), profile::Step::Fill);
                 let Some(seq) = pushed else {
                     // Nothing now: the stream ended, or it skipped a long run of zero
                     // pages and hands control back so that ACKs keep being read.
                     exhausted = stream.is_done();
                     break;
                 };
+                #[cfg(feature = "profile")]
+                round.busy();
                 last_sent = self.clock.now_us();
                 totals.add(window.payload(seq).len(), window.payload_crc(seq));
                 let fills_window = !window.can_push();
-                if !self.transmit_data(window, seq, fills_window)? {
+                let sent = self.transmit_data(window, seq, fills_window)?;
+                #[cfg(feature = "profile")]
+                round.lap(self.clock.now_ns(), profile::Step::Transmit);
+                if !sent {
                     break;
                 }
             }
+            #[cfg(feature = "profile")]
+            round.lap(self.clock.now_ns(), profile::Step::Fill);
             // One doorbell for the burst (retransmissions and new packets).
             self.nic.flush_transmit();
+            #[cfg(feature = "profile")]
+            {
+                round.lap(self.clock.now_ns(), profile::Step::Doorbell);
+                totals.profile.add(round);
+            }
             if exhausted && window.is_empty() {
                 return Ok(());
             }
@@ -1746,6 +1775,8 @@ fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
 struct StreamTotals {
     data_bytes: u64,
     crc: crate::proto::StreamCrc,
+    #[cfg(feature = "profile")]
+    profile: SendProfile,
 }
 
 impl StreamTotals {

@@ -426,6 +426,11 @@ fn dump_after_election(
                 report.elapsed_us / 1000,
                 report.stream_us
             );
+            let p = &report.profile;
+            println!(
+                "netdump: send profile: {} rounds, {} idle rounds, idle {} ns, receive {} ns, fill {} ns, transmit {} ns, doorbell {} ns",
+                p.rounds, p.idle_rounds, p.idle_ns, p.receive_ns, p.fill_ns, p.transmit_ns, p.doorbell_ns
+            );
             println!(
                 "netdump: compression {}: {} blocks, {} memory bytes in {} bytes",
                 if report.compressed { "on" } else { "off" },

@@ -248,6 +248,11 @@ impl Clock for TscClock {
     fn now_us(&self) -> u64 {
         rdtsc() / self.ticks_per_us
     }
+    #[cfg(feature = "profile")]
+    fn now_ns(&self) -> u64 {
+        let t = rdtsc();
+        (t / self.ticks_per_us) * 1000 + (t % self.ticks_per_us) * 1000 / self.ticks_per_us
+    }
 }
 
 #[cfg(test)]
