@@ -33,8 +33,9 @@ use crate::nic::{NicError, PolledNic};
 use crate::proto::{
     Abort, Ack, AddressTable, AfterDump, Check, CpuRegisters, Crash, CrashKind, Decision, DecisionReason,
     FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello,
-    HelloAck, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable,
-    RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
+    HelloAck, HelloAckV2, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, MessageType,
+    RangeTable, RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features,
+    field, flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -1668,19 +1669,19 @@ fn classify(datagram: &[u8], cookie: u64, version: u8, registering: bool) -> Res
     if h.is_sealed() {
         return Err(Reject::Checks);
     }
-    let msg = Message::parse_from_server(&h, payload).map_err(|_| Reject::Checks)?;
-    if let Message::Error(e) = msg
+    let event = event_of(&h, payload)?;
+    if let ServerEvent::Error(code) = event
         && registering
         && version == VERSION_2
         && (h.cookie == 0 || h.cookie == cookie)
-        && e.code == error_code::UNSUPPORTED_VERSION
+        && code == error_code::UNSUPPORTED_VERSION
     {
         return Ok(ServerEvent::VersionRefused);
     }
     if h.cookie != cookie || h.version != version {
         return Err(Reject::Checks);
     }
-    event_of(&h, msg)
+    Ok(event)
 }
 
 /// Checks a datagram in an encrypted session: sealed, this cookie, a fresh nonce, a tag
@@ -1702,15 +1703,18 @@ fn classify_sealed(datagram: &[u8], cookie: u64, secure: &mut Secure) -> Result<
             OpenError::BadTag => Reject::BadTag,
             OpenError::Proto(_) | OpenError::BufferTooSmall => Reject::Checks,
         })?;
-    let msg = Message::parse_from_server(&h, payload).map_err(|_| Reject::Checks)?;
-    event_of(&h, msg)
+    event_of(&h, payload)
 }
 
-/// The event a checked server message is.
-fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
-    Ok(match msg {
-        Message::HelloAck(a) => ServerEvent::HelloAck(a),
-        Message::HelloAckV2(a) => {
+/// The event a server message's payload is, parsed as
+/// [`Message::parse_from_server`](crate::proto::Message::parse_from_server) parses it (a
+/// client message type is rejected), straight into the event: a `Message` in between
+/// was copied out of every parse.
+fn event_of(h: &Header, payload: &[u8]) -> Result<ServerEvent, Reject> {
+    let checks = |_| Reject::Checks;
+    Ok(match h.msg_type {
+        MessageType::HelloAck if h.version == VERSION_2 => {
+            let a = HelloAckV2::parse(payload).map_err(checks)?;
             let len = a.handshake.len();
             if len > MAX_MESSAGE_2 {
                 return Err(Reject::Checks);
@@ -1728,15 +1732,19 @@ fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
                 len,
             }
         }
-        Message::Decision(d) => ServerEvent::Decision(d),
-        Message::Ack(a) => {
+        MessageType::HelloAck => ServerEvent::HelloAck(HelloAck::parse(payload).map_err(checks)?),
+        MessageType::Decision => ServerEvent::Decision(Decision::parse(payload).map_err(checks)?),
+        MessageType::Ack => {
+            let a = Ack::parse(payload).map_err(checks)?;
             let mut bitmap = [0; MAX_SACK_BYTES];
             bitmap[..a.bitmap.len()].copy_from_slice(a.bitmap);
             ServerEvent::Ack { cumulative: h.seq, stop: a.stop, bitmap, len: a.bitmap.len() }
         }
-        Message::FinishAck(f) => ServerEvent::FinishAck(f),
-        Message::Error(e) => ServerEvent::Error(e.code),
-        _ => return Err(Reject::Checks),
+        MessageType::FinishAck => ServerEvent::FinishAck(FinishAck::parse(payload).map_err(checks)?),
+        MessageType::Error => ServerEvent::Error(TextMessage::parse(payload).map_err(checks)?.code),
+        MessageType::Hello | MessageType::Crash | MessageType::Data | MessageType::Finish | MessageType::Abort => {
+            return Err(Reject::Checks);
+        }
     })
 }
 
