@@ -356,6 +356,13 @@ enum Request<'r> {
     Finish(u32, &'r Finish),
 }
 
+/// The answer an [`exchange`](Netdump::exchange) waits for: just it, where the whole
+/// [`ServerEvent`] (an ACK's bitmap and all) was copied out of the loop.
+enum Answer {
+    Decision(Decision),
+    FinishAck(FinishAck),
+}
+
 enum Polled {
     Idle,
     Other,
@@ -1241,9 +1248,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             self.config.timeouts.announce_retry_us,
             self.config.timeouts.announce_timeout_us,
             Request::Crash(&announce, announce_flags),
-            |e| matches!(e, ServerEvent::Decision(_)),
         )? {
-            Some(ServerEvent::Decision(d)) => Ok(d),
+            Some(Answer::Decision(d)) => Ok(d),
             _ => Err(DumpError::ServerSilent(Phase::Announce)),
         }
         // Best effort: a server that hears us but is not heard learns why at once.
@@ -1327,9 +1333,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             self.config.timeouts.finish_retry_us,
             self.config.timeouts.finish_timeout_us,
             Request::Finish(packets, &finish),
-            |e| matches!(e, ServerEvent::FinishAck(_)),
         )? {
-            Some(ServerEvent::FinishAck(a)) => Ok(a),
+            Some(Answer::FinishAck(a)) => Ok(a),
             _ => Err(DumpError::ServerSilent(Phase::Finish)),
         }
         .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
@@ -1486,9 +1491,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         })
     }
 
-    /// Request/response with retries: sends `request` every `retry_us` until `wanted`
-    /// takes an answer (returned) or `total_us` passed (`None`). An ERROR from the server
-    /// ends the exchange at once.
+    /// Request/response with retries: sends `request` every `retry_us` until its answer
+    /// (DECISION to CRASH, FINISH_ACK to FINISH) arrives (returned) or `total_us` passed
+    /// (`None`). An ERROR from the server ends the exchange at once.
     // One instance for the announcement and FINISH (once per dump each): a generic
     // sender and acceptor made one copy of this loop per call site.
     #[inline(never)]
@@ -1497,8 +1502,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         retry_us: u64,
         total_us: u64,
         request: Request<'_>,
-        wanted: fn(&ServerEvent) -> bool,
-    ) -> Result<Option<ServerEvent>, DumpError> {
+    ) -> Result<Option<Answer>, DumpError> {
         let overall = Deadline::after(&self.clock, total_us);
         let mut attempt = 0u32;
         loop {
@@ -1514,11 +1518,11 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             let retry = Deadline::after(&self.clock, retry_us);
             while !retry.passed(&self.clock) {
                 if let Polled::Event(e) = self.poll_server()? {
-                    if let ServerEvent::Error(code) = e {
-                        return Err(DumpError::ServerError(code));
-                    }
-                    if wanted(&e) {
-                        return Ok(Some(e));
+                    match (request, e) {
+                        (_, ServerEvent::Error(code)) => return Err(DumpError::ServerError(code)),
+                        (Request::Crash(..), ServerEvent::Decision(d)) => return Ok(Some(Answer::Decision(d))),
+                        (Request::Finish(..), ServerEvent::FinishAck(a)) => return Ok(Some(Answer::FinishAck(a))),
+                        _ => {}
                     }
                 }
                 if overall.passed(&self.clock) {
