@@ -33,9 +33,8 @@ use crate::nic::{NicError, PolledNic};
 use crate::proto::{
     Abort, Ack, AddressTable, AfterDump, Check, CpuRegisters, Crash, CrashKind, Decision, DecisionReason,
     FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello,
-    HelloAck, HelloAckV2, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, MessageType,
-    RangeTable, RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features,
-    field, flags,
+    HelloAck, HelloAckV2, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_SACK_BYTES, MessageType, RangeTable,
+    RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
 };
 use rand_core::RngCore;
 use stream::DataStream;
@@ -895,7 +894,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
     /// the largest payload the server accepts.
     fn register(&mut self) -> Result<u32, InstallError> {
-        let t = self.config.timeouts;
+        let (t, name) = (self.config.timeouts, self.config.name);
         #[cfg_attr(not(feature = "encryption"), allow(unused_mut))]
         let (mut handshake, mut key_id) = ([0u8; MESSAGE_1_LEN], [0u8; KEY_ID_LEN]);
         #[cfg(feature = "encryption")]
@@ -909,7 +908,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     return Err(InstallError::NoEntropy);
                 }
                 let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
-                let hello = HelloV2 { hello: self.hello_v1(), features: self.features_asked(), key_id, handshake: &[] };
+                let hello =
+                    HelloV2 { hello: self.hello_v1(&name), features: self.features_asked(), key_id, handshake: &[] };
                 let n = hello.prologue(self.session.cookie, &mut prologue);
                 let mut initiator = NkInitiator::new(&key, ephemeral, &prologue[..n]);
                 zeroize::Zeroize::zeroize(&mut ephemeral);
@@ -927,15 +927,12 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
         let mut evidence = HelloEvidence::default();
         for attempt in 0..t.hello_attempts {
-            let mut payload = [0u8; HELLO_V2_MAX];
-            let len = if self.session.version == VERSION_2 {
-                self.hello_payload(features, key_id, handshake, &mut payload).len()
-            } else {
-                let hello = self.hello_v1();
-                hello.emit(&mut payload);
-                hello.wire_len()
-            };
-            match self.send_control(MessageType::Hello, attempt, 0, len, &|p| p.copy_from_slice(&payload[..len])) {
+            // Written straight into the frame, in the session's version.
+            let hello = HelloV2 { hello: self.hello_v1(&name), features, key_id, handshake };
+            let v2 = self.session.version == VERSION_2;
+            let len = if v2 { hello.wire_len() } else { hello.hello.wire_len() };
+            let fill = |p: &mut [u8]| if v2 { hello.emit(p) } else { hello.hello.emit(p) };
+            match self.send_control(MessageType::Hello, attempt, 0, len, &fill) {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(DumpError::Nic(e)) => return Err(InstallError::Nic(e)),
                 Err(_) => return Err(InstallError::Refused),
@@ -1374,30 +1371,17 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let _ = self.send_repr(0, &Abort(TextMessage { code: reason, text }));
     }
 
-    /// The version-1 HELLO fields: this NIC, this memory, this name.
-    fn hello_v1(&self) -> Hello<'_> {
+    /// The version-1 HELLO fields: this NIC, this memory, `name` (the configured one,
+    /// copied by the caller so that the HELLO can be written while `self` sends it).
+    fn hello_v1<'n>(&self, name: &'n ClientName) -> Hello<'n> {
         Hello {
             mac: self.nic.mac_address(),
             mtu: self.nic.mtu() as u16,
             ip: self.config.net.ip.octets(),
             page_size: self.page_size,
             memory_bytes: self.memory_map.total_bytes(),
-            name: self.config.name.as_bytes(),
+            name: name.as_bytes(),
         }
-    }
-
-    /// Writes the HELLO v2 payload to the start of `out`; returns it.
-    fn hello_payload<'o>(
-        &self,
-        features: u32,
-        key_id: [u8; KEY_ID_LEN],
-        handshake: &[u8],
-        out: &'o mut [u8; HELLO_V2_MAX],
-    ) -> &'o [u8] {
-        let hello = HelloV2 { hello: self.hello_v1(), features, key_id, handshake };
-        let len = hello.wire_len();
-        hello.emit(&mut out[..len]);
-        &out[..len]
     }
 
     /// Sends one message of the client's (its type from its [`Repr`]).
@@ -1497,12 +1481,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     // One instance for the announcement and FINISH (once per dump each): a generic
     // sender and acceptor made one copy of this loop per call site.
     #[inline(never)]
-    fn exchange(
-        &mut self,
-        retry_us: u64,
-        total_us: u64,
-        request: Request<'_>,
-    ) -> Result<Option<Answer>, DumpError> {
+    fn exchange(&mut self, retry_us: u64, total_us: u64, request: Request<'_>) -> Result<Option<Answer>, DumpError> {
         let overall = Deadline::after(&self.clock, total_us);
         let mut attempt = 0u32;
         loop {
@@ -1661,9 +1640,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         }
     }
 }
-
-/// Bytes of the longest HELLO v2 this client sends: the longest name and message 1.
-const HELLO_V2_MAX: usize = field::hello::NAME + MAX_NAME + field::hello_v2::HANDSHAKE + MESSAGE_1_LEN;
 
 /// Checks an unsealed datagram from the server's address: header and CRC, the session's
 /// version and cookie, a server message that parses. While registering, a version-1
