@@ -1,7 +1,7 @@
 //! What the dump reads: the kernel's RAM ranges and a way to read physical memory.
 
 pub use crate::proto::{ExcludeSet, MemoryRange, PageClass};
-use crate::proto::{MAX_RANGES, ProtoError, validate_ranges};
+use crate::proto::{Field, MAX_RANGES, ProtoError, validate_ranges};
 
 /// Size of the pages the dump walks (and the page size it announces).
 pub const PAGE_SIZE: usize = 4096;
@@ -96,7 +96,7 @@ impl MemoryMap {
                 continue;
             }
             if map.len == MAX_RANGES {
-                return Err(ProtoError::BadField("range_count"));
+                return Err(ProtoError::BadField(Field::RangeCount));
             }
             map.ranges[map.len] = MemoryRange { phys_start: s, length: e - s, virt_start: virt(s) };
             map.len += 1;

@@ -37,7 +37,7 @@ use crate::nic::{NicError, PolledNic};
 use crate::proto::{
     Abort, Ack, AddressTable, AfterDump, Check, CpuRegisters, Crash, CrashKind, Decision, DecisionReason,
     FINISH_MEMORY_INCOMPLETE, FINISH_MEMORY_SKIPPED, Finish, FinishAck, FinishStatus, HEADER_LEN, Header, Hello,
-    HelloAck, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_NAME, MAX_SACK_BYTES, Message, MessageType, RangeTable,
+    HelloAck, HelloAckV2, HelloStatus, HelloTerms, HelloV2, KEY_ID_LEN, MAX_SACK_BYTES, MessageType, RangeTable,
     RegisterRecord, Repr, TextMessage, VERSION_1, VERSION_2, Verdict, abort_reason, error_code, features, field, flags,
 };
 use rand_core::RngCore;
@@ -360,6 +360,13 @@ enum Request<'r> {
     Crash(&'r Crash<'r>, u16),
     /// FINISH, with the packets sent as its sequence number.
     Finish(u32, &'r Finish),
+}
+
+/// The answer an [`exchange`](Netdump::exchange) waits for: just it, where the whole
+/// [`ServerEvent`] (an ACK's bitmap and all) was copied out of the loop.
+enum Answer {
+    Decision(Decision),
+    FinishAck(FinishAck),
 }
 
 enum Polled {
@@ -894,7 +901,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     /// The HELLO exchange: at most `hello_attempts` HELLOs, `hello_retry` apart. Returns
     /// the largest payload the server accepts.
     fn register(&mut self) -> Result<u32, InstallError> {
-        let t = self.config.timeouts;
+        let (t, name) = (self.config.timeouts, self.config.name);
         #[cfg_attr(not(feature = "encryption"), allow(unused_mut))]
         let (mut handshake, mut key_id) = ([0u8; MESSAGE_1_LEN], [0u8; KEY_ID_LEN]);
         #[cfg(feature = "encryption")]
@@ -908,7 +915,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     return Err(InstallError::NoEntropy);
                 }
                 let mut prologue = [0u8; crate::proto::MAX_PROLOGUE];
-                let hello = HelloV2 { hello: self.hello_v1(), features: self.features_asked(), key_id, handshake: &[] };
+                let hello =
+                    HelloV2 { hello: self.hello_v1(&name), features: self.features_asked(), key_id, handshake: &[] };
                 let n = hello.prologue(self.session.cookie, &mut prologue);
                 let mut initiator = NkInitiator::new(&key, ephemeral, &prologue[..n]);
                 zeroize::Zeroize::zeroize(&mut ephemeral);
@@ -926,15 +934,12 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
         let mut evidence = HelloEvidence::default();
         for attempt in 0..t.hello_attempts {
-            let mut payload = [0u8; HELLO_V2_MAX];
-            let len = if self.session.version == VERSION_2 {
-                self.hello_payload(features, key_id, handshake, &mut payload).len()
-            } else {
-                let hello = self.hello_v1();
-                hello.emit(&mut payload);
-                hello.wire_len()
-            };
-            match self.send_control(MessageType::Hello, attempt, 0, len, &|p| p.copy_from_slice(&payload[..len])) {
+            // Written straight into the frame, in the session's version.
+            let hello = HelloV2 { hello: self.hello_v1(&name), features, key_id, handshake };
+            let v2 = self.session.version == VERSION_2;
+            let len = if v2 { hello.wire_len() } else { hello.hello.wire_len() };
+            let fill = |p: &mut [u8]| if v2 { hello.emit(p) } else { hello.hello.emit(p) };
+            match self.send_control(MessageType::Hello, attempt, 0, len, &fill) {
                 Ok(()) | Err(DumpError::Nic(NicError::RingFull)) => {}
                 Err(DumpError::Nic(e)) => return Err(InstallError::Nic(e)),
                 Err(_) => return Err(InstallError::Refused),
@@ -1247,9 +1252,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             self.config.timeouts.announce_retry_us,
             self.config.timeouts.announce_timeout_us,
             Request::Crash(&announce, announce_flags),
-            |e| matches!(e, ServerEvent::Decision(_)),
         )? {
-            Some(ServerEvent::Decision(d)) => Ok(d),
+            Some(Answer::Decision(d)) => Ok(d),
             _ => Err(DumpError::ServerSilent(Phase::Announce)),
         }
         // Best effort: a server that hears us but is not heard learns why at once.
@@ -1333,9 +1337,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             self.config.timeouts.finish_retry_us,
             self.config.timeouts.finish_timeout_us,
             Request::Finish(packets, &finish),
-            |e| matches!(e, ServerEvent::FinishAck(_)),
         )? {
-            Some(ServerEvent::FinishAck(a)) => Ok(a),
+            Some(Answer::FinishAck(a)) => Ok(a),
             _ => Err(DumpError::ServerSilent(Phase::Finish)),
         }
         .inspect_err(|_| self.send_abort(abort_reason::SERVER_SILENT, b"no FINISH_ACK"))?;
@@ -1377,30 +1380,17 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let _ = self.send_repr(0, &Abort(TextMessage { code: reason, text }));
     }
 
-    /// The version-1 HELLO fields: this NIC, this memory, this name.
-    fn hello_v1(&self) -> Hello<'_> {
+    /// The version-1 HELLO fields: this NIC, this memory, `name` (the configured one,
+    /// copied by the caller so that the HELLO can be written while `self` sends it).
+    fn hello_v1<'n>(&self, name: &'n ClientName) -> Hello<'n> {
         Hello {
             mac: self.nic.mac_address(),
             mtu: self.nic.mtu() as u16,
             ip: self.config.net.ip.octets(),
             page_size: self.page_size,
             memory_bytes: self.memory_map.total_bytes(),
-            name: self.config.name.as_bytes(),
+            name: name.as_bytes(),
         }
-    }
-
-    /// Writes the HELLO v2 payload to the start of `out`; returns it.
-    fn hello_payload<'o>(
-        &self,
-        features: u32,
-        key_id: [u8; KEY_ID_LEN],
-        handshake: &[u8],
-        out: &'o mut [u8; HELLO_V2_MAX],
-    ) -> &'o [u8] {
-        let hello = HelloV2 { hello: self.hello_v1(), features, key_id, handshake };
-        let len = hello.wire_len();
-        hello.emit(&mut out[..len]);
-        &out[..len]
     }
 
     /// Sends one message of the client's (its type from its [`Repr`]).
@@ -1494,19 +1484,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         })
     }
 
-    /// Request/response with retries: sends `request` every `retry_us` until `wanted`
-    /// takes an answer (returned) or `total_us` passed (`None`). An ERROR from the server
-    /// ends the exchange at once.
+    /// Request/response with retries: sends `request` every `retry_us` until its answer
+    /// (DECISION to CRASH, FINISH_ACK to FINISH) arrives (returned) or `total_us` passed
+    /// (`None`). An ERROR from the server ends the exchange at once.
     // One instance for the announcement and FINISH (once per dump each): a generic
     // sender and acceptor made one copy of this loop per call site.
     #[inline(never)]
-    fn exchange(
-        &mut self,
-        retry_us: u64,
-        total_us: u64,
-        request: Request<'_>,
-        wanted: fn(&ServerEvent) -> bool,
-    ) -> Result<Option<ServerEvent>, DumpError> {
+    fn exchange(&mut self, retry_us: u64, total_us: u64, request: Request<'_>) -> Result<Option<Answer>, DumpError> {
         let overall = Deadline::after(&self.clock, total_us);
         let mut attempt = 0u32;
         loop {
@@ -1522,11 +1506,11 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             let retry = Deadline::after(&self.clock, retry_us);
             while !retry.passed(&self.clock) {
                 if let Polled::Event(e) = self.poll_server()? {
-                    if let ServerEvent::Error(code) = e {
-                        return Err(DumpError::ServerError(code));
-                    }
-                    if wanted(&e) {
-                        return Ok(Some(e));
+                    match (request, e) {
+                        (_, ServerEvent::Error(code)) => return Err(DumpError::ServerError(code)),
+                        (Request::Crash(..), ServerEvent::Decision(d)) => return Ok(Some(Answer::Decision(d))),
+                        (Request::Finish(..), ServerEvent::FinishAck(a)) => return Ok(Some(Answer::FinishAck(a))),
+                        _ => {}
                     }
                 }
                 if overall.passed(&self.clock) {
@@ -1686,9 +1670,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
     }
 }
 
-/// Bytes of the longest HELLO v2 this client sends: the longest name and message 1.
-const HELLO_V2_MAX: usize = field::hello::NAME + MAX_NAME + field::hello_v2::HANDSHAKE + MESSAGE_1_LEN;
-
 /// Checks an unsealed datagram from the server's address: header and CRC, the session's
 /// version and cookie, a server message that parses. While registering, a version-1
 /// server's `UNSUPPORTED_VERSION` ERROR (cookie 0) is an event too.
@@ -1697,19 +1678,19 @@ fn classify(datagram: &[u8], cookie: u64, version: u8, registering: bool) -> Res
     if h.is_sealed() {
         return Err(Reject::Checks);
     }
-    let msg = Message::parse_from_server(&h, payload).map_err(|_| Reject::Checks)?;
-    if let Message::Error(e) = msg
+    let event = event_of(&h, payload)?;
+    if let ServerEvent::Error(code) = event
         && registering
         && version == VERSION_2
         && (h.cookie == 0 || h.cookie == cookie)
-        && e.code == error_code::UNSUPPORTED_VERSION
+        && code == error_code::UNSUPPORTED_VERSION
     {
         return Ok(ServerEvent::VersionRefused);
     }
     if h.cookie != cookie || h.version != version {
         return Err(Reject::Checks);
     }
-    event_of(&h, msg)
+    Ok(event)
 }
 
 /// Checks a datagram in an encrypted session: sealed, this cookie, a fresh nonce, a tag
@@ -1731,15 +1712,18 @@ fn classify_sealed(datagram: &[u8], cookie: u64, secure: &mut Secure) -> Result<
             OpenError::BadTag => Reject::BadTag,
             OpenError::Proto(_) | OpenError::BufferTooSmall => Reject::Checks,
         })?;
-    let msg = Message::parse_from_server(&h, payload).map_err(|_| Reject::Checks)?;
-    event_of(&h, msg)
+    event_of(&h, payload)
 }
 
-/// The event a checked server message is.
-fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
-    Ok(match msg {
-        Message::HelloAck(a) => ServerEvent::HelloAck(a),
-        Message::HelloAckV2(a) => {
+/// The event a server message's payload is, parsed as
+/// [`Message::parse_from_server`](crate::proto::Message::parse_from_server) parses it (a
+/// client message type is rejected), straight into the event: a `Message` in between
+/// was copied out of every parse.
+fn event_of(h: &Header, payload: &[u8]) -> Result<ServerEvent, Reject> {
+    let checks = |_| Reject::Checks;
+    Ok(match h.msg_type {
+        MessageType::HelloAck if h.version == VERSION_2 => {
+            let a = HelloAckV2::parse(payload).map_err(checks)?;
             let len = a.handshake.len();
             if len > MAX_MESSAGE_2 {
                 return Err(Reject::Checks);
@@ -1757,15 +1741,19 @@ fn event_of(h: &Header, msg: Message<'_>) -> Result<ServerEvent, Reject> {
                 len,
             }
         }
-        Message::Decision(d) => ServerEvent::Decision(d),
-        Message::Ack(a) => {
+        MessageType::HelloAck => ServerEvent::HelloAck(HelloAck::parse(payload).map_err(checks)?),
+        MessageType::Decision => ServerEvent::Decision(Decision::parse(payload).map_err(checks)?),
+        MessageType::Ack => {
+            let a = Ack::parse(payload).map_err(checks)?;
             let mut bitmap = [0; MAX_SACK_BYTES];
             bitmap[..a.bitmap.len()].copy_from_slice(a.bitmap);
             ServerEvent::Ack { cumulative: h.seq, stop: a.stop, bitmap, len: a.bitmap.len() }
         }
-        Message::FinishAck(f) => ServerEvent::FinishAck(f),
-        Message::Error(e) => ServerEvent::Error(e.code),
-        _ => return Err(Reject::Checks),
+        MessageType::FinishAck => ServerEvent::FinishAck(FinishAck::parse(payload).map_err(checks)?),
+        MessageType::Error => ServerEvent::Error(TextMessage::parse(payload).map_err(checks)?.code),
+        MessageType::Hello | MessageType::Crash | MessageType::Data | MessageType::Finish | MessageType::Abort => {
+            return Err(Reject::Checks);
+        }
     })
 }
 

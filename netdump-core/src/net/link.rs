@@ -160,6 +160,9 @@ impl UdpLink {
         Err(NetError::ArpTimeout(hop))
     }
 
+    /// Sends one ARP request or reply.
+    // Out of line: `resolve` and `poll_frame` each had a copy (ARP is rare in both).
+    #[inline(never)]
     fn send_arp(
         &mut self,
         nic: &mut dyn PolledNic,

@@ -86,11 +86,30 @@ impl<'a> Writer<'a> {
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.bytes(&v.to_be_bytes())
     }
+    /// Each word big-endian, through [`put_words`]'s one loop.
+    pub fn words(&mut self, words: &[u64]) -> &mut Self {
+        if let Some(out) = self.take(words.len() * 8) {
+            put_words(words, out);
+        }
+        self
+    }
     pub fn zeros(&mut self, n: usize) -> &mut Self {
         if let Some(out) = self.take(n) {
             out.fill(0);
         }
         self
+    }
+}
+
+/// Writes `words` big-endian at the start of `out`, as many as fit: the one loop behind
+/// every register record layout and CRASH's tables, out of line so that no caller gets
+/// it unrolled into 32 or 40 stores (docs/PERFORMANCE.md, "Footprint"). They are
+/// written once per dump: the word goes through `black_box` so that opt-level 3 keeps
+/// the plain loop (its vectorised form was four times the size).
+#[inline(never)]
+pub(crate) fn put_words(words: &[u64], out: &mut [u8]) {
+    for (bytes, word) in out.chunks_exact_mut(8).zip(words) {
+        bytes.copy_from_slice(&core::hint::black_box(*word).to_be_bytes());
     }
 }
 

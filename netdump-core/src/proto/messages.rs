@@ -5,8 +5,8 @@
 use super::bytes::{Reader, Writer};
 use super::field;
 use super::{
-    Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, Machine, MessageType, ProtoError,
-    VERSION_1, VERSION_2,
+    Field, Header, MAX_CPUS, MAX_FRAMES, MAX_NAME, MAX_RANGES, MAX_SACK_BYTES, MAX_TEXT, Machine, MessageType,
+    ProtoError, VERSION_1, VERSION_2,
 };
 
 /// A message body: its type, its length on the wire, how it is written and read.
@@ -173,7 +173,7 @@ impl<'a> Message<'a> {
             MessageType::FinishAck => Message::FinishAck(FinishAck::parse(payload)?),
             MessageType::Error => Message::Error(TextMessage::parse(payload)?),
             MessageType::Hello | MessageType::Crash | MessageType::Data | MessageType::Finish | MessageType::Abort => {
-                return Err(ProtoError::BadField("msg_type"));
+                return Err(ProtoError::BadField(Field::MsgType));
             }
         })
     }
@@ -192,7 +192,7 @@ impl<'a> Message<'a> {
             | MessageType::Decision
             | MessageType::Ack
             | MessageType::FinishAck
-            | MessageType::Error => return Err(ProtoError::BadField("msg_type")),
+            | MessageType::Error => return Err(ProtoError::BadField(Field::MsgType)),
         })
     }
 
@@ -286,7 +286,7 @@ macro_rules! wire_enum {
             fn try_from(v: $repr) -> Result<Self, ProtoError> {
                 match v {
                     $($val => Ok($name::$variant),)+
-                    _ => Err(ProtoError::BadField(stringify!($name))),
+                    _ => Err(ProtoError::BadField(Field::$name)),
                 }
             }
         }
@@ -724,25 +724,25 @@ impl<'a> AddressTable<'a> {
 /// non-empty, sorted, non-overlapping.
 pub fn validate_ranges(ranges: impl Iterator<Item = MemoryRange>, page_size: u64) -> Result<usize, ProtoError> {
     if page_size == 0 || !page_size.is_power_of_two() {
-        return Err(ProtoError::BadField("page_size"));
+        return Err(ProtoError::BadField(Field::PageSize));
     }
     let mut count = 0;
     let mut prev_end = 0u64;
     for r in ranges {
         if r.length == 0 || r.phys_start % page_size != 0 || r.length % page_size != 0 {
-            return Err(ProtoError::BadField("range alignment"));
+            return Err(ProtoError::BadField(Field::RangeAlignment));
         }
         if r.phys_start.checked_add(r.length).is_none() || r.virt_start.checked_add(r.length).is_none() {
-            return Err(ProtoError::BadField("range overflows"));
+            return Err(ProtoError::BadField(Field::RangeOverflows));
         }
         if count > 0 && r.phys_start < prev_end {
-            return Err(ProtoError::BadField("ranges overlap or are unsorted"));
+            return Err(ProtoError::BadField(Field::RangesUnsorted));
         }
         prev_end = r.phys_end();
         count += 1;
     }
     if count == 0 || count > MAX_RANGES {
-        return Err(ProtoError::BadField("range_count"));
+        return Err(ProtoError::BadField(Field::RangeCount));
     }
     Ok(count)
 }
@@ -801,20 +801,20 @@ impl<'a> Crash<'a> {
         let page_size = r.u32()?;
         let message_len = r.u16()? as usize;
         let frame_count = r.u8()? as usize;
-        let machine = Machine::from_wire(r.u8()?).ok_or(ProtoError::BadField("machine"))?;
+        let machine = Machine::from_wire(r.u8()?).ok_or(ProtoError::BadField(Field::Machine))?;
         let log_len = r.u64()?;
         let ranges = RangeTable::Wire(r.bytes(range_count * MemoryRange::WIRE_LEN)?);
         let frames = AddressTable::Wire(r.bytes(frame_count * field::crash::FRAME_LEN)?);
         let message = r.bytes(message_len)?;
         r.finish()?;
         if cpu_count == 0 || cpu_count as usize > MAX_CPUS || crashing_cpu >= cpu_count {
-            return Err(ProtoError::BadField("cpu_count"));
+            return Err(ProtoError::BadField(Field::CpuCount));
         }
         if message_len > MAX_TEXT {
-            return Err(ProtoError::BadField("message_len"));
+            return Err(ProtoError::BadField(Field::MessageLen));
         }
         if frame_count > MAX_FRAMES {
-            return Err(ProtoError::BadField("frame_count"));
+            return Err(ProtoError::BadField(Field::FrameCount));
         }
         validate_ranges(ranges.iter(), page_size as u64)?;
         Ok(Crash {
@@ -870,17 +870,13 @@ impl<'a> Crash<'a> {
             RangeTable::Wire(b) => _ = w.bytes(b),
             RangeTable::Ranges(ranges) => {
                 for r in ranges {
-                    w.u64(r.phys_start).u64(r.length).u64(r.virt_start);
+                    w.words(&[r.phys_start, r.length, r.virt_start]);
                 }
             }
         }
         match self.frames {
             AddressTable::Wire(b) => _ = w.bytes(b),
-            AddressTable::Addresses(a) => {
-                for &a in &a[..a.len().min(MAX_FRAMES)] {
-                    w.u64(a);
-                }
-            }
+            AddressTable::Addresses(a) => _ = w.words(&a[..a.len().min(MAX_FRAMES)]),
         }
         w.bytes(message);
     }
@@ -999,13 +995,13 @@ impl ExcludedRun {
         let start_pfn = r.u64()?;
         let pages = r.u32()?;
         let class = crate::proto::PageClass::from_dump_level_bit(u32::from(r.u8()?))
-            .ok_or(ProtoError::BadField("excluded class"))?;
+            .ok_or(ProtoError::BadField(Field::ExcludedClass))?;
         if r.bytes(3)?.iter().any(|&b| b != 0) {
-            return Err(ProtoError::BadField("excluded reserved"));
+            return Err(ProtoError::BadField(Field::ExcludedReserved));
         }
         r.finish()?;
         if pages == 0 {
-            return Err(ProtoError::BadField("excluded pages"));
+            return Err(ProtoError::BadField(Field::ExcludedPages));
         }
         Ok(ExcludedRun { start_pfn, pages, class })
     }
@@ -1013,7 +1009,7 @@ impl ExcludedRun {
     /// The records of an `EXCLUDED` DATA packet's data, which must be whole records.
     pub fn parse_all(data: &[u8]) -> Result<impl Iterator<Item = Result<Self, ProtoError>> + '_, ProtoError> {
         if data.is_empty() || !data.len().is_multiple_of(Self::WIRE_LEN) {
-            return Err(ProtoError::BadField("excluded length"));
+            return Err(ProtoError::BadField(Field::ExcludedLength));
         }
         Ok(data.chunks_exact(Self::WIRE_LEN).map(Self::parse))
     }
@@ -1050,7 +1046,7 @@ impl<'a> Data<'a> {
             return Err(ProtoError::Truncated);
         }
         if offset.checked_add(data.len() as u64).is_none() {
-            return Err(ProtoError::BadField("offset"));
+            return Err(ProtoError::BadField(Field::Offset));
         }
         Ok(Data { section, offset, data })
     }
@@ -1100,8 +1096,8 @@ impl Encoding {
         match sub[field::data::ENCODING.start] {
             Self::RAW if raw_len == 0 => Ok(Encoding::Raw),
             Self::LZ4 if raw_len != 0 && raw_len as usize <= MAX_BLOCK => Ok(Encoding::Lz4 { raw_len }),
-            Self::RAW | Self::LZ4 => Err(ProtoError::BadField("raw_len")),
-            _ => Err(ProtoError::BadField("encoding")),
+            Self::RAW | Self::LZ4 => Err(ProtoError::BadField(Field::RawLen)),
+            _ => Err(ProtoError::BadField(Field::Encoding)),
         }
     }
 
@@ -1144,7 +1140,7 @@ impl<'a> Ack<'a> {
         let flags = r.u8()?;
         r.u8()?;
         if len > MAX_SACK_BYTES {
-            return Err(ProtoError::BadField("bitmap_len"));
+            return Err(ProtoError::BadField(Field::BitmapLen));
         }
         let bitmap = r.bytes(len)?;
         r.finish()?;
@@ -1363,7 +1359,7 @@ impl<'a> TextMessage<'a> {
         let code = r.u16()?;
         let len = r.u16()? as usize;
         if len > MAX_TEXT {
-            return Err(ProtoError::BadField("text_len"));
+            return Err(ProtoError::BadField(Field::TextLen));
         }
         let text = r.bytes(len)?;
         r.finish()?;
@@ -1467,7 +1463,7 @@ mod tests {
         payload[30] = 17;
         let frames_end = 40 + 24 + 16 * 8;
         payload.splice(frames_end..frames_end, [0u8; 8]);
-        assert_eq!(Crash::parse(&payload), Err(ProtoError::BadField("frame_count")));
+        assert_eq!(Crash::parse(&payload), Err(ProtoError::BadField(Field::FrameCount)));
     }
 
     #[test]
@@ -1520,7 +1516,7 @@ mod tests {
         };
         let (buf, n) = roundtrip(MessageType::Crash, m.wire_len(), |p| m.emit(p));
         let (h, p) = Header::parse(&buf[..n]).unwrap();
-        assert_eq!(Message::parse(&h, p), Err(ProtoError::BadField("cpu_count")));
+        assert_eq!(Message::parse(&h, p), Err(ProtoError::BadField(Field::CpuCount)));
     }
 
     #[test]
@@ -1584,7 +1580,7 @@ mod tests {
             let h = Header::v1(msg_type, 0, 1, 0);
             let from_server = Message::parse_from_server(&h, &payload);
             if msg_type.from_client() {
-                assert_eq!(from_server, Err(ProtoError::BadField("msg_type")), "{msg_type:?}");
+                assert_eq!(from_server, Err(ProtoError::BadField(Field::MsgType)), "{msg_type:?}");
             } else {
                 assert_eq!(from_server, Message::parse(&h, &payload), "{msg_type:?}");
             }
@@ -1595,7 +1591,7 @@ mod tests {
     fn unknown_enum_values_are_errors_not_panics() {
         let (buf, n) = roundtrip(MessageType::Decision, 8, |p| p.copy_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]));
         let (h, p) = Header::parse(&buf[..n]).unwrap();
-        assert_eq!(Message::parse(&h, p), Err(ProtoError::BadField("Verdict")));
+        assert_eq!(Message::parse(&h, p), Err(ProtoError::BadField(Field::Verdict)));
     }
 
     #[test]
@@ -1893,7 +1889,7 @@ mod tests {
         old[field::crash::MACHINE.start] = 183;
         assert_eq!(Crash::parse(&old).unwrap().machine, Machine::Aarch64);
         old[field::crash::MACHINE.start] = 40;
-        assert_eq!(Crash::parse(&old).err(), Some(ProtoError::BadField("machine")));
+        assert_eq!(Crash::parse(&old).err(), Some(ProtoError::BadField(Field::Machine)));
     }
 
     #[test]
@@ -1924,7 +1920,7 @@ mod tests {
             assert_eq!(d.max_payload, 1472);
         }
         // An unknown verdict is still refused.
-        assert_eq!(Decision::parse(&[3, 0, 0, 0, 0, 0, 5, 0xc0]).err(), Some(ProtoError::BadField("Verdict")));
+        assert_eq!(Decision::parse(&[3, 0, 0, 0, 0, 0, 5, 0xc0]).err(), Some(ProtoError::BadField(Field::Verdict)));
     }
 
     #[test]
@@ -1984,12 +1980,12 @@ mod tests {
         let mut p = [0u8; 17];
         Data::emit_subheader(Section::Memory, 0, &mut p);
         p[1] = 2;
-        assert_eq!(Encoding::parse(&p), Err(ProtoError::BadField("encoding")));
+        assert_eq!(Encoding::parse(&p), Err(ProtoError::BadField(Field::Encoding)));
         // Raw with a length, LZ4 without one or past the largest block.
         for (code, len) in [(0u8, 1u32), (1, 0), (1, MAX_BLOCK as u32 + 1)] {
             p[1] = code;
             p[4..8].copy_from_slice(&len.to_be_bytes());
-            assert_eq!(Encoding::parse(&p), Err(ProtoError::BadField("raw_len")), "code {code} len {len}");
+            assert_eq!(Encoding::parse(&p), Err(ProtoError::BadField(Field::RawLen)), "code {code} len {len}");
         }
         p[4..8].copy_from_slice(&(MAX_BLOCK as u32).to_be_bytes());
         assert_eq!(Encoding::parse(&p), Ok(Encoding::Lz4 { raw_len: MAX_BLOCK as u32 }));
@@ -2069,9 +2065,9 @@ mod tests {
             assert!(Message::parse(&h, p).is_ok(), "{t:?}");
             let (mine, theirs) = (Message::parse_from_client(&h, p), Message::parse_from_server(&h, p));
             if t.from_client() {
-                assert!(mine.is_ok() && theirs == Err(ProtoError::BadField("msg_type")), "{t:?}");
+                assert!(mine.is_ok() && theirs == Err(ProtoError::BadField(Field::MsgType)), "{t:?}");
             } else {
-                assert!(theirs.is_ok() && mine == Err(ProtoError::BadField("msg_type")), "{t:?}");
+                assert!(theirs.is_ok() && mine == Err(ProtoError::BadField(Field::MsgType)), "{t:?}");
             }
         }
     }
@@ -2147,11 +2143,11 @@ mod tests {
             b[at] = v;
             ExcludedRun::parse(&b)
         };
-        assert_eq!(with(field::excluded_run::PAGES.end - 1, 0), Err(ProtoError::BadField("excluded pages")));
+        assert_eq!(with(field::excluded_run::PAGES.end - 1, 0), Err(ProtoError::BadField(Field::ExcludedPages)));
         for class in [0, 1, 3, 32, 0xff] {
-            assert_eq!(with(field::excluded_run::CLASS.start, class), Err(ProtoError::BadField("excluded class")));
+            assert_eq!(with(field::excluded_run::CLASS.start, class), Err(ProtoError::BadField(Field::ExcludedClass)));
         }
-        assert_eq!(with(field::excluded_run::RESERVED.start, 1), Err(ProtoError::BadField("excluded reserved")));
+        assert_eq!(with(field::excluded_run::RESERVED.start, 1), Err(ProtoError::BadField(Field::ExcludedReserved)));
         assert_eq!(ExcludedRun::parse(&good[..15]), Err(ProtoError::Truncated));
         assert!(ExcludedRun::parse_all(&good[..15]).is_err());
         assert!(ExcludedRun::parse_all(&[]).is_err());

@@ -57,8 +57,9 @@ pub enum ProtoError {
     BadCrc,
     /// The header's type byte (carried) names no [`MessageType`].
     UnknownType(u8),
-    /// A field holds a value the specification does not allow.
-    BadField(&'static str),
+    /// A field holds a value the specification does not allow (its name:
+    /// [`Field::name`]).
+    BadField(Field),
     /// The output buffer cannot hold the packet.
     BufferTooSmall,
 }
@@ -72,8 +73,102 @@ impl core::fmt::Display for ProtoError {
             ProtoError::LengthMismatch => f.write_str("payload length disagrees with datagram"),
             ProtoError::BadCrc => f.write_str("CRC mismatch"),
             ProtoError::UnknownType(t) => write!(f, "unknown message type {t:#04x}"),
-            ProtoError::BadField(name) => write!(f, "invalid field: {name}"),
+            ProtoError::BadField(field) => write!(f, "invalid field: {}", field.name()),
             ProtoError::BufferTooSmall => f.write_str("buffer too small"),
+        }
+    }
+}
+
+/// Which field [`ProtoError::BadField`] rejects: one byte, where the field's name as a
+/// `&'static str` made every parse result 24 bytes, returned through memory and copied
+/// at each `?`; the name is [`Field::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Field {
+    /// `msg_type`.
+    MsgType,
+    /// `page_size`.
+    PageSize,
+    /// `range alignment`.
+    RangeAlignment,
+    /// `range overflows`.
+    RangeOverflows,
+    /// `ranges overlap or are unsorted`.
+    RangesUnsorted,
+    /// `range_count`.
+    RangeCount,
+    /// `machine`.
+    Machine,
+    /// `cpu_count`.
+    CpuCount,
+    /// `message_len`.
+    MessageLen,
+    /// `frame_count`.
+    FrameCount,
+    /// `excluded class`.
+    ExcludedClass,
+    /// `excluded reserved`.
+    ExcludedReserved,
+    /// `excluded pages`.
+    ExcludedPages,
+    /// `excluded length`.
+    ExcludedLength,
+    /// `offset`.
+    Offset,
+    /// `raw_len`.
+    RawLen,
+    /// `encoding`.
+    Encoding,
+    /// `bitmap_len`.
+    BitmapLen,
+    /// `text_len`.
+    TextLen,
+    /// `HelloStatus`.
+    HelloStatus,
+    /// `CrashKind`.
+    CrashKind,
+    /// `Verdict`.
+    Verdict,
+    /// `DecisionReason`.
+    DecisionReason,
+    /// `Section`.
+    Section,
+    /// `FinishStatus`.
+    FinishStatus,
+    /// `AfterDump`.
+    AfterDump,
+}
+
+impl Field {
+    /// The field's name, as error messages write it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::MsgType => "msg_type",
+            Field::PageSize => "page_size",
+            Field::RangeAlignment => "range alignment",
+            Field::RangeOverflows => "range overflows",
+            Field::RangesUnsorted => "ranges overlap or are unsorted",
+            Field::RangeCount => "range_count",
+            Field::Machine => "machine",
+            Field::CpuCount => "cpu_count",
+            Field::MessageLen => "message_len",
+            Field::FrameCount => "frame_count",
+            Field::ExcludedClass => "excluded class",
+            Field::ExcludedReserved => "excluded reserved",
+            Field::ExcludedPages => "excluded pages",
+            Field::ExcludedLength => "excluded length",
+            Field::Offset => "offset",
+            Field::RawLen => "raw_len",
+            Field::Encoding => "encoding",
+            Field::BitmapLen => "bitmap_len",
+            Field::TextLen => "text_len",
+            Field::HelloStatus => "HelloStatus",
+            Field::CrashKind => "CrashKind",
+            Field::Verdict => "Verdict",
+            Field::DecisionReason => "DecisionReason",
+            Field::Section => "Section",
+            Field::FinishStatus => "FinishStatus",
+            Field::AfterDump => "AfterDump",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The 256-byte register record of the REGISTERS section (docs/PROTOCOL.md).
 
 use super::ProtoError;
-use super::bytes::Reader;
+use super::bytes::{Reader, put_words};
 
 /// Length of one register record on the wire.
 pub const REGISTER_RECORD_LEN: usize = 256;
@@ -441,16 +441,6 @@ impl Aarch64Record {
         r[32] = self.pc;
         r[33] = self.pstate;
         r
-    }
-}
-
-/// Writes `words` big-endian at the start of `out`, as many as fit: the one loop behind
-/// every record layout, out of line so that no caller gets it unrolled into 32 or 40
-/// stores (docs/PERFORMANCE.md, "Footprint"). Records are written once per dump.
-#[inline(never)]
-fn put_words(words: &[u64], out: &mut [u8]) {
-    for (bytes, word) in out.chunks_exact_mut(8).zip(words) {
-        bytes.copy_from_slice(&word.to_be_bytes());
     }
 }
 

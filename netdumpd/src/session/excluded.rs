@@ -219,7 +219,7 @@ mod tests {
         let good = records(&[(1, 1, PageClass::User)]);
         assert_eq!(x.add(8, &good, &ranges(), 4096), Err(ExclusionError::Misaligned(8)));
         let e = x.add(0, &good[..15], &ranges(), 4096).unwrap_err();
-        assert_eq!(e, ExclusionError::Record(ProtoError::BadField("excluded length")));
+        assert_eq!(e, ExclusionError::Record(ProtoError::BadField(netdump_core::proto::Field::ExcludedLength)));
         let mut bad_class = good.clone();
         bad_class[12] = 1; // zero pages are not a class of their own
         let e = x.add(0, &bad_class, &ranges(), 4096).unwrap_err();
