@@ -737,10 +737,12 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
     let mut prealloc = vec![];
     let mut prealloc_in_data = 0;
     let mut largest_text = vec![];
+    // The linker folds identical functions: one body, several names at one address.
+    // Each body counts once.
+    let mut seen = std::collections::HashSet::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut parts = line.splitn(4, ' ');
-        let (Some(_addr), Some(size), Some(kind), Some(name)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(addr), Some(size), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
@@ -752,6 +754,9 @@ pub fn footprint(kernel: &Path) -> Result<FootprintReport> {
             "b" | "B" => 3,
             _ => continue,
         };
+        if size > 0 && !seen.insert((addr.to_string(), section)) {
+            continue;
+        }
         if name.contains("BUFFERS") || name.ends_with("::DMA") || name.contains("DMA_MEMORY") {
             prealloc.push((name.to_string(), size));
             if section == 2 {
