@@ -323,6 +323,7 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
             "session_timeout_s": c.session_timeout.as_secs(),
             "after_dump": c.after_dump.name(),
             "progress_interval_s": c.progress_interval.as_secs(),
+            "log_format": c.log_format.map(crate::logging::LogFormat::name),
             "min_free_bytes": c.min_free_bytes,
             "max_sessions": c.max_sessions,
             "max_memory_dumps": c.max_memory_dumps,
@@ -384,6 +385,10 @@ pub fn check_config(c: &ServerConfig, source: Option<&Path>, as_json: bool) -> a
     }
     out.push_str(&format!("listen        {}\n", c.listen));
     out.push_str(&format!("dir           {}\n", c.dump_dir.display()));
+    out.push_str(&format!(
+        "log format    {}\n",
+        c.log_format.map_or("journald when stderr is the journal, else text", crate::logging::LogFormat::name)
+    ));
     out.push_str(&format!("reserve       {}\n", human_bytes(c.min_free_bytes)));
     out.push_str(&format!("dumps at once {} ({} with memory)\n", c.max_sessions, c.max_memory_dumps));
     out.push_str(&format!(

@@ -58,7 +58,7 @@ pub const DAEMON_SECTIONS: &[(&str, &[(&str, &str)])] = &[
                  [dedup], [analysis], [encryption], and the [limits] rates, max_dump_gib, \
                  log_lines_per_second, max_signatures, max_excluded_runs and max_receive_mib. Logged \
                  as needing a restart and left as they run: listen, dir, [netconsole], [upload], \
-                 --log-format, and [limits] max_clients, max_retired, \
+                 log_format (--log-format), and [limits] max_clients, max_retired, \
                  max_hook_processes, max_queued_jobs. A configuration that does not parse or validate \
                  is refused as a whole (logged) and the running one kept.",
             ),
@@ -436,6 +436,7 @@ impl Cli {
             max_memory_dumps: self.max_memory_dumps,
             progress_interval: None,
             log_level: self.log_level.clone(),
+            log_format: self.log_format,
             page_filtering: None,
             hooks: HooksSection {
                 register: self.hook_register.clone(),
@@ -558,12 +559,19 @@ mod tests {
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = crate::test_dir::TestDir::new("cli-config");
         let file = dir.path().join("n.toml");
-        std::fs::write(&file, "dir = \"/from/file\"\nmax_sessions = 3\nlog_level = \"warn\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "dir = \"/from/file\"\nmax_sessions = 3\nlog_level = \"warn\"\nlog_format = \"journald\"\n",
+        )
+        .unwrap();
         let path = file.to_str().unwrap();
-        let cli = Cli::parse_from(["netdumpd", "--config", path, "--dir", "/from/flag"]);
+        let cli = Cli::parse_from(["netdumpd", "--config", path, "--dir", "/from/flag", "--log-format", "json"]);
         let c = cli.server_config().unwrap();
         assert_eq!((c.dump_dir, c.max_sessions), (PathBuf::from("/from/flag"), 3));
+        assert_eq!(c.log_format, Some(crate::logging::LogFormat::Json), "the flag wins");
         assert_eq!(cli.log_level().unwrap().as_deref(), Some("warn"));
+        let from_file = Cli::parse_from(["netdumpd", "--config", path]).server_config().unwrap();
+        assert_eq!(from_file.log_format, Some(crate::logging::LogFormat::Journald));
         // Subcommands take the global options after them too.
         let cli = Cli::parse_from(["netdumpd", "list", "--config", path, "--json"]);
         assert!(matches!(cli.command, Some(Command::List { json: true, bucket: false })));

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub page_filtering: bool,
     /// Finished dumps shipped to object storage (`[upload]`), when configured.
     pub upload: Option<crate::upload::UploadConfig>,
+    /// The log's format (`log_format`, `--log-format`); `None`: the journal when stderr
+    /// is connected to it, else text.
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 /// `[encryption]`.
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             encryption: EncryptionConfig::default(),
             page_filtering: true,
             upload: None,
+            log_format: None,
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct ConfigFile {
     /// Seconds between progress lines of a dump in the log.
     pub progress_interval: Option<u64>,
     pub log_level: Option<String>,
+    /// `text`, `json` or `journald` (as `--log-format`).
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Grant page filtering to clients that ask (default true).
     pub page_filtering: Option<bool>,
     #[serde(default)]
@@ -379,6 +385,9 @@ impl ConfigFile {
         }
         if let Some(v) = &self.dir {
             c.dump_dir = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = Some(v);
         }
         if let Some(v) = self.session_timeout {
             anyhow::ensure!(v > 0, "session_timeout must be at least 1 second");
@@ -674,6 +683,19 @@ mod tests {
         assert!(ConfigFile::parse("after_dump = \"explode\"").unwrap().apply(&mut c).is_err());
         assert!(ConfigFile::parse("[dedup]\npolicy = \"sometimes\"").unwrap().apply(&mut c).is_err());
         assert!(ConfigFile::parse("max_sessions = 0").unwrap().apply(&mut c).is_err());
+    }
+
+    #[test]
+    fn log_format_is_a_key_with_the_flag_s_values() {
+        use crate::logging::LogFormat;
+        let mut c = ServerConfig::default();
+        assert_eq!(c.log_format, None, "unset: the journal or text, as stderr says");
+        ConfigFile::parse("log_format = \"json\"").unwrap().apply(&mut c).unwrap();
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        ConfigFile::parse("log_format = \"journald\"").unwrap().apply(&mut c).unwrap();
+        assert_eq!(c.log_format, Some(LogFormat::Journald));
+        let e = ConfigFile::parse("log_format = \"xml\"").unwrap_err().to_string();
+        assert!(e.contains("xml") || e.contains("unknown variant"), "{e}");
     }
 
     #[test]

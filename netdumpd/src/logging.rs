@@ -23,7 +23,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Where and how the log is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines on stderr (coloured only on a terminal).
     Text,
@@ -32,6 +33,17 @@ pub enum LogFormat {
     Json,
     /// Straight to the systemd journal, with the fields as journal fields.
     Journald,
+}
+
+impl LogFormat {
+    /// The name the flag and the file take.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+            LogFormat::Journald => "journald",
+        }
+    }
 }
 
 /// The filter in force and the handle that replaces it.

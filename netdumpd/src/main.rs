@@ -87,7 +87,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
     }
     let config = cli.server_config().status(exit::CONFIG)?;
     let filter = cli.log_filter().status(exit::CONFIG)?;
-    netdumpd::logging::init(&filter, cli.log_format, config.limits.log_lines_per_second).status(exit::CONFIG)?;
+    netdumpd::logging::init(&filter, config.log_format, config.limits.log_lines_per_second).status(exit::CONFIG)?;
     // The keys before the socket: a key that does not load is a configuration error.
     let keys = netdumpd::keys::ServerKeys::load(&config.encryption.private_keys).status(exit::CONFIG)?;
     if config.encryption.require_encryption && keys.is_empty() {

@@ -11,7 +11,7 @@
 //! | `[hooks]`, `[retention]`, `[dedup]`, `[analysis]` | applied (to crashes and dumps that begin or end after it) |
 //! | `[limits]` `hellos_per_second`, `hellos_per_source_per_second`, `crashes_per_second`, `max_dump_gib`, `log_lines_per_second`, `max_signatures`, `max_excluded_runs` (dumps that begin after it), `max_receive_mib` | applied |
 //! | `[encryption]` `private_keys`, `require_encryption` | applied to new handshakes (sessions in progress keep theirs); a key that does not load refuses the reload |
-//! | `listen`, `dir`, `[netconsole]`, `--log-format` | needs a restart |
+//! | `listen`, `dir`, `[netconsole]`, `log_format` (`--log-format`) | needs a restart |
 //! | `[limits]` `max_clients`, `max_retired`, `max_hook_processes`, `max_queued_jobs` | needs a restart |
 //! | `[upload]` | needs a restart |
 
@@ -83,6 +83,7 @@ pub fn plan(running: &ServerConfig, new: ServerConfig) -> Plan {
     restart!(limits.max_hook_processes, "limits.max_hook_processes");
     restart!(limits.max_queued_jobs, "limits.max_queued_jobs");
     restart!(upload, "upload");
+    restart!(log_format, "log_format");
     // Follows `[upload]`, which needs a restart.
     next.retention.keep_until_uploaded = running.retention.keep_until_uploaded;
     live!(session_timeout, "session_timeout");
@@ -146,9 +147,11 @@ mod tests {
         new.dump_dir = PathBuf::from("/elsewhere");
         new.syslog_listen = Some("127.0.0.1:5514".parse().unwrap());
         new.limits.max_hook_processes = 1;
+        new.log_format = Some(crate::logging::LogFormat::Json);
         new.max_sessions = 3;
         let p = plan(&running, new);
-        assert_eq!(p.needs_restart, ["listen", "dir", "netconsole.listen", "limits.max_hook_processes"]);
+        assert_eq!(p.needs_restart, ["listen", "dir", "netconsole.listen", "limits.max_hook_processes", "log_format"]);
+        assert_eq!(p.config.log_format, None);
         assert_eq!(p.applied, ["max_sessions"]);
         assert_eq!(p.config.listen, running.listen);
         assert_eq!(p.config.dump_dir, running.dump_dir);

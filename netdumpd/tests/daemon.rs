@@ -153,6 +153,24 @@ fn the_log_goes_to_stderr_as_json_lines_and_stdout_stays_empty() {
 }
 
 #[test]
+fn the_config_file_s_log_format_is_the_flag_s() {
+    let dir = TempDir::new("daemon-json-key");
+    let config = dir.path().join("netdumpd.toml");
+    write_config(&config, &dir.path().join("dumps"), "log_format = \"json\"\n");
+    let mut cmd = netdumpd();
+    cmd.arg("--config").arg(&config);
+    let mut d = Daemon::start(cmd);
+    let ready = d.wait_for_json("netdumpd ready");
+    assert_eq!(ready["level"], "INFO", "{ready}");
+    assert_eq!(d.stop().0, Some(0));
+    // A value the flag would refuse is a configuration error (exit 78), named.
+    write_config(&config, &dir.path().join("dumps"), "log_format = \"xml\"\n");
+    let out = netdumpd().arg("--config").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log_format"), "{out:?}");
+}
+
+#[test]
 fn text_logs_into_a_pipe_have_no_colour_codes() {
     let dir = TempDir::new("daemon-text");
     let mut cmd = netdumpd();
@@ -312,7 +330,7 @@ fn check_config_json_is_data_a_parser_reads() {
     write_config(
         &config,
         &dir.path().join("dumps"),
-        "session_timeout = 30\nafter_dump = \"halt\"\n[dedup]\npolicy = \"skip-memory\"\nwithin_days = 3\n[retention]\nmax_total_mib = 2\n",
+        "session_timeout = 30\nafter_dump = \"halt\"\nlog_format = \"json\"\n[dedup]\npolicy = \"skip-memory\"\nwithin_days = 3\n[retention]\nmax_total_mib = 2\n",
     );
     let out = netdumpd().args(["check-config", "--json", "--config"]).arg(&config).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -321,6 +339,7 @@ fn check_config_json_is_data_a_parser_reads() {
     assert_eq!(v["listen"], "127.0.0.1:0");
     assert_eq!(v["session_timeout_s"], 30);
     assert_eq!(v["after_dump"], "halt");
+    assert_eq!(v["log_format"], "json");
     assert_eq!(v["dedup"], serde_json::json!({ "policy": "skip-memory", "within_days": 3 }));
     assert_eq!(v["retention"]["max_total_bytes"], 2 << 20);
     assert_eq!(v["retention"]["max_dumps_per_client"], serde_json::Value::Null);
