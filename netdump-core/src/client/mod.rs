@@ -1536,18 +1536,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let (payload, crc) = (window.payload(seq), window.payload_crc(seq));
         let sent = if self.encrypted() {
             self.send_message(header, payload.len(), |p| p.copy_from_slice(payload))
-        } else if self.batched_doorbells {
-            // The send loop reclaims and flushes once per burst.
-            self.link
-                .send_deferred(&mut self.nic, HEADER_LEN + payload.len(), |buf| {
-                    // The buffer is sized from the payload, so emit cannot fail.
-                    let _ = header.emit_with_payload_crc(buf, payload, crc);
-                })
-                .map_err(DumpError::Nic)
         } else {
-            self.nic.poll_transmit();
+            // Batched: the send loop reclaims and flushes once per burst.
+            let deferred = self.batched_doorbells;
+            if !deferred {
+                self.nic.poll_transmit();
+            }
             self.link
-                .send(&mut self.nic, HEADER_LEN + payload.len(), |buf| {
+                .send_as(&mut self.nic, HEADER_LEN + payload.len(), deferred, |buf| {
                     // The buffer is sized from the payload, so emit cannot fail.
                     let _ = header.emit_with_payload_crc(buf, payload, crc);
                 })

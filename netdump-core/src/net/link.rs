@@ -188,24 +188,21 @@ impl UdpLink {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), NicError> {
-        let mut fill = Some(fill);
-        self.send_dyn(nic, payload_len, false, &mut |payload| {
-            if let Some(f) = fill.take() {
-                f(payload)
-            }
-        })
+        self.send_as(nic, payload_len, false, fill)
     }
 
-    /// [`send`](Self::send) through [`PolledNic::transmit_deferred`]: the caller flushes
-    /// the NIC ([`PolledNic::flush_transmit`]) after the burst, before it waits.
-    pub fn send_deferred(
+    /// [`send`](Self::send), through [`PolledNic::transmit_deferred`] when `deferred`:
+    /// then the caller flushes the NIC ([`PolledNic::flush_transmit`]) after the burst,
+    /// before it waits.
+    pub fn send_as(
         &mut self,
         nic: &mut dyn PolledNic,
         payload_len: usize,
+        deferred: bool,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), NicError> {
         let mut fill = Some(fill);
-        self.send_dyn(nic, payload_len, true, &mut |payload| {
+        self.send_dyn(nic, payload_len, deferred, &mut |payload| {
             if let Some(f) = fill.take() {
                 f(payload)
             }
