@@ -10,6 +10,7 @@ use netdump_core::client::{ClientName, Config, Timeouts};
 use netdump_core::host::{SystemClock, UdpSocketNic, guest_net};
 use netdump_core::log::ConsoleLog;
 use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
+use netdump_core::nic::{NicError, PolledNic};
 use netdump_core::proto::{REGISTERS_VALID, RegisterRecord};
 use netdump_core::{CrashBuffers, CrashInfo, DumpError, Netdump};
 
@@ -352,4 +353,101 @@ fn a_filter_with_a_server_that_does_not_grant_it_sends_every_page() {
     let bytes = std::fs::read(dump.join("vmcore")).unwrap();
     assert_eq!(Core::new(&bytes).read_virt(RAM_BASE, ram.0.0.len()), &ram.0.0[..], "every page arrived");
     assert_eq!(read_info(dump)["filter"], serde_json::Value::Null);
+}
+
+/// A NIC whose device, like a real one, sends a deferred frame only at the doorbell
+/// (`flush_transmit`) or the next immediate `transmit`; counts how each frame went.
+struct DoorbellNic {
+    inner: UdpSocketNic,
+    queued: Vec<Vec<u8>>,
+    immediate: u64,
+    deferred: u64,
+    doorbells: u64,
+}
+
+impl DoorbellNic {
+    fn ring(&mut self) {
+        for frame in std::mem::take(&mut self.queued) {
+            self.inner.transmit(frame.len(), &mut |buf| buf.copy_from_slice(&frame)).expect("loopback send");
+        }
+    }
+}
+
+impl PolledNic for DoorbellNic {
+    fn mac_address(&self) -> [u8; 6] {
+        self.inner.mac_address()
+    }
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+    fn reset(&mut self) -> Result<(), NicError> {
+        self.queued.clear();
+        self.inner.reset()
+    }
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        self.ring();
+        self.immediate += 1;
+        self.inner.transmit(len, fill)
+    }
+    fn transmit_deferred(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), NicError> {
+        netdump_core::nic::check_frame_len(len, self.inner.mtu())?;
+        let mut frame = vec![0u8; len];
+        fill(&mut frame);
+        self.queued.push(frame);
+        self.deferred += 1;
+        Ok(())
+    }
+    fn flush_transmit(&mut self) {
+        if !self.queued.is_empty() {
+            self.doorbells += 1;
+            self.ring();
+        }
+    }
+    fn poll_transmit(&mut self) -> usize {
+        self.inner.poll_transmit()
+    }
+    fn poll_receive(&mut self, handler: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
+        self.inner.poll_receive(handler)
+    }
+}
+
+/// Dumps [`FakeRam`] through a [`DoorbellNic`] with batched doorbells on or off; returns
+/// the report and the NIC's counts (immediate, deferred, doorbells) after checking the
+/// memory bit for bit.
+fn dump_with_doorbells(batched: bool) -> (netdump_core::DumpReport, (u64, u64, u64)) {
+    let dir = TempDir::new(if batched { "real-doorbell-batched" } else { "real-doorbell-each" });
+    let server = TestServer::start(dir.path());
+    let inner = UdpSocketNic::new([2, 0, 0, 0, 0, 7], 1500, server.addr).unwrap();
+    let nic = DoorbellNic { inner, queued: vec![], immediate: 0, deferred: 0, doorbells: 0 };
+    let ram = FakeRam::new();
+    let map = MemoryMap::new(&[MemoryRange { phys_start: RAM_BASE, length: ram.0.len() as u64, virt_start: RAM_BASE }])
+        .unwrap();
+    let buffers: &'static mut CrashBuffers<64> = Box::leak(Box::new(CrashBuffers::new()));
+    let mut rng = CounterRng(0x0d00_4be1);
+    let mut nd = Netdump::install(nic, SystemClock::default(), &mut rng, config(server.addr.port()), buffers, map)
+        .expect("install");
+    nd.set_batched_doorbells(batched);
+    nd.set_compression(false);
+    let crash = CrashInfo::panic(0, b"doorbells", &[]);
+    let report = nd.dump(&crash, &[], &ram, None).expect("the dump completes: every burst was rung");
+    let dumps = server.dumps();
+    let dump = dumps.iter().find(|d| d.file_name().unwrap().to_string_lossy().starts_with("real-client-")).unwrap();
+    let bytes = std::fs::read(dump.join("vmcore")).unwrap();
+    let core = Core::new(&bytes);
+    assert_eq!(core.read_virt(RAM_BASE, ram.0.len()), &ram.0[..], "memory differs");
+    let nic = nd.nic();
+    assert!(nic.queued.is_empty(), "frames left behind the doorbell");
+    (report, (nic.immediate, nic.deferred, nic.doorbells))
+}
+
+#[test]
+fn a_burst_of_data_rings_the_doorbell_once_and_each_frame_can_ring_it_instead() {
+    let (report, (immediate, deferred, doorbells)) = dump_with_doorbells(true);
+    let data = u64::from(report.packets) + report.retransmissions;
+    assert_eq!(deferred, data, "every DATA frame deferred to the burst's doorbell");
+    assert!(doorbells > 0 && doorbells * 4 <= deferred, "{doorbells} doorbells for {deferred} DATA frames");
+    assert!(immediate > 0, "control messages still go at once");
+    let (report, (immediate, deferred, doorbells)) = dump_with_doorbells(false);
+    assert_eq!((deferred, doorbells), (0, 0), "doorbell per frame: nothing deferred");
+    assert!(immediate >= u64::from(report.packets), "{immediate} frames for {} DATA packets", report.packets);
 }
