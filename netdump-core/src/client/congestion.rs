@@ -10,8 +10,9 @@
 //!   delivers it, the bytes delivered since, over the longer of the time they took to
 //!   send and to acknowledge (never shorter than the smallest RTT), are a sample of the
 //!   rate the path delivers. The estimate is the largest sample of the last
-//!   5–10 round trips ([`FILTER_ROUNDS`]); a sample taken while the sender had nothing to
-//!   send counts only if it raises the estimate.
+//!   10–20 round trips ([`FILTER_ROUNDS`]); a sample of a packet sent while the sender had
+//!   nothing to send, or was behind its pacing schedule (held up: a descheduled vCPU),
+//!   counts only if it raises the estimate.
 //! - **Pacing.** New packets and retransmissions leave no sooner than their bytes at the
 //!   pacing rate (the estimate times a gain) after the previous one, measured on the
 //!   caller's clock; a sender behind its schedule may catch up by [`PACING_CREDIT`]
@@ -19,17 +20,21 @@
 //! - **Gains.** Startup paces at 2.885× the estimate (the rate doubles per round trip)
 //!   until the estimate stops growing by a quarter for three round trips, or a queue
 //!   overflows; drain then paces at 1/2.885 until the packets in the network are down to
-//!   the target (or for one smallest RTT); after that a cycle of eight phases of one
-//!   smallest RTT each: 1.25× (probe for more), 0.75× (drain what the probe queued), six
-//!   at 1×.
+//!   the bandwidth-delay product (or for one smallest RTT: a server that holds ACKs keeps
+//!   more than that in flight); after that a cycle of eight phases of one smallest RTT
+//!   each: 1.25× (probe for more), 0.75× (drain what the probe queued, ending likewise),
+//!   six at 1×. The probe queues a quarter of the bandwidth-delay product at most.
 //! - **In flight** at most twice the target, the target being the bandwidth-delay product
 //!   (estimate × smallest RTT) plus [`ACK_QUANTUM`] packets a server holds an ACK for;
 //!   in startup 2.885× the target, at least the initial window; always within
 //!   `[FLOOR, cap]`. Pacing keeps the queue short; the cap is a backstop.
 //! - **Loss.** An isolated hole is random loss: it is resent, nothing else changes. A
 //!   queue that overflowed shows as a run of [`LOSS_RUN`] packets lost back to back, or
-//!   as more than 1 packet in [`LOSS_SHARE`] lost in a round trip: then the estimate is
-//!   cut by 15% (startup ends), once per window of data (`recover`).
+//!   as more than 1 packet in [`LOSS_SHARE`] lost over [`LOSS_SAMPLE`] (a paced sender a
+//!   little above the rate loses one here and there): then the estimate is cut by 15%
+//!   (startup ends), once per window of data (`recover`); samples at the path's rate
+//!   bring it back. What the first, unpaced window loses (no rate is known yet) ends
+//!   nothing.
 //! - **Timeouts.** One changes nothing (most are a descheduled sender or server); a
 //!   second without an ACK in between means the ACK clock is gone: the window is
 //!   [`FLOOR`] until an ACK comes.
@@ -55,8 +60,9 @@ pub const LOSS_SAMPLE: u64 = 64;
 /// what is in flight beyond the bandwidth-delay product while the ACK is held.
 pub const ACK_QUANTUM: u64 = 32;
 /// Round trips each half of the rate filter covers: the estimate is the largest sample
-/// of the last 5 to 10.
-pub const FILTER_ROUNDS: u64 = 5;
+/// of the last 10 to 20 (a sender held up for a few round trips does not lower it; a
+/// queue that overflows cuts it at once).
+pub const FILTER_ROUNDS: u64 = 10;
 /// Packets a sender behind its pacing schedule may send back to back.
 pub const PACING_CREDIT: u64 = 2;
 /// Bytes of a DATA packet on an Ethernet link beyond its payload: Ethernet, IPv4, UDP and
@@ -236,7 +242,7 @@ impl Congestion {
     /// The bandwidth-delay product, packets.
     pub fn bdp(&self) -> u64 {
         let rtt = self.min_rtt_us().unwrap_or(0);
-        (self.bandwidth() as u128 * rtt as u128 / 1_000_000 / self.packet_bytes() as u128) as u64
+        self.bandwidth().saturating_mul(rtt) / 1_000_000 / self.packet_bytes()
     }
 
     /// Packets in flight that keep the link busy: the bandwidth-delay product and what a
@@ -276,8 +282,14 @@ impl Congestion {
         let rate = self.pacing_rate();
         if rate > 0 {
             let now_ns = now_us.saturating_mul(1000);
-            let per_ns = |b: u64| (b as u128 * 1_000_000_000 / rate as u128) as u64;
+            let per_ns = |b: u64| b.saturating_mul(1_000_000_000) / rate;
             let credit = PACING_CREDIT * per_ns(self.packet_bytes());
+            if now_ns.saturating_sub(credit) > self.next_send_ns {
+                // Behind the schedule by more than the credit: the sender was held up (a
+                // descheduled vCPU, a long page read), not the path. What is in flight
+                // now measures the sender; it may raise the estimate, not lower it.
+                self.on_app_limited(in_network);
+            }
             self.next_send_ns = self.next_send_ns.max(now_ns.saturating_sub(credit)) + per_ns(bytes);
         }
         SendState {
@@ -325,7 +337,7 @@ impl Congestion {
         // bunched (a held ACK, a descheduled sender) do not make the path look faster.
         let interval = sent_us.saturating_sub(p.first_sent_us).max(now_us.saturating_sub(p.delivered_us));
         if interval > 0 && interval >= self.min_rtt_us().unwrap_or(0) {
-            let rate = ((self.delivered - p.delivered) as u128 * 1_000_000 / interval as u128) as u64;
+            let rate = (self.delivered - p.delivered).saturating_mul(1_000_000) / interval;
             if !p.app_limited || rate >= self.bandwidth() {
                 // The filter ages with the samples it takes: app-limited rounds keep it.
                 let age = self.round - self.epoch_round;
@@ -577,7 +589,7 @@ mod tests {
             c.on_loss(LossReport { newest: seq, holes: 1, longest_run: 1 }, 2000);
         }
         flow.run(&mut c, now + 20_000, 12_500_000, 10_000);
-        assert_eq!(c.stats().reductions, 1, "more than 1 in {LOSS_SHARE} of a round lost");
+        assert_eq!(c.stats().reductions, 1, "more than 1 in {LOSS_SHARE} lost");
         assert_eq!(c.stats().random_losses, 20, "each on its own looked random");
         // The path delivers at its rate again: the samples bring the estimate back.
         assert!(c.bandwidth() >= bw * 85 / 100);
