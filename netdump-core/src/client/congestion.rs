@@ -22,8 +22,9 @@
 //!   overflows; drain then paces at 1/2.885 until the packets in the network are down to
 //!   the bandwidth-delay product (or for one smallest RTT: a server that holds ACKs keeps
 //!   more than that in flight); after that a cycle of eight phases of one smallest RTT
-//!   each: 1.25× (probe for more), 0.75× (drain what the probe queued, ending likewise),
-//!   six at 1×. The probe queues a quarter of the bandwidth-delay product at most.
+//!   each: 1.125× (probe for more), 0.875× (drain what the probe queued, ending
+//!   likewise), six at 1×. The probe queues an eighth of the bandwidth-delay product at
+//!   most (BBR's quarter filled a 32-packet queue at 150 Mbit/s and 10 ms on its own).
 //! - **In flight** at most twice the target, the target being the bandwidth-delay product
 //!   (estimate × smallest RTT) plus [`ACK_QUANTUM`] packets a server holds an ACK for;
 //!   in startup 2.885× the target, at least the initial window; always within
@@ -72,7 +73,7 @@ pub const PACKET_OVERHEAD: u64 = 14 + 20 + 8 + HEADER_LEN as u64;
 /// Gains in thousandths.
 const STARTUP_GAIN: u64 = 2885;
 const DRAIN_GAIN: u64 = 1000 * 1000 / STARTUP_GAIN;
-const CYCLE: [u64; 8] = [1250, 750, 1000, 1000, 1000, 1000, 1000, 1000];
+const CYCLE: [u64; 8] = [1125, 875, 1000, 1000, 1000, 1000, 1000, 1000];
 /// Bytes of a full frame: the packet size before anything was delivered.
 const FULL_PACKET: u64 = 1514;
 
@@ -540,7 +541,7 @@ mod tests {
         let share = |gain| gains.iter().filter(|&&g| g == gain).count();
         // One phase of eight probes; the drain after it ends at once, nothing having
         // queued on this path (the packets in flight are below the target).
-        assert!((35..=65).contains(&share(1250)), "{gains:?}");
+        assert!((35..=65).contains(&share(CYCLE[0])), "{gains:?}");
         assert!(share(1000) >= 300, "{gains:?}");
     }
 
