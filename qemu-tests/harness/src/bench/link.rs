@@ -447,6 +447,42 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_counts_per_bucket_from_the_first_data() {
+        use crate::proxy::{Fate, Seen};
+        use netdump_core::proto::Header;
+        let t0 = std::time::Instant::now();
+        let client: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let ev = |ms: u64, dir, t, fl, seq, fate| Event {
+            at: t0 + Duration::from_millis(ms),
+            seen: Seen { dir, client, header: Some(Header::v1(t, fl, 1, seq)) },
+            fate,
+        };
+        let (up, down, ok) = (Direction::ToServer, Direction::ToClient, Fate::Forwarded);
+        let events = [
+            ev(0, down, MessageType::Ack, 0, 0, ok), // before the first DATA: not counted
+            ev(10, up, MessageType::Data, 0, 0, ok),
+            ev(20, up, MessageType::Data, 0, 1, Fate::QueueFull),
+            ev(30, up, MessageType::Data, 0, 2, Fate::Lost),
+            ev(40, down, MessageType::Ack, 0, 1, ok),
+            ev(70, up, MessageType::Data, flags::RETRANSMIT, 1, ok),
+            ev(170, up, MessageType::Data, 0, 3, ok),
+        ];
+        let t = timeline(&events);
+        let rows: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            rows,
+            [
+                "ms,data,resent,queue_drops,lost,acks,in_flight",
+                "0,3,0,1,1,1,2",
+                "50,1,1,0,0,0,2",
+                "100,0,0,0,0,0,2",
+                "150,1,0,0,0,0,3",
+            ],
+            "{t}"
+        );
+    }
+
+    #[test]
     fn only_congestion_controlled_runs_count_for_the_target() {
         let run = |mbit, cc, fill| LinkRun { mbit, congestion_control: cc, fill, seconds: 1.0, ..Default::default() };
         let l = LinkReport {
