@@ -64,8 +64,10 @@ pub const ACK_QUANTUM: u64 = 32;
 /// of the last 10 to 20 (a sender held up for a few round trips does not lower it; a
 /// queue that overflows cuts it at once).
 pub const FILTER_ROUNDS: u64 = 10;
-/// Packets a sender behind its pacing schedule may send back to back.
-pub const PACING_CREDIT: u64 = 2;
+/// Packets a sender behind its pacing schedule may send back to back: enough to make up
+/// the hiccups of a polled sender (a page read, a burst of ACKs to parse) when the sender
+/// itself is the bottleneck, few enough for a shallow queue (a quarter of 32 packets).
+pub const PACING_CREDIT: u64 = 8;
 /// Bytes of a DATA packet on an Ethernet link beyond its payload: Ethernet, IPv4, UDP and
 /// the protocol header. What delivery and pacing count per packet.
 pub const PACKET_OVERHEAD: u64 = 14 + 20 + 8 + HEADER_LEN as u64;
@@ -520,9 +522,10 @@ mod tests {
         let mut c2 = c.clone();
         c2.next_send_ns = 0;
         let t = 3 * MB;
-        c2.on_send(t, 1500, 50);
-        c2.on_send(t, 1500, 51);
-        c2.on_send(t, 1500, 52);
+        for i in 0..=PACING_CREDIT {
+            assert!(c2.pacing_allows(t), "behind the schedule: the credit lets {i} go at once");
+            c2.on_send(t, 1500, 50 + i as usize);
+        }
         assert!(!c2.pacing_allows(t), "the credit is spent");
         let per_packet_us = 1500 * MB / c2.pacing_rate();
         assert!(c2.pacing_allows(t + 2 * per_packet_us));
