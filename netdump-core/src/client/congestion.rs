@@ -286,7 +286,7 @@ impl Congestion {
         if rate > 0 {
             let now_ns = now_us.saturating_mul(1000);
             let per_ns = |b: u64| b.saturating_mul(1_000_000_000) / rate;
-            let credit = PACING_CREDIT * per_ns(self.packet_bytes());
+            let credit = per_ns(PACING_CREDIT * self.packet_bytes());
             if now_ns.saturating_sub(credit) > self.next_send_ns {
                 // Behind the schedule by more than the credit: the sender was held up (a
                 // descheduled vCPU, a long page read), not the path. What is in flight
@@ -305,6 +305,7 @@ impl Congestion {
 
     /// The sender had nothing to send with `in_network` packets in the network: samples
     /// of packets sent until those are delivered say what the sender did, not the path.
+    #[inline(never)]
     pub fn on_app_limited(&mut self, in_network: usize) {
         self.app_limited_until = self.delivered + (in_network as u64 + 1) * self.packet_bytes();
     }
@@ -376,6 +377,7 @@ impl Congestion {
 
     /// Counts packets delivered and lost at random; too many lost is a queue overflowing
     /// at a sender paced a little above the rate, which drops one packet here and there.
+    #[inline(never)]
     fn tally(&mut self, packets: u64, lost: u64) {
         self.tally_packets += packets;
         self.tally_lost += lost;
@@ -403,6 +405,7 @@ impl Congestion {
     }
 
     /// A queue overflowed: the rate is less than estimated.
+    #[inline(never)]
     fn congestion(&mut self) {
         let cut = self.bandwidth() * 85 / 100;
         self.bw = [self.bw[0].min(cut), self.bw[1].min(cut)];
