@@ -94,6 +94,11 @@ impl ReceiveWindow {
         u32::try_from(self.cumulative).unwrap_or(u32::MAX)
     }
 
+    /// The seq after the highest that has arrived: one beyond it opens a gap.
+    pub fn next_in_order(&self) -> u64 {
+        self.ahead.keys().next_back().map_or(self.cumulative, |&seq| seq + 1)
+    }
+
     /// Whether any packet beyond the cumulative point has arrived.
     pub fn has_gaps(&self) -> bool {
         !self.ahead.is_empty()

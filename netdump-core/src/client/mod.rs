@@ -13,6 +13,8 @@ mod compress;
 pub mod congestion;
 #[cfg(feature = "profile")]
 mod profile;
+#[cfg(test)]
+mod sim;
 mod stream;
 pub mod window;
 
@@ -1522,7 +1524,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
 
     /// Sends a stored DATA packet (first send or retransmission; in an encrypted
     /// session the window's plaintext is sealed again, under a new nonce).
-    fn transmit_data(&mut self, window: &mut SackWindow<'_>, seq: u32, ack_request: bool) -> Result<bool, DumpError> {
+    fn transmit_data(
+        &mut self,
+        window: &mut SackWindow<'_>,
+        seq: u32,
+        ack_request: bool,
+        now: u64,
+    ) -> Result<bool, DumpError> {
         let mut fl = if ack_request { flags::ACK_REQUEST } else { 0 };
         let retransmit = window.sends(seq) > 0;
         if retransmit {
@@ -1551,7 +1559,7 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         };
         match sent {
             Ok(()) => {
-                window.mark_sent(seq, self.clock.now_us());
+                window.mark_sent(seq, now);
                 Ok(true)
             }
             Err(DumpError::Nic(NicError::RingFull)) => Ok(false),
@@ -1607,10 +1615,13 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             } else if now.saturating_sub(last_progress) > silence {
                 return Err(DumpError::ServerSilent(Phase::Data));
             }
-            // Retransmit what is due, a bounded number per round.
+            // Retransmit what is due, a bounded number per round, paced like new packets.
             for _ in 0..16 {
+                if !window.paced(now) {
+                    break;
+                }
                 let Some(seq) = window.due(now) else { break };
-                if !self.transmit_data(window, seq, true)? {
+                if !self.transmit_data(window, seq, true, now)? {
                     break;
                 }
                 if now.saturating_sub(last_progress) >= window.rto_us()
@@ -1622,10 +1633,14 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             }
             // Fill the window with new packets.
             while !exhausted && window.can_push() {
+                let now = self.clock.now_us();
+                if !window.paced(now) {
+                    break;
+                }
                 let mut pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
                 if pushed.is_none()
                     && !stream.is_done()
-                    && self.clock.now_us().saturating_sub(last_sent) >= self.config.timeouts.keepalive_us
+                    && now.saturating_sub(last_sent) >= self.config.timeouts.keepalive_us
                 {
                     // A long zero-page scan: tell the server the dump is alive.
                     pushed = window.try_push(|slot| stream.keepalive_payload(&mut slot[..room]));
@@ -1636,14 +1651,15 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     // Nothing now: the stream ended, or it skipped a long run of zero
                     // pages and hands control back so that ACKs keep being read.
                     exhausted = stream.is_done();
+                    window.app_limited();
                     break;
                 };
                 #[cfg(feature = "profile")]
                 round.busy();
-                last_sent = self.clock.now_us();
+                last_sent = now;
                 totals.add(window.payload(seq).len(), window.payload_crc(seq));
                 let fills_window = !window.can_push();
-                let sent = self.transmit_data(window, seq, fills_window)?;
+                let sent = self.transmit_data(window, seq, fills_window, now)?;
                 #[cfg(feature = "profile")]
                 round.lap(self.clock.now_ns(), profile::Step::Transmit);
                 if !sent {

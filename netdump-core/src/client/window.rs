@@ -4,7 +4,7 @@
 //! retransmission is byte-identical to the first send even if memory (the dump path's
 //! own stack, say) changed meanwhile — the stream CRC depends on it.
 
-use super::congestion::{Congestion, CongestionStats, LossReport};
+use super::congestion::{Congestion, CongestionStats, Delivery, LossReport, PACKET_OVERHEAD, SendState};
 pub use crate::config::RtoBounds;
 use crate::proto::{Ack, Check};
 
@@ -22,6 +22,8 @@ pub struct PacketSlot {
     acked: bool,
     sends: u16,
     sent_at_us: u64,
+    /// What the congestion controller recorded at its last send.
+    state: SendState,
     payload: [u8; SLOT_PAYLOAD],
 }
 
@@ -29,8 +31,16 @@ impl PacketSlot {
     /// A free slot, for initialising arrays of them (e.g. in [`CrashBuffers`](crate::CrashBuffers)).
     /// All zero, so that a `static` of them is in `.bss`, not 1.5 KB of the kernel image
     /// per slot: `acked` is read only for packets pushed (`base..next`), which set it.
-    pub const EMPTY: PacketSlot =
-        PacketSlot { seq: 0, len: 0, crc: 0, acked: false, sends: 0, sent_at_us: 0, payload: [0; SLOT_PAYLOAD] };
+    pub const EMPTY: PacketSlot = PacketSlot {
+        seq: 0,
+        len: 0,
+        crc: 0,
+        acked: false,
+        sends: 0,
+        sent_at_us: 0,
+        state: SendState::ZERO,
+        payload: [0; SLOT_PAYLOAD],
+    };
 
     /// The packet's payload, as it was first made.
     pub fn payload(&self) -> &[u8] {
@@ -86,6 +96,11 @@ pub struct SackWindow<'a> {
     /// Packets in `base..next` already acknowledged (selectively): delivered, so out of
     /// the network, though their slots stay taken until the hole before them is filled.
     acked_in_flight: u32,
+    /// When an ACK last acknowledged something (0: never).
+    progress_us: u64,
+    /// The latest send time of a packet acknowledged: a packet sent before it and not
+    /// acknowledged was overtaken, so lost (the path keeps order; RFC 8985's RACK).
+    overtaken_before_us: u64,
     /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
     /// The check each new payload gets (the session's: CRC-32 unless the server granted
@@ -113,6 +128,8 @@ impl<'a> SackWindow<'a> {
             congestion: Congestion::new(limit),
             losses_known_below: 0,
             acked_in_flight: 0,
+            progress_us: 0,
+            overtaken_before_us: 0,
             retransmissions: 0,
             check: Check::Crc32,
         }
@@ -142,6 +159,17 @@ impl<'a> SackWindow<'a> {
         }
     }
 
+    /// True if pacing lets a packet (new or resent) leave at `now_us`: always, except in
+    /// the sliding mode, whose congestion control paces.
+    pub fn paced(&self, now_us: u64) -> bool {
+        self.mode != WindowMode::Sliding || self.congestion.pacing_allows(now_us)
+    }
+
+    /// The sender had nothing to send although the window and pacing let it.
+    pub fn app_limited(&mut self) {
+        self.congestion.on_app_limited(self.in_network());
+    }
+
     /// Changes how new packets are released (from the next push).
     pub fn set_mode(&mut self, mode: WindowMode) {
         self.mode = mode;
@@ -161,6 +189,11 @@ impl<'a> SackWindow<'a> {
     /// Packets the congestion controller lets be in flight now (at most the limit).
     pub fn congestion_window(&self) -> usize {
         self.congestion.window() as usize
+    }
+    /// The congestion controller, for tests.
+    #[cfg(test)]
+    pub(crate) fn congestion(&self) -> &Congestion {
+        &self.congestion
     }
     /// What congestion control did so far.
     pub fn congestion_stats(&self) -> CongestionStats {
@@ -212,6 +245,7 @@ impl<'a> SackWindow<'a> {
 
     /// Records that `seq` went out at `now_us`.
     pub fn mark_sent(&mut self, seq: u32, now_us: u64) {
+        let others = self.in_network().saturating_sub(1);
         let i = self.index(seq);
         let slot = &mut self.slots[i];
         if slot.sends > 0 {
@@ -219,6 +253,7 @@ impl<'a> SackWindow<'a> {
         }
         slot.sends = slot.sends.saturating_add(1);
         slot.sent_at_us = now_us;
+        slot.state = self.congestion.on_send(now_us, u64::from(slot.len) + PACKET_OVERHEAD, others);
     }
 
     /// Applies an ACK whose cumulative point is `cumulative`.
@@ -231,7 +266,11 @@ impl<'a> SackWindow<'a> {
             // Acknowledges packets never sent: not from our server; ignore.
             return effect;
         }
-        let mut rtt_sample: Option<u64> = None;
+        let mut delivery = Delivery::default();
+        // The largest sample goes to the RTO: the oldest packet an ACK covers waited for
+        // it longest (a server holds ACKs for a few packets or milliseconds), and a timer
+        // shorter than that wait fires on ACKs that are late, not lost.
+        let mut rto_sample: Option<u64> = None;
         for seq in self.base..self.next {
             let i = self.index(seq);
             let slot = &mut self.slots[i];
@@ -240,6 +279,11 @@ impl<'a> SackWindow<'a> {
             }
             slot.acked = true;
             effect.newly_acked += 1;
+            delivery.packets += 1;
+            delivery.bytes += u64::from(slot.len) + PACKET_OVERHEAD;
+            if delivery.newest.is_none_or(|(at, _)| slot.sent_at_us >= at) {
+                delivery.newest = Some((slot.sent_at_us, slot.state));
+            }
             self.acked_in_flight += 1;
             if seq >= cumulative {
                 self.highest_sacked = Some(self.highest_sacked.map_or(seq, |h| h.max(seq)));
@@ -247,7 +291,8 @@ impl<'a> SackWindow<'a> {
             // Karn: only packets sent once give an unambiguous sample.
             if slot.sends == 1 {
                 let sample = now_us.saturating_sub(slot.sent_at_us);
-                rtt_sample = Some(rtt_sample.map_or(sample, |s| s.min(sample)));
+                delivery.rtt_us = Some(delivery.rtt_us.map_or(sample, |s| s.min(sample)));
+                rto_sample = Some(rto_sample.map_or(sample, |s| s.max(sample)));
             }
         }
         while self.base < self.next && self.slots[self.index(self.base)].acked {
@@ -257,11 +302,17 @@ impl<'a> SackWindow<'a> {
         if self.highest_sacked.is_some_and(|h| h < self.base) {
             self.highest_sacked = None;
         }
-        if let Some(sample) = rtt_sample {
+        if let Some(sample) = rto_sample {
             self.update_rto(sample);
-            self.congestion.on_rtt_sample(sample);
         }
-        self.congestion.on_ack(effect.newly_acked);
+        if effect.newly_acked > 0 {
+            self.progress_us = now_us;
+        }
+        if let Some((sent_us, _)) = delivery.newest {
+            self.overtaken_before_us = self.overtaken_before_us.max(sent_us);
+        }
+        let in_network = self.in_network();
+        self.congestion.on_ack(now_us, delivery, in_network, self.next);
         if let Some(h) = self.highest_sacked {
             let loss = self.new_losses(h);
             self.congestion.on_loss(loss, self.next);
@@ -306,8 +357,10 @@ impl<'a> SackWindow<'a> {
     }
 
     /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
-    /// unacked for an RTO, or one a later packet overtook (selectively acked) and that
-    /// has been out for at least a smoothed RTT.
+    /// unacked for an RTO while no ACK acknowledged anything for an RTO either, or one a
+    /// later packet overtook (a higher seq, or one sent later, acknowledged) and that has
+    /// been out for at least a smoothed RTT. While ACKs keep coming, a packet is not resent on its timer alone:
+    /// it is late, not lost, or the selective acks of later packets will show it lost.
     ///
     /// A scan that finds nothing remembers when the first packet will be due, and later
     /// calls return at once until then (or until a push or an ACK changes the answer):
@@ -324,9 +377,20 @@ impl<'a> SackWindow<'a> {
             if slot.acked {
                 continue;
             }
-            let after =
-                if self.highest_sacked.is_some_and(|h| seq < h) { self.rto_us.min(fast_after) } else { self.rto_us };
-            let at = slot.sent_at_us.saturating_add(after);
+            // A packet acknowledged that was sent after this one overtook it: on a path
+            // that keeps order, this one is lost. For packets sent once that is a higher
+            // seq selectively acknowledged; a retransmission is overtaken only by what
+            // was sent after it.
+            let at = if slot.sends == 0 {
+                // Pushed, but its first send failed (a full NIC ring).
+                0
+            } else if slot.sent_at_us < self.overtaken_before_us
+                || (slot.sends == 1 && self.highest_sacked.is_some_and(|h| seq < h))
+            {
+                slot.sent_at_us.saturating_add(self.rto_us.min(fast_after))
+            } else {
+                slot.sent_at_us.max(self.progress_us).saturating_add(self.rto_us)
+            };
             if now_us >= at {
                 return Some(seq);
             }
@@ -340,7 +404,7 @@ impl<'a> SackWindow<'a> {
     pub fn back_off(&mut self) {
         self.next_due_us = 0;
         self.rto_us = (self.rto_us * 2).min(self.bounds.max_us);
-        self.congestion.on_timeout(self.next);
+        self.congestion.on_timeout();
     }
 }
 
@@ -504,17 +568,20 @@ mod tests {
         b
     }
 
-    /// Grows a window of `limit` packets to its cap over a 1 ms path.
+    /// A window of `limit` packets whose controller has measured a 1 ms path and lets
+    /// the whole window out.
     fn grown(s: &mut [PacketSlot], limit: usize) -> SackWindow<'_> {
         let mut w = SackWindow::new(s, limit, RtoBounds::default());
         let mut now = 0;
-        while w.congestion_window() < limit {
+        loop {
             fill(&mut w, now);
             now += 1000;
             let next = w.next_seq();
             ack(&mut w, now, next, &[]);
+            if w.congestion_window() >= limit {
+                return w;
+            }
         }
-        w
     }
 
     #[test]
@@ -532,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn isolated_holes_keep_the_window_and_a_run_of_holes_halves_it() {
+    fn isolated_holes_are_random_loss_and_a_run_of_holes_is_congestion() {
         let mut s = slots(64);
         let mut w = grown(&mut s, 64);
         let now = 100_000;
@@ -542,7 +609,6 @@ mod tests {
         let got = (base..base + 64).filter(|&q| q != base + 5 && q != base + 20);
         let b = bitmap(base, got.filter(|&q| q > base));
         ack(&mut w, now + 1000, base, &b[..8]);
-        assert_eq!(w.congestion_window(), 64);
         assert_eq!(w.congestion_stats().random_losses, 3, "seq {base} (cumulative point), +5, +20");
         assert_eq!(w.congestion_stats().reductions, 0);
         // The next window loses a run of four back to back: a queue overflowed.
@@ -555,7 +621,6 @@ mod tests {
         let got = (cum + 1..cum + 64).filter(|&q| !(cum + 30..cum + 34).contains(&q));
         let b = bitmap(cum, got);
         ack(&mut w, now + 4000, cum, &b[..8]);
-        assert_eq!(w.congestion_window(), 32);
         assert_eq!(w.congestion_stats().reductions, 1);
         assert_eq!(w.in_network(), 5, "the cumulative point and the run are not acknowledged");
         assert!(!w.can_push(), "every slot is taken until the holes are repaired");
@@ -581,12 +646,14 @@ mod tests {
         let mut w = SackWindow::new(&mut s, 16, RtoBounds::default());
         w.set_mode(WindowMode::Fixed);
         assert_eq!(fill(&mut w, 0), 16, "the whole window at once");
-        let b = bitmap(0, 8..16);
-        ack(&mut w, 1000, 0, &b[..2]);
+        ack(&mut w, 1000, 16, &[]);
+        assert_eq!(fill(&mut w, 1000), 16, "unpaced, though the controller has a rate now");
+        assert!(w.congestion().pacing_rate() > 0);
+        let b = bitmap(16, 24..32);
+        ack(&mut w, 2000, 16, &b[..2]);
         assert!(w.congestion_stats().reductions > 0, "the controller saw the run of losses");
-        assert!(w.congestion_window() < 16);
-        ack(&mut w, 2000, 16, &[]);
-        assert_eq!(fill(&mut w, 2000), 16, "and the fixed window did not care");
+        ack(&mut w, 3000, 32, &[]);
+        assert_eq!(fill(&mut w, 3000), 16, "and the fixed window did not care");
     }
 
     #[test]

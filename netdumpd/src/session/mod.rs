@@ -406,7 +406,7 @@ impl Session {
         if header_flags & flags::RETRANSMIT != 0 {
             self.counts.retransmit_flagged += 1;
         }
-        let ack_request = header_flags & flags::ACK_REQUEST != 0;
+        let mut ack_now = header_flags & flags::ACK_REQUEST != 0;
         match self.window.status(seq) {
             SeqStatus::TooFarAhead => return self.drop_data(DropReason::OutOfWindow, false),
             SeqStatus::Duplicate => self.counts.duplicates += 1,
@@ -459,13 +459,21 @@ impl Session {
                     }
                 }
                 let check = payload_check.unwrap_or_else(|| check_of(header_flags).of(payload));
+                // News of a gap goes out at once, so that the client learns of a loss
+                // within a round trip: a packet beyond the highest so far opens one, a
+                // packet at the cumulative point fills one. While it stays open, the
+                // usual policy holds: one ACK per packet would cost a polled client under
+                // emulation a received frame per frame sent, most of them saying nothing new.
+                let at = u64::from(seq);
+                ack_now |=
+                    at > self.window.next_in_order() || (at == self.window.cumulative() && self.window.has_gaps());
                 self.window.record(seq, check, payload.len() as u64);
             }
         }
         self.since_ack += 1;
         self.ack_due = true;
         self.ack_owed_since.get_or_insert(now);
-        DataOutcome { ack_now: ack_request || self.since_ack >= ACK_EVERY, dropped: None }
+        DataOutcome { ack_now: ack_now || self.since_ack >= ACK_EVERY, dropped: None }
     }
 
     /// A write to the dump's files failed: the dump is abandoned (FINISH will say
@@ -554,13 +562,13 @@ impl Session {
         self.ack_due
     }
 
-    /// When the owed ACK should go out: [`ACK_DELAY`] after the first packet it covers,
-    /// or at once while a gap is open (the client learns of a loss within one RTT).
-    /// Together with [`ACK_EVERY`] and `ACK_REQUEST` this keeps ACKs to a few per window
-    /// instead of one per packet, which matters to a polled client under emulation.
+    /// When the owed ACK should go out: [`ACK_DELAY`] after the first packet it covers.
+    /// Together with [`ACK_EVERY`], `ACK_REQUEST` and the ACK at once on news of a gap
+    /// (a packet that opens or fills one), this keeps ACKs to a few per window instead of
+    /// one per packet, which matters to a polled client under emulation.
     pub fn ack_deadline(&self) -> Option<Instant> {
         let since = self.ack_owed_since.filter(|_| self.ack_due)?;
-        Some(if self.window.has_gaps() { since } else { since + ACK_DELAY })
+        Some(since + ACK_DELAY)
     }
 
     /// The ACK to send now; clears what is owed. What the ACK covers is written first

@@ -431,6 +431,27 @@ fn acks_are_immediate_on_request_and_every_32_packets() {
 }
 
 #[test]
+fn news_of_a_gap_is_acknowledged_at_once_and_the_open_gap_is_not() {
+    let dir = TestDir::new("session-gap-ack");
+    let mut s = start(&dir, Verdict::DumpAll);
+    let send = |s: &mut Session, seq: u32| {
+        let p = Packet::new(seq, Section::Memory, 0x1000 + u64::from(seq % 16) * PAGE as u64, page(seq as u8));
+        p.send(s, 0).ack_now
+    };
+    assert!(!send(&mut s, 0));
+    assert!(send(&mut s, 2), "seq 1 is missing: the client should know within a round trip");
+    s.take_ack();
+    for seq in 3..10 {
+        assert!(!send(&mut s, seq), "the gap is still open, nothing new: {seq}");
+    }
+    assert!(s.ack_due(), "owed, and sent by the usual policy");
+    assert!(send(&mut s, 11), "seq 10 is missing too");
+    s.take_ack();
+    assert!(send(&mut s, 1), "the first gap is filled");
+    assert!(!send(&mut s, 12));
+}
+
+#[test]
 fn duplicates_are_acknowledged_too() {
     let dir = TestDir::new("session-dup-ack");
     let mut s = start(&dir, Verdict::DumpAll);

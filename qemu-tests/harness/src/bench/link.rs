@@ -27,11 +27,11 @@
 
 use super::{BenchEnv, mark, number_before, verified_dump};
 use crate::netdumpd::Netdumpd;
-use crate::proxy::{Direction, Event, FaultProxy, Faults, ProxyConfig, QueueDepth, RateLimit, WIRE_OVERHEAD};
+use crate::proxy::{Direction, Event, Fate, FaultProxy, Faults, ProxyConfig, QueueDepth, RateLimit, WIRE_OVERHEAD};
 use crate::qemu::{NicModel, QemuRun};
 use anyhow::Result;
 use netdump_core::client::SLOT_PAYLOAD;
-use netdump_core::proto::{Data, HEADER_LEN, MessageType};
+use netdump_core::proto::{Data, HEADER_LEN, MessageType, flags};
 use netdump_test_pattern::Pattern;
 use serde::Serialize;
 use std::time::Duration;
@@ -103,6 +103,53 @@ pub fn flight_stats(events: &[Event]) -> FlightStats {
         }
     }
     FlightStats { mean_in_flight: if n == 0 { 0.0 } else { sum / n as f64 }, max_in_flight: max, stall_s, stalls }
+}
+
+/// Buckets of [`timeline`], milliseconds.
+pub const TIMELINE_MS: u64 = 50;
+
+/// The proxy's trace as a table, one row per [`TIMELINE_MS`] from the first DATA: DATA
+/// packets that reached the proxy (of them, resent and dropped by the queue or the loss),
+/// ACKs relayed to the client, and the packets in flight at the end of the bucket (as in
+/// [`flight_stats`]). Written beside each run as `timeline.csv`: where a fill is lost,
+/// startup, a stall or a rate held low, shows here.
+pub fn timeline(events: &[Event]) -> String {
+    let mut s = String::from("ms,data,resent,queue_drops,lost,acks,in_flight\n");
+    let Some(start) = events.iter().find(|e| e.seen.is(MessageType::Data)).map(|e| e.at) else { return s };
+    let (mut next, mut cumulative) = (0u32, 0u32);
+    let mut row = [0u64; 5];
+    let mut bucket = 0u64;
+    let flush = |s: &mut String, bucket: u64, row: &mut [u64; 5], in_flight: u32| {
+        let [data, resent, drops, lost, acks] = *row;
+        s.push_str(&format!("{},{data},{resent},{drops},{lost},{acks},{in_flight}\n", bucket * TIMELINE_MS));
+        *row = [0; 5];
+    };
+    for e in events.iter().filter(|e| e.relayed() && e.at >= start) {
+        let Some(h) = e.seen.header else { continue };
+        let b = e.at.duration_since(start).as_millis() as u64 / TIMELINE_MS;
+        while bucket < b {
+            flush(&mut s, bucket, &mut row, next.saturating_sub(cumulative));
+            bucket += 1;
+        }
+        match (e.seen.dir, h.msg_type) {
+            (Direction::ToClient, MessageType::Ack) => {
+                row[4] += 1;
+                if e.delivered() {
+                    cumulative = cumulative.max(h.seq);
+                }
+            }
+            (Direction::ToServer, MessageType::Data) => {
+                next = next.max(h.seq.saturating_add(1));
+                row[0] += 1;
+                row[1] += u64::from(h.flags & flags::RETRANSMIT != 0);
+                row[2] += u64::from(e.fate == Fate::QueueFull);
+                row[3] += u64::from(e.fate == Fate::Lost);
+            }
+            _ => {}
+        }
+    }
+    flush(&mut s, bucket, &mut row, next.saturating_sub(cumulative));
+    s
 }
 
 /// The path's bandwidth-delay product at `mbit`, in full DATA frames: the window that
@@ -266,7 +313,9 @@ fn link_dump(env: &BenchEnv, nic: NicModel, label: &str, mbit: Option<f64>, loss
     let retransmissions = number_before(line, " retransmissions")?;
     let fill = mbit.map_or(0.0, |m| bytes as f64 / seconds / payload_capacity(m));
     let queue_drops = proxy.link_stats(Direction::ToServer).map_or(0, |s| s.dropped);
-    let flight = flight_stats(&proxy.events());
+    let events = proxy.events();
+    let flight = flight_stats(&events);
+    std::fs::write(dir.join("timeline.csv"), timeline(&events))?;
     Ok(LinkRun {
         mbit: mbit.unwrap_or(0.0),
         loss,
@@ -395,6 +444,42 @@ mod tests {
         assert!((f.stall_s - 0.037).abs() < 1e-9, "{f:?}");
         // 100 Mbit/s over a 10 ms round trip: about 83 full frames.
         assert_eq!(bdp_packets(100.0).round(), 83.0);
+    }
+
+    #[test]
+    fn the_timeline_counts_per_bucket_from_the_first_data() {
+        use crate::proxy::{Fate, Seen};
+        use netdump_core::proto::Header;
+        let t0 = std::time::Instant::now();
+        let client: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let ev = |ms: u64, dir, t, fl, seq, fate| Event {
+            at: t0 + Duration::from_millis(ms),
+            seen: Seen { dir, client, header: Some(Header::v1(t, fl, 1, seq)) },
+            fate,
+        };
+        let (up, down, ok) = (Direction::ToServer, Direction::ToClient, Fate::Forwarded);
+        let events = [
+            ev(0, down, MessageType::Ack, 0, 0, ok), // before the first DATA: not counted
+            ev(10, up, MessageType::Data, 0, 0, ok),
+            ev(20, up, MessageType::Data, 0, 1, Fate::QueueFull),
+            ev(30, up, MessageType::Data, 0, 2, Fate::Lost),
+            ev(40, down, MessageType::Ack, 0, 1, ok),
+            ev(70, up, MessageType::Data, flags::RETRANSMIT, 1, ok),
+            ev(170, up, MessageType::Data, 0, 3, ok),
+        ];
+        let t = timeline(&events);
+        let rows: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            rows,
+            [
+                "ms,data,resent,queue_drops,lost,acks,in_flight",
+                "0,3,0,1,1,1,2",
+                "50,1,1,0,0,0,2",
+                "100,0,0,0,0,0,2",
+                "150,1,0,0,0,0,3",
+            ],
+            "{t}"
+        );
     }
 
     #[test]
