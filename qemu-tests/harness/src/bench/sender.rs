@@ -30,6 +30,11 @@ const CHANGES: &[Change] = &[
     Change { name: "XXH64 per-packet check instead of CRC-32 (feature bit 2)", before: "check=crc32", after: "" },
     Change { name: "one doorbell per burst of DATA, not per frame", before: "doorbell=each", after: "" },
     Change { name: "pages zero-tested in place and read straight into the packet", before: "inplace=0", after: "" },
+    Change {
+        name: "rate-based congestion control and pacing, against the fixed window (on a LAN it must cost nothing)",
+        before: "cc=0",
+        after: "",
+    },
 ];
 
 /// The populated image each dump sends: 64 MiB, no zero pages (a 96 MiB guest).
