@@ -238,11 +238,13 @@ impl Congestion {
     }
 
     /// Mean bytes of a delivered packet (a full frame before any).
+    #[inline(never)]
     fn packet_bytes(&self) -> u64 {
         self.delivered.checked_div(self.delivered_packets).unwrap_or(FULL_PACKET).max(1)
     }
 
     /// The bandwidth-delay product, packets.
+    #[inline(never)]
     pub fn bdp(&self) -> u64 {
         let rtt = self.min_rtt_us().unwrap_or(0);
         self.bandwidth().saturating_mul(rtt) / 1_000_000 / self.packet_bytes()
