@@ -353,7 +353,9 @@ impl<'a> SackWindow<'a> {
             }
         }
         let srtt = self.srtt_us.unwrap_or(sample);
-        self.rto_us = (srtt + 4 * self.rttvar_us).clamp(self.bounds.min_us, self.bounds.max_us);
+        // Not `clamp`, which panics on bounds the wrong way round (the fields are public):
+        // the maximum wins, as in `back_off`.
+        self.rto_us = (srtt + 4 * self.rttvar_us).max(self.bounds.min_us).min(self.bounds.max_us);
     }
 
     /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
