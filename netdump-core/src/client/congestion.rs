@@ -233,6 +233,7 @@ impl Congestion {
     }
 
     /// The pacing rate, bytes per second (0: not paced).
+    #[inline(never)]
     pub fn pacing_rate(&self) -> u64 {
         self.bandwidth() * self.gain() / 1000
     }
