@@ -228,7 +228,8 @@ impl Congestion {
         match self.mode {
             Mode::Startup => STARTUP_GAIN,
             Mode::Drain => DRAIN_GAIN,
-            Mode::Probe(i) => CYCLE[i as usize],
+            // The phase is always below `CYCLE.len()`: the `%` (a mask) only spares a bounds check.
+            Mode::Probe(i) => CYCLE[i as usize % CYCLE.len()],
         }
     }
 
