@@ -270,7 +270,7 @@ impl Congestion {
         } else {
             2 * self.target()
         };
-        w.clamp(floor as u64, self.cap as u64) as u32
+        w.max(floor as u64).min(self.cap as u64) as u32
     }
 
     /// Whether pacing lets a packet leave at `now_us`.
