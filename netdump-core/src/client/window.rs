@@ -111,7 +111,7 @@ pub struct SackWindow<'a> {
 impl<'a> SackWindow<'a> {
     /// A window of at most `limit` packets (clamped to the number of slots, at least 1).
     pub fn new(slots: &'a mut [PacketSlot], limit: usize, bounds: RtoBounds) -> Self {
-        let limit = limit.clamp(1, slots.len().max(1));
+        let limit = limit.max(1).min(slots.len().max(1));
         SackWindow {
             slots,
             limit,
