@@ -234,21 +234,25 @@ impl Congestion {
         match self.mode {
             Mode::Startup => STARTUP_GAIN,
             Mode::Drain => DRAIN_GAIN,
-            Mode::Probe(i) => CYCLE[i as usize],
+            // The phase is always below `CYCLE.len()`: the `%` (a mask) only spares a bounds check.
+            Mode::Probe(i) => CYCLE[i as usize % CYCLE.len()],
         }
     }
 
     /// The pacing rate, bytes per second (0: not paced).
+    #[inline(never)]
     pub fn pacing_rate(&self) -> u64 {
         self.bandwidth() * self.gain() / 1000
     }
 
     /// Mean bytes of a delivered packet (a full frame before any).
+    #[inline(never)]
     fn packet_bytes(&self) -> u64 {
         self.delivered.checked_div(self.delivered_packets).unwrap_or(FULL_PACKET).max(1)
     }
 
     /// The bandwidth-delay product, packets.
+    #[inline(never)]
     pub fn bdp(&self) -> u64 {
         let rtt = self.min_rtt_us().unwrap_or(0);
         self.bandwidth().saturating_mul(rtt) / 1_000_000 / self.packet_bytes()
@@ -272,7 +276,7 @@ impl Congestion {
         } else {
             2 * self.target()
         };
-        w.clamp(floor as u64, self.cap as u64) as u32
+        w.max(floor as u64).min(self.cap as u64) as u32
     }
 
     /// Whether pacing lets a packet leave at `now_us`.

@@ -442,7 +442,7 @@ impl<'a> DataStream<'a> {
     fn classify(&self, range: usize, page: u64) -> (PageClass, u64) {
         let left = self.map.ranges()[range].length / PAGE_SIZE as u64 - page;
         let (class, run) = self.memory.classify(self.phys_of(range, page), left);
-        (class, run.clamp(1, left))
+        (class, run.max(1).min(left))
     }
 
     /// Fills `out` with whole EXCLUDED records: the runs of excluded pages from

@@ -111,7 +111,7 @@ pub struct SackWindow<'a> {
 impl<'a> SackWindow<'a> {
     /// A window of at most `limit` packets (clamped to the number of slots, at least 1).
     pub fn new(slots: &'a mut [PacketSlot], limit: usize, bounds: RtoBounds) -> Self {
-        let limit = limit.clamp(1, slots.len().max(1));
+        let limit = limit.max(1).min(slots.len().max(1));
         SackWindow {
             slots,
             limit,
@@ -353,7 +353,9 @@ impl<'a> SackWindow<'a> {
             }
         }
         let srtt = self.srtt_us.unwrap_or(sample);
-        self.rto_us = (srtt + 4 * self.rttvar_us).clamp(self.bounds.min_us, self.bounds.max_us);
+        // Not `clamp`, which panics on bounds the wrong way round (the fields are public):
+        // the maximum wins, as in `back_off`.
+        self.rto_us = (srtt + 4 * self.rttvar_us).max(self.bounds.min_us).min(self.bounds.max_us);
     }
 
     /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
