@@ -1547,7 +1547,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
         let sent = if self.encrypted() {
             self.send_message(header, payload.len(), |p| p.copy_from_slice(payload))
         } else {
-            // Batched: the send loop reclaims and flushes once per burst.
+            // Batched, the send loop reclaims and rings once per burst; otherwise each
+            // frame reclaims and rings for itself.
             let deferred = self.batched_doorbells;
             if !deferred {
                 self.nic.poll_transmit();
