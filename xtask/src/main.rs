@@ -93,6 +93,10 @@ struct QemuArgs {
     /// not depend on the load); they are stopped when the suite ends.
     #[arg(long)]
     stress: bool,
+    /// Keep every scenario's directory under target/qemu-tests/ (default: only the failed
+    /// ones', as the whole suite's would take over a gigabyte).
+    #[arg(long)]
+    keep: bool,
 }
 
 /// CPU-bound processes competing with the suite (`--stress`): children of this binary
@@ -138,6 +142,34 @@ fn busy() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// About what `cargo xtask test` writes under target/ from a clean clone (debug and
+/// release builds, the kernels, the packaged crates, the QEMU suite's scratch space),
+/// GiB, with a margin. Measured: 3.1 GiB.
+const TEST_DISK_GIB: u64 = 4;
+
+/// Says so, before hours of building, when the file system holding target/ has less than
+/// `need_gib` free: a full disk shows up later as a linker's bus error.
+fn warn_if_disk_low(need_gib: u64) {
+    let dir = target_dir();
+    let probe = if dir.exists() { dir.clone() } else { workspace_root() };
+    let Ok(out) = Command::new("df").arg("-Pk").arg(&probe).output() else { return };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // POSIX format: a header, then "fs 1024-blocks used available capacity mount".
+    let avail_kib = text.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse::<u64>().ok());
+    if let Some(kib) = avail_kib {
+        let gib = kib as f64 / (1u64 << 20) as f64;
+        if kib < need_gib << 20 {
+            eprintln!(
+                "warning: {gib:.1} GiB free for {}; this command writes about {need_gib} GiB there \
+                 (set CARGO_TARGET_DIR to a larger file system, or free space)",
+                dir.display()
+            );
+        } else {
+            println!("disk: {gib:.1} GiB free for {}", dir.display());
+        }
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -216,7 +248,8 @@ fn qemu_test(args: &QemuArgs) -> Result<()> {
     let load = if args.stress { format!(", beside {} CPU-bound processes", Stress::PROCESSES) } else { String::new() };
     println!("QEMU suite: {} scenarios, {jobs} at a time (TCG){load}", scenarios.len());
     let started = std::time::Instant::now();
-    let failures = suite::run_all(&scenarios, &artifacts, jobs);
+    let keep = if args.keep { suite::KeepDirs::All } else { suite::KeepDirs::Failed };
+    let failures = suite::run_all(&scenarios, &artifacts, jobs, keep);
     drop(stress);
     let took = started.elapsed().as_secs();
     if failures.is_empty() {
@@ -464,6 +497,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo => demo(),
         Cmd::Test { qemu } => {
+            warn_if_disk_low(TEST_DISK_GIB);
             // The host tests need gdb-multiarch too (the AArch64 vmcore).
             tools::ensure_qemu_and_gdb()?;
             // The upload tests' S3 server (netdumpd/tests/upload.rs, the upload scenario).

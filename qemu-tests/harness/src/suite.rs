@@ -63,8 +63,19 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
-/// Runs scenarios on `jobs` threads; prints a line per scenario; returns the failures.
-pub fn run_all(scenarios: &[Scenario], a: &Artifacts, jobs: usize) -> Vec<(String, String)> {
+/// What happens to a scenario's directory once it has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepDirs {
+    /// Only a failed scenario's directory stays (vmcores, logs, serial output): the whole
+    /// suite's would take over a gigabyte of disk.
+    Failed,
+    /// Every scenario's directory stays.
+    All,
+}
+
+/// Runs scenarios on `jobs` threads; prints a line per scenario; returns the failures,
+/// each with where its files were kept.
+pub fn run_all(scenarios: &[Scenario], a: &Artifacts, jobs: usize, keep: KeepDirs) -> Vec<(String, String)> {
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(vec![]);
     println!("{:<28} {:>10} {:>8} {:>9}  result", "scenario", "dumped", "time", "MB/s");
@@ -93,6 +104,9 @@ pub fn run_all(scenarios: &[Scenario], a: &Artifacts, jobs: usize) -> Vec<(Strin
                                 "-".into()
                             };
                             println!("{:<28} {:>10} {:>7.1}s {:>9}  PASS  {}", s.id(), dumped, secs, mbs, o.detail);
+                            if keep == KeepDirs::Failed {
+                                let _ = std::fs::remove_dir_all(&dir);
+                            }
                         }
                         Err(e) => {
                             println!(
@@ -102,7 +116,8 @@ pub fn run_all(scenarios: &[Scenario], a: &Artifacts, jobs: usize) -> Vec<(Strin
                                 started.elapsed().as_secs_f64(),
                                 "-"
                             );
-                            failures.lock().unwrap().push((s.id(), format!("{e:#}")));
+                            let why = format!("{e:#}\n(its files: {})", dir.display());
+                            failures.lock().unwrap().push((s.id(), why));
                         }
                     }
                 }
