@@ -72,13 +72,14 @@ mod tests {
     fn tells_zero_memory_in_place_to_the_last_byte() {
         let mut data = vec![0u8; 4096 + 13];
         let offset = data.as_ptr() as u64 - 0x1000;
-        for len in [0usize, 1, 7, 8, 9, 4096, 4096 + 13] {
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 127, 4096, 4096 + 13] {
             // SAFETY: the only addresses read are inside `data`.
             let mem = unsafe { DirectMapMemory::new(data.as_ptr() as u64 - 0x1000) };
             assert_eq!(mem.is_zero(0x1000, len), Ok(true), "{len} zero bytes");
         }
         // A non-zero byte anywhere, words and tail alike, is seen; one past the end is not.
-        for at in [0usize, 5, 8, 4095, 4096, 4096 + 12] {
+        // Each of a 64-byte step's eight words, the first and last step, the tail.
+        for at in [0usize, 5, 8, 23, 31, 32, 47, 56, 63, 64, 100, 4032, 4090, 4095, 4096, 4096 + 12] {
             data[at] = 0x80;
             // SAFETY: as above.
             let mem = unsafe { DirectMapMemory::new(offset) };
