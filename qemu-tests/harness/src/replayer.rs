@@ -2,7 +2,9 @@
 //! (CRASH) and, after its DECISION, sends a **prebuilt** DATA stream — every datagram
 //! built with netdump-core's own emit functions before the clock starts — with
 //! `sendmmsg(2)`, reading the server's ACKs and resending what they show missing, then
-//! FINISH. One thread drives every client, so that sending a packet costs a slice of a
+//! FINISH. Clients speak version 2 with the XXH64 check (what netdump-core's client
+//! uses where the server grants it), or version 1 with CRC-32 (an older client), as
+//! [`FleetConfig::check`] says. One thread drives every client, so that sending a packet costs a slice of a
 //! system call and netdumpd, not the clients, is what the bench measures.
 //!
 //! Each client dumps its own [`Pattern`] (its own seed); [`Fleet::verify`] then reads
@@ -12,9 +14,9 @@ use crate::check;
 use crate::vmcore::Vmcore;
 use anyhow::{Context, Result, bail, ensure};
 use netdump_core::proto::{
-    AddressTable, Crash, CrashKind, Data, Finish, FinishStatus, HEADER_LEN, Header, Hello, HelloStatus, MemoryRange,
-    Message, MessageType, ProtoError, REGISTER_RECORD_LEN, REGISTERS_VALID, RangeTable, RegisterRecord, Section,
-    StreamCrc, VERSION_1, Verdict, flags,
+    AddressTable, Check, Crash, CrashKind, Data, Finish, FinishStatus, HEADER_LEN, Header, Hello, HelloStatus, HelloV2,
+    KEY_ID_LEN, MemoryRange, Message, MessageType, ProtoError, REGISTER_RECORD_LEN, REGISTERS_VALID, RangeTable,
+    RegisterRecord, Section, StreamCrc, VERSION_1, VERSION_2, Verdict, features, flags,
 };
 use netdump_test_pattern::Pattern;
 use std::hash::BuildHasher;
@@ -61,11 +63,32 @@ pub struct FleetConfig {
     pub window: u32,
     /// UDP payload of a full DATA packet, header included (1472 for a 1500-byte MTU).
     pub datagram: usize,
+    /// The per-packet check: [`Check::Xxh64`] registers with HELLO v2 asking for
+    /// [`features::XXH64_CHECK`] (the run fails if the server does not grant it) and
+    /// sends every packet in version 2; [`Check::Crc32`] speaks version 1.
+    pub check: Check,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        FleetConfig { clients: 4, per_client: 64 << 20, window: 256, datagram: 1472 }
+        FleetConfig { clients: 4, per_client: 64 << 20, window: 256, datagram: 1472, check: Check::Xxh64 }
+    }
+}
+
+impl FleetConfig {
+    /// The protocol version the clients speak.
+    pub fn version(&self) -> u8 {
+        match self.check {
+            Check::Crc32 => VERSION_1,
+            Check::Xxh64 => VERSION_2,
+        }
+    }
+    /// The flags every DATA packet carries besides ACK_REQUEST and RETRANSMIT.
+    fn data_flags(&self) -> u16 {
+        match self.check {
+            Check::Crc32 => 0,
+            Check::Xxh64 => flags::CHECK_XXH64,
+        }
     }
 }
 
@@ -75,11 +98,15 @@ struct Client {
     cookie: u64,
     pattern: Pattern,
     socket: UdpSocket,
+    check: Check,
+    version: u8,
+    /// The flags of every DATA packet (the check's).
+    data_flags: u16,
     /// Every DATA datagram, `stride` bytes apart, `lens[seq]` long.
     wire: Vec<u8>,
     stride: usize,
     lens: Vec<u16>,
-    /// CRC-32 of each DATA payload (for a retransmission's header).
+    /// The check of each DATA payload (for a retransmission's header).
     payload_crcs: Vec<u32>,
     total_bytes: u64,
     stream_crc: u32,
@@ -309,11 +336,12 @@ impl Client {
             // The last packet asks for an ACK at once; the server acknowledges every 32
             // packets by itself, and half a window is a backstop.
             let ask = last || (seq as u32 + 1).is_multiple_of(config.window.div_ceil(2));
-            let header = Header::v1(MessageType::Data, if ask { flags::ACK_REQUEST } else { 0 }, cookie, seq as u32);
+            let fl = config.data_flags() | if ask { flags::ACK_REQUEST } else { 0 };
+            let header = Header { version: config.version(), ..Header::v1(MessageType::Data, fl, cookie, seq as u32) };
             let slot = &mut wire[seq * stride..(seq + 1) * stride];
             let msg = Message::Data(Data { section, offset, data: &data[..n] });
             let len = proto(header.emit(slot, msg.wire_len(), |p| msg.emit(p)))?;
-            let payload_crc = crc32fast::hash(&slot[HEADER_LEN..len]);
+            let payload_crc = config.check.of(&slot[HEADER_LEN..len]);
             stream.add(payload_crc);
             payload_crcs.push(payload_crc);
             lens.push(len as u16);
@@ -324,6 +352,9 @@ impl Client {
             cookie,
             pattern,
             socket,
+            check: config.check,
+            version: config.version(),
+            data_flags: config.data_flags(),
             wire,
             stride,
             lens,
@@ -345,7 +376,7 @@ impl Client {
 
     fn send_message(&self, seq: u32, msg: Message<'_>) -> Result<()> {
         let mut buf = [0u8; 2048];
-        let n = proto(msg.emit_packet(VERSION_1, 0, self.cookie, seq, &mut buf))?;
+        let n = proto(msg.emit_packet(self.version, 0, self.cookie, seq, &mut buf))?;
         self.socket.send(&buf[..n])?;
         Ok(())
     }
@@ -380,10 +411,26 @@ impl Client {
             name: self.name.as_bytes(),
         };
         let mut buf = [0u8; 2048];
-        let (h, n) = self.exchange(Message::Hello(hello), MessageType::HelloAck, &mut buf)?;
+        if self.check == Check::Crc32 {
+            let (h, n) = self.exchange(Message::Hello(hello), MessageType::HelloAck, &mut buf)?;
+            return match proto(Message::parse_from_server(&h, &buf[HEADER_LEN..n]))? {
+                Message::HelloAck(a) if a.status == HelloStatus::Registered => Ok(()),
+                other => bail!("{}: HELLO answered {other:?}", self.name),
+            };
+        }
+        let hello = HelloV2 { hello, features: features::XXH64_CHECK, key_id: [0; KEY_ID_LEN], handshake: &[] };
+        let (h, n) = self.exchange(Message::HelloV2(hello), MessageType::HelloAck, &mut buf)?;
         match proto(Message::parse_from_server(&h, &buf[HEADER_LEN..n]))? {
-            Message::HelloAck(a) if a.status == HelloStatus::Registered => Ok(()),
-            other => bail!("{}: HELLO answered {other:?}", self.name),
+            Message::HelloAckV2(a) if a.terms.status == HelloStatus::Registered => {
+                ensure!(
+                    a.terms.features & features::XXH64_CHECK != 0,
+                    "{}: the server did not grant the XXH64 check ({:#x})",
+                    self.name,
+                    a.terms.features
+                );
+                Ok(())
+            }
+            other => bail!("{}: HELLO v2 answered {other:?}", self.name),
         }
     }
 
@@ -560,7 +607,8 @@ impl Client {
             }
             let start = seq * self.stride;
             let payload = &self.wire[start + HEADER_LEN..start + self.lens[seq] as usize];
-            let header = Header::v1(MessageType::Data, flags::ACK_REQUEST | flags::RETRANSMIT, self.cookie, seq as u32);
+            let fl = self.data_flags | flags::ACK_REQUEST | flags::RETRANSMIT;
+            let header = Header { version: self.version, ..Header::v1(MessageType::Data, fl, self.cookie, seq as u32) };
             let n = proto(header.emit_with_payload_crc(scratch, payload, self.payload_crcs[seq]))?;
             match self.socket.send(&scratch[..n]) {
                 Ok(_) => {}
@@ -593,7 +641,8 @@ impl Client {
             zero_pages: 0,
             retransmissions: self.retransmissions,
         };
-        let n = proto(Message::Finish(finish).emit_packet(VERSION_1, 0, self.cookie, self.lens.len() as u32, scratch))?;
+        let n =
+            proto(Message::Finish(finish).emit_packet(self.version, 0, self.cookie, self.lens.len() as u32, scratch))?;
         self.socket.send(&scratch[..n])?;
         self.finish_sent = Some(Instant::now());
         Ok(())

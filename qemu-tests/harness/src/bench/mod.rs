@@ -16,6 +16,7 @@ use crate::proxy::{FaultProxy, Faults, ProxyConfig};
 use crate::qemu::{NicModel, QemuOutcome, QemuRun};
 use crate::replayer::{Fleet, FleetConfig, peak_rss_bytes, process_cpu_seconds};
 use anyhow::{Context, Result, bail, ensure};
+use netdump_core::proto::Check;
 use netdump_test_pattern::Pattern;
 use serde::Serialize;
 use std::net::UdpSocket;
@@ -141,9 +142,18 @@ pub struct IngestReport {
     pub server_peak_rss: u64,
     /// The real client over loopback, as a secondary line.
     pub host: Option<HostIngest>,
+    /// The same fleet speaking version 1 with CRC-32 (older clients), a secondary line.
+    pub version_1: Option<FleetIngest>,
     /// A populated 256 MiB e1000 dump in QEMU measured by this part (when no NIC part
     /// ran, the client rate the aggregate is compared with).
     pub reference_client_mb_s: f64,
+}
+
+/// A replayed fleet's aggregate rate and netdumpd's CPU per GB.
+#[derive(Debug, Default, Serialize)]
+pub struct FleetIngest {
+    pub aggregate_mb_s: f64,
+    pub server_cpu_s_per_gb: f64,
 }
 
 /// Real clients (netdump-core over a UDP socket) dumping at once into one netdumpd.
@@ -613,23 +623,19 @@ pub fn bench_nic(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> Re
 
 /// The fleet of the ingest part: simulated clients (the replayer) that send prebuilt
 /// streams, so that netdumpd and not the clients is what is measured.
-pub const FLEET: FleetConfig = FleetConfig { clients: 4, per_client: 128 << 20, window: 256, datagram: 1472 };
+/// They speak version 2 with the XXH64 check, as netdump-core's client does.
+pub const FLEET: FleetConfig =
+    FleetConfig { clients: 4, per_client: 128 << 20, window: 256, datagram: 1472, check: Check::Xxh64 };
 
 /// N simulated clients ([`crate::replayer`]) dump at once into one netdumpd; every dump is
-/// then read back and compared with its pattern bit by bit. With `host_clients`, also
+/// then read back and compared with its pattern bit by bit. Then the same fleet in
+/// version 1 with CRC-32, into a fresh netdumpd. With `host_clients`, also
 /// that many real clients over loopback (a secondary line: they share the cores with
 /// netdumpd). With `reference`, also one populated 256 MiB e1000 dump in QEMU, the client
 /// rate the aggregate is compared with when no NIC part ran.
 pub fn bench_ingest(env: &BenchEnv, fleet: FleetConfig, host_clients: usize, reference: bool) -> Result<IngestReport> {
-    let dir = env.work_dir.join("ingest");
-    let _ = std::fs::remove_dir_all(&dir);
-    let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
-    let mut f = Fleet::build(fleet, server.addr())?;
-    let run = f.run(server.pid())?;
-    f.verify(&server.dir).context("a replayed dump differs from what was sent")?;
-    let peak_rss = peak_rss_bytes(server.pid())?;
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    let (run, peak_rss) = replay_fleet(env, fleet)?;
+    let (v1, _) = replay_fleet(env, FleetConfig { check: Check::Crc32, ..fleet })?;
     let mut r = IngestReport {
         clients: fleet.clients,
         bytes: run.bytes,
@@ -639,6 +645,10 @@ pub fn bench_ingest(env: &BenchEnv, fleet: FleetConfig, host_clients: usize, ref
         datagrams: run.datagrams,
         retransmissions: run.retransmissions,
         server_peak_rss: peak_rss,
+        version_1: Some(FleetIngest {
+            aggregate_mb_s: v1.bytes as f64 / v1.seconds / 1e6,
+            server_cpu_s_per_gb: v1.server_cpu_s / (v1.bytes as f64 / 1e9),
+        }),
         ..Default::default()
     };
     if host_clients > 0 {
@@ -650,6 +660,21 @@ pub fn bench_ingest(env: &BenchEnv, fleet: FleetConfig, host_clients: usize, ref
         r.reference_client_mb_s = bytes as f64 / s / 1e6;
     }
     Ok(r)
+}
+
+/// One replayed fleet into a fresh netdumpd, every dump verified bit by bit; the run and
+/// netdumpd's peak RSS.
+fn replay_fleet(env: &BenchEnv, fleet: FleetConfig) -> Result<(crate::replayer::FleetRun, u64)> {
+    let dir = env.work_dir.join(format!("ingest-v{}", fleet.version()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Netdumpd::start(&env.netdumpd, &dir.join("crash"), &["--session-timeout", "30"])?;
+    let mut f = Fleet::build(fleet, server.addr())?;
+    let run = f.run(server.pid())?;
+    f.verify(&server.dir).context("a replayed dump differs from what was sent")?;
+    let peak_rss = peak_rss_bytes(server.pid())?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((run, peak_rss))
 }
 
 /// N host clients (the real client over loopback) dump at once into one netdumpd.
@@ -894,7 +919,7 @@ fn ingest_markdown(r: &Report) -> String {
     let fastest = fastest_client_mb_s(r);
     let ratio = if fastest > 0.0 { i.aggregate_mb_s / fastest } else { 0.0 };
     let mut s = format!(
-        "\n## Server ingest\n\n{} simulated clients (the bench's replayer: prebuilt DATA streams sent with `sendmmsg`, ACKs read and what they show missing resent, every dump read back and compared bit by bit): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate; netdumpd used {:.2} CPU s per GB, **{:.0} MB/s per core** of its own CPU (target ≥ 500) {}; {} datagrams, {} resent; netdumpd's peak RSS {:.1} MiB.\n\nAggregate {:.1}× the fastest QEMU client ({:.1} MB/s; target ≥ 5) {}.\n",
+        "\n## Server ingest\n\n{} simulated clients (the bench's replayer: prebuilt DATA streams in version 2 with the XXH64 check, as netdump-core's client sends them, sent with `sendmmsg`, ACKs read and what they show missing resent, every dump read back and compared bit by bit): {:.1} MiB in {:.2} s, **{:.1} MB/s** aggregate; netdumpd used {:.2} CPU s per GB, **{:.0} MB/s per core** of its own CPU (target ≥ 500) {}; {} datagrams, {} resent; netdumpd's peak RSS {:.1} MiB.\n\nAggregate {:.1}× the fastest QEMU client ({:.1} MB/s; target ≥ 5) {}.\n",
         i.clients,
         i.bytes as f64 / (1 << 20) as f64,
         i.seconds,
@@ -909,6 +934,14 @@ fn ingest_markdown(r: &Report) -> String {
         fastest,
         mark(fastest > 0.0 && ratio >= target::INGEST_OVER_CLIENT),
     );
+    if let Some(v) = &i.version_1 {
+        s += &format!(
+            "\nThe same fleet in version 1 with CRC-32 (older clients): {:.1} MB/s aggregate, {:.2} CPU s per GB in netdumpd ({:.0} MB/s per core).\n",
+            v.aggregate_mb_s,
+            v.server_cpu_s_per_gb,
+            if v.server_cpu_s_per_gb > 0.0 { 1000.0 / v.server_cpu_s_per_gb } else { 0.0 }
+        );
+    }
     if let Some(h) = &i.host {
         s += &format!(
             "\nWith {} real clients instead (netdump-core's client over loopback, sharing the cores with netdumpd): {:.1} MB/s aggregate, {:.2} CPU s per GB in netdumpd.\n",
