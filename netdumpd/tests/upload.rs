@@ -301,6 +301,42 @@ fn the_s3_server_killed_mid_multipart_upload_loses_nothing_and_the_local_copy_is
 }
 
 #[test]
+fn a_stop_during_a_multipart_upload_aborts_it_and_the_next_start_uploads_the_dump() {
+    let dir = TempDir::new("upload-stop");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let creds = credentials(dir.path(), SECRET_KEY);
+    let u = upload_config(&s3, &creds, "dumpserver-s");
+    let dumps = dir.path().join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let server = TestServer::start_with(&dumps, with_upload(u.clone(), None));
+    let big = Ram::new(40, 0x31);
+    let first = dump(server.addr, &server.dir, "stop-node", &big);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s3.multipart_started() {
+        assert!(Instant::now() < deadline, "no multipart upload began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // netdumpd stops while the vmcore's parts go up: the multipart upload is aborted, so
+    // that no part stays in the bucket, and the dump stays pending.
+    server.stop();
+    let m = Marker::read(&first).unwrap();
+    assert_eq!(m.status, UploadStatus::Pending, "the upload ended before the stop: make the dump larger");
+    assert_eq!(m.last_error, None, "a stop is not a failure");
+    assert!(!s3.multipart_started(), "the stopped multipart upload was left in the S3 server");
+
+    // The next start uploads it whole.
+    let server = TestServer::start_with(&dumps, with_upload(u.clone(), None));
+    done(&first);
+    assert!(!s3.multipart_started(), "a multipart upload left over after the upload");
+    let config = config_file(dir.path(), &u);
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    let out = dir.path().join("fetched");
+    netdumpd(&config, &["fetch", &name, "--to", out.to_str().unwrap()]);
+    assert_same_sparse_file(&first.join("vmcore"), &out.join("vmcore"));
+    server.stop();
+}
+
+#[test]
 fn wrong_credentials_are_a_clear_error_and_nothing_is_marked_done_or_removed() {
     let dir = TempDir::new("upload-badcreds");
     let s3 = S3Server::start(&dir.path().join("s3"));

@@ -6,6 +6,8 @@
 use std::fs::File;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use object_store::path::Path;
@@ -24,6 +26,19 @@ use crate::dumpdir::INFO;
 const PIECE: usize = 1 << 20;
 /// Parts of one object uploaded at once.
 const PARTS_IN_FLIGHT: usize = 2;
+/// How often the stop flag is looked at during an upload: often, so that a stop catches
+/// a multipart upload before it ends on its own and aborts it.
+const UPLOAD_STOP_POLL: Duration = Duration::from_millis(10);
+/// How long a stopped upload may take to abort its multipart upload (one request; the S3
+/// server may be the reason for the stop).
+pub const ABORT_BOUND: Duration = Duration::from_secs(5);
+
+/// Returns once `stop` is set (looked at every [`UPLOAD_STOP_POLL`]).
+pub async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(UPLOAD_STOP_POLL).await;
+    }
+}
 
 /// A file of the dump as the index names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,12 +118,15 @@ fn s(v: &Value, p: &str) -> String {
     v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-/// Uploads `dir` under `key` and verifies it; returns the objects written.
+/// Uploads `dir` under `key` and verifies it; returns the objects written. When `stop`
+/// is set during a multipart upload, that upload is aborted (its parts freed in the
+/// bucket) and the result is an error.
 pub async fn ship(
     store: &Arc<dyn ObjectStore>,
     c: &UploadConfig,
     dir: &FsPath,
     key: &str,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Vec<ObjectRecord>> {
     let info = dump_info(dir)?;
     let status = s(&info, "/status");
@@ -134,7 +152,7 @@ pub async fn ship(
         let stored: u64 = runs.iter().map(|r| r.1).sum();
         let object = if sparse { format!("{name}{DATA_SUFFIX}") } else { name.clone() };
         let object_path = Path::from(format!("{key}/{object}"));
-        let extents = upload_runs(store, &object_path, &f, &runs, stored, c.part_size)
+        let extents = upload_runs(store, &object_path, &f, &runs, stored, c.part_size, stop)
             .await
             .with_context(|| format!("upload {name} to {object_path}"))?;
         objects.push(ObjectRecord { key: object_path.to_string(), size: stored });
@@ -216,7 +234,9 @@ async fn verify(
 }
 
 /// The runs of `f` as one object: one PUT up to `part_size`, a multipart upload beyond
-/// (aborted if it fails part-way). Returns the runs as extents with their CRCs.
+/// (aborted if it fails part-way or `stop` is set: parts left behind would be kept, and
+/// billed, until a lifecycle rule removes them). Returns the runs as extents with their
+/// CRCs.
 async fn upload_runs(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
@@ -224,6 +244,7 @@ async fn upload_runs(
     runs: &[(u64, u64)],
     total: u64,
     part_size: usize,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Vec<Extent>> {
     if total <= part_size as u64 {
         let mut buf = Vec::with_capacity(total as usize);
@@ -236,15 +257,23 @@ async fn upload_runs(
     }
     let upload = store.put_multipart(path).await.map_err(|e| anyhow::anyhow!("{}", explain(&e)))?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
-    let result = write_runs(&mut w, f, runs).await;
+    let result = tokio::select! {
+        r = write_runs(&mut w, f, runs) => r,
+        () = stopped(stop) => Err(anyhow::anyhow!("interrupted by netdumpd's stop")),
+    };
     match result {
         Ok(extents) => {
             w.finish().await.map_err(|e| anyhow::anyhow!("complete multipart upload: {}", explain(&e)))?;
             Ok(extents)
         }
         Err(e) => {
-            // Best effort: the parts uploaded so far are freed; the error is the cause.
-            let _ = w.abort().await;
+            // Best effort, bounded: the parts uploaded so far are freed; the error is the
+            // cause.
+            match tokio::time::timeout(ABORT_BOUND, w.abort()).await {
+                Ok(Ok(())) => tracing::debug!(object = %path, "multipart upload aborted"),
+                Ok(Err(a)) => tracing::warn!(object = %path, "multipart upload not aborted: {}", explain(&a)),
+                Err(_) => tracing::warn!(object = %path, "multipart upload not aborted within {ABORT_BOUND:?}"),
+            }
             Err(e)
         }
     }

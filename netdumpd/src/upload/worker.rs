@@ -20,11 +20,11 @@ use object_store::ObjectStore;
 
 use super::marker::{Marker, UploadStatus};
 use super::settings::{Credentials, UploadConfig};
-use super::ship::{dump_info, ship};
+use super::ship::{ABORT_BOUND, dump_info, ship, stopped};
 
 /// The first wait after a failed attempt.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// How often the thread looks at its stop flag while it waits or uploads.
+/// How often the thread looks at its stop flag while it waits.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// The running uploader.
@@ -103,8 +103,10 @@ impl Uploader {
         self.handle.clone()
     }
 
-    /// Stops the thread within [`STOP_POLL`] or so: an upload in progress is dropped
-    /// and stays pending in its marker, to start again at the next start.
+    /// Stops the thread within [`STOP_POLL`] or so, or [`ABORT_BOUND`] more when a
+    /// multipart upload was in progress (it is aborted, so that its parts do not stay in
+    /// the bucket): an upload in progress stays pending in its marker, to start again at
+    /// the next start.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -203,9 +205,18 @@ impl Worker {
         marker.attempts += 1;
         let stop = self.stop.clone();
         let shipped = runtime.block_on(async {
+            let ship = ship(&self.store, &self.config, dir, &marker.key, &stop);
+            tokio::pin!(ship);
             tokio::select! {
-                r = ship(&self.store, &self.config, dir, &marker.key) => Some(r),
-                () = async { while !stop.load(Ordering::SeqCst) { tokio::time::sleep(STOP_POLL).await } } => None,
+                r = &mut ship => Some(r),
+                () = stopped(&stop) => {
+                    // The upload sees the stop too: a multipart upload in progress aborts
+                    // its parts. What has not ended by then is dropped.
+                    match tokio::time::timeout(ABORT_BOUND, &mut ship).await {
+                        Ok(Ok(objects)) => Some(Ok(objects)),
+                        _ => None,
+                    }
+                }
             }
         });
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
