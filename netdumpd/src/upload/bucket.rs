@@ -17,6 +17,9 @@ use super::settings::{Credentials, UploadConfig};
 use super::ship::Index;
 use super::store::explain;
 
+/// Index objects read at once by [`Bucket::dumps`].
+const INDEX_READS: usize = 16;
+
 /// A connection to the configured bucket, for the admin commands.
 pub struct Bucket {
     config: UploadConfig,
@@ -49,10 +52,13 @@ impl Bucket {
                     keys.push(meta.location);
                 }
             }
+            // One GET per dump: a bucket of thousands is read INDEX_READS at a time.
+            let mut reads = futures_util::stream::iter(keys)
+                .map(|k| async move { (self.get(&k).await, k) })
+                .buffer_unordered(INDEX_READS);
             let mut out = Vec::new();
-            for k in keys {
-                let bytes = self.get(&k).await?;
-                match serde_json::from_slice::<Index>(&bytes) {
+            while let Some((bytes, k)) = reads.next().await {
+                match serde_json::from_slice::<Index>(&bytes?) {
                     Ok(i) => out.push(i),
                     Err(e) => tracing::warn!(key = %k, "not a dump index: {e}"),
                 }
