@@ -231,7 +231,12 @@ impl<'a> DataStream<'a> {
     /// scan is bounded per call ([`SCAN_BUDGET`] pages) so that the sender keeps
     /// answering ACKs and ARP during a long hole; [`is_done`](Self::is_done) tells the end.
     pub fn next_payload(&mut self, out: &mut [u8]) -> Option<usize> {
-        let room = out.len().checked_sub(Data::SUBHEADER_LEN).filter(|&r| r > 0)?;
+        // A plain compare, where `checked_sub(..).filter(..)?` hid from the optimiser
+        // that every `out[SUBHEADER_LEN..][..room]` below is in bounds.
+        if out.len() <= Data::SUBHEADER_LEN {
+            return None;
+        }
+        let room = out.len() - Data::SUBHEADER_LEN;
         loop {
             let mut encoding = Encoding::Raw;
             let (section, offset, len) = match self.stage {
