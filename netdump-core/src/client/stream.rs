@@ -583,16 +583,19 @@ impl<'a> DataStream<'a> {
             }
             let here = self.phys_of(self.cursor.range, self.cursor.page) + self.cursor.used as u64;
             start.get_or_insert(here);
-            let n = (out.len() - len).min(PAGE_SIZE - self.cursor.used);
+            // Sliced from `len` on, then cut to `n`: bounds the optimiser sees hold.
+            let dst = &mut out[len..];
+            let n = dst.len().min(PAGE_SIZE - self.cursor.used);
+            let dst = &mut dst[..n];
             if self.reads_in_place() {
-                if self.memory.read(here, &mut out[len..len + n]).is_err() {
+                if self.memory.read(here, dst).is_err() {
                     // Its zero test read it a moment ago: zeros go in its place, and the
                     // dump is reported incomplete rather than the packet lost.
-                    out[len..len + n].fill(0);
+                    dst.fill(0);
                     self.stats.unreadable_pages += 1;
                 }
             } else {
-                out[len..len + n].copy_from_slice(&self.page[self.cursor.used..self.cursor.used + n]);
+                dst.copy_from_slice(&self.page[self.cursor.used..][..n]);
             }
             self.cursor.used += n;
             len += n;
