@@ -484,10 +484,11 @@ impl<'a> DataStream<'a> {
                         l.pages += run as u32;
                         l.emit(&mut out[len - ExcludedRun::WIRE_LEN..len]);
                     }
-                    _ if len + ExcludedRun::WIRE_LEN > out.len() => break,
                     _ => {
+                        // No room for another record: the packet is full.
+                        let Some(dst) = out.get_mut(len..len + ExcludedRun::WIRE_LEN) else { break };
                         let record = ExcludedRun { start_pfn, pages: run as u32, class };
-                        record.emit(&mut out[len..len + ExcludedRun::WIRE_LEN]);
+                        record.emit(dst);
                         len += ExcludedRun::WIRE_LEN;
                         last = Some((r, record));
                     }
