@@ -389,9 +389,7 @@ impl<'a> SackWindow<'a> {
             let at = if slot.sends == 0 {
                 // Pushed, but its first send failed (a full NIC ring).
                 0
-            } else if slot.sent_at_us < self.overtaken_before_us
-                || (slot.sends == 1 && seq < sacked_below)
-            {
+            } else if slot.sent_at_us < self.overtaken_before_us || (slot.sends == 1 && seq < sacked_below) {
                 slot.sent_at_us.saturating_add(self.rto_us.min(fast_after))
             } else {
                 slot.sent_at_us.max(self.progress_us).saturating_add(self.rto_us)
