@@ -271,7 +271,7 @@ impl<'a> DataStream<'a> {
                         self.cpus.record_bytes(pos / record_len, &mut record);
                         let from = pos % record_len;
                         let k = (record_len - from).min(n - done);
-                        dst[done..done + k].copy_from_slice(&record[from..from + k]);
+                        dst[done..done + k].copy_from_slice(&record[from..record_len][..k]);
                         done += k;
                     }
                     (Section::Registers, self.offset, n)
