@@ -107,7 +107,9 @@ impl MemoryMap {
 
     /// The ranges, sorted by physical address.
     pub fn ranges(&self) -> &[MemoryRange] {
-        &self.ranges[..self.len]
+        // `len` never exceeds MAX_RANGES (every constructor checks it); the `min` says
+        // so to the optimiser, which otherwise kept a panic path at each inlined call.
+        &self.ranges[..self.len.min(MAX_RANGES)]
     }
 
     /// Bytes of RAM in all ranges: what HELLO declares as the memory size.

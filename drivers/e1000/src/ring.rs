@@ -66,6 +66,41 @@ struct RxDescriptor {
 
 const _: () = assert!(size_of::<TxDescriptor>() == DESCRIPTOR_SIZE);
 const _: () = assert!(size_of::<RxDescriptor>() == DESCRIPTOR_SIZE);
+const _: () = assert!(size_of::<u128>() == DESCRIPTOR_SIZE && align_of::<u128>() <= align_of::<TxDescriptor>());
+const _: () = assert!(align_of::<u128>() <= align_of::<RxDescriptor>());
+
+/// A descriptor's 16 bytes as one little-endian value, field by field in the order of
+/// its `repr(C)` layout: written with one volatile store, where the struct's volatile
+/// write copied each of its seven fields through the stack (docs/PERFORMANCE.md,
+/// "Footprint"). The device sees the same bytes.
+trait Bits: Copy {
+    fn bits(self) -> u128;
+}
+
+impl Bits for TxDescriptor {
+    #[inline(always)]
+    fn bits(self) -> u128 {
+        u128::from(self.addr)
+            | u128::from(self.length) << 64
+            | u128::from(self.cso) << 80
+            | u128::from(self.cmd) << 88
+            | u128::from(self.status) << 96
+            | u128::from(self.css) << 104
+            | u128::from(self.special) << 112
+    }
+}
+
+impl Bits for RxDescriptor {
+    #[inline(always)]
+    fn bits(self) -> u128 {
+        u128::from(self.addr)
+            | u128::from(self.length) << 64
+            | u128::from(self.checksum) << 80
+            | u128::from(self.status) << 96
+            | u128::from(self.errors) << 104
+            | u128::from(self.special) << 112
+    }
+}
 
 /// N descriptors of type `D` at the start of a DMA region.
 struct DescriptorArray<D, const N: usize> {
@@ -94,6 +129,22 @@ impl<D, const N: usize> DescriptorArray<D, N> {
         unsafe {
             let descriptor = (self.memory.as_ptr() as *mut D).add(index);
             VolatilePtr::new(core::ptr::NonNull::new_unchecked(descriptor))
+        }
+    }
+}
+
+impl<D: Bits, const N: usize> DescriptorArray<D, N> {
+    /// Writes descriptor `index % N` whole, in one 16-byte volatile store.
+    #[inline(always)]
+    fn set(&mut self, index: usize, descriptor: D) {
+        let index = index % N;
+        // SAFETY: as in `get`: `index < N`, the region holds N descriptors of 16 bytes
+        // aligned to 16 (checked in `new`), which `u128` fits in size and alignment (the
+        // asserts above); `&mut self` keeps this the only CPU-side pointer. x86 is
+        // little-endian, so the value's bytes are the descriptor's `repr(C)` layout.
+        unsafe {
+            let descriptor_ptr = (self.memory.as_ptr() as *mut D).add(index).cast::<u128>();
+            VolatilePtr::new(core::ptr::NonNull::new_unchecked(descriptor_ptr)).write(descriptor.bits());
         }
     }
 }
@@ -191,15 +242,18 @@ impl<const N: usize> TxRing<N> {
     /// after [`clear`](Self::clear): the ring has room.
     pub fn push_context(&mut self) -> usize {
         let index = self.tail;
-        self.descriptors.get(index).write(TxDescriptor {
-            addr: txd::context_offsets(UDP_HEADER as u8, UDP_CHECKSUM as u8, 0),
-            length: 0,
-            cso: 0,
-            cmd: (TxCommand::DEXT | TxCommand::RS).bits() | txd::TUCMD_IP,
-            status: 0,
-            css: 0,
-            special: 0,
-        });
+        self.descriptors.set(
+            index,
+            TxDescriptor {
+                addr: txd::context_offsets(UDP_HEADER as u8, UDP_CHECKSUM as u8, 0),
+                length: 0,
+                cso: 0,
+                cmd: (TxCommand::DEXT | TxCommand::RS).bits() | txd::TUCMD_IP,
+                status: 0,
+                css: 0,
+                special: 0,
+            },
+        );
         fence(Ordering::SeqCst);
         self.tail = (index + 1) % N;
         self.udp_checksum = true;
@@ -231,15 +285,8 @@ impl<const N: usize> TxRing<N> {
     pub fn clear(&mut self) {
         for i in 0..N {
             let phys = self.buffers.phys_addr(i);
-            self.descriptors.get(i).write(TxDescriptor {
-                addr: phys,
-                length: 0,
-                cso: 0,
-                cmd: 0,
-                status: 0,
-                css: 0,
-                special: 0,
-            });
+            self.descriptors
+                .set(i, TxDescriptor { addr: phys, length: 0, cso: 0, cmd: 0, status: 0, css: 0, special: 0 });
         }
         self.tail = 0;
         self.clean = 0;
@@ -290,7 +337,7 @@ impl<const N: usize> TxRing<N> {
         } else {
             TxDescriptor { addr: phys, length: wire_len as u16, cso: 0, cmd: cmd.bits(), status: 0, css: 0, special: 0 }
         };
-        self.descriptors.get(index).write(descriptor);
+        self.descriptors.set(index, descriptor);
         // The frame and descriptor must be in memory before the device sees the new tail.
         fence(Ordering::SeqCst);
         self.tail = (index + 1) % N;
@@ -357,14 +404,8 @@ impl<const N: usize> RxRing<N> {
     pub fn clear(&mut self) -> usize {
         for i in 0..N {
             let phys = self.buffers.phys_addr(i);
-            self.descriptors.get(i).write(RxDescriptor {
-                addr: phys,
-                length: 0,
-                checksum: 0,
-                status: 0,
-                errors: 0,
-                special: 0,
-            });
+            self.descriptors
+                .set(i, RxDescriptor { addr: phys, length: 0, checksum: 0, status: 0, errors: 0, special: 0 });
         }
         self.next = 0;
         self.discarding = false;
@@ -400,17 +441,43 @@ impl<const N: usize> RxRing<N> {
             handler(frame);
         }
         let phys = self.buffers.phys_addr(index);
-        self.descriptors.get(index).write(RxDescriptor {
-            addr: phys,
-            length: 0,
-            checksum: 0,
-            status: 0,
-            errors: 0,
-            special: 0,
-        });
+        self.descriptors
+            .set(index, RxDescriptor { addr: phys, length: 0, checksum: 0, status: 0, errors: 0, special: 0 });
         // The cleared descriptor must be in memory before the device sees the new RDT.
         fence(Ordering::SeqCst);
         self.next = (index + 1) % N;
         Some(RxPoll { delivered, rearmed: index })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_is_written_as_the_bytes_of_its_layout() {
+        let tx = TxDescriptor {
+            addr: 0x1122_3344_5566_7788,
+            length: 0x99aa,
+            cso: 0xbb,
+            cmd: 0xcc,
+            status: 0xdd,
+            css: 0xee,
+            special: 0xf00f,
+        };
+        // SAFETY: both descriptors are 16 bytes of integers without padding.
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(tx) };
+        assert_eq!(tx.bits().to_le_bytes(), bytes);
+        let rx = RxDescriptor {
+            addr: 0x0102_0304_0506_0708,
+            length: 0x090a,
+            checksum: 0x0b0c,
+            status: 0x0d,
+            errors: 0x0e,
+            special: 0x1f2f,
+        };
+        // SAFETY: as above.
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(rx) };
+        assert_eq!(rx.bits().to_le_bytes(), bytes);
     }
 }

@@ -231,7 +231,12 @@ impl<'a> DataStream<'a> {
     /// scan is bounded per call ([`SCAN_BUDGET`] pages) so that the sender keeps
     /// answering ACKs and ARP during a long hole; [`is_done`](Self::is_done) tells the end.
     pub fn next_payload(&mut self, out: &mut [u8]) -> Option<usize> {
-        let room = out.len().checked_sub(Data::SUBHEADER_LEN).filter(|&r| r > 0)?;
+        // A plain compare, where `checked_sub(..).filter(..)?` hid from the optimiser
+        // that every `out[SUBHEADER_LEN..][..room]` below is in bounds.
+        if out.len() <= Data::SUBHEADER_LEN {
+            return None;
+        }
+        let room = out.len() - Data::SUBHEADER_LEN;
         loop {
             let mut encoding = Encoding::Raw;
             let (section, offset, len) = match self.stage {
@@ -266,7 +271,7 @@ impl<'a> DataStream<'a> {
                         self.cpus.record_bytes(pos / record_len, &mut record);
                         let from = pos % record_len;
                         let k = (record_len - from).min(n - done);
-                        dst[done..done + k].copy_from_slice(&record[from..from + k]);
+                        dst[done..done + k].copy_from_slice(&record[from..record_len][..k]);
                         done += k;
                     }
                     (Section::Registers, self.offset, n)
@@ -479,10 +484,11 @@ impl<'a> DataStream<'a> {
                         l.pages += run as u32;
                         l.emit(&mut out[len - ExcludedRun::WIRE_LEN..len]);
                     }
-                    _ if len + ExcludedRun::WIRE_LEN > out.len() => break,
                     _ => {
+                        // No room for another record: the packet is full.
+                        let Some(dst) = out.get_mut(len..len + ExcludedRun::WIRE_LEN) else { break };
                         let record = ExcludedRun { start_pfn, pages: run as u32, class };
-                        record.emit(&mut out[len..len + ExcludedRun::WIRE_LEN]);
+                        record.emit(dst);
                         len += ExcludedRun::WIRE_LEN;
                         last = Some((r, record));
                     }
@@ -578,16 +584,19 @@ impl<'a> DataStream<'a> {
             }
             let here = self.phys_of(self.cursor.range, self.cursor.page) + self.cursor.used as u64;
             start.get_or_insert(here);
-            let n = (out.len() - len).min(PAGE_SIZE - self.cursor.used);
+            // Sliced from `len` on, then cut to `n`: bounds the optimiser sees hold.
+            let dst = &mut out[len..];
+            let n = dst.len().min(PAGE_SIZE - self.cursor.used);
+            let dst = &mut dst[..n];
             if self.reads_in_place() {
-                if self.memory.read(here, &mut out[len..len + n]).is_err() {
+                if self.memory.read(here, dst).is_err() {
                     // Its zero test read it a moment ago: zeros go in its place, and the
                     // dump is reported incomplete rather than the packet lost.
-                    out[len..len + n].fill(0);
+                    dst.fill(0);
                     self.stats.unreadable_pages += 1;
                 }
             } else {
-                out[len..len + n].copy_from_slice(&self.page[self.cursor.used..self.cursor.used + n]);
+                dst.copy_from_slice(&self.page[self.cursor.used..][..n]);
             }
             self.cursor.used += n;
             len += n;

@@ -373,6 +373,9 @@ impl<'a> SackWindow<'a> {
             return None;
         }
         let fast_after = self.srtt_us.map_or(self.rto_us, |s| s.max(self.bounds.min_us / 2));
+        // Below 0 is no seq: the same test as `is_some_and(|h| seq < h)`, without a
+        // second copy of the loop for each case.
+        let sacked_below = core::hint::black_box(self.highest_sacked.unwrap_or(0));
         let mut earliest = u64::MAX;
         for seq in self.base..self.next {
             let slot = &self.slots[self.index(seq)];
@@ -386,9 +389,7 @@ impl<'a> SackWindow<'a> {
             let at = if slot.sends == 0 {
                 // Pushed, but its first send failed (a full NIC ring).
                 0
-            } else if slot.sent_at_us < self.overtaken_before_us
-                || (slot.sends == 1 && self.highest_sacked.is_some_and(|h| seq < h))
-            {
+            } else if slot.sent_at_us < self.overtaken_before_us || (slot.sends == 1 && seq < sacked_below) {
                 slot.sent_at_us.saturating_add(self.rto_us.min(fast_after))
             } else {
                 slot.sent_at_us.max(self.progress_us).saturating_add(self.rto_us)
