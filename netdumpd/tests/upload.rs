@@ -112,6 +112,25 @@ fn upload_config(s3: &S3Server, creds: &Path, server_name: &str) -> UploadConfig
     }
 }
 
+/// A test's scratch directory, an S3 server in it, an `[upload]` for it as
+/// `server_name` with credentials whose secret is `secret`, and an empty dump directory.
+struct Setup {
+    dir: TempDir,
+    s3: S3Server,
+    upload: UploadConfig,
+    dumps: PathBuf,
+}
+
+fn setup(label: &str, server_name: &str, secret: &str) -> Setup {
+    let dir = TempDir::new(label);
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let creds = credentials(dir.path(), secret);
+    let upload = upload_config(&s3, &creds, server_name);
+    let dumps = dir.path().join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    Setup { dir, s3, upload, dumps }
+}
+
 fn with_upload(u: UploadConfig, max_dumps_per_client: Option<usize>) -> impl FnOnce(&mut ServerConfig) {
     move |c| {
         c.upload = Some(u);
@@ -154,6 +173,15 @@ fn wait_marker(dir: &Path, what: &str, cond: impl Fn(&Marker) -> bool) -> Marker
     }
 }
 
+/// Returns as soon as the S3 server holds a multipart upload in progress.
+fn wait_multipart_start(s3: &S3Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s3.multipart_started() {
+        assert!(Instant::now() < deadline, "no multipart upload began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn done(dir: &Path) -> Marker {
     wait_marker(dir, "the upload to be done", |m| m.status == UploadStatus::Done)
 }
@@ -175,12 +203,7 @@ fn assert_same_sparse_file(local: &Path, fetched: &Path) {
 
 #[test]
 fn a_dump_is_uploaded_listed_shown_and_fetched_back_equal_with_its_holes() {
-    let dir = TempDir::new("upload-roundtrip");
-    let s3 = S3Server::start(&dir.path().join("s3"));
-    let creds = credentials(dir.path(), SECRET_KEY);
-    let u = upload_config(&s3, &creds, "dumpserver-1");
-    let dumps = dir.path().join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
+    let Setup { dir, s3, upload: u, dumps } = setup("upload-roundtrip", "dumpserver-1", SECRET_KEY);
     let server = TestServer::start_with(&dumps, with_upload(u.clone(), None));
     let ram = Ram::new(12, 0x11);
     let d = dump(server.addr, &server.dir, "roundtrip-node", &ram);
@@ -248,21 +271,12 @@ fn a_dump_is_uploaded_listed_shown_and_fetched_back_equal_with_its_holes() {
 
 #[test]
 fn the_s3_server_killed_mid_multipart_upload_loses_nothing_and_the_local_copy_is_kept_meanwhile() {
-    let dir = TempDir::new("upload-kill");
-    let mut s3 = S3Server::start(&dir.path().join("s3"));
-    let creds = credentials(dir.path(), SECRET_KEY);
-    let u = upload_config(&s3, &creds, "dumpserver-k");
-    let dumps = dir.path().join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
+    let Setup { dir, mut s3, upload: u, dumps } = setup("upload-kill", "dumpserver-k", SECRET_KEY);
     // One dump per client: retention wants the older one gone as soon as there are two.
     let server = TestServer::start_with(&dumps, with_upload(u.clone(), Some(1)));
     let big = Ram::new(40, 0x22);
     let first = dump(server.addr, &server.dir, "kill-node", &big);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !s3.multipart_started() {
-        assert!(Instant::now() < deadline, "no multipart upload began");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_multipart_start(&s3);
     s3.kill();
     let kept_vmcore = std::fs::read(first.join("vmcore")).unwrap();
     let m = wait_marker(&first, "a failed attempt", |m| m.last_error.is_some());
@@ -302,20 +316,11 @@ fn the_s3_server_killed_mid_multipart_upload_loses_nothing_and_the_local_copy_is
 
 #[test]
 fn a_stop_during_a_multipart_upload_aborts_it_and_the_next_start_uploads_the_dump() {
-    let dir = TempDir::new("upload-stop");
-    let s3 = S3Server::start(&dir.path().join("s3"));
-    let creds = credentials(dir.path(), SECRET_KEY);
-    let u = upload_config(&s3, &creds, "dumpserver-s");
-    let dumps = dir.path().join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
+    let Setup { dir, s3, upload: u, dumps } = setup("upload-stop", "dumpserver-s", SECRET_KEY);
     let server = TestServer::start_with(&dumps, with_upload(u.clone(), None));
     let big = Ram::new(40, 0x31);
     let first = dump(server.addr, &server.dir, "stop-node", &big);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !s3.multipart_started() {
-        assert!(Instant::now() < deadline, "no multipart upload began");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_multipart_start(&s3);
     // netdumpd stops while the vmcore's parts go up: the multipart upload is aborted, so
     // that no part stays in the bucket, and the dump stays pending.
     server.stop();
@@ -338,16 +343,11 @@ fn a_stop_during_a_multipart_upload_aborts_it_and_the_next_start_uploads_the_dum
 
 #[test]
 fn wrong_credentials_are_a_clear_error_and_nothing_is_marked_done_or_removed() {
-    let dir = TempDir::new("upload-badcreds");
-    let s3 = S3Server::start(&dir.path().join("s3"));
-    let creds = credentials(dir.path(), "not-the-secret");
-    let u = upload_config(&s3, &creds, "dumpserver-c");
-    let dumps = dir.path().join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
+    let Setup { dir: _dir, s3, upload: u, dumps } = setup("upload-badcreds", "dumpserver-c", "not-the-secret");
     let config = format!(
         "[retention]\nmax_dumps_per_client = 1\n[upload]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\nserver_name = \"dumpserver-c\"\ncredentials_file = \"{}\"\nallow_http = true\nmax_backoff_seconds = 1\nretry_timeout_seconds = 2\n",
         s3.endpoint(),
-        creds.display()
+        u.credentials_file.as_ref().unwrap().display()
     );
     let daemon = Daemon::start(&dumps, &config);
     let first = dump(daemon.addr, &dumps, "cred-node", &Ram::new(2, 0x31));
