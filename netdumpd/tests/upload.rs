@@ -322,10 +322,16 @@ fn a_stop_during_a_multipart_upload_aborts_it_and_the_next_start_uploads_the_dum
     let first = dump(server.addr, &server.dir, "stop-node", &big);
     wait_multipart_start(&s3);
     // netdumpd stops while the vmcore's parts go up: the multipart upload is aborted, so
-    // that no part stays in the bucket, and the dump stays pending.
-    server.stop();
+    // that no part stays in the bucket, and the dump stays pending. The S3 server is
+    // frozen meanwhile, so that the upload cannot end before the stop is seen; the parts
+    // in flight then end, and the abort removes them.
+    s3.pause();
+    let stopping = std::thread::spawn(move || server.stop());
+    std::thread::sleep(Duration::from_secs(2));
+    s3.resume();
+    stopping.join().unwrap();
     let m = Marker::read(&first).unwrap();
-    assert_eq!(m.status, UploadStatus::Pending, "the upload ended before the stop: make the dump larger");
+    assert_eq!(m.status, UploadStatus::Pending, "the upload ended before the stop");
     assert_eq!(m.last_error, None, "a stop is not a failure");
     assert!(!s3.multipart_started(), "the stopped multipart upload was left in the S3 server");
 

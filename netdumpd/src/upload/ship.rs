@@ -257,19 +257,20 @@ async fn upload_runs(
     }
     let upload = store.put_multipart(path).await.map_err(|e| anyhow::anyhow!("{}", explain(&e)))?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
-    let result = tokio::select! {
-        r = write_runs(&mut w, f, runs) => r,
-        () = stopped(stop) => Err(anyhow::anyhow!("interrupted by netdumpd's stop")),
-    };
-    match result {
+    match write_runs(&mut w, f, runs, stop).await {
         Ok(extents) => {
             w.finish().await.map_err(|e| anyhow::anyhow!("complete multipart upload: {}", explain(&e)))?;
             Ok(extents)
         }
         Err(e) => {
             // Best effort, bounded: the parts uploaded so far are freed; the error is the
-            // cause.
-            match tokio::time::timeout(ABORT_BOUND, w.abort()).await {
+            // cause. The parts in flight end first: one the server was still receiving
+            // when the abort came could be stored after it, and stay.
+            let abort = async {
+                let _ = w.wait_for_capacity(0).await;
+                w.abort().await
+            };
+            match tokio::time::timeout(ABORT_BOUND, abort).await {
                 Ok(Ok(())) => tracing::debug!(object = %path, "multipart upload aborted"),
                 Ok(Err(a)) => tracing::warn!(object = %path, "multipart upload not aborted: {}", explain(&a)),
                 Err(_) => tracing::warn!(object = %path, "multipart upload not aborted within {ABORT_BOUND:?}"),
@@ -279,7 +280,14 @@ async fn upload_runs(
     }
 }
 
-async fn write_runs(w: &mut WriteMultipart, f: &File, runs: &[(u64, u64)]) -> anyhow::Result<Vec<Extent>> {
+/// Feeds the runs to `w`, at most [`PARTS_IN_FLIGHT`] parts in flight; stops feeding it
+/// with an error once `stop` is set.
+async fn write_runs(
+    w: &mut WriteMultipart,
+    f: &File,
+    runs: &[(u64, u64)],
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<Extent>> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; PIECE];
     let mut out = Vec::with_capacity(runs.len());
@@ -290,7 +298,12 @@ async fn write_runs(w: &mut WriteMultipart, f: &File, runs: &[(u64, u64)]) -> an
             let n = (len - done).min(PIECE as u64) as usize;
             f.read_exact_at(&mut buf[..n], offset + done)?;
             crc.update(&buf[..n]);
-            w.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| anyhow::anyhow!("upload part: {}", explain(&e)))?;
+            tokio::select! {
+                r = w.wait_for_capacity(PARTS_IN_FLIGHT) => {
+                    r.map_err(|e| anyhow::anyhow!("upload part: {}", explain(&e)))?;
+                }
+                () = stopped(stop) => bail!("interrupted by netdumpd's stop"),
+            }
             w.write(&buf[..n]);
             done += n as u64;
         }

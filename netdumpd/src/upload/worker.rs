@@ -211,8 +211,8 @@ impl Worker {
                 r = &mut ship => Some(r),
                 () = stopped(&stop) => {
                     // The upload sees the stop too: a multipart upload in progress aborts
-                    // its parts. What has not ended by then is dropped.
-                    match tokio::time::timeout(ABORT_BOUND, &mut ship).await {
+                    // its parts (within ABORT_BOUND). What has not ended by then is dropped.
+                    match tokio::time::timeout(ABORT_BOUND + STOP_POLL, &mut ship).await {
                         Ok(Ok(objects)) => Some(Ok(objects)),
                         _ => None,
                     }

@@ -63,6 +63,22 @@ impl S3Server {
         }
     }
 
+    /// Freezes the process (SIGSTOP): requests wait, unanswered, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("s3s-fs is running").id();
+        // SAFETY: kill(2) with our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0, "signal {sig} to s3s-fs");
+    }
+
     /// Starts it again on the same port and root.
     pub fn restart(&mut self) {
         self.kill();
