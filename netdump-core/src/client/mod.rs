@@ -1624,7 +1624,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     break;
                 }
                 let Some(seq) = window.due(now) else { break };
-                if !self.transmit_data(window, seq, true, now)? {
+                // A first send that failed on a full ring goes as it would have.
+                let ack_request = window.sends(seq) > 0 || !window.can_push();
+                if !self.transmit_data(window, seq, ack_request, now)? {
                     break;
                 }
                 if now.saturating_sub(last_progress) >= window.rto_us()
@@ -1634,8 +1636,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     last_backoff = now;
                 }
             }
-            // Fill the window with new packets.
-            while !exhausted && window.can_push() {
+            // Fill the window with new packets, once none waits for its first send.
+            while !exhausted && window.can_push() && !window.has_unsent() {
                 let now = self.clock.now_us();
                 if !window.paced(now) {
                     break;
