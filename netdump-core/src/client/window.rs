@@ -297,8 +297,10 @@ impl<'a> SackWindow<'a> {
         // it longest (a server holds ACKs for a few packets or milliseconds), and a timer
         // shorter than that wait fires on ACKs that are late, not lost.
         let mut rto_sample: Option<u64> = None;
-        // The latest send among the packets acknowledged (its `order`, plus one).
-        let mut newest_order = 0;
+        // The latest first send among the packets acknowledged (its `order` plus one, its
+        // send time and state), the earliest (its `order`), and the latest resend.
+        let (mut newest_first, mut oldest_first) = ((0, 0, SendState::ZERO), u64::MAX);
+        let mut newest_resend: Option<(u64, u64, SendState)> = None;
         let min_rtt = self.congestion.min_rtt_us().unwrap_or(0);
         for seq in self.base..self.next {
             let i = self.index(seq);
@@ -310,15 +312,17 @@ impl<'a> SackWindow<'a> {
             effect.newly_acked += 1;
             delivery.packets += 1;
             delivery.bytes += u64::from(slot.len) + PACKET_OVERHEAD;
-            // A retransmission acknowledged sooner than a round trip after it left was
-            // not what arrived: its first send was (RFC 8985, step 2). Its send time
-            // would make every packet sent before it look overtaken, and resent.
-            let spurious = slot.sends > 1 && now_us.saturating_sub(slot.sent_at_us) < min_rtt;
-            if spurious {
+            if slot.sends == 1 {
+                oldest_first = oldest_first.min(slot.order);
+                if slot.order >= newest_first.0 {
+                    newest_first = (slot.order + 1, slot.sent_at_us, slot.state);
+                }
+            } else if now_us.saturating_sub(slot.sent_at_us) < min_rtt {
+                // A retransmission acknowledged sooner than a round trip after it left
+                // was not what arrived: its first send was (RFC 8985, step 2).
                 self.spurious += 1;
-            } else if slot.order >= newest_order {
-                newest_order = slot.order + 1;
-                delivery.newest = Some((slot.sent_at_us, slot.state));
+            } else if newest_resend.is_none_or(|(order, ..)| slot.order > order) {
+                newest_resend = Some((slot.order, slot.sent_at_us, slot.state));
             }
             self.acked_in_flight += 1;
             // Karn: only packets sent once give an unambiguous sample.
@@ -338,7 +342,21 @@ impl<'a> SackWindow<'a> {
         if effect.newly_acked > 0 {
             self.progress_us = now_us;
         }
-        self.overtaken_before = self.overtaken_before.max(newest_order);
+        // A resend's send overtakes what was sent before it unless the same ACK brings
+        // first sends from before it: then those arrived late, and likely its own first
+        // send too (F-RTO's test: a timeout whose next ACK acknowledges packets never
+        // resent was spurious). Either way, what the ACK brings shows what it overtook.
+        let mut newest = newest_first;
+        if let Some((order, at, state)) = newest_resend
+            && oldest_first > order
+            && order >= newest.0
+        {
+            newest = (order + 1, at, state);
+        }
+        if newest.0 > 0 {
+            delivery.newest = Some((newest.1, newest.2));
+        }
+        self.overtaken_before = self.overtaken_before.max(newest.0);
         let in_network = self.in_network();
         self.congestion.on_ack(now_us, delivery, in_network, self.next);
         let loss = self.new_losses();
@@ -392,8 +410,8 @@ impl<'a> SackWindow<'a> {
         self.rto_us = (srtt + 4 * self.rttvar_us).max(self.bounds.min_us).min(self.bounds.max_us);
     }
 
-    /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
-    /// unacked for an RTO while no ACK acknowledged anything for an RTO either, or one a
+    /// The oldest unacknowledged packet that is due for retransmission at `now_us`: the
+    /// oldest if unacked for an RTO while no ACK acknowledged anything for an RTO either, or one a
     /// packet sent after it overtook (was acknowledged; by the order of sends, not of
     /// seqs, and not counting a resend acknowledged sooner than a round trip after it
     /// left) and that has been out for at least a smoothed RTT. While ACKs keep coming, a
@@ -410,6 +428,7 @@ impl<'a> SackWindow<'a> {
         }
         let fast_after = self.srtt_us.map_or(self.rto_us, |s| s.max(self.bounds.min_us / 2));
         let mut earliest = u64::MAX;
+        let mut oldest = true;
         for seq in self.base..self.next {
             let slot = &self.slots[self.index(seq)];
             if slot.acked {
@@ -424,9 +443,16 @@ impl<'a> SackWindow<'a> {
                 0
             } else if slot.order < self.overtaken_before {
                 slot.sent_at_us.saturating_add(self.rto_us.min(fast_after))
-            } else {
+            } else if oldest {
                 slot.sent_at_us.max(self.progress_us).saturating_add(self.rto_us)
+            } else {
+                // The timer resends only the oldest (a probe, as RACK-TLP's): if it was
+                // lost, its ACK overtakes the others lost with it; if the ACKs were only
+                // late (a descheduled server), they come for the first sends, and a
+                // window resent on the timer would have been resent for nothing.
+                u64::MAX
             };
+            oldest = false;
             if now_us >= at {
                 return Some(seq);
             }
@@ -551,9 +577,25 @@ mod tests {
         assert_eq!(w.due(100), Some(0));
         w.mark_sent(0, 100);
         assert_eq!(w.retransmissions, 1);
-        assert_eq!(w.due(150), Some(1));
+        assert_eq!(w.due(150), None, "the timer resends the oldest alone");
         w.back_off();
         assert_eq!(w.rto_us(), 200);
+        // Its resend acknowledged alone: it was lost, and so was the other packet
+        // (sent before the resend, not acknowledged).
+        let mut s2 = slots(4);
+        let mut w2 = SackWindow::new(&mut s2, 4, bounds);
+        push_n(&mut w2, 2, 0);
+        w2.mark_sent(0, 100);
+        ack(&mut w2, 400, 1, &[]);
+        assert_eq!(w2.due(400), Some(1));
+        // Acknowledged with the first send of a packet sent before it: the first sends
+        // were late, not lost (a server held up), and nothing more is resent.
+        let mut s3 = slots(4);
+        let mut w3 = SackWindow::new(&mut s3, 4, bounds);
+        push_n(&mut w3, 3, 0);
+        w3.mark_sent(0, 100);
+        ack(&mut w3, 400, 2, &[]);
+        assert_eq!(w3.due(400), None);
     }
 
     #[test]
