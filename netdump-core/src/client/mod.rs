@@ -1618,8 +1618,11 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             } else if now.saturating_sub(last_progress) > silence {
                 return Err(DumpError::ServerSilent(Phase::Data));
             }
-            // Retransmit what is due, a bounded number per round, paced like new packets.
+            // Retransmit what is due, a bounded number per round, paced like new packets
+            // (on the clock as it is now, as the new packets below are: a packet whose
+            // first send failed holds them back, and must not wait longer than they would).
             for _ in 0..16 {
+                let now = self.clock.now_us();
                 if !window.paced(now) {
                     break;
                 }
