@@ -1618,13 +1618,18 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
             } else if now.saturating_sub(last_progress) > silence {
                 return Err(DumpError::ServerSilent(Phase::Data));
             }
-            // Retransmit what is due, a bounded number per round, paced like new packets.
+            // Retransmit what is due, a bounded number per round, paced like new packets
+            // (on the clock as it is now, as the new packets below are: a packet whose
+            // first send failed holds them back, and must not wait longer than they would).
             for _ in 0..16 {
+                let now = self.clock.now_us();
                 if !window.paced(now) {
                     break;
                 }
                 let Some(seq) = window.due(now) else { break };
-                if !self.transmit_data(window, seq, true, now)? {
+                // A first send that failed on a full ring goes as it would have.
+                let ack_request = window.sends(seq) > 0 || !window.can_push();
+                if !self.transmit_data(window, seq, ack_request, now)? {
                     break;
                 }
                 if now.saturating_sub(last_progress) >= window.rto_us()
@@ -1634,8 +1639,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     last_backoff = now;
                 }
             }
-            // Fill the window with new packets.
-            while !exhausted && window.can_push() {
+            // Fill the window with new packets, once none waits for its first send.
+            while !exhausted && window.can_push() && !window.has_unsent() {
                 let now = self.clock.now_us();
                 if !window.paced(now) {
                     break;

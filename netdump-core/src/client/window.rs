@@ -22,6 +22,9 @@ pub struct PacketSlot {
     acked: bool,
     sends: u16,
     sent_at_us: u64,
+    /// Sends of the window before this packet's last: the order packets left in, exact
+    /// where several leave within a microsecond.
+    order: u64,
     /// What the congestion controller recorded at its last send.
     state: SendState,
     payload: [u8; SLOT_PAYLOAD],
@@ -38,6 +41,7 @@ impl PacketSlot {
         acked: false,
         sends: 0,
         sent_at_us: 0,
+        order: 0,
         state: SendState::ZERO,
         payload: [0; SLOT_PAYLOAD],
     };
@@ -80,8 +84,10 @@ pub struct SackWindow<'a> {
     batch_start: u32,
     base: u32,
     next: u32,
-    /// Highest seq the server has acknowledged selectively (beyond `base`), if any.
-    highest_sacked: Option<u32>,
+    /// Packets pushed whose first send failed (a full NIC ring): until they are sent, no
+    /// newer packet may be ([`has_unsent`](Self::has_unsent)), or it would overtake them
+    /// on the wire and make them look lost.
+    unsent: u32,
     srtt_us: Option<u64>,
     rttvar_us: u64,
     rto_us: u64,
@@ -98,11 +104,17 @@ pub struct SackWindow<'a> {
     acked_in_flight: u32,
     /// When an ACK last acknowledged something (0: never).
     progress_us: u64,
-    /// The latest send time of a packet acknowledged: a packet sent before it and not
-    /// acknowledged was overtaken, so lost (the path keeps order; RFC 8985's RACK).
-    overtaken_before_us: u64,
+    /// Packets sent so far (first sends and resends): the next one's `order`.
+    sent: u64,
+    /// The latest send (its `order`) of a packet acknowledged: a packet sent before it and
+    /// not acknowledged was overtaken, so lost (the path keeps order; RFC 8985's RACK,
+    /// with the order of sends for its clock).
+    overtaken_before: u64,
     /// Sends of a packet after its first (what FINISH reports).
     pub retransmissions: u64,
+    /// Retransmissions acknowledged sooner than the smallest RTT after they left: the
+    /// ACK was for an earlier send, so the resend was not needed.
+    pub spurious: u64,
     /// The check each new payload gets (the session's: CRC-32 unless the server granted
     /// XXH64); its packets must be sent with the header flags of the same check.
     pub check: Check,
@@ -119,7 +131,7 @@ impl<'a> SackWindow<'a> {
             batch_start: 0,
             base: 0,
             next: 0,
-            highest_sacked: None,
+            unsent: 0,
             srtt_us: None,
             rttvar_us: 0,
             rto_us: bounds.initial_us,
@@ -129,8 +141,10 @@ impl<'a> SackWindow<'a> {
             losses_known_below: 0,
             acked_in_flight: 0,
             progress_us: 0,
-            overtaken_before_us: 0,
+            sent: 0,
+            overtaken_before: 0,
             retransmissions: 0,
+            spurious: 0,
             check: Check::Crc32,
         }
     }
@@ -157,6 +171,13 @@ impl<'a> SackWindow<'a> {
             WindowMode::Fixed => self.in_flight() < self.limit,
             WindowMode::Batch => self.is_empty() || (self.next - self.batch_start) < self.limit as u32,
         }
+    }
+
+    /// True while a packet pushed earlier waits for its first send (a full NIC ring): the
+    /// sender sends it ([`due`](Self::due) returns it at once) before any newer one, so
+    /// that packets leave in the order of their seqs and their send times.
+    pub fn has_unsent(&self) -> bool {
+        self.unsent > 0
     }
 
     /// True if pacing lets a packet (new or resent) leave at `now_us`: always, except in
@@ -223,6 +244,7 @@ impl<'a> SackWindow<'a> {
         slot.sends = 0;
         slot.sent_at_us = 0;
         self.next += 1;
+        self.unsent += 1;
         // Not sent yet: due at once if its first send fails (a full NIC ring).
         self.next_due_us = 0;
         Some(seq)
@@ -250,9 +272,13 @@ impl<'a> SackWindow<'a> {
         let slot = &mut self.slots[i];
         if slot.sends > 0 {
             self.retransmissions += 1;
+        } else {
+            self.unsent -= 1;
         }
         slot.sends = slot.sends.saturating_add(1);
         slot.sent_at_us = now_us;
+        slot.order = self.sent;
+        self.sent += 1;
         slot.state = self.congestion.on_send(now_us, u64::from(slot.len) + PACKET_OVERHEAD, others);
     }
 
@@ -271,6 +297,11 @@ impl<'a> SackWindow<'a> {
         // it longest (a server holds ACKs for a few packets or milliseconds), and a timer
         // shorter than that wait fires on ACKs that are late, not lost.
         let mut rto_sample: Option<u64> = None;
+        // The latest first send among the packets acknowledged (its `order` plus one, its
+        // send time and state), the earliest (its `order`), and the latest resend.
+        let (mut newest_first, mut oldest_first) = ((0, 0, SendState::ZERO), u64::MAX);
+        let mut newest_resend: Option<(u64, u64, SendState)> = None;
+        let min_rtt = self.congestion.min_rtt_us().unwrap_or(0);
         for seq in self.base..self.next {
             let i = self.index(seq);
             let slot = &mut self.slots[i];
@@ -281,13 +312,19 @@ impl<'a> SackWindow<'a> {
             effect.newly_acked += 1;
             delivery.packets += 1;
             delivery.bytes += u64::from(slot.len) + PACKET_OVERHEAD;
-            if delivery.newest.is_none_or(|(at, _)| slot.sent_at_us >= at) {
-                delivery.newest = Some((slot.sent_at_us, slot.state));
+            if slot.sends == 1 {
+                oldest_first = oldest_first.min(slot.order);
+                if slot.order >= newest_first.0 {
+                    newest_first = (slot.order + 1, slot.sent_at_us, slot.state);
+                }
+            } else if now_us.saturating_sub(slot.sent_at_us) < min_rtt {
+                // A retransmission acknowledged sooner than a round trip after it left
+                // was not what arrived: its first send was (RFC 8985, step 2).
+                self.spurious += 1;
+            } else if newest_resend.is_none_or(|(order, ..)| slot.order > order) {
+                newest_resend = Some((slot.order, slot.sent_at_us, slot.state));
             }
             self.acked_in_flight += 1;
-            if seq >= cumulative {
-                self.highest_sacked = Some(self.highest_sacked.map_or(seq, |h| h.max(seq)));
-            }
             // Karn: only packets sent once give an unambiguous sample.
             if slot.sends == 1 {
                 let sample = now_us.saturating_sub(slot.sent_at_us);
@@ -299,45 +336,60 @@ impl<'a> SackWindow<'a> {
             self.base += 1;
             self.acked_in_flight -= 1;
         }
-        if self.highest_sacked.is_some_and(|h| h < self.base) {
-            self.highest_sacked = None;
-        }
         if let Some(sample) = rto_sample {
             self.update_rto(sample);
         }
         if effect.newly_acked > 0 {
             self.progress_us = now_us;
         }
-        if let Some((sent_us, _)) = delivery.newest {
-            self.overtaken_before_us = self.overtaken_before_us.max(sent_us);
+        // A resend's send overtakes what was sent before it unless the same ACK brings
+        // first sends from before it: then those arrived late, and likely its own first
+        // send too (F-RTO's test: a timeout whose next ACK acknowledges packets never
+        // resent was spurious). Either way, what the ACK brings shows what it overtook.
+        let mut newest = newest_first;
+        if let Some((order, at, state)) = newest_resend
+            && oldest_first > order
+            && order >= newest.0
+        {
+            newest = (order + 1, at, state);
         }
+        if newest.0 > 0 {
+            delivery.newest = Some((newest.1, newest.2));
+        }
+        self.overtaken_before = self.overtaken_before.max(newest.0);
         let in_network = self.in_network();
         self.congestion.on_ack(now_us, delivery, in_network, self.next);
-        if let Some(h) = self.highest_sacked {
-            let loss = self.new_losses(h);
-            self.congestion.on_loss(loss, self.next);
-        }
+        let loss = self.new_losses();
+        self.congestion.on_loss(loss, self.next);
         effect
     }
 
-    /// The packets below `highest_sacked` not acknowledged and sent once, that no earlier
-    /// ACK reported: lost on their first send (the path keeps order; a reordered packet
-    /// counts as lost, which only lets the controller see a loss it may ignore).
-    fn new_losses(&mut self, highest_sacked: u32) -> LossReport {
+    /// The packets sent once and not acknowledged that a packet sent after them overtook
+    /// (see `overtaken_before`), that no earlier ACK reported: lost on their first
+    /// send. By send time, not seq: a packet that left late (its first send failed on a
+    /// full ring) is not lost because a newer one arrived first.
+    fn new_losses(&mut self) -> LossReport {
         let mut loss = LossReport::default();
         let mut run = 0;
-        for seq in self.losses_known_below.max(self.base)..highest_sacked {
+        let mut seq = self.losses_known_below.max(self.base);
+        // First sends leave in seq order (`has_unsent`), so the first one not overtaken
+        // ends the scan; what comes after it is judged by a later ACK.
+        while seq < self.next {
             let slot = &self.slots[self.index(seq)];
+            if slot.sends == 0 || (slot.sends == 1 && !slot.acked && slot.order >= self.overtaken_before) {
+                break;
+            }
             if slot.acked || slot.sends != 1 {
                 run = 0;
-                continue;
+            } else {
+                run += 1;
+                loss.holes += 1;
+                loss.newest = seq;
+                loss.longest_run = loss.longest_run.max(run);
             }
-            run += 1;
-            loss.holes += 1;
-            loss.newest = seq;
-            loss.longest_run = loss.longest_run.max(run);
+            seq += 1;
         }
-        self.losses_known_below = self.losses_known_below.max(highest_sacked + 1);
+        self.losses_known_below = seq;
         loss
     }
 
@@ -358,11 +410,13 @@ impl<'a> SackWindow<'a> {
         self.rto_us = (srtt + 4 * self.rttvar_us).max(self.bounds.min_us).min(self.bounds.max_us);
     }
 
-    /// The oldest unacknowledged packet that is due for retransmission at `now_us`: one
-    /// unacked for an RTO while no ACK acknowledged anything for an RTO either, or one a
-    /// later packet overtook (a higher seq, or one sent later, acknowledged) and that has
-    /// been out for at least a smoothed RTT. While ACKs keep coming, a packet is not resent on its timer alone:
-    /// it is late, not lost, or the selective acks of later packets will show it lost.
+    /// The oldest unacknowledged packet that is due for retransmission at `now_us`: the
+    /// oldest if unacked for an RTO while no ACK acknowledged anything for an RTO either, or one a
+    /// packet sent after it overtook (was acknowledged; by the order of sends, not of
+    /// seqs, and not counting a resend acknowledged sooner than a round trip after it
+    /// left) and that has been out for at least a smoothed RTT. While ACKs keep coming, a
+    /// packet is not resent on its timer alone: it is late, not lost, or the ACKs of
+    /// packets sent after it will show it lost.
     ///
     /// A scan that finds nothing remembers when the first packet will be due, and later
     /// calls return at once until then (or until a push or an ACK changes the answer):
@@ -373,27 +427,32 @@ impl<'a> SackWindow<'a> {
             return None;
         }
         let fast_after = self.srtt_us.map_or(self.rto_us, |s| s.max(self.bounds.min_us / 2));
-        // Below 0 is no seq: the same test as `is_some_and(|h| seq < h)`, without a
-        // second copy of the loop for each case.
-        let sacked_below = core::hint::black_box(self.highest_sacked.unwrap_or(0));
         let mut earliest = u64::MAX;
+        let mut oldest = true;
         for seq in self.base..self.next {
             let slot = &self.slots[self.index(seq)];
             if slot.acked {
                 continue;
             }
             // A packet acknowledged that was sent after this one overtook it: on a path
-            // that keeps order, this one is lost. For packets sent once that is a higher
-            // seq selectively acknowledged; a retransmission is overtaken only by what
-            // was sent after it.
+            // that keeps order, this one is lost. The order is that of the sends, the
+            // seqs' for first sends (`has_unsent`); a retransmission is overtaken only
+            // by what was sent after it.
             let at = if slot.sends == 0 {
                 // Pushed, but its first send failed (a full NIC ring).
                 0
-            } else if slot.sent_at_us < self.overtaken_before_us || (slot.sends == 1 && seq < sacked_below) {
+            } else if slot.order < self.overtaken_before {
                 slot.sent_at_us.saturating_add(self.rto_us.min(fast_after))
-            } else {
+            } else if oldest {
                 slot.sent_at_us.max(self.progress_us).saturating_add(self.rto_us)
+            } else {
+                // The timer resends only the oldest (a probe, as RACK-TLP's): if it was
+                // lost, its ACK overtakes the others lost with it; if the ACKs were only
+                // late (a descheduled server), they come for the first sends, and a
+                // window resent on the timer would have been resent for nothing.
+                u64::MAX
             };
+            oldest = false;
             if now_us >= at {
                 return Some(seq);
             }
@@ -518,9 +577,25 @@ mod tests {
         assert_eq!(w.due(100), Some(0));
         w.mark_sent(0, 100);
         assert_eq!(w.retransmissions, 1);
-        assert_eq!(w.due(150), Some(1));
+        assert_eq!(w.due(150), None, "the timer resends the oldest alone");
         w.back_off();
         assert_eq!(w.rto_us(), 200);
+        // Its resend acknowledged alone: it was lost, and so was the other packet
+        // (sent before the resend, not acknowledged).
+        let mut s2 = slots(4);
+        let mut w2 = SackWindow::new(&mut s2, 4, bounds);
+        push_n(&mut w2, 2, 0);
+        w2.mark_sent(0, 100);
+        ack(&mut w2, 400, 1, &[]);
+        assert_eq!(w2.due(400), Some(1));
+        // Acknowledged with the first send of a packet sent before it: the first sends
+        // were late, not lost (a server held up), and nothing more is resent.
+        let mut s3 = slots(4);
+        let mut w3 = SackWindow::new(&mut s3, 4, bounds);
+        push_n(&mut w3, 3, 0);
+        w3.mark_sent(0, 100);
+        ack(&mut w3, 400, 2, &[]);
+        assert_eq!(w3.due(400), None);
     }
 
     #[test]
@@ -657,6 +732,56 @@ mod tests {
         assert!(w.congestion_stats().reductions > 0, "the controller saw the run of losses");
         ack(&mut w, 3000, 32, &[]);
         assert_eq!(fill(&mut w, 3000), 16, "and the fixed window did not care");
+    }
+
+    #[test]
+    fn an_ack_of_a_first_send_does_not_make_its_resend_overtake_what_was_sent_before() {
+        // A 1 ms path: the smallest RTT is 1 ms, a smoothed RTT about as much.
+        let mut s = slots(64);
+        let mut w = grown(&mut s, 64);
+        let t = 100_000;
+        let base = w.next_seq();
+        push_n(&mut w, 4, t);
+        // The first is resent (its ACK was late: a stalled device), then four more go.
+        w.mark_sent(base, t + 5_000);
+        push_n(&mut w, 4, t + 5_100);
+        // 300 µs after the resend, an ACK of the first four: of their first sends, as a
+        // resend cannot have made a round trip yet.
+        ack(&mut w, t + 5_300, base + 4, &[]);
+        assert_eq!(w.spurious, 1);
+        // The four sent before the resend are in flight, not overtaken: nothing is due
+        // before an RTO (a resend a round trip after them would repeat the mistake).
+        assert_eq!(w.due(t + 5_100 + 15_000), None);
+        // Acknowledged after a round trip, a resend is what arrived: what was sent
+        // before it and is missing is lost.
+        let next = w.next_seq();
+        w.mark_sent(next - 1, t + 6_000);
+        ack(&mut w, t + 8_000, base + 4, &bitmap(base + 4, [next - 1].into_iter())[..1]);
+        assert_eq!(w.spurious, 1);
+        assert_eq!(w.due(t + 5_100 + 15_000), Some(base + 4));
+    }
+
+    #[test]
+    fn a_packet_whose_first_send_failed_holds_back_newer_ones_and_is_not_lost_for_being_late() {
+        let mut s = slots(64);
+        let mut w = grown(&mut s, 64);
+        let t = 100_000;
+        let base = w.next_seq();
+        push_n(&mut w, 2, t);
+        // The third is pushed, but the ring is full: not sent.
+        w.try_push(|p| Some(p.len()));
+        assert!(w.has_unsent() && w.can_push(), "the window has room, the order says wait");
+        assert_eq!(w.due(t + 10), Some(base + 2), "due at once");
+        w.mark_sent(base + 2, t + 3_000);
+        assert!(!w.has_unsent());
+        push_n(&mut w, 1, t + 3_000);
+        // Sent in seq order after all: an ACK of the first two and the third leaves the
+        // fourth in flight, and one of the fourth would mean the third was lost.
+        ack(&mut w, t + 4_100, base + 3, &[]);
+        assert_eq!(w.congestion_stats().random_losses, 0);
+        assert_eq!(w.due(t + 3_000 + 15_000), None, "in flight: only the RTO resends it");
+        ack(&mut w, t + 4_200, base + 4, &[]);
+        assert!(w.is_empty());
     }
 
     #[test]

@@ -105,6 +105,27 @@ pub fn flight_stats(events: &[Event]) -> FlightStats {
     FlightStats { mean_in_flight: if n == 0 { 0.0 } else { sum / n as f64 }, max_in_flight: max, stall_s, stalls }
 }
 
+/// Retransmissions (DATA with the `RETRANSMIT` flag) of a packet an earlier send of
+/// which the proxy had passed on: resent though it was not lost on the way to the
+/// server (the client's timer or loss detection misread a late or reordered ACK).
+pub fn needless_resends(events: &[Event]) -> u64 {
+    let mut delivered = std::collections::HashSet::new();
+    let mut needless = 0;
+    for e in events.iter().filter(|e| e.relayed()) {
+        let Some(h) = e.seen.header else { continue };
+        if e.seen.dir != Direction::ToServer || h.msg_type != MessageType::Data {
+            continue;
+        }
+        if h.flags & flags::RETRANSMIT != 0 && delivered.contains(&h.seq) {
+            needless += 1;
+        }
+        if e.delivered() {
+            delivered.insert(h.seq);
+        }
+    }
+    needless
+}
+
 /// Buckets of [`timeline`], milliseconds.
 pub const TIMELINE_MS: u64 = 50;
 
@@ -152,6 +173,23 @@ pub fn timeline(events: &[Event]) -> String {
     s
 }
 
+/// The proxy's trace datagram by datagram, from the first DATA: microseconds, direction
+/// (`s` to the server, `c` to the client), message type, header flags, seq (an ACK's
+/// cumulative point), fate. Written beside each run as `events.csv`: what a timeline
+/// only sums (which packet was resent, how long after its first send, and whether that
+/// first send had been delivered) shows here.
+pub fn events_csv(events: &[Event]) -> String {
+    let mut s = String::from("us,dir,type,flags,seq,fate\n");
+    let Some(start) = events.iter().find(|e| e.seen.is(MessageType::Data)).map(|e| e.at) else { return s };
+    for e in events.iter().filter(|e| e.relayed() && e.at >= start) {
+        let Some(h) = e.seen.header else { continue };
+        let dir = if e.seen.dir == Direction::ToServer { 's' } else { 'c' };
+        let us = e.at.duration_since(start).as_micros();
+        s.push_str(&format!("{us},{dir},{:?},{:#x},{},{:?}\n", h.msg_type, h.flags, h.seq, e.fate));
+    }
+    s
+}
+
 /// The path's bandwidth-delay product at `mbit`, in full DATA frames: the window that
 /// fills the link (the round trip is twice [`DELAY`]).
 pub fn bdp_packets(mbit: f64) -> f64 {
@@ -186,6 +224,8 @@ pub struct LinkRun {
     /// Datagrams the link's queue dropped (to the server).
     pub queue_drops: u64,
     pub retransmissions: u64,
+    /// Of them, resends of packets the proxy had passed on ([`needless_resends`]).
+    pub needless: u64,
     /// The window as the proxy saw it.
     pub flight: FlightStats,
 }
@@ -252,7 +292,7 @@ pub fn bench_link(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> R
                 );
                 let run = link_dump(env, nic, &label, Some(mbit), loss, cc)?;
                 log(&format!(
-                    "{}: link {mbit:.0} Mbit/s, loss {:.0}%, {}: {:.2} MB/s, fill {:.2}, {} queue drops, {} retransmissions, in flight {:.1} mean / {} max (BDP {:.0}), {} stalls ≥ {} ms = {:.1} s of {:.1} s",
+                    "{}: link {mbit:.0} Mbit/s, loss {:.0}%, {}: {:.2} MB/s, fill {:.2}, {} queue drops, {} retransmissions ({} of packets not lost), in flight {:.1} mean / {} max (BDP {:.0}), {} stalls ≥ {} ms = {:.1} s of {:.1} s",
                     nic.name(),
                     loss * 100.0,
                     if cc { "congestion control" } else { "fixed window" },
@@ -260,6 +300,7 @@ pub fn bench_link(env: &BenchEnv, nic: NicModel, log: &mut dyn FnMut(&str)) -> R
                     run.fill,
                     run.queue_drops,
                     run.retransmissions,
+                    run.needless,
                     run.flight.mean_in_flight,
                     run.flight.max_in_flight,
                     bdp_packets(mbit),
@@ -315,7 +356,9 @@ fn link_dump(env: &BenchEnv, nic: NicModel, label: &str, mbit: Option<f64>, loss
     let queue_drops = proxy.link_stats(Direction::ToServer).map_or(0, |s| s.dropped);
     let events = proxy.events();
     let flight = flight_stats(&events);
+    let needless = needless_resends(&events);
     std::fs::write(dir.join("timeline.csv"), timeline(&events))?;
+    std::fs::write(dir.join("events.csv"), events_csv(&events))?;
     Ok(LinkRun {
         mbit: mbit.unwrap_or(0.0),
         loss,
@@ -325,6 +368,7 @@ fn link_dump(env: &BenchEnv, nic: NicModel, label: &str, mbit: Option<f64>, loss
         fill,
         queue_drops,
         retransmissions,
+        needless,
         flight,
     })
 }
@@ -480,6 +524,31 @@ mod tests {
             ],
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_resend_is_needless_when_an_earlier_send_was_passed_on() {
+        use crate::proxy::{Fate, Seen};
+        use netdump_core::proto::Header;
+        let t0 = std::time::Instant::now();
+        let client: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let ev = |fl, seq, fate| Event {
+            at: t0,
+            seen: Seen { dir: Direction::ToServer, client, header: Some(Header::v1(MessageType::Data, fl, 1, seq)) },
+            fate,
+        };
+        let r = flags::RETRANSMIT;
+        let events = [
+            ev(0, 0, Fate::Forwarded),
+            ev(0, 1, Fate::QueueFull),
+            ev(0, 2, Fate::Lost),
+            ev(r, 0, Fate::Forwarded), // needless: 0 got through
+            ev(r, 1, Fate::Forwarded), // needed
+            ev(r, 2, Fate::QueueFull), // needed
+            ev(r, 2, Fate::Forwarded), // needed: no send of 2 got through before
+            ev(r, 2, Fate::Forwarded), // needless
+        ];
+        assert_eq!(needless_resends(&events), 2);
     }
 
     #[test]
