@@ -317,6 +317,10 @@ pub struct SealDrops {
 
 /// Longest handshake message a HELLO_ACK v2 may carry to this client: NK message 2 with
 /// the 16 bytes of terms as its payload.
+/// Packets the send loop fills ahead, unsent, while an older one waits for a full NIC
+/// ring (they leave in order once it has room): a quarter of a 32-frame ring.
+const FILL_AHEAD: u32 = 8;
+
 const MAX_MESSAGE_2: usize = 48 + HelloTerms::WIRE_LEN;
 /// Length of NK message 1 with an empty payload (an ephemeral key and a tag).
 const MESSAGE_1_LEN: usize = 48;
@@ -1639,12 +1643,16 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                     last_backoff = now;
                 }
             }
-            // Fill the window with new packets, once none waits for its first send.
-            while !exhausted && window.can_push() && !window.has_unsent() {
+            // Fill the window with new packets. While one waits for its first send (a full
+            // ring: the device is behind), up to FILL_AHEAD are filled but not sent, so
+            // that the sender's work overlaps the device's; the loop above sends them, in
+            // order, once the ring has room.
+            while !exhausted && window.can_push() && window.unsent() < FILL_AHEAD {
                 let now = self.clock.now_us();
                 if !window.paced(now) {
                     break;
                 }
+                let behind = window.has_unsent();
                 let mut pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
                 if pushed.is_none()
                     && !stream.is_done()
@@ -1666,6 +1674,9 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 round.busy();
                 last_sent = now;
                 totals.add(window.payload(seq).len(), window.payload_crc(seq));
+                if behind {
+                    continue;
+                }
                 let fills_window = !window.can_push();
                 let sent = self.transmit_data(window, seq, fills_window, now)?;
                 #[cfg(feature = "profile")]

@@ -180,6 +180,11 @@ impl<'a> SackWindow<'a> {
         self.unsent > 0
     }
 
+    /// Packets pushed and not sent yet.
+    pub fn unsent(&self) -> u32 {
+        self.unsent
+    }
+
     /// True if pacing lets a packet (new or resent) leave at `now_us`: always, except in
     /// the sliding mode, whose congestion control paces.
     pub fn paced(&self, now_us: u64) -> bool {
