@@ -1652,7 +1652,6 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 if !window.paced(now) {
                     break;
                 }
-                let behind = window.has_unsent();
                 let mut pushed = window.try_push(|slot| stream.next_payload(&mut slot[..room]));
                 if pushed.is_none()
                     && !stream.is_done()
@@ -1674,7 +1673,8 @@ impl<N: PolledNic, C: Clock> Netdump<N, C> {
                 round.busy();
                 last_sent = now;
                 totals.add(window.payload(seq).len(), window.payload_crc(seq));
-                if behind {
+                if window.unsent() > 1 {
+                    // An older packet waits for its first send: this one leaves after it.
                     continue;
                 }
                 let fills_window = !window.can_push();
