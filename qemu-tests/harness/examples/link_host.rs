@@ -11,6 +11,7 @@ use netdump_core::memory::{MemoryError, MemoryMap, MemoryRange, MemorySource};
 use netdump_core::proto::RegisterRecord;
 use netdump_core::{CrashBuffers, CrashInfo, Netdump};
 use netdump_qemu_harness::bench::link::{DELAY, QUEUE_PACKETS, flight_stats, payload_capacity, timeline};
+use netdump_qemu_harness::host_client::HashRng;
 use netdump_qemu_harness::netdumpd::Netdumpd;
 use netdump_qemu_harness::proxy::{Direction, FaultProxy, Faults, ProxyConfig, QueueDepth, RateLimit};
 use std::path::PathBuf;
@@ -23,20 +24,6 @@ impl MemorySource for Ram {
         let at = phys.checked_sub(BASE).ok_or(MemoryError { phys })? as usize;
         out.copy_from_slice(self.0.get(at..at + out.len()).ok_or(MemoryError { phys })?);
         Ok(())
-    }
-}
-
-struct Counter(u64);
-impl rand_core::RngCore for Counter {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, out: &mut [u8]) {
-        out.iter_mut().for_each(|b| *b = self.next_u64() as u8);
     }
 }
 
@@ -69,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let buffers: &'static mut CrashBuffers<256> = Box::leak(Box::new(CrashBuffers::new()));
     let mut config = Config::new(guest_net(proxy.port), ClientName::new("link-host").unwrap());
     config.window = 256;
-    let mut nd = Netdump::install(nic, SystemClock::default(), &mut Counter(7), config, buffers, map)
+    let mut nd = Netdump::install(nic, SystemClock::default(), &mut HashRng(7), config, buffers, map)
         .map_err(|e| anyhow::anyhow!("install: {e:?}"))?;
     if !cc {
         nd.set_window_mode(WindowMode::Fixed);

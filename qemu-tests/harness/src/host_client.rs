@@ -63,7 +63,7 @@ pub struct HostRun {
 }
 
 /// A cookie source: the process's random hash keys, so two runs never share a cookie.
-struct HashRng(u64);
+pub struct HashRng(pub u64);
 
 impl rand_core::RngCore for HashRng {
     fn next_u32(&mut self) -> u32 {
