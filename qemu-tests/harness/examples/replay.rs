@@ -25,15 +25,14 @@ fn main() -> anyhow::Result<()> {
     // its output as netdumpd exits.
     server.terminate()?;
     let _ = std::fs::remove_dir_all(&dir);
-    let gb = run.bytes as f64 / 1e9;
     println!(
         "{} bytes in {:.2} s: {:.1} MB/s; netdumpd {:.2} CPU s ({:.2} s/GB, {:.0} MB/s per core); {} datagrams, {} resent; peak RSS {} MiB",
         run.bytes,
         run.seconds,
-        run.bytes as f64 / run.seconds / 1e6,
+        run.mb_s(),
         run.server_cpu_s,
-        run.server_cpu_s / gb,
-        gb * 1e3 / run.server_cpu_s,
+        run.server_cpu_s_per_gb(),
+        1e3 / run.server_cpu_s_per_gb(),
         run.datagrams,
         run.retransmissions,
         rss >> 20

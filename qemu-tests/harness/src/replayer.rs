@@ -78,17 +78,23 @@ impl Default for FleetConfig {
 impl FleetConfig {
     /// The protocol version the clients speak.
     pub fn version(&self) -> u8 {
-        match self.check {
-            Check::Crc32 => VERSION_1,
-            Check::Xxh64 => VERSION_2,
-        }
+        version_of(self.check)
     }
-    /// The flags every DATA packet carries besides ACK_REQUEST and RETRANSMIT.
-    fn data_flags(&self) -> u16 {
-        match self.check {
-            Check::Crc32 => 0,
-            Check::Xxh64 => flags::CHECK_XXH64,
-        }
+}
+
+/// The protocol version of clients with `check`.
+fn version_of(check: Check) -> u8 {
+    match check {
+        Check::Crc32 => VERSION_1,
+        Check::Xxh64 => VERSION_2,
+    }
+}
+
+/// The flags every DATA packet with `check` carries besides ACK_REQUEST and RETRANSMIT.
+fn data_flags_of(check: Check) -> u16 {
+    match check {
+        Check::Crc32 => 0,
+        Check::Xxh64 => flags::CHECK_XXH64,
     }
 }
 
@@ -99,9 +105,6 @@ struct Client {
     pattern: Pattern,
     socket: UdpSocket,
     check: Check,
-    version: u8,
-    /// The flags of every DATA packet (the check's).
-    data_flags: u16,
     /// Every DATA datagram, `stride` bytes apart, `lens[seq]` long.
     wire: Vec<u8>,
     stride: usize,
@@ -138,6 +141,17 @@ pub struct FleetRun {
     pub server_cpu_s: f64,
     pub datagrams: u64,
     pub retransmissions: u64,
+}
+
+impl FleetRun {
+    /// The aggregate rate, MB/s.
+    pub fn mb_s(&self) -> f64 {
+        self.bytes as f64 / self.seconds / 1e6
+    }
+    /// netdumpd's CPU seconds per GB received.
+    pub fn server_cpu_s_per_gb(&self) -> f64 {
+        self.server_cpu_s / (self.bytes as f64 / 1e9)
+    }
 }
 
 /// The fleet: its clients' prebuilt streams.
@@ -336,7 +350,7 @@ impl Client {
             // The last packet asks for an ACK at once; the server acknowledges every 32
             // packets by itself, and half a window is a backstop.
             let ask = last || (seq as u32 + 1).is_multiple_of(config.window.div_ceil(2));
-            let fl = config.data_flags() | if ask { flags::ACK_REQUEST } else { 0 };
+            let fl = data_flags_of(config.check) | if ask { flags::ACK_REQUEST } else { 0 };
             let header = Header { version: config.version(), ..Header::v1(MessageType::Data, fl, cookie, seq as u32) };
             let slot = &mut wire[seq * stride..(seq + 1) * stride];
             let msg = Message::Data(Data { section, offset, data: &data[..n] });
@@ -353,8 +367,6 @@ impl Client {
             pattern,
             socket,
             check: config.check,
-            version: config.version(),
-            data_flags: config.data_flags(),
             wire,
             stride,
             lens,
@@ -376,7 +388,7 @@ impl Client {
 
     fn send_message(&self, seq: u32, msg: Message<'_>) -> Result<()> {
         let mut buf = [0u8; 2048];
-        let n = proto(msg.emit_packet(self.version, 0, self.cookie, seq, &mut buf))?;
+        let n = proto(msg.emit_packet(version_of(self.check), 0, self.cookie, seq, &mut buf))?;
         self.socket.send(&buf[..n])?;
         Ok(())
     }
@@ -607,8 +619,11 @@ impl Client {
             }
             let start = seq * self.stride;
             let payload = &self.wire[start + HEADER_LEN..start + self.lens[seq] as usize];
-            let fl = self.data_flags | flags::ACK_REQUEST | flags::RETRANSMIT;
-            let header = Header { version: self.version, ..Header::v1(MessageType::Data, fl, self.cookie, seq as u32) };
+            let fl = data_flags_of(self.check) | flags::ACK_REQUEST | flags::RETRANSMIT;
+            let header = Header {
+                version: version_of(self.check),
+                ..Header::v1(MessageType::Data, fl, self.cookie, seq as u32)
+            };
             let n = proto(header.emit_with_payload_crc(scratch, payload, self.payload_crcs[seq]))?;
             match self.socket.send(&scratch[..n]) {
                 Ok(_) => {}
@@ -641,8 +656,13 @@ impl Client {
             zero_pages: 0,
             retransmissions: self.retransmissions,
         };
-        let n =
-            proto(Message::Finish(finish).emit_packet(self.version, 0, self.cookie, self.lens.len() as u32, scratch))?;
+        let n = proto(Message::Finish(finish).emit_packet(
+            version_of(self.check),
+            0,
+            self.cookie,
+            self.lens.len() as u32,
+            scratch,
+        ))?;
         self.socket.send(&scratch[..n])?;
         self.finish_sent = Some(Instant::now());
         Ok(())

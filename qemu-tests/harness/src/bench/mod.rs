@@ -640,15 +640,12 @@ pub fn bench_ingest(env: &BenchEnv, fleet: FleetConfig, host_clients: usize, ref
         clients: fleet.clients,
         bytes: run.bytes,
         seconds: run.seconds,
-        aggregate_mb_s: run.bytes as f64 / run.seconds / 1e6,
-        server_cpu_s_per_gb: run.server_cpu_s / (run.bytes as f64 / 1e9),
+        aggregate_mb_s: run.mb_s(),
+        server_cpu_s_per_gb: run.server_cpu_s_per_gb(),
         datagrams: run.datagrams,
         retransmissions: run.retransmissions,
         server_peak_rss: peak_rss,
-        version_1: Some(FleetIngest {
-            aggregate_mb_s: v1.bytes as f64 / v1.seconds / 1e6,
-            server_cpu_s_per_gb: v1.server_cpu_s / (v1.bytes as f64 / 1e9),
-        }),
+        version_1: Some(FleetIngest { aggregate_mb_s: v1.mb_s(), server_cpu_s_per_gb: v1.server_cpu_s_per_gb() }),
         ..Default::default()
     };
     if host_clients > 0 {
